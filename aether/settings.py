@@ -1,0 +1,135 @@
+"""One frozen settings object, built only at entry points and handed down section by section.
+
+Environment variables: ``AETHER_<SECTION>__<FIELD>`` (e.g. ``AETHER_SERVING__PORT=50052``), plus the
+standard ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL`` and ``MILVUS_URI`` and ``AETHER_NAMESPACE``.
+``infra/aether.env.example`` documents every field.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = Field(default=4, ge=1, le=1024)
+    session_timeout_ms: int = Field(default=6000, ge=1000)  # ≈3 s group joins on Tansu (DESIGN §3)
+
+
+class RedisSettings(_Section):
+    url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+
+
+class MilvusSettings(_Section):
+    uri: str = ".aether/milvus.db"
+    token: SecretStr = SecretStr("")
+
+
+class StreamSettings(_Section):
+    allowed_lateness_ms: int = Field(default=60_000, ge=0)
+    dedup_horizon_ms: int = Field(default=24 * 3600 * 1000, ge=0)
+    sequence_length: int = Field(default=200, ge=1, le=10_000)
+    batch_size: int = Field(default=500, ge=1)
+    batch_timeout_s: float = Field(default=0.05, gt=0)
+    max_event_bytes: int = Field(default=64 * 1024, ge=256)
+    max_future_skew_ms: int = Field(default=24 * 3600 * 1000, ge=0)
+
+
+class ServingSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=50051, ge=0, le=65535)
+    max_workers: int = Field(default=8, ge=1)
+    max_concurrent_rpcs: int = Field(default=64, ge=1)
+    default_k: int = Field(default=10, ge=1)
+    max_k: int = Field(default=200, ge=1)
+    max_exclude: int = Field(default=1000, ge=0)
+    candidates: int = Field(default=200, ge=1)
+    deadline_ms: int = Field(default=100, ge=1)
+
+
+class Settings(BaseSettings):
+    """Everything configurable, in one place. Secrets print as ``**********``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="AETHER_",
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="ignore",
+    )
+
+    namespace: str = "aether"
+    data_dir: Path = Path(".aether")
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    milvus: MilvusSettings = MilvusSettings()
+    stream: StreamSettings = StreamSettings()
+    serving: ServingSettings = ServingSettings()
+
+    # Standard, unprefixed variables win over the nested defaults (see ``model_post_init``).
+    kafka_bootstrap_servers: str | None = Field(
+        default=None, validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS"), exclude=True
+    )
+    redis_url: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDIS_URL"), exclude=True
+    )
+    milvus_uri: str | None = Field(
+        default=None, validation_alias=AliasChoices("MILVUS_URI"), exclude=True
+    )
+
+    @field_validator("namespace")
+    @classmethod
+    def _check_namespace(cls, value: str) -> str:
+        if not _NAMESPACE_RE.match(value):
+            raise ValueError(
+                "namespace must be 1-32 chars of lowercase letters, digits and '_', "
+                f"starting with a letter; got {value!r}"
+            )
+        return value
+
+    def model_post_init(self, __context: Any) -> None:
+        overrides: dict[str, BaseModel] = {}
+        if self.kafka_bootstrap_servers:
+            overrides["kafka"] = self.kafka.model_copy(
+                update={"bootstrap_servers": self.kafka_bootstrap_servers}
+            )
+        if self.redis_url is not None and self.redis_url.get_secret_value():
+            overrides["redis"] = self.redis.model_copy(update={"url": self.redis_url})
+        if self.milvus_uri:
+            overrides["milvus"] = self.milvus.model_copy(update={"uri": self.milvus_uri})
+        for name, value in overrides.items():
+            object.__setattr__(self, name, value)
+
+    # -- names derived from the namespace: two namespaces share nothing ----------------------
+    def topic(self, name: str) -> str:
+        """Kafka topic name, e.g. ``topic("events") == "aether.events"``."""
+        return f"{self.namespace}.{name}"
+
+    def redis_key(self, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    @property
+    def consumer_group(self) -> str:
+        return f"{self.namespace}-worker"
+
+    @property
+    def feast_project(self) -> str:
+        return self.namespace
+
+    def milvus_collection(self, name: str) -> str:
+        return f"{self.namespace}_{name}"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build settings from the environment (and ``.aether/stack.env`` values already exported)."""
+    return Settings(**overrides)

@@ -1,0 +1,1 @@
+"""Online bandit posteriors, exploration and off-policy evaluation (pure logic, no I/O clients)."""

@@ -1,0 +1,1 @@
+"""Offline evaluation: time-respecting protocols, metrics, baselines and reports."""

@@ -1,0 +1,32 @@
+"""The public event contracts (DESIGN.md §4): one framework-free module every component uses.
+
+``Interaction`` is the events topic; ``CatalogItem`` the items topic; ``PrivacyRequest`` the privacy
+topic; ``Impression`` the impressions topic written by serving. ``decode_*`` turn raw Kafka values
+into models or raise :class:`aether.errors.SchemaError` with a machine-readable ``reason``.
+"""
+
+from events.codec import decode, decode_interaction, encode
+from events.models import (
+    EVENT_TYPES,
+    CatalogItem,
+    EventType,
+    Impression,
+    ImpressionItem,
+    Interaction,
+    PrivacyAction,
+    PrivacyRequest,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "CatalogItem",
+    "EventType",
+    "Impression",
+    "ImpressionItem",
+    "Interaction",
+    "PrivacyAction",
+    "PrivacyRequest",
+    "decode",
+    "decode_interaction",
+    "encode",
+]

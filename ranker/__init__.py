@@ -1,0 +1,1 @@
+"""The sequential transformer ranker (SASRec family): model, training, checkpoints, scoring."""

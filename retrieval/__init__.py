@@ -1,0 +1,1 @@
+"""Milvus index lifecycle and candidate sources."""

@@ -1,0 +1,1 @@
+"""The gRPC Recommender service and the request pipeline."""
