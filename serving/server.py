@@ -1,0 +1,81 @@
+"""Builds and runs the gRPC server: Recommender, standard health checking and reflection.
+
+Overload protection: ``maximum_concurrent_rpcs`` makes gRPC answer RESOURCE_EXHAUSTED once that
+many calls are in flight; message sizes are capped; ``stop(grace)`` drains in-flight calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from concurrent import futures
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from aether.settings import ServingSettings
+from serving.errors import ErrorMappingInterceptor
+from serving.proto import recommender_pb2 as pb
+from serving.proto import recommender_pb2_grpc as pb_grpc
+from serving.servicer import RecommenderServicer, RecommendPipeline
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+MAX_MESSAGE_BYTES = 1 * 1024 * 1024
+
+
+@dataclass
+class RunningServer:
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, grace_s: float = 5.0) -> None:
+        self.health.enter_graceful_shutdown()
+        self.server.stop(grace_s).wait()
+
+
+def start_server(pipeline: RecommendPipeline, limits: ServingSettings) -> RunningServer:
+    """Start serving on ``limits.host:limits.port`` (port 0 picks a free one) and return at once."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix="grpc"),
+        interceptors=[ErrorMappingInterceptor()],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(pipeline, limits), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{limits.host}:{limits.port}")
+    if port == 0:
+        raise OSError(f"cannot bind gRPC server to {limits.host}:{limits.port}")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC Recommender serving on %s:%d", limits.host, port)
+    return RunningServer(server=server, port=port, health=health_servicer)
+
+
+def serve_forever(running: RunningServer, grace_s: float = 5.0) -> None:
+    """Block until SIGINT/SIGTERM, then drain and stop."""
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    stopped.wait()
+    log.info("shutting down (grace %.1fs)", grace_s)
+    running.stop(grace_s)

@@ -1,0 +1,129 @@
+"""The gRPC surface over a real channel, with a scripted pipeline standing in for the real one."""
+
+from __future__ import annotations
+
+import threading
+from concurrent import futures
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from aether.errors import DependencyUnavailable
+from aether.settings import ServingSettings
+from serving.domain import RecommendationQuery, Slate, SlateItem
+from serving.proto import recommender_pb2 as pb
+from serving.proto import recommender_pb2_grpc as pb_grpc
+from serving.server import SERVICE_NAME, start_server
+
+pytestmark = pytest.mark.integration
+
+
+class ScriptedPipeline:
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+        self.gate: threading.Event | None = None
+        self.arrived = threading.Condition()
+        self.seen: list[tuple[RecommendationQuery, float | None]] = []
+
+    def recommend(self, query: RecommendationQuery, *, deadline_s: float | None) -> Slate:
+        with self.arrived:
+            self.seen.append((query, deadline_s))
+            self.arrived.notify_all()
+        if self.gate is not None:
+            self.gate.wait(timeout=10)
+        if self.error is not None:
+            raise self.error
+        items = tuple(
+            SlateItem(f"i{n}", 1.0 / (n + 1), "popular", "trending now") for n in range(query.k)
+        )
+        return Slate(request_id="r1", items=items, model_version="test-v1")
+
+
+@pytest.fixture
+def served():
+    pipeline = ScriptedPipeline()
+    running = start_server(pipeline, ServingSettings(port=0, max_concurrent_rpcs=2, max_k=20))
+    channel = grpc.insecure_channel(running.address)
+    yield pipeline, channel
+    channel.close()
+    running.stop(0)
+
+
+def test_recommend_round_trip(served):
+    pipeline, channel = served
+    stub = pb_grpc.RecommenderStub(channel)
+    reply = stub.Recommend(pb.RecommendRequest(user_id="u1", k=3, context={"device": "tv"}), timeout=5)
+    assert [i.item_id for i in reply.items] == ["i0", "i1", "i2"]
+    assert reply.model_version == "test-v1" and not reply.fallback
+    query, deadline = pipeline.seen[0]
+    assert query.context == {"device": "tv"}
+    assert deadline is not None and 0 < deadline <= 5
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        pb.RecommendRequest(user_id="", k=3),
+        pb.RecommendRequest(user_id="u", k=21),
+        pb.RecommendRequest(user_id="u", k=-4),
+        pb.RecommendRequest(user_id="x" * 1000, k=3),
+        pb.RecommendRequest(user_id="u", k=3, exclude_item_ids=["x" * 200]),
+    ],
+)
+def test_invalid_arguments(served, request_):
+    _, channel = served
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.RecommenderStub(channel).Recommend(request_, timeout=5)
+    assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+    assert info.value.details()
+
+
+def test_unexpected_errors_become_internal_without_a_stack_trace(served):
+    pipeline, channel = served
+    pipeline.error = ZeroDivisionError("secret detail")
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.RecommenderStub(channel).Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=5)
+    assert info.value.code() is grpc.StatusCode.INTERNAL
+    assert "secret" not in info.value.details() and "Traceback" not in info.value.details()
+
+
+def test_dependency_errors_become_unavailable(served):
+    pipeline, channel = served
+    pipeline.error = DependencyUnavailable("redis", "connection refused")
+    with pytest.raises(grpc.RpcError) as info:
+        pb_grpc.RecommenderStub(channel).Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=5)
+    assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+
+
+def test_overload_answers_resource_exhausted(served):
+    pipeline, channel = served
+    pipeline.gate = threading.Event()
+    stub = pb_grpc.RecommenderStub(channel)
+    with futures.ThreadPoolExecutor(4) as pool:
+        blocked = [
+            pool.submit(stub.Recommend, pb.RecommendRequest(user_id="u", k=1), timeout=10)
+            for _ in range(2)
+        ]
+        with pipeline.arrived:
+            assert pipeline.arrived.wait_for(lambda: len(pipeline.seen) == 2, timeout=5)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=5)
+        pipeline.gate.set()
+        assert all(len(f.result().items) == 1 for f in blocked)
+    assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_health_and_reflection(served):
+    _, channel = served
+    health = health_pb2_grpc.HealthStub(channel)
+    for name in ("", SERVICE_NAME):
+        status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+    reflect = reflection_pb2_grpc.ServerReflectionStub(channel)
+    answers = reflect.ServerReflectionInfo(
+        iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+    )
+    names = {s.name for a in answers for s in a.list_services_response.service}
+    assert {"aetherrec.v1.Recommender", "grpc.health.v1.Health"} <= names
