@@ -1,0 +1,76 @@
+"""Argument helpers shared by subcommands: dataset options, --json output, settings loading."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+from typing import Any
+
+from aether.settings import Settings, load_settings
+
+STACK_ENV = Path(".aether/stack.env")
+
+
+def add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-latest-small") -> None:
+    parser.add_argument(
+        "--dataset",
+        default=default,
+        choices=("ml-latest-small", "ml-1m", "open-bandit"),
+        help=f"dataset name (default: {default})",
+    )
+    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: built-in/shared)")
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, default=None, help="write the figures as one flat JSON object here")
+
+
+def write_json(path: Path | None, figures: dict[str, Any]) -> None:
+    if path is None:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def settings_from_env(stack_env: Path = STACK_ENV) -> Settings:
+    """Settings from the environment, after exporting what ``aether stack up`` wrote (env wins)."""
+    if stack_env.is_file():
+        for line in stack_env.read_text().splitlines():
+            line = line.strip()
+            if line and not line.startswith("#") and "=" in line:
+                key, value = line.split("=", 1)
+                os.environ.setdefault(key.strip(), value.strip())
+    return load_settings()
+
+
+def machine_description() -> str:
+    """CPU model, cores, memory, Python and torch versions: printed next to every figure."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem_gib = 0.0
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem_gib = int(line.split()[1]) / 1024 / 1024
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        torch_version = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        torch_version = "absent"
+    return (
+        f"{cpu}; {os.cpu_count()} cores; {mem_gib:.0f} GiB RAM; "
+        f"Python {platform.python_version()}; torch {torch_version}; {platform.system()} {platform.release()}"
+    )
