@@ -12,9 +12,9 @@ import logging
 import sys
 
 from aether.errors import AetherError
+from aether.stack_env import load_stack_env
 
-COMMAND_MODULES: tuple[str, ...] = (
-)
+COMMAND_MODULES: tuple[str, ...] = ("stack",)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    load_stack_env()  # talk to the stack `aether stack up` started, unless the env says otherwise
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

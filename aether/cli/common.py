@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from aether.settings import Settings, load_settings
+from aether.stack_env import load_stack_env
 
-STACK_ENV = Path(".aether/stack.env")
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-latest-small") -> None:
@@ -35,14 +35,9 @@ def write_json(path: Path | None, figures: dict[str, Any]) -> None:
     path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def settings_from_env(stack_env: Path = STACK_ENV) -> Settings:
+def settings_from_env() -> Settings:
     """Settings from the environment, after exporting what ``aether stack up`` wrote (env wins)."""
-    if stack_env.is_file():
-        for line in stack_env.read_text().splitlines():
-            line = line.strip()
-            if line and not line.startswith("#") and "=" in line:
-                key, value = line.split("=", 1)
-                os.environ.setdefault(key.strip(), value.strip())
+    load_stack_env()
     return load_settings()
 
 

