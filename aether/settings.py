@@ -58,6 +58,18 @@ class ServingSettings(_Section):
     deadline_ms: int = Field(default=100, ge=1)
 
 
+class BanditSettings(_Section):
+    """Online posteriors and exploration (``bandits/``); all times are event-time milliseconds."""
+
+    attribution_window_ms: int = Field(default=30 * 60 * 1000, ge=1)
+    half_life_ms: int | None = Field(default=7 * 24 * 3600 * 1000, ge=1)  # None: no forgetting
+    prior_alpha: float = Field(default=1.0, gt=0)
+    prior_beta: float = Field(default=1.0, gt=0)
+    segment_keys: tuple[str, ...] = ("surface", "device")
+    exploration_slots: int = Field(default=1, ge=0)
+    propensity_draws: int = Field(default=4000, ge=100)
+
+
 class Settings(BaseSettings):
     """Everything configurable, in one place. Secrets print as ``**********``."""
 
@@ -75,6 +87,7 @@ class Settings(BaseSettings):
     milvus: MilvusSettings = MilvusSettings()
     stream: StreamSettings = StreamSettings()
     serving: ServingSettings = ServingSettings()
+    bandit: BanditSettings = BanditSettings()
 
     # Standard, unprefixed variables win over the nested defaults (see ``model_post_init``).
     kafka_bootstrap_servers: str | None = Field(

@@ -14,7 +14,7 @@ import sys
 from aether.errors import AetherError
 from aether.stack_env import load_stack_env
 
-COMMAND_MODULES: tuple[str, ...] = ("stack",)
+COMMAND_MODULES: tuple[str, ...] = ("stack", "ope")
 
 
 def build_parser() -> argparse.ArgumentParser:
