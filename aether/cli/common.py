@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 from pathlib import Path
 from typing import Any
 
+from aether.machine import machine_description  # noqa: F401 - re-exported for subcommands
 from aether.settings import Settings, load_settings
 from aether.stack_env import load_stack_env
-
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-latest-small") -> None:
@@ -39,33 +37,3 @@ def settings_from_env() -> Settings:
     """Settings from the environment, after exporting what ``aether stack up`` wrote (env wins)."""
     load_stack_env()
     return load_settings()
-
-
-def machine_description() -> str:
-    """CPU model, cores, memory, Python and torch versions: printed next to every figure."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gib = 0.0
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal"):
-                mem_gib = int(line.split()[1]) / 1024 / 1024
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        torch_version = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        torch_version = "absent"
-    return (
-        f"{cpu}; {os.cpu_count()} cores; {mem_gib:.0f} GiB RAM; "
-        f"Python {platform.python_version()}; torch {torch_version}; {platform.system()} {platform.release()}"
-    )

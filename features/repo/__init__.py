@@ -1,0 +1,1 @@
+"""The Feast feature repository: entities, sources and feature views (see ``definitions``)."""

@@ -1,0 +1,306 @@
+"""The Feast feature store of one deployment, and the online store adapter behind the ports.
+
+* ``feature_store(settings)`` builds a ``feast.FeatureStore`` from a programmatic ``RepoConfig``:
+  project = ``settings.feast_project`` (the namespace), a file registry under
+  ``<data_dir>/feast/<namespace>/``, the Redis online store at ``settings.redis.url`` and the file
+  (parquet) offline store. No ``feature_store.yaml`` is needed.
+* ``apply_repo(settings)`` is ``feast apply`` for our definitions; idempotent (``aether stack up``).
+* ``FeastOnlineStore(settings)`` implements ``OnlineFeatureWriter`` and ``OnlineFeatureReader``.
+  Writes: one pipelined round trip per batch, an atomic newer-wins compare-and-set per row in
+  Feast's own Redis layout (why not ``write_to_online_store``: see ``features.redis_layout``).
+  Reads: ``read_path="redis"`` (default) fetches Feast's hashes in one round trip (one read-only
+  script call returning every entity's fields);
+  ``read_path="feast"`` calls ``FeatureStore.get_online_features`` once per batch. Both return
+  identical rows (``tests/integration/features/test_contract.py``); ``features/bench.py`` measures
+  both, which is why the direct path is the default for serving.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import redis
+from feast import FeatureStore, RepoConfig
+from feast.errors import FeastError
+from feast.repo_config import RegistryConfig
+
+from aether.errors import ConfigError, DependencyUnavailable
+from aether.settings import Settings
+from features.redis_layout import BATCH_READ_SCRIPT, CAS_WRITE_SCRIPT, FeastRedisLayout
+from features.repo.definitions import FeatureRepo, build_repo
+from features.rows import ItemFeatureRow, UserFeatureRow
+from features.schema import (
+    ITEM_FEATURE_TYPES,
+    ITEM_FEATURES,
+    ITEM_JOIN_KEY,
+    ITEM_VIEW,
+    USER_FEATURE_TYPES,
+    USER_FEATURES,
+    USER_JOIN_KEY,
+    USER_VIEW,
+    item_record_to_row,
+    item_row_to_record,
+    user_record_to_row,
+    user_row_to_record,
+)
+
+ReadPath = Literal["redis", "feast"]
+_T = TypeVar("_T")
+_Row = TypeVar("_Row", UserFeatureRow, ItemFeatureRow)
+_ITEM_MEMO_SIZE = 200_000  # decoded item rows kept (≈ catalogue size); cleared when full
+
+
+# -- configuration ------------------------------------------------------------------------------
+def feast_dir(settings: Settings) -> Path:
+    return settings.data_dir.resolve() / "feast" / settings.namespace
+
+
+def feature_history_dir(settings: Settings) -> Path:
+    """Parquet feature history (``features.offline``), the offline source of both views."""
+    return settings.data_dir.resolve() / "offline" / settings.namespace / "features"
+
+
+def redis_connection_string(url: str) -> str:
+    """``redis://[user:password@]host:port/db`` → Feast's ``host:port,db=N[,password=…]``."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("redis", "rediss"):
+        raise ConfigError(
+            f"Feast's online store needs a redis:// or rediss:// URL, got {parts.scheme!r}"
+        )
+    host = parts.hostname or "127.0.0.1"
+    port = parts.port or 6379
+    db = parts.path.lstrip("/") or parse_qs(parts.query).get("db", ["0"])[0]
+    if not db.isdigit():
+        raise ConfigError(f"Redis URL database must be a number, got {db!r}")
+    options = [f"{host}:{port}", f"db={int(db)}"]
+    if parts.username:
+        options.append(f"username={unquote(parts.username)}")
+    if parts.password:
+        options.append(f"password={unquote(parts.password)}")
+    if parts.scheme == "rediss":
+        options.append("ssl=true")
+    return ",".join(options)
+
+
+def repo_config(settings: Settings) -> RepoConfig:
+    registry = feast_dir(settings) / "registry.db"
+    return RepoConfig(
+        project=settings.feast_project,
+        provider="local",
+        registry=RegistryConfig(path=str(registry), cache_ttl_seconds=60),
+        online_store={
+            "type": "redis",
+            "connection_string": redis_connection_string(settings.redis.url.get_secret_value()),
+        },
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=feast_dir(settings),
+    )
+
+
+def feature_repo(settings: Settings) -> FeatureRepo:
+    return build_repo(feature_history_dir(settings))
+
+
+def feature_store(settings: Settings) -> FeatureStore:
+    feast_dir(settings).mkdir(parents=True, exist_ok=True)
+    return _feast_call(
+        "build the feature store", lambda: FeatureStore(config=repo_config(settings))
+    )
+
+
+def apply_repo(settings: Settings) -> FeatureStore:
+    """Register entities, sources and views (``feast apply``); running it twice changes nothing."""
+    repo = feature_repo(settings)
+    for view in repo.views:
+        (feature_history_dir(settings) / view).mkdir(parents=True, exist_ok=True)
+    store = feature_store(settings)
+    _feast_call("apply the feature repo", lambda: store.apply(repo.objects))
+    return store
+
+
+def _feast_call(what: str, call: Callable[[], _T]) -> _T:
+    try:
+        return call()
+    except (FeastError, redis.RedisError, OSError) as exc:
+        raise DependencyUnavailable("feast", f"cannot {what}: {exc}") from exc
+
+
+# -- the online store adapter ---------------------------------------------------------------------
+class FeastOnlineStore:
+    """Feast/Redis online features behind ``OnlineFeatureWriter`` and ``OnlineFeatureReader``.
+
+    The Feast views must have been applied (``apply_repo``) for ``read_path="feast"``; the direct
+    Redis path needs only Redis.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        read_path: ReadPath = "redis",
+        client: redis.Redis | None = None,
+        store: FeatureStore | None = None,
+    ) -> None:
+        if read_path not in ("redis", "feast"):
+            raise ConfigError(f"read_path must be 'redis' or 'feast', got {read_path!r}")
+        self.settings = settings
+        self.read_path = read_path
+        # Timeouts: a hung Redis must surface as DependencyUnavailable, not block a request.
+        self._client = client or redis.Redis.from_url(
+            settings.redis.url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=5.0
+        )
+        self._store = store
+        project = settings.feast_project
+        self._users = FeastRedisLayout(
+            project=project,
+            view=USER_VIEW,
+            join_key=USER_JOIN_KEY,
+            feature_types=USER_FEATURE_TYPES,
+        )
+        self._items = FeastRedisLayout(
+            project=project,
+            view=ITEM_VIEW,
+            join_key=ITEM_JOIN_KEY,
+            feature_types=ITEM_FEATURE_TYPES,
+        )
+        self._cas = self._client.register_script(CAS_WRITE_SCRIPT)
+        self._batch_read = self._client.register_script(BATCH_READ_SCRIPT)
+        self._item_memo: dict[tuple[str, tuple[bytes | None, ...]], ItemFeatureRow] = {}
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    @property
+    def feast(self) -> FeatureStore:
+        if self._store is None:
+            self._store = feature_store(self.settings)
+        return self._store
+
+    # -- writer --------------------------------------------------------------------------------
+    def write_users(self, rows: Sequence[UserFeatureRow]) -> None:
+        self._write(
+            self._users, [(r.user_id, r.event_time_ms, user_row_to_record(r)) for r in rows]
+        )
+
+    def write_items(self, rows: Sequence[ItemFeatureRow]) -> None:
+        self._write(
+            self._items, [(r.item_id, r.event_time_ms, item_row_to_record(r)) for r in rows]
+        )
+
+    def delete_users(self, user_ids: Iterable[str]) -> None:
+        """Privacy deletion: the user entity's hash holds only user views, so deleting it
+        forgets the user in this namespace (a later write starts the user afresh)."""
+        self._delete(self._users, user_ids)
+
+    def delete_items(self, item_ids: Iterable[str]) -> None:
+        """Remove items' online rows (not part of the ports: for clean-up and catalogue purges)."""
+        self._delete(self._items, item_ids)
+
+    def _delete(self, layout: FeastRedisLayout, ids: Iterable[str]) -> None:
+        keys = [layout.key(entity_id) for entity_id in ids]
+        for start in range(0, len(keys), 1000):
+            chunk = keys[start : start + 1000]
+            self._redis(f"delete {layout.view} rows", partial(self._client.delete, *chunk))
+
+    def _write(self, layout: FeastRedisLayout, rows: list[tuple[str, int, dict[str, Any]]]) -> None:
+        if not rows:
+            return
+
+        def run() -> None:
+            # In order: rows of one entity in one batch apply one after the other, as in memory.
+            with self._client.pipeline(transaction=False) as pipe:
+                for entity_id, event_time_ms, record in rows:
+                    self._cas(
+                        keys=[layout.key(entity_id)],
+                        args=layout.cas_args(record, event_time_ms),
+                        client=pipe,
+                    )
+                pipe.execute()
+
+        self._redis(f"write {len(rows)} {layout.view} rows", run)
+
+    # -- reader --------------------------------------------------------------------------------
+    def read_users(self, user_ids: Sequence[str]) -> dict[str, UserFeatureRow]:
+        return self._read(self._users, USER_FEATURES, user_ids, user_record_to_row, None)
+
+    def read_items(self, item_ids: Sequence[str]) -> dict[str, ItemFeatureRow]:
+        return self._read(self._items, ITEM_FEATURES, item_ids, item_record_to_row, self._item_memo)
+
+    def _read(
+        self,
+        layout: FeastRedisLayout,
+        features: Sequence[str],
+        ids: Sequence[str],
+        to_row: Callable[[str, dict[str, Any]], _Row],
+        memo: dict[tuple[str, tuple[bytes | None, ...]], _Row] | None,
+    ) -> dict[str, _Row]:
+        unique = list(dict.fromkeys(ids))
+        if not unique:
+            return {}
+        if self.read_path == "feast":
+            records = self._read_feast(layout, features, unique)
+            return {entity_id: to_row(entity_id, rec) for entity_id, rec in records.items()}
+        return self._read_redis(layout, unique, to_row, memo)
+
+    def _read_redis(
+        self,
+        layout: FeastRedisLayout,
+        ids: list[str],
+        to_row: Callable[[str, dict[str, Any]], _Row],
+        memo: dict[tuple[str, tuple[bytes | None, ...]], _Row] | None,
+    ) -> dict[str, _Row]:
+        def run() -> list[list[bytes | None]]:
+            keys = [layout.key(entity_id) for entity_id in ids]
+            return self._batch_read(keys=keys, args=layout.read_fields)
+
+        replies = self._redis(f"read {len(ids)} {layout.view} rows", run)
+        rows: dict[str, _Row] = {}
+        for entity_id, values in zip(ids, replies, strict=True):
+            if values[-1] is None:  # no "_ts:<view>" field: no row
+                continue
+            # Item rows change rarely and are re-read on every request: the same stored bytes
+            # always decode to the same row, so decode each version once.
+            memo_key = (entity_id, tuple(values))
+            row = memo.get(memo_key) if memo is not None else None
+            if row is None:
+                record = layout.decode(values)
+                assert record is not None
+                row = to_row(entity_id, record)
+                if memo is not None:
+                    if len(memo) >= _ITEM_MEMO_SIZE:
+                        memo.clear()
+                    memo[memo_key] = row
+            rows[entity_id] = row
+        return rows
+
+    def _read_feast(
+        self, layout: FeastRedisLayout, features: Sequence[str], ids: list[str]
+    ) -> dict[str, dict[str, Any]]:
+        refs = [f"{layout.view}:{name}" for name in features]
+        response = _feast_call(
+            f"read {len(ids)} {layout.view} rows",
+            lambda: self.feast.get_online_features(
+                features=refs, entity_rows=[{layout.join_key: i} for i in ids]
+            ).to_dict(),
+        )
+        records = {}
+        for index, entity_id in enumerate(ids):
+            record = {name: response[name][index] for name in features}
+            if record["event_time_ms"] is not None:  # every written row carries its event time
+                records[entity_id] = record
+        return records
+
+    def _redis(self, what: str, call: Callable[[], _T]) -> _T:
+        try:
+            return call()
+        except (redis.RedisError, OSError) as exc:
+            raise DependencyUnavailable("redis", f"cannot {what}: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()
