@@ -1,0 +1,96 @@
+"""A small Python SDK for the Recommender service. Returns plain dataclasses, not protos.
+
+>>> client = RecommenderClient("127.0.0.1:50051")            # doctest: +SKIP
+>>> answer = client.recommend("42", k=5, context={"device": "tv"})  # doctest: +SKIP
+>>> [(i.item_id, i.explanation) for i in answer.items]        # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from aether.errors import DependencyUnavailable, SchemaError
+from serving.domain import Slate, SlateItem
+from serving.proto import recommender_pb2 as pb
+from serving.proto import recommender_pb2_grpc as pb_grpc
+
+
+class RecommenderClient:
+    def __init__(self, address: str, *, timeout_s: float = 1.0) -> None:
+        self.address = address
+        self.timeout_s = timeout_s
+        self._channel = grpc.insecure_channel(address)
+        self._stub = pb_grpc.RecommenderStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> RecommenderClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def wait_until_serving(self, timeout_s: float = 30.0) -> None:
+        """Block until the health service says SERVING, or raise ``DependencyUnavailable``."""
+        health = health_pb2_grpc.HealthStub(self._channel)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise DependencyUnavailable("recommender", f"{self.address} not serving")
+            time.sleep(0.2)
+
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        context: Mapping[str, str] | None = None,
+        exclude_item_ids: Iterable[str] = (),
+        include_categories: Iterable[str] = (),
+        exclude_categories: Iterable[str] = (),
+        available_only: bool = False,
+        timeout_s: float | None = None,
+    ) -> Slate:
+        request = pb.RecommendRequest(
+            user_id=user_id,
+            k=k,
+            context=dict(context or {}),
+            exclude_item_ids=list(exclude_item_ids),
+            filters=pb.Filters(
+                include_categories=list(include_categories),
+                exclude_categories=list(exclude_categories),
+                available_only=available_only,
+            ),
+        )
+        try:
+            reply = self._stub.Recommend(request, timeout=timeout_s or self.timeout_s)
+        except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
+                raise SchemaError(
+                    exc.details() or "invalid argument", reason="invalid_argument"
+                ) from None
+            raise DependencyUnavailable(
+                "recommender", f"{exc.code().name}: {exc.details()}"
+            ) from None
+        return Slate(
+            request_id=reply.request_id,
+            items=tuple(
+                SlateItem(i.item_id, i.score, i.source, i.explanation, i.propensity)
+                for i in reply.items
+            ),
+            model_version=reply.model_version,
+            fallback=reply.fallback,
+            fallback_reasons=tuple(reply.fallback_reasons),
+            experiment_arm=reply.experiment_arm,
+        )
