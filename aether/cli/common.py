@@ -19,11 +19,15 @@ def add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-latest-
         choices=("ml-latest-small", "ml-1m", "open-bandit"),
         help=f"dataset name (default: {default})",
     )
-    parser.add_argument("--data", type=Path, default=None, help="dataset folder (default: built-in/shared)")
+    parser.add_argument(
+        "--data", type=Path, default=None, help="dataset folder (default: built-in/shared)"
+    )
 
 
 def add_json_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--json", type=Path, default=None, help="write the figures as one flat JSON object here")
+    parser.add_argument(
+        "--json", type=Path, default=None, help="write the figures as one flat JSON object here"
+    )
 
 
 def write_json(path: Path | None, figures: dict[str, Any]) -> None:

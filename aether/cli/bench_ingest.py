@@ -1,0 +1,366 @@
+"""``aether bench ingest``: end-to-end ingest throughput and feature freshness of the stream worker.
+
+Replays MovieLens (ML-1M by default, ``interactions.replay`` mapping) through the real broker and
+``--workers`` worker processes (``aether worker``, Feast/Redis online store), in two phases:
+
+0. For scale, the pure handlers (decode + user and item state machines, ``streams.testing``) are
+   timed in process over the same events: the ceiling without broker, Faust and stores.
+1. **Throughput** — the first ``--limit`` ratings' events are produced as fast as possible; the
+   sustained rate is ``events / (time the last item update was applied − time of the first
+   produce)``, read from the workers' Prometheus counters. Every event is then in the user *and*
+   item features (item updates are the second hop, so this is end to end).
+2. **Freshness** — at each offered rate (fractions of the sustained rate, ``--rates``) the replay
+   continues, paced, for ``--seconds``; meanwhile a probe produces one event for a fresh user every
+   ~20 ms and polls the online store until that user's row is visible: produce → visible latency.
+
+``--json PATH`` writes one flat object: ``events_per_s``, ``freshness_p50_ms``/``freshness_p99_ms``
+(at half the sustained rate), ``offered_rates``, per-rate ``freshness_p99_ms_at_<rate>`` and
+``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers, else starts an in-memory Tansu.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from aether.settings import Settings, load_settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """For a standalone ``aether bench-ingest``; the lead wires ``run`` under ``aether bench``."""
+    parser = subparsers.add_parser("bench-ingest", help="stream worker ingest benchmark")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", default="ml-1m", choices=("ml-latest-small", "ml-1m"))
+    parser.add_argument("--data", help="dataset folder (default ../shared/datasets/ml-1m)")
+    parser.add_argument("--limit", type=int, default=100_000, help="events in the throughput phase")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (one group)")
+    parser.add_argument("--rates", default="0.25,0.5,0.75", help="offered rates, × sustained")
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each rate")
+    parser.add_argument("--json", help="write the figures here as one flat JSON object")
+
+
+# -- the machine ----------------------------------------------------------------------------------
+def machine_description() -> str:
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        found = re.search(r"model name\s*:\s*(.+)", text)
+        cpu = found.group(1).strip() if found else cpu
+        mem_kb = int(re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
+        ram = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
+    except (OSError, AttributeError):
+        ram = "RAM unknown"
+    try:
+        from importlib.metadata import version
+
+        torch = f"torch {version('torch')}"
+    except Exception:
+        torch = "torch not installed"
+    return f"{cpu}, {os.cpu_count()} cores, {ram}, Python {platform.python_version()}, {torch}"
+
+
+# -- workers and their metrics ----------------------------------------------------------------------
+def start_workers(
+    settings: Settings, count: int, log_dir: Path
+) -> list[tuple[subprocess.Popen[bytes], int]]:
+    from aether.stack_process import free_loopback_port
+
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "REDIS_URL": settings.redis.url.get_secret_value(),
+        "AETHER_NAMESPACE": settings.namespace,
+        "AETHER_DATA_DIR": str(settings.data_dir),
+    }
+    workers = []
+    for n in range(count):
+        port = free_loopback_port()
+        log = (log_dir / f"worker-{n}.log").open("wb")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "aether.cli.worker", "--metrics-port", str(port)],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        workers.append((process, port))
+    return workers
+
+
+_SAMPLE = re.compile(r"^aether_stream_events_total\{([^}]*)\}\s+([0-9.e+]+)$", re.M)
+
+
+def outcome_counts(ports: list[int]) -> dict[tuple[str, str], int]:
+    """Sum over workers of ``aether_stream_events_total`` by (topic, outcome)."""
+    totals: dict[tuple[str, str], float] = {}
+    for port in ports:
+        try:
+            url = f"http://127.0.0.1:{port}/metrics"
+            text = urllib.request.urlopen(url, timeout=2).read().decode()
+        except OSError:
+            continue  # not serving yet
+        for labels, value in _SAMPLE.findall(text):
+            fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
+            key = (fields.get("topic", ""), fields.get("outcome", ""))
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return {key: int(value) for key, value in totals.items()}
+
+
+def settled(ports: list[int], events_topic: str, updates_topic: str, expected_events: int) -> bool:
+    """True once ``expected_events`` source events are decided and their item updates applied."""
+    counts = outcome_counts(ports)
+    decided = sum(n for (topic, _), n in counts.items() if topic == events_topic)
+    applied = counts.get((events_topic, "applied"), 0)
+    return decided >= expected_events and counts.get((updates_topic, "applied"), 0) >= applied
+
+
+# -- the probe -----------------------------------------------------------------------------------
+class FreshnessProbe(threading.Thread):
+    """Produce an event for a fresh user, poll until its feature row is visible, repeat."""
+
+    def __init__(
+        self, settings: Settings, event_time_ms: list[int], interval_s: float = 0.02
+    ) -> None:
+        super().__init__(daemon=True)
+        from features.store import FeastOnlineStore
+        from streams.publish import make_producer
+
+        self.settings = settings
+        self.store = FeastOnlineStore(settings)
+        self.producer = make_producer(settings.kafka.bootstrap_servers, **{"linger.ms": 0})
+        self.event_time_ms = event_time_ms  # the replay's current event time (shared, mutable)
+        self.interval_s = interval_s
+        self.latencies_ms: list[float] = []
+        self.stop_flag = threading.Event()
+
+    def run(self) -> None:
+        topic = self.settings.topic("events")
+        n = 0
+        while not self.stop_flag.is_set():
+            user = f"probe-{uuid.uuid4().hex[:10]}"
+            body = {
+                "event_id": f"{user}:{n}",
+                "event_type": "view",
+                "user_id": user,
+                "item_id": "probe",
+                "event_time": self.event_time_ms[0],
+            }
+            sent = time.perf_counter()
+            self.producer.produce(topic, key=user.encode(), value=orjson.dumps(body))
+            self.producer.flush(5)
+            deadline = sent + 10
+            while time.perf_counter() < deadline and not self.stop_flag.is_set():
+                if self.store.read_users([user]):
+                    self.latencies_ms.append((time.perf_counter() - sent) * 1000)
+                    break
+                time.sleep(0.001)
+            n += 1
+            time.sleep(self.interval_s)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+def run(args: argparse.Namespace) -> int:
+    from aether.stack_kafka import kafka_answers, start_tansu
+    from aether.stack_process import free_loopback_port, stop_process
+    from aether.stack_redis import delete_keys_matching, delete_keys_with_prefix, glob_escape
+    from interactions.movielens import load_movielens
+    from interactions.replay import rating_events
+    from streams.publish import make_producer, publish
+    from streams.topics import ensure_topics
+
+    work = Path(tempfile.mkdtemp(prefix="aether-bench-ingest-"))
+    tansu_pid = None
+    base = load_settings()
+    bootstrap = base.kafka.bootstrap_servers
+    if not kafka_answers(bootstrap):
+        port = free_loopback_port()
+        tansu_pid = start_tansu(port, work / "tansu.log")
+        bootstrap = f"127.0.0.1:{port}"
+    overrides: dict[str, Any] = {
+        "namespace": f"bench{uuid.uuid4().hex[:8]}",
+        "data_dir": work / ".aether",
+        "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+        "REDIS_URL": base.redis.url.get_secret_value(),
+    }
+    settings = Settings(**overrides)
+    workers = []
+    try:
+        topics = ensure_topics(settings)
+        data = load_movielens(args.dataset, args.data)
+        events = rating_events(args.dataset, data.ratings)  # lazily: ML-1M is 2.7 M events
+        first = next(events)
+        events = itertools.chain([first], events)
+        workers = start_workers(settings, args.workers, work)
+        ports = [port for _, port in workers]
+        producer = make_producer(bootstrap)
+        # Wait until every worker serves metrics and the group processes events.
+        clock = [first.event_time_ms]
+        probe_once = FreshnessProbe(settings, clock)
+        probe_once.start()
+        _wait(lambda: bool(probe_once.latencies_ms), 120, "workers to join and process")
+        probe_once.stop_flag.set()
+        probe_once.join()
+        before = outcome_counts(ports)
+        baseline = sum(n for (topic, _), n in before.items() if topic == topics.events)
+
+        # Phase 1: throughput.
+        batch = _take(events, args.limit)
+        in_process = pure_handler_rate(batch, settings.stream.batch_size)
+        print(f"pure handlers, in process (no broker, no stores): {in_process:,.0f} events/s")
+        started = time.perf_counter()
+        publish(producer, topics.events, batch, total=len(batch), description="throughput")
+        produced_s = time.perf_counter() - started
+        target = baseline + len(batch)
+        _wait(
+            lambda: settled(ports, topics.events, topics.item_updates, target), 1800, "all features"
+        )
+        elapsed = time.perf_counter() - started
+        sustained = len(batch) / elapsed
+        print(
+            f"throughput: {len(batch)} events in {elapsed:.1f} s = {sustained:,.0f} events/s "
+            f"end to end with {args.workers} worker(s) (produced in {produced_s:.1f} s)"
+        )
+
+        # Phase 2: freshness at offered rates.
+        fractions = [float(x) for x in args.rates.split(",") if x.strip()]
+        figures: dict[str, Any] = {}
+        offered = []
+        for fraction in fractions:
+            rate = max(1, int(sustained * fraction))
+            offered.append(rate)
+            chunk = _take(events, int(rate * args.seconds))
+            if not chunk:
+                print("dataset exhausted; stopping")
+                break
+            clock[0] = chunk[0].event_time_ms
+            probe = FreshnessProbe(settings, clock)
+            probe.start()
+            _paced(producer, topics.events, chunk, rate, clock)
+            probe.stop_flag.set()
+            probe.join()
+            p50, p99 = percentile(probe.latencies_ms, 0.5), percentile(probe.latencies_ms, 0.99)
+            print(
+                f"offered {rate:>7,} ev/s: freshness p50 {p50:6.1f} ms  p99 {p99:6.1f} ms "
+                f"({len(probe.latencies_ms)} probes)"
+            )
+            figures[f"freshness_p50_ms_at_{rate}"] = round(p50, 2)
+            figures[f"freshness_p99_ms_at_{rate}"] = round(p99, 2)
+            if fraction == 0.5:
+                figures["freshness_p50_ms"] = round(p50, 2)
+                figures["freshness_p99_ms"] = round(p99, 2)
+        machine = machine_description()
+        print(f"machine: {machine}")
+        result = {
+            "events_per_s": round(sustained, 1),
+            "workers": args.workers,
+            "events": len(batch),
+            "handlers_events_per_s": round(in_process, 1),
+            "offered_rates": offered,
+            **figures,
+            "machine": machine,
+        }
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
+    finally:
+        for process, _ in workers:
+            process.terminate()
+        for process, _ in workers:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        url = settings.redis.url.get_secret_value()
+        delete_keys_with_prefix(url, f"{settings.namespace}:")
+        delete_keys_matching(url, "*" + glob_escape(settings.namespace))
+        if tansu_pid is not None:
+            stop_process(tansu_pid)
+
+
+def pure_handler_rate(messages: list[Any], batch_size: int) -> float:
+    """Events/s of decode + user and item state machines alone (``streams.testing``), for scale."""
+    from streams.handlers import SourceRecord
+    from streams.testing import LocalPipeline
+
+    records = [SourceRecord("events", 0, n, m.value, m.key) for n, m in enumerate(messages)]
+    pipeline = LocalPipeline()
+    started = time.perf_counter()
+    for start in range(0, len(records), batch_size):
+        pipeline.feed(records[start : start + batch_size])
+    return len(records) / (time.perf_counter() - started)
+
+
+def _take(events: Iterator[Any], count: int) -> list[Any]:
+    return list(itertools.islice(events, count))
+
+
+def _paced(producer: Any, topic: str, messages: list[Any], rate: int, clock: list[int]) -> None:
+    """Produce at ``rate`` messages per second (in 10 ms slices), updating the shared clock."""
+    started = time.perf_counter()
+    slice_size = max(1, rate // 100)
+    for start in range(0, len(messages), slice_size):
+        # The probe stamps its events with the clock: never behind what is already produced.
+        clock[0] = messages[min(len(messages), start + slice_size) - 1].event_time_ms
+        for message in messages[start : start + slice_size]:
+            while True:
+                try:
+                    producer.produce(topic, value=message.value, key=message.key)
+                    break
+                except BufferError:
+                    producer.poll(0.01)
+        producer.poll(0)
+        due = started + (start + slice_size) / rate
+        wait = due - time.perf_counter()
+        if wait > 0:
+            time.sleep(wait)
+    producer.flush(60)
+
+
+def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="aether bench ingest", description=__doc__.splitlines()[0]
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""``aether worker``: run the stream worker (Faust) of one namespace until stopped.
+
+Creates the namespace's topics if missing, writes features through the Feast/Redis online store
+(``features.store.FeastOnlineStore``) and serves Prometheus metrics on ``--metrics-port``.
+Run several workers with the same namespace to share the partitions of one consumer group.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from aether.settings import load_settings
+
+log = logging.getLogger("aether.worker")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("worker", help="run the stream worker (Faust agents)")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--namespace", help="override AETHER_NAMESPACE")
+    parser.add_argument(
+        "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0 = off)"
+    )
+    parser.add_argument("--loglevel", default="warning", help="Faust log level")
+
+
+def run(args: argparse.Namespace) -> int:
+    from prometheus_client import start_http_server
+
+    from features.store import FeastOnlineStore
+    from streams.agents import StreamRuntime
+    from streams.app import create_app
+    from streams.statestore import RedisStateStore
+    from streams.topics import ensure_topics
+
+    overrides = {"namespace": args.namespace} if args.namespace else {}
+    settings = load_settings(**overrides)
+    ensure_topics(settings)
+    runtime = StreamRuntime(
+        settings, writer=FeastOnlineStore(settings), state=RedisStateStore(settings)
+    )
+    if args.metrics_port:
+        start_http_server(args.metrics_port, addr="127.0.0.1")
+    app = create_app(settings, runtime)
+    log.info("worker %s consuming %s", settings.consumer_group, settings.kafka.bootstrap_servers)
+    import faust
+
+    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
+    try:
+        worker.execute_from_commandline()
+    finally:
+        runtime.close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aether.cli.worker`` — the same command without the ``aether`` front end."""
+    parser = argparse.ArgumentParser(prog="aether worker", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Byte codecs of the worker's own records: item updates (repartition topic), keyed states,
+dead letters. Public event payloads are decoded by :mod:`events.codec`; this module is internal.
+
+Everything is compact JSON (orjson) so that states stay inspectable with ``redis-cli``.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import orjson
+
+from streams.item_features import ItemState, ItemUpdate
+from streams.user_features import UserState
+
+
+def encode_update(update: ItemUpdate) -> bytes:
+    body: dict[str, Any] = {
+        "k": update.kind,
+        "i": update.item_id,
+        "e": update.event_id,
+        "t": update.event_time_ms,
+    }
+    if update.kind == "interaction":
+        body["y"] = update.event_type
+    elif update.kind == "catalog":
+        body.update(
+            title=update.title,
+            cat=list(update.categories),
+            created=update.created_time_ms,
+            avail=update.available,
+        )
+    return orjson.dumps(body)
+
+
+def decode_update(raw: bytes) -> ItemUpdate:
+    body = orjson.loads(raw)
+    return ItemUpdate(
+        kind=body["k"],
+        item_id=body["i"],
+        event_id=body["e"],
+        event_time_ms=body["t"],
+        event_type=body.get("y", ""),
+        title=body.get("title", ""),
+        categories=tuple(body.get("cat", ())),
+        created_time_ms=body.get("created"),
+        available=body.get("avail", True),
+    )
+
+
+def encode_user_state(state: UserState) -> bytes:
+    return orjson.dumps(
+        {
+            "l": state.latest_ms,
+            "s": state.seen,
+            "h": state.history,
+            "d": {item: list(key) for item, key in state.dismissed.items()},
+            "a": {t: {str(m): n for m, n in b.items()} for t, b in state.activity.items()},
+        }
+    )
+
+
+def decode_user_state(raw: bytes) -> UserState:
+    body = orjson.loads(raw)
+    return UserState(
+        latest_ms=body["l"],
+        seen=body["s"],
+        history=[(t, e, i) for t, e, i in body["h"]],
+        dismissed={item: (t, e) for item, (t, e) in body["d"].items()},
+        activity={t: {int(m): n for m, n in b.items()} for t, b in body["a"].items()},
+    )
+
+
+def encode_item_state(state: ItemState) -> bytes:
+    return orjson.dumps(
+        {
+            "l": state.latest_ms,
+            "s": state.seen,
+            "m": {str(b): m for b, m in state.mass.items()},
+            "c": state.clicks,
+            "n": state.impressions,
+            "ct": state.created_time_ms,
+            "ck": list(state.catalog_key) if state.catalog_key else None,
+            "ti": state.title,
+            "ca": list(state.categories),
+            "av": state.available,
+        }
+    )
+
+
+def decode_item_state(raw: bytes) -> ItemState:
+    body = orjson.loads(raw)
+    key = body["ck"]
+    return ItemState(
+        latest_ms=body["l"],
+        seen=body["s"],
+        mass={int(b): m for b, m in body["m"].items()},
+        clicks=body["c"],
+        impressions=body["n"],
+        created_time_ms=body["ct"],
+        catalog_key=(key[0], key[1]) if key else None,
+        title=body["ti"],
+        categories=tuple(body["ca"]),
+        available=body["av"],
+    )
+
+
+def encode_dead_letter(
+    *, payload: bytes, reason: str, error: str, topic: str, partition: int, offset: int, limit: int
+) -> bytes:
+    """The dead-letter record: the raw payload (base64, truncated to ``limit``), why, and where from."""
+    kept = payload[:limit]
+    return orjson.dumps(
+        {
+            "reason": reason,
+            "error": error[:2000],
+            "source_topic": topic,
+            "source_partition": partition,
+            "source_offset": offset,
+            "payload_b64": base64.b64encode(kept).decode("ascii"),
+            "payload_bytes": len(payload),
+            "truncated": len(kept) < len(payload),
+        }
+    )

@@ -1,0 +1,239 @@
+"""Batch handlers: decoded source records + loaded states -> new states and effects. Pure.
+
+A Faust agent (``streams.agents``) does only I/O around these: it decodes a batch with
+:func:`decode_batch`, loads the states the batch touches, calls one ``handle_*`` function, then
+applies the returned :class:`Effects` (rows to the feature store, item updates to the repartition
+topic, dead letters, late events) and persists the touched states with the partition watermarks.
+
+Order of checks for every source event: decode (→ dead letter), then lateness against the
+partition's watermark (late → late-events topic; more than the allowed skew ahead of the
+processing time ``now_ms`` → dead letter ``future_event_time``),
+then de-duplication by ``event_id`` inside the keyed state (→ counted, nothing else).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from aether.errors import SchemaError
+from events.models import CatalogItem, Impression, Interaction, to_epoch_ms
+from features.rows import ItemFeatureRow, UserFeatureRow
+from streams import item_features, user_features
+from streams.codec import decode_update, encode_update
+from streams.eventtime import Lateness, Verdict, advance, judge
+from streams.item_features import ItemState, ItemUpdate
+from streams.user_features import UserFeatureConfig, UserState
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """One raw Kafka message as the agent saw it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    record: SourceRecord
+    reason: str
+    error: str
+
+
+@dataclass(slots=True)
+class Decoded(Generic[E]):
+    record: SourceRecord
+    event: E
+
+
+@dataclass(slots=True)
+class Effects:
+    """What one batch asks the outside world to do."""
+
+    user_rows: list[UserFeatureRow] = field(default_factory=list)
+    item_rows: list[ItemFeatureRow] = field(default_factory=list)
+    forwards: list[tuple[str, bytes]] = field(default_factory=list)  # (item_id, ItemUpdate bytes)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    late: list[SourceRecord] = field(default_factory=list)
+    applied: int = 0
+    duplicates: int = 0
+    touched: set[str] = field(default_factory=set)  # keys whose state changed
+
+
+def decode_batch(
+    records: Iterable[SourceRecord], decoder: Callable[[bytes], E]
+) -> tuple[list[Decoded[E]], list[DeadLetter]]:
+    """Split a batch into decoded events and dead letters (``SchemaError.reason``)."""
+    good: list[Decoded[E]] = []
+    bad: list[DeadLetter] = []
+    for record in records:
+        try:
+            good.append(Decoded(record, decoder(record.value)))
+        except SchemaError as exc:
+            bad.append(DeadLetter(record, exc.reason, str(exc)))
+    return good, bad
+
+
+def _admit(
+    record: SourceRecord,
+    event_time_ms: int,
+    watermarks: MutableMapping[int, int | None],
+    policy: Lateness,
+    effects: Effects,
+    now_ms: int | None,
+) -> bool:
+    verdict = judge(watermarks.get(record.partition), event_time_ms, policy, now_ms)
+    if verdict is Verdict.LATE:
+        effects.late.append(record)
+        return False
+    if verdict is Verdict.FUTURE:
+        effects.dead_letters.append(
+            DeadLetter(
+                record,
+                "future_event_time",
+                f"event time {event_time_ms} is more than {policy.max_future_skew_ms} ms ahead "
+                f"of the processing time {now_ms}",
+            )
+        )
+        return False
+    watermarks[record.partition] = advance(watermarks.get(record.partition), event_time_ms)
+    return True
+
+
+def handle_interactions(
+    batch: Sequence[Decoded[Interaction]],
+    users: MutableMapping[str, UserState],
+    watermarks: MutableMapping[int, int | None],
+    policy: Lateness,
+    config: UserFeatureConfig,
+    now_ms: int | None = None,
+) -> Effects:
+    """Apply admitted interactions to user states; forward each newly applied one to the items.
+
+    The agent flushes the forwards before it persists the user states, so a crash in between
+    re-applies and re-forwards the batch on restart; the item state de-duplicates those copies
+    (see ``streams.eventtime`` for how long it remembers ids).
+    """
+    effects = Effects()
+    partition_of: dict[str, int] = {}
+    for decoded in batch:
+        event = decoded.event
+        if not _admit(decoded.record, event.event_time_ms, watermarks, policy, effects, now_ms):
+            continue
+        state = users.setdefault(event.user_id, UserState())
+        _, applied = user_features.apply_interaction(state, event, config)
+        if not applied:
+            effects.duplicates += 1
+            continue
+        effects.applied += 1
+        effects.touched.add(event.user_id)
+        partition_of[event.user_id] = decoded.record.partition
+        effects.forwards.append(
+            (
+                event.item_id,
+                encode_update(
+                    ItemUpdate(
+                        kind="interaction",
+                        item_id=event.item_id,
+                        event_id=event.event_id,
+                        event_time_ms=event.event_time_ms,
+                        event_type=event.event_type.value,
+                    )
+                ),
+            )
+        )
+    for user_id in sorted(effects.touched):
+        state = users[user_id]
+        cutoff = policy.dedup_cutoff(watermarks.get(partition_of[user_id]))
+        user_features.forget_old_ids(state, cutoff)
+        effects.user_rows.append(user_features.user_row(user_id, state, config))
+    return effects
+
+
+def handle_impressions(
+    batch: Sequence[Decoded[Impression]],
+    watermarks: MutableMapping[int, int | None],
+    policy: Lateness,
+    now_ms: int | None = None,
+) -> Effects:
+    """Admit impressions and forward one item update per (slate, item)."""
+    effects = Effects()
+    for decoded in batch:
+        slate = decoded.event
+        if not _admit(decoded.record, slate.event_time_ms, watermarks, policy, effects, now_ms):
+            continue
+        effects.applied += 1
+        for item_id in dict.fromkeys(shown.item_id for shown in slate.items):
+            update = ItemUpdate(
+                kind="impression",
+                item_id=item_id,
+                event_id=f"imp:{slate.request_id}:{item_id}",
+                event_time_ms=slate.event_time_ms,
+            )
+            effects.forwards.append((item_id, encode_update(update)))
+    return effects
+
+
+def handle_catalog(
+    batch: Sequence[Decoded[CatalogItem]],
+    watermarks: MutableMapping[int, int | None],
+    policy: Lateness,
+    now_ms: int | None = None,
+) -> Effects:
+    """Admit catalogue updates and forward them to the item side."""
+    effects = Effects()
+    for decoded in batch:
+        item = decoded.event
+        if not _admit(decoded.record, item.event_time_ms, watermarks, policy, effects, now_ms):
+            continue
+        effects.applied += 1
+        update = ItemUpdate(
+            kind="catalog",
+            item_id=item.item_id,
+            event_id=item.event_id,
+            event_time_ms=item.event_time_ms,
+            title=item.title,
+            categories=item.categories,
+            created_time_ms=None if item.created_time is None else to_epoch_ms(item.created_time),
+            available=item.available,
+        )
+        effects.forwards.append((item.item_id, encode_update(update)))
+    return effects
+
+
+def decode_item_update(raw: bytes) -> ItemUpdate:
+    """Decode a repartition record; a corrupt one is a ``SchemaError`` like any other payload."""
+    try:
+        return decode_update(raw)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise SchemaError(f"bad item update: {exc}", reason="invalid_item_update") from None
+
+
+def handle_item_updates(
+    batch: Sequence[Decoded[ItemUpdate]],
+    items: MutableMapping[str, ItemState],
+    policy: Lateness,
+) -> Effects:
+    """Apply re-keyed updates to item states (lateness was judged at the source partition)."""
+    effects = Effects()
+    for decoded in batch:
+        update = decoded.event
+        state = items.setdefault(update.item_id, ItemState())
+        _, applied = item_features.apply_update(state, update)
+        if applied:
+            effects.applied += 1
+            effects.touched.add(update.item_id)
+        else:
+            effects.duplicates += 1
+    margin = policy.allowed_lateness_ms + policy.dedup_horizon_ms
+    for item_id in sorted(effects.touched):
+        state = item_features.forget_old_ids(items[item_id], margin)
+        effects.item_rows.append(item_features.item_row(item_id, state))
+    return effects

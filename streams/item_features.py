@@ -1,0 +1,147 @@
+"""Per-item feature state machine over ``ItemUpdate`` records. Pure.
+
+Item state is keyed by ``item_id``; its inputs come from three source topics (interactions keyed by
+user, impressions keyed by user, catalogue keyed by item), re-keyed by item through one internal
+repartition topic as :class:`ItemUpdate` records. Like the user state, every output is a function
+of the *set* of applied updates; definitions in ``features/FEATURES.md``:
+
+* ``popularity`` — ``Σ_b mass_b · 2^(−(ref − start_b) / half_life)`` over hourly event-time buckets
+  ``b`` with ``start_b > ref − horizon``, where ``mass_b`` is the sum of event-type weights of the
+  item's interactions in the bucket and ``ref`` is the row's ``event_time_ms`` (the item's latest
+  event time). A reader decays it to its own time ``t`` by ``× 2^(−(t − ref) / half_life)``.
+* ``clicks`` / ``impressions`` — counts of applied click events / slates that showed the item;
+  ``ctr = (clicks + α) / (max(impressions, clicks) + α + β)`` (Beta(α=1, β=19) prior, mean 5 %).
+* ``created_time_ms`` — the smallest ``created_time`` (or, when absent, event time) over the item's
+  catalogue updates; ``title``/``categories``/``available`` — from the catalogue update with the
+  greatest ``(event_time, event_id)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from features.rows import ItemFeatureRow
+from streams.eventtime import forget_before, remember
+
+HOUR_MS = 3_600_000
+POPULARITY_HALF_LIFE_MS = 24 * HOUR_MS
+POPULARITY_HORIZON_MS = 14 * 24 * HOUR_MS
+EVENT_WEIGHTS: dict[str, int] = {
+    "view": 1,
+    "click": 2,
+    "rating": 1,
+    "add_to_cart": 3,
+    "purchase": 4,
+    "dismiss": 0,
+}
+CTR_PRIOR_CLICKS = 1.0
+CTR_PRIOR_NON_CLICKS = 19.0
+
+UpdateKind = Literal["interaction", "impression", "catalog"]
+
+
+@dataclass(frozen=True, slots=True)
+class ItemUpdate:
+    """One re-keyed input of an item's state (the repartition topic's payload)."""
+
+    kind: UpdateKind
+    item_id: str
+    event_id: str
+    event_time_ms: int
+    event_type: str = ""  # interactions only
+    title: str = ""  # catalogue only, from here on
+    categories: tuple[str, ...] = ()
+    created_time_ms: int | None = None
+    available: bool = True
+
+
+@dataclass(slots=True)
+class ItemState:
+    latest_ms: int | None = None
+    seen: dict[str, int] = field(default_factory=dict)
+    mass: dict[int, int] = field(default_factory=dict)  # hour bucket -> summed weights
+    clicks: int = 0
+    impressions: int = 0
+    created_time_ms: int | None = None
+    catalog_key: tuple[int, str] | None = None  # (event_time, event_id) of the winning update
+    title: str = ""
+    categories: tuple[str, ...] = ()
+    available: bool = True
+
+
+def apply_update(state: ItemState, update: ItemUpdate) -> tuple[ItemState, bool]:
+    """Fold one update into the item's state; ``applied`` is False for a duplicate."""
+    t = update.event_time_ms
+    if not remember(state.seen, update.event_id, t):
+        return state, False
+    if state.latest_ms is None or t > state.latest_ms:
+        moved_hour = state.latest_ms is None or t // HOUR_MS > state.latest_ms // HOUR_MS
+        state.latest_ms = t
+        if moved_hour:
+            state.mass = {b: m for b, m in state.mass.items() if _in_horizon(b, t)}
+    if update.kind == "interaction":
+        weight = EVENT_WEIGHTS.get(update.event_type, 0)
+        bucket = t // HOUR_MS
+        if weight and _in_horizon(bucket, state.latest_ms):
+            state.mass[bucket] = state.mass.get(bucket, 0) + weight
+        if update.event_type == "click":
+            state.clicks += 1
+    elif update.kind == "impression":
+        state.impressions += 1
+    else:
+        _apply_catalog(state, update)
+    return state, True
+
+
+def forget_old_ids(state: ItemState, dedup_margin_ms: int) -> ItemState:
+    """Drop ids older than ``latest − margin`` (margin = allowed lateness + dedup horizon)."""
+    if state.latest_ms is not None:
+        state.seen = forget_before(state.seen, state.latest_ms - dedup_margin_ms)
+    return state
+
+
+def item_row(item_id: str, state: ItemState) -> ItemFeatureRow:
+    if state.latest_ms is None:
+        raise ValueError(f"item {item_id!r} has no applied updates")
+    return ItemFeatureRow(
+        item_id=item_id,
+        event_time_ms=state.latest_ms,
+        popularity=popularity(state),
+        impressions=state.impressions,
+        clicks=state.clicks,
+        ctr=(state.clicks + CTR_PRIOR_CLICKS)
+        / (max(state.impressions, state.clicks) + CTR_PRIOR_CLICKS + CTR_PRIOR_NON_CLICKS),
+        created_time_ms=state.created_time_ms,
+        title=state.title,
+        categories=state.categories,
+        available=state.available,
+    )
+
+
+def popularity(state: ItemState) -> float:
+    if state.latest_ms is None:
+        return 0.0
+    ref = state.latest_ms
+    # Summed in bucket order so that the float result does not depend on arrival order.
+    return sum(
+        state.mass[b] * 2.0 ** (-(ref - b * HOUR_MS) / POPULARITY_HALF_LIFE_MS)
+        for b in sorted(state.mass)
+        if _in_horizon(b, ref)
+    )
+
+
+def _in_horizon(bucket: int, ref_ms: int) -> bool:
+    return bucket * HOUR_MS > ref_ms - POPULARITY_HORIZON_MS
+
+
+def _apply_catalog(state: ItemState, update: ItemUpdate) -> None:
+    created = update.created_time_ms if update.created_time_ms is not None else update.event_time_ms
+    if state.created_time_ms is None or created < state.created_time_ms:
+        state.created_time_ms = created
+    key = (update.event_time_ms, update.event_id)
+    if state.catalog_key is None or key > state.catalog_key:
+        state.catalog_key = key
+        state.title = update.title
+        state.categories = update.categories
+        state.available = update.available

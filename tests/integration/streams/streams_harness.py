@@ -1,0 +1,141 @@
+"""Helpers for the stream worker's integration tests: worker subprocesses, a producer, a
+partition reader, a poller and the reference (uninterrupted, pure) run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from aether.settings import Settings
+from features.rows import ItemFeatureRow, UserFeatureRow
+from streams.testing import IMPRESSIONS, ITEMS, LocalPipeline, interaction, record
+
+ROOT = Path(__file__).resolve().parents[3]
+T0 = 1_700_000_000_000
+
+
+class Worker:
+    """``python -m aether.cli.worker`` for one namespace, as a child process we can kill -9."""
+
+    def __init__(self, settings: Settings, log_path: Path) -> None:
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "REDIS_URL": settings.redis.url.get_secret_value(),
+            "AETHER_NAMESPACE": settings.namespace,
+            "AETHER_DATA_DIR": str(settings.data_dir),
+            "AETHER_STREAM__BATCH_SIZE": "50",  # small batches: crashes land mid-stream
+        }
+        self.log_path = log_path
+        self._log = log_path.open("ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "aether.cli.worker"],
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+
+    def kill9(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self._log.close()
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        self._log.close()
+
+
+def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 5})
+    for key, value in messages:
+        producer.produce(settings.topic(topic), key=key, value=value)
+    assert producer.flush(30) == 0
+
+
+def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 60) -> list[Any]:
+    """Read ``count`` messages from every partition of a topic (assign, no group join)."""
+    name = settings.topic(topic)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": "reader",
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        partitions = consumer.list_topics(name, timeout=10).topics[name].partitions
+        consumer.assign([TopicPartition(name, p, 0) for p in partitions])
+        seen: list[Any] = []
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < count and time.monotonic() < deadline:
+            message = consumer.poll(0.2)
+            if message is not None and message.error() is None:
+                seen.append(message)
+        return seen
+    finally:
+        consumer.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 90, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def make_events(count: int, seed: int, users: int = 5, items: int = 8) -> list[dict[str, Any]]:
+    """Events in event-time order, several types, dismissals included, a few seconds apart."""
+    rng = random.Random(seed)
+    kinds = ["view"] * 6 + ["click"] * 3 + ["rating", "add_to_cart", "purchase", "dismiss"]
+    return [
+        interaction(
+            f"ev-{seed}-{n}",
+            f"u{rng.randrange(users)}",
+            f"i{rng.randrange(items)}",
+            rng.choice(kinds),
+            T0 + n * 1000,
+        )
+        for n in range(count)
+    ]
+
+
+def encoded(events: list[dict[str, Any]]) -> list[tuple[bytes | None, bytes]]:
+    return [(str(e["user_id"]).encode(), orjson.dumps(e)) for e in events]
+
+
+def reference(
+    events: list[dict[str, Any]],
+    catalog: Sequence[dict[str, Any]] = (),
+    slates: Sequence[dict[str, Any]] = (),
+) -> tuple[dict[str, UserFeatureRow], dict[str, ItemFeatureRow]]:
+    """What an uninterrupted run must produce: the pure pipeline over the same set of events."""
+    pipeline = LocalPipeline()
+    pipeline.feed(record(e) for e in sorted(events, key=lambda e: e["event_time"]))
+    pipeline.feed(record(c, topic=ITEMS) for c in catalog)
+    pipeline.feed(record(s, topic=IMPRESSIONS) for s in slates)
+    return pipeline.user_rows(), pipeline.item_rows()
+
+
+def store_matches(
+    store: Any, users: dict[str, UserFeatureRow], items: dict[str, ItemFeatureRow]
+) -> bool:
+    return store.read_users(sorted(users)) == users and store.read_items(sorted(items)) == items

@@ -1,0 +1,186 @@
+"""The Faust worker on the real broker and Redis: features, dead letters, order-insensitivity,
+crash recovery and group membership changes (DESIGN.md §4 event-time rules)."""
+
+from __future__ import annotations
+
+import random
+
+import orjson
+import pytest
+from streams_harness import (
+    T0,
+    encoded,
+    make_events,
+    produce,
+    read_topic,
+    reference,
+    store_matches,
+    wait_for,
+)
+
+from aether.settings import Settings
+from features.store import FeastOnlineStore
+
+pytestmark = pytest.mark.integration
+
+MALFORMED: dict[str, bytes] = {
+    "invalid_json": b'{"event_id": "x", ',
+    "not_an_object": b'"just a string"',
+    "invalid_field": orjson.dumps(
+        {"event_id": "w1", "event_type": "view", "user_id": 7, "item_id": "i1", "event_time": T0}
+    ),
+    "missing_field": orjson.dumps({"event_id": "m1", "event_type": "view", "event_time": T0}),
+    "too_large": orjson.dumps(
+        {
+            "event_id": "big",
+            "event_type": "view",
+            "user_id": "u0",
+            "item_id": "x" * 70_000,
+            "event_time": T0,
+        }
+    ),
+    "unknown_event_type": orjson.dumps(
+        {
+            "event_id": "t1",
+            "event_type": "teleport",
+            "user_id": "u0",
+            "item_id": "i1",
+            "event_time": T0,
+        }
+    ),
+    "bad_event_time": orjson.dumps(
+        {
+            "event_id": "p1",
+            "event_type": "view",
+            "user_id": "u0",
+            "item_id": "i1",
+            "event_time": "1970-01-01T00:00:00Z",
+        }
+    ),
+    "invalid_utf8": b'{"event_id": "\xff\xfe", "user_id": "u0"}',
+}
+
+
+def test_events_become_features_and_bad_input_goes_to_dead_letters_or_late_events(
+    settings: Settings, start_worker
+) -> None:
+    events = make_events(40, seed=1, users=2)
+    # After the valid events: a far-future event (dead letter), a straggler beyond the lateness
+    # behind u0's partition watermark (late topic) and odd unicode (applied).
+    future = {**events[0], "event_id": "fut", "event_time": "2150-01-01T00:00:00Z"}
+    straggler = {**events[0], "event_id": "late", "event_time": T0 - 3_600_000}
+    unicode_event = {
+        **events[-1],
+        "event_id": "ü-🙂",
+        "user_id": "u0",
+        "item_id": "ítem\u200b🙂",
+        "event_time": events[-1]["event_time"] + 1,
+    }
+    good = [*events, unicode_event]
+    half = len(events) // 2
+    messages = encoded(events[:half])
+    messages += [(b"u0", payload) for payload in MALFORMED.values()]
+    messages += encoded(events[half:]) + encoded([future, straggler, unicode_event])
+
+    catalog = [
+        {
+            "event_id": "c1",
+            "item_id": "i0",
+            "title": "Heat (1995)",
+            "categories": ["Action"],
+            "event_time": T0,
+            "created_time": T0 - 86_400_000,
+        }
+    ]
+    slate = {
+        "request_id": "r1",
+        "user_id": "u1",
+        "event_time": T0 + 5_000,
+        "model_version": "m",
+        "items": [
+            {"item_id": i, "position": n, "score": 1.0, "source": "ann", "propensity": 0.5}
+            for n, i in enumerate(["i0", "i1"])
+        ],
+    }
+
+    start_worker(settings)
+    produce(settings, "events", messages)
+    produce(settings, "items", [(b"i0", orjson.dumps(c)) for c in catalog])
+    produce(settings, "impressions", [(b"u1", orjson.dumps(slate))])
+    store = FeastOnlineStore(settings)
+    users, items = reference(good, catalog, [slate])
+    wait_for(lambda: store_matches(store, users, items), what="feature rows")
+    assert items["i0"].title == "Heat (1995)" and items["i0"].impressions == 1
+
+    letters = [
+        orjson.loads(m.value()) for m in read_topic(settings, "dead-letters", len(MALFORMED) + 1)
+    ]
+    assert sorted(letter["reason"] for letter in letters) == sorted(
+        [*MALFORMED, "future_event_time"]
+    )
+    assert all(letter["source_topic"] == settings.topic("events") for letter in letters)
+    late = read_topic(settings, "late-events", 1)
+    assert [orjson.loads(m.value())["event_id"] for m in late] == ["late"]
+    assert store.read_users(["u0"])["u0"].recent_items[-1] == "ítem\u200b🙂"
+
+
+def test_two_namespaces_fed_different_orders_end_identical(
+    settings: Settings, start_worker
+) -> None:
+    other = Settings(
+        namespace=settings.namespace + "b",
+        data_dir=settings.data_dir,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        REDIS_URL=settings.redis.url.get_secret_value(),
+    )
+    events = make_events(60, seed=2)
+    # The second order swaps events up to 30 s apart (allowed lateness is 60 s) and repeats some.
+    rng = random.Random(7)
+    shuffled = sorted(events, key=lambda e: e["event_time"] + rng.randint(0, 30_000))
+    shuffled += rng.sample(events, 10)
+    try:
+        start_worker(settings)
+        start_worker(other)
+        produce(settings, "events", encoded(events))
+        produce(other, "events", encoded(shuffled))
+        users, items = reference(events)
+        first, second = FeastOnlineStore(settings), FeastOnlineStore(other)
+        wait_for(lambda: store_matches(first, users, items), what="first namespace")
+        wait_for(lambda: store_matches(second, users, items), what="second namespace")
+    finally:
+        from aether.stack_redis import delete_keys_with_prefix
+
+        delete_keys_with_prefix(other.redis.url.get_secret_value(), f"{other.namespace}:")
+
+
+def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
+    settings: Settings, start_worker
+) -> None:
+    events = make_events(600, seed=3, users=6, items=12)
+    worker = start_worker(settings)
+    store = FeastOnlineStore(settings)
+    produce(settings, "events", encoded(events[:300]))
+    wait_for(lambda: bool(store.read_users([f"u{n}" for n in range(6)])), what="first rows")
+    produce(settings, "events", encoded(events[300:]))
+    worker.kill9()  # mid-stream: the second half is (at least partly) unprocessed
+    start_worker(settings)
+    users, items = reference(events)
+    wait_for(lambda: store_matches(store, users, items), what="recovered features")
+
+
+def test_a_second_worker_joining_and_the_first_leaving_lose_and_duplicate_nothing(
+    settings: Settings, start_worker
+) -> None:
+    events = make_events(450, seed=4, users=8, items=10)
+    store = FeastOnlineStore(settings)
+    first = start_worker(settings)
+    produce(settings, "events", encoded(events[:150]))
+    wait_for(lambda: bool(store.read_users(["u0", "u1", "u2"])), what="first worker's rows")
+    start_worker(settings)  # joins the group: partitions are shared
+    produce(settings, "events", encoded(events[150:300]))
+    users, items = reference(events[:300])
+    wait_for(lambda: store_matches(store, users, items), what="rows after the join")
+    first.stop()  # leaves the group: the second worker takes every partition
+    produce(settings, "events", encoded(events[300:]))
+    users, items = reference(events)
+    wait_for(lambda: store_matches(store, users, items), what="rows after the leave")
