@@ -46,24 +46,31 @@ class PipelineConfig:
     model_version: str = "retrieval-only"
 
 
+@dataclass(frozen=True)
+class RetrievalState:
+    """What the pipeline retrieves with; replaced as a whole when the catalogue is refreshed."""
+
+    retriever: CandidateRetriever
+    catalog: ItemCatalog  # in-process item metadata: titles for explanations, filters
+    as_of_ms: int | None = None  # event-time "now" of the catalogue (None: the serving clock)
+
+
 class RecommendationPipeline:
     def __init__(
         self,
         *,
         features: OnlineFeatureReader,
-        retriever: CandidateRetriever,
+        retrieval: RetrievalState,
         ranker: Ranker | None,
         impressions: ImpressionLog,
-        catalog: ItemCatalog,
         config: PipelineConfig = PipelineConfig(),
         item_vectors: Mapping[str, np.ndarray] | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._features = features
-        self._retriever = retriever
+        self.retrieval = retrieval  # swapped atomically by the catalogue refresher
         self._ranker = ranker
         self._impressions = impressions
-        self._catalog = catalog  # in-process item metadata: titles for explanations
         self._config = config
         self._item_vectors = item_vectors
         self._clock_ms = clock_ms  # serving time of the impression, never a feature value
@@ -75,6 +82,7 @@ class RecommendationPipeline:
     def recommend(self, query: RecommendationQuery, *, deadline_s: float | None = None) -> Slate:
         started = time.perf_counter()
         reasons: list[str] = []
+        retrieval = self.retrieval
         user = self._read_user(query.user_id, reasons)
         history = user.recent_items if user else ()
         request = RetrievalRequest(
@@ -89,13 +97,13 @@ class RecommendationPipeline:
                 categories=query.filters.include_categories,
                 available_only=query.filters.available_only,
             ),
-            as_of_ms=self._clock_ms(),
+            as_of_ms=retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms(),
             user_id=query.user_id,
         )
-        result = self._retriever.retrieve(request)
+        result = retrieval.retriever.retrieve(request)
         reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
         ranked = self._rank(history, result.candidates, reasons)[: query.k]
-        titles = {i: m.title for i in history[-50:] if (m := self._catalog.get(i)) and m.title}
+        titles = {i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title}
         items = tuple(
             SlateItem(
                 item_id=c.item_id,

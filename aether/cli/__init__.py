@@ -14,11 +14,23 @@ import sys
 from aether.errors import AetherError
 from aether.stack_env import load_stack_env
 
-COMMAND_MODULES: tuple[str, ...] = ("stack", "ope")
+COMMAND_MODULES: tuple[str, ...] = (
+    "stack",
+    "worker",
+    "replay",
+    "index",
+    "train",
+    "eval",
+    "serve",
+    "ope",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="aether", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="aether", description="AetherRec: streaming, real-time personalization."
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:

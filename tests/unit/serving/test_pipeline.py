@@ -8,11 +8,11 @@ from aether.errors import DependencyUnavailable
 from features.ports import InMemoryFeatureStore
 from features.rows import UserFeatureRow
 from retrieval.catalog import ItemCatalog, ItemMeta
-from retrieval.merge import CandidateRetriever
+from retrieval.merge import CandidateRetriever, SourcePlan
 from retrieval.sources import Candidate, RetrievalRequest
 from serving.domain import RecommendationQuery
 from serving.impressions import InMemoryImpressionLog
-from serving.pipeline import PipelineConfig, RecommendationPipeline
+from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
 
 CATALOG = ItemCatalog(ItemMeta(f"i{n}", title=f"Movie {n}", categories=("Drama",)) for n in range(20))
 
@@ -60,12 +60,15 @@ def make(features=None, sources=None, ranker=None):
     impressions = InMemoryImpressionLog()
     pipeline = RecommendationPipeline(
         features=features,
-        retriever=CandidateRetriever(
-            [(s, 1) for s in sources], fallback=ListSource("popular", [f"i{n}" for n in range(19, -1, -1)])
+        retrieval=RetrievalState(
+            retriever=CandidateRetriever(
+                [SourcePlan(s) for s in sources],
+                fallback=ListSource("popular", [f"i{n}" for n in range(19, -1, -1)]),
+            ),
+            catalog=CATALOG,
         ),
         ranker=ranker,
         impressions=impressions,
-        catalog=CATALOG,
         config=PipelineConfig(candidates=10),
         clock_ms=lambda: 1_700_000_000_000,
     )

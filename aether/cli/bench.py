@@ -1,0 +1,39 @@
+"""``aether bench <what>``: every benchmark prints its figures and the machine, and ``--json PATH``
+writes them as one flat object. Results and the commands that produced them are collected in
+``docs/benchmarks/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aether.cli import bench_ingest, bench_retrieval
+from aether.cli.common import machine_description, settings_from_env
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("bench", help="run a benchmark and print its figures")
+    benches = parser.add_subparsers(dest="bench", required=True, metavar="WHAT")
+
+    ingest = benches.add_parser("ingest", help="events/s and freshness through broker + worker")
+    bench_ingest.add_arguments(ingest)
+    ingest.set_defaults(func=bench_ingest.run)
+
+    retrieval = benches.add_parser("retrieval", help="ANN latency/recall and candidate recall")
+    bench_retrieval.add_arguments(retrieval)
+    retrieval.set_defaults(func=bench_retrieval.run)
+
+    features = benches.add_parser("features", help="online feature store read/write latency")
+    features.add_argument("--json", type=Path, default=None)
+    features.add_argument("--repeats", type=int, default=300)
+    features.set_defaults(func=_features)
+
+
+def _features(args: argparse.Namespace) -> int:
+    from features.bench import run
+
+    figures = run(settings_from_env(), args.json, repeats=args.repeats, machine=machine_description())
+    for name, value in sorted(figures.items()):
+        print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
+    return 0

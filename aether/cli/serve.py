@@ -1,0 +1,66 @@
+"""``aether serve`` runs the gRPC Recommender; ``aether recommend`` asks it, for humans."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from aether.cli.common import settings_from_env
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser("serve", help="run the gRPC Recommender service")
+    serve.add_argument("--port", type=int, default=None, help="default: settings (50051)")
+    serve.add_argument("--checkpoint", type=Path, default=None, help="ranker checkpoint (.pt)")
+    serve.add_argument("--embeddings", type=Path, default=None, help="indexed item embeddings (.npz)")
+    serve.add_argument("--refresh-s", type=float, default=5.0, help="catalogue refresh period")
+    serve.set_defaults(func=run_serve)
+
+    recommend = subparsers.add_parser("recommend", help="ask the running service for a slate")
+    recommend.add_argument("--user", required=True, help="user id")
+    recommend.add_argument("-k", type=int, default=10)
+    recommend.add_argument("--address", default=None, help="host:port (default: settings)")
+    recommend.add_argument("--context", action="append", default=[], metavar="KEY=VALUE")
+    recommend.add_argument("--exclude", action="append", default=[], metavar="ITEM_ID")
+    recommend.set_defaults(func=run_recommend)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from serving.bootstrap import build_serving_app
+    from serving.server import serve_forever, start_server
+
+    settings = settings_from_env()
+    if args.port is not None:
+        settings = settings.model_copy(
+            update={"serving": settings.serving.model_copy(update={"port": args.port})}
+        )
+    app = build_serving_app(settings, checkpoint=args.checkpoint, embeddings=args.embeddings)
+    app.start_refreshing(args.refresh_s)
+    running = start_server(app.pipeline, settings.serving)
+    print(f"serving aetherrec.v1.Recommender on {settings.serving.host}:{running.port}", flush=True)
+    try:
+        serve_forever(running)
+    finally:
+        app.close()
+    return 0
+
+
+def run_recommend(args: argparse.Namespace) -> int:
+    from aether.errors import SchemaError
+    from serving.client import RecommenderClient
+
+    settings = settings_from_env()
+    address = args.address or f"{settings.serving.host}:{settings.serving.port}"
+    context = {}
+    for pair in args.context:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SchemaError(f"--context wants KEY=VALUE, got {pair!r}")
+        context[key] = value
+    with RecommenderClient(address, timeout_s=2.0) as client:
+        slate = client.recommend(args.user, args.k, context=context, exclude_item_ids=args.exclude)
+    flag = f"  (fallback: {', '.join(slate.fallback_reasons)})" if slate.fallback else ""
+    print(f"request {slate.request_id} · model {slate.model_version}{flag}")
+    for position, item in enumerate(slate.items, start=1):
+        print(f"{position:>3}. {item.item_id:<12} {item.score:>9.3f}  [{item.source}] {item.explanation}")
+    return 0

@@ -1,0 +1,130 @@
+"""Composition root of ``aether serve``: settings + artifacts → adapters → one pipeline.
+
+What it wires (each adapter owned by its package):
+
+* online features: ``features.store.FeastOnlineStore`` (Feast's Redis layout, one round trip);
+* items: the id list of the indexed embeddings (``aether index`` writes them next to the Milvus
+  collection), their metadata and popularity from the online item features, refreshed in the
+  background (``serving.catalog_view``);
+* retrieval: ``retrieval.bootstrap.build_retriever`` over Milvus, the stream-fed transition store,
+  popularity and freshness;
+* ranking: the SASRec checkpoint when one exists, otherwise retrieval order;
+* impressions: the Kafka impression log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from aether.errors import NotFoundError
+from aether.settings import Settings
+from features.store import FeastOnlineStore
+from ranker.scoring import SASRecRanker
+from retrieval.bootstrap import build_retriever, transition_store
+from retrieval.embeddings import load_embeddings
+from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
+from retrieval.index import ItemIndex
+from serving.catalog_view import load_snapshot
+from serving.impressions import KafkaImpressionLog
+from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
+
+log = logging.getLogger(__name__)
+
+
+def embeddings_path(settings: Settings) -> Path:
+    """Where ``aether index`` leaves the ids and vectors it indexed."""
+    return settings.data_dir / "artifacts" / f"{settings.namespace}_item_embeddings.npz"
+
+
+def ranker_path(settings: Settings) -> Path:
+    return settings.data_dir / "artifacts" / "ranker.pt"
+
+
+@dataclass
+class ServingApp:
+    """The running pipeline plus what must be refreshed and closed with it."""
+
+    pipeline: RecommendationPipeline
+    settings: Settings
+    _refresh: Any
+    _closers: list[Any] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _thread: threading.Thread | None = None
+
+    def refresh(self) -> None:
+        self.pipeline.retrieval = self._refresh()
+
+    def start_refreshing(self, every_s: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(every_s):
+                try:
+                    self.refresh()
+                except Exception:  # keep serving the last good catalogue
+                    log.exception("catalogue refresh failed; keeping the previous one")
+
+        self._thread = threading.Thread(target=loop, name="catalog-refresh", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for close in reversed(self._closers):
+            try:
+                close()
+            except Exception:
+                log.exception("error while closing %s", close)
+
+
+def build_serving_app(
+    settings: Settings, *, checkpoint: Path | None = None, embeddings: Path | None = None
+) -> ServingApp:
+    embeddings = embeddings or embeddings_path(settings)
+    if not embeddings.is_file():
+        raise NotFoundError(f"{embeddings} not found: run `aether index` first")
+    item_ids, matrix = load_embeddings(embeddings)
+    item_vectors = ItemEmbeddings(item_ids, matrix)
+    vectors_by_id = {item_id: item_vectors.matrix[row] for row, item_id in enumerate(item_ids)}
+
+    features = FeastOnlineStore(settings)
+    index = ItemIndex.from_settings(settings)
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    transitions = transition_store(settings, client)
+    encoder = MeanHistoryEncoder(item_vectors)
+
+    checkpoint = checkpoint or ranker_path(settings)
+    ranker = SASRecRanker.from_checkpoint(checkpoint) if checkpoint.is_file() else None
+    if ranker is None:
+        log.info("no ranker checkpoint at %s: serving retrieval order", checkpoint)
+
+    def retrieval_state() -> RetrievalState:
+        snapshot = load_snapshot(features, item_ids)
+        retriever = build_retriever(
+            index=index,
+            encoder=encoder,
+            catalog=snapshot.catalog,
+            transitions=transitions,
+            popularity=snapshot.popularity,
+        )
+        return RetrievalState(retriever, snapshot.catalog, snapshot.as_of_ms or None)
+
+    pipeline = RecommendationPipeline(
+        features=features,
+        retrieval=retrieval_state(),
+        ranker=ranker,
+        impressions=(impressions := KafkaImpressionLog(settings)),
+        config=PipelineConfig(candidates=settings.serving.candidates),
+        item_vectors=vectors_by_id,
+    )
+    return ServingApp(
+        pipeline=pipeline,
+        settings=settings,
+        _refresh=retrieval_state,
+        _closers=[impressions.flush, index.close, client.close, features.close],
+    )

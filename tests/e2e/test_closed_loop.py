@@ -1,0 +1,198 @@
+"""End to end on real components: events → Kafka (Tansu) → `aether worker` (Faust) → Feast/Redis,
+items → Milvus Lite, and a gRPC call over a real channel whose answer follows the new events.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer
+
+from aether.settings import Settings
+from events import CatalogItem, Impression, Interaction, decode, encode
+from features.store import FeastOnlineStore, apply_repo
+from retrieval.catalog import ItemCatalog, ItemMeta
+from retrieval.embeddings import save_embeddings
+from retrieval.index import ItemIndex
+from retrieval.movielens import item_rows
+from serving.bootstrap import build_serving_app, embeddings_path
+from serving.client import RecommenderClient
+from serving.server import start_server
+
+pytestmark = pytest.mark.e2e
+
+T0 = 1_700_000_000_000
+ALPHA = [f"a{n}" for n in range(20)]
+BETA = [f"b{n}" for n in range(20)]
+
+
+@pytest.fixture
+def worker(
+    settings: Settings, make_topics: Callable[[Settings], list[str]], tmp_path: Path
+) -> Iterator[subprocess.Popen]:
+    make_topics(settings)
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "REDIS_URL": settings.redis.url.get_secret_value(),
+        "AETHER_MILVUS__URI": settings.milvus.uri,
+        "AETHER_NAMESPACE": settings.namespace,
+        "AETHER_DATA_DIR": str(settings.data_dir),
+    }
+    env.pop("MILVUS_URI", None)
+    log = (tmp_path / "worker.log").open("wb")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "aether"), "worker"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield process
+    process.kill()
+    process.wait(10)
+    log.close()
+
+
+def index_two_clusters(settings: Settings) -> ItemCatalog:
+    """40 items in two well-separated clusters, indexed in Milvus and saved for serving."""
+    rng = np.random.default_rng(0)
+    centres = np.eye(8, dtype=np.float32)[:2] * 5
+    matrix = np.vstack(
+        [centres[0] + rng.normal(0, 0.3, (20, 8)), centres[1] + rng.normal(0, 0.3, (20, 8))]
+    )
+    catalog = ItemCatalog(
+        [ItemMeta(i, f"Alpha {i}", ("A",), True, T0) for i in ALPHA]
+        + [ItemMeta(i, f"Beta {i}", ("B",), True, T0) for i in BETA]
+    )
+    ids = ALPHA + BETA
+    path = embeddings_path(settings)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_embeddings(path, ids, matrix.astype(np.float32))
+    with ItemIndex.from_settings(settings) as index:
+        index.publish(item_rows(ids, matrix.astype(np.float32), catalog), progress=False)
+    return catalog
+
+
+def publish(settings: Settings, catalog: ItemCatalog, interactions: list[Interaction]) -> None:
+    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    for meta in catalog.values():
+        item = CatalogItem(
+            event_id=f"cat-{meta.item_id}",
+            item_id=meta.item_id,
+            title=meta.title,
+            categories=meta.categories,
+            created_time=T0,
+            event_time=T0,
+        )
+        producer.produce(settings.topic("items"), key=meta.item_id.encode(), value=encode(item))
+    for event in interactions:
+        producer.produce(settings.topic("events"), key=event.user_id.encode(), value=encode(event))
+    assert producer.flush(30) == 0
+
+
+def views(user: str, items: list[str], start_ms: int, kind: str = "view") -> list[Interaction]:
+    return [
+        Interaction(
+            event_id=f"{user}-{kind}-{item}",
+            event_type=kind,
+            user_id=user,
+            item_id=item,
+            event_time=start_ms + n * 1000,
+        )
+        for n, item in enumerate(items)
+    ]
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+def read_impressions(settings: Settings, count: int) -> list[Impression]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": f"{settings.namespace}-e2e",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+        }
+    )
+    consumer.subscribe([settings.topic("impressions")])
+    found: list[Impression] = []
+    deadline = time.monotonic() + 60
+    while len(found) < count and time.monotonic() < deadline:
+        message = consumer.poll(0.5)
+        if message is not None and message.error() is None:
+            found.append(decode(message.value(), Impression))
+    consumer.close()
+    return found
+
+
+def test_new_events_change_the_grpc_answer(settings: Settings, worker: subprocess.Popen) -> None:
+    apply_repo(settings)
+    catalog = index_two_clusters(settings)
+    user = "u-e2e"
+    publish(
+        settings,
+        catalog,
+        views(user, ALPHA[:5], T0 + 60_000) + views("other", BETA[:3], T0 + 60_000),
+    )
+
+    store = FeastOnlineStore(settings)
+    wait_for(
+        lambda: (
+            store.read_users([user]).get(user) is not None
+            and len(store.read_users([user])[user].recent_items) == 5
+        ),
+        "the user's sequence in Feast",
+    )
+    wait_for(lambda: len(store.read_items(ALPHA + BETA)) == 40, "the catalogue in the online store")
+
+    app = build_serving_app(settings)
+    running = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
+    try:
+        with RecommenderClient(running.address, timeout_s=5) as client:
+            client.wait_until_serving()
+            before = client.recommend(user, k=5)
+            assert len(before.items) == 5
+            assert not {i.item_id for i in before.items} & set(ALPHA[:5]), "seen items came back"
+            assert sum(i.item_id in ALPHA for i in before.items) >= 4, before.items
+            assert any(
+                i.source == "ann" and i.explanation.startswith("because you watched Alpha")
+                for i in before.items
+            )
+
+            publish(settings, ItemCatalog(), views(user, BETA[:12], T0 + 3_600_000, kind="click"))
+            wait_for(
+                lambda: len(store.read_users([user])[user].recent_items) == 17,
+                "the new clicks in Feast",
+            )
+            app.refresh()
+            after = client.recommend(user, k=5)
+            assert not {i.item_id for i in after.items} & set(ALPHA[:5] + BETA[:12])
+            assert sum(i.item_id in BETA for i in after.items) >= 4, after.items
+            assert [i.item_id for i in after.items] != [i.item_id for i in before.items]
+
+            cold = client.recommend("never-seen-user", k=3)
+            assert len(cold.items) == 3 and all(i.source != "ann" for i in cold.items)
+    finally:
+        running.stop(0)
+        app.close()
+        store.close()
+
+    impressions = {i.request_id: i for i in read_impressions(settings, 3)}
+    assert {before.request_id, after.request_id, cold.request_id} <= set(impressions)
+    logged = impressions[after.request_id]
+    assert logged.user_id == user
+    assert [i.item_id for i in logged.items] == [i.item_id for i in after.items]
