@@ -10,9 +10,21 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+# Accepted on the wire as RFC 3339 with an offset, or as integer epoch milliseconds.
+EventTime = Annotated[
+    datetime,
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "format": "date-time"},
+                {"type": "integer", "description": "epoch milliseconds"},
+            ]
+        }
+    ),
+]
 
 # Events before 1990 or after 2200 are almost surely unit mistakes (seconds vs ms, µs).
 MIN_EVENT_TIME_MS = 631_152_000_000  # 1990-01-01T00:00:00Z
@@ -79,7 +91,7 @@ class _Model(BaseModel):
 
 
 class _Timed(_Model):
-    event_time: datetime = Field(
+    event_time: EventTime = Field(
         description="When it happened: RFC 3339 with offset, or integer epoch milliseconds."
     )
 
@@ -119,7 +131,7 @@ class CatalogItem(_Timed):
     categories: tuple[Annotated[str, StringConstraints(min_length=1, max_length=128)], ...] = Field(
         default=(), max_length=64
     )
-    created_time: datetime | None = Field(
+    created_time: EventTime | None = Field(
         default=None, description="When the item entered the catalogue (defaults to event_time)."
     )
     available: bool = True
