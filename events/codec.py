@@ -55,7 +55,8 @@ def decode(raw: bytes | str, model: type[M], *, max_bytes: int = DEFAULT_MAX_BYT
         return model.model_validate(data)
     except ValidationError as exc:
         details = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in exc.errors()[:5]
+            f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}"
+            for e in exc.errors()[:5]
         )
         raise SchemaError(details, reason=_reason(exc)) from None
     except (ValueError, TypeError, OverflowError) as exc:  # defensive: validators must not leak

@@ -10,7 +10,14 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, WithJsonSchema, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+    field_validator,
+)
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 # Accepted on the wire as RFC 3339 with an offset, or as integer epoch milliseconds.
@@ -116,9 +123,10 @@ class Interaction(_Timed):
         default=None, allow_inf_nan=False, description="Rating value, price, watch fraction."
     )
     request_id: Id | None = Field(default=None, description="The slate this came from.")
-    context: dict[Annotated[str, StringConstraints(max_length=64)], Annotated[str, StringConstraints(max_length=256)]] = Field(
-        default_factory=dict, max_length=32, description="device, surface, locale …"
-    )
+    context: dict[
+        Annotated[str, StringConstraints(max_length=64)],
+        Annotated[str, StringConstraints(max_length=256)],
+    ] = Field(default_factory=dict, max_length=32, description="device, surface, locale …")
     schema_version: Literal[1] = 1
 
 

@@ -77,7 +77,9 @@ class RecommendationPipeline:
 
     @property
     def model_version(self) -> str:
-        return self._ranker.model_version if self._ranker is not None else self._config.model_version
+        return (
+            self._ranker.model_version if self._ranker is not None else self._config.model_version
+        )
 
     def recommend(self, query: RecommendationQuery, *, deadline_s: float | None = None) -> Slate:
         started = time.perf_counter()

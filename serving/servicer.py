@@ -56,7 +56,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self._pipeline = pipeline
         self._limits = limits
 
-    def Recommend(  # noqa: N802 - name fixed by the proto
+    def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
     ) -> pb.RecommendResponse:
         query = query_from_proto(request, self._limits)

@@ -15,6 +15,7 @@ from aether.errors import AetherError
 from aether.stack_env import load_stack_env
 
 COMMAND_MODULES: tuple[str, ...] = (
+    "demo",
     "stack",
     "worker",
     "replay",

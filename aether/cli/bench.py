@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _features(args: argparse.Namespace) -> int:
     from features.bench import run
 
-    figures = run(settings_from_env(), args.json, repeats=args.repeats, machine=machine_description())
+    figures = run(
+        settings_from_env(), args.json, repeats=args.repeats, machine=machine_description()
+    )
     for name, value in sorted(figures.items()):
         print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
     return 0

@@ -12,7 +12,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the gRPC Recommender service")
     serve.add_argument("--port", type=int, default=None, help="default: settings (50051)")
     serve.add_argument("--checkpoint", type=Path, default=None, help="ranker checkpoint (.pt)")
-    serve.add_argument("--embeddings", type=Path, default=None, help="indexed item embeddings (.npz)")
+    serve.add_argument(
+        "--embeddings", type=Path, default=None, help="indexed item embeddings (.npz)"
+    )
     serve.add_argument("--refresh-s", type=float, default=5.0, help="catalogue refresh period")
     serve.set_defaults(func=run_serve)
 
@@ -62,5 +64,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     flag = f"  (fallback: {', '.join(slate.fallback_reasons)})" if slate.fallback else ""
     print(f"request {slate.request_id} · model {slate.model_version}{flag}")
     for position, item in enumerate(slate.items, start=1):
-        print(f"{position:>3}. {item.item_id:<12} {item.score:>9.3f}  [{item.source}] {item.explanation}")
+        print(
+            f"{position:>3}. {item.item_id:<12} {item.score:>9.3f}  [{item.source}] {item.explanation}"
+        )
     return 0

@@ -1,7 +1,9 @@
 """``aether worker``: run the stream worker (Faust) of one namespace until stopped.
 
 Creates the namespace's topics if missing, writes features through the Feast/Redis online store
-(``features.store.FeastOnlineStore``) and serves Prometheus metrics on ``--metrics-port``.
+(``features.store.FeastOnlineStore``), the offline log, item transitions and bandit posteriors
+(``streams.bootstrap``), handles privacy requests, and serves Prometheus metrics on
+``--metrics-port``.
 Run several workers with the same namespace to share the partitions of one consumer group.
 """
 
@@ -33,21 +35,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from features.store import FeastOnlineStore
-    from streams.agents import StreamRuntime
     from streams.app import create_app
-    from streams.statestore import RedisStateStore
+    from streams.bootstrap import build_runtimes
     from streams.topics import ensure_topics
 
     overrides = {"namespace": args.namespace} if args.namespace else {}
     settings = load_settings(**overrides)
     ensure_topics(settings)
-    runtime = StreamRuntime(
-        settings, writer=FeastOnlineStore(settings), state=RedisStateStore(settings)
-    )
+    runtime, bandit = build_runtimes(settings)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1")
-    app = create_app(settings, runtime)
+    app = create_app(settings, runtime, bandit)
     log.info("worker %s consuming %s", settings.consumer_group, settings.kafka.bootstrap_servers)
     import faust
 

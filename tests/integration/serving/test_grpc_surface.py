@@ -54,7 +54,9 @@ def served():
 def test_recommend_round_trip(served):
     pipeline, channel = served
     stub = pb_grpc.RecommenderStub(channel)
-    reply = stub.Recommend(pb.RecommendRequest(user_id="u1", k=3, context={"device": "tv"}), timeout=5)
+    reply = stub.Recommend(
+        pb.RecommendRequest(user_id="u1", k=3, context={"device": "tv"}), timeout=5
+    )
     assert [i.item_id for i in reply.items] == ["i0", "i1", "i2"]
     assert reply.model_version == "test-v1" and not reply.fallback
     query, deadline = pipeline.seen[0]

@@ -14,7 +14,9 @@ from serving.domain import RecommendationQuery
 from serving.impressions import InMemoryImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
 
-CATALOG = ItemCatalog(ItemMeta(f"i{n}", title=f"Movie {n}", categories=("Drama",)) for n in range(20))
+CATALOG = ItemCatalog(
+    ItemMeta(f"i{n}", title=f"Movie {n}", categories=("Drama",)) for n in range(20)
+)
 
 
 class ListSource:
