@@ -1,38 +1,30 @@
-from collections.abc import Iterable as _Iterable
-from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar
-
+from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from google.protobuf.internal import containers as _containers
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Filters(_message.Message):
-    __slots__ = ("available_only", "exclude_categories", "include_categories")
+    __slots__ = ("include_categories", "exclude_categories", "available_only")
     INCLUDE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_ONLY_FIELD_NUMBER: _ClassVar[int]
     include_categories: _containers.RepeatedScalarFieldContainer[str]
     exclude_categories: _containers.RepeatedScalarFieldContainer[str]
     available_only: bool
-    def __init__(
-        self,
-        include_categories: _Iterable[str] | None = ...,
-        exclude_categories: _Iterable[str] | None = ...,
-        available_only: bool | None = ...,
-    ) -> None: ...
+    def __init__(self, include_categories: _Optional[_Iterable[str]] = ..., exclude_categories: _Optional[_Iterable[str]] = ..., available_only: _Optional[bool] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
-    __slots__ = ("context", "exclude_item_ids", "filters", "k", "user_id")
+    __slots__ = ("user_id", "k", "context", "exclude_item_ids", "filters")
     class ContextEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
         key: str
         value: str
-        def __init__(self, key: str | None = ..., value: str | None = ...) -> None: ...
-
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -43,17 +35,10 @@ class RecommendRequest(_message.Message):
     context: _containers.ScalarMap[str, str]
     exclude_item_ids: _containers.RepeatedScalarFieldContainer[str]
     filters: Filters
-    def __init__(
-        self,
-        user_id: str | None = ...,
-        k: int | None = ...,
-        context: _Mapping[str, str] | None = ...,
-        exclude_item_ids: _Iterable[str] | None = ...,
-        filters: Filters | _Mapping | None = ...,
-    ) -> None: ...
+    def __init__(self, user_id: _Optional[str] = ..., k: _Optional[int] = ..., context: _Optional[_Mapping[str, str]] = ..., exclude_item_ids: _Optional[_Iterable[str]] = ..., filters: _Optional[_Union[Filters, _Mapping]] = ...) -> None: ...
 
 class RecommendedItem(_message.Message):
-    __slots__ = ("explanation", "item_id", "propensity", "score", "source")
+    __slots__ = ("item_id", "score", "source", "explanation", "propensity")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
@@ -64,24 +49,10 @@ class RecommendedItem(_message.Message):
     source: str
     explanation: str
     propensity: float
-    def __init__(
-        self,
-        item_id: str | None = ...,
-        score: float | None = ...,
-        source: str | None = ...,
-        explanation: str | None = ...,
-        propensity: float | None = ...,
-    ) -> None: ...
+    def __init__(self, item_id: _Optional[str] = ..., score: _Optional[float] = ..., source: _Optional[str] = ..., explanation: _Optional[str] = ..., propensity: _Optional[float] = ...) -> None: ...
 
 class RecommendResponse(_message.Message):
-    __slots__ = (
-        "experiment_arm",
-        "fallback",
-        "fallback_reasons",
-        "items",
-        "model_version",
-        "request_id",
-    )
+    __slots__ = ("request_id", "items", "model_version", "fallback", "fallback_reasons", "experiment_arm")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
@@ -94,12 +65,4 @@ class RecommendResponse(_message.Message):
     fallback: bool
     fallback_reasons: _containers.RepeatedScalarFieldContainer[str]
     experiment_arm: str
-    def __init__(
-        self,
-        request_id: str | None = ...,
-        items: _Iterable[RecommendedItem | _Mapping] | None = ...,
-        model_version: str | None = ...,
-        fallback: bool | None = ...,
-        fallback_reasons: _Iterable[str] | None = ...,
-        experiment_arm: str | None = ...,
-    ) -> None: ...
+    def __init__(self, request_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[RecommendedItem, _Mapping]]] = ..., model_version: _Optional[str] = ..., fallback: _Optional[bool] = ..., fallback_reasons: _Optional[_Iterable[str]] = ..., experiment_arm: _Optional[str] = ...) -> None: ...
