@@ -83,8 +83,14 @@ class ServingApp:
 
 
 def build_serving_app(
-    settings: Settings, *, checkpoint: Path | None = None, embeddings: Path | None = None
+    settings: Settings,
+    *,
+    checkpoint: Path | None = None,
+    embeddings: Path | None = None,
+    index: ItemIndex | None = None,
 ) -> ServingApp:
+    """Wire the pipeline. ``index``: an open ``ItemIndex`` to reuse (it is closed with the app);
+    Milvus Lite cannot be re-opened in the same process after a close and a pause."""
     embeddings = embeddings or embeddings_path(settings)
     if not embeddings.is_file():
         raise NotFoundError(f"{embeddings} not found: run `aether index` first")
@@ -93,7 +99,7 @@ def build_serving_app(
     vectors_by_id = {item_id: item_vectors.matrix[row] for row, item_id in enumerate(item_ids)}
 
     features = FeastOnlineStore(settings)
-    index = ItemIndex.from_settings(settings)
+    index = index or ItemIndex.from_settings(settings)
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     transitions = transition_store(settings, client)
     encoder = MeanHistoryEncoder(item_vectors)

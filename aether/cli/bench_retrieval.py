@@ -1,0 +1,217 @@
+"""``aether bench retrieval``: ANN latency/recall vs exact search, and candidate recall on ML-1M.
+
+Wire it as a subcommand with ``add_arguments(parser)`` and ``parser.set_defaults(func=run)``.
+The ``--json`` file is one flat object; figures that were not measured are ``null`` with a
+``*_status`` string saying why (e.g. a 1M build projected past the time budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+SIZE_LABELS = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", default=None, help="write the flat figures here")
+    parser.add_argument("--dataset", default="ml-1m", choices=("ml-latest-small", "ml-1m"))
+    parser.add_argument("--data", default=None, help="dataset folder (default: its usual place)")
+    parser.add_argument("--sizes", default="10000,100000,1000000", help="ANN index sizes")
+    parser.add_argument("--ks", default="100,500")
+    parser.add_argument("--queries", type=int, default=200, help="search calls per (size, k)")
+    parser.add_argument(
+        "--clusters", type=int, default=256, help="centres of the synthetic vectors"
+    )
+    parser.add_argument("--nprobe", type=int, default=32)
+    parser.add_argument(
+        "--index-type", default="IVF_FLAT", choices=("auto", "IVF_FLAT", "FLAT", "AUTOINDEX")
+    )
+    parser.add_argument(
+        "--build-budget-s",
+        type=float,
+        default=1800.0,
+        help="skip a size whose projected build time exceeds this (reported, not faked)",
+    )
+    parser.add_argument("--candidates", type=int, default=200, help="merged candidate count")
+    parser.add_argument(
+        "--users", type=int, default=None, help="sample this many users (default all)"
+    )
+    parser.add_argument("--no-content", action="store_true", help="skip the MiniLM content source")
+    parser.add_argument(
+        "--ranker-checkpoint",
+        default=None,
+        help="also measure ANN recall with the SASRec ranker's item embeddings and encode_user "
+        "(a checkpoint trained without each user's last item)",
+    )
+    parser.add_argument("--skip-ann", action="store_true")
+    parser.add_argument("--skip-recall", action="store_true")
+    parser.add_argument(
+        "--workdir", default=None, help="where Milvus Lite files go (default: a temp dir)"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Stand-alone registration (``aether bench-retrieval``) until ``aether bench`` wires it."""
+    parser = subparsers.add_parser("bench-retrieval", help="ANN and candidate-recall benchmark")
+    add_arguments(parser)
+    parser.set_defaults(func=run)
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        ram = f"{pages / 2**30:.0f} GiB RAM"
+    except (ValueError, OSError):
+        ram = "RAM unknown"
+    try:
+        import torch
+
+        torch_version = str(torch.__version__)
+    except ImportError:
+        torch_version = "absent"
+    import pymilvus
+
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {ram}, python {platform.python_version()}, "
+        f"torch {torch_version}, pymilvus {pymilvus.__version__}, milvus-lite 2.5.1 (local file)"
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from retrieval.benchmark import ann_benchmark, candidate_recall
+    from retrieval.index import IndexConfig
+
+    figures: dict[str, Any] = {"machine": machine_description()}
+    ks = [int(k) for k in args.ks.split(",")]
+    sizes = [int(n) for n in args.sizes.split(",")]
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="aether-bench-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    config = IndexConfig(index_type=args.index_type, nprobe=args.nprobe)
+    figures["ann_index"] = (
+        f"{args.index_type} nlist=auto(<=1024) nprobe={args.nprobe}, inner product, 64-d, "
+        f"{args.clusters} clusters"
+    )
+    seconds_per_item: float | None = None
+    if not args.skip_ann:
+        for n in sorted(sizes):
+            label = SIZE_LABELS.get(n, str(n))
+            projected = seconds_per_item * n if seconds_per_item else None
+            if seconds_per_item and projected is not None and projected > args.build_budget_s:
+                figures[f"ann_{label}_status"] = (
+                    f"skipped: projected build {projected:.0f} s > budget {args.build_budget_s:.0f} s "
+                    f"(from the measured {1 / seconds_per_item:.0f} items/s)"
+                )
+                for k in ks:
+                    figures[f"ann_p50_ms_{label}_k{k}"] = None
+                    figures[f"ann_p99_ms_{label}_k{k}"] = None
+                    figures[f"ann_recall_{label}_k{k}"] = None
+                print(f"ANN n={n}: {figures[f'ann_{label}_status']}")
+                continue
+            result = ann_benchmark(
+                str(workdir / f"ann_{label}.db"),
+                n,
+                ks=ks,
+                queries=args.queries,
+                config=config,
+                clusters=args.clusters,
+                seed=args.seed,
+            )
+            seconds_per_item = result.build_s / n
+            figures[f"ann_build_s_{label}"] = round(result.build_s, 1)
+            for k in ks:
+                figures[f"ann_p50_ms_{label}_k{k}"] = round(result.p50_ms[k], 3)
+                figures[f"ann_p99_ms_{label}_k{k}"] = round(result.p99_ms[k], 3)
+                figures[f"ann_recall_{label}_k{k}"] = round(result.recall[k], 4)
+                print(
+                    f"ANN n={n} k={k}: p50 {result.p50_ms[k]:.2f} ms, p99 {result.p99_ms[k]:.2f} ms, "
+                    f"recall@{k} vs exact {result.recall[k]:.4f} (build {result.build_s:.0f} s)"
+                )
+            (workdir / f"ann_{label}.db").unlink(missing_ok=True)
+    if not args.skip_recall:
+        started = time.perf_counter()
+        recall = candidate_recall(
+            args.dataset,
+            args.data,
+            str(workdir / "recall.db"),
+            k=args.candidates,
+            max_users=args.users,
+            seed=args.seed,
+            with_content=not args.no_content,
+        )
+        tag = args.dataset.replace("-", "").replace("mllatestsmall", "mlsmall")
+        figures[f"candidate_recall_{tag}_merged"] = round(recall.merged, 4)
+        for name, value in recall.per_source.items():
+            figures[f"candidate_recall_{tag}_{name}"] = round(value, 4)
+        figures[f"candidate_recall_{tag}_users"] = recall.users
+        figures[f"candidate_recall_{tag}_k"] = recall.k
+        figures[f"candidate_recall_{tag}_cold_targets"] = recall.cold_targets
+        figures[f"candidate_recall_{tag}_plan"] = ",".join(
+            f"{n}:reserved={r}/weight={w}" for n, (r, w) in recall.plan.items()
+        )
+        figures["candidate_recall_s"] = round(time.perf_counter() - started, 1)
+        if args.ranker_checkpoint:
+            _ranker_recall(args, workdir, tag, figures)
+        print(
+            f"candidate recall@{recall.k} on {args.dataset} ({recall.users} users, last item held out): "
+            + ", ".join(f"{n} {v:.4f}" for n, v in recall.per_source.items())
+            + f", merged {recall.merged:.4f} (plan {recall.plan})"
+        )
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+def _ranker_recall(
+    args: argparse.Namespace, workdir: Path, tag: str, figures: dict[str, Any]
+) -> None:
+    """Same split and merge, with the ranker's item embeddings in Milvus and its user encoder."""
+    from ranker.scoring import SASRecRanker
+    from retrieval.benchmark import candidate_recall
+
+    ranker = SASRecRanker.from_checkpoint(args.ranker_checkpoint)
+    recall = candidate_recall(
+        args.dataset,
+        args.data,
+        str(workdir / "recall_ranker.db"),
+        k=args.candidates,
+        max_users=args.users,
+        seed=args.seed,
+        with_content=not args.no_content,
+        item_embeddings=ranker.item_embeddings(),
+        encoder=ranker,
+    )
+    figures[f"candidate_recall_{tag}_ann_ranker"] = round(recall.per_source["ann"], 4)
+    figures[f"candidate_recall_{tag}_merged_ranker"] = round(recall.merged, 4)
+    print(
+        f"with the ranker's encoder: ann {recall.per_source['ann']:.4f}, merged {recall.merged:.4f}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m aether.cli.bench_retrieval ...`` (same arguments as ``aether bench retrieval``)."""
+    parser = argparse.ArgumentParser(
+        prog="aether bench retrieval", description=__doc__.splitlines()[0]
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

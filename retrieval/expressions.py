@@ -1,0 +1,61 @@
+"""Milvus boolean filter expressions built from retrieval filters, with safe string literals.
+
+Milvus string literals are double-quoted with backslash escapes. Control characters (newline, tab
+...) do not survive the expression parser of every Milvus version, so an id containing one is never
+pushed into an expression: ``string_literal`` returns ``None`` and the caller filters it in Python.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from retrieval.sources import CandidateFilters
+
+
+def string_literal(value: str) -> str | None:
+    """``value`` as a Milvus string literal, or ``None`` when it cannot be expressed safely."""
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in value):
+        return None
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def string_list(values: Iterable[str]) -> tuple[str, list[str]]:
+    """``[lit, ...]`` of the expressible values, sorted for a stable expression, plus the rest."""
+    literals: list[str] = []
+    rest: list[str] = []
+    for value in sorted(set(values)):
+        literal = string_literal(value)
+        if literal is None:
+            rest.append(value)
+        else:
+            literals.append(literal)
+    return "[" + ", ".join(literals) + "]", rest
+
+
+def filter_expression(
+    filters: CandidateFilters,
+    excluded_ids: Iterable[str] = (),
+    *,
+    max_excluded: int = 1000,
+) -> tuple[str, int]:
+    """The expression for ``filters`` and up to ``max_excluded`` excluded ids.
+
+    Returns ``(expression, not_pushed)``: ``not_pushed`` excluded ids were left out of the
+    expression (too many, or not expressible), so the caller over-fetches by that many and filters
+    them afterwards. An empty expression means "no filter".
+    """
+    clauses: list[str] = []
+    if filters.available_only:
+        clauses.append("available == true")
+    if filters.categories:
+        categories, unpushable = string_list(filters.categories)
+        if unpushable:  # cannot express exactly: drop the clause, the merger filters exactly
+            categories = ""
+        if categories and categories != "[]":
+            clauses.append(f"array_contains_any(categories, {categories})")
+    excluded = sorted(set(excluded_ids))
+    pushed, unpushable_ids = string_list(excluded[:max_excluded])
+    not_pushed = max(0, len(excluded) - max_excluded) + len(unpushable_ids)
+    if pushed != "[]":
+        clauses.append(f"item_id not in {pushed}")
+    return " and ".join(clauses), not_pushed

@@ -1,0 +1,392 @@
+"""Milvus item index: one collection per embedding version, queried through an alias.
+
+Lifecycle (rebuild without downtime)::
+
+    index = ItemIndex.from_settings(settings)
+    version = index.build_version(ids, vectors, metadata)   # new collection, inserted, indexed, loaded
+    index.activate(version)                                 # atomic switch of the alias
+    index.garbage_collect(keep=2)                           # drop old versions, never the active one
+
+Collections are ``settings.milvus_collection(f"items_v{n}")``; the alias is
+``settings.milvus_collection("items")``. Milvus Lite (a file URI) does not implement native aliases,
+so the alias lives in a small registry collection (``<namespace>_aliases``, one row per alias,
+upserted atomically) that both Milvus Lite and a Milvus server store the same way: one code path,
+only the URI differs. On a server the native alias is mirrored too (for Attu and other tools).
+Each process caches the resolved collection; ``refresh()`` re-reads it, and a query that hits a
+dropped collection refreshes and retries once.
+
+Fields: ``item_id`` (VARCHAR pk), ``embedding`` (FLOAT_VECTOR, inner product), ``categories``
+(ARRAY<VARCHAR>), ``available`` (BOOL), ``created_time_ms`` (INT64), so filters run inside Milvus.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+from tqdm import tqdm
+
+from aether.errors import DependencyUnavailable, NotFoundError
+from retrieval.expressions import filter_expression
+from retrieval.index_types import IndexConfig, ItemRows
+from retrieval.milvus_client import import_pymilvus, is_not_found, is_unimplemented
+from retrieval.sources import CandidateFilters
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+__all__ = ["MAX_TOPK", "IndexConfig", "ItemIndex", "ItemRows"]
+
+MAX_TOPK = 16384  # Milvus' limit on limit
+_VERSION_RE = re.compile(r"_v(\d+)$")
+
+
+class ItemIndex:
+    """Versioned item collections behind one alias; all pymilvus errors leave as AetherErrors."""
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        alias: str,
+        token: str = "",
+        config: IndexConfig | None = None,
+        registry: str | None = None,
+    ) -> None:
+        self.uri = uri
+        self.alias = alias
+        self.config = config or IndexConfig()
+        self.registry = registry or f"{alias.rsplit('_', 1)[0]}_aliases"
+        self._lock = threading.Lock()
+        self._active: str | None = None
+        self._native_alias = True  # switched off the first time the server says UNIMPLEMENTED
+        self._index_types: dict[str, str] = {}
+        if "://" not in uri:  # Milvus Lite: a local file whose folder may not exist yet
+            Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        try:
+            pymilvus = import_pymilvus()
+            self._client = pymilvus.MilvusClient(
+                uri=uri, token=token, timeout=self.config.timeout_s
+            )
+        except Exception as exc:  # connection refused, bad URI, Lite failing to start
+            raise DependencyUnavailable("milvus", f"cannot connect to {uri}: {exc}") from exc
+        try:
+            self._ensure_registry()
+            self.refresh()
+        except Exception:
+            self.close()  # do not leave a Milvus Lite server process behind
+            raise
+
+    @classmethod
+    def from_settings(cls, settings: Any, config: IndexConfig | None = None) -> ItemIndex:
+        return cls(
+            settings.milvus.uri,
+            token=settings.milvus.token.get_secret_value(),
+            alias=settings.milvus_collection("items"),
+            config=config,
+            registry=settings.milvus_collection("aliases"),
+        )
+
+    def close(self) -> None:
+        """Close the client; with Milvus Lite this also stops its local server process."""
+        try:
+            self._client.close()
+        except Exception as exc:  # closing twice, or a server already gone
+            log.debug("closing milvus client: %s", exc)
+
+    def __enter__(self) -> ItemIndex:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- error wrapping -------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        kwargs.setdefault("timeout", self.config.timeout_s)
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            if is_not_found(exc):
+                raise NotFoundError(f"milvus {what}: {exc}") from exc
+            raise DependencyUnavailable("milvus", f"{what} failed: {exc}") from exc
+
+    # -- names ----------------------------------------------------------------------------------
+    def collection_name(self, version: int) -> str:
+        return f"{self.alias}_v{version}"
+
+    def versions(self) -> list[int]:
+        """Versions present in Milvus (built or being built), ascending."""
+        names = self._call("list_collections", self._client.list_collections)
+        prefix = f"{self.alias}_v"
+        found = []
+        for name in names:
+            match = _VERSION_RE.search(name)
+            if name.startswith(prefix) and match and name == self.collection_name(int(match[1])):
+                found.append(int(match[1]))
+        return sorted(found)
+
+    def next_version(self) -> int:
+        existing = self.versions()
+        return (existing[-1] + 1) if existing else 1
+
+    # -- alias registry -------------------------------------------------------------------------
+    def _ensure_registry(self) -> None:
+        from pymilvus import DataType, MilvusClient
+
+        if self._call("has_collection", self._client.has_collection, self.registry):
+            return
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("alias", DataType.VARCHAR, is_primary=True, max_length=255)
+        schema.add_field("target", DataType.VARCHAR, max_length=255)
+        schema.add_field("version", DataType.INT64)
+        schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)  # Milvus needs one vector field
+        params = self._client.prepare_index_params()
+        params.add_index(field_name="unused", index_type="FLAT", metric_type="L2")
+        self._call(
+            "create registry",
+            self._client.create_collection,
+            self.registry,
+            schema=schema,
+            index_params=params,
+            consistency_level="Strong",
+        )
+
+    def refresh(self) -> str | None:
+        """Re-read which collection the alias points at (another process may have switched it)."""
+        rows = self._call(
+            "read alias",
+            self._client.query,
+            self.registry,
+            ids=[self.alias],
+            output_fields=["target"],
+            consistency_level="Strong",
+        )
+        with self._lock:
+            self._active = rows[0]["target"] if rows else None
+        return self._active
+
+    @property
+    def active_collection(self) -> str | None:
+        return self._active
+
+    @property
+    def active_version(self) -> int | None:
+        if self._active is None:
+            return None
+        match = _VERSION_RE.search(self._active)
+        return int(match[1]) if match else None
+
+    def activate(self, version: int) -> None:
+        """Point the alias at ``version`` (already built and loaded) in one atomic row upsert."""
+        target = self.collection_name(version)
+        if not self._call("has_collection", self._client.has_collection, target):
+            raise NotFoundError(f"milvus collection {target} does not exist; build it first")
+        self._call("load", self._client.load_collection, target)
+        row = {"alias": self.alias, "target": target, "version": version, "unused": [0.0, 0.0]}
+        self._call("switch alias", self._client.upsert, self.registry, [row])
+        with self._lock:
+            self._active = target
+        self._mirror_native_alias(target)
+        log.info("alias %s -> %s", self.alias, target)
+
+    def _mirror_native_alias(self, target: str) -> None:
+        if not self._native_alias:
+            return
+        # pymilvus logs every failed RPC at ERROR; the expected UNIMPLEMENTED on Lite is not one.
+        rpc_log = logging.getLogger("pymilvus.decorators")
+        level = rpc_log.level
+        rpc_log.setLevel(logging.CRITICAL)
+        try:
+            try:
+                self._client.alter_alias(target, self.alias, timeout=self.config.timeout_s)
+            except Exception as exc:
+                if is_unimplemented(exc):
+                    raise
+                self._client.create_alias(target, self.alias, timeout=self.config.timeout_s)
+        except Exception as exc:
+            # Milvus Lite answers UNIMPLEMENTED; the registry row above is the source of truth.
+            self._native_alias = False
+            level_used = logging.DEBUG if is_unimplemented(exc) else logging.WARNING
+            log.log(level_used, "native alias not mirrored (%s); using the registry only", exc)
+        finally:
+            rpc_log.setLevel(level)
+
+    # -- building -------------------------------------------------------------------------------
+    def build_version(
+        self, rows: ItemRows, version: int | None = None, *, progress: bool = True
+    ) -> int:
+        """Create ``items_v<version>``, insert ``rows``, build the ANN index and load it."""
+        from pymilvus import DataType, MilvusClient
+
+        version = self.next_version() if version is None else version
+        name = self.collection_name(version)
+        if self._call("has_collection", self._client.has_collection, name):
+            raise DependencyUnavailable("milvus", f"collection {name} already exists")
+        dim = int(rows.vectors.shape[1])
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("item_id", DataType.VARCHAR, is_primary=True, max_length=256)
+        schema.add_field("embedding", DataType.FLOAT_VECTOR, dim=dim)
+        schema.add_field(
+            "categories",
+            DataType.ARRAY,
+            element_type=DataType.VARCHAR,
+            max_capacity=self.config.max_categories,
+            max_length=128,
+        )
+        schema.add_field("available", DataType.BOOL)
+        schema.add_field("created_time_ms", DataType.INT64)
+        self._call("create collection", self._client.create_collection, name, schema=schema)
+        self._insert(name, rows, progress=progress)
+        self._call("flush", self._client.flush, name)
+        index_type = self.config.resolve_index_type(len(rows.item_ids))
+        params = self._client.prepare_index_params()
+        params.add_index(
+            field_name="embedding",
+            index_type=index_type,
+            metric_type="IP",
+            params=self._index_params(index_type, len(rows.item_ids)),
+        )
+        self._call("create index", self._client.create_index, name, params)
+        self._call("load", self._client.load_collection, name)
+        self._index_types[name] = index_type
+        return version
+
+    def _index_params(self, index_type: str, n: int) -> dict[str, int]:
+        if index_type != "IVF_FLAT":
+            return {}
+        nlist = self.config.nlist or int(min(1024, max(16, 4 * np.sqrt(max(n, 1)))))
+        return {"nlist": nlist}
+
+    def index_type_of(self, collection: str) -> str:
+        """The vector index type of ``collection`` (asked once, then cached)."""
+        if collection not in self._index_types:
+            described = self._call(
+                "describe index", self._client.describe_index, collection, "embedding"
+            )
+            self._index_types[collection] = str(described.get("index_type", ""))
+        return self._index_types[collection]
+
+    def _insert(self, name: str, rows: ItemRows, *, progress: bool) -> None:
+        vectors = np.ascontiguousarray(rows.vectors, dtype=np.float32)
+        n = len(rows.item_ids)
+        step = self.config.insert_batch
+        for start in tqdm(
+            range(0, n, step), desc=f"insert {name}", disable=not progress or n <= step
+        ):
+            stop = min(n, start + step)
+            batch = [
+                {
+                    "item_id": str(rows.item_ids[i]),
+                    "embedding": vectors[i].tolist(),
+                    "categories": list(rows.categories[i])[: self.config.max_categories]
+                    if rows.categories is not None
+                    else [],
+                    "available": bool(rows.available[i]) if rows.available is not None else True,
+                    "created_time_ms": int(rows.created_time_ms[i])
+                    if rows.created_time_ms is not None
+                    else 0,
+                }
+                for i in range(start, stop)
+            ]
+            self._call("insert", self._client.insert, name, batch)
+
+    def publish(self, rows: ItemRows, *, progress: bool = True) -> int:
+        """Build a new version, switch the alias to it, and garbage-collect old versions."""
+        version = self.build_version(rows, progress=progress)
+        self.activate(version)
+        self.garbage_collect()
+        return version
+
+    def garbage_collect(self, keep: int | None = None) -> list[int]:
+        """Drop all but the newest ``keep`` versions; the active version is never dropped."""
+        keep = self.config.keep_versions if keep is None else keep
+        active = self.active_version
+        versions = self.versions()
+        retained = set(versions[-keep:]) if keep > 0 else set()
+        dropped = []
+        for version in versions:
+            if version in retained or version == active:
+                continue
+            self._call("drop", self._client.drop_collection, self.collection_name(version))
+            dropped.append(version)
+        return dropped
+
+    # -- querying -------------------------------------------------------------------------------
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        filters: CandidateFilters | None = None,
+        excluded: Sequence[str] | frozenset[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        """Top-``k`` ``(item_id, inner product)`` per query vector, filters pushed into Milvus.
+
+        Excluded ids that could not be pushed (too many, unusual characters) are over-fetched and
+        removed here, so each answer still has up to ``k`` eligible items.
+        """
+        queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        expression, not_pushed = filter_expression(
+            filters or CandidateFilters(available_only=False),
+            excluded,
+            max_excluded=self.config.max_pushed_exclusions,
+        )
+        limit = min(MAX_TOPK, k + not_pushed)
+        try:
+            hits = self._search_active(queries, limit, expression)
+        except NotFoundError:
+            self.refresh()  # the alias moved and the old collection was dropped meanwhile
+            hits = self._search_active(queries, limit, expression)
+        excluded_set = set(excluded) if not_pushed else set()
+        return [
+            [
+                (str(h["id"]), float(h["distance"]))
+                for h in per_query
+                if h["id"] not in excluded_set
+            ][:k]
+            for per_query in hits
+        ]
+
+    def _search_active(self, queries: np.ndarray, limit: int, expression: str) -> list[Any]:
+        collection = self._active
+        if collection is None:
+            raise NotFoundError(f"alias {self.alias} points at no collection; run `aether index`")
+        params: dict[str, Any] = {"metric_type": "IP"}
+        if self.index_type_of(collection) == "IVF_FLAT":
+            params["params"] = {"nprobe": self.config.nprobe}
+        return self._call(
+            "search",
+            self._client.search,
+            collection,
+            data=queries.tolist(),
+            limit=limit,
+            filter=expression,
+            anns_field="embedding",
+            search_params=params,
+        )
+
+    def fetch_vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """Embeddings of ``item_ids`` from the active version (missing ids are left out)."""
+        if not item_ids or self._active is None:
+            return {}
+        rows = self._call(
+            "query",
+            self._client.query,
+            self._active,
+            ids=list(item_ids),
+            output_fields=["embedding"],
+        )
+        return {r["item_id"]: np.asarray(r["embedding"], dtype=np.float32) for r in rows}
+
+    def count(self) -> int:
+        if self._active is None:
+            return 0
+        rows = self._call(
+            "count", self._client.query, self._active, filter="", output_fields=["count(*)"]
+        )
+        return int(rows[0]["count(*)"])

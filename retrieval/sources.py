@@ -1,0 +1,107 @@
+"""The one interface every candidate source implements, and the values that cross it.
+
+A source answers ``candidates(request) -> list[Candidate]``: at most ``request.k`` items, best first,
+already respecting ``request.exclusions`` and ``request.filters`` as far as it can (sources that
+query Milvus push them into the filter expression). The merger (``retrieval.merge``) re-applies
+every filter, so a source that cannot filter exactly is still safe.
+
+Sources in this package: ``ann`` (Milvus, user vector), ``cooccurrence`` (item-to-item
+transitions), ``popular`` (event-time-decayed popularity), ``fresh`` (recently created items),
+``content`` (text embeddings of cold items mapped into the item space).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Candidate:
+    item_id: str
+    score: float
+    source: str
+    # All sources that proposed the item after merging (``source`` is the first, in quota order).
+    sources: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class CandidateFilters:
+    """Item-side filters. ``categories``: keep items having ANY of them (empty = no filter)."""
+
+    categories: frozenset[str] = frozenset()
+    available_only: bool = True
+
+    @property
+    def is_empty(self) -> bool:
+        return not self.categories and not self.available_only
+
+
+@dataclass(frozen=True, slots=True)
+class Exclusions:
+    """Items that must never be returned: already seen, dismissed, or excluded by the caller."""
+
+    seen: frozenset[str] = frozenset()
+    dismissed: frozenset[str] = frozenset()
+    request: frozenset[str] = frozenset()
+
+    def all(self) -> frozenset[str]:
+        return self.seen | self.dismissed | self.request
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self.seen or item_id in self.dismissed or item_id in self.request
+
+    def __len__(self) -> int:
+        return len(self.all())
+
+
+@dataclass(frozen=True)
+class RetrievalRequest:
+    """What a source needs to know about the user and the slate being built.
+
+    ``history`` is the user's recent items, oldest first. ``user_vector`` is optional: sources that
+    need one (ANN, content) compute it with their ``UserEncoder`` when it is missing.
+    ``as_of_ms`` is the event time of the request (no wall clock inside retrieval).
+    """
+
+    k: int
+    history: tuple[str, ...] = ()
+    user_vector: np.ndarray | None = None
+    exclusions: Exclusions = field(default_factory=Exclusions)
+    filters: CandidateFilters = field(default_factory=CandidateFilters)
+    as_of_ms: int | None = None
+    user_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+
+    def with_k(self, k: int) -> RetrievalRequest:
+        return RetrievalRequest(
+            k=k,
+            history=self.history,
+            user_vector=self.user_vector,
+            exclusions=self.exclusions,
+            filters=self.filters,
+            as_of_ms=self.as_of_ms,
+            user_id=self.user_id,
+        )
+
+
+@runtime_checkable
+class CandidateSource(Protocol):
+    name: str
+
+    def candidates(self, request: RetrievalRequest) -> list[Candidate]: ...
+
+
+@runtime_checkable
+class UserEncoder(Protocol):
+    """Maps a history (oldest first) to a vector whose dot product with item embeddings scores items.
+
+    The ranker's ``encode_user(history)`` satisfies this protocol as it is.
+    """
+
+    def encode_user(self, history: tuple[str, ...]) -> np.ndarray | None: ...

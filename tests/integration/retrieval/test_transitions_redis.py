@@ -1,0 +1,81 @@
+"""The transition store contract, run against the in-memory store and real Redis."""
+
+import uuid
+
+import pytest
+import redis
+
+from retrieval.cooccurrence import (
+    CooccurrenceSource,
+    InMemoryTransitionStore,
+    RedisTransitionStore,
+    increments_from_sequence,
+    transition_increments,
+)
+from retrieval.sources import RetrievalRequest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request):
+    if request.param == "memory":
+        yield InMemoryTransitionStore()
+        return
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    client.ping()  # a missing Redis is a failure, never a skip
+    prefix = f"test_{uuid.uuid4().hex[:10]}:retrieval"
+    redis_store = RedisTransitionStore(client, prefix, max_neighbours=3)
+    try:
+        yield redis_store
+    finally:
+        keys = list(redis_store.owned_keys())
+        if keys:
+            client.delete(*keys)
+        assert not list(redis_store.owned_keys())
+        client.close()
+
+
+def test_neighbours_are_transition_probabilities(store) -> None:
+    store.apply(increments_from_sequence(["a", "b", "c"], window=1))
+    store.apply(increments_from_sequence(["a", "b", "d"], window=1))
+    found = store.neighbours(["a", "b", "unknown"], 5)
+    assert found["a"] == [("b", 1.0)]
+    assert found["b"] == [("c", 0.5), ("d", 0.5)]
+    assert found["unknown"] == []
+
+
+def test_streamed_updates_equal_a_batch_build(store) -> None:
+    sequence = ["a", "b", "a", "c", "b"]
+    for position in range(1, len(sequence)):
+        store.apply(transition_increments(sequence[:position], sequence[position], window=2))
+    batch = InMemoryTransitionStore()
+    batch.apply(increments_from_sequence(sequence, window=2))
+    for anchor in "abc":
+        got = dict(store.neighbours([anchor], 5)[anchor])
+        want = dict(batch.neighbours([anchor], 5)[anchor])
+        assert got.keys() == want.keys()
+        assert all(abs(got[i] - want[i]) < 1e-9 for i in got)
+
+
+def test_source_reads_the_store(store) -> None:
+    store.apply(increments_from_sequence(["x", "y", "z"], window=1))
+    found = CooccurrenceSource(store, anchors=2).candidates(
+        RetrievalRequest(k=3, history=("x", "y"))
+    )
+    assert [c.item_id for c in found] == ["z", "y"]
+
+
+def test_redis_keeps_only_the_top_neighbours() -> None:
+    client = redis.Redis(host="127.0.0.1", port=6379)
+    prefix = f"test_{uuid.uuid4().hex[:10]}:retrieval"
+    store = RedisTransitionStore(client, prefix, max_neighbours=2)
+    try:
+        store.apply({("a", "b"): 3.0, ("a", "c"): 2.0, ("a", "d"): 1.0})
+        assert [i for i, _ in store.neighbours(["a"], 10)["a"]] == ["b", "c"]
+        assert all(key.startswith(prefix) for key in store.owned_keys())
+    finally:
+        keys = list(store.owned_keys())
+        if keys:
+            client.delete(*keys)
+        client.close()

@@ -1,0 +1,135 @@
+"""Merging: quotas, de-duplication, exact filters, redistribution and the never-empty fallback."""
+
+import pytest
+
+from retrieval.catalog import ItemCatalog, ItemMeta
+from retrieval.merge import CandidateRetriever, SourcePlan, merge_candidates
+from retrieval.popular import PopularSource
+from retrieval.sources import Candidate, CandidateFilters, Exclusions, RetrievalRequest
+
+
+def _list(name: str, ids: str) -> tuple[str, list[Candidate]]:
+    return name, [Candidate(i, 1.0 / (r + 1), name) for r, i in enumerate(ids.split())]
+
+
+class FixedSource:
+    def __init__(self, name: str, ids: str) -> None:
+        self.name = name
+        self._ids = ids.split()
+        self.asked_k: list[int] = []
+
+    def candidates(self, request: RetrievalRequest) -> list[Candidate]:
+        self.asked_k.append(request.k)
+        kept = [i for i in self._ids if i not in request.exclusions]
+        return [Candidate(i, 1.0, self.name) for i in kept[: request.k]]
+
+
+class BrokenSource:
+    name = "broken"
+
+    def candidates(self, request: RetrievalRequest) -> list[Candidate]:
+        raise RuntimeError("milvus is down")
+
+
+def test_items_proposed_by_several_sources_rise_in_the_fusion() -> None:
+    merged = merge_candidates([_list("a", "a1 x a2"), _list("b", "b1 x b2")], [0, 0], k=3)
+    assert merged[0].item_id == "x"
+    assert merged[0].sources in {("a", "b"), ("b", "a")}
+    assert merged[0].score == pytest.approx(2 / 61)
+
+
+def test_duplicates_keep_the_largest_contributor_and_all_proposers() -> None:
+    merged = merge_candidates([_list("a", "a1 a2 x"), _list("b", "x")], [0, 0], k=5)
+    x = next(c for c in merged if c.item_id == "x")
+    assert x.source == "b" and x.sources == ("b", "a")
+    assert len(merged) == len({c.item_id for c in merged}) == 3
+
+
+def test_weights_decide_between_sources() -> None:
+    lists = [_list("a", "a1"), _list("b", "b1")]
+    assert merge_candidates(lists, [0, 0], k=1, weights=[1.0, 2.0])[0].item_id == "b1"
+    assert merge_candidates(lists, [0, 0], k=1, weights=[2.0, 1.0])[0].item_id == "a1"
+
+
+def test_reserved_slots_guarantee_exposure_to_weak_sources() -> None:
+    lists = [_list("strong", "s1 s2 s3 s4"), _list("fresh", "f1 f2")]
+    without = merge_candidates(lists, [0, 0], k=3, weights=[5.0, 0.1])
+    assert {c.item_id for c in without} == {"s1", "s2", "s3"}
+    with_reserved = merge_candidates(lists, [0, 1], k=3, weights=[5.0, 0.1])
+    assert {c.item_id for c in with_reserved} == {"s1", "s2", "f1"}
+
+
+def test_ineligible_items_are_dropped_and_do_not_take_a_rank() -> None:
+    merged = merge_candidates(
+        [_list("a", "bad a1"), _list("b", "b1")],
+        [0, 0],
+        k=3,
+        is_eligible=lambda item: item != "bad",
+    )
+    assert [c.item_id for c in merged] == ["a1", "b1"]
+    assert merged[0].score == merged[1].score == pytest.approx(1 / 60)
+
+
+def test_one_reserved_count_per_list_is_required() -> None:
+    with pytest.raises(ValueError):
+        merge_candidates([_list("a", "a1")], [1, 2], k=1)
+
+
+def _catalog() -> ItemCatalog:
+    return ItemCatalog(
+        [
+            ItemMeta("d1", categories=("Drama",)),
+            ItemMeta("d2", categories=("Drama",)),
+            ItemMeta("c1", categories=("Comedy",)),
+            ItemMeta("gone", categories=("Drama",), available=False),
+        ]
+    )
+
+
+def test_retriever_applies_exclusions_and_filters_exactly() -> None:
+    retriever = CandidateRetriever(
+        [SourcePlan(FixedSource("a", "gone d1 c1 d2"))], catalog=_catalog()
+    )
+    request = RetrievalRequest(
+        k=4,
+        filters=CandidateFilters(categories=frozenset({"Drama"})),
+        exclusions=Exclusions(seen=frozenset({"d2"})),
+    )
+    result = retriever.retrieve(request)
+    assert [c.item_id for c in result.candidates] == ["d1"]
+
+
+def test_retriever_never_returns_empty_while_eligible_items_remain() -> None:
+    catalog = _catalog()
+    retriever = CandidateRetriever(
+        [SourcePlan(BrokenSource()), SourcePlan(FixedSource("a", ""))],
+        catalog=catalog,
+        fallback=PopularSource({"c1": 3.0}, catalog),
+    )
+    result = retriever.retrieve(
+        RetrievalRequest(k=2, exclusions=Exclusions(request=frozenset({"c1"})))
+    )
+    assert [c.item_id for c in result.candidates] == ["d1", "d2"]
+    assert result.used_fallback and result.failed_sources == ("broken",)
+
+
+def test_retriever_is_empty_only_when_nothing_is_eligible() -> None:
+    catalog = _catalog()
+    retriever = CandidateRetriever([], catalog=catalog, fallback=PopularSource({}, catalog))
+    nothing = Exclusions(seen=frozenset(catalog))
+    assert retriever.retrieve(RetrievalRequest(k=3, exclusions=nothing)).candidates == []
+
+
+def test_retriever_asks_every_source_for_k_and_scales_reserved_slots() -> None:
+    a, b = FixedSource("a", "a1 a2 a3 a4 a5 a6"), FixedSource("b", "b1 b2 b3 b4 b5 b6")
+    retriever = CandidateRetriever(
+        [SourcePlan(a, reserved=0, weight=10.0), SourcePlan(b, reserved=100, weight=1.0)],
+        reference_k=200,
+    )
+    result = retriever.retrieve(
+        RetrievalRequest(k=4, filters=CandidateFilters(available_only=False))
+    )
+    assert a.asked_k == [4] and b.asked_k == [4]
+    # b keeps round(100 * 4 / 200) = 2 reserved slots; a wins the rest on weight.
+    assert [c.item_id for c in result.candidates] == ["a1", "a2", "b1", "b2"]
+    assert not result.used_fallback
