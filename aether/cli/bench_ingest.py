@@ -24,7 +24,6 @@ import argparse
 import itertools
 import json
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -39,16 +38,10 @@ from typing import Any
 
 import orjson
 
+from aether.machine import machine_description
 from aether.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """For a standalone ``aether bench-ingest``; the lead wires ``run`` under ``aether bench``."""
-    parser = subparsers.add_parser("bench-ingest", help="stream worker ingest benchmark")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -62,26 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- the machine ----------------------------------------------------------------------------------
-def machine_description() -> str:
-    cpu = platform.processor() or "unknown cpu"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"model name\s*:\s*(.+)", text)
-        cpu = found.group(1).strip() if found else cpu
-        mem_kb = int(re.search(r"MemTotal:\s*(\d+)", Path("/proc/meminfo").read_text()).group(1))  # type: ignore[union-attr]
-        ram = f"{mem_kb / 1024 / 1024:.1f} GiB RAM"
-    except (OSError, AttributeError):
-        ram = "RAM unknown"
-    try:
-        from importlib.metadata import version
-
-        torch = f"torch {version('torch')}"
-    except Exception:
-        torch = "torch not installed"
-    return f"{cpu}, {os.cpu_count()} cores, {ram}, Python {platform.python_version()}, {torch}"
-
-
-# -- workers and their metrics ----------------------------------------------------------------------
 def start_workers(
     settings: Settings, count: int, log_dir: Path
 ) -> list[tuple[subprocess.Popen[bytes], int]]:

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from aether.machine import machine_description
 
 SIZE_LABELS = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
 
@@ -56,41 +56,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--workdir", default=None, help="where Milvus Lite files go (default: a temp dir)"
     )
     parser.add_argument("--seed", type=int, default=0)
-
-
-def register(subparsers: argparse._SubParsersAction) -> None:
-    """Stand-alone registration (``aether bench-retrieval``) until ``aether bench`` wires it."""
-    parser = subparsers.add_parser("bench-retrieval", help="ANN and candidate-recall benchmark")
-    add_arguments(parser)
-    parser.set_defaults(func=run)
-
-
-def machine_description() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        pages = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        ram = f"{pages / 2**30:.0f} GiB RAM"
-    except (ValueError, OSError):
-        ram = "RAM unknown"
-    try:
-        import torch
-
-        torch_version = str(torch.__version__)
-    except ImportError:
-        torch_version = "absent"
-    import pymilvus
-
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {ram}, python {platform.python_version()}, "
-        f"torch {torch_version}, pymilvus {pymilvus.__version__}, milvus-lite 2.5.1 (local file)"
-    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,0 +1,48 @@
+"""``aether demo``: the closed-loop demo on the embedded stack (see ``aether.demo``)."""
+
+from __future__ import annotations
+
+import argparse
+
+from aether.cli.common import add_dataset_args
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("demo", help="closed-loop demo on the embedded stack")
+    add_dataset_args(parser)
+    parser.add_argument("--users", type=int, default=40, help="users in the closed loop")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("-k", type=int, default=10, help="slate size")
+    parser.add_argument("--train-minutes", type=float, default=2.0, help="ranker training budget")
+    parser.add_argument("--namespace", default="demo", help="deployment namespace of the demo")
+    parser.add_argument("--keep-stack", action="store_true", help="leave the stack running")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from aether.demo import DemoConfig, run_demo
+    from aether.settings import load_settings
+    from aether.stack import EmbeddedStack
+
+    stack = EmbeddedStack(load_settings(namespace=args.namespace))
+    info = stack.up()
+    print(f"stack up: {', '.join(f'{n}={s.address}' for n, s in info.services.items())}")
+    try:
+        settings = stack.stack_settings(
+            info.env["KAFKA_BOOTSTRAP_SERVERS"],
+            info.env["REDIS_URL"],
+            info.env.get("MILVUS_URI") or info.env["AETHER_MILVUS__URI"],
+        )
+        config = DemoConfig(
+            dataset=args.dataset,
+            data=args.data,
+            users=args.users,
+            rounds=args.rounds,
+            k=args.k,
+            train_minutes=args.train_minutes,
+        )
+        run_demo(settings, config)
+    finally:
+        if not args.keep_stack:
+            stack.down()
+    return 0

@@ -1,0 +1,299 @@
+"""The closed-loop demo (``aether demo``): the whole system on the embedded stack, on MovieLens.
+
+1. ``aether stack up``: Tansu broker, Redis, Milvus Lite, the Feast repo applied.
+2. The catalogue and the ratings before a cut-off time ``T`` (the 90 % quantile of event time)
+   are replayed onto Kafka; ``aether worker`` (Faust) turns them into online features.
+3. Item embeddings (PPMI-SVD baseline) are indexed in Milvus; the SASRec ranker is trained on the
+   same past (a short, time-boxed run; ``aether train`` does the full one).
+4. ``aether serve``'s pipeline answers gRPC requests for users who have ratings after ``T``.
+5. Closed loop: each round, every user's slate is checked against what that user really rated
+   after ``T`` (rated ≥ 4 → a click, ≤ 2 → a dismissal), the feedback goes back to Kafka as
+   events with ``request_id``, the worker updates the features, and the next round's slates
+   follow. Per round it reports hit rate, new items per slate, fallbacks and gRPC latency.
+
+Everything it starts it stops, except the stack (``--keep-stack`` leaves everything up).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from confluent_kafka import Consumer, Producer, TopicPartition
+from tqdm import tqdm
+
+from aether.errors import DependencyUnavailable
+from aether.settings import Settings
+from events import Interaction, encode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    dataset: str = "ml-latest-small"
+    data: Path | None = None
+    users: int = 40
+    rounds: int = 3
+    k: int = 10
+    train_minutes: float = 2.0
+    cutoff_quantile: float = 0.9
+    seed: int = 0
+
+
+@dataclass
+class RoundReport:
+    round: int
+    slates: int
+    hits: int
+    dismissals: int
+    new_items: int  # items not shown to that user in the previous round
+    fallbacks: int
+    latencies_ms: list[float] = field(default_factory=list)
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / max(1, self.slates)
+
+
+def committed_lag(settings: Settings, topics: list[str]) -> int:
+    """Messages in ``topics`` not yet committed by the worker's consumer group."""
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": settings.consumer_group}
+    )
+    try:
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
+        ]
+        committed = consumer.committed(partitions, timeout=10)
+        lag = 0
+        for tp in committed:
+            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
+            lag += high - max(tp.offset, 0)
+        return lag
+    finally:
+        consumer.close()
+
+
+def wait_until_caught_up(settings: Settings, timeout_s: float, *, progress: bool = False) -> None:
+    """Block until the worker has committed everything on its input topics."""
+    topics = [settings.topic(t) for t in ("events", "items", "impressions", "item-updates")]
+    deadline = time.monotonic() + timeout_s
+    bar = None
+    while (lag := committed_lag(settings, topics)) > 0:
+        if progress and bar is None:
+            bar = tqdm(total=lag, desc="worker", unit="msg")
+        if bar is not None:
+            bar.total = max(bar.total, bar.n + lag)  # item updates are produced as it goes
+            bar.update(max(0, bar.total - lag - bar.n))
+        if time.monotonic() > deadline:
+            raise DependencyUnavailable(
+                "worker", f"still {lag} messages behind after {timeout_s:.0f}s"
+            )
+        time.sleep(1.0)
+    if bar is not None:
+        bar.update(bar.total - bar.n)
+        bar.close()
+
+
+def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    env = {
+        **os.environ,
+        "AETHER_NAMESPACE": settings.namespace,
+        "AETHER_DATA_DIR": str(settings.data_dir),
+    }
+    aether = Path(sys.executable).parent / "aether"
+    command = (
+        [str(aether), "worker"] if aether.exists() else [sys.executable, "-m", "aether.cli.worker"]
+    )
+    return subprocess.Popen(command, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+
+
+def split_at_quantile(
+    ratings: pd.DataFrame, quantile: float
+) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    cutoff = int(ratings["timestamp_ms"].quantile(quantile))
+    past = ratings[ratings["timestamp_ms"] < cutoff]
+    future = ratings[ratings["timestamp_ms"] >= cutoff]
+    return past, future, cutoff
+
+
+def feedback_events(
+    user: str,
+    slate_items: list[str],
+    request_id: str,
+    liked: set[str],
+    disliked: set[str],
+    at_ms: int,
+) -> tuple[list[Interaction], int, int]:
+    """What the user does with a slate, from what they really rated after the cut-off."""
+    events: list[Interaction] = []
+    hits = dismissals = 0
+    for position, item in enumerate(slate_items):
+        kind = "click" if item in liked else "dismiss" if item in disliked else None
+        if kind is None:
+            continue
+        hits += kind == "click"
+        dismissals += kind == "dismiss"
+        events.append(
+            Interaction(
+                event_id=f"demo:{request_id}:{item}:{kind}",
+                event_type=kind,
+                user_id=user,
+                item_id=item,
+                event_time=at_ms + position,
+                request_id=request_id,
+                context={"surface": "demo"},
+            )
+        )
+    return events, hits, dismissals
+
+
+def run_demo(
+    settings: Settings, config: DemoConfig, say: Callable[[str], None] = print
+) -> list[RoundReport]:
+    from interactions.movielens import load_movielens
+    from interactions.replay import catalog_events, rating_events
+    from interactions.sequences import filter_rare_items, leave_one_out
+    from ranker.checkpoint import save_checkpoint
+    from ranker.train import TrainConfig, train_sasrec
+    from retrieval.embeddings import ppmi_svd_embeddings, save_embeddings
+    from retrieval.index import ItemIndex
+    from retrieval.movielens import catalog_from_movielens, item_rows
+    from serving.bootstrap import build_serving_app, embeddings_path, ranker_path
+    from serving.client import RecommenderClient
+    from serving.server import start_server
+    from streams.publish import make_producer, publish
+    from streams.topics import ensure_topics
+
+    data = load_movielens(config.dataset, config.data)
+    past, future, cutoff = split_at_quantile(data.ratings, config.cutoff_quantile)
+    say(f"[1/5] {config.dataset}: {len(past):,} ratings before the cut-off, {len(future):,} after")
+
+    topics = ensure_topics(settings)
+    worker = start_worker(settings, settings.data_dir / "logs" / "demo-worker.log")
+    server = app = None
+    try:
+        producer = make_producer(settings.kafka.bootstrap_servers)
+        catalog_messages = catalog_events(config.dataset, data.ratings, data.items)
+        publish(
+            producer,
+            topics.items,
+            catalog_messages,
+            total=len(catalog_messages),
+            description="catalogue",
+        )
+        publish(
+            producer, topics.events, rating_events(config.dataset, past), description="past events"
+        )
+        say("[2/5] worker: turning the past into online features")
+        wait_until_caught_up(settings, 900, progress=True)
+
+        say("[3/5] item embeddings into Milvus, ranker training")
+        item_ids, matrix = ppmi_svd_embeddings(
+            past["user_id"].tolist(), past["item_id"].tolist(), 64, seed=config.seed
+        )
+        catalog = catalog_from_movielens(data.items, past)
+        save_path = embeddings_path(settings)
+        save_path.parent.mkdir(parents=True, exist_ok=True)
+        save_embeddings(save_path, item_ids, matrix)
+        index = ItemIndex.from_settings(settings)  # kept open: serving reuses it
+        index.publish(item_rows(item_ids, matrix, catalog), progress=False)
+        split = leave_one_out(filter_rare_items(past))
+        train_config = TrainConfig(
+            max_minutes=config.train_minutes, seed=config.seed, progress=False
+        )
+        result = train_sasrec(split.train, split.validation, {"max_length": 200}, train_config)
+        version = save_checkpoint(
+            ranker_path(settings),
+            result.model,
+            result.vocab,
+            result.metadata(train_config) | {"dataset": config.dataset, "cutoff_ms": cutoff},
+        )
+        say(
+            f"      ranker {version}: validation NDCG@10 {result.best_validation_ndcg10:.3f} after {result.epochs_run} epochs ({result.train_seconds:.0f}s)"
+        )
+
+        app = build_serving_app(settings, index=index)
+        server = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
+        say(f"[4/5] gRPC Recommender on {server.address}")
+
+        liked: dict[str, set[str]] = defaultdict(set)
+        disliked: dict[str, set[str]] = defaultdict(set)
+        for row in future.itertuples(index=False):
+            if row.rating >= 4:
+                liked[row.user_id].add(row.item_id)
+            elif row.rating <= 2:
+                disliked[row.user_id].add(row.item_id)
+        known = set(past["user_id"])
+        candidates = sorted(u for u in liked if u in known and len(liked[u]) >= 5)
+        rng = np.random.default_rng(config.seed)
+        users = sorted(
+            rng.choice(candidates, size=min(config.users, len(candidates)), replace=False).tolist()
+        )
+        say(f"[5/5] closed loop: {len(users)} users × {config.rounds} rounds, k={config.k}")
+        reports: list[RoundReport] = []
+        shown_before: dict[str, set[str]] = {}
+        feedback_producer = Producer(
+            {"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 5}
+        )
+        with RecommenderClient(server.address, timeout_s=5) as client:
+            for round_no in range(1, config.rounds + 1):
+                report = RoundReport(round_no, 0, 0, 0, 0, 0)
+                at_ms = cutoff + round_no * 3_600_000
+                for user in users:
+                    started = time.perf_counter()
+                    slate = client.recommend(user, config.k, context={"surface": "demo"})
+                    report.latencies_ms.append((time.perf_counter() - started) * 1000)
+                    items = [i.item_id for i in slate.items]
+                    report.slates += 1
+                    report.fallbacks += slate.fallback
+                    report.new_items += len(set(items) - shown_before.get(user, set()))
+                    shown_before[user] = set(items)
+                    events, hits, dismissals = feedback_events(
+                        user, items, slate.request_id, liked[user], disliked[user], at_ms
+                    )
+                    report.hits += hits
+                    report.dismissals += dismissals
+                    for event in events:
+                        feedback_producer.produce(
+                            topics.events, key=user.encode(), value=encode(event)
+                        )
+                    if round_no == 1 and user == users[0]:
+                        say(f"      user {user}, round 1 (model {slate.model_version}):")
+                        for item in slate.items[:5]:
+                            title = app.pipeline.retrieval.catalog.get(item.item_id)
+                            say(
+                                f"        {title.title if title else item.item_id:<50} [{item.source}] {item.explanation}"
+                            )
+                feedback_producer.flush(30)
+                wait_until_caught_up(settings, 300)
+                app.refresh()
+                reports.append(report)
+                p50, p99 = np.percentile(report.latencies_ms, [50, 99])
+                say(
+                    f"      round {round_no}: hits/slate {report.hit_rate:.2f}, dismissals {report.dismissals}, "
+                    f"new items/slate {report.new_items / report.slates:.1f}, fallbacks {report.fallbacks}, "
+                    f"gRPC p50 {p50:.1f} ms p99 {p99:.1f} ms"
+                )
+        return reports
+    finally:
+        if server is not None:
+            server.stop(1)
+        if app is not None:
+            app.close()
+        worker.terminate()
+        try:
+            worker.wait(20)
+        except subprocess.TimeoutExpired:
+            worker.kill()
