@@ -56,6 +56,9 @@ class ServingSettings(_Section):
     max_exclude: int = Field(default=1000, ge=0)
     candidates: int = Field(default=200, ge=1)
     deadline_ms: int = Field(default=100, ge=1)
+    mmr_lambda: float = Field(default=0.9, ge=0.0, le=1.0)  # 1.0 = ranker order
+    rules_file: str = ""  # business rules YAML (infra/rules.example.yaml); "" = none
+    experiments_file: str = ""  # experiments YAML (infra/experiments.example.yaml); "" = none
 
 
 class BanditSettings(_Section):

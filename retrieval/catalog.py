@@ -48,6 +48,8 @@ class ItemCatalog(Mapping[str, ItemMeta]):
             return False
         if filters.available_only and not meta.available:
             return False
+        if not filters.excluded_categories.isdisjoint(meta.categories):
+            return False
         return not filters.categories or not filters.categories.isdisjoint(meta.categories)
 
     @classmethod

@@ -53,6 +53,8 @@ def filter_expression(
             categories = ""
         if categories and categories != "[]":
             clauses.append(f"array_contains_any(categories, {categories})")
+    # excluded_categories are not pushed: Milvus Lite 2.5 rejects a negated array_contains_any
+    # ("unsupported expr proto node"); the merger drops those items exactly via the catalogue.
     excluded = sorted(set(excluded_ids))
     pushed, unpushable_ids = string_list(excluded[:max_excluded])
     not_pushed = max(0, len(excluded) - max_excluded) + len(unpushable_ids)

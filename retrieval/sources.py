@@ -29,14 +29,16 @@ class Candidate:
 
 @dataclass(frozen=True, slots=True)
 class CandidateFilters:
-    """Item-side filters. ``categories``: keep items having ANY of them (empty = no filter)."""
+    """Item-side filters. ``categories``: keep items having ANY of them (empty = no filter);
+    ``excluded_categories``: drop items having ANY of them."""
 
     categories: frozenset[str] = frozenset()
+    excluded_categories: frozenset[str] = frozenset()
     available_only: bool = True
 
     @property
     def is_empty(self) -> bool:
-        return not self.categories and not self.available_only
+        return not self.categories and not self.excluded_categories and not self.available_only
 
 
 @dataclass(frozen=True, slots=True)

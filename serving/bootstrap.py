@@ -31,8 +31,10 @@ from retrieval.embeddings import load_embeddings
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.index import ItemIndex
 from serving.catalog_view import load_snapshot
+from serving.experiments import Experiments
 from serving.impressions import KafkaImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
+from serving.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,15 @@ def build_serving_app(
         retrieval=retrieval_state(),
         ranker=ranker,
         impressions=(impressions := KafkaImpressionLog(settings)),
-        config=PipelineConfig(candidates=settings.serving.candidates),
+        config=PipelineConfig(
+            candidates=settings.serving.candidates, mmr_lambda=settings.serving.mmr_lambda
+        ),
+        rules=Rules.load(settings.serving.rules_file) if settings.serving.rules_file else None,
+        experiments=(
+            Experiments.load(settings.serving.experiments_file)
+            if settings.serving.experiments_file
+            else None
+        ),
         item_vectors=vectors_by_id,
     )
     return ServingApp(

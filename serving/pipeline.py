@@ -26,8 +26,11 @@ from retrieval.catalog import ItemCatalog
 from retrieval.merge import CandidateRetriever
 from retrieval.sources import Candidate, CandidateFilters, Exclusions, RetrievalRequest
 from serving.domain import RecommendationQuery, Slate, SlateItem
+from serving.experiments import Assignment, Experiments
 from serving.explain import explain
 from serving.impressions import ImpressionLog
+from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
+from serving.rules import Rules
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,7 @@ LATENCY = Histogram(
 class PipelineConfig:
     candidates: int = 200
     model_version: str = "retrieval-only"
+    mmr_lambda: float = 0.9  # an experiment arm may override it
 
 
 @dataclass(frozen=True)
@@ -64,6 +68,8 @@ class RecommendationPipeline:
         ranker: Ranker | None,
         impressions: ImpressionLog,
         config: PipelineConfig = PipelineConfig(),
+        rules: Rules | None = None,
+        experiments: Experiments | None = None,
         item_vectors: Mapping[str, np.ndarray] | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -72,18 +78,18 @@ class RecommendationPipeline:
         self._ranker = ranker
         self._impressions = impressions
         self._config = config
+        self._rules = rules or Rules()
+        self._experiments = experiments or Experiments()
         self._item_vectors = item_vectors
         self._clock_ms = clock_ms  # serving time of the impression, never a feature value
 
-    @property
-    def model_version(self) -> str:
-        return (
-            self._ranker.model_version if self._ranker is not None else self._config.model_version
-        )
+    def _model_version(self, ranker: Ranker | None) -> str:
+        return ranker.model_version if ranker is not None else self._config.model_version
 
     def recommend(self, query: RecommendationQuery, *, deadline_s: float | None = None) -> Slate:
         started = time.perf_counter()
         reasons: list[str] = []
+        assignment = self._experiments.assign(query.user_id, query.context)
         retrieval = self.retrieval
         user = self._read_user(query.user_id, reasons)
         history = user.recent_items if user else ()
@@ -97,6 +103,7 @@ class RecommendationPipeline:
             ),
             filters=CandidateFilters(
                 categories=query.filters.include_categories,
+                excluded_categories=query.filters.exclude_categories,
                 available_only=query.filters.available_only,
             ),
             as_of_ms=retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms(),
@@ -104,23 +111,26 @@ class RecommendationPipeline:
         )
         result = retrieval.retriever.retrieve(request)
         reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
-        ranked = self._rank(history, result.candidates, reasons)[: query.k]
+        ranker = None if assignment.params.ranker == "popularity" else self._ranker
+        ranked = self._rank(ranker, history, result.candidates, reasons)
+        slate_items = self._rerank(ranked, query, retrieval, assignment, request.exclusions)
         titles = {i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title}
         items = tuple(
             SlateItem(
-                item_id=c.item_id,
-                score=float(score),
-                source=c.source,
-                explanation=explain(c.item_id, c.source, history, titles, self._item_vectors),
+                item_id=item.item_id,
+                score=item.score,
+                source=item.source,
+                explanation=explain(item.item_id, item.source, history, titles, self._item_vectors),
             )
-            for c, score in ranked
+            for item in slate_items
         )
         slate = Slate(
             request_id=uuid.uuid4().hex,
             items=items,
-            model_version=self.model_version,
+            model_version=self._model_version(ranker),
             fallback=bool(reasons),
             fallback_reasons=tuple(reasons),
+            experiment_arm=assignment.label,
         )
         self._log_impression(query, slate)
         for reason in reasons:
@@ -138,19 +148,67 @@ class RecommendationPipeline:
             return None
 
     def _rank(
-        self, history: Sequence[str], candidates: Sequence[Candidate], reasons: list[str]
-    ) -> list[tuple[Candidate, float]]:
-        retrieval_order = [(c, float(len(candidates) - i)) for i, c in enumerate(candidates)]
-        if self._ranker is None or not history or not candidates:
+        self,
+        ranker: Ranker | None,
+        history: Sequence[str],
+        candidates: Sequence[Candidate],
+        reasons: list[str],
+    ) -> list[ScoredItem]:
+        retrieval_order = [
+            ScoredItem(c.item_id, float(len(candidates) - i), c.source)
+            for i, c in enumerate(candidates)
+        ]
+        if ranker is None or not history or not candidates:
             return retrieval_order
         try:
-            scores = self._ranker.score(history, [c.item_id for c in candidates])
+            scores = ranker.score(history, [c.item_id for c in candidates])
         except Exception:  # a broken model must not take the slate down
             log.exception("ranker failed; serving retrieval order")
             reasons.append("ranker_failed")
             return retrieval_order
         order = np.argsort(-np.asarray(scores), kind="stable")
-        return [(candidates[i], float(scores[i])) for i in order]
+        return [
+            ScoredItem(candidates[i].item_id, float(scores[i]), candidates[i].source) for i in order
+        ]
+
+    def _rerank(
+        self,
+        ranked: list[ScoredItem],
+        query: RecommendationQuery,
+        retrieval: RetrievalState,
+        assignment: Assignment,
+        exclusions: Exclusions,
+    ) -> list[ScoredItem]:
+        """Business rules and diversity, in the order of ``serving.rules``:
+        filters → boosts → MMR with category caps → pins."""
+        categories_of = categories_from_catalog(retrieval.catalog)
+        items = self._rules.apply_before_rerank(ranked, categories_of)
+        mmr_lambda = assignment.params.mmr_lambda
+        items = mmr_rerank(
+            items,
+            query.k,
+            lambda_=self._config.mmr_lambda if mmr_lambda is None else mmr_lambda,
+            categories_of=categories_of,
+            vectors=self._item_vectors,
+            category_caps=self._rules.category_caps,
+            default_cap=self._rules.default_cap,
+        )
+        filters = CandidateFilters(
+            categories=query.filters.include_categories,
+            excluded_categories=query.filters.exclude_categories,
+            available_only=query.filters.available_only,
+        )
+
+        def eligible(item_id: str) -> bool:
+            return (
+                item_id in retrieval.catalog
+                and item_id not in exclusions
+                and retrieval.catalog.passes(item_id, filters)
+            )
+
+        return self._rules.apply_after_rerank(
+            items, query.k, categories_of, eligible=eligible, now_ms=self._clock_ms()
+        )
 
     def _log_impression(self, query: RecommendationQuery, slate: Slate) -> None:
         impression = Impression(

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from aether.errors import DependencyUnavailable
+from aether.errors import DependencyUnavailable, SchemaError
 from features.ports import InMemoryFeatureStore
 from features.rows import UserFeatureRow
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.merge import CandidateRetriever, SourcePlan
 from retrieval.sources import Candidate, RetrievalRequest
-from serving.domain import RecommendationQuery
+from serving.domain import Filters, RecommendationQuery
+from serving.experiments import Experiments
 from serving.impressions import InMemoryImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
+from serving.rules import Rules
 
 CATALOG = ItemCatalog(
-    ItemMeta(f"i{n}", title=f"Movie {n}", categories=("Drama",)) for n in range(20)
+    ItemMeta(f"i{n}", title=f"Movie {n}", categories=("Drama",) if n % 2 else ("Comedy",))
+    for n in range(20)
 )
 
 
@@ -56,7 +60,7 @@ class BrokenFeatures(InMemoryFeatureStore):
         raise DependencyUnavailable("redis", "connection refused")
 
 
-def make(features=None, sources=None, ranker=None):
+def make(features=None, sources=None, ranker=None, rules=None, experiments=None, mmr_lambda=1.0):
     features = features or InMemoryFeatureStore()
     sources = sources or [ListSource("ann", [f"i{n}" for n in range(10)])]
     impressions = InMemoryImpressionLog()
@@ -65,13 +69,16 @@ def make(features=None, sources=None, ranker=None):
         retrieval=RetrievalState(
             retriever=CandidateRetriever(
                 [SourcePlan(s) for s in sources],
+                catalog=CATALOG,
                 fallback=ListSource("popular", [f"i{n}" for n in range(19, -1, -1)]),
             ),
             catalog=CATALOG,
         ),
         ranker=ranker,
         impressions=impressions,
-        config=PipelineConfig(candidates=10),
+        config=PipelineConfig(candidates=10, mmr_lambda=mmr_lambda),
+        rules=rules,
+        experiments=experiments,
         clock_ms=lambda: 1_700_000_000_000,
     )
     return pipeline, features, impressions
@@ -145,3 +152,84 @@ def test_every_slate_is_logged_as_an_impression():
     ]
     assert logged.model_version == slate.model_version
     assert logged.event_time_ms == 1_700_000_000_000
+
+
+EXPERIMENTS = Experiments.from_dict(
+    {
+        "version": 1,
+        "experiments": [
+            {
+                "name": "ranker",
+                "salt": "s",
+                "arms": [
+                    {"name": "sasrec", "weight": 1, "params": {"ranker": "sasrec"}},
+                    {"name": "popularity", "weight": 1, "params": {"ranker": "popularity"}},
+                ],
+            }
+        ],
+    }
+)
+
+
+def test_the_experiment_arm_decides_the_ranker_and_is_logged():
+    pipeline, features, impressions = make(ranker=ReverseRanker(), experiments=EXPERIMENTS)
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
+    forced = {"experiment.ranker": "popularity"}
+    slate = pipeline.recommend(RecommendationQuery(user_id="u1", k=3, context=forced))
+    assert slate.experiment_arm == "ranker=popularity"
+    assert slate.model_version == "retrieval-only"
+    assert [i.item_id for i in slate.items] == ["i1", "i2", "i3"]  # retrieval order
+    sasrec = pipeline.recommend(
+        RecommendationQuery(user_id="u1", k=3, context={"experiment.ranker": "sasrec"})
+    )
+    assert sasrec.model_version == "reverse-v1"
+    assert [i.experiment_arm for i in impressions.published] == [
+        "ranker=popularity",
+        "ranker=sasrec",
+    ]
+
+
+def test_an_unknown_arm_is_an_invalid_argument():
+    pipeline, _, _ = make(experiments=EXPERIMENTS)
+    with pytest.raises(SchemaError) as info:
+        pipeline.recommend(
+            RecommendationQuery(user_id="u1", k=3, context={"experiment.ranker": "nope"})
+        )
+    assert info.value.reason == "invalid_argument"
+
+
+def test_excluded_categories_never_reach_the_slate():
+    pipeline, _, _ = make()
+    query_ = RecommendationQuery(
+        user_id="u1", k=5, filters=Filters(exclude_categories=frozenset({"Comedy"}))
+    )
+    slate = pipeline.recommend(query_)
+    assert len(slate.items) == 5
+    assert all(int(i.item_id[1:]) % 2 == 1 for i in slate.items)
+
+
+def test_rules_filter_and_pin_items():
+    rules = Rules.from_dict(
+        {
+            "version": 1,
+            "filters": {"exclude_item_ids": ["i1"]},
+            "pins": [{"item_id": "i9", "position": 0}],
+        }
+    )
+    pipeline, _, _ = make(rules=rules)
+    slate = pipeline.recommend(query(k=4))
+    ids = [i.item_id for i in slate.items]
+    assert ids[0] == "i9" and slate.items[0].source == "pinned"
+    assert "i1" not in ids and len(ids) == 4
+
+
+def test_mmr_spreads_the_slate_over_categories():
+    comedies_first = ListSource("ann", ["i0", "i2", "i4", "i6", "i8", "i1", "i3", "i5", "i7", "i9"])
+    plain, _, _ = make(sources=[comedies_first], mmr_lambda=1.0)
+    diverse, _, _ = make(sources=[comedies_first], mmr_lambda=0.3)
+
+    def comedies(slate):
+        return sum(int(i.item_id[1:]) % 2 == 0 for i in slate.items)
+
+    assert comedies(plain.recommend(query(k=4))) == 4
+    assert comedies(diverse.recommend(query(k=4))) < 4
