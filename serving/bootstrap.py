@@ -24,6 +24,7 @@ import redis
 
 from aether.errors import NotFoundError
 from aether.settings import Settings
+from bandits import configs_from_settings
 from features.store import FeastOnlineStore
 from ranker.scoring import SASRecRanker
 from retrieval.bootstrap import build_retriever, transition_store
@@ -32,6 +33,7 @@ from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.index import ItemIndex
 from serving.catalog_view import load_snapshot
 from serving.experiments import Experiments
+from serving.exploration import Explorer, RedisPosteriorReader
 from serving.impressions import KafkaImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
 from serving.rules import Rules
@@ -122,13 +124,19 @@ def build_serving_app(
         )
         return RetrievalState(retriever, snapshot.catalog, snapshot.as_of_ms or None)
 
+    _, posterior_config = configs_from_settings(settings)
     pipeline = RecommendationPipeline(
         features=features,
         retrieval=retrieval_state(),
         ranker=ranker,
         impressions=(impressions := KafkaImpressionLog(settings)),
         config=PipelineConfig(
-            candidates=settings.serving.candidates, mmr_lambda=settings.serving.mmr_lambda
+            candidates=settings.serving.candidates,
+            mmr_lambda=settings.serving.mmr_lambda,
+            exploration_slots=settings.bandit.exploration_slots,
+        ),
+        explorer=Explorer(
+            RedisPosteriorReader(client, settings.redis_key, posterior_config), posterior_config
         ),
         rules=Rules.load(settings.serving.rules_file) if settings.serving.rules_file else None,
         experiments=(

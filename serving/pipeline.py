@@ -28,6 +28,7 @@ from retrieval.sources import Candidate, CandidateFilters, Exclusions, Retrieval
 from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.experiments import Assignment, Experiments
 from serving.explain import explain
+from serving.exploration import Explorer
 from serving.impressions import ImpressionLog
 from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
 from serving.rules import Rules
@@ -48,6 +49,7 @@ class PipelineConfig:
     candidates: int = 200
     model_version: str = "retrieval-only"
     mmr_lambda: float = 0.9  # an experiment arm may override it
+    exploration_slots: int = 0  # slots per slate given to Thompson exploration (arm may override)
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class RecommendationPipeline:
         config: PipelineConfig = PipelineConfig(),
         rules: Rules | None = None,
         experiments: Experiments | None = None,
+        explorer: Explorer | None = None,
         item_vectors: Mapping[str, np.ndarray] | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -80,6 +83,7 @@ class RecommendationPipeline:
         self._config = config
         self._rules = rules or Rules()
         self._experiments = experiments or Experiments()
+        self._explorer = explorer
         self._item_vectors = item_vectors
         self._clock_ms = clock_ms  # serving time of the impression, never a feature value
 
@@ -113,7 +117,13 @@ class RecommendationPipeline:
         reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
         ranker = None if assignment.params.ranker == "popularity" else self._ranker
         ranked = self._rank(ranker, history, result.candidates, reasons)
-        slate_items = self._rerank(ranked, query, retrieval, assignment, request.exclusions)
+        request_id = uuid.uuid4().hex
+        eligible, slate_items = self._rerank(
+            ranked, query, retrieval, assignment, request.exclusions
+        )
+        slate_items, propensities = self._explore(
+            slate_items, eligible, query, assignment, request_id, request.as_of_ms, reasons
+        )
         titles = {i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title}
         items = tuple(
             SlateItem(
@@ -121,11 +131,12 @@ class RecommendationPipeline:
                 score=item.score,
                 source=item.source,
                 explanation=explain(item.item_id, item.source, history, titles, self._item_vectors),
+                propensity=propensities.get(item.item_id, 1.0),
             )
             for item in slate_items
         )
         slate = Slate(
-            request_id=uuid.uuid4().hex,
+            request_id=request_id,
             items=items,
             model_version=self._model_version(ranker),
             fallback=bool(reasons),
@@ -178,14 +189,14 @@ class RecommendationPipeline:
         retrieval: RetrievalState,
         assignment: Assignment,
         exclusions: Exclusions,
-    ) -> list[ScoredItem]:
+    ) -> tuple[list[ScoredItem], list[ScoredItem]]:
         """Business rules and diversity, in the order of ``serving.rules``:
-        filters → boosts → MMR with category caps → pins."""
+        filters → boosts → MMR with category caps → pins. Returns (eligible ranked, slate)."""
         categories_of = categories_from_catalog(retrieval.catalog)
-        items = self._rules.apply_before_rerank(ranked, categories_of)
+        allowed = self._rules.apply_before_rerank(ranked, categories_of)
         mmr_lambda = assignment.params.mmr_lambda
         items = mmr_rerank(
-            items,
+            allowed,
             query.k,
             lambda_=self._config.mmr_lambda if mmr_lambda is None else mmr_lambda,
             categories_of=categories_of,
@@ -206,9 +217,39 @@ class RecommendationPipeline:
                 and retrieval.catalog.passes(item_id, filters)
             )
 
-        return self._rules.apply_after_rerank(
+        slate = self._rules.apply_after_rerank(
             items, query.k, categories_of, eligible=eligible, now_ms=self._clock_ms()
         )
+        return allowed, slate
+
+    def _explore(
+        self,
+        slate: list[ScoredItem],
+        eligible: list[ScoredItem],
+        query: RecommendationQuery,
+        assignment: Assignment,
+        request_id: str,
+        at_ms: int,
+        reasons: list[str],
+    ) -> tuple[list[ScoredItem], dict[str, float]]:
+        budget = assignment.params.exploration_slots
+        budget = self._config.exploration_slots if budget is None else budget
+        if self._explorer is None or budget <= 0:
+            return slate, {}
+        try:
+            return self._explorer.fill(
+                slate,
+                eligible,
+                query.k,
+                budget,
+                request_id=request_id,
+                context=query.context,
+                at_ms=at_ms,
+            )
+        except AetherError as exc:
+            log.warning("exploration skipped: %s", exc)
+            reasons.append("posteriors_unavailable")
+            return slate, {}
 
     def _log_impression(self, query: RecommendationQuery, slate: Slate) -> None:
         impression = Impression(

@@ -1,13 +1,22 @@
 """What the Faust agents do with a batch: decode, call a pure handler, apply its effects.
 
-``StreamRuntime`` holds the adapters (state store, feature writer, output producer). For every
-batch, effects are applied in an order that makes a crash at any point harmless:
+``StreamRuntime`` holds the adapters (state store, feature writer, output producer, and the
+optional ``StreamSinks``: offline log, feature history, transitions). The ``interactions`` agent
+reads ``<ns>.events`` *and* ``<ns>.privacy`` (both keyed by user, co-partitioned), so a user's
+privacy requests and events are handled by one agent, one batch at a time, never concurrently.
+For every batch, effects are applied in an order that makes a crash at any point harmless:
 
 1. item updates, dead letters and late events are produced and **flushed** (at-least-once;
-   the item state de-duplicates re-forwarded updates);
-2. feature rows are written (idempotent: the store keeps the newer row, ties overwrite);
-3. touched states and watermarks are committed in one Redis transaction;
-4. Faust acks the batch, so its offsets are committed only after all of the above.
+   the item state de-duplicates re-forwarded updates); meanwhile, in a thread:
+2. privacy erasure: online rows of deleted and opted-out users, offline data of deleted users
+   (idempotent: a crash before step 5 re-delivers the request, whose marker is not yet stored,
+   and the erasure runs again), then
+3. applied events go to the offline log, rows to the feature history (at-least-once; readers
+   drop re-delivered event ids, see ``streams.sinks``);
+4. feature rows are written (idempotent: the store keeps the newer row, ties overwrite);
+5. touched states, privacy markers, watermarks and the batch's item transitions are committed in
+   one Redis transaction (deleted users' states are removed in it);
+6. Faust acks the batch, so its offsets are committed only after all of the above.
 """
 
 from __future__ import annotations
@@ -24,12 +33,14 @@ from confluent_kafka import KafkaException, Producer
 from aether.errors import DependencyUnavailable
 from aether.settings import Settings
 from events import decode, decode_interaction
-from events.models import CatalogItem, Impression
+from events.models import CatalogItem, Impression, PrivacyRequest
 from features.ports import OnlineFeatureWriter
 from streams import handlers, metrics
 from streams.codec import encode_dead_letter
 from streams.eventtime import Lateness
 from streams.handlers import Effects, SourceRecord
+from streams.privacy import PrivacyEffects, handle_privacy, suppresses
+from streams.sinks import StreamSinks
 from streams.statestore import RedisStateStore
 from streams.topics import TopicNames
 from streams.user_features import UserFeatureConfig
@@ -46,8 +57,10 @@ class StreamRuntime:
         writer: OnlineFeatureWriter,
         state: RedisStateStore,
         producer: Producer | None = None,
+        sinks: StreamSinks | None = None,
     ) -> None:
         self.settings = settings
+        self.sinks = sinks
         self.topics = TopicNames.for_settings(settings)
         self.writer = writer
         self.state = state
@@ -70,24 +83,71 @@ class StreamRuntime:
 
     # -- one method per agent ------------------------------------------------------------------
     async def on_interactions(self, records: Sequence[SourceRecord]) -> Effects:
+        """A batch of ``<ns>.events`` and ``<ns>.privacy`` records (requests act first)."""
+        requests_in = [r for r in records if r.topic == self.topics.privacy]
+        events_in = [r for r in records if r.topic != self.topics.privacy]
+        requests, bad_requests = handlers.decode_batch(
+            requests_in, lambda raw: decode(raw, PrivacyRequest, max_bytes=self._max_bytes)
+        )
         good, bad = handlers.decode_batch(
-            records, lambda raw: decode_interaction(raw, max_bytes=self._max_bytes)
+            events_in, lambda raw: decode_interaction(raw, max_bytes=self._max_bytes)
         )
-        users = self.state.load_users(d.event.user_id for d in good)
-        watermarks = self.state.load_watermarks(self.topics.events, (r.partition for r in records))
+        privacy = PrivacyEffects()
+        statuses = {}
+        if requests or good:
+            statuses = self.state.load_privacy(
+                [d.event.user_id for d in requests] + [d.event.user_id for d in good]
+            )
+            privacy = handle_privacy(requests, statuses)
+        kept = [
+            d for d in good if not suppresses(statuses.get(d.event.user_id), d.event.event_time_ms)
+        ]
+        # A user deleted in this batch starts from nothing (their stored state is being erased).
+        users = self.state.load_users(
+            d.event.user_id for d in kept if d.event.user_id not in privacy.delete
+        )
+        watermarks = self.state.load_watermarks(
+            self.topics.events, (r.partition for r in events_in)
+        )
         effects = handlers.handle_interactions(
-            good, users, watermarks, self.policy, self.config, now_ms=_now_ms()
+            kept, users, watermarks, self.policy, self.config, now_ms=now_ms()
         )
-        effects.dead_letters[:0] = bad
-        await self._emit(effects)
+        effects.suppressed = len(good) - len(kept)
+        effects.dead_letters[:0] = [*bad_requests, *bad]
+        # Parquet and erasure I/O run in a thread while the producer flush is awaited.
+        await asyncio.gather(self._emit(effects), _in_thread(self._offline, privacy, effects))
         self.writer.write_users(effects.user_rows)
         self.state.commit(
             topic=self.topics.events,
             watermarks=watermarks,
             users={u: users[u] for u in effects.touched},
+            privacy={u: statuses[u] for u in privacy.touched},
+            forget_users=privacy.delete,
+            also=self.sinks.queue_transitions(effects.transitions) if self.sinks else None,
         )
-        self._count(self.topics.events, effects, len(records))
+        self._count(self.topics.events, effects, len(events_in))
+        if requests_in:
+            metrics.EVENTS.labels(self.topics.privacy, "applied").inc(privacy.applied)
+            metrics.EVENTS.labels(self.topics.privacy, "duplicate").inc(privacy.duplicates)
         return effects
+
+    def _offline(self, privacy: PrivacyEffects, effects: Effects) -> None:
+        """Erasure first, so a deleted user's events after the deletion survive it."""
+        self._erase(privacy)
+        if self.sinks is not None:
+            self.sinks.log_events(effects.applied_events)
+            self.sinks.log_rows(effects.user_rows)
+
+    def _erase(self, privacy: PrivacyEffects) -> None:
+        """Privacy side effects of a batch; all idempotent (they may run again after a crash)."""
+        hidden = sorted(privacy.delete | privacy.hide)
+        if hidden:
+            self.writer.delete_users(hidden)
+        if self.sinks is not None:
+            for user_id in sorted(privacy.delete):
+                self.sinks.erase_user(user_id)
+        if hidden:
+            log.info("privacy: %d deleted, %d opted out", len(privacy.delete), len(privacy.hide))
 
     async def on_impressions(self, records: Sequence[SourceRecord]) -> Effects:
         return await self._forward_only(
@@ -110,7 +170,12 @@ class StreamRuntime:
         items = self.state.load_items(d.event.item_id for d in good)
         effects = handlers.handle_item_updates(good, items, self.policy)
         effects.dead_letters[:0] = bad
-        await self._emit(effects)
+        if self.sinks is not None:
+            await asyncio.gather(
+                self._emit(effects), _in_thread(self.sinks.log_rows, effects.item_rows)
+            )
+        else:
+            await self._emit(effects)
         self.writer.write_items(effects.item_rows)
         self.state.commit(
             topic=self.topics.item_updates,
@@ -129,7 +194,7 @@ class StreamRuntime:
     ) -> Effects:
         good, bad = handlers.decode_batch(records, decoder)
         watermarks = self.state.load_watermarks(topic, (r.partition for r in records))
-        effects = handle(good, watermarks, self.policy, now_ms=_now_ms())
+        effects = handle(good, watermarks, self.policy, now_ms=now_ms())
         effects.dead_letters[:0] = bad
         await self._emit(effects)
         self.state.commit(topic=topic, watermarks=watermarks)
@@ -177,6 +242,8 @@ class StreamRuntime:
     def _count(self, topic: str, effects: Effects, received: int) -> None:
         metrics.EVENTS.labels(topic, "applied").inc(effects.applied)
         metrics.EVENTS.labels(topic, "duplicate").inc(effects.duplicates)
+        if effects.suppressed:
+            metrics.EVENTS.labels(topic, "suppressed").inc(effects.suppressed)
         metrics.EVENTS.labels(topic, "late").inc(len(effects.late))
         metrics.EVENTS.labels(topic, "dead_letter").inc(len(effects.dead_letters))
         if effects.late:
@@ -201,6 +268,10 @@ def timed(agent: str) -> Any:
     return metrics.BATCH_SECONDS.labels(agent).time()
 
 
-def _now_ms() -> int:
+async def _in_thread(function: Callable[..., Any], *args: Any) -> None:
+    await asyncio.get_running_loop().run_in_executor(None, function, *args)
+
+
+def now_ms() -> int:
     """Processing time, for the "not from the future" validity check only (never a feature)."""
     return time.time_ns() // 1_000_000

@@ -4,16 +4,22 @@
 consumer group is namespaced), points it at ``settings.kafka.bootstrap_servers`` with the short
 session timeout Tansu needs for quick group joins, and registers:
 
-=====================  ===============================  =======================================
-agent                  consumes                         does
-=====================  ===============================  =======================================
-``interactions``       ``<ns>.events`` (key user)       user features; forwards to item-updates
-``impressions``        ``<ns>.impressions`` (key user)  forwards one update per shown item
-``catalog``            ``<ns>.items`` (key item)        forwards catalogue updates
-``item_features``      ``<ns>.item-updates`` (key item) item features
-=====================  ===============================  =======================================
+=====================  ===================================  ====================================
+agent                  consumes                             does
+=====================  ===================================  ====================================
+``interactions``       ``<ns>.events`` + ``<ns>.privacy``   user features, privacy requests,
+                       (key user)                           offline log, item transitions;
+                                                            forwards to item-updates
+``impressions``        ``<ns>.impressions`` (key user)      forwards one update per shown item
+``catalog``            ``<ns>.items`` (key item)            forwards catalogue updates
+``item_features``      ``<ns>.item-updates`` (key item)     item features
+``bandit_attribution`` ``<ns>.impressions``, ``events``,   reward attribution → bandit-outcomes
+                       ``privacy`` (key user)
+``bandit_posteriors``  ``<ns>.bandit-outcomes`` (key item)  posteriors (``streams.bandit_agent``)
+=====================  ===================================  ====================================
 
-Every agent consumes in batches (``take_events(batch_size, within=batch_timeout_s)``).
+The two bandit agents run when a ``BanditRuntime`` is given (``streams.bootstrap`` always gives
+one). Every agent consumes in batches (``take_events(batch_size, within=batch_timeout_s)``).
 """
 
 from __future__ import annotations
@@ -26,7 +32,8 @@ from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from aether.settings import Settings
 from streams.agents import StreamRuntime, timed
-from streams.handlers import Effects, SourceRecord
+from streams.bandit_agent import BanditRuntime
+from streams.handlers import SourceRecord
 
 # Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500``. Tansu holds a fetch for most of its max
 # wait even when records arrive meanwhile (seen during development: hundreds of ms from produce to
@@ -53,7 +60,9 @@ def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{h}" for h in hosts)
 
 
-def create_app(settings: Settings, runtime: StreamRuntime) -> faust.App:
+def create_app(
+    settings: Settings, runtime: StreamRuntime, bandit: BanditRuntime | None = None
+) -> faust.App:
     session_s = settings.kafka.session_timeout_ms / 1000
     datadir = settings.data_dir / "faust" / settings.namespace
     datadir.mkdir(parents=True, exist_ok=True)
@@ -77,7 +86,7 @@ def create_app(settings: Settings, runtime: StreamRuntime) -> faust.App:
     batch_size = settings.stream.batch_size
     within = settings.stream.batch_timeout_s
 
-    def batched(name: str, handle: Callable[[Sequence[SourceRecord]], Awaitable[Effects]]) -> Any:
+    def batched(name: str, handle: Callable[[Sequence[SourceRecord]], Awaitable[Any]]) -> Any:
         async def agent(stream: faust.StreamT[Any]) -> None:
             async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
                 records = [_record(event) for event in events]
@@ -88,14 +97,24 @@ def create_app(settings: Settings, runtime: StreamRuntime) -> faust.App:
         agent.__qualname__ = name
         return agent
 
-    for name, topic, handle in (
-        ("interactions", topics.events, runtime.on_interactions),
-        ("impressions", topics.impressions, runtime.on_impressions),
-        ("catalog", topics.items, runtime.on_catalog),
-        ("item_features", topics.item_updates, runtime.on_item_updates),
-    ):
+    agents: list[tuple[str, tuple[str, ...], Callable[..., Awaitable[Any]]]] = [
+        ("interactions", (topics.events, topics.privacy), runtime.on_interactions),
+        ("impressions", (topics.impressions,), runtime.on_impressions),
+        ("catalog", (topics.items,), runtime.on_catalog),
+        ("item_features", (topics.item_updates,), runtime.on_item_updates),
+    ]
+    if bandit is not None:
+        agents += [
+            (
+                "bandit_attribution",
+                (topics.impressions, topics.events, topics.privacy),
+                bandit.on_attribution,
+            ),
+            ("bandit_posteriors", (topics.bandit_outcomes,), bandit.on_outcomes),
+        ]
+    for name, names, handle in agents:
         source = app.topic(
-            topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+            *names, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
         )
         app.agent(source, name=name)(batched(name, handle))
     return app

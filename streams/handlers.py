@@ -20,10 +20,12 @@ from typing import Generic, TypeVar
 from aether.errors import SchemaError
 from events.models import CatalogItem, Impression, Interaction, to_epoch_ms
 from features.rows import ItemFeatureRow, UserFeatureRow
+from retrieval.cooccurrence import Increments
 from streams import item_features, user_features
 from streams.codec import decode_update, encode_update
 from streams.eventtime import Lateness, Verdict, advance, judge
 from streams.item_features import ItemState, ItemUpdate
+from streams.transitions import DEFAULT_TRANSITION_WINDOW, increments_for
 from streams.user_features import UserFeatureConfig, UserState
 
 E = TypeVar("E")
@@ -65,6 +67,9 @@ class Effects:
     applied: int = 0
     duplicates: int = 0
     touched: set[str] = field(default_factory=set)  # keys whose state changed
+    applied_events: list[Interaction] = field(default_factory=list)  # for the offline log
+    transitions: Increments = field(default_factory=dict)  # item -> item weights to add
+    suppressed: int = 0  # events of opted-out or deleted users (``streams.privacy``)
 
 
 def decode_batch(
@@ -114,8 +119,12 @@ def handle_interactions(
     policy: Lateness,
     config: UserFeatureConfig,
     now_ms: int | None = None,
+    transition_window: int = DEFAULT_TRANSITION_WINDOW,
 ) -> Effects:
     """Apply admitted interactions to user states; forward each newly applied one to the items.
+
+    Every newly applied event is also listed in ``applied_events`` (offline log) and adds its
+    item transitions (``streams.transitions``) to ``transitions``.
 
     The agent flushes the forwards before it persists the user states, so a crash in between
     re-applies and re-forwards the batch on restart; the item state de-duplicates those copies
@@ -134,6 +143,9 @@ def handle_interactions(
             continue
         effects.applied += 1
         effects.touched.add(event.user_id)
+        effects.applied_events.append(event)
+        for pair, weight in increments_for(state, event, transition_window).items():
+            effects.transitions[pair] = effects.transitions.get(pair, 0.0) + weight
         partition_of[event.user_id] = decoded.record.partition
         effects.forwards.append(
             (

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Histogram
 
 EVENTS = Counter(
     "aether_stream_events",
-    "Source events by topic and outcome (applied, duplicate, late, dead_letter).",
+    "Source events by topic and outcome (applied, duplicate, late, dead_letter, suppressed).",
     ["topic", "outcome"],
 )
 DEAD_LETTERS = Counter(

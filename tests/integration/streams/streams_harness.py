@@ -139,3 +139,52 @@ def store_matches(
     store: Any, users: dict[str, UserFeatureRow], items: dict[str, ItemFeatureRow]
 ) -> bool:
     return store.read_users(sorted(users)) == users and store.read_items(sorted(items)) == items
+
+
+def consumed(settings: Settings, topics: Sequence[str]) -> bool:
+    """True when the worker's group has committed every partition of ``topics`` to its end."""
+    names = [settings.topic(t) for t in topics]
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": settings.consumer_group,  # committed offsets only read, never changed
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10)
+        wanted = [
+            TopicPartition(name, p) for name in names for p in metadata.topics[name].partitions
+        ]
+        for committed in consumer.committed(wanted, timeout=10):
+            _, high = consumer.get_watermark_offsets(committed, timeout=10)
+            if high > 0 and committed.offset < high:
+                return False
+        return True
+    finally:
+        consumer.close()
+
+
+def reference_transitions(events: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    """Item transitions an uninterrupted in-order run adds (the pure pipeline's increments)."""
+    pipeline = LocalPipeline()
+    total: dict[tuple[str, str], float] = {}
+    for event in sorted(events, key=lambda e: e["event_time"]):
+        for pair, weight in pipeline.feed([record(event)]).transitions.items():
+            total[pair] = total.get(pair, 0.0) + weight
+    return total
+
+
+def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
+    """Every (anchor, item) weight in the namespace's transition store in Redis."""
+    import redis
+
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    prefix = settings.redis_key("retrieval", "i2i") + ":"
+    weights: dict[tuple[str, str], float] = {}
+    for key in client.scan_iter(f"{prefix}*"):
+        anchor = key.decode()[len(prefix) :]
+        for item, weight in client.zrange(key, 0, -1, withscores=True):
+            weights[(anchor, item.decode())] = weight
+    client.close()
+    return weights

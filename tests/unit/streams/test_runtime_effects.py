@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import orjson
@@ -44,6 +45,7 @@ class FakeState:
         self.users: dict[str, UserState] = {}
         self.items: dict[str, ItemState] = {}
         self.watermarks: dict[tuple[str, int], int] = {}
+        self.privacy: dict[str, Any] = {}
 
     def load_users(self, ids: Any) -> dict[str, UserState]:
         return {u: self.users[u] for u in ids if u in self.users}
@@ -51,11 +53,29 @@ class FakeState:
     def load_items(self, ids: Any) -> dict[str, ItemState]:
         return {i: self.items[i] for i in ids if i in self.items}
 
+    def load_privacy(self, ids: Any) -> dict[str, Any]:
+        return {u: copy.deepcopy(self.privacy[u]) for u in ids if u in self.privacy}
+
     def load_watermarks(self, topic: str, partitions: Any) -> dict[int, int | None]:
         return {p: self.watermarks.get((topic, p)) for p in partitions}
 
-    def commit(self, *, topic: str, watermarks: Any, users: Any = None, items: Any = None) -> None:
+    def commit(
+        self,
+        *,
+        topic: str,
+        watermarks: Any,
+        users: Any = None,
+        items: Any = None,
+        privacy: Any = None,
+        forget_users: Any = (),
+        also: Any = None,
+    ) -> None:
         self.journal.append("commit")
+        if also is not None:
+            also(None)  # the real store queues these commands into its transaction
+        for user_id in forget_users:
+            self.users.pop(user_id, None)
+        self.privacy.update(privacy or {})
         self.users.update(users or {})
         self.items.update(items or {})
         self.watermarks.update({(topic, p): w for p, w in watermarks.items() if w is not None})
@@ -73,15 +93,51 @@ class JournalStore(InMemoryFeatureStore):
         self.journal.append("write_users")
         super().write_users(rows)
 
+    def delete_users(self, user_ids: Any) -> None:
+        self.journal.append("delete_users")
+        super().delete_users(user_ids)
 
-def runtime() -> tuple[StreamRuntime, Journal, FakeProducer, FakeState, JournalStore]:
-    journal = Journal()
+
+class FakeSinks:
+    """Records what ``streams.sinks.StreamSinks`` would be asked to do."""
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.logged: list[str] = []
+        self.erased: list[str] = []
+        self.transitions: dict[tuple[str, str], float] = {}
+
+    def log_events(self, events: Any) -> None:
+        if events:
+            self.journal.append("log_events")
+        self.logged += [e.event_id for e in events]
+
+    def log_rows(self, rows: Any) -> None:
+        pass
+
+    def erase_user(self, user_id: str) -> None:
+        self.journal.append("erase_user")
+        self.erased.append(user_id)
+
+    def queue_transitions(self, increments: Any) -> Any:
+        def queue(_pipe: Any) -> None:
+            for pair, weight in increments.items():
+                self.transitions[pair] = self.transitions.get(pair, 0.0) + weight
+
+        return queue if increments else None
+
+
+def runtime(
+    sinks: FakeSinks | None = None,
+) -> tuple[StreamRuntime, Journal, FakeProducer, FakeState, JournalStore]:
+    journal = sinks.journal if sinks else Journal()
     producer, state, store = FakeProducer(journal), FakeState(journal), JournalStore(journal)
     rt = StreamRuntime(
         Settings(namespace="unit"),
         writer=store,
         state=state,  # type: ignore[arg-type]
         producer=producer,  # type: ignore[arg-type]
+        sinks=sinks,  # type: ignore[arg-type]
     )
     return rt, journal, producer, state, store
 
@@ -116,3 +172,52 @@ def test_a_redelivered_batch_after_a_crash_changes_nothing() -> None:
     assert (store.read_users(["u1"]), store.read_items(["i1"])) == before
     assert before[1]["i1"].clicks == 3
     assert state.watermarks == {("unit.events", 0): T0 + 2}
+
+
+def _event(event_id: str, user: str, item: str, t: int, offset: int = 0) -> SourceRecord:
+    body = orjson.dumps(interaction(event_id, user, item, "view", t))
+    return SourceRecord("unit.events", 0, offset, body)
+
+
+def _privacy(event_id: str, user: str, action: str, t: int) -> SourceRecord:
+    body = {"event_id": event_id, "user_id": user, "action": action, "event_time": t}
+    return SourceRecord("unit.privacy", 0, 0, orjson.dumps(body))
+
+
+def test_applied_events_are_logged_and_transitions_ride_on_the_state_commit() -> None:
+    sinks = FakeSinks(Journal())
+    rt, journal, _, _, _ = runtime(sinks)
+    batch = [_event("e1", "u1", "a", T0, 0), _event("e2", "u1", "b", T0 + 1, 1)]
+    asyncio.run(rt.on_interactions(batch))
+    asyncio.run(rt.on_interactions(batch))  # re-delivered: duplicates, nothing new
+    # The flush and the offline log run side by side; both finish before the rows and commit.
+    assert sorted(journal[:2]) == ["flush", "log_events"]
+    assert journal[2:4] == ["write_users", "commit"]
+    assert sinks.logged == ["e1", "e2"] and sinks.transitions == {("a", "b"): 1.0}
+
+
+def test_a_delete_erases_every_store_and_keeps_in_flight_events_out() -> None:
+    sinks = FakeSinks(Journal())
+    rt, journal, _, state, store = runtime(sinks)
+    asyncio.run(rt.on_interactions([_event("e1", "gone", "a", T0), _event("k1", "keep", "a", T0)]))
+    journal.clear()
+    in_flight = _event("e2", "gone", "b", T0 + 5)  # older than the request: never applied
+    asyncio.run(rt.on_interactions([_privacy("p1", "gone", "delete", T0 + 10), in_flight]))
+    assert journal == ["delete_users", "erase_user", "write_users", "commit"]
+    assert "gone" not in state.users and store.read_users(["gone"]) == {}
+    assert sinks.erased == ["gone"] and sinks.logged == ["e1", "k1"]
+    asyncio.run(rt.on_interactions([in_flight]))  # a later batch: still suppressed
+    asyncio.run(rt.on_interactions([_event("e3", "gone", "c", T0 + 20)]))  # new data
+    assert store.read_users(["gone"])["gone"].recent_items == ("c",)
+
+
+def test_an_opted_out_user_makes_no_features_until_opting_in() -> None:
+    rt, _, _, state, store = runtime()
+    asyncio.run(rt.on_interactions([_event("e1", "u1", "a", T0)]))
+    asyncio.run(rt.on_interactions([_privacy("p1", "u1", "opt_out", T0 + 1)]))
+    assert store.read_users(["u1"]) == {}
+    asyncio.run(rt.on_interactions([_event("e2", "u1", "b", T0 + 2)]))
+    assert store.read_users(["u1"]) == {} and state.users["u1"].latest_ms == T0
+    asyncio.run(rt.on_interactions([_privacy("p2", "u1", "opt_in", T0 + 3)]))
+    asyncio.run(rt.on_interactions([_event("e3", "u1", "c", T0 + 4)]))
+    assert store.read_users(["u1"])["u1"].recent_items == ("a", "c")

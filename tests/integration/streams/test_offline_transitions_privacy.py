@@ -1,0 +1,118 @@
+"""The worker's other outputs on the real broker and Redis: the offline event log, item
+transitions for retrieval, and privacy requests (opt-out, delete) with a scan of every store."""
+
+from __future__ import annotations
+
+import orjson
+import pyarrow.parquet as pq
+import pytest
+import redis
+from streams_harness import T0, consumed, encoded, produce, wait_for
+
+from aether.settings import Settings
+from features.offline import FeatureHistory, OfflineEventLog, offline_dir
+from features.schema import USER_VIEW
+from features.store import FeastOnlineStore
+from retrieval.bootstrap import transition_store
+from retrieval.cooccurrence import InMemoryTransitionStore, increments_from_sequence
+from streams.testing import interaction
+
+pytestmark = pytest.mark.integration
+
+GONE = "zz-deleted-user"  # a distinctive id: any leftover anywhere is found by a substring scan
+QUIET = "opted-out-user"
+SEQUENCES = {
+    "keeper": ["a", "b", "c", "d", "b", "c"],
+    "other": ["a", "b", "e", "a", "c"],
+    GONE: ["a", "x", "b", "y"],
+    QUIET: ["c", "d"],
+}
+
+
+def _events() -> list[dict[str, object]]:
+    events = []
+    for n, (user, items) in enumerate(SEQUENCES.items()):
+        for step, item in enumerate(items):
+            kind = "click" if step % 2 else "view"
+            # Opaque event ids: a user id must not hide in them for the leftover scan.
+            events.append(interaction(f"ev{n}-{step}", user, item, kind, T0 + step * 1000 + n))
+    return events
+
+
+def _privacy(event_id: str, user: str, action: str, t: int) -> tuple[bytes, bytes]:
+    body = {"event_id": event_id, "user_id": user, "action": action, "event_time": t}
+    return user.encode(), orjson.dumps(body)
+
+
+def _value_bytes(client: redis.Redis, key: bytes) -> bytes:
+    kind = client.type(key)
+    if kind == b"string":
+        return client.get(key) or b""
+    if kind == b"hash":
+        return repr(client.hgetall(key)).encode()
+    if kind == b"zset":
+        return repr(client.zrange(key, 0, -1)).encode()
+    return b""
+
+
+def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_worker) -> None:
+    events = _events()
+    start_worker(settings)
+    store = FeastOnlineStore(settings)
+    produce(settings, "events", encoded(events))
+    wait_for(lambda: len(store.read_users(list(SEQUENCES))) == 4, what="user rows")
+    wait_for(lambda: consumed(settings, ["events"]), what="events consumed")
+
+    # 1. every applied event is in the offline log, and the rows in the feature history
+    log = OfflineEventLog(settings)
+    assert sorted(log.read()["event_id"]) == sorted(str(e["event_id"]) for e in events)
+    assert set(FeatureHistory(settings).read(USER_VIEW)["user_id"]) == set(SEQUENCES)
+
+    # 2. transitions equal the offline builder's over each user's sequence
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    reference = InMemoryTransitionStore()
+    for items in SEQUENCES.values():
+        reference.apply(increments_from_sequence(items, window=3))
+    anchors = ["a", "b", "c", "x"]
+    got = transition_store(settings, client).neighbours(anchors, 10)
+    want = reference.neighbours(anchors, 10)
+    for anchor in anchors:
+        assert [i for i, _ in got[anchor]] == [i for i, _ in want[anchor]]
+        assert [p for _, p in got[anchor]] == pytest.approx([p for _, p in want[anchor]])
+
+    # 3. delete one user, opt another out; then events in flight for both, and a sentinel
+    t_request = T0 + 60_000
+    produce(
+        settings,
+        "privacy",
+        [_privacy("p1", GONE, "delete", t_request), _privacy("p2", QUIET, "opt_out", t_request)],
+    )
+    wait_for(lambda: not store.read_users([GONE, QUIET]), what="rows of both users removed")
+    quiet_before = store.client.get(settings.redis_key("stream", "user", QUIET))
+    late_for_gone = interaction("inflight1", GONE, "z", "click", t_request - 5_000)
+    new_for_quiet = interaction("quiet-new", QUIET, "z", "click", t_request + 1_000)
+    sentinel = interaction("sentinel", "keeper", "z", "view", t_request + 2_000)
+    produce(settings, "events", encoded([late_for_gone, new_for_quiet, sentinel]))
+    produce(settings, "privacy", [_privacy("p1", GONE, "delete", t_request)])  # re-delivered
+    wait_for(lambda: consumed(settings, ["events", "privacy"]), what="everything consumed")
+    assert store.read_users(["keeper"])["keeper"].event_time_ms == t_request + 2_000
+
+    # The deleted user: nothing left in Redis (keys of the namespace and Feast's), in the online
+    # store, the offline log or the feature history.
+    keys = [
+        *client.scan_iter(f"{settings.namespace}:*"),
+        *client.scan_iter(f"*{settings.namespace}"),
+    ]
+    assert keys and not [k for k in keys if GONE.encode() in k]
+    values = [_value_bytes(client, k) for k in keys]
+    assert not [k for k, v in zip(keys, values, strict=True) if GONE.encode() in v]
+    assert store.read_users([GONE]) == {}
+    parquet = sorted(offline_dir(settings).rglob("*.parquet"))
+    assert parquet and not [p for p in parquet if GONE in str(pq.read_table(p).to_pylist())]
+    assert log.read(user_ids=[GONE]).empty
+
+    # The opted-out user: the new event made no features, no state change, no offline record.
+    assert store.read_users([QUIET]) == {}
+    assert store.client.get(settings.redis_key("stream", "user", QUIET)) == quiet_before
+    assert "quiet-new" not in set(log.read()["event_id"])
+    assert "sentinel" in set(log.read()["event_id"])
