@@ -20,14 +20,6 @@ from aether.stack_process import port_answers, process_alive, spawn_detached, sp
 log = logging.getLogger(__name__)
 
 #: Topics every deployment has, before the namespace prefix (``settings.topic(name)``).
-STACK_TOPICS: tuple[str, ...] = (
-    "events",
-    "items",
-    "privacy",
-    "impressions",
-    "dead-letters",
-    "late-events",
-)
 
 
 def tansu_binary() -> str:
@@ -104,32 +96,10 @@ def wait_for_kafka(bootstrap_servers: str, timeout_s: float = 10.0) -> None:
 
 
 def create_namespace_topics(settings: Settings, timeout_s: float = 15.0) -> list[str]:
-    """Create the namespace's :data:`STACK_TOPICS` if missing (idempotent); return their names."""
-    from confluent_kafka import KafkaError, KafkaException
-    from confluent_kafka.admin import AdminClient, NewTopic
+    """Create every topic of the namespace (``streams.topics.TopicNames``) if missing."""
+    from streams.topics import ensure_topics
 
-    names = [settings.topic(name) for name in STACK_TOPICS]
-    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
-    try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
-    except KafkaException as exc:
-        raise DependencyUnavailable("kafka", str(exc)) from exc
-    missing = [name for name in names if name not in existing]
-    if not missing:
-        return names
-    futures = admin.create_topics(
-        [NewTopic(name, settings.kafka.partitions, 1) for name in missing],
-        operation_timeout=timeout_s,
-        request_timeout=timeout_s,
-    )
-    for name, future in futures.items():
-        try:
-            future.result(timeout=timeout_s)
-        except KafkaException as exc:
-            if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                continue  # created concurrently by someone else: fine
-            raise DependencyUnavailable("kafka", f"cannot create topic {name}: {exc}") from exc
-    return names
+    return list(ensure_topics(settings, timeout_s).all())
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ Never put a Milvus Lite *path* in the ``MILVUS_URI`` environment variable (not e
 
 Per test: ``namespace`` is a fresh ``t<hex>`` name, and ``settings`` is a :class:`Settings`
 pointing at the fixtures above with that namespace; its Redis keys are deleted at teardown.
-``make_topics(settings)`` creates the namespace's topics (``aether.stack_kafka.STACK_TOPICS``).
+``make_topics(settings)`` creates the namespace's topics (``streams.topics.TopicNames``).
 
 Example::
 

@@ -9,9 +9,10 @@ import pytest
 from aether.settings import Settings
 from aether.stack import EmbeddedStack
 from aether.stack_env import read_env_file
-from aether.stack_kafka import STACK_TOPICS, kafka_answers, probe_group_join
+from aether.stack_kafka import kafka_answers, probe_group_join
 from aether.stack_process import free_loopback_port, process_alive
 from aether.stack_redis import redis_answers
+from streams.topics import TopicNames
 
 
 @pytest.fixture
@@ -36,7 +37,7 @@ def test_up_status_down_lifecycle(local_settings: Settings, tmp_path: Path) -> N
         assert kafka.address == local_settings.kafka.bootstrap_servers
         assert redis.address == local_settings.redis.url.get_secret_value()
         assert kafka.pid and process_alive(kafka.pid) and redis.pid and process_alive(redis.pid)
-        assert first.topics == [local_settings.topic(name) for name in STACK_TOPICS]
+        assert first.topics == list(TopicNames.for_settings(local_settings).all())
         assert (tmp_path / "data").is_dir()  # Milvus Lite's folder was created
 
         env = read_env_file(tmp_path / ".aether" / "stack.env")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from aether.settings import Settings
-from aether.stack_kafka import STACK_TOPICS, probe_group_join
+from aether.stack_kafka import probe_group_join
+from streams.topics import TopicNames
 
 
 @pytest.mark.integration
@@ -15,7 +16,7 @@ def test_make_topics_creates_namespace_topics_idempotently(settings: Settings, m
     first = make_topics(settings)
     again = make_topics(settings)
 
-    assert first == again == [settings.topic(name) for name in STACK_TOPICS]
+    assert first == again == list(TopicNames.for_settings(settings).all())
     metadata = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers}).list_topics(
         timeout=10
     )
