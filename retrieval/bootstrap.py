@@ -7,7 +7,8 @@ mean-history baseline today, the ranker's ``encode_user`` when its embeddings ar
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
 from typing import Any
 
 from retrieval.ann import AnnSource, VectorSearcher
@@ -44,12 +45,19 @@ def build_retriever(
     content: ContentSource | None = None,
     fresh_window_ms: int = 30 * 24 * 3600 * 1000,
     plan: Mapping[str, tuple[int, float]] = DEFAULT_PLAN,
+    guard: Callable[[CandidateSource], CandidateSource] | None = None,
+    executor: Executor | None = None,
 ) -> CandidateRetriever:
-    """All sources, fused with ``plan``; popular-over-the-catalogue is the never-empty fallback."""
+    """All sources, fused with ``plan``; popular-over-the-catalogue is the never-empty fallback.
+
+    ``guard`` wraps each source that does I/O (ANN, co-occurrence), e.g. in a circuit breaker;
+    ``executor`` lets the retriever ask the sources in parallel, each under the request's timeout.
+    """
     popular = PopularSource(popularity, catalog)
+    wrap = guard or (lambda source: source)
     sources: dict[str, CandidateSource] = {
-        "ann": AnnSource(index, encoder),
-        "cooccurrence": CooccurrenceSource(transitions, catalog=catalog),
+        "ann": wrap(AnnSource(index, encoder)),
+        "cooccurrence": wrap(CooccurrenceSource(transitions, catalog=catalog)),
         "popular": popular,
         "fresh": FreshSource(catalog, window_ms=fresh_window_ms),
     }
@@ -60,4 +68,4 @@ def build_retriever(
         for name, (reserved, weight) in plan.items()
         if name in sources
     ]
-    return CandidateRetriever(plans, catalog=catalog, fallback=popular)
+    return CandidateRetriever(plans, catalog=catalog, fallback=popular, executor=executor)

@@ -64,6 +64,7 @@ def ppmi_svd_embeddings(
 
 
 def save_embeddings(path: str | Path, item_ids: Sequence[str], matrix: np.ndarray) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     np.savez(Path(path), item_ids=np.asarray(item_ids, dtype=str), matrix=matrix.astype(np.float32))
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
 
 from retrieval.catalog import ItemCatalog
@@ -116,7 +117,10 @@ class CandidateRetriever:
         fallback: CandidateSource | None = None,
         reference_k: int = 200,
         rrf_c: float = RRF_C,
+        executor: Executor | None = None,
     ) -> None:
+        """``executor``: ask the sources in parallel on it, so ``retrieve(timeout_s=...)`` can
+        give up on a slow one; without it they are asked one after the other."""
         if not plans and fallback is None:
             raise ValueError("at least one source or a fallback is needed")
         self.plans = list(plans)
@@ -124,6 +128,7 @@ class CandidateRetriever:
         self.fallback = fallback
         self.reference_k = reference_k
         self.rrf_c = rrf_c
+        self.executor = executor
 
     def _eligible(self, request: RetrievalRequest) -> Callable[[str], bool]:
         exclusions, filters, catalog = request.exclusions, request.filters, self.catalog
@@ -142,12 +147,30 @@ class CandidateRetriever:
             log.exception("candidate source %s failed", getattr(source, "name", source))
             return None
 
-    def retrieve(self, request: RetrievalRequest) -> RetrievalResult:
+    def _ask_all(
+        self, request: RetrievalRequest, timeout_s: float | None
+    ) -> list[list[Candidate] | None]:
+        """Every plan's answer (``None``: failed or not back within ``timeout_s``)."""
+        if self.executor is None:
+            return [self._ask(plan.source, request) for plan in self.plans]
+        futures = [self.executor.submit(self._ask, plan.source, request) for plan in self.plans]
+        done, _late = wait(futures, timeout=timeout_s)
+        for plan, future in zip(self.plans, futures, strict=True):
+            if future not in done:
+                log.warning(
+                    "candidate source %s timed out after %.3fs", plan.source.name, timeout_s
+                )
+        return [future.result() if future in done else None for future in futures]
+
+    def retrieve(
+        self, request: RetrievalRequest, timeout_s: float | None = None
+    ) -> RetrievalResult:
+        """Candidates for ``request``; sources slower than ``timeout_s`` count as failed (only
+        with an executor)."""
         lists: list[tuple[str, list[Candidate]]] = []
         failed: list[str] = []
         per_source: dict[str, int] = {}
-        for plan in self.plans:
-            found = self._ask(plan.source, request)
+        for plan, found in zip(self.plans, self._ask_all(request, timeout_s), strict=True):
             if found is None:
                 failed.append(plan.source.name)
                 found = []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,9 +32,12 @@ from retrieval.bootstrap import build_retriever, transition_store
 from retrieval.embeddings import load_embeddings
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.index import ItemIndex
+from retrieval.sources import CandidateSource
+from serving.breaker import CircuitBreaker
 from serving.catalog_view import load_snapshot
 from serving.experiments import Experiments
 from serving.exploration import Explorer, RedisPosteriorReader
+from serving.guards import GuardedFeatures, GuardedPosteriors, GuardedSource, make_breaker
 from serving.impressions import KafkaImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
 from serving.rules import Rules
@@ -57,6 +61,7 @@ class ServingApp:
     pipeline: RecommendationPipeline
     settings: Settings
     _refresh: Any
+    breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
@@ -102,11 +107,30 @@ def build_serving_app(
     item_vectors = ItemEmbeddings(item_ids, matrix)
     vectors_by_id = {item_id: item_vectors.matrix[row] for row, item_id in enumerate(item_ids)}
 
-    features = FeastOnlineStore(settings)
+    # Request-path clients time out within the request budget; a breaker per dependency turns a
+    # dead one into an immediate fallback (serving.guards).
+    budget_s = settings.serving.deadline_ms / 1000
+    client = redis.Redis.from_url(
+        settings.redis.url.get_secret_value(),
+        socket_connect_timeout=budget_s,
+        socket_timeout=budget_s,
+    )
+    features = FeastOnlineStore(settings, client=client)
     index = index or ItemIndex.from_settings(settings)
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     transitions = transition_store(settings, client)
     encoder = MeanHistoryEncoder(item_vectors)
+    # One breaker per call site: a call that skips its dependency (a cold user's ANN, say)
+    # must not count as a success for a different call that needs it.
+    breakers = {
+        name: make_breaker(name) for name in ("features", "posteriors", "ann", "cooccurrence")
+    }
+    slow_s = budget_s / 2
+    executor = ThreadPoolExecutor(
+        max_workers=4 * settings.serving.max_workers, thread_name_prefix="source"
+    )
+
+    def guard(source: CandidateSource) -> CandidateSource:
+        return GuardedSource(source, breakers[source.name], slow_s)
 
     checkpoint = checkpoint or ranker_path(settings)
     ranker = SASRecRanker.from_checkpoint(checkpoint) if checkpoint.is_file() else None
@@ -121,12 +145,14 @@ def build_serving_app(
             catalog=snapshot.catalog,
             transitions=transitions,
             popularity=snapshot.popularity,
+            guard=guard,
+            executor=executor,
         )
         return RetrievalState(retriever, snapshot.catalog, snapshot.as_of_ms or None)
 
     _, posterior_config = configs_from_settings(settings)
     pipeline = RecommendationPipeline(
-        features=features,
+        features=GuardedFeatures(features, breakers["features"], slow_s),
         retrieval=retrieval_state(),
         ranker=ranker,
         impressions=(impressions := KafkaImpressionLog(settings)),
@@ -134,9 +160,15 @@ def build_serving_app(
             candidates=settings.serving.candidates,
             mmr_lambda=settings.serving.mmr_lambda,
             exploration_slots=settings.bandit.exploration_slots,
+            deadline_s=budget_s,
         ),
         explorer=Explorer(
-            RedisPosteriorReader(client, settings.redis_key, posterior_config), posterior_config
+            GuardedPosteriors(
+                RedisPosteriorReader(client, settings.redis_key, posterior_config),
+                breakers["posteriors"],
+                slow_s,
+            ),
+            posterior_config,
         ),
         rules=Rules.load(settings.serving.rules_file) if settings.serving.rules_file else None,
         experiments=(
@@ -150,5 +182,11 @@ def build_serving_app(
         pipeline=pipeline,
         settings=settings,
         _refresh=retrieval_state,
-        _closers=[impressions.flush, index.close, client.close, features.close],
+        breakers=breakers,
+        _closers=[
+            impressions.flush,
+            lambda: executor.shutdown(wait=False, cancel_futures=True),
+            index.close,
+            client.close,
+        ],
     )

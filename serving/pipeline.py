@@ -50,6 +50,8 @@ class PipelineConfig:
     model_version: str = "retrieval-only"
     mmr_lambda: float = 0.9  # an experiment arm may override it
     exploration_slots: int = 0  # slots per slate given to Thompson exploration (arm may override)
+    deadline_s: float = 0.1  # the pipeline's own budget; a shorter caller deadline wins
+    retrieval_share: float = 0.6  # of the budget, for the candidate sources (asked in parallel)
 
 
 @dataclass(frozen=True)
@@ -113,7 +115,13 @@ class RecommendationPipeline:
             as_of_ms=retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms(),
             user_id=query.user_id,
         )
-        result = retrieval.retriever.retrieve(request)
+        budget_s = (
+            self._config.deadline_s
+            if deadline_s is None
+            else min(deadline_s, self._config.deadline_s)
+        )
+        retrieval_timeout = started + budget_s * self._config.retrieval_share - time.perf_counter()
+        result = retrieval.retriever.retrieve(request, timeout_s=max(0.0, retrieval_timeout))
         reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
         ranker = None if assignment.params.ranker == "popularity" else self._ranker
         ranked = self._rank(ranker, history, result.candidates, reasons)
