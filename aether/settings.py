@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
@@ -59,6 +67,19 @@ class ServingSettings(_Section):
     mmr_lambda: float = Field(default=0.9, ge=0.0, le=1.0)  # 1.0 = ranker order
     rules_file: str = ""  # business rules YAML (infra/rules.example.yaml); "" = none
     experiments_file: str = ""  # experiments YAML (infra/experiments.example.yaml); "" = none
+    # Security (serving/auth.py); empty = off. Tokens in the environment as a JSON list.
+    auth_tokens: tuple[SecretStr, ...] = ()
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_client_ca_file: str = ""  # set: mutual TLS, clients must present a cert this CA signed
+
+    @model_validator(mode="after")
+    def _tls_files_come_together(self) -> ServingSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file must be set together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
 
 
 class BanditSettings(_Section):

@@ -13,17 +13,34 @@ from collections.abc import Iterable, Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aether.errors import DependencyUnavailable, SchemaError
+from aether.errors import ConfigError, DependencyUnavailable, SchemaError
+from serving.auth import bearer_metadata, channel_credentials
 from serving.domain import Slate, SlateItem
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc
 
 
 class RecommenderClient:
-    def __init__(self, address: str, *, timeout_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        address: str,
+        *,
+        timeout_s: float = 1.0,
+        token: str | None = None,
+        tls_ca_file: str | None = None,
+        tls_cert_file: str | None = None,
+        tls_key_file: str | None = None,
+    ) -> None:
         self.address = address
         self.timeout_s = timeout_s
-        self._channel = grpc.insecure_channel(address)
+        self._metadata = bearer_metadata(token) if token else ()
+        if tls_ca_file or tls_cert_file:
+            credentials = channel_credentials(
+                tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file
+            )
+            self._channel = grpc.secure_channel(address, credentials)
+        else:
+            self._channel = grpc.insecure_channel(address)
         self._stub = pb_grpc.RecommenderStub(self._channel)
 
     def close(self) -> None:
@@ -74,8 +91,12 @@ class RecommenderClient:
             ),
         )
         try:
-            reply = self._stub.Recommend(request, timeout=timeout_s or self.timeout_s)
+            reply = self._stub.Recommend(
+                request, timeout=timeout_s or self.timeout_s, metadata=self._metadata
+            )
         except grpc.RpcError as exc:
+            if exc.code() is grpc.StatusCode.UNAUTHENTICATED:
+                raise ConfigError(f"{self.address} rejected this client's token") from None
             if exc.code() is grpc.StatusCode.INVALID_ARGUMENT:
                 raise SchemaError(
                     exc.details() or "invalid argument", reason="invalid_argument"

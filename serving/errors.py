@@ -38,9 +38,18 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         if handler is None or handler.unary_unary is None:
             return handler
         inner = handler.unary_unary
+        parse = handler.request_deserializer
         method = handler_call_details.method
 
-        def guarded(request: Any, context: grpc.ServicerContext) -> Any:
+        def guarded(raw: Any, context: grpc.ServicerContext) -> Any:
+            # Parse here rather than in gRPC, whose own parse failure answers INTERNAL.
+            try:
+                request = parse(raw) if parse is not None else raw
+            except Exception:
+                context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "request is not a valid message for this method",
+                )
             try:
                 return inner(request, context)
             except Exception as exc:
@@ -53,7 +62,7 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=None,  # guarded parses, so bad bytes become INVALID_ARGUMENT
             response_serializer=handler.response_serializer,
         )
 

@@ -17,6 +17,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from aether.settings import ServingSettings
+from serving.auth import TokenAuthInterceptor, server_credentials
 from serving.errors import ErrorMappingInterceptor
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc
@@ -45,9 +46,16 @@ class RunningServer:
 
 def start_server(pipeline: RecommendPipeline, limits: ServingSettings) -> RunningServer:
     """Start serving on ``limits.host:limits.port`` (port 0 picks a free one) and return at once."""
+    interceptors: list[grpc.ServerInterceptor] = []
+    if limits.auth_tokens:
+        # First, so a rejected call runs nothing else and its bytes are never parsed.
+        interceptors.append(
+            TokenAuthInterceptor([t.get_secret_value() for t in limits.auth_tokens])
+        )
+    interceptors.append(ErrorMappingInterceptor())
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix="grpc"),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=interceptors,
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -61,7 +69,16 @@ def start_server(pipeline: RecommendPipeline, limits: ServingSettings) -> Runnin
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{limits.host}:{limits.port}")
+    address = f"{limits.host}:{limits.port}"
+    if limits.tls_cert_file:
+        credentials = server_credentials(
+            limits.tls_cert_file, limits.tls_key_file, limits.tls_client_ca_file or None
+        )
+        port = server.add_secure_port(address, credentials)
+    else:
+        if limits.auth_tokens:
+            log.warning("bearer tokens on a plaintext port: anyone on the network can read them")
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind gRPC server to {limits.host}:{limits.port}")
     server.start()

@@ -61,7 +61,7 @@ def test_recommend_round_trip(served):
     assert reply.model_version == "test-v1" and not reply.fallback
     query, deadline = pipeline.seen[0]
     assert query.context == {"device": "tv"}
-    assert deadline is not None and 0 < deadline <= 5
+    assert deadline is not None and 0 < deadline <= 5.1  # gRPC rounds time_remaining()
 
 
 @pytest.mark.parametrize(
