@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration lint typecheck contracts proto clean stack-up stack-down
+.PHONY: install demo test test-unit test-integration check lint typecheck contracts proto clean stack-up stack-down
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+## Static checks CI runs before the tests: ruff, mypy on the typed core, import contracts.
+check: lint typecheck contracts
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -147,4 +147,3 @@ def test_ivf_flat_collections_are_searched_with_nprobe(tmp_path) -> None:
         hits = index.search(rows.vectors[:1], 10, filters=CandidateFilters(available_only=False))[0]
         exact = {f"i{j}" for j in np.argsort(-(rows.vectors @ rows.vectors[0]))[:10]}
         assert len({item for item, _ in hits} & exact) >= 9
-
