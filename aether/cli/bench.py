@@ -9,7 +9,7 @@ import argparse
 from pathlib import Path
 
 from aether.cli import bench_ingest, bench_retrieval
-from aether.cli.common import machine_description, settings_from_env
+from aether.cli.common import machine_description, settings_from_env, write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,6 +24,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     bench_retrieval.add_arguments(retrieval)
     retrieval.set_defaults(func=bench_retrieval.run)
 
+    ranker = benches.add_parser("ranker", help="SASRec scoring latency: 200 candidates, one core")
+    ranker.add_argument("--checkpoint", type=Path, default=None, help="default: a fresh model")
+    ranker.add_argument("--calls", type=int, default=1000)
+    ranker.add_argument("--json", type=Path, default=None)
+    ranker.set_defaults(func=_ranker)
+
     features = benches.add_parser("features", help="online feature store read/write latency")
     features.add_argument("--json", type=Path, default=None)
     features.add_argument("--repeats", type=int, default=300)
@@ -36,6 +42,16 @@ def _features(args: argparse.Namespace) -> int:
     figures = run(
         settings_from_env(), args.json, repeats=args.repeats, machine=machine_description()
     )
+    for name, value in sorted(figures.items()):
+        print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
+    return 0
+
+
+def _ranker(args: argparse.Namespace) -> int:
+    from ranker.bench import run
+
+    figures = {"machine": machine_description(), **run(args.checkpoint, calls=args.calls)}
+    write_json(args.json, figures)
     for name, value in sorted(figures.items()):
         print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
     return 0

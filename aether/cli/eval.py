@@ -3,7 +3,8 @@
     aether eval --dataset ml-1m --data ../shared/datasets/ml-1m \\
         --loo-checkpoint artifacts/ranker.pt --temporal-checkpoint artifacts/ranker-temporal.pt \\
         --json artifacts/eval.json --report docs/benchmarks/ranker-report
-    aether eval --bench-only --json artifacts/bench-ranker.json [--bench-checkpoint artifacts/ranker.pt]
+
+The latency benchmark alone is ``aether bench ranker``.
 
 A protocol whose checkpoint is not given is trained here first (same flags as ``aether train``).
 """
@@ -55,7 +56,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where rankers trained here are saved",
     )
     parser.add_argument("--skip-temporal", action="store_true", help="leave-one-out only")
-    parser.add_argument("--bench-only", action="store_true", help="only the latency benchmark")
     parser.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
     parser.add_argument(
         "--bench-checkpoint",
@@ -116,14 +116,6 @@ def _flatten(result: ProtocolResult, prefix: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     flat: dict[str, Any] = {"machine": machine_description(), "dataset": args.dataset}
-    if args.bench_only:
-        flat.update(
-            bench.run(args.bench_checkpoint, calls=args.bench_calls, progress=not args.no_progress)
-        )
-        write_json(args.json, flat)
-        print({k: v for k, v in flat.items() if k.startswith(("score200", "batch64"))})
-        return 0
-
     data = load_movielens(args.dataset, args.data)
     ratings = filter_rare_items(data.ratings)
     flat["users"], flat["items"] = ratings["user_id"].nunique(), ratings["item_id"].nunique()

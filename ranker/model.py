@@ -1,0 +1,138 @@
+"""SASRec-family sequential transformer (Kang & McAuley 2018), trained with full softmax CE.
+
+nanoGPT-shaped: a config dataclass, small modules, tensor shapes in comments. Item index 0 is
+padding; real items are ``1..n_items``. Sequences are LEFT-padded to ``max_length`` so the last
+position always holds the newest item. The output embedding is tied to the input item embedding,
+so ``hidden_state · item_embedding`` is exactly the model's logit: retrieval can use the user vector
+(the last hidden state) for ANN search over the item embedding matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+PAD = 0
+
+
+@dataclass(frozen=True)
+class SASRecConfig:
+    n_items: int  # real items; the embedding table has n_items + 1 rows (row 0 = padding)
+    max_length: int = 200
+    hidden: int = 64
+    n_blocks: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+
+    def to_dict(self) -> dict[str, int | float]:
+        return asdict(self)
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        assert config.hidden % config.n_heads == 0, "hidden must be divisible by n_heads"
+        self.n_heads = config.n_heads
+        self.qkv = nn.Linear(config.hidden, 3 * config.hidden)
+        self.proj = nn.Linear(config.hidden, config.hidden)
+        self.dropout = config.dropout
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # x: (B, L, H); allowed: (B, 1, L, L) bool, True where query i may attend to key j
+        b, length, h = x.shape
+        q, k, v = self.qkv(x).split(h, dim=2)
+        # (B, heads, L, H/heads)
+        q = q.view(b, length, self.n_heads, h // self.n_heads).transpose(1, 2)
+        k = k.view(b, length, self.n_heads, h // self.n_heads).transpose(1, 2)
+        v = v.view(b, length, self.n_heads, h // self.n_heads).transpose(1, 2)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=allowed, dropout_p=self.dropout if self.training else 0.0
+        )
+        y = y.transpose(1, 2).contiguous().view(b, length, h)  # (B, L, H)
+        return self.proj(y)
+
+
+class FeedForward(nn.Module):
+    """SASRec's point-wise feed-forward network (two linear maps, ReLU between)."""
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(config.hidden, config.hidden)
+        self.out = nn.Linear(config.hidden, config.hidden)
+        self.drop = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.out(self.drop(F.relu(self.fc(x)))))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block with residual connections."""
+
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.ln_attn = nn.LayerNorm(config.hidden)
+        self.attn = CausalSelfAttention(config)
+        self.drop = nn.Dropout(config.dropout)
+        self.ln_ffn = nn.LayerNorm(config.hidden)
+        self.ffn = FeedForward(config)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln_attn(x), allowed))
+        return x + self.ffn(self.ln_ffn(x))
+
+
+class SASRec(nn.Module):
+    def __init__(self, config: SASRecConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.item_embedding = nn.Embedding(config.n_items + 1, config.hidden, padding_idx=PAD)
+        self.position_embedding = nn.Embedding(config.max_length, config.hidden)
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_blocks))
+        self.ln_final = nn.LayerNorm(config.hidden)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.padding_idx is not None:
+                with torch.no_grad():
+                    module.weight[module.padding_idx].zero_()
+
+    def forward(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden state at every position: (B, L) item indices -> (B, L, H).
+
+        Position ``t``'s output depends only on positions ``<= t`` (causal), and padding keys are
+        never attended to. Padding positions attend to themselves only, so no row is all-masked.
+        """
+        length = item_ids.shape[1]
+        if length > self.config.max_length:
+            raise ValueError(f"sequence length {length} > max_length {self.config.max_length}")
+        is_item = item_ids != PAD  # (B, L)
+        positions = torch.arange(length, device=item_ids.device)  # (L,)
+        x = self.item_embedding(item_ids) * math.sqrt(self.config.hidden)  # (B, L, H)
+        x = x + self.position_embedding(positions)[None]  # learned absolute positions
+        x = self.drop(x) * is_item[..., None]  # zero the padding positions
+        causal = torch.ones(length, length, dtype=torch.bool, device=item_ids.device).tril()
+        diagonal = torch.eye(length, dtype=torch.bool, device=item_ids.device)
+        allowed = (causal[None] & is_item[:, None, :]) | diagonal[None]  # (B, L, L)
+        allowed = allowed[:, None]  # (B, 1, L, L), broadcast over heads
+        for block in self.blocks:
+            x = block(x, allowed) * is_item[..., None]
+        return self.ln_final(x)  # (B, L, H)
+
+    def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Scores of every real item: (..., H) -> (..., n_items); column j is item index j + 1."""
+        return hidden @ self.item_embedding.weight[1:].T
+
+    def user_vectors(self, item_ids: torch.Tensor) -> torch.Tensor:
+        """The last position's hidden state (the newest item is at the right): (B, L) -> (B, H)."""
+        return self.forward(item_ids)[:, -1, :]

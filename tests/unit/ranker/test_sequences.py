@@ -1,0 +1,123 @@
+"""Data pipeline: event-time ordering, literature filtering, leave-one-out and temporal splits,
+point-in-time training pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from ranker_synthetic import synthetic_ratings
+
+from aether.errors import SchemaError
+from interactions.sequences import (
+    filter_rare_items,
+    leave_one_out,
+    temporal_split,
+    user_sequences,
+)
+from ranker.data import ItemVocabulary, build_training_tensors
+from ranker.model import PAD
+
+
+def frame(rows: list[tuple[str, str, int]]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=["user_id", "item_id", "timestamp_ms"]).assign(rating=1.0)
+
+
+def test_sequences_are_time_ordered_and_ties_broken_by_item_id() -> None:
+    ratings = frame([("u", "b", 5), ("u", "a", 5), ("u", "c", 1), ("v", "x", 2)])
+    assert user_sequences(ratings) == {"u": ["c", "a", "b"], "v": ["x"]}
+
+
+def test_filter_rare_items_drops_items_below_min_count() -> None:
+    rows = [(f"u{k}", "popular", k) for k in range(5)] + [("u0", "rare", 9)] * 4
+    kept = filter_rare_items(frame(rows), min_count=5)
+    assert set(kept["item_id"]) == {"popular"}
+
+
+def test_leave_one_out_uses_last_for_test_second_last_for_validation() -> None:
+    ratings = frame(
+        [("u", f"i{k}", k) for k in range(6)] + [("short", "i0", 1), ("short", "i1", 2)]
+    )
+    split = leave_one_out(ratings)
+    assert split.train["u"] == ["i0", "i1", "i2", "i3"]
+    (val,) = [c for c in split.validation if c.user_id == "u"]
+    (test,) = [c for c in split.test if c.user_id == "u"]
+    assert (val.history, val.target) == (("i0", "i1", "i2", "i3"), "i4")
+    assert (test.history, test.target) == (("i0", "i1", "i2", "i3", "i4"), "i5")
+    assert split.train["short"] == ["i0", "i1"]  # too short to hold out anything
+    assert all(c.user_id != "short" for c in split.test)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.integers(0, 6), st.integers(0, 15), st.integers(0, 1000)),
+        min_size=8,
+        max_size=80,
+    )
+)
+def test_temporal_split_is_point_in_time(events: list[tuple[int, int, int]]) -> None:
+    ratings = frame([(f"u{u}", f"i{i}", t) for u, i, t in events])
+    ratings = ratings.sort_values(["timestamp_ms", "user_id", "item_id"]).reset_index(drop=True)
+    try:
+        split = temporal_split(ratings, quantile=0.7, validation_quantile=0.7)
+    except SchemaError:  # every event at one time: there is no past to split off
+        assume(False)
+        return
+    t, t_val = split.cutoff_ms, split.validation_cutoff_ms
+    assert t is not None and t_val is not None and t_val <= t
+    when = {}
+    for row in ratings.itertuples():
+        when.setdefault((row.user_id, row.item_id), []).append(row.timestamp_ms)
+    for user, seq in split.train.items():  # training data: only events before T_val
+        assert all(min(when[(user, i)]) < t_val for i in seq)
+    for cases, start in ((split.validation, t_val), (split.test, t)):
+        for case in cases:
+            assert all(min(when[(case.user_id, i)]) < start for i in case.history)
+            assert max(when[(case.user_id, case.target)]) >= start
+            assert case.target not in case.history
+
+
+def test_temporal_test_target_is_first_new_item_after_cutoff() -> None:
+    ratings = frame(
+        [
+            ("u", "a", 1),
+            ("u", "b", 2),
+            ("v", "x", 3),
+            ("u", "c", 10),
+            ("u", "d", 11),
+            ("v", "y", 12),
+            ("w", "z", 13),
+        ]
+    )
+    split = temporal_split(ratings, quantile=0.5, validation_quantile=0.5)
+    assert split.cutoff_ms == 10
+    by_user = {c.user_id: c for c in split.test}
+    assert (by_user["u"].history, by_user["u"].target) == (("a", "b"), "c")
+    assert (by_user["v"].history, by_user["v"].target) == (("x",), "y")
+    assert by_user["w"].history == ()  # a cold-start user: nothing before T
+
+
+def test_training_pairs_label_each_position_with_the_next_event_only() -> None:
+    ratings = synthetic_ratings(n_users=12, n_items=30, length=9, seed=3)
+    sequences = user_sequences(ratings)
+    vocab = ItemVocabulary.from_sequences(sequences.values())
+    tensors = build_training_tensors(sequences, vocab, max_length=6)
+    for row, user in enumerate(sorted(sequences)):
+        encoded = vocab.encode(sequences[user])
+        inputs, targets = tensors.inputs[row], tensors.targets[row]
+        # the newest label is the last event; every label is the event right after its input
+        assert targets[-1] == encoded[-1]
+        assert list(inputs) == encoded[-7:-1]
+        assert list(targets) == encoded[-6:]
+        # no input position ever holds the label it (or any earlier position) predicts
+        for t in range(6):
+            assert targets[t] not in inputs[: t + 1] or targets[t] == PAD
+
+
+def test_short_sequences_are_left_padded() -> None:
+    vocab = ItemVocabulary(("a", "b", "c"))
+    tensors = build_training_tensors({"u": ["a", "b", "c"]}, vocab, max_length=4)
+    np.testing.assert_array_equal(tensors.inputs[0], [PAD, PAD, 1, 2])
+    np.testing.assert_array_equal(tensors.targets[0], [PAD, PAD, 2, 3])
