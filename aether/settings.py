@@ -58,7 +58,7 @@ class ServingSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
     max_workers: int = Field(default=8, ge=1)
-    max_concurrent_rpcs: int = Field(default=64, ge=1)
+    max_concurrent_rpcs: int = Field(default=16, ge=1)  # beyond: RESOURCE_EXHAUSTED, not a queue
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=200, ge=1)
     max_exclude: int = Field(default=1000, ge=0)

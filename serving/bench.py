@@ -21,10 +21,17 @@ not share a GIL; they still share the machine's cores, which the output says. Lo
 generator) that falls behind shows up in the percentiles instead of silently lowering the rate.
 Requests go to random known users (seeded) and a share of unknown users, ``k=10``, 1 s deadline.
 
+Where the server's time goes, per rate (scraped from the child's Prometheus endpoint and
+``/proc``): the pipeline histogram ``aether_recommend_seconds``, wall and thread-CPU time of each
+stage and retrieval source, CPU per request of the server process and of its children (Milvus
+Lite), and CPU by Python thread name (``native`` = threads Python did not start: BLAS, gRPC core,
+librdkafka). ``--server-env KEY=VALUE`` / ``--torch-threads N`` try server-side settings.
+
 ``--json PATH`` writes one flat object: ``p50_ms_at_200rps``, ``p99_ms_at_200rps``,
-``max_rps_within_20ms_p99``, ``catalogue_items``, ``users``, per-rate ``*_at_<rate>rps`` figures
-(latency, achieved rate, errors by status, fallback share, server-side stage means, CPU per
-request), ``ranker`` and ``machine``.
+``max_rps_within_20ms_p99`` (highest offered rate with p99 ≤ 20 ms and ≥ 95 % achieved),
+``catalogue_items``, ``users``, per-rate ``*_at_<rate>rps`` figures (latency, achieved rate,
+errors by status code, fallback share and reasons, stage/thread CPU), ``ranker`` and ``machine``.
+Results: ``docs/benchmarks/serving.md``.
 """
 
 from __future__ import annotations
@@ -60,11 +67,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", type=Path, help="dataset folder (default ../shared/datasets/ml-1m)"
     )
-    parser.add_argument("--rates", default="50,100,200,300,400", help="offered requests/s")
+    parser.add_argument("--rates", default="25,50,100,200,300,400", help="offered requests/s")
     parser.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
     parser.add_argument("--warmup-seconds", type=float, default=3.0, help="at 50 rps, not reported")
     parser.add_argument("--checkpoint", type=Path, help=f"ranker (default {DEFAULT_CHECKPOINT})")
     parser.add_argument("--no-ranker", action="store_true", help="serve retrieval order")
+    parser.add_argument(
+        "--torch-threads", type=int, help="torch.set_num_threads in the server (default: torch's)"
+    )
+    parser.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment of the server process (e.g. OPENBLAS_NUM_THREADS=1)",
+    )
     parser.add_argument("--unknown-share", type=float, default=0.1, help="requests for new users")
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--deadline-s", type=float, default=1.0)
@@ -179,12 +196,23 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
     return len(by_anchor)
 
 
-def cleanup(settings: Settings) -> None:
+def cleanup(settings: Settings, topics: list[str] | None = None) -> None:
+    """Delete the namespace's Redis keys, and ``topics`` (on a broker the benchmark did not start:
+    a shared broker should not keep the benchmark's impressions)."""
     from aether.stack_redis import delete_keys_matching, delete_keys_with_prefix, glob_escape
 
     url = settings.redis.url.get_secret_value()
     delete_keys_with_prefix(url, f"{settings.namespace}:")
     delete_keys_matching(url, "*" + glob_escape(settings.namespace))
+    if topics:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+        for topic, future in admin.delete_topics(topics, operation_timeout=10).items():
+            try:
+                future.result(timeout=15)
+            except Exception as exc:  # clean-up must not hide the benchmark's result
+                print(f"could not delete topic {topic}: {exc}")
 
 
 # -- the server process ---------------------------------------------------------------------------
@@ -197,7 +225,13 @@ class ServerProcess:
 
     @classmethod
     def start(
-        cls, settings: Settings, checkpoint: Path | None, log_path: Path, timeout_s: float = 180
+        cls,
+        settings: Settings,
+        checkpoint: Path | None,
+        log_path: Path,
+        timeout_s: float = 180,
+        torch_threads: int | None = None,
+        extra_env: dict[str, str] | None = None,
     ) -> ServerProcess:
         from aether.errors import DependencyUnavailable
         from aether.stack_process import free_loopback_port
@@ -212,10 +246,12 @@ class ServerProcess:
             "AETHER_NAMESPACE": settings.namespace,
             "AETHER_DATA_DIR": str(settings.data_dir),
         }
+        env.update(extra_env or {})
         env.pop("MILVUS_URI", None)  # pymilvus would parse a Lite path there as a server address
         argv = [sys.executable, "-m", "serving.bench", "serve-child", "--port", str(port)]
         argv += ["--metrics-port", str(metrics_port)]
         argv += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-ranker"]
+        argv += ["--torch-threads", str(torch_threads)] if torch_threads else []
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -392,39 +428,42 @@ def offered_load(
 
 
 # -- the server child: ``aether serve``'s wiring plus stage timers and a metrics endpoint ----------
-class _Timed:
-    """Forwards every attribute to ``target``; times calls of ``method`` into a stage summary."""
+class StageTimers:
+    """Wall time and the calling thread's CPU time of each timed call, as Prometheus summaries.
 
-    def __init__(self, target: Any, method: str, observe: Any) -> None:
-        self._target, self._method, self._observe = target, method, observe
+    Under load the wall time of a stage includes waiting for the GIL; its thread CPU time does
+    not (nor CPU spent in other processes: Redis, Milvus Lite), so CPU shows what a stage costs.
+    """
 
-    def __getattr__(self, name: str) -> Any:
-        value = getattr(self._target, name)
-        if name != self._method:
-            return value
+    def __init__(self) -> None:
+        from prometheus_client import Summary
+
+        self._wall = Summary("aether_bench_stage_seconds", "Stage wall time", ["stage"])
+        self._cpu = Summary("aether_bench_stage_cpu_seconds", "Stage thread CPU", ["stage"])
+
+    def wrap(self, function: Any, stage: str) -> Any:
+        wall, cpu = self._wall.labels(stage), self._cpu.labels(stage)
 
         def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             try:
-                return value(*args, **kwargs)
+                return function(*args, **kwargs)
             finally:
-                self._observe(time.perf_counter() - started)
+                cpu.observe(time.thread_time() - started_cpu)
+                wall.observe(time.perf_counter() - started)
 
         return timed
 
 
-def _time_method(target: Any, method: str, observe: Any) -> None:
-    """Shadow ``target.method`` with an instance attribute that times each call."""
-    original = getattr(target, method)
+class _Timed:
+    """Forwards every attribute to ``target``; its ``method`` is timed as ``stage``."""
 
-    def timed(*args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            observe(time.perf_counter() - started)
+    def __init__(self, target: Any, method: str, timers: StageTimers, stage: str) -> None:
+        self._target, self._method = target, method
+        self._timed = timers.wrap(getattr(target, method), stage)
 
-    setattr(target, method, timed)
+    def __getattr__(self, name: str) -> Any:
+        return self._timed if name == self._method else getattr(self._target, name)
 
 
 def instrument(pipeline: Any) -> None:
@@ -433,29 +472,60 @@ def instrument(pipeline: Any) -> None:
     Defensive on purpose: a stage the pipeline no longer has is simply not timed."""
     import dataclasses
 
-    from prometheus_client import Summary
-
-    stage = Summary("aether_bench_stage_seconds", "Pipeline stage time", ["stage"])
-    source = Summary("aether_bench_source_seconds", "Retrieval source time", ["source"])
+    timers = StageTimers()
     retriever = pipeline.retrieval.retriever
     retriever.plans = [
         dataclasses.replace(
-            plan,
-            source=_Timed(plan.source, "candidates", source.labels(plan.source.name).observe),
+            plan, source=_Timed(plan.source, "candidates", timers, f"source:{plan.source.name}")
         )
         for plan in retriever.plans
     ]
-    timed_retriever = _Timed(retriever, "retrieve", stage.labels("retrieval").observe)
+    timed_retriever = _Timed(retriever, "retrieve", timers, "retrieval")
     pipeline.retrieval = dataclasses.replace(pipeline.retrieval, retriever=timed_retriever)
-    wrapped = {"_features": "read_users", "_ranker": "score", "_impressions": "publish"}
-    names = {"_features": "features", "_ranker": "ranking", "_impressions": "impressions"}
-    for attribute, method in wrapped.items():
+    wrapped = {
+        "_features": ("read_users", "features"),
+        "_ranker": ("score", "ranking"),
+        "_impressions": ("publish", "impression_produce"),
+    }
+    for attribute, (method, stage) in wrapped.items():
         if getattr(pipeline, attribute, None) is not None:
-            observe = stage.labels(names[attribute]).observe
-            setattr(pipeline, attribute, _Timed(getattr(pipeline, attribute), method, observe))
-    for method, name in (("_rerank", "rerank"), ("_log_impression", "impression_log")):
-        if hasattr(pipeline, method):
-            _time_method(pipeline, method, stage.labels(name).observe)
+            setattr(
+                pipeline, attribute, _Timed(getattr(pipeline, attribute), method, timers, stage)
+            )
+    for method, stage in (
+        ("_rerank", "rerank"),
+        ("_explore", "explore"),
+        ("_log_impression", "impression_log"),
+    ):
+        if hasattr(pipeline, method):  # instance attributes shadow the methods
+            setattr(pipeline, method, timers.wrap(getattr(pipeline, method), stage))
+    pipeline.recommend = timers.wrap(pipeline.recommend, "pipeline")
+
+
+class ThreadCpuCollector:
+    """Prometheus collector: CPU seconds of this process's threads by *Python* thread name
+    (``grpc_3`` → ``grpc``; OS names are all ``python``); threads unknown to Python (gRPC core,
+    librdkafka, torch) are summed as ``native``."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        ticks = os.sysconf("SC_CLK_TCK")
+        names = {t.native_id: re.sub(r"[-_\d]+$", "", t.name) for t in threading.enumerate()}
+        family = CounterMetricFamily(
+            "aether_bench_thread_cpu_seconds", "CPU by thread name", labels=["thread"]
+        )
+        totals: dict[str, float] = {}
+        for task in Path("/proc/self/task").glob("*"):
+            try:
+                fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the thread exited meanwhile
+            name = names.get(int(task.name), "native") or "?"
+            totals[name] = totals.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        for name, seconds in totals.items():
+            family.add_metric([name], seconds)
+        yield family
 
 
 def serve_child(argv: list[str]) -> int:
@@ -471,12 +541,20 @@ def serve_child(argv: list[str]) -> int:
     parser.add_argument("--metrics-port", type=int, required=True)
     parser.add_argument("--checkpoint", type=Path)
     parser.add_argument("--no-ranker", action="store_true")
+    parser.add_argument("--torch-threads", type=int)
     args = parser.parse_args(argv)
     settings = load_settings()
     serving = settings.serving.model_copy(update={"port": args.port})
+    if args.torch_threads:
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     missing = Path(tempfile.gettempdir()) / f"no-ranker-{uuid.uuid4().hex}.pt"
     app = build_serving_app(settings, checkpoint=missing if args.no_ranker else args.checkpoint)
     instrument(app.pipeline)
+    from prometheus_client import REGISTRY
+
+    REGISTRY.register(ThreadCpuCollector())
     start_http_server(args.metrics_port, addr="127.0.0.1")
     running = start_server(app.pipeline, serving)
     print(f"serving on {running.address}", flush=True)
@@ -525,21 +603,26 @@ def rate_figures(
     for code, count in sorted(load.codes.items()):
         if code != "OK":
             figures[f"errors_{code}{suffix}"] = count
-    for metric, label in (("stage", "stage"), ("source", "source")):
-        for key in after:
-            found = re.fullmatch(rf'aether_bench_{metric}_seconds_sum\{{{label}="([^"]+)"\}}', key)
-            if found:
-                calls = max(1.0, delta(key.replace("_sum", "_count")))
-                figures[f"{metric}_{found.group(1)}_mean_ms{suffix}"] = round(
-                    1000 * delta(key) / calls, 3
-                )
+    for key in after:
+        found = re.fullmatch(r'aether_bench_thread_cpu_seconds_total\{thread="([^"]+)"\}', key)
+        if found and 1000 * delta(key) / answered >= 0.1:
+            name = re.sub(r"[^a-z0-9]+", "_", found.group(1).lower())
+            figures[f"thread_cpu_ms_{name}{suffix}"] = round(1000 * delta(key) / answered, 3)
+    for key in after:
+        found = re.fullmatch(r'aether_bench_stage_(cpu_)?seconds_sum\{stage="([^"]+)"\}', key)
+        if found:
+            calls = max(1.0, delta(key.replace("_sum{", "_count{")))
+            kind = "cpu" if found.group(1) else "wall"
+            name = found.group(2).replace(":", "_")
+            figures[f"{kind}_ms_{name}{suffix}"] = round(1000 * delta(key) / calls, 3)
     return figures
 
 
 def run(args: argparse.Namespace) -> int:
-    from aether.cli.common import settings_from_env
     from aether.errors import DependencyUnavailable
     from aether.machine import machine_description
+    from aether.settings import load_settings
+    from aether.stack_env import load_stack_env
     from aether.stack_kafka import create_namespace_topics, kafka_answers, start_tansu
     from aether.stack_process import free_loopback_port, stop_process
     from aether.stack_redis import redis_answers
@@ -551,7 +634,8 @@ def run(args: argparse.Namespace) -> int:
         if args.no_ranker
         else args.checkpoint or (DEFAULT_CHECKPOINT if DEFAULT_CHECKPOINT.is_file() else None)
     )
-    base = settings_from_env()
+    load_stack_env()  # what `aether stack up` wrote; the environment wins
+    base = load_settings()
     redis_url = base.redis.url.get_secret_value()
     if not redis_answers(redis_url):
         raise DependencyUnavailable("redis", f"{redis_url} does not answer")
@@ -569,9 +653,9 @@ def run(args: argparse.Namespace) -> int:
         "MILVUS_URI": str(work / "milvus.db"),
     }
     settings = Settings(**overrides)
-    server = None
+    server, topics = None, []
     try:
-        create_namespace_topics(settings)
+        topics = create_namespace_topics(settings)
         print(f"namespace {settings.namespace} (Redis keys deleted at the end), work dir {work}")
         data = load_movielens(args.dataset, args.data)
         started = time.perf_counter()
@@ -580,7 +664,13 @@ def run(args: argparse.Namespace) -> int:
             f"set-up: {len(prepared.item_ids)} items, {len(prepared.user_ids)} users, "
             f"{prepared.transition_anchors} transition anchors in {time.perf_counter() - started:.0f} s"
         )
-        server = ServerProcess.start(settings, checkpoint, work / "server.log")
+        server = ServerProcess.start(
+            settings,
+            checkpoint,
+            work / "server.log",
+            torch_threads=args.torch_threads,
+            extra_env=dict(pair.split("=", 1) for pair in args.server_env),
+        )
         print(f"server pid {server.process.pid} at {server.address}")
         if checkpoint is None:
             print("no ranker checkpoint: the server answers in retrieval order")
@@ -591,6 +681,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"warm-up: {dict(warm.codes)}; model versions answered: {dict(warm.model_versions)}")
         figures: dict[str, Any] = {}
         results: dict[int, LoadResult] = {}
+        idle_before, idle_started = server.cpu_seconds(), time.perf_counter()
+        time.sleep(3.0)  # no requests: what the server burns by itself
+        idle_after, idle_s = server.cpu_seconds(), time.perf_counter() - idle_started
+        idle = {
+            "server_idle_cpu_cores": round((sum(idle_after) - sum(idle_before)) / idle_s, 3),
+            "server_idle_python_cpu_cores": round((idle_after[0] - idle_before[0]) / idle_s, 3),
+        }
+        print(f"idle server (3 s, no requests): {idle}")
         load_before = os.getloadavg()[0]
         for n, rate in enumerate(rates):
             time.sleep(1.0)  # let the previous rate's stragglers and retries settle
@@ -611,7 +709,7 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if server is not None:
             server.stop()
-        cleanup(settings)
+        cleanup(settings, topics if tansu_pid is None else None)
         if tansu_pid is not None:
             stop_process(tansu_pid)
         shutil.rmtree(work, ignore_errors=True)
@@ -633,6 +731,9 @@ def run(args: argparse.Namespace) -> int:
         "k": args.k,
         "ranker": model_version,
         "dataset": args.dataset,
+        "torch_threads": args.torch_threads or "default",
+        "server_env": " ".join(args.server_env) or "none",
+        **idle,
         # The machine is shared: its 1-minute load average before and after the measured rates.
         "loadavg_1m_before": round(load_before, 2),
         "loadavg_1m_after": round(load_after, 2),
@@ -654,25 +755,42 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_table(results: dict[int, LoadResult], figures: dict[str, Any]) -> None:
-    """Client-side latency per rate, then where the server's time and CPU went."""
+    """Client-side latency per rate, then the server's CPU and time per stage."""
     print(
         f"{'offered':>7} {'achieved':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'fallback':>8}"
-        f" {'server ms':>9} {'cpu ms/req':>10} {'(python)':>8}  server stage / source means, ms"
+        f" {'server ms':>9} {'cpu ms/req':>10} {'python':>7} {'client':>7}"
     )
     for rate, load in results.items():
         s = f"_at_{rate}rps"
-        stages = " ".join(
-            f"{key.split('_')[1]}={value:.2f}"
-            for key, value in figures.items()
-            if key.endswith(s) and key.startswith(("stage_", "source_"))
-        )
         print(
             f"{rate:>7} {load.achieved_rps:>8.1f} {load.percentile_ms(50):>7.2f}"
             f" {load.percentile_ms(99):>7.2f} {load.sent - load.ok:>6}"
             f" {figures[f'fallback_share{s}']:>8.3f} {figures[f'server_pipeline_mean_ms{s}']:>9.2f}"
             f" {figures[f'server_cpu_ms_per_request{s}']:>10.2f}"
-            f" {figures[f'server_python_cpu_ms_per_request{s}']:>8.2f}  {stages}"
+            f" {figures[f'server_python_cpu_ms_per_request{s}']:>7.2f}"
+            f" {figures[f'client_cpu_ms_per_request{s}']:>7.2f}"
         )
+    stages = sorted(
+        {k.split("_at_")[0][len("cpu_ms_") :] for k in figures if k.startswith("cpu_ms_")}
+    )
+    print("server stages, mean per call: thread CPU ms / wall ms")
+    print(f"{'offered':>7} " + " ".join(f"{name[:18]:>18}" for name in stages))
+    for rate in results:
+        s = f"_at_{rate}rps"
+        cells = [
+            f"{figures.get(f'cpu_ms_{n}{s}', float('nan')):.2f}/{figures.get(f'wall_ms_{n}{s}', float('nan')):.2f}"
+            for n in stages
+        ]
+        print(f"{rate:>7} " + " ".join(f"{c:>18}" for c in cells))
+    print("server threads, CPU ms per answered request")
+    for rate in results:
+        s = f"_at_{rate}rps"
+        top = [
+            f"{key[len('thread_cpu_ms_') : -len(s)]}={value:.2f}"
+            for key, value in figures.items()
+            if key.startswith("thread_cpu_ms_") and key.endswith(s)
+        ]
+        print(f"{rate:>7} " + "  ".join(top))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import redis
+import torch
+from threadpoolctl import threadpool_limits
 
 from aether.errors import NotFoundError
 from aether.settings import Settings
@@ -100,6 +102,10 @@ def build_serving_app(
 ) -> ServingApp:
     """Wire the pipeline. ``index``: an open ``ItemIndex`` to reuse (it is closed with the app);
     Milvus Lite cannot be re-opened in the same process after a close and a pause."""
+    # Concurrency comes from requests: numeric work inside one request runs on one thread. Left
+    # alone, OpenBLAS's spinning pool cost ~25 ms of CPU per request (docs/benchmarks/serving.md).
+    threadpool_limits(limits=1)
+    torch.set_num_threads(1)
     embeddings = embeddings or embeddings_path(settings)
     if not embeddings.is_file():
         raise NotFoundError(f"{embeddings} not found: run `aether index` first")

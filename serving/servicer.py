@@ -59,7 +59,13 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     def Recommend(
         self, request: pb.RecommendRequest, context: grpc.ServicerContext
     ) -> pb.RecommendResponse:
-        query = query_from_proto(request, self._limits)
         remaining = context.time_remaining()
+        if (
+            remaining is not None and remaining <= 0
+        ):  # queued past its deadline: don't work for nobody
+            context.abort(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the call started"
+            )
+        query = query_from_proto(request, self._limits)
         slate = self._pipeline.recommend(query, deadline_s=remaining)
         return slate_to_proto(slate)

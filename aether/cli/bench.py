@@ -10,6 +10,7 @@ from pathlib import Path
 
 from aether.cli import bench_ingest, bench_retrieval
 from aether.cli.common import machine_description, settings_from_env, write_json
+from serving import bench as bench_serve
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,6 +24,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     retrieval = benches.add_parser("retrieval", help="ANN latency/recall and candidate recall")
     bench_retrieval.add_arguments(retrieval)
     retrieval.set_defaults(func=bench_retrieval.run)
+
+    serve = benches.add_parser("serve", help="Recommend latency over gRPC under offered load")
+    bench_serve.add_arguments(serve)
+    serve.set_defaults(func=bench_serve.run)
 
     ranker = benches.add_parser("ranker", help="SASRec scoring latency: 200 candidates, one core")
     ranker.add_argument("--checkpoint", type=Path, default=None, help="default: a fresh model")
