@@ -35,10 +35,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aether.errors import ConfigError, SchemaError
+from serving.yaml_file import read_yaml
 
 OVERRIDE_PREFIX = "experiment."
 
@@ -150,15 +150,7 @@ class Experiments:
 
     @classmethod
     def load(cls, path: str | Path) -> Experiments:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read experiments file {path}: {exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"experiments file {path} is not valid YAML: {exc}") from exc
-        return cls.from_dict({} if data is None else data, origin=str(path))
+        return cls.from_dict(read_yaml(path, "experiments"), origin=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, origin: str = "experiments") -> Experiments:

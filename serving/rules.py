@@ -35,11 +35,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from aether.errors import ConfigError
 from serving.rerank import CategoriesOf, ScoredItem
+from serving.yaml_file import read_yaml
 
 PINNED_SOURCE = "pinned"
 
@@ -140,15 +140,7 @@ class Rules:
     @classmethod
     def load(cls, path: str | Path) -> Rules:
         """Read and validate a YAML rules file; ``ConfigError`` names the file and the bad key."""
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read rules file {path}: {exc}") from exc
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"rules file {path} is not valid YAML: {exc}") from exc
-        return cls.from_dict({} if data is None else data, origin=str(path))
+        return cls.from_dict(read_yaml(path, "rules"), origin=str(path))
 
     @classmethod
     def from_dict(cls, data: Any, *, origin: str = "rules") -> Rules:

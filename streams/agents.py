@@ -30,7 +30,6 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaException, Producer
 
-from aether.errors import DependencyUnavailable
 from aether.settings import Settings
 from events import decode, decode_interaction
 from events.models import CatalogItem, Impression, PrivacyRequest
@@ -40,6 +39,7 @@ from streams.codec import encode_dead_letter
 from streams.eventtime import Lateness
 from streams.handlers import Effects, SourceRecord
 from streams.privacy import PrivacyEffects, handle_privacy, suppresses
+from streams.publish import flush_or_raise, produce_waiting
 from streams.sinks import StreamSinks
 from streams.statestore import RedisStateStore
 from streams.topics import TopicNames
@@ -203,9 +203,8 @@ class StreamRuntime:
 
     # -- effects -------------------------------------------------------------------------------
     async def _emit(self, effects: Effects) -> None:
-        produce = self.producer.produce
         for item_id, payload in effects.forwards:
-            self._produce(produce, self.topics.item_updates, payload, item_id.encode())
+            self._produce(self.topics.item_updates, payload, item_id.encode())
         for letter in effects.dead_letters:
             record = letter.record
             payload = encode_dead_letter(
@@ -217,27 +216,17 @@ class StreamRuntime:
                 offset=record.offset,
                 limit=self._max_bytes,
             )
-            self._produce(produce, self.topics.dead_letters, payload, record.key)
+            self._produce(self.topics.dead_letters, payload, record.key)
         for record in effects.late:
-            self._produce(produce, self.topics.late_events, record.value, record.key)
+            self._produce(self.topics.late_events, record.value, record.key)
         if effects.forwards or effects.dead_letters or effects.late:
             await self._flush()
 
-    def _produce(
-        self, produce: Callable[..., Any], topic: str, value: bytes, key: bytes | None
-    ) -> None:
-        while True:
-            try:
-                produce(topic, value=value, key=key)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self.producer.poll(0.05)
+    def _produce(self, topic: str, value: bytes, key: bytes | None) -> None:
+        produce_waiting(self.producer, topic, value, key)
 
     async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        remaining = await loop.run_in_executor(None, self.producer.flush, 30.0)
-        if remaining:
-            raise DependencyUnavailable("kafka", f"{remaining} output messages not acknowledged")
+        await flush_or_raise(self.producer, "output messages")
 
     def _count(self, topic: str, effects: Effects, received: int) -> None:
         metrics.EVENTS.labels(topic, "applied").inc(effects.applied)

@@ -37,7 +37,6 @@ Keys: ``<ns>:stream:bandit:attribution:<topic-partition number>`` and
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Sequence
 from typing import Any
@@ -57,6 +56,7 @@ from streams import metrics
 from streams.eventtime import Lateness, Verdict, judge
 from streams.handlers import SourceRecord
 from streams.privacy import suppresses
+from streams.publish import flush_or_raise, produce_waiting
 from streams.statestore import RedisStateStore
 from streams.topics import TopicNames
 
@@ -243,18 +243,10 @@ class BanditRuntime:
 
     # -- adapters ------------------------------------------------------------------------------
     def _produce(self, value: bytes, key: bytes) -> None:
-        while True:
-            try:
-                self.producer.produce(self.topics.bandit_outcomes, value=value, key=key)
-                return
-            except BufferError:  # local queue full: let deliveries drain, then retry
-                self.producer.poll(0.05)
+        produce_waiting(self.producer, self.topics.bandit_outcomes, value, key)
 
     async def _flush(self) -> None:
-        loop = asyncio.get_running_loop()
-        remaining = await loop.run_in_executor(None, self.producer.flush, 30.0)
-        if remaining:
-            raise DependencyUnavailable("kafka", f"{remaining} outcomes not acknowledged")
+        await flush_or_raise(self.producer, "outcomes")
 
     @staticmethod
     def _redis(what: str, call: Any) -> Any:

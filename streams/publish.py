@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable
 
@@ -23,6 +24,24 @@ def make_producer(bootstrap_servers: str, **extra: object) -> Producer:
     }
     config.update(extra)
     return Producer(config)
+
+
+def produce_waiting(producer: Producer, topic: str, value: bytes, key: bytes | None) -> None:
+    """Produce, waiting for deliveries to drain while the local queue is full."""
+    while True:
+        try:
+            producer.produce(topic, value=value, key=key)
+            return
+        except BufferError:
+            producer.poll(0.05)
+
+
+async def flush_or_raise(producer: Producer, what: str, timeout_s: float = 30.0) -> None:
+    """Wait (off the event loop) until every queued message is acknowledged."""
+    loop = asyncio.get_running_loop()
+    remaining = await loop.run_in_executor(None, producer.flush, timeout_s)
+    if remaining:
+        raise DependencyUnavailable("kafka", f"{remaining} {what} not acknowledged")
 
 
 def publish(
