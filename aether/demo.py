@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Consumer, Producer, TopicPartition
-from tqdm import tqdm
+from confluent_kafka import Producer
 
-from aether.errors import DependencyUnavailable
 from aether.settings import Settings
 from events import Interaction, encode
+from streams.progress import wait_until_caught_up
 
 log = logging.getLogger(__name__)
 
@@ -63,46 +62,6 @@ class RoundReport:
     @property
     def hit_rate(self) -> float:
         return self.hits / max(1, self.slates)
-
-
-def committed_lag(settings: Settings, topics: list[str]) -> int:
-    """Messages in ``topics`` not yet committed by the worker's consumer group."""
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": settings.consumer_group}
-    )
-    try:
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
-        ]
-        committed = consumer.committed(partitions, timeout=10)
-        lag = 0
-        for tp in committed:
-            _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            lag += high - max(tp.offset, 0)
-        return lag
-    finally:
-        consumer.close()
-
-
-def wait_until_caught_up(settings: Settings, timeout_s: float, *, progress: bool = False) -> None:
-    """Block until the worker has committed everything on its input topics."""
-    topics = [settings.topic(t) for t in ("events", "items", "impressions", "item-updates")]
-    deadline = time.monotonic() + timeout_s
-    bar = None
-    while (lag := committed_lag(settings, topics)) > 0:
-        if progress and bar is None:
-            bar = tqdm(total=lag, desc="worker", unit="msg")
-        if bar is not None:
-            bar.total = max(bar.total, bar.n + lag)  # item updates are produced as it goes
-            bar.update(max(0, bar.total - lag - bar.n))
-        if time.monotonic() > deadline:
-            raise DependencyUnavailable(
-                "worker", f"still {lag} messages behind after {timeout_s:.0f}s"
-            )
-        time.sleep(1.0)
-    if bar is not None:
-        bar.update(bar.total - bar.n)
-        bar.close()
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:

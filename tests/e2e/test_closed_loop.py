@@ -16,7 +16,7 @@ import pytest
 from confluent_kafka import Consumer, Producer
 
 from aether.settings import Settings
-from events import CatalogItem, Impression, Interaction, decode, encode
+from events import CatalogItem, Impression, Interaction, PrivacyRequest, decode, encode
 from features.store import FeastOnlineStore, apply_repo
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.embeddings import save_embeddings
@@ -25,6 +25,7 @@ from retrieval.movielens import item_rows
 from serving.bootstrap import build_serving_app, embeddings_path
 from serving.client import RecommenderClient
 from serving.server import start_server
+from streams.progress import wait_until_caught_up
 
 pytestmark = pytest.mark.e2e
 
@@ -199,3 +200,44 @@ def test_new_events_change_the_grpc_answer(settings: Settings, worker: subproces
     logged = impressions[after.request_id]
     assert logged.user_id == user
     assert [i.item_id for i in logged.items] == [i.item_id for i in after.items]
+
+
+def test_an_opted_out_user_gets_non_personalised_answers_and_no_new_features(
+    settings: Settings, worker: subprocess.Popen
+) -> None:
+
+    apply_repo(settings)
+    catalog = index_two_clusters(settings)
+    user = "u-private"
+    publish(settings, catalog, views(user, ALPHA[:5], T0 + 60_000))
+    store = FeastOnlineStore(settings)
+    wait_for(lambda: user in store.read_users([user]), "the user's features")
+
+    app = build_serving_app(settings)
+    running = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
+    try:
+        with RecommenderClient(running.address, timeout_s=5) as client:
+            client.wait_until_serving()
+            personal = client.recommend(user, k=5)
+            assert any(i.source == "ann" for i in personal.items)
+
+            producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers})
+            opt_out = PrivacyRequest(
+                event_id="p-1", user_id=user, action="opt_out", event_time=T0 + 120_000
+            )
+            producer.produce(settings.topic("privacy"), key=user.encode(), value=encode(opt_out))
+            assert producer.flush(30) == 0
+            wait_for(lambda: user not in store.read_users([user]), "the online row deleted")
+
+            publish(settings, ItemCatalog(), views(user, BETA[:6], T0 + 180_000, kind="click"))
+            wait_until_caught_up(settings, 120)
+            assert user not in store.read_users([user]), (
+                "an opted-out user's events became features"
+            )
+            generic = client.recommend(user, k=5)
+            assert {i.source for i in generic.items} <= {"popular", "fresh", "content", "explore"}
+            assert not any(i.explanation.startswith("because you watched") for i in generic.items)
+    finally:
+        running.stop(0)
+        app.close()
+        store.close()
