@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -62,6 +63,16 @@ class RoundReport:
     @property
     def hit_rate(self) -> float:
         return self.hits / max(1, self.slates)
+
+
+def reset_namespace(settings: Settings) -> None:
+    """Start from nothing: the demo owns its namespace, so an earlier run's features, stream state
+    and offline log must not shape this run's slates."""
+    from aether.stack_redis import delete_namespace_keys
+    from features.offline import offline_dir
+
+    delete_namespace_keys(settings.redis.url.get_secret_value(), settings.namespace)
+    shutil.rmtree(offline_dir(settings), ignore_errors=True)
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
@@ -135,6 +146,7 @@ def run_demo(
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
+    reset_namespace(settings)
     data = load_movielens(config.dataset, config.data)
     past, future, cutoff = split_at_quantile(data.ratings, config.cutoff_quantile)
     say(f"[1/5] {config.dataset}: {len(past):,} ratings before the cut-off, {len(future):,} after")

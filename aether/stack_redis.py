@@ -97,6 +97,14 @@ def delete_keys_with_prefix(url: str, prefix: str) -> int:
     return delete_keys_matching(url, glob_escape(prefix) + "*")
 
 
+def delete_namespace_keys(url: str, namespace: str) -> int:
+    """Delete a deployment's keys: ``<namespace>:*`` and Feast's online rows, whose keys end with
+    the Feast project (= the namespace)."""
+    return delete_keys_with_prefix(url, f"{namespace}:") + delete_keys_matching(
+        url, "*" + glob_escape(namespace)
+    )
+
+
 def delete_keys_matching(url: str, pattern: str, batch: int = 500) -> int:
     """Delete every key matching the Redis glob ``pattern`` (SCAN in batches); return how many."""
     import redis

@@ -214,7 +214,7 @@ def settings(
     the environment holds. At teardown every Redis key of the namespace is deleted: keys
     ``<namespace>:*`` and Feast's online-store keys, which end with the project name.
     """
-    from aether.stack_redis import delete_keys_matching, delete_keys_with_prefix, glob_escape
+    from aether.stack_redis import delete_namespace_keys
 
     test_settings = Settings(
         namespace=namespace,
@@ -225,7 +225,6 @@ def settings(
     )
     yield test_settings
     try:
-        delete_keys_with_prefix(redis_url, f"{namespace}:")
-        delete_keys_matching(redis_url, "*" + glob_escape(namespace))
+        delete_namespace_keys(redis_url, namespace)
     except Exception as exc:  # cleanup must not hide the test's own result
         log.warning("could not delete Redis keys of namespace %s: %s", namespace, exc)
