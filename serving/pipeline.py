@@ -48,7 +48,7 @@ LATENCY = Histogram(
 class PipelineConfig:
     candidates: int = 200
     model_version: str = "retrieval-only"
-    mmr_lambda: float = 0.9  # an experiment arm may override it
+    mmr_lambda: float = 1.0  # 1.0 = no diversity re-ranking; an experiment arm may override it
     exploration_slots: int = 0  # slots per slate given to Thompson exploration (arm may override)
     deadline_s: float = 0.1  # the pipeline's own budget; a shorter caller deadline wins
     retrieval_share: float = 0.6  # of the budget, for the candidate sources (asked in parallel)
