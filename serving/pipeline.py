@@ -126,9 +126,7 @@ class RecommendationPipeline:
         ranker = None if assignment.params.ranker == "popularity" else self._ranker
         ranked = self._rank(ranker, history, result.candidates, reasons)
         request_id = uuid.uuid4().hex
-        eligible, slate_items = self._rerank(
-            ranked, query, retrieval, assignment, request.exclusions
-        )
+        eligible, slate_items = self._rerank(ranked, query, retrieval, assignment, request)
         slate_items, propensities = self._explore(
             slate_items, eligible, query, assignment, request_id, request.as_of_ms, reasons
         )
@@ -196,7 +194,7 @@ class RecommendationPipeline:
         query: RecommendationQuery,
         retrieval: RetrievalState,
         assignment: Assignment,
-        exclusions: Exclusions,
+        request: RetrievalRequest,
     ) -> tuple[list[ScoredItem], list[ScoredItem]]:
         """Business rules and diversity, in the order of ``serving.rules``:
         filters → boosts → MMR with category caps → pins. Returns (eligible ranked, slate)."""
@@ -212,17 +210,14 @@ class RecommendationPipeline:
             category_caps=self._rules.category_caps,
             default_cap=self._rules.default_cap,
         )
-        filters = CandidateFilters(
-            categories=query.filters.include_categories,
-            excluded_categories=query.filters.exclude_categories,
-            available_only=query.filters.available_only,
-        )
 
-        def eligible(item_id: str) -> bool:
+        def eligible(
+            item_id: str,
+        ) -> bool:  # for pins: the same exclusions and filters as retrieval
             return (
                 item_id in retrieval.catalog
-                and item_id not in exclusions
-                and retrieval.catalog.passes(item_id, filters)
+                and item_id not in request.exclusions
+                and retrieval.catalog.passes(item_id, request.filters)
             )
 
         slate = self._rules.apply_after_rerank(

@@ -9,7 +9,8 @@ import argparse
 from pathlib import Path
 
 from aether.cli import bench_ingest, bench_retrieval
-from aether.cli.common import machine_description, settings_from_env, write_json
+from aether.cli.common import machine_description, write_json
+from aether.settings import load_settings
 from serving import bench as bench_serve
 
 
@@ -44,9 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _features(args: argparse.Namespace) -> int:
     from features.bench import run
 
-    figures = run(
-        settings_from_env(), args.json, repeats=args.repeats, machine=machine_description()
-    )
+    figures = run(load_settings(), args.json, repeats=args.repeats, machine=machine_description())
     for name, value in sorted(figures.items()):
         print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
     return 0

@@ -1,4 +1,8 @@
-"""Argument helpers shared by subcommands: dataset options, --json output, settings loading."""
+"""Argument helpers shared by subcommands: dataset options and --json output.
+
+Settings: `aether.cli.main` exports `.aether/stack.env` first, so subcommands call
+`aether.settings.load_settings()`.
+"""
 
 from __future__ import annotations
 
@@ -8,8 +12,6 @@ from pathlib import Path
 from typing import Any
 
 from aether.machine import machine_description  # noqa: F401 - re-exported for subcommands
-from aether.settings import Settings, load_settings
-from aether.stack_env import load_stack_env
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-latest-small") -> None:
@@ -35,9 +37,3 @@ def write_json(path: Path | None, figures: dict[str, Any]) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n")
-
-
-def settings_from_env() -> Settings:
-    """Settings from the environment, after exporting what ``aether stack up`` wrote (env wins)."""
-    load_stack_env()
-    return load_settings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aether.cli.common import settings_from_env
+from aether.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,7 +31,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from serving.bootstrap import build_serving_app
     from serving.server import serve_forever, start_server
 
-    settings = settings_from_env()
+    settings = load_settings()
     if args.port is not None:
         settings = settings.model_copy(
             update={"serving": settings.serving.model_copy(update={"port": args.port})}
@@ -51,7 +51,7 @@ def run_recommend(args: argparse.Namespace) -> int:
     from aether.errors import SchemaError
     from serving.client import RecommenderClient
 
-    settings = settings_from_env()
+    settings = load_settings()
     address = args.address or f"{settings.serving.host}:{settings.serving.port}"
     context = {}
     for pair in args.context:
