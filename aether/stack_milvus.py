@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import logging
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from aether.errors import DependencyUnavailable
@@ -87,3 +88,62 @@ def check_milvus(uri: str, token: str = "", timeout_s: float = 10.0) -> str:
         if lite:
             release_milvus_lite(uri)
     return f"{'Milvus Lite' if lite else 'Milvus'}: {len(collections)} collection(s)"
+
+
+@contextlib.contextmanager
+def embedded_milvus_server(base_dir: Path, attempts: int = 3) -> Iterator[str]:
+    """Run a real Milvus 2.3.5 standalone server on loopback; yield its ``http://`` URI.
+
+    The binary comes from the PyPI wheel ``milvus==2.3.5`` (the ``dev`` extra): the retrieval
+    contract tests and ``aether bench retrieval --milvus-server`` use it to show that the same
+    code works against a server, not only Milvus Lite. Its data lives under ``base_dir``.
+    Raises :class:`DependencyUnavailable` if the wheel is missing or the server will not start.
+    """
+    from aether.stack_process import free_loopback_port
+
+    try:
+        from milvus import MilvusServer
+    except ImportError as exc:
+        raise DependencyUnavailable(
+            "milvus", f"the embedded server needs `pip install milvus==2.3.5`: {exc}"
+        ) from exc
+    last_error: Exception | None = None
+    for attempt in range(attempts):
+        server = MilvusServer()
+        server.set_base_dir(str(base_dir / f"server-{attempt}"))
+        # A free proxy port rather than the default 19530; the wheel finds its other internal
+        # ports itself. Another process may take the port before the bind: then try again.
+        server.listen_port = free_loopback_port()
+        try:
+            server.start()  # unpacks the binary, starts standalone + embedded etcd, waits healthy
+        except Exception as exc:
+            last_error = exc
+            server.stop()
+            continue
+        try:
+            yield f"http://127.0.0.1:{server.listen_port}"
+        finally:
+            server.stop()
+        return
+    raise DependencyUnavailable("milvus", f"embedded Milvus 2.3.5 did not start: {last_error}")
+
+
+def drop_collections(uri: str, prefix: str) -> list[str]:
+    """Drop every collection on the server at ``uri`` whose name starts with ``<prefix>_`` (and
+    its aliases: a server refuses to drop an aliased collection). Returns the names dropped."""
+    from pymilvus import MilvusClient
+
+    client = MilvusClient(uri=uri, timeout=30)
+    dropped = []
+    try:
+        for name in client.list_collections():
+            if not name.startswith(f"{prefix}_"):
+                continue
+            for alias in client.list_aliases(name).get("aliases", []):
+                client.drop_alias(alias)
+            client.drop_collection(name)
+            dropped.append(name)
+    finally:
+        with contextlib.suppress(Exception):
+            client.close()
+    return dropped

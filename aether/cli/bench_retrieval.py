@@ -8,9 +8,12 @@ The ``--json`` file is one flat object; figures that were not measured are ``nul
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument(
-        "--index-type", default="IVF_FLAT", choices=("auto", "IVF_FLAT", "FLAT", "AUTOINDEX")
+        "--index-type",
+        default="IVF_FLAT",
+        choices=("auto", "IVF_FLAT", "FLAT", "AUTOINDEX", "HNSW"),
+        help="HNSW needs a Milvus server (Milvus Lite refuses to build it)",
+    )
+    server = parser.add_mutually_exclusive_group()
+    server.add_argument(
+        "--milvus-uri",
+        default=None,
+        help="run the ANN part against this Milvus server (http://host:port) instead of "
+        "Milvus Lite files; its bench collections are dropped afterwards",
+    )
+    server.add_argument(
+        "--milvus-server",
+        action="store_true",
+        help="start the embedded Milvus 2.3.5 server (`milvus` wheel, dev extra) for the ANN part",
     )
     parser.add_argument(
         "--build-budget-s",
@@ -50,6 +68,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="also measure ANN recall with the SASRec ranker's item embeddings and encode_user "
         "(a checkpoint trained without each user's last item)",
     )
+    parser.add_argument(
+        "--tune-plan",
+        action="store_true",
+        help="choose the fusion plan (slots and weights) on validation items (second-to-last) "
+        "before reporting the held-out last items",
+    )
     parser.add_argument("--skip-ann", action="store_true")
     parser.add_argument("--skip-recall", action="store_true")
     parser.add_argument(
@@ -59,7 +83,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from retrieval.benchmark import ann_benchmark, candidate_recall
+    from retrieval.benchmark import candidate_recall
     from retrieval.index import IndexConfig
 
     figures: dict[str, Any] = {"machine": machine_description()}
@@ -72,42 +96,12 @@ def run(args: argparse.Namespace) -> int:
         f"{args.index_type} nlist=auto(<=1024) nprobe={args.nprobe}, inner product, 64-d, "
         f"{args.clusters} clusters"
     )
-    seconds_per_item: float | None = None
     if not args.skip_ann:
-        for n in sorted(sizes):
-            label = SIZE_LABELS.get(n, str(n))
-            projected = seconds_per_item * n if seconds_per_item else None
-            if seconds_per_item and projected is not None and projected > args.build_budget_s:
-                figures[f"ann_{label}_status"] = (
-                    f"skipped: projected build {projected:.0f} s > budget {args.build_budget_s:.0f} s "
-                    f"(from the measured {1 / seconds_per_item:.0f} items/s)"
-                )
-                for k in ks:
-                    figures[f"ann_p50_ms_{label}_k{k}"] = None
-                    figures[f"ann_p99_ms_{label}_k{k}"] = None
-                    figures[f"ann_recall_{label}_k{k}"] = None
-                print(f"ANN n={n}: {figures[f'ann_{label}_status']}")
-                continue
-            result = ann_benchmark(
-                str(workdir / f"ann_{label}.db"),
-                n,
-                ks=ks,
-                queries=args.queries,
-                config=config,
-                clusters=args.clusters,
-                seed=args.seed,
+        with _ann_backend(args, workdir) as backend:
+            figures["ann_backend"] = (
+                "Milvus Lite" if backend is None else f"Milvus server {backend}"
             )
-            seconds_per_item = result.build_s / n
-            figures[f"ann_build_s_{label}"] = round(result.build_s, 1)
-            for k in ks:
-                figures[f"ann_p50_ms_{label}_k{k}"] = round(result.p50_ms[k], 3)
-                figures[f"ann_p99_ms_{label}_k{k}"] = round(result.p99_ms[k], 3)
-                figures[f"ann_recall_{label}_k{k}"] = round(result.recall[k], 4)
-                print(
-                    f"ANN n={n} k={k}: p50 {result.p50_ms[k]:.2f} ms, p99 {result.p99_ms[k]:.2f} ms, "
-                    f"recall@{k} vs exact {result.recall[k]:.4f} (build {result.build_s:.0f} s)"
-                )
-            (workdir / f"ann_{label}.db").unlink(missing_ok=True)
+            _ann_figures(args, workdir, backend, ks, sizes, config, figures)
     if not args.skip_recall:
         started = time.perf_counter()
         recall = candidate_recall(
@@ -118,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
             max_users=args.users,
             seed=args.seed,
             with_content=not args.no_content,
+            tune_plan=args.tune_plan,
         )
         tag = args.dataset.replace("-", "").replace("mllatestsmall", "mlsmall")
         figures[f"candidate_recall_{tag}_merged"] = round(recall.merged, 4)
@@ -126,9 +121,7 @@ def run(args: argparse.Namespace) -> int:
         figures[f"candidate_recall_{tag}_users"] = recall.users
         figures[f"candidate_recall_{tag}_k"] = recall.k
         figures[f"candidate_recall_{tag}_cold_targets"] = recall.cold_targets
-        figures[f"candidate_recall_{tag}_plan"] = ",".join(
-            f"{n}:reserved={r}/weight={w}" for n, (r, w) in recall.plan.items()
-        )
+        _plan_figures(recall, f"candidate_recall_{tag}", figures)
         figures["candidate_recall_s"] = round(time.perf_counter() - started, 1)
         if args.ranker_checkpoint:
             _ranker_recall(args, workdir, tag, figures)
@@ -141,6 +134,76 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
     return 0
+
+
+@contextlib.contextmanager
+def _ann_backend(args: argparse.Namespace, workdir: Path) -> Iterator[str | None]:
+    """The server URI the ANN part runs against, or None for Milvus Lite files."""
+    if args.milvus_server:
+        from aether.stack_milvus import embedded_milvus_server
+
+        with embedded_milvus_server(workdir / "milvus-server") as uri:
+            yield uri
+    else:
+        yield args.milvus_uri
+
+
+def _ann_figures(
+    args: argparse.Namespace,
+    workdir: Path,
+    backend: str | None,
+    ks: list[int],
+    sizes: list[int],
+    config: Any,
+    figures: dict[str, Any],
+) -> None:
+    """Build and search one index per size; a size projected past the build budget is skipped."""
+    from aether.stack_milvus import drop_collections
+    from retrieval.benchmark import ann_benchmark
+
+    seconds_per_item: float | None = None
+    for n in sorted(sizes):
+        label = SIZE_LABELS.get(n, str(n))
+        projected = seconds_per_item * n if seconds_per_item else None
+        if seconds_per_item and projected is not None and projected > args.build_budget_s:
+            figures[f"ann_{label}_status"] = (
+                f"skipped: projected build {projected:.0f} s > budget {args.build_budget_s:.0f} s "
+                f"(from the measured {1 / seconds_per_item:.0f} items/s)"
+            )
+            for k in ks:
+                figures[f"ann_p50_ms_{label}_k{k}"] = None
+                figures[f"ann_p99_ms_{label}_k{k}"] = None
+                figures[f"ann_recall_{label}_k{k}"] = None
+            print(f"ANN n={n}: {figures[f'ann_{label}_status']}")
+            continue
+        uri = backend or str(workdir / f"ann_{label}.db")
+        prefix = f"bench{uuid.uuid4().hex[:8]}"
+        try:
+            result = ann_benchmark(
+                uri,
+                n,
+                ks=ks,
+                queries=args.queries,
+                config=config,
+                clusters=args.clusters,
+                seed=args.seed,
+                alias=f"{prefix}_items",
+            )
+        finally:
+            if backend is None:
+                (workdir / f"ann_{label}.db").unlink(missing_ok=True)
+            else:
+                drop_collections(backend, prefix)
+        seconds_per_item = result.build_s / n
+        figures[f"ann_build_s_{label}"] = round(result.build_s, 1)
+        for k in ks:
+            figures[f"ann_p50_ms_{label}_k{k}"] = round(result.p50_ms[k], 3)
+            figures[f"ann_p99_ms_{label}_k{k}"] = round(result.p99_ms[k], 3)
+            figures[f"ann_recall_{label}_k{k}"] = round(result.recall[k], 4)
+            print(
+                f"ANN n={n} k={k}: p50 {result.p50_ms[k]:.2f} ms, p99 {result.p99_ms[k]:.2f} ms, "
+                f"recall@{k} vs exact {result.recall[k]:.4f} (build {result.build_s:.0f} s)"
+            )
 
 
 def _ranker_recall(
@@ -161,12 +224,28 @@ def _ranker_recall(
         with_content=not args.no_content,
         item_embeddings=ranker.item_embeddings(),
         encoder=ranker,
+        tune_plan=args.tune_plan,
     )
-    figures[f"candidate_recall_{tag}_ann_ranker"] = round(recall.per_source["ann"], 4)
+    for name, value in recall.per_source.items():
+        figures[f"candidate_recall_{tag}_{name}_ranker"] = round(value, 4)
     figures[f"candidate_recall_{tag}_merged_ranker"] = round(recall.merged, 4)
+    figures[f"candidate_recall_{tag}_ranker_model_version"] = ranker.model_version
+    _plan_figures(recall, f"candidate_recall_{tag}_ranker", figures)
     print(
-        f"with the ranker's encoder: ann {recall.per_source['ann']:.4f}, merged {recall.merged:.4f}"
+        f"with the ranker's encoder ({ranker.model_version}): "
+        + ", ".join(f"{n} {v:.4f}" for n, v in recall.per_source.items())
+        + f", merged {recall.merged:.4f} (plan {recall.plan})"
     )
+
+
+def _plan_figures(recall: Any, prefix: str, figures: dict[str, Any]) -> None:
+    """The plan used, and, when it was chosen on validation items, how it scored there."""
+    figures[f"{prefix}_plan"] = ",".join(
+        f"{n}:reserved={r}/weight={w}" for n, (r, w) in recall.plan.items()
+    )
+    if recall.validation_merged is not None:
+        figures[f"{prefix}_plan_validation_merged"] = round(recall.validation_merged, 4)
+        figures[f"{prefix}_plans_compared"] = recall.plans_compared
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`aether index` on the shipped ml-latest-small, into a Milvus Lite file, twice (version switch)."""
+"""`aether index` on the shipped ml-latest-small, twice (version switch), into Milvus Lite and a server."""
 
 import argparse
 import uuid
@@ -20,9 +20,11 @@ def _run(argv: list[str]) -> int:
     return args.func(args)
 
 
-def test_index_builds_the_baseline_then_switches_to_given_embeddings(tmp_path, monkeypatch, capsys):
-    namespace = f"t{uuid.uuid4().hex[:8]}"
-    uri = str(tmp_path / "cli.db")
+def test_index_builds_the_baseline_then_switches_to_given_embeddings(
+    tmp_path, monkeypatch, capsys, milvus_backend_uri, alias_prefix
+):
+    namespace = alias_prefix  # its collections are dropped from a shared server at teardown
+    uri = milvus_backend_uri
     monkeypatch.setenv("MILVUS_URI", uri)
     monkeypatch.setenv("AETHER_NAMESPACE", namespace)
     exported = tmp_path / "baseline.npz"
@@ -42,3 +44,40 @@ def test_index_builds_the_baseline_then_switches_to_given_embeddings(tmp_path, m
         assert index.count() == 500
         hits = index.search(np.ones((1, 8), dtype=np.float32), 5)[0]
         assert len(hits) == 5
+
+
+def test_index_from_a_ranker_checkpoint_records_its_model_version(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from ranker.checkpoint import save_checkpoint
+    from ranker.data import ItemVocabulary
+    from ranker.model import SASRec, SASRecConfig
+    from ranker.scoring import SASRecRanker
+    from retrieval.embeddings import embeddings_model_version
+
+    torch.manual_seed(0)
+    # ids of the shipped sample, so the catalogue knows them
+    item_ids = tuple(str(i) for i in (1, 2, 3, 5, 6, 7, 10, 11))
+    checkpoint = tmp_path / "ranker.pt"
+    model = SASRec(SASRecConfig(n_items=len(item_ids), max_length=8, hidden=16, n_blocks=1))
+    save_checkpoint(checkpoint, model.eval(), ItemVocabulary(item_ids), {"dataset": "test"})
+    ranker = SASRecRanker.from_checkpoint(checkpoint)
+
+    namespace = f"t{uuid.uuid4().hex[:8]}"
+    uri = str(tmp_path / "ranker-index.db")
+    monkeypatch.setenv("MILVUS_URI", uri)
+    monkeypatch.setenv("AETHER_NAMESPACE", namespace)
+    exported = tmp_path / "indexed.npz"
+    argv = ["--dataset", "ml-latest-small", "--ranker-checkpoint", str(checkpoint)]
+    assert _run([*argv, "--save-embeddings", str(exported)]) == 0
+    assert f"ranker {ranker.model_version}" in capsys.readouterr().out
+    assert embeddings_model_version(exported) == ranker.model_version
+    ids, matrix = load_embeddings(exported)
+    assert ids == list(item_ids)
+    np.testing.assert_allclose(matrix, ranker.item_embeddings()[1])
+    with ItemIndex(uri, alias=f"{namespace}_items", registry=f"{namespace}_aliases") as index:
+        # the index answers the ranker's own user vector with the ranker's best items
+        user = ranker.encode_user(("1", "2"))
+        best = {item_ids[i] for i in np.argsort(-(matrix @ user))[:3]}
+        hits = index.search(user[None, :], 3)[0]
+        assert {item for item, _ in hits} == best

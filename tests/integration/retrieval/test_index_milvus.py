@@ -1,7 +1,10 @@
-"""ItemIndex against real Milvus Lite: versions, alias switch under load, GC, filters, errors."""
+"""ItemIndex against real Milvus: versions, alias switch under load, GC, filters, errors.
+
+Every test taking ``milvus_backend_uri`` runs against Milvus Lite and an embedded Milvus server
+(``conftest.py``): the same contract on both backends.
+"""
 
 import threading
-import uuid
 
 import numpy as np
 import pytest
@@ -27,10 +30,9 @@ def _rows(n: int, seed: int, prefix: str = "i") -> ItemRows:
 
 
 @pytest.fixture
-def index(tmp_path):
-    alias = f"t{uuid.uuid4().hex[:8]}_items"
+def index(milvus_backend_uri, alias_prefix):
     with ItemIndex(
-        str(tmp_path / "index.db"), alias=alias, config=IndexConfig(keep_versions=2)
+        milvus_backend_uri, alias=f"{alias_prefix}_items", config=IndexConfig(keep_versions=2)
     ) as ix:
         yield ix
 
@@ -117,7 +119,7 @@ def test_garbage_collection_keeps_the_newest_and_never_the_active(index) -> None
     assert index.versions() == [3] and index.active_version == 3
 
 
-def test_a_second_client_follows_the_switch(index, tmp_path) -> None:
+def test_a_second_client_follows_the_switch(index) -> None:
     index.publish(_rows(50, 0), progress=False)
     with ItemIndex(index.uri, alias=index.alias) as other:  # e.g. the serving process
         assert other.active_collection == f"{index.alias}_v1"
@@ -138,12 +140,56 @@ def test_unreachable_server_is_dependency_unavailable() -> None:
         ItemIndex("http://127.0.0.1:9", alias="x_items", config=IndexConfig(timeout_s=2.0))
 
 
-def test_ivf_flat_collections_are_searched_with_nprobe(tmp_path) -> None:
+def test_ivf_flat_collections_are_searched_with_nprobe(milvus_backend_uri, alias_prefix) -> None:
     config = IndexConfig(index_type="IVF_FLAT", nlist=16, nprobe=16)
-    with ItemIndex(str(tmp_path / "ivf.db"), alias="ivf_items", config=config) as index:
+    alias = f"{alias_prefix}_items"
+    with ItemIndex(milvus_backend_uri, alias=alias, config=config) as index:
         rows = _rows(500, seed=5)
         index.publish(rows, progress=False)
         assert index.index_type_of(index.active_collection) == "IVF_FLAT"
         hits = index.search(rows.vectors[:1], 10, filters=CandidateFilters(available_only=False))[0]
         exact = {f"i{j}" for j in np.argsort(-(rows.vectors @ rows.vectors[0]))[:10]}
         assert len({item for item, _ in hits} & exact) >= 9
+
+
+def test_the_native_alias_is_mirrored_on_a_server_and_the_registry_rules_on_both(
+    index, milvus_backend_uri
+) -> None:
+    """The one deliberate backend difference: Milvus Lite has no native aliases (UNIMPLEMENTED),
+    so only the registry row points at the active version there; a server gets both."""
+    from pymilvus import MilvusClient
+
+    from aether.stack_milvus import is_milvus_lite_uri
+
+    index.publish(_rows(50, 0), progress=False)
+    index.publish(_rows(50, 1), progress=False)
+    assert index.refresh() == f"{index.alias}_v2"  # the registry, on either backend
+    if is_milvus_lite_uri(milvus_backend_uri):
+        assert index._native_alias is False
+        return
+    client = MilvusClient(uri=milvus_backend_uri)
+    try:
+        assert client.describe_alias(index.alias)["collection_name"] == f"{index.alias}_v2"
+    finally:
+        client.close()
+
+
+def test_hnsw_collections_are_searched_with_ef_at_least_k(milvus_backend_uri, alias_prefix) -> None:
+    """HNSW exists on a Milvus server only; Milvus Lite refuses to build it (a clear error)."""
+    from aether.stack_milvus import is_milvus_lite_uri
+
+    config = IndexConfig(index_type="HNSW", hnsw_ef=16)
+    alias = f"{alias_prefix}_items"
+    with ItemIndex(milvus_backend_uri, alias=alias, config=config) as index:
+        rows = _rows(600, seed=6)
+        if is_milvus_lite_uri(milvus_backend_uri):
+            with pytest.raises(DependencyUnavailable):
+                index.build_version(rows, progress=False)
+            return
+        index.publish(rows, progress=False)
+        assert index.index_type_of(index.active_collection) == "HNSW"
+        # k=100 > hnsw_ef: Milvus rejects ef < limit, so the search must raise ef to the limit.
+        everything = CandidateFilters(available_only=False)
+        hits = index.search(rows.vectors[:1], 100, filters=everything)[0]
+        exact = {f"i{j}" for j in np.argsort(-(rows.vectors @ rows.vectors[0]))[:100]}
+        assert len(hits) == 100 and len({item for item, _ in hits} & exact) >= 95

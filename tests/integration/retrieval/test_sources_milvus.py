@@ -1,6 +1,4 @@
-"""ANN source and the full retriever over Milvus Lite, plus content embeddings with MiniLM."""
-
-import uuid
+"""ANN source and the full retriever over Milvus (Lite and a server), plus MiniLM content embeddings."""
 
 import numpy as np
 import pytest
@@ -23,7 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def world(tmp_path):
+def items():
+    """120 items: embeddings and a catalogue (every third a drama, m5 unavailable)."""
     rng = np.random.default_rng(7)
     ids = [f"m{j}" for j in range(120)]
     vectors = rng.standard_normal((120, 16)).astype(np.float32)
@@ -33,8 +32,15 @@ def world(tmp_path):
         )
         for j, i in enumerate(ids)
     )
-    alias = f"s{uuid.uuid4().hex[:8]}_items"
-    with ItemIndex(str(tmp_path / "sources.db"), alias=alias) as index:
+    return ItemEmbeddings(ids, vectors), catalog
+
+
+@pytest.fixture
+def world(items, milvus_backend_uri, alias_prefix):
+    """The items published into Milvus (each backend in turn)."""
+    embeddings, catalog = items
+    ids, vectors = embeddings.item_ids, embeddings.matrix
+    with ItemIndex(milvus_backend_uri, alias=f"{alias_prefix}_items") as index:
         index.publish(
             ItemRows(
                 ids,
@@ -44,7 +50,7 @@ def world(tmp_path):
             ),
             progress=False,
         )
-        yield index, ItemEmbeddings(ids, vectors), catalog
+        yield index, embeddings, catalog
 
 
 def test_ann_source_uses_the_encoder_and_pushes_filters(world) -> None:
@@ -97,8 +103,8 @@ def test_retriever_merges_all_sources_and_survives_a_dropped_index(world) -> Non
     assert degraded.failed_sources == ("ann",) and len(degraded.candidates) == 20
 
 
-def test_content_source_maps_minilm_text_into_the_item_space(world) -> None:
-    _, embeddings, catalog = world
+def test_content_source_maps_minilm_text_into_the_item_space(items) -> None:
+    embeddings, catalog = items  # no Milvus here: content vectors live in the source itself
     cold = ItemMeta("cold1", "Movie 0 sequel", ("Drama",))
     catalog.upsert(cold)
     source, _ = fit_content_source(

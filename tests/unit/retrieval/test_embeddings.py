@@ -6,7 +6,12 @@ import pytest
 from aether.errors import NotFoundError, SchemaError
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.content import ContentSource, RidgeMap, embed_cold_items, item_text
-from retrieval.embeddings import load_embeddings, ppmi_svd_embeddings, save_embeddings
+from retrieval.embeddings import (
+    embeddings_model_version,
+    load_embeddings,
+    ppmi_svd_embeddings,
+    save_embeddings,
+)
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.sources import Exclusions, RetrievalRequest
 
@@ -96,3 +101,12 @@ def test_cold_items_are_appended_with_mapped_text_embeddings() -> None:
     ids, extended = embed_cold_items(["a", "b", "c"], matrix, catalog, LengthTextEncoder(), 1e-6)
     assert ids == ["a", "b", "c", "cold"] and extended.shape == (4, 1)
     assert extended[3, 0] == pytest.approx(4.0, abs=1e-3)  # "xx. " is 3 chars: 3 + 1
+
+
+def test_ranker_embeddings_carry_their_model_version(tmp_path):
+    baseline, ranker = tmp_path / "baseline.npz", tmp_path / "ranker.npz"
+    save_embeddings(baseline, ["i1"], np.ones((1, 2), dtype=np.float32))
+    save_embeddings(ranker, ["i1"], np.ones((1, 2), dtype=np.float32), model_version="sasrec-1")
+    assert embeddings_model_version(baseline) is None
+    assert embeddings_model_version(ranker) == "sasrec-1"
+    assert load_embeddings(ranker)[0] == ["i1"]
