@@ -92,9 +92,13 @@ def run(args: argparse.Namespace) -> int:
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="aether-bench-"))
     workdir.mkdir(parents=True, exist_ok=True)
     config = IndexConfig(index_type=args.index_type, nprobe=args.nprobe)
+    params = (
+        f"M={config.hnsw_m} efConstruction={config.hnsw_ef_construction} ef=max({config.hnsw_ef}, k)"
+        if args.index_type == "HNSW"
+        else f"nlist=auto(<=1024) nprobe={args.nprobe}"
+    )
     figures["ann_index"] = (
-        f"{args.index_type} nlist=auto(<=1024) nprobe={args.nprobe}, inner product, 64-d, "
-        f"{args.clusters} clusters"
+        f"{args.index_type} {params}, inner product, 64-d, {args.clusters} clusters"
     )
     if not args.skip_ann:
         with _ann_backend(args, workdir) as backend:
