@@ -152,8 +152,16 @@ def evaluate_leave_one_out(
 
 
 def evaluate_temporal(
-    split: Split, ratings: pd.DataFrame, items: pd.DataFrame, model: SASRec, vocab: ItemVocabulary
+    split: Split,
+    ratings: pd.DataFrame,
+    items: pd.DataFrame,
+    model: SASRec,
+    vocab: ItemVocabulary,
+    test_model: tuple[SASRec, ItemVocabulary] | None = None,
 ) -> ProtocolResult:
+    """``model`` (fitted before ``T_val``) makes the validation choices; the test is ranked by
+    ``test_model`` (the same recipe re-fitted on every event before ``T``) when given, else by
+    ``model`` itself."""
     assert split.cutoff_ms is not None and split.validation_cutoff_ms is not None
     catalogue = CatalogueIndex(split.items)
     before_val = events_before(ratings, split.validation_cutoff_ms)
@@ -188,7 +196,8 @@ def evaluate_temporal(
     result.validation_ndcg10["sasrec"] = _validate(val_sasrec, validation, catalogue)
 
     popular = RecentPopular.from_events(catalogue, before_test, t, window)
-    sasrec = MemoScorer(SASRecCatalogueScorer(model, vocab, catalogue, popular))
+    test_sasrec, test_vocab = test_model or (model, vocab)
+    sasrec = MemoScorer(SASRecCatalogueScorer(test_sasrec, test_vocab, catalogue, popular))
     methods: dict[str, CatalogueScorer] = {
         "sasrec": sasrec,
         "sasrec_pop": _with_blend(

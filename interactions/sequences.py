@@ -142,6 +142,25 @@ def temporal_split(
     )
 
 
+def temporal_refit_split(ratings: pd.DataFrame, temporal: Split) -> Split:
+    """The temporal split with every event before ``T`` as training data and no validation.
+
+    Once the number of epochs is chosen on validation (a ``temporal`` run), the ranker is re-fitted
+    on everything before ``T``, as the baselines are for the test; the test requests are the same.
+    """
+    if temporal.cutoff_ms is None:
+        raise SchemaError("temporal_refit_split needs a temporal split")
+    return Split(
+        name="temporal-refit",
+        train=user_sequences(events_before(ratings, temporal.cutoff_ms)),
+        validation=[],
+        test=temporal.test,
+        items=temporal.items,
+        cutoff_ms=temporal.cutoff_ms,
+        validation_cutoff_ms=temporal.validation_cutoff_ms,
+    )
+
+
 def events_before(ratings: pd.DataFrame, cutoff_ms: int) -> pd.DataFrame:
     """Point-in-time view: only events with ``timestamp_ms < cutoff_ms``."""
     return ratings[ratings["timestamp_ms"] < cutoff_ms]

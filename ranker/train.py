@@ -106,7 +106,11 @@ def train_sasrec(
     model_config: Mapping[str, Any] | None = None,
     train_config: TrainConfig | None = None,
 ) -> TrainResult:
-    """Fit a SASRec on ``train_sequences``; keep the state with the best validation NDCG@10."""
+    """Fit a SASRec on ``train_sequences``; keep the state with the best validation NDCG@10.
+
+    With no ``validation`` requests (a re-fit whose epoch count was chosen on validation before),
+    it trains ``epochs`` epochs and keeps the last state; the validation figures are NaN.
+    """
     tc = train_config or TrainConfig()
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
@@ -124,7 +128,8 @@ def train_sasrec(
     inputs, targets = torch.from_numpy(tensors.inputs), torch.from_numpy(tensors.targets)
 
     started = time.perf_counter()
-    best_state, best_ndcg, best_hr, best_epoch = copy.deepcopy(model.state_dict()), -1.0, 0.0, 0
+    best_state: dict[str, Any] | None = copy.deepcopy(model.state_dict())
+    best_ndcg, best_hr, best_epoch = -1.0, 0.0, 0
     stale, epoch, stopped, curve = 0, 0, "max epochs", []
     bar = tqdm(range(1, tc.epochs + 1), desc="train sasrec", disable=not tc.progress)
     for epoch in bar:
@@ -143,8 +148,13 @@ def train_sasrec(
             losses.append(loss.item())
         mean_loss = float(np.mean(losses))
         elapsed_min = (time.perf_counter() - started) / 60
-        if epoch % tc.validate_every == 0 or epoch == tc.epochs:
-            ranks = validation_ranks(model, vocab, validation) if validation else np.array([1])
+        if not validation:
+            curve.append({"epoch": epoch, "loss": mean_loss, "minutes": elapsed_min})
+            bar.set_postfix(loss=f"{mean_loss:.3f}")
+            log.info("epoch %d loss %.4f (no validation: fixed epochs)", epoch, mean_loss)
+            best_state, best_ndcg, best_hr, best_epoch = None, float("nan"), float("nan"), epoch
+        elif epoch % tc.validate_every == 0 or epoch == tc.epochs:
+            ranks = validation_ranks(model, vocab, validation)
             ndcg, hr = ndcg_at_k(ranks, 10), hit_rate_at_k(ranks, 10)
             curve.append(
                 {
@@ -177,7 +187,8 @@ def train_sasrec(
         if tc.max_minutes is not None and elapsed_min >= tc.max_minutes:
             stopped = f"time budget of {tc.max_minutes} min"
             break
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     model.eval()
     return TrainResult(
         model=model,

@@ -24,7 +24,13 @@ from aether.machine import machine_description
 from evaluation.report import write_report
 from evaluation.runner import ProtocolResult, evaluate_leave_one_out, evaluate_temporal
 from interactions.movielens import load_movielens
-from interactions.sequences import Split, filter_rare_items, leave_one_out, temporal_split
+from interactions.sequences import (
+    Split,
+    filter_rare_items,
+    leave_one_out,
+    temporal_refit_split,
+    temporal_split,
+)
 from ranker import bench
 from ranker.checkpoint import Checkpoint, load_checkpoint
 
@@ -50,6 +56,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="ranker trained with `aether train --split temporal` (else trained here)",
     )
     parser.add_argument(
+        "--temporal-refit-checkpoint",
+        type=Path,
+        default=None,
+        help="ranker re-fitted with `aether train --split temporal-refit --epochs N` on every "
+        "event before T, used for the temporal test (else re-fitted here for the best epoch of "
+        "the temporal checkpoint)",
+    )
+    parser.add_argument(
+        "--no-temporal-refit",
+        action="store_true",
+        help="test the temporal ranker fitted before T_val (as in the first reports)",
+    )
+    parser.add_argument(
         "--save-dir",
         type=Path,
         default=Path("artifacts"),
@@ -71,6 +90,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _ranker_for(
     split: Split, checkpoint: Path | None, name: str, args: argparse.Namespace
 ) -> tuple[Checkpoint, Path]:
+    """Load ``checkpoint`` (checked against the split), or train one into ``--save-dir``."""
     if checkpoint is None:
         checkpoint = args.save_dir / f"ranker-{name}-{args.dataset}.pt"
         log.info("no %s checkpoint given: training one into %s", name, checkpoint)
@@ -135,7 +155,25 @@ def run(args: argparse.Namespace) -> int:
     if not args.skip_temporal:
         temporal = temporal_split(ratings)
         tmodel, _ = _ranker_for(temporal, args.temporal_checkpoint, "temporal", args)
-        result = evaluate_temporal(temporal, ratings, data.items, tmodel.model, tmodel.vocab)
+        test_model = None
+        if not args.no_temporal_refit:
+            # Choices were made before T_val; re-fit on everything before T as the baselines
+            # are, for exactly the number of epochs validation chose.
+            refit_args = argparse.Namespace(
+                **{**vars(args), "epochs": tmodel.metadata["best_epoch"]}
+            )
+            refit_split = temporal_refit_split(ratings, temporal)
+            refit, _ = _ranker_for(
+                refit_split, args.temporal_refit_checkpoint, "temporal-refit", refit_args
+            )
+            test_model = (refit.model, refit.vocab)
+            flat["temporal_refit_epochs"] = refit.metadata.get("epochs_run")
+            flat["temporal_refit_train_seconds"] = refit.metadata.get("train_seconds")
+            flat["temporal_refit_model_version"] = refit.model_version
+        flat["temporal_refit"] = test_model is not None
+        result = evaluate_temporal(
+            temporal, ratings, data.items, tmodel.model, tmodel.vocab, test_model=test_model
+        )
         results.append(result)
         flat.update(_flatten(result, "temporal"))
         flat["temporal_train_seconds"] = tmodel.metadata.get("train_seconds")

@@ -4,7 +4,9 @@
 
 ``--split loo`` (default) trains on each user's sequence minus the last two items and selects on
 the second-to-last (the literature protocol); ``--split temporal`` trains on events before the
-validation cut-off of the global temporal split and selects on the first item after it.
+validation cut-off of the global temporal split and selects on the first item after it;
+``--split temporal-refit --epochs N`` re-fits on every event before the test cut-off for the N
+epochs a ``temporal`` run chose (its ``best_epoch``), with no validation.
 """
 
 from __future__ import annotations
@@ -12,24 +14,34 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
 
 from aether.cli.common import add_dataset_args
+from aether.errors import ConfigError
 from interactions.movielens import load_movielens
-from interactions.sequences import Split, filter_rare_items, leave_one_out, temporal_split
+from interactions.sequences import (
+    Split,
+    filter_rare_items,
+    leave_one_out,
+    temporal_refit_split,
+    temporal_split,
+)
 from ranker.checkpoint import save_checkpoint
 from ranker.train import TrainConfig, TrainResult, train_sasrec
 
 log = logging.getLogger(__name__)
+
+DEFAULT_EPOCHS = 200
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("train", help="train the SASRec ranker and write a checkpoint")
     add_dataset_args(parser)
     parser.add_argument("--out", type=Path, default=Path("artifacts/ranker.pt"))
-    parser.add_argument("--split", choices=("loo", "temporal"), default="loo")
+    parser.add_argument("--split", choices=("loo", "temporal", "temporal-refit"), default="loo")
     add_training_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -37,7 +49,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     """Model and optimiser flags shared by ``aether train`` and ``aether eval``."""
     group = parser.add_argument_group("model and training")
-    group.add_argument("--epochs", type=int, default=200)
+    group.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help=f"at most (default {DEFAULT_EPOCHS}; exactly, "
+        "and required, for --split temporal-refit)",
+    )
     group.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     group.add_argument("--batch-size", type=int, default=128)
     group.add_argument("--lr", type=float, default=1e-3)
@@ -65,7 +83,7 @@ def model_config_from(args: argparse.Namespace) -> dict[str, int | float]:
 
 def train_config_from(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(
-        epochs=args.epochs,
+        epochs=args.epochs or DEFAULT_EPOCHS,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         patience=args.patience,
@@ -78,7 +96,10 @@ def train_config_from(args: argparse.Namespace) -> TrainConfig:
 
 def build_split(dataset: str, data: Path | None, split: str) -> Split:
     ratings = filter_rare_items(load_movielens(dataset, data).ratings)
-    return leave_one_out(ratings) if split == "loo" else temporal_split(ratings)
+    if split == "loo":
+        return leave_one_out(ratings)
+    temporal = temporal_split(ratings)
+    return temporal_refit_split(ratings, temporal) if split == "temporal-refit" else temporal
 
 
 def train_and_save(split: Split, dataset: str, args: argparse.Namespace, out: Path) -> TrainResult:
@@ -98,6 +119,11 @@ def train_and_save(split: Split, dataset: str, args: argparse.Namespace, out: Pa
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.split == "temporal-refit" and args.epochs is None:
+        raise ConfigError(
+            "--split temporal-refit trains a fixed number of epochs with no validation: pass "
+            "--epochs N, the best_epoch of an `aether train --split temporal` run"
+        )
     split = build_split(args.dataset, args.data, args.split)
     result = train_and_save(split, args.dataset, args, args.out)
     print(
@@ -106,8 +132,8 @@ def run(args: argparse.Namespace) -> int:
                 "out": str(args.out),
                 "split": split.name,
                 "best_epoch": result.best_epoch,
-                "val_ndcg10": round(result.best_validation_ndcg10, 4),
-                "val_hr10": round(result.best_validation_hr10, 4),
+                "val_ndcg10": _rounded(result.best_validation_ndcg10),
+                "val_hr10": _rounded(result.best_validation_hr10),
                 "epochs_run": result.epochs_run,
                 "train_seconds": round(result.train_seconds, 1),
                 "stopped_because": result.stopped_because,
@@ -115,3 +141,7 @@ def run(args: argparse.Namespace) -> int:
         )
     )
     return 0
+
+
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(value, 4)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import pytest
+import torch
 from ranker_synthetic import synthetic_items, synthetic_ratings, write_movielens_small_layout
 
 from aether.cli import eval as eval_cli
@@ -42,6 +44,18 @@ def test_training_is_deterministic_under_a_seed() -> None:
     first = train_sasrec(split.train, split.validation, TINY_MODEL, config)
     second = train_sasrec(split.train, split.validation, TINY_MODEL, config)
     assert first.curve[-1]["loss"] == pytest.approx(second.curve[-1]["loss"])
+
+
+def test_without_validation_it_trains_the_fixed_epochs_and_keeps_the_last_state() -> None:
+    split = leave_one_out(synthetic_ratings(n_users=20))
+    config = TrainConfig(epochs=3, batch_size=8, patience=1, progress=False, seed=7)
+    result = train_sasrec(split.train, [], TINY_MODEL, config)
+    assert result.epochs_run == result.best_epoch == 3  # no early stop, no "best" epoch 1
+    assert [point["epoch"] for point in result.curve] == [1, 2, 3]
+    assert math.isnan(result.best_validation_ndcg10)
+    again = train_sasrec(split.train, [], TINY_MODEL, config)
+    for name, tensor in result.model.state_dict().items():  # the last state, deterministically
+        assert torch.equal(tensor, again.model.state_dict()[name])
 
 
 def cli(module, argv: list[str]) -> int:  # type: ignore[no-untyped-def]
@@ -139,6 +153,21 @@ def test_train_and_eval_commands_write_checkpoint_json_and_report(tmp_path: Path
     assert 0.0 <= figures["loo_ndcg10"] <= figures["loo_hr10"] <= 1.0
     assert (report / "report.md").is_file() and (report / "accuracy.png").stat().st_size > 0
     assert (tmp_path / "ranker-temporal-ml-latest-small.pt").is_file()  # trained on the fly
+    # ... then re-fitted on everything before T for the epochs validation chose, for the test
+    refit = load_checkpoint(tmp_path / "ranker-temporal-refit-ml-latest-small.pt").metadata
+    chosen = load_checkpoint(tmp_path / "ranker-temporal-ml-latest-small.pt").metadata
+    assert figures["temporal_refit"] is True
+    assert refit["split"] == "temporal-refit" and refit["epochs_run"] == chosen["best_epoch"]
+    assert figures["temporal_refit_epochs"] == chosen["best_epoch"]
+
+
+def test_temporal_refit_needs_an_explicit_epoch_count(tmp_path: Path) -> None:
+    from aether.errors import ConfigError
+
+    data = write_movielens_small_layout(tmp_path / "data", synthetic_ratings(), synthetic_items())
+    argv = ["train", "--dataset", "ml-latest-small", "--data", str(data), "--split"]
+    with pytest.raises(ConfigError, match="--epochs"):
+        cli(train_cli, [*argv, "temporal-refit", "--out", str(tmp_path / "r.pt"), *TINY_FLAGS])
 
 
 def test_eval_refuses_a_checkpoint_from_another_split(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ from aether.errors import SchemaError
 from interactions.sequences import (
     filter_rare_items,
     leave_one_out,
+    temporal_refit_split,
     temporal_split,
     user_sequences,
 )
@@ -77,6 +78,20 @@ def test_temporal_split_is_point_in_time(events: list[tuple[int, int, int]]) -> 
             assert all(min(when[(case.user_id, i)]) < start for i in case.history)
             assert max(when[(case.user_id, case.target)]) >= start
             assert case.target not in case.history
+
+
+def test_temporal_refit_trains_on_everything_before_t_and_nothing_after() -> None:
+    ratings = frame(
+        [("u", "a", 1), ("u", "b", 2), ("v", "x", 3), ("u", "c", 6), ("u", "d", 11), ("v", "y", 12)]
+    )
+    temporal = temporal_split(ratings, quantile=0.6, validation_quantile=0.5)
+    assert (temporal.validation_cutoff_ms, temporal.cutoff_ms) == (2, 6)
+    refit = temporal_refit_split(ratings, temporal)
+    assert refit.name == "temporal-refit" and refit.validation == []
+    assert refit.train == {"u": ["a", "b"], "v": ["x"]}  # before T = 6: "c" (at T) is test data
+    assert temporal.train == {"u": ["a"]}  # before T_val only
+    assert refit.test == temporal.test and refit.items == temporal.items
+    assert (refit.cutoff_ms, refit.validation_cutoff_ms) == (6, 2)
 
 
 def test_temporal_test_target_is_first_new_item_after_cutoff() -> None:
