@@ -35,9 +35,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nprobe", type=int, default=32)
     parser.add_argument(
         "--index-type",
-        default="IVF_FLAT",
+        default="auto",
         choices=("auto", "IVF_FLAT", "FLAT", "AUTOINDEX", "HNSW"),
-        help="HNSW needs a Milvus server (Milvus Lite refuses to build it)",
+        help="auto (what `aether index` builds): FLAT up to 200k items, IVF_FLAT above; "
+        "HNSW needs a Milvus server (Milvus Lite refuses to build it)",
     )
     server = parser.add_mutually_exclusive_group()
     server.add_argument(
@@ -199,6 +200,7 @@ def _ann_figures(
             else:
                 drop_collections(backend, prefix)
         seconds_per_item = result.build_s / n
+        figures[f"ann_index_type_{label}"] = config.resolve_index_type(n)
         figures[f"ann_build_s_{label}"] = round(result.build_s, 1)
         for k in ks:
             figures[f"ann_p50_ms_{label}_k{k}"] = round(result.p50_ms[k], 3)
