@@ -58,6 +58,9 @@ class ServingSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=50051, ge=0, le=65535)
     max_workers: int = Field(default=8, ge=1)
+    # Server processes sharing the port (SO_REUSEPORT), each with its own pipeline: one Python
+    # process is GIL-bound to about one core (serving/processes.py).
+    processes: int = Field(default=1, ge=1)
     max_concurrent_rpcs: int = Field(default=16, ge=1)  # beyond: RESOURCE_EXHAUSTED, not a queue
     default_k: int = Field(default=10, ge=1)
     max_k: int = Field(default=200, ge=1)

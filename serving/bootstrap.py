@@ -30,9 +30,9 @@ from aether.settings import Settings
 from bandits import configs_from_settings
 from features.store import FeastOnlineStore
 from ranker.scoring import SASRecRanker
-from retrieval.bootstrap import build_retriever, transition_store
-from retrieval.embeddings import load_embeddings
-from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
+from retrieval.bootstrap import build_retriever, choose_user_encoder, transition_store
+from retrieval.embeddings import embeddings_model_version, load_embeddings
+from retrieval.encoders import ItemEmbeddings
 from retrieval.index import ItemIndex
 from retrieval.sources import CandidateSource
 from serving.breaker import CircuitBreaker
@@ -124,7 +124,6 @@ def build_serving_app(
     features = FeastOnlineStore(settings, client=client)
     index = index or ItemIndex.from_settings(settings)
     transitions = transition_store(settings, client)
-    encoder = MeanHistoryEncoder(item_vectors)
     # One breaker per call site: a call that skips its dependency (a cold user's ANN, say)
     # must not count as a success for a different call that needs it.
     breakers = {
@@ -142,12 +141,14 @@ def build_serving_app(
     ranker = SASRecRanker.from_checkpoint(checkpoint) if checkpoint.is_file() else None
     if ranker is None:
         log.info("no ranker checkpoint at %s: serving retrieval order", checkpoint)
+    encoder, plan = choose_user_encoder(item_vectors, embeddings_model_version(embeddings), ranker)
 
     def retrieval_state() -> RetrievalState:
         snapshot = load_snapshot(features, item_ids)
         retriever = build_retriever(
             index=index,
             encoder=encoder,
+            plan=plan,
             catalog=snapshot.catalog,
             transitions=transitions,
             popularity=snapshot.popularity,
@@ -183,6 +184,7 @@ def build_serving_app(
             else None
         ),
         item_vectors=vectors_by_id,
+        user_encoder=encoder,
     )
     return ServingApp(
         pipeline=pipeline,

@@ -107,7 +107,7 @@ class RecommenderClient:
         return Slate(
             request_id=reply.request_id,
             items=tuple(
-                SlateItem(i.item_id, i.score, i.source, i.explanation, i.propensity)
+                SlateItem(i.item_id, i.score, i.source, i.explanation, i.propensity, i.team)
                 for i in reply.items
             ),
             model_version=reply.model_version,

@@ -28,6 +28,7 @@ class SlateItem:
     source: str
     explanation: str
     propensity: float = 1.0
+    team: str = ""  # interleaving: "A" or "B", the ranker that placed the item
 
 
 @dataclass(frozen=True, slots=True)

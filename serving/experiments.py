@@ -47,12 +47,35 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class ArmParams(_Strict):
-    """What an arm changes in the pipeline; ``None`` means "the pipeline's default"."""
+RankerName = Literal["sasrec", "popularity"]  # popularity: retrieval order, no model
 
-    ranker: Literal["sasrec", "popularity"] | None = None
+
+# Parameters that choose the same thing, so one experiment owns both: an arm that interleaves
+# two rankers chooses the ranker too.
+_CHOOSES = {"interleave": "ranker"}
+
+
+class ArmParams(_Strict):
+    """What an arm changes in the pipeline; ``None`` means "the pipeline's default".
+
+    ``interleave: [A, B]`` serves a team-draft interleaving of two rankers (``serving.
+    interleaving``) instead of one ``ranker``; each slot's team is in the response and the
+    impression, so clicks credit the ranker that placed the item. An arm sets one of the two, and
+    the experiment that sets either owns both.
+    """
+
+    ranker: RankerName | None = None
     mmr_lambda: float | None = Field(default=None, ge=0.0, le=1.0)
     exploration_slots: int | None = Field(default=None, ge=0)
+    interleave: tuple[RankerName, RankerName] | None = None
+
+    @model_validator(mode="after")
+    def _two_different_rankers(self) -> ArmParams:
+        if self.interleave is not None and self.interleave[0] == self.interleave[1]:
+            raise ValueError(f"interleave needs two different rankers, got {self.interleave}")
+        if self.interleave is not None and self.ranker is not None:
+            raise ValueError("an arm sets either ranker or interleave, not both")
+        return self
 
     def merged(self, other: ArmParams) -> ArmParams:
         """These parameters with ``other``'s set values on top."""
@@ -119,7 +142,8 @@ class ExperimentsFile(_Strict):
         owner: dict[str, str] = {}
         for experiment in self.experiments:
             for arm in experiment.arms:
-                for param in arm.params.model_dump(exclude_none=True):
+                for name in arm.params.model_dump(exclude_none=True):
+                    param = _CHOOSES.get(name, name)
                     if owner.setdefault(param, experiment.name) != experiment.name:
                         raise ValueError(
                             f"parameter {param!r} is set by both {owner[param]!r} and "

@@ -76,6 +76,45 @@ def team_draft(
     return Interleaved(tuple(items), tuple(teams))
 
 
+# In serving: an interleaving arm (``serving.experiments.ArmParams.interleave``) puts each slot's
+# team in the response (``RecommendedItem.team``) and in the impression's context under this key,
+# one character per position: "A", "B", or "-" for a slot neither ranker placed (pins,
+# exploration). The impression schema has no per-item team field, hence the context.
+INTERLEAVING_CONTEXT_KEY = "interleaving.teams"
+
+
+def encode_teams(teams: Sequence[str]) -> str:
+    """``["A", "B", ""]`` → ``"AB-"`` (the impression context value)."""
+    if any(team not in ("A", "B", "") for team in teams):
+        raise ValueError(f"teams are 'A', 'B' or '', got {list(teams)}")
+    return "".join(team or "-" for team in teams)
+
+
+def decode_teams(value: str) -> tuple[Team | None, ...]:
+    """The inverse of ``encode_teams`` (``None`` for an uncredited slot)."""
+    decoded: list[Team | None] = []
+    for char in value:
+        if char == "A":
+            decoded.append("A")
+        elif char == "B":
+            decoded.append("B")
+        elif char == "-":
+            decoded.append(None)
+        else:
+            raise ValueError(f"not an interleaving team string: {value!r}")
+    return tuple(decoded)
+
+
+def credit_logged(teams: str, clicked_positions: Iterable[int]) -> dict[Team, int]:
+    """``credit`` from a logged impression's team string; uncredited slots count for nobody."""
+    slots = decode_teams(teams)
+    counts: dict[Team, int] = {"A": 0, "B": 0}
+    for position in set(clicked_positions):
+        if 0 <= position < len(slots) and (team := slots[position]) is not None:
+            counts[team] += 1
+    return counts
+
+
 def credit(interleaved: Interleaved, clicked_positions: Iterable[int]) -> dict[Team, int]:
     """Clicks credited to each team; positions outside the list are ignored, repeats count once."""
     counts: dict[Team, int] = {"A": 0, "B": 0}

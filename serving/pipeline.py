@@ -4,6 +4,10 @@ One batched online-feature read for the user, one for the titles used in explana
 retrieval through ``retrieval.merge.CandidateRetriever`` (never empty while eligible items
 remain); ranker scores when the user has a history, retrieval order otherwise. Every degraded
 step is recorded in ``Slate.fallback_reasons`` and counted, never raised.
+
+An experiment arm may choose the ranker, the MMR strength, the exploration slots, or a team-draft
+interleaving of two rankers (``ArmParams.interleave``; each item's team goes into the response
+and the impression). Explanations are computed for the whole slate at once (``SlateExplainer``).
 """
 
 from __future__ import annotations
@@ -24,16 +28,32 @@ from features.rows import UserFeatureRow
 from ranker.scoring import Ranker
 from retrieval.catalog import ItemCatalog
 from retrieval.merge import CandidateRetriever
-from retrieval.sources import Candidate, CandidateFilters, Exclusions, RetrievalRequest
+from retrieval.sources import (
+    Candidate,
+    CandidateFilters,
+    Exclusions,
+    RetrievalRequest,
+    UserEncoder,
+)
 from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.experiments import Assignment, Experiments
-from serving.explain import explain
-from serving.exploration import Explorer
+from serving.explain import SlateExplainer
+from serving.exploration import EXPLORE_SOURCE, Explorer
 from serving.impressions import ImpressionLog
+from serving.interleaving import (
+    INTERLEAVING_CONTEXT_KEY,
+    Team,
+    encode_teams,
+    seed_for,
+    team_draft,
+)
 from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
-from serving.rules import Rules
+from serving.rules import PINNED_SOURCE, Rules
+from serving.user_vector import EmbeddingRanker, VectorScorer
 
 log = logging.getLogger(__name__)
+
+UNCREDITED = frozenset({PINNED_SOURCE, EXPLORE_SOURCE})  # slots no interleaved team placed
 
 REQUESTS = Counter("aether_recommend_requests_total", "Recommend calls answered")
 FALLBACKS = Counter("aether_recommend_fallbacks_total", "Degraded steps", ["reason"])
@@ -76,6 +96,7 @@ class RecommendationPipeline:
         experiments: Experiments | None = None,
         explorer: Explorer | None = None,
         item_vectors: Mapping[str, np.ndarray] | None = None,
+        user_encoder: UserEncoder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._features = features
@@ -87,10 +108,23 @@ class RecommendationPipeline:
         self._experiments = experiments or Experiments()
         self._explorer = explorer
         self._item_vectors = item_vectors
+        self._explainer = SlateExplainer(item_vectors)  # unit vectors, once per process
         self._clock_ms = clock_ms  # serving time of the impression, never a feature value
+        # The retriever's user encoder, run once per request (``serving.user_vector``); when it
+        # is the ranker itself, its vector also gives the ranker's scores.
+        self._user_encoder = user_encoder
+        self._vector_scorer = (
+            VectorScorer(ranker)
+            if ranker is user_encoder and isinstance(ranker, EmbeddingRanker)
+            else None
+        )
 
     def _model_version(self, ranker: Ranker | None) -> str:
         return ranker.model_version if ranker is not None else self._config.model_version
+
+    def _ranker_named(self, name: str | None) -> Ranker | None:
+        """The arm's ranker: ``popularity`` is retrieval order (no model); else the model."""
+        return None if name == "popularity" else self._ranker
 
     def recommend(self, query: RecommendationQuery, *, deadline_s: float | None = None) -> Slate:
         started = time.perf_counter()
@@ -99,9 +133,12 @@ class RecommendationPipeline:
         retrieval = self.retrieval
         user = self._read_user(query.user_id, reasons)
         history = user.recent_items if user else ()
+        user_vector = self._encode_user(history, reasons)
+        as_of_ms = retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms()
         request = RetrievalRequest(
             k=max(self._config.candidates, query.k),
             history=history,
+            user_vector=user_vector,
             exclusions=Exclusions(
                 seen=frozenset(history),
                 dismissed=frozenset(user.dismissed_items) if user else frozenset(),
@@ -112,7 +149,7 @@ class RecommendationPipeline:
                 excluded_categories=query.filters.exclude_categories,
                 available_only=query.filters.available_only,
             ),
-            as_of_ms=retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms(),
+            as_of_ms=as_of_ms,
             user_id=query.user_id,
         )
         budget_s = (
@@ -123,28 +160,48 @@ class RecommendationPipeline:
         retrieval_timeout = started + budget_s * self._config.retrieval_share - time.perf_counter()
         result = retrieval.retriever.retrieve(request, timeout_s=max(0.0, retrieval_timeout))
         reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
-        ranker = None if assignment.params.ranker == "popularity" else self._ranker
-        ranked = self._rank(ranker, history, result.candidates, reasons)
         request_id = uuid.uuid4().hex
-        eligible, slate_items = self._rerank(ranked, query, retrieval, assignment, request)
+        teams: dict[str, Team] = {}
+        if assignment.params.interleave is None:
+            ranker = self._ranker_named(assignment.params.ranker)
+            model_version = self._model_version(ranker)
+            ranked = self._rank(ranker, history, user_vector, result.candidates, reasons)
+            eligible, slate_items = self._rerank(ranked, query, retrieval, assignment, request)
+        else:
+            eligible, slate_items, teams, model_version = self._interleave(
+                assignment,
+                history,
+                user_vector,
+                result.candidates,
+                query,
+                retrieval,
+                request,
+                request_id,
+                reasons,
+            )
         slate_items, propensities = self._explore(
-            slate_items, eligible, query, assignment, request_id, request.as_of_ms, reasons
+            slate_items, eligible, query, assignment, request_id, as_of_ms, reasons
         )
         titles = {i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title}
+        explanations = self._explainer.explain_slate(
+            [(item.item_id, item.source) for item in slate_items], history, titles
+        )
         items = tuple(
             SlateItem(
                 item_id=item.item_id,
                 score=item.score,
                 source=item.source,
-                explanation=explain(item.item_id, item.source, history, titles, self._item_vectors),
+                explanation=explanation,
                 propensity=propensities.get(item.item_id, 1.0),
+                # Pinned and explored items were placed by neither ranker: no credit.
+                team=teams.get(item.item_id, "") if item.source not in UNCREDITED else "",
             )
-            for item in slate_items
+            for item, explanation in zip(slate_items, explanations, strict=True)
         )
         slate = Slate(
             request_id=request_id,
             items=items,
-            model_version=self._model_version(ranker),
+            model_version=model_version,
             fallback=bool(reasons),
             fallback_reasons=tuple(reasons),
             experiment_arm=assignment.label,
@@ -164,29 +221,46 @@ class RecommendationPipeline:
             reasons.append("features_unavailable")
             return None
 
+    def _encode_user(self, history: tuple[str, ...], reasons: list[str]) -> np.ndarray | None:
+        """The user vector of the ANN and content sources (and of the ranker, when it is the
+        encoder); ``None``: the sources encode for themselves (no encoder) or skip (cold user)."""
+        if self._user_encoder is None:
+            return None
+        try:
+            return self._user_encoder.encode_user(history)
+        except Exception:  # a broken encoder must not take the slate down: sources fall back
+            log.exception("user encoder failed")
+            reasons.append("encoder_failed")
+            return None
+
     def _rank(
         self,
         ranker: Ranker | None,
         history: Sequence[str],
+        user_vector: np.ndarray | None,
         candidates: Sequence[Candidate],
         reasons: list[str],
     ) -> list[ScoredItem]:
-        retrieval_order = [
-            ScoredItem(c.item_id, float(len(candidates) - i), c.source)
-            for i, c in enumerate(candidates)
-        ]
+        def retrieval_order() -> list[ScoredItem]:
+            n = len(candidates)
+            return [ScoredItem(c.item_id, float(n - i), c.source) for i, c in enumerate(candidates)]
+
         if ranker is None or not history or not candidates:
-            return retrieval_order
+            return retrieval_order()
+        item_ids = [c.item_id for c in candidates]
         try:
-            scores = ranker.score(history, [c.item_id for c in candidates])
+            if self._vector_scorer is not None and user_vector is not None:
+                scores = self._vector_scorer.score(user_vector, item_ids)  # no second encoding
+            else:
+                scores = ranker.score(history, item_ids)
         except Exception:  # a broken model must not take the slate down
             log.exception("ranker failed; serving retrieval order")
             reasons.append("ranker_failed")
-            return retrieval_order
-        order = np.argsort(-np.asarray(scores), kind="stable")
-        return [
-            ScoredItem(candidates[i].item_id, float(scores[i]), candidates[i].source) for i in order
-        ]
+            return retrieval_order()
+        values = np.asarray(scores, dtype=np.float64)
+        order = np.argsort(-values, kind="stable").tolist()
+        scored = values.tolist()
+        return [ScoredItem(candidates[i].item_id, scored[i], candidates[i].source) for i in order]
 
     def _rerank(
         self,
@@ -198,6 +272,58 @@ class RecommendationPipeline:
     ) -> tuple[list[ScoredItem], list[ScoredItem]]:
         """Business rules and diversity, in the order of ``serving.rules``:
         filters → boosts → MMR with category caps → pins. Returns (eligible ranked, slate)."""
+        allowed, items = self._diversify(ranked, query, retrieval, assignment)
+        return allowed, self._pin(items, query, retrieval, request)
+
+    def _interleave(
+        self,
+        assignment: Assignment,
+        history: Sequence[str],
+        user_vector: np.ndarray | None,
+        candidates: Sequence[Candidate],
+        query: RecommendationQuery,
+        retrieval: RetrievalState,
+        request: RetrievalRequest,
+        request_id: str,
+        reasons: list[str],
+    ) -> tuple[list[ScoredItem], list[ScoredItem], dict[str, Team], str]:
+        """Team-draft interleaving of the arm's two rankers (``serving.interleaving``).
+
+        Each ranker's list goes through the same filters, boosts and MMR as a normal slate; the
+        two are merged by team draft (coin seeded by the request id, so a logged request replays
+        to the same slate); pins apply to the merged slate. Returns (eligible ranked of ranker A,
+        slate, team of each drafted item, model version ``interleaved(<A>,<B>)``)."""
+        assert assignment.params.interleave is not None
+        per_team = []
+        versions = []
+        for name in assignment.params.interleave:
+            ranker = self._ranker_named(name)
+            versions.append(self._model_version(ranker))
+            ranked = self._rank(ranker, history, user_vector, candidates, reasons)
+            per_team.append(self._diversify(ranked, query, retrieval, assignment))
+        (allowed_a, items_a), (_, items_b) = per_team
+        merged = team_draft(
+            [i.item_id for i in items_a],
+            [i.item_id for i in items_b],
+            query.k,
+            seed=seed_for(request_id),
+        )
+        by_team = {"A": {i.item_id: i for i in items_a}, "B": {i.item_id: i for i in items_b}}
+        drafted = [
+            by_team[team][item] for item, team in zip(merged.items, merged.teams, strict=True)
+        ]
+        teams = dict(zip(merged.items, merged.teams, strict=True))
+        slate = self._pin(drafted, query, retrieval, request)
+        return allowed_a, slate, teams, f"interleaved({versions[0]},{versions[1]})"
+
+    def _diversify(
+        self,
+        ranked: list[ScoredItem],
+        query: RecommendationQuery,
+        retrieval: RetrievalState,
+        assignment: Assignment,
+    ) -> tuple[list[ScoredItem], list[ScoredItem]]:
+        """Filters → boosts → MMR with category caps. Returns (eligible ranked, top k)."""
         categories_of = categories_from_catalog(retrieval.catalog)
         allowed = self._rules.apply_before_rerank(ranked, categories_of)
         mmr_lambda = assignment.params.mmr_lambda
@@ -210,6 +336,17 @@ class RecommendationPipeline:
             category_caps=self._rules.category_caps,
             default_cap=self._rules.default_cap,
         )
+        return allowed, items
+
+    def _pin(
+        self,
+        items: list[ScoredItem],
+        query: RecommendationQuery,
+        retrieval: RetrievalState,
+        request: RetrievalRequest,
+    ) -> list[ScoredItem]:
+        """Pinned items at their positions (``Rules.apply_after_rerank``)."""
+        categories_of = categories_from_catalog(retrieval.catalog)
 
         def eligible(
             item_id: str,
@@ -220,10 +357,9 @@ class RecommendationPipeline:
                 and retrieval.catalog.passes(item_id, request.filters)
             )
 
-        slate = self._rules.apply_after_rerank(
+        return self._rules.apply_after_rerank(
             items, query.k, categories_of, eligible=eligible, now_ms=self._clock_ms()
         )
-        return allowed, slate
 
     def _explore(
         self,
@@ -272,6 +408,15 @@ class RecommendationPipeline:
             model_version=slate.model_version,
             experiment_arm=slate.experiment_arm,
             fallback=slate.fallback,
-            context=query.context,
+            context=self._impression_context(query, slate),
         )
         self._impressions.publish(impression)
+
+    @staticmethod
+    def _impression_context(query: RecommendationQuery, slate: Slate) -> dict[str, str]:
+        """The request context; for an interleaved slate also each position's team
+        (``serving.interleaving.encode_teams``), so a click can be credited to its ranker."""
+        if not any(item.team for item in slate.items):
+            return query.context
+        teams = encode_teams([item.team for item in slate.items])
+        return {**query.context, INTERLEAVING_CONTEXT_KEY: teams}

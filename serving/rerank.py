@@ -186,17 +186,21 @@ def mmr_rerank(
     # to the earlier one; with lambda_ = 0 the first pick is still the best-scored item.
     order = np.argsort(-np.asarray([item.score for item in items], dtype=np.float64), kind="stable")
     items = [items[i] for i in order]
+    capped = bool(category_caps) or default_cap is not None
+    if capped and categories_of is None:
+        raise ValueError("category caps need categories_of")
+    diversity_weight = 1.0 - lambda_
+    use_similarity = diversity_weight > 0 and (categories_of is not None or vectors is not None)
+    if not use_similarity and not capped:
+        # The greedy loop would take the items in exactly this order (the serving default,
+        # lambda 1 without caps): skip the per-pick numpy work and the category lookups.
+        return items[:k]
+    # Taken (or cap-blocked) items get relevance -inf, so they can never win argmax again.
+    relevance = lambda_ * normalise_relevance([item.score for item in items], normalisation)
     item_ids = [item.item_id for item in items]
     item_categories = (
         [tuple(categories_of(i) or ()) for i in item_ids] if categories_of is not None else None
     )
-    capped = bool(category_caps) or default_cap is not None
-    if capped and item_categories is None:
-        raise ValueError("category caps need categories_of")
-    # Taken (or cap-blocked) items get relevance -inf, so they can never win argmax again.
-    relevance = lambda_ * normalise_relevance([item.score for item in items], normalisation)
-    diversity_weight = 1.0 - lambda_
-    use_similarity = diversity_weight > 0 and (item_categories is not None or vectors is not None)
     similarity = similarity_matrix(item_ids, item_categories, vectors) if use_similarity else None
 
     max_similarity = np.zeros(n)

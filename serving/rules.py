@@ -185,6 +185,9 @@ class Rules:
         return rules.exclude_categories.isdisjoint(categories_of(item_id) or ())
 
     def filter(self, items: Sequence[ScoredItem], categories_of: CategoriesOf) -> list[ScoredItem]:
+        rules = self.spec.filters
+        if not rules.exclude_item_ids and not rules.exclude_categories:
+            return list(items)  # nothing to filter: no category lookup per candidate
         return [item for item in items if self.allows(item.item_id, categories_of)]
 
     def boost(self, items: Sequence[ScoredItem], categories_of: CategoriesOf) -> list[ScoredItem]:

@@ -1,7 +1,8 @@
 """Builds and runs the gRPC server: Recommender, standard health checking and reflection.
 
 Overload protection: ``maximum_concurrent_rpcs`` makes gRPC answer RESOURCE_EXHAUSTED once that
-many calls are in flight; message sizes are capped; ``stop(grace)`` drains in-flight calls.
+many calls are in flight (per process); message sizes are capped; ``stop(grace)`` drains
+in-flight calls. Several processes on one port: ``serving.processes``.
 """
 
 from __future__ import annotations
@@ -44,8 +45,13 @@ class RunningServer:
         self.server.stop(grace_s).wait()
 
 
-def start_server(pipeline: RecommendPipeline, limits: ServingSettings) -> RunningServer:
-    """Start serving on ``limits.host:limits.port`` (port 0 picks a free one) and return at once."""
+def start_server(
+    pipeline: RecommendPipeline, limits: ServingSettings, *, reuse_port: bool = False
+) -> RunningServer:
+    """Start serving on ``limits.host:limits.port`` (port 0 picks a free one) and return at once.
+
+    ``reuse_port``: bind with SO_REUSEPORT, so that several server processes share the port
+    (``serving.processes``); off by default, so a second server on a taken port fails loudly."""
     interceptors: list[grpc.ServerInterceptor] = []
     if limits.auth_tokens:
         # First, so a rejected call runs nothing else and its bytes are never parsed.
@@ -60,7 +66,7 @@ def start_server(pipeline: RecommendPipeline, limits: ServingSettings) -> Runnin
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
     pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(pipeline, limits), server)

@@ -41,6 +41,7 @@ def slate_to_proto(slate: Slate) -> pb.RecommendResponse:
                 source=item.source,
                 explanation=item.explanation,
                 propensity=item.propensity,
+                team=item.team,
             )
             for item in slate.items
         ],

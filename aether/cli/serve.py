@@ -16,6 +16,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--embeddings", type=Path, default=None, help="indexed item embeddings (.npz)"
     )
     serve.add_argument("--refresh-s", type=float, default=5.0, help="catalogue refresh period")
+    serve.add_argument(
+        "--processes",
+        type=int,
+        default=None,
+        help="server processes sharing the port (default: settings, 1)",
+    )
     serve.set_defaults(func=run_serve)
 
     recommend = subparsers.add_parser("recommend", help="ask the running service for a slate")
@@ -28,22 +34,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from serving.bootstrap import build_serving_app
-    from serving.server import serve_forever, start_server
+    from serving.processes import WorkerOptions, run_server, supervise
 
     settings = load_settings()
-    if args.port is not None:
+    updates = {"port": args.port, "processes": args.processes}
+    updates = {key: value for key, value in updates.items() if value is not None}
+    if updates:
         settings = settings.model_copy(
-            update={"serving": settings.serving.model_copy(update={"port": args.port})}
+            update={"serving": settings.serving.model_copy(update=updates)}
         )
-    app = build_serving_app(settings, checkpoint=args.checkpoint, embeddings=args.embeddings)
-    app.start_refreshing(args.refresh_s)
-    running = start_server(app.pipeline, settings.serving)
-    print(f"serving aetherrec.v1.Recommender on {settings.serving.host}:{running.port}", flush=True)
-    try:
-        serve_forever(running)
-    finally:
-        app.close()
+    processes = settings.serving.processes
+    options = WorkerOptions(
+        checkpoint=args.checkpoint, embeddings=args.embeddings, refresh_s=args.refresh_s
+    )
+
+    def announce(port: int) -> None:
+        group = f" ({processes} processes)" if processes > 1 else ""
+        print(
+            f"serving aetherrec.v1.Recommender on {settings.serving.host}:{port}{group}",
+            flush=True,
+        )
+
+    if processes > 1:
+        return supervise(settings, processes, options=options, on_ready=announce)
+    run_server(settings, options, on_serving=lambda running: announce(running.port))
     return 0
 
 

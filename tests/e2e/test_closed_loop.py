@@ -4,7 +4,6 @@ items → Milvus Lite, and a gRPC call over a real channel whose answer follows 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.embeddings import save_embeddings
 from retrieval.index import ItemIndex
 from retrieval.movielens import item_rows
+from serving.bench_server import child_env
 from serving.bootstrap import build_serving_app, embeddings_path
 from serving.client import RecommenderClient
 from serving.server import start_server
@@ -39,19 +39,10 @@ def worker(
     settings: Settings, make_topics: Callable[[Settings], list[str]], tmp_path: Path
 ) -> Iterator[subprocess.Popen]:
     make_topics(settings)
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "REDIS_URL": settings.redis.url.get_secret_value(),
-        "AETHER_MILVUS__URI": settings.milvus.uri,
-        "AETHER_NAMESPACE": settings.namespace,
-        "AETHER_DATA_DIR": str(settings.data_dir),
-    }
-    env.pop("MILVUS_URI", None)
     log = (tmp_path / "worker.log").open("wb")
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "aether"), "worker"],
-        env=env,
+        env=child_env(settings),
         stdout=log,
         stderr=subprocess.STDOUT,
     )

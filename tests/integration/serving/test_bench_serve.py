@@ -5,47 +5,21 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from aether.settings import Settings
-from serving.bench import (
-    ServerProcess,
-    offered_load,
-    prepare_stores,
-    rate_figures,
-    request_users,
-)
+from serving.bench import rate_figures
+from serving.bench_load import offered_load, request_users
+from serving.bench_server import ServerProcess
+from serving.bench_stores import Prepared
 
 pytestmark = pytest.mark.integration
 
 
-def tiny_movielens(users: int = 30, items: int = 60, seed: int = 0) -> tuple[pd.DataFrame, ...]:
-    """Ratings and items shaped like ``interactions.movielens`` returns them."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for user in range(users):
-        for n, item in enumerate(rng.choice(items, size=12, replace=False)):
-            rows.append((str(user), str(item), 4.0, 1_000_000 + user * 100 + n))
-    ratings = pd.DataFrame(rows, columns=["user_id", "item_id", "rating", "timestamp_ms"])
-    ratings = ratings.sort_values("timestamp_ms", kind="stable").reset_index(drop=True)
-    catalogue = pd.DataFrame(
-        {
-            "item_id": [str(i) for i in range(items)],
-            "title": [f"Movie {i}" for i in range(items)],
-            "categories": [("Drama",) if i % 2 else ("Comedy",) for i in range(items)],
-        }
-    )
-    return ratings, catalogue
-
-
 def test_open_loop_load_against_the_server_process(
-    settings: Settings, make_topics, tmp_path: Path
+    settings: Settings, tiny_stores: Prepared, tmp_path: Path
 ) -> None:
-    make_topics(settings)  # impressions are published to the namespace's topic
-    ratings, catalogue = tiny_movielens()
-    prepared = prepare_stores(settings, ratings, catalogue)
+    prepared = tiny_stores
     assert len(prepared.item_ids) == 60 and len(prepared.user_ids) == 30
 
     server = ServerProcess.start(settings, None, tmp_path / "server.log")
@@ -71,3 +45,23 @@ def test_open_loop_load_against_the_server_process(
     assert figures["wall_ms_retrieval_at_40rps"] >= figures["wall_ms_source_ann_at_40rps"]
     assert figures["wall_ms_pipeline_at_40rps"] >= figures["wall_ms_retrieval_at_40rps"]
     assert "cpu_ms_ranking_at_40rps" not in figures  # no ranker: that stage never ran
+
+
+def test_pipeline_cpu_measures_both_paths_in_process_and_frees_milvus_lite(
+    settings: Settings, tiny_stores: Prepared
+) -> None:
+    import subprocess
+    import sys
+
+    from serving.bench_load import pipeline_cpu
+
+    users = request_users(tiny_stores.user_ids, 25, unknown_share=0.25, seed=3)
+    figures = pipeline_cpu(settings, None, users, k=5, blocks=2)
+    assert figures["pipeline_requests_per_block"] == 5
+    assert figures["pipeline_cpu_ms_per_request"] > 0
+    assert figures["pipeline_cpu_ms_per_request_encoding_per_consumer"] > 0
+    # Released: another process (the server, next) can take the file's lock. Asked from another
+    # process because POSIX locks never conflict within the process that holds them.
+    probe = "import sys; from aether.stack_milvus import milvus_lite_in_use as u; "
+    probe += "from pathlib import Path; sys.exit(u(Path(sys.argv[1])))"
+    assert subprocess.run([sys.executable, "-c", probe, settings.milvus.uri]).returncode == 0

@@ -36,9 +36,17 @@ class ScriptedPipeline:
         if self.error is not None:
             raise self.error
         items = tuple(
-            SlateItem(f"i{n}", 1.0 / (n + 1), "popular", "trending now") for n in range(query.k)
+            # An interleaved slate's shape: a team per slot, "" for one no team placed.
+            SlateItem(
+                f"i{n}",
+                1.0 / (n + 1),
+                "popular",
+                "trending now",
+                team="AB"[n % 3] if n % 3 < 2 else "",
+            )
+            for n in range(query.k)
         )
-        return Slate(request_id="r1", items=items, model_version="test-v1")
+        return Slate(request_id="r1", items=items, model_version="test-v1", experiment_arm="x=ab")
 
 
 @pytest.fixture
@@ -59,6 +67,7 @@ def test_recommend_round_trip(served):
     )
     assert [i.item_id for i in reply.items] == ["i0", "i1", "i2"]
     assert reply.model_version == "test-v1" and not reply.fallback
+    assert [i.team for i in reply.items] == ["A", "B", ""] and reply.experiment_arm == "x=ab"
     query, deadline = pipeline.seen[0]
     assert query.context == {"device": "tv"}
     assert deadline is not None and 0 < deadline <= 5.1  # gRPC rounds time_remaining()
@@ -129,3 +138,31 @@ def test_health_and_reflection(served):
     )
     names = {s.name for a in answers for s in a.list_services_response.service}
     assert {"aetherrec.v1.Recommender", "grpc.health.v1.Health"} <= names
+
+
+def test_a_client_without_the_proto_calls_recommend_through_reflection(served):
+    """What grpcurl does (README): message types from server reflection, JSON in and out."""
+    import json
+
+    from google.protobuf import json_format, message_factory
+    from google.protobuf.descriptor_pool import DescriptorPool
+    from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+        ProtoReflectionDescriptorDatabase,
+    )
+
+    _, channel = served
+    pool = DescriptorPool(ProtoReflectionDescriptorDatabase(channel))
+    method = pool.FindServiceByName(SERVICE_NAME).FindMethodByName("Recommend")
+    request_type = message_factory.GetMessageClass(method.input_type)
+    reply_type = message_factory.GetMessageClass(method.output_type)
+    body = {"user_id": "42", "k": 3, "filters": {"exclude_categories": ["Horror"]}}
+    call = channel.unary_unary(
+        f"/{SERVICE_NAME}/Recommend",
+        request_serializer=request_type.SerializeToString,
+        response_deserializer=reply_type.FromString,
+    )
+    reply = call(json_format.Parse(json.dumps(body), request_type()), timeout=5)
+    printed = json.loads(json_format.MessageToJson(reply))
+    assert [i["itemId"] for i in printed["items"]] == ["i0", "i1", "i2"]
+    assert printed["items"][0]["team"] == "A" and "team" not in printed["items"][2]  # "" omitted
+    assert printed["modelVersion"] == "test-v1" and printed["experimentArm"] == "x=ab"

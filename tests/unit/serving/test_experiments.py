@@ -130,6 +130,22 @@ def test_no_experiments_means_defaults_and_an_empty_label():
             },
             "set by both",
         ),
+        (
+            {
+                "experiments": [
+                    {
+                        "name": n,
+                        "salt": n,
+                        "arms": [{"name": "a", "weight": 1, "params": params}],
+                    }
+                    for n, params in (
+                        ("x", {"ranker": "popularity"}),
+                        ("y", {"interleave": ["sasrec", "popularity"]}),
+                    )
+                ]
+            },
+            "set by both",  # interleaving chooses the ranker too: one owner
+        ),
         ([1, 2], "top level"),
     ],
 )

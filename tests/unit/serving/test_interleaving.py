@@ -132,3 +132,15 @@ def test_the_docstring_examples_run():
 
     result = doctest.testmod(serving.interleaving)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_team_strings_round_trip_and_credit_only_placed_slots():
+    from serving.interleaving import credit_logged, decode_teams, encode_teams
+
+    assert encode_teams(["A", "B", "", "A"]) == "AB-A"
+    assert decode_teams("AB-A") == ("A", "B", None, "A")
+    assert credit_logged("AB-A", [0, 2, 3, 3, 9]) == {"A": 2, "B": 0}
+    with pytest.raises(ValueError):
+        encode_teams(["C"])
+    with pytest.raises(ValueError):
+        decode_teams("AX")

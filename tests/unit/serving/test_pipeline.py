@@ -60,7 +60,15 @@ class BrokenFeatures(InMemoryFeatureStore):
         raise DependencyUnavailable("redis", "connection refused")
 
 
-def make(features=None, sources=None, ranker=None, rules=None, experiments=None, mmr_lambda=1.0):
+def make(
+    features=None,
+    sources=None,
+    ranker=None,
+    rules=None,
+    experiments=None,
+    mmr_lambda=1.0,
+    user_encoder=None,
+):
     features = features or InMemoryFeatureStore()
     sources = sources or [ListSource("ann", [f"i{n}" for n in range(10)])]
     impressions = InMemoryImpressionLog()
@@ -79,6 +87,7 @@ def make(features=None, sources=None, ranker=None, rules=None, experiments=None,
         config=PipelineConfig(candidates=10, mmr_lambda=mmr_lambda),
         rules=rules,
         experiments=experiments,
+        user_encoder=user_encoder,
         clock_ms=lambda: 1_700_000_000_000,
     )
     return pipeline, features, impressions
@@ -233,3 +242,168 @@ def test_mmr_spreads_the_slate_over_categories():
 
     assert comedies(plain.recommend(query(k=4))) == 4
     assert comedies(diverse.recommend(query(k=4))) < 4
+
+
+INTERLEAVED = Experiments.from_dict(
+    {
+        "experiments": [
+            {
+                "name": "ranker",
+                "salt": "s",
+                "arms": [
+                    {"name": "sasrec", "weight": 1, "params": {"ranker": "sasrec"}},
+                    {
+                        "name": "ab",
+                        "weight": 1,
+                        "params": {"interleave": ["sasrec", "popularity"]},
+                    },
+                ],
+            }
+        ]
+    }
+)
+
+
+def test_an_interleaving_arm_drafts_both_rankers_and_logs_each_slot_team():
+    from serving.interleaving import INTERLEAVING_CONTEXT_KEY, decode_teams, seed_for, team_draft
+
+    pipeline, features, impressions = make(ranker=ReverseRanker(), experiments=INTERLEAVED)
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
+    forced = {"experiment.ranker": "ab", "device": "tv"}
+    slate = pipeline.recommend(RecommendationQuery(user_id="u1", k=6, context=forced))
+
+    assert slate.experiment_arm == "ranker=ab"
+    assert slate.model_version == "interleaved(reverse-v1,retrieval-only)"
+    ids = [i.item_id for i in slate.items]
+    teams = [i.team for i in slate.items]
+    # Candidates: i1..i9 from "ann" (i0 was seen), then i19 from the popular fallback.
+    # A = the model (ReverseRanker: last candidate best), B = retrieval order.
+    retrieval_order = [f"i{n}" for n in range(1, 10)] + ["i19"]
+    model_order = retrieval_order[::-1]
+    assert team_draft(model_order, retrieval_order, 6, seed=seed_for(slate.request_id)).items == (
+        tuple(ids)
+    )
+    assert set(teams) == {"A", "B"} and abs(teams.count("A") - teams.count("B")) <= 1
+    for item, team in zip(slate.items, teams, strict=True):
+        own = model_order if team == "A" else retrieval_order
+        earlier = own[: own.index(item.item_id)]
+        assert set(earlier) <= set(ids[: ids.index(item.item_id)])  # each team picks its best
+    [logged] = impressions.published
+    assert logged.context["device"] == "tv"
+    assert decode_teams(logged.context[INTERLEAVING_CONTEXT_KEY]) == tuple(teams)
+    plain = pipeline.recommend(RecommendationQuery(user_id="u1", k=3, context={}))
+    assert plain.experiment_arm == "ranker=sasrec" or all(i.team for i in plain.items)
+
+
+def test_pinned_items_in_an_interleaved_slate_credit_no_team():
+    rules = Rules.from_dict({"pins": [{"item_id": "i15", "position": 0}]})
+    pipeline, features, impressions = make(
+        ranker=ReverseRanker(), experiments=INTERLEAVED, rules=rules
+    )
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
+    slate = pipeline.recommend(
+        RecommendationQuery(user_id="u1", k=4, context={"experiment.ranker": "ab"})
+    )
+    assert slate.items[0].item_id == "i15" and slate.items[0].team == ""
+    assert all(i.team in {"A", "B"} for i in slate.items[1:])
+    assert impressions.published[0].context["interleaving.teams"][0] == "-"
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"interleave": ["sasrec", "sasrec"]},
+        {"interleave": ["sasrec", "popularity"], "ranker": "sasrec"},
+    ],
+)
+def test_interleaving_arms_are_validated_when_loaded(params):
+    from aether.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        Experiments.from_dict(
+            {
+                "experiments": [
+                    {
+                        "name": "x",
+                        "salt": "s",
+                        "arms": [{"name": "a", "weight": 1, "params": params}],
+                    }
+                ]
+            }
+        )
+
+
+class VectorSource(ListSource):
+    """Records the user vector each request brought (what ANN and content sources use)."""
+
+    def __init__(self, name: str, items: list[str]) -> None:
+        super().__init__(name, items)
+        self.vectors: list[np.ndarray | None] = []
+
+    def candidates(self, request: RetrievalRequest) -> list[Candidate]:
+        self.vectors.append(request.user_vector)
+        return super().candidates(request)
+
+
+class EncodingRanker:
+    """A two-tower-style ranker (score = item vector · user vector) that counts its passes."""
+
+    model_version = "encoding-v1"
+
+    def __init__(self) -> None:
+        self.encoded = 0
+        self.scored = 0
+        self.item_ids = [f"i{n}" for n in range(20)]
+        self.matrix = np.eye(20, 4, dtype=np.float32) + np.arange(20, dtype=np.float32)[:, None]
+
+    def encode_user(self, history):
+        self.encoded += 1
+        return np.array([1.0, -1.0, 0.5, float(len(history))], dtype=np.float32)
+
+    def item_embeddings(self):
+        return self.item_ids, self.matrix
+
+    def score(self, history, candidates):
+        self.scored += 1
+        rows = [self.item_ids.index(c) for c in candidates]
+        return self.matrix[rows] @ self.encode_user(history)
+
+    def score_batch(self, histories, candidates):
+        return [self.score(h, c) for h, c in zip(histories, candidates, strict=True)]
+
+
+def test_the_user_is_encoded_once_for_retrieval_and_ranking():
+    ranker = EncodingRanker()
+    ann = VectorSource("ann", [f"i{n}" for n in range(10)])
+    pipeline, features, _ = make(sources=[ann], ranker=ranker, user_encoder=ranker)
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0", "i1"))])
+    slate = pipeline.recommend(query(k=4))
+
+    assert (ranker.encoded, ranker.scored) == (1, 0)  # one pass, reused for the scores
+    np.testing.assert_array_equal(ann.vectors[0], ranker.encode_user(("i0", "i1")))
+    candidates = [f"i{n}" for n in range(2, 10)] + ["i19", "i18"]  # + the popular fallback
+    expected = ranker.matrix[[ranker.item_ids.index(c) for c in candidates]] @ ann.vectors[0]
+    best = [candidates[i] for i in np.argsort(-expected, kind="stable")[:4]]
+    assert [i.item_id for i in slate.items] == best
+    assert slate.model_version == "encoding-v1"
+
+
+def test_another_encoder_is_run_once_and_the_ranker_scores_for_itself():
+    ranker, encoder = EncodingRanker(), EncodingRanker()
+    ann = VectorSource("ann", [f"i{n}" for n in range(10)])
+    pipeline, features, _ = make(sources=[ann], ranker=ranker, user_encoder=encoder)
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
+    pipeline.recommend(query(k=3))
+    assert encoder.encoded == 1 and ann.vectors[0] is not None
+    assert ranker.scored == 1  # its own score(): the vector is in another model's space
+
+
+def test_a_failing_encoder_degrades_to_the_sources_own_encoding():
+    class Broken(EncodingRanker):
+        def encode_user(self, history):
+            raise RuntimeError("encoder exploded")
+
+    pipeline, features, _ = make(user_encoder=Broken())
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
+    slate = pipeline.recommend(query(k=3))
+    assert len(slate.items) == 3 and "encoder_failed" in slate.fallback_reasons

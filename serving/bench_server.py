@@ -1,0 +1,376 @@
+"""The server side of ``aether bench serve`` (``serving.bench``): the server child process, and
+what measures it.
+
+``ServerProcess.start`` runs ``python -m serving.bench_server`` with the stores of ``settings``:
+``aether serve``'s server (``serving.processes.run_server``; with ``--processes N``, a
+supervisor of ``N`` workers sharing the port, as ``serving.processes = N``), no catalogue refresh
+(the catalogue is static here), plus what only the benchmark adds: per-stage timers
+(``instrument``: attribute swaps, no serving file changed), CPU by thread name
+(``ThreadCpuCollector``) and one Prometheus endpoint per server process. ``/proc`` gives the CPU
+of the server processes and of the processes under them (Milvus Lite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aether.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def child_env(settings: Settings) -> dict[str, str]:
+    """The environment of a child ``aether`` process that uses the same stores as ``settings``."""
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "REDIS_URL": settings.redis.url.get_secret_value(),
+        "AETHER_MILVUS__URI": settings.milvus.uri,
+        "AETHER_NAMESPACE": settings.namespace,
+        "AETHER_DATA_DIR": str(settings.data_dir),
+    }
+    env.pop("MILVUS_URI", None)  # pymilvus would parse a Lite path there as a server address
+    return env
+
+
+# -- the server process ---------------------------------------------------------------------------
+@dataclass
+class ServerProcess:
+    process: subprocess.Popen[bytes]
+    address: str
+    metrics_urls: list[str]  # one Prometheus endpoint per server process
+    log_path: Path
+
+    @classmethod
+    def start(
+        cls,
+        settings: Settings,
+        checkpoint: Path | None,
+        log_path: Path,
+        timeout_s: float = 180,
+        torch_threads: int | None = None,
+        extra_env: dict[str, str] | None = None,
+        processes: int = 1,
+    ) -> ServerProcess:
+        from aether.errors import DependencyUnavailable
+        from aether.stack_process import free_loopback_port
+        from serving.client import RecommenderClient
+
+        port = free_loopback_port()
+        metrics_ports = [free_loopback_port() for _ in range(processes)]
+        env = {**child_env(settings), **(extra_env or {})}
+        argv = [sys.executable, "-m", "serving.bench_server", "--port", str(port)]
+        argv += ["--metrics-ports", ",".join(str(p) for p in metrics_ports)]
+        argv += ["--processes", str(processes)]
+        argv += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-ranker"]
+        argv += ["--torch-threads", str(torch_threads)] if torch_threads else []
+        with log_path.open("wb") as log:
+            process = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        server = cls(
+            process,
+            f"127.0.0.1:{port}",
+            [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports],
+            log_path,
+        )
+        deadline = time.monotonic() + timeout_s
+        with RecommenderClient(server.address) as client:
+            while True:
+                try:
+                    client.wait_until_serving(2.0)
+                    # Every process serves once its metrics endpoint answers (``BenchWorker``).
+                    server.metrics()
+                    break
+                except (DependencyUnavailable, OSError):
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        server.stop()
+                        raise DependencyUnavailable(
+                            "recommender", f"server did not start:\n{server.log_tail()}"
+                        ) from None
+                    time.sleep(0.5)
+        return server
+
+    def metrics_by_process(self) -> list[dict[str, float]]:
+        """Each server process's samples."""
+        return [
+            parse_metrics(urllib.request.urlopen(url, timeout=5).read().decode())
+            for url in self.metrics_urls
+        ]
+
+    def metrics(self) -> dict[str, float]:
+        """Every server process's samples, summed (counters and sums add up across them)."""
+        total: dict[str, float] = {}
+        for samples in self.metrics_by_process():
+            for key, value in samples.items():
+                total[key] = total.get(key, 0.0) + value
+        return total
+
+    def cpu_seconds(self) -> tuple[float, float]:
+        """CPU time of the Python server processes (the supervisor and its workers), and of the
+        other processes under them (Milvus Lite's ``milvus``)."""
+        return process_tree_cpu_seconds(self.process.pid)
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text → ``{"name{labels}": value}`` (labels as written)."""
+    return {name + (labels or ""): float(value) for name, labels, value in _SAMPLE.findall(text)}
+
+
+@dataclass(frozen=True)
+class ProcessInfo:
+    """From ``/proc/<pid>/stat`` (or ``/proc/<pid>/task/<tid>/stat``)."""
+
+    parent: int
+    cpu_s: float  # user + system
+    python: bool  # the executable's name starts with "python"
+
+
+def read_stat(path: Path) -> ProcessInfo | None:
+    """A process's (or a thread's) ``/proc/…/stat``; ``None`` if it exited meanwhile (Linux)."""
+    try:
+        head, tail = path.read_text().rsplit(")", 1)
+    except OSError:
+        return None
+    fields = tail.split()
+    return ProcessInfo(
+        parent=int(fields[1]),
+        cpu_s=(int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
+        python=head.split("(", 1)[-1].startswith("python"),
+    )
+
+
+def process_table() -> dict[int, ProcessInfo]:
+    """Every process on the machine."""
+    table = {
+        int(entry.name): read_stat(entry / "stat")
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit()
+    }
+    return {pid: info for pid, info in table.items() if info is not None}
+
+
+def descendants(pid: int, table: dict[int, ProcessInfo] | None = None) -> set[int]:
+    """The processes under ``pid`` (children, their children, ...)."""
+    table = process_table() if table is None else table
+    found: set[int] = set()
+    frontier = [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, info in table.items() if info.parent == parent]
+        found.update(children)
+        frontier.extend(children)
+    return found
+
+
+def process_tree_cpu_seconds(pid: int) -> tuple[float, float]:
+    """``(CPU s of the Python processes in pid's tree, CPU s of the others)``. ``pid`` and its
+    ``python`` descendants are the server (one process, or a supervisor and its workers); the
+    rest is Milvus Lite."""
+    table = process_table()
+    tree = descendants(pid, table)
+    servers = {pid} | {p for p in tree if table[p].python}
+    cpu = {p: info.cpu_s for p, info in table.items()}
+    return (
+        sum(cpu.get(p, 0.0) for p in servers),
+        sum(cpu.get(p, 0.0) for p in tree - servers),
+    )
+
+
+# -- instruments: stage timers and CPU by thread --------------------------------------------------
+class StageTimers:
+    """Wall time and the calling thread's CPU time of each timed call, as Prometheus summaries.
+
+    Under load the wall time of a stage includes waiting for the GIL; its thread CPU time does
+    not (nor CPU spent in other processes: Redis, Milvus Lite), so CPU shows what a stage costs.
+    """
+
+    def __init__(self) -> None:
+        from prometheus_client import Summary
+
+        self._wall = Summary("aether_bench_stage_seconds", "Stage wall time", ["stage"])
+        self._cpu = Summary("aether_bench_stage_cpu_seconds", "Stage thread CPU", ["stage"])
+
+    def wrap(self, function: Any, stage: str) -> Any:
+        wall, cpu = self._wall.labels(stage), self._cpu.labels(stage)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started, started_cpu = time.perf_counter(), time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                cpu.observe(time.thread_time() - started_cpu)
+                wall.observe(time.perf_counter() - started)
+
+        return timed
+
+
+class _Timed:
+    """Forwards every attribute to ``target``; its ``method`` is timed as ``stage``."""
+
+    def __init__(self, target: Any, method: str, timers: StageTimers, stage: str) -> None:
+        self._target, self._method = target, method
+        self._timed = timers.wrap(getattr(target, method), stage)
+
+    def __getattr__(self, name: str) -> Any:
+        return self._timed if name == self._method else getattr(self._target, name)
+
+
+def instrument(pipeline: Any) -> None:
+    """Time the pipeline's stages and each retrieval source (attribute swaps, bench-only).
+
+    Defensive on purpose: a stage the pipeline no longer has is simply not timed."""
+    import dataclasses
+
+    timers = StageTimers()
+    retriever = pipeline.retrieval.retriever
+    retriever.plans = [
+        dataclasses.replace(
+            plan, source=_Timed(plan.source, "candidates", timers, f"source:{plan.source.name}")
+        )
+        for plan in retriever.plans
+    ]
+    timed_retriever = _Timed(retriever, "retrieve", timers, "retrieval")
+    pipeline.retrieval = dataclasses.replace(pipeline.retrieval, retriever=timed_retriever)
+    wrapped = {
+        "_features": ("read_users", "features"),
+        "_ranker": ("score", "ranking"),
+        "_vector_scorer": ("score", "ranking"),  # the ranker's scores from the request's vector
+        "_impressions": ("publish", "impression_produce"),
+    }
+    for attribute, (method, stage) in wrapped.items():
+        if getattr(pipeline, attribute, None) is not None:
+            setattr(
+                pipeline, attribute, _Timed(getattr(pipeline, attribute), method, timers, stage)
+            )
+    for method, stage in (
+        ("_encode_user", "user_vector"),
+        ("_rerank", "rerank"),
+        ("_explore", "explore"),
+        ("_log_impression", "impression_log"),
+    ):
+        if hasattr(pipeline, method):  # instance attributes shadow the methods
+            setattr(pipeline, method, timers.wrap(getattr(pipeline, method), stage))
+    pipeline.recommend = timers.wrap(pipeline.recommend, "pipeline")
+
+
+class ThreadCpuCollector:
+    """Prometheus collector: CPU seconds of this process's threads by *Python* thread name
+    (``grpc_3`` → ``grpc``; OS names are all ``python``); threads unknown to Python (gRPC core,
+    librdkafka, torch) are summed as ``native``."""
+
+    def collect(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        names = {t.native_id: re.sub(r"[-_\d]+$", "", t.name) for t in threading.enumerate()}
+        family = CounterMetricFamily(
+            "aether_bench_thread_cpu_seconds", "CPU by thread name", labels=["thread"]
+        )
+        totals: dict[str, float] = {}
+        for task in Path("/proc/self/task").glob("*"):
+            info = read_stat(task / "stat")
+            if info is None:
+                continue  # the thread exited meanwhile
+            name = names.get(int(task.name), "native") or "?"
+            totals[name] = totals.get(name, 0.0) + info.cpu_s
+        for name, seconds in totals.items():
+            family.add_metric([name], seconds)
+        yield family
+
+
+@dataclass(frozen=True)
+class BenchWorker:
+    """One benchmark server process (a ``serving.processes.Worker``): ``run_server`` plus stage
+    timers, thread CPU and a metrics endpoint on ``metrics_ports[index]``."""
+
+    metrics_ports: tuple[int, ...]
+    torch_threads: int | None = None
+    reuse_port: bool = True
+
+    def __call__(
+        self, settings: Settings, index: int, options: Any, ready: Callable[[], None]
+    ) -> None:
+        from prometheus_client import REGISTRY, start_http_server
+
+        from serving.processes import run_server
+
+        def prepare(app: Any) -> None:
+            if self.torch_threads:  # after build_serving_app, which sets one thread
+                import torch
+
+                torch.set_num_threads(self.torch_threads)
+            instrument(app.pipeline)
+            REGISTRY.register(ThreadCpuCollector())
+
+        def on_serving(running: Any) -> None:
+            # After the gRPC port: the parent takes "every metrics endpoint answers" as "all
+            # processes serve".
+            start_http_server(self.metrics_ports[index], addr="127.0.0.1")
+            print(f"worker {index} serving on {running.address}", flush=True)
+            ready()
+
+        run_server(
+            settings, options, reuse_port=self.reuse_port, prepare=prepare, on_serving=on_serving
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The benchmark's server: one process, or a supervisor of ``--processes`` workers."""
+    from aether.settings import load_settings
+    from serving.processes import WorkerOptions, supervise
+
+    parser = argparse.ArgumentParser(prog="python -m serving.bench_server")
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--metrics-ports", required=True, help="one per process, comma-separated")
+    parser.add_argument("--processes", type=int, default=1)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--no-ranker", action="store_true")
+    parser.add_argument("--torch-threads", type=int)
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    serving = settings.serving.model_copy(update={"port": args.port, "processes": args.processes})
+    settings = settings.model_copy(update={"serving": serving})
+    missing = Path(tempfile.gettempdir()) / f"no-ranker-{uuid.uuid4().hex}.pt"
+    options = WorkerOptions(
+        checkpoint=missing if args.no_ranker else args.checkpoint, refresh_s=None, grace_s=2.0
+    )
+    worker = BenchWorker(
+        metrics_ports=tuple(int(p) for p in args.metrics_ports.split(",")),
+        torch_threads=args.torch_threads,
+        reuse_port=args.processes > 1,
+    )
+    if args.processes == 1:  # in this process, as `aether serve` runs by default
+        worker(settings, 0, options, lambda: None)
+        return 0
+    return supervise(settings, args.processes, worker=worker, options=options)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,255 @@
+"""Several server processes on one port, each with its own pipeline (``serving.processes``).
+
+Why: the pipeline is Python, so one process is bound by its GIL to about one core whatever its
+thread count (docs/benchmarks/serving.md). ``serving.processes = N`` (default 1) makes
+``aether serve`` a small supervisor that starts ``N`` worker processes (``spawn``: fresh
+interpreters, no forked gRPC or Kafka state). Each worker builds its own pipeline
+(``serving.bootstrap.build_serving_app``) and binds the same port with ``SO_REUSEPORT``
+(gRPC's ``grpc.so_reuseport``); the kernel spreads *connections* over the workers. One HTTP/2
+connection stays on one worker, so a single client channel is served by one process: a busy
+client should open several channels (``grpc.use_local_subchannel_pool`` keeps them apart).
+
+``run_server`` is the one way a server runs: ``aether serve`` in one process, each worker of a
+group (``serve_worker``), and the benchmark's server (``serving.bench_server.BenchWorker``).
+
+Milvus Lite (a local file) can be opened by one process only: the first ``MilvusClient`` on the
+file starts a local ``milvus`` server on a Unix socket and holds the file's lock. With several
+workers the supervisor opens it (``share_milvus_lite``) and hands the workers that socket
+(``unix:///…``), so they are plain clients of one Milvus server, as they would be of a Milvus
+standalone or cluster (a ``http(s)://`` URI, which is passed through unchanged).
+
+Shutdown: SIGINT/SIGTERM to the supervisor is forwarded to every worker as SIGTERM; each worker
+drains its in-flight calls (``RunningServer.stop(grace)``), closes its app and exits; workers
+still alive after the grace are killed, then Milvus Lite is released. A worker that dies on its
+own stops the whole group with a non-zero exit, so a process manager restarts it cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from aether.errors import ConfigError, DependencyUnavailable
+from aether.settings import Settings
+from aether.stack_milvus import is_milvus_lite_uri
+
+if TYPE_CHECKING:
+    from serving.bootstrap import ServingApp
+    from serving.server import RunningServer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerOptions:
+    """How each server is built (picklable: it crosses the ``spawn`` boundary)."""
+
+    checkpoint: Path | None = None
+    embeddings: Path | None = None
+    refresh_s: float | None = 5.0  # catalogue refresh period; None: no refresh
+    grace_s: float = 5.0
+
+
+def run_server(
+    settings: Settings,
+    options: WorkerOptions,
+    *,
+    reuse_port: bool = False,
+    prepare: Callable[[ServingApp], None] | None = None,
+    on_serving: Callable[[RunningServer], None] | None = None,
+) -> None:
+    """Build the pipeline, serve it on ``settings.serving`` until SIGINT/SIGTERM, then drain and
+    close. The one way a server runs: ``aether serve`` in one process, each worker of a group,
+    and the benchmark's server (which adds instruments in ``prepare``)."""
+    from serving.bootstrap import build_serving_app
+    from serving.server import serve_forever, start_server
+
+    app = build_serving_app(settings, checkpoint=options.checkpoint, embeddings=options.embeddings)
+    try:
+        if prepare is not None:
+            prepare(app)
+        if options.refresh_s:
+            app.start_refreshing(options.refresh_s)
+        running = start_server(app.pipeline, settings.serving, reuse_port=reuse_port)
+        if on_serving is not None:
+            on_serving(running)
+        serve_forever(running, grace_s=options.grace_s)
+    finally:
+        app.close()
+
+
+# A worker: (settings, worker index, options, ready) -> returns when the worker has stopped.
+# ``ready()`` must be called once the gRPC port is bound and serving. Spawned, so it must be
+# picklable: a module-level function, or an instance of a module-level class.
+Worker = Callable[[Settings, int, WorkerOptions, Callable[[], None]], None]
+
+
+def serve_worker(
+    settings: Settings, index: int, options: WorkerOptions, ready: Callable[[], None]
+) -> None:
+    """``aether serve``'s worker: ``run_server`` on the shared port."""
+    run_server(settings, options, reuse_port=True, on_serving=lambda _: ready())
+
+
+def free_port(host: str) -> int:
+    """A port that is free on ``host`` now (the workers bind it with SO_REUSEPORT)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def share_milvus_lite(uri: str) -> Iterator[str]:
+    """Start Milvus Lite for the file ``uri`` in this process; yield a URI other processes can
+    connect to (its Unix socket); release it (the file's lock and the server) on exit.
+
+    Any other URI (a Milvus server) is yielded unchanged."""
+    if not is_milvus_lite_uri(uri):
+        yield uri
+        return
+    import warnings
+
+    path = Path(uri).expanduser().absolute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        from milvus_lite.server_manager import server_manager_instance
+    socket_uri = server_manager_instance.start_and_get_uri(str(path))
+    if socket_uri is None:  # the file is locked by another process, or the server failed
+        raise DependencyUnavailable("milvus", f"cannot start Milvus Lite on {path}")
+    try:
+        # "unix:/tmp/x.sock" -> "unix:///tmp/x.sock": the same gRPC target, in URL form.
+        yield "unix://" + socket_uri[len("unix:") :]
+    finally:
+        server_manager_instance.release_server(str(path))
+
+
+def _worker_main(
+    worker: Worker,
+    settings: Settings,
+    index: int,
+    options: WorkerOptions,
+    ready_queue: Any,
+) -> None:
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s worker-{index} %(levelname)s %(name)s: %(message)s"
+    )
+    worker(settings, index, options, lambda: ready_queue.put(index))
+
+
+@dataclass
+class WorkerGroup:
+    """The running workers of one supervisor."""
+
+    processes: list[Any]
+    port: int
+
+    def alive(self) -> list[Any]:
+        return [p for p in self.processes if p.is_alive()]
+
+    def stop(self, grace_s: float) -> None:
+        for process in self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s + 10.0  # drain, then close the app (Kafka flush)
+        for process in self.processes:
+            process.join(max(0.0, deadline - time.monotonic()))
+        for process in self.alive():
+            log.warning("worker pid %d did not stop in time: killed", process.pid)
+            process.kill()
+            process.join(5)
+
+
+def start_workers(
+    settings: Settings,
+    processes: int,
+    *,
+    worker: Worker = serve_worker,
+    options: WorkerOptions | None = None,
+    start_timeout_s: float = 300.0,
+    cancel: threading.Event | None = None,
+) -> WorkerGroup:
+    """Start ``processes`` workers on ``settings.serving.port`` (0: a free port is chosen) and
+    return once every one of them serves. ``settings.milvus.uri`` must already be shareable
+    (see ``share_milvus_lite``). ``cancel`` set while they start: stop them and raise."""
+    if processes < 1:
+        raise ConfigError(f"serving.processes must be >= 1, got {processes}")
+    port = settings.serving.port or free_port(settings.serving.host)
+    settings = settings.model_copy(
+        update={"serving": settings.serving.model_copy(update={"port": port})}
+    )
+    context = multiprocessing.get_context("spawn")
+    ready_queue = context.Queue()
+    group = WorkerGroup([], port)
+    for index in range(processes):
+        process = context.Process(
+            target=_worker_main,
+            args=(worker, settings, index, options or WorkerOptions(), ready_queue),
+            name=f"aether-serve-{index}",
+            daemon=False,
+        )
+        process.start()
+        group.processes.append(process)
+    ready: set[int] = set()
+    deadline = time.monotonic() + start_timeout_s
+    try:
+        while len(ready) < processes:
+            if cancel is not None and cancel.is_set():
+                raise DependencyUnavailable("recommender", "stopped while starting")
+            if len(group.alive()) < processes or time.monotonic() > deadline:
+                raise DependencyUnavailable(
+                    "recommender", f"{processes - len(ready)} worker(s) did not start"
+                )
+            with contextlib.suppress(queue.Empty):
+                ready.add(ready_queue.get(timeout=0.5))
+    except BaseException:
+        group.stop(grace_s=0.0)
+        raise
+    return group
+
+
+def supervise(
+    settings: Settings,
+    processes: int,
+    *,
+    worker: Worker = serve_worker,
+    options: WorkerOptions | None = None,
+    on_ready: Callable[[int], None] | None = None,
+) -> int:
+    """Run ``processes`` workers until SIGINT/SIGTERM (exit 0) or until one dies (exit 1)."""
+    options = options or WorkerOptions()
+    stopped = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopped.set())
+    with share_milvus_lite(settings.milvus.uri) as milvus_uri:
+        shared = settings.model_copy(
+            update={"milvus": settings.milvus.model_copy(update={"uri": milvus_uri})}
+        )
+        group = start_workers(shared, processes, worker=worker, options=options, cancel=stopped)
+        log.info("%d server processes on port %d (SO_REUSEPORT)", processes, group.port)
+        if on_ready is not None:
+            on_ready(group.port)
+        code = 0
+        try:
+            while not stopped.wait(0.5):
+                if len(group.alive()) < processes:
+                    dead = [p.pid for p in group.processes if not p.is_alive()]
+                    log.error("server worker(s) %s exited: stopping the group", dead)
+                    code = 1
+                    break
+        finally:
+            log.info("shutting down %d server processes", processes)
+            group.stop(options.grace_s)
+    return code

@@ -1,0 +1,51 @@
+"""One user vector per request, for retrieval and ranking alike.
+
+When Milvus holds the ranker's own item embeddings, the ranker's ``encode_user`` drives the ANN
+(and content) sources (``retrieval.bootstrap.choose_user_encoder``), and ``Ranker.score`` would
+encode the same history again. ``SASRecRanker`` documents that its scores are
+``item_embeddings()[1] @ encode_user(history)`` (tied embeddings), so ``VectorScorer`` turns the
+vector the pipeline already has into the ranker's scores: one transformer pass per request
+instead of two (or three with the content source). Unknown candidates get the ranker's
+``UNKNOWN_ITEM_SCORE``, as in ``Ranker.score``; scores agree with it up to float rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from ranker.scoring import UNKNOWN_ITEM_SCORE
+
+
+@runtime_checkable
+class EmbeddingRanker(Protocol):
+    """A ranker whose scores are its item embeddings times its user vector."""
+
+    model_version: str
+
+    def encode_user(self, history: Sequence[str]) -> np.ndarray: ...
+
+    def item_embeddings(self) -> tuple[list[str], np.ndarray]: ...
+
+
+class VectorScorer:
+    """``Ranker.score`` from a user vector already encoded by that ranker."""
+
+    def __init__(self, ranker: EmbeddingRanker) -> None:
+        item_ids, matrix = ranker.item_embeddings()
+        self.model_version = ranker.model_version
+        self._row = {item_id: row for row, item_id in enumerate(item_ids)}
+        # One extra row of zeros for unknown candidates, overwritten below: no per-item branch.
+        self._matrix = np.vstack([np.asarray(matrix, dtype=np.float32), np.zeros_like(matrix[:1])])
+
+    def score(self, user_vector: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
+        """(len(candidates),) float32, higher is better."""
+        unknown = len(self._matrix) - 1
+        rows = np.fromiter(
+            (self._row.get(c, unknown) for c in candidates), dtype=np.intp, count=len(candidates)
+        )
+        scores = self._matrix[rows] @ np.asarray(user_vector, dtype=np.float32)
+        scores[rows == unknown] = UNKNOWN_ITEM_SCORE
+        return scores

@@ -1,0 +1,78 @@
+"""Several server processes on one port (``serving.processes``), over real gRPC: both answer,
+they share one Milvus Lite file through the supervisor, and SIGTERM stops the group cleanly."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from aether.settings import Settings
+from aether.stack_milvus import milvus_lite_in_use
+from serving.bench_load import offered_load, request_users
+from serving.bench_server import ServerProcess, child_env, descendants
+from serving.bench_stores import Prepared
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_processes_share_the_port_and_stop_on_sigterm(
+    settings: Settings, tiny_stores: Prepared, tmp_path: Path
+) -> None:
+    server = ServerProcess.start(settings, None, tmp_path / "server.log", processes=2)
+    try:
+        workers = descendants(server.process.pid)
+        assert len(workers) >= 2, server.log_tail()  # two workers (and Milvus Lite's server)
+        # The supervisor holds the Milvus Lite file; the workers are clients of its server.
+        assert milvus_lite_in_use(Path(settings.milvus.uri))
+        users = request_users(tiny_stores.user_ids, 48, unknown_share=0.25, seed=2)
+        load = offered_load(server.address, users, rate=40, k=5, channels=16)
+        per_process = [
+            samples.get("aether_recommend_requests_total", 0.0)
+            for samples in server.metrics_by_process()
+        ]
+    finally:
+        server.stop()
+
+    assert dict(load.codes) == {"OK": 48}, server.log_tail()
+    assert load.short_slates == 0
+    assert sum(per_process) == 48  # health checks are not Recommend calls
+    assert all(count > 0 for count in per_process), per_process  # both processes served
+    assert server.process.returncode == 0, server.log_tail()  # drained and stopped, not killed
+    assert not descendants(server.process.pid)  # no worker (nor Milvus Lite) left behind
+    assert not milvus_lite_in_use(Path(settings.milvus.uri))  # released with the group
+
+
+def test_aether_serve_with_two_processes_answers_and_stops_gracefully(
+    settings: Settings, tiny_stores: Prepared, tmp_path: Path
+) -> None:
+    from aether.stack_process import free_loopback_port
+    from serving.client import RecommenderClient
+
+    port = free_loopback_port()
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        serve = subprocess.Popen(
+            [str(Path(sys.executable).parent / "aether"), "serve", "--port", str(port)],
+            env={**child_env(settings), "AETHER_SERVING__PROCESSES": "2"},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        for _ in range(120):  # the workers load the catalogue, the index and Kafka
+            if "(2 processes)" in log_path.read_text(errors="replace"):
+                break
+            assert serve.poll() is None, log_path.read_text(errors="replace")
+            time.sleep(1.0)
+        with RecommenderClient(f"127.0.0.1:{port}", timeout_s=5.0) as client:
+            slate = client.recommend(tiny_stores.user_ids[0], k=5)
+        assert len(slate.items) == 5
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        code = serve.wait(60)
+    assert code == 0, log_path.read_text(errors="replace")
+    assert not milvus_lite_in_use(Path(settings.milvus.uri))
