@@ -91,6 +91,7 @@ class _BatchFolder:
     def __init__(self, folder: Path, schema: pa.Schema) -> None:
         self.folder = folder
         self.schema = schema
+        self._next_seq: int | None = None  # after our last write; None: list the folder
 
     def files(self) -> list[Path]:
         if not self.folder.exists():
@@ -103,25 +104,38 @@ class _BatchFolder:
         ``os.link`` refuses an existing name, so concurrent writers never overwrite each other;
         the loser rebuilds its table for the next number and tries again.
         """
+        # Listing the folder costs O(files), and a long-running worker writes one file per batch:
+        # list once, then go on from our own last number. When another writer has taken that
+        # number, ``os.link`` fails and we list again, so a new file still gets a number above
+        # every existing one (numbers are dense: files are rewritten in place, never removed).
         self.folder.mkdir(parents=True, exist_ok=True)
-        files = self.files()
-        seq = int(files[-1].name[:10]) + 1 if files else 1
+        seq = self._next_seq if self._next_seq is not None else self._after_last()
         tmp = self.folder / f".tmp-{uuid.uuid4().hex}.parquet"
         try:
             while True:
-                pq.write_table(build(seq).cast(self.schema), tmp)
+                table = build(seq)
+                # Built with the schema's own types, as the appenders here do: no cast needed.
+                if not table.schema.equals(self.schema):
+                    table = table.cast(self.schema)
+                pq.write_table(table, tmp)
                 target = self.folder / f"{seq:010d}.parquet"
                 try:
                     os.link(tmp, target)
+                    self._next_seq = seq + 1
                     return target
                 except FileExistsError:
-                    seq += 1
+                    seq = max(seq + 1, self._after_last())
         except OSError as exc:
+            self._next_seq = None
             raise DependencyUnavailable(
                 "offline store", f"cannot write {self.folder}: {exc}"
             ) from exc
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _after_last(self) -> int:
+        files = self.files()
+        return int(files[-1].name[:10]) + 1 if files else 1
 
     def read(self, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
         files = self.files()
@@ -168,19 +182,19 @@ class OfflineEventLog:
             return None
         columns: dict[str, list[Any]] = {name: [] for name in EVENT_LOG_SCHEMA.names}
         for event in events:
+            event_time_ms = event.event_time_ms  # a computed property: read it once
             columns["event_id"].append(event.event_id)
             columns["event_type"].append(str(event.event_type))
             columns["user_id"].append(event.user_id)
             columns["item_id"].append(event.item_id)
-            columns["event_time_ms"].append(event.event_time_ms)
-            columns["event_time"].append(event.event_time_ms)
+            columns["event_time_ms"].append(event_time_ms)
+            columns["event_time"].append(event_time_ms)
             columns["value"].append(event.value)
             columns["request_id"].append(event.request_id)
-            columns["context"].append(json.dumps(event.context, sort_keys=True))
-        arrays = [
-            pa.array(columns[f.name], type=pa.int64() if f.type == _UTC_MS else f.type)
-            for f in EVENT_LOG_SCHEMA
-        ]
+            context = event.context
+            columns["context"].append(json.dumps(context, sort_keys=True) if context else "{}")
+        # Epoch milliseconds go straight into the timestamp column's type (no cast afterwards).
+        arrays = [pa.array(columns[f.name], type=f.type) for f in EVENT_LOG_SCHEMA]
         table = pa.Table.from_arrays(arrays, names=EVENT_LOG_SCHEMA.names)
         return self._files.write(lambda _seq: table)
 
@@ -273,16 +287,14 @@ class FeatureHistory:
             for name in features:
                 columns[name].append(record[name])
         arrays = {
-            f.name: pa.array(
-                columns[f.name], type=pa.int64() if f.name == EVENT_TIMESTAMP else f.type
-            )
+            f.name: pa.array(columns[f.name], type=f.type)
             for f in files.schema
             if f.name != CREATED_TIMESTAMP
         }
 
         def build(seq: int) -> pa.Table:
             first = seq * _ROWS_PER_SECOND_OF_CREATED
-            created = pa.array(range(first, first + len(rows)), type=pa.int64())
+            created = pa.array(range(first, first + len(rows)), type=_UTC_US)
             return pa.table({**arrays, CREATED_TIMESTAMP: created}).select(files.schema.names)
 
         files.write(build)

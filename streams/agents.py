@@ -92,23 +92,19 @@ class StreamRuntime:
         good, bad = handlers.decode_batch(
             events_in, lambda raw: decode_interaction(raw, max_bytes=self._max_bytes)
         )
-        privacy = PrivacyEffects()
-        statuses = {}
-        if requests or good:
-            statuses = self.state.load_privacy(
-                [d.event.user_id for d in requests] + [d.event.user_id for d in good]
-            )
-            privacy = handle_privacy(requests, statuses)
+        # One round trip: privacy markers and states of every user in the batch, watermarks.
+        statuses, stored, watermarks = self.state.load_interaction_batch(
+            [d.event.user_id for d in requests] + [d.event.user_id for d in good],
+            self.topics.events,
+            (r.partition for r in events_in),
+        )
+        privacy = handle_privacy(requests, statuses) if requests else PrivacyEffects()
         kept = [
             d for d in good if not suppresses(statuses.get(d.event.user_id), d.event.event_time_ms)
         ]
         # A user deleted in this batch starts from nothing (their stored state is being erased).
-        users = self.state.load_users(
-            d.event.user_id for d in kept if d.event.user_id not in privacy.delete
-        )
-        watermarks = self.state.load_watermarks(
-            self.topics.events, (r.partition for r in events_in)
-        )
+        kept_users = {d.event.user_id for d in kept} - privacy.delete
+        users = {u: state for u, state in stored.items() if u in kept_users}
         effects = handlers.handle_interactions(
             kept, users, watermarks, self.policy, self.config, now_ms=now_ms()
         )
@@ -166,7 +162,8 @@ class StreamRuntime:
         )
 
     async def on_item_updates(self, records: Sequence[SourceRecord]) -> Effects:
-        good, bad = handlers.decode_batch(records, handlers.decode_item_update)
+        grouped, bad = handlers.decode_batch(records, handlers.decode_item_updates)
+        good = handlers.flatten_updates(grouped)
         items = self.state.load_items(d.event.item_id for d in good)
         effects = handlers.handle_item_updates(good, items, self.policy)
         effects.dead_letters[:0] = bad

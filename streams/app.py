@@ -7,32 +7,41 @@ session timeout Tansu needs for quick group joins, and registers:
 =====================  ===================================  ====================================
 agent                  consumes                             does
 =====================  ===================================  ====================================
-``interactions``       ``<ns>.events`` + ``<ns>.privacy``   user features, privacy requests,
-                       (key user)                           offline log, item transitions;
-                                                            forwards to item-updates
-``impressions``        ``<ns>.impressions`` (key user)      forwards one update per shown item
+``interactions``       ``<ns>.events``, ``<ns>.privacy``,   ``StreamRuntime.on_interactions``:
+                       ``<ns>.impressions`` (key user)      user features, privacy requests,
+                                                            offline log, item transitions,
+                                                            forwards to item-updates;
+                                                            ``on_impressions``: forwards one
+                                                            update per shown item; then
+                                                            ``BanditRuntime.on_attribution``:
+                                                            reward attribution → bandit-outcomes
 ``catalog``            ``<ns>.items`` (key item)            forwards catalogue updates
 ``item_features``      ``<ns>.item-updates`` (key item)     item features
-``bandit_attribution`` ``<ns>.impressions``, ``events``,   reward attribution → bandit-outcomes
-                       ``privacy`` (key user)
 ``bandit_posteriors``  ``<ns>.bandit-outcomes`` (key item)  posteriors (``streams.bandit_agent``)
 =====================  ===================================  ====================================
 
-The two bandit agents run when a ``BanditRuntime`` is given (``streams.bootstrap`` always gives
-one). Every agent consumes in batches (``take_events(batch_size, within=batch_timeout_s)``).
+Attribution and the posteriors agent run when a ``BanditRuntime`` is given (``streams.bootstrap``
+always gives one). Every agent consumes in batches (``take_events(batch_size,
+within=batch_timeout_s)``). The user-keyed topics share one agent, because Faust's own cost per
+message and stream is most of the worker's time (``docs/benchmarks/ingest.md``): three agents
+over them (features, impressions, attribution) had each event cross Faust twice.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from time import monotonic
 from typing import Any
 
 import faust
+from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 from aether.settings import Settings
+from streams import metrics
 from streams.agents import StreamRuntime, timed
 from streams.bandit_agent import BanditRuntime
+from streams.eager import EagerWaitFirst
 from streams.handlers import SourceRecord
 
 # Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500``. Tansu holds a fetch for most of its max
@@ -49,9 +58,37 @@ class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
-class _LowLatencyConsumer(faust_aiokafka.Consumer):
+class _LowLatencyConsumer(EagerWaitFirst, faust_aiokafka.Consumer):
+    """Short fetch waits, and no task race per delivered message (``streams.eager``)."""
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _PerBatchMonitor(Monitor):
+    """Faust's stats sensor with its per-message hooks cut down to what Faust itself reads.
+
+    The default ``Monitor`` does bookkeeping for every message in and out (timestamps, per-topic
+    and per-stream counters) that only Faust's web views read, and we run without them; our
+    Prometheus metrics count per batch. The one thing kept is ``stream_inbound_time``: the
+    consumer's stall check (``verify_event_path``) reads it, and without it Faust would report
+    every lagging partition as "stream idle since start".
+    """
+
+    def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
+        return None
+
+    def on_stream_event_in(self, tp: Any, offset: int, stream: Any, event: Any) -> None:
+        self.stream_inbound_time[tp] = monotonic()
+        return None
+
+    def on_stream_event_out(
+        self, tp: Any, offset: int, stream: Any, event: Any, state: Any = None
+    ) -> None:
+        return None
+
+    def on_message_out(self, tp: Any, offset: int, message: Any) -> None:
+        return None
 
 
 def broker_url(bootstrap_servers: str) -> str:
@@ -60,9 +97,7 @@ def broker_url(bootstrap_servers: str) -> str:
     return ";".join(f"kafka://{h}" for h in hosts)
 
 
-def create_app(
-    settings: Settings, runtime: StreamRuntime, bandit: BanditRuntime | None = None
-) -> faust.App:
+def _faust_app(settings: Settings) -> faust.App:
     session_s = settings.kafka.session_timeout_ms / 1000
     datadir = settings.data_dir / "faust" / settings.namespace
     datadir.mkdir(parents=True, exist_ok=True)
@@ -80,8 +115,16 @@ def create_app(
         consumer_auto_offset_reset="earliest",
         web_enabled=False,
         autodiscover=False,
+        Monitor=_PerBatchMonitor,
     )
     app.transport.Consumer = _LowLatencyConsumer  # type: ignore[misc]  # this app only
+    return app
+
+
+def create_app(
+    settings: Settings, runtime: StreamRuntime, bandit: BanditRuntime | None = None
+) -> faust.App:
+    app = _faust_app(settings)
     topics = runtime.topics
     batch_size = settings.stream.batch_size
     within = settings.stream.batch_timeout_s
@@ -97,26 +140,57 @@ def create_app(
         agent.__qualname__ = name
         return agent
 
+    async def on_users(records: Sequence[SourceRecord]) -> None:
+        # One agent for the three user-keyed topics: each record crosses Faust once, not once
+        # per handler that needs it. Each handler applies and commits its own effects in the
+        # order it always had; the batch is acked after all of them, and each is idempotent
+        # on re-delivery, so a crash anywhere in between stays harmless.
+        interactions = [r for r in records if r.topic != topics.impressions]
+        impressions = [r for r in records if r.topic == topics.impressions]
+        if interactions:
+            await runtime.on_interactions(interactions)
+        if impressions:
+            await runtime.on_impressions(impressions)
+        if bandit is not None:
+            await bandit.on_attribution(records)
+
     agents: list[tuple[str, tuple[str, ...], Callable[..., Awaitable[Any]]]] = [
-        ("interactions", (topics.events, topics.privacy), runtime.on_interactions),
-        ("impressions", (topics.impressions,), runtime.on_impressions),
+        ("interactions", (topics.events, topics.privacy, topics.impressions), on_users),
         ("catalog", (topics.items,), runtime.on_catalog),
         ("item_features", (topics.item_updates,), runtime.on_item_updates),
     ]
     if bandit is not None:
-        agents += [
-            (
-                "bandit_attribution",
-                (topics.impressions, topics.events, topics.privacy),
-                bandit.on_attribution,
-            ),
-            ("bandit_posteriors", (topics.bandit_outcomes,), bandit.on_outcomes),
-        ]
+        agents.append(("bandit_posteriors", (topics.bandit_outcomes,), bandit.on_outcomes))
     for name, names, handle in agents:
         source = app.topic(
             *names, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
         )
         app.agent(source, name=name)(batched(name, handle))
+    return app
+
+
+def create_floor_app(settings: Settings) -> faust.App:
+    """A worker that only consumes ``<ns>.events`` in batches and counts them (``applied``).
+
+    Same app settings, consumer and ``take_events`` batching as ``create_app``, no decoding,
+    state or output: ``aether bench ingest --faust-floor`` measures Faust's own cost per event
+    with it, the floor under what the real agents can reach.
+    """
+    app = _faust_app(settings)
+    topic = settings.topic("events")
+    source = app.topic(
+        topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
+    )
+    batch_size = settings.stream.batch_size
+    within = settings.stream.batch_timeout_s
+
+    async def floor(stream: faust.StreamT[Any]) -> None:
+        async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
+            with timed("floor"):
+                records = [_record(event) for event in events]
+            metrics.EVENTS.labels(topic, "applied").inc(len(records))
+
+    app.agent(source, name="floor")(floor)
     return app
 
 

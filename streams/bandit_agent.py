@@ -1,17 +1,19 @@
 """Online bandit posteriors from the stream: attribution by user, posteriors by item.
 
-Two agents over the pure steps of ``bandits`` (``bandits/__init__.py`` draws the pipeline):
+Two steps over the pure functions of ``bandits`` (``bandits/__init__.py`` draws the pipeline):
 
 =======================  ===========================================  ==========================
-agent                    consumes                                     state (Redis)
+step (agent)             consumes                                     state (Redis)
 =======================  ===========================================  ==========================
-``bandit_attribution``   ``<ns>.impressions`` + ``<ns>.events`` +     ``AttributionState`` per
-                         ``<ns>.privacy`` (keyed by user,             source partition number
+``on_attribution``       ``<ns>.impressions`` + ``<ns>.events`` +     ``AttributionState`` per
+(in ``interactions``)    ``<ns>.privacy`` (keyed by user,             source partition number
                          co-partitioned)
 ``bandit_posteriors``    ``<ns>.bandit-outcomes`` (key item)          ``PosteriorState`` per item
 =======================  ===========================================  ==========================
 
-``bandit_attribution`` feeds every impression and interaction of partition *p* (Faust assigns
+Attribution runs inside the ``interactions`` agent (``streams.app``), after the feature and
+impression handlers of the same batch, so each user-keyed record crosses Faust once.
+``on_attribution`` feeds every impression and interaction of partition *p* (Faust assigns
 partition *p* of both topics to one worker) through ``bandits.attribution.attribute``; the
 outcomes it decides are produced, keyed by item, to ``<ns>.bandit-outcomes`` and flushed, then the
 partition states are committed (``MULTI``). A crash in between re-attributes the batch and
@@ -23,8 +25,8 @@ absolute, so writing them again is harmless). Serving reads them with ``posterio
 Event-time rules: attribution decides in event time (watermark − lateness), de-duplicates
 impressions by ``request_id`` and rewards by ``event_id``; posteriors are idempotent on
 ``outcome_id`` and order-insensitive (``bandits.discounted``). Undecodable records are skipped
-here: the ``interactions``/``impressions`` agents already send them to the dead-letter topic.
-Late and future events are skipped likewise (the same agents route them).
+here: the ``interactions`` agent's feature and impression steps send them to the dead-letter topic.
+Late and future events are skipped likewise (the same steps route them).
 
 Privacy (``streams.privacy``): impressions and rewards of users that the privacy markers
 suppress are not attributed, and a ``delete`` request removes the user's pending impressions and

@@ -7,6 +7,7 @@ Everything is compact JSON (orjson) so that states stay inspectable with ``redis
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -14,8 +15,38 @@ import orjson
 from streams.item_features import ItemState, ItemUpdate
 from streams.user_features import UserState
 
+FORWARD_MAX_BYTES = 64 * 1024  # target size of one grouped repartition message (see below)
+
 
 def encode_update(update: ItemUpdate) -> bytes:
+    """One update as a JSON object (the legacy single-update repartition record)."""
+    return orjson.dumps(_update_body(update))
+
+
+def encode_updates(
+    updates: Sequence[ItemUpdate], max_bytes: int = FORWARD_MAX_BYTES
+) -> list[bytes]:
+    """Updates of one item as JSON arrays: as few messages as keep each near ``max_bytes``.
+
+    A message holds at least one update, so a single update larger than ``max_bytes`` (a big
+    catalogue record) still travels, alone.
+    """
+    messages: list[bytes] = []
+    parts: list[bytes] = []
+    size = 2
+    for update in updates:
+        body = orjson.dumps(_update_body(update))
+        if parts and size + len(body) + 1 > max_bytes:
+            messages.append(b"[" + b",".join(parts) + b"]")
+            parts, size = [], 2
+        parts.append(body)
+        size += len(body) + 1
+    if parts:
+        messages.append(b"[" + b",".join(parts) + b"]")
+    return messages
+
+
+def _update_body(update: ItemUpdate) -> dict[str, Any]:
     body: dict[str, Any] = {
         "k": update.kind,
         "i": update.item_id,
@@ -31,11 +62,26 @@ def encode_update(update: ItemUpdate) -> bytes:
             created=update.created_time_ms,
             avail=update.available,
         )
-    return orjson.dumps(body)
+    return body
 
 
 def decode_update(raw: bytes) -> ItemUpdate:
+    """One legacy single-update record (a JSON object)."""
+    return _update_from_body(orjson.loads(raw))
+
+
+def decode_updates(raw: bytes) -> list[ItemUpdate]:
+    """A repartition record: a JSON array of updates (``encode_updates``) or, as written before
+    updates were grouped, a single JSON object."""
     body = orjson.loads(raw)
+    if not isinstance(body, list):
+        return [_update_from_body(body)]
+    if not body:
+        raise ValueError("an empty update group")  # never written: a corrupt record
+    return [_update_from_body(b) for b in body]
+
+
+def _update_from_body(body: dict[str, Any]) -> ItemUpdate:
     return ItemUpdate(
         kind=body["k"],
         item_id=body["i"],

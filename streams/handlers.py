@@ -22,7 +22,7 @@ from events.models import CatalogItem, Impression, Interaction, to_epoch_ms
 from features.rows import ItemFeatureRow, UserFeatureRow
 from retrieval.cooccurrence import Increments
 from streams import item_features, user_features
-from streams.codec import decode_update, encode_update
+from streams.codec import decode_updates, encode_updates
 from streams.eventtime import Lateness, Verdict, advance, judge
 from streams.item_features import ItemState, ItemUpdate
 from streams.transitions import DEFAULT_TRANSITION_WINDOW, increments_for
@@ -61,7 +61,8 @@ class Effects:
 
     user_rows: list[UserFeatureRow] = field(default_factory=list)
     item_rows: list[ItemFeatureRow] = field(default_factory=list)
-    forwards: list[tuple[str, bytes]] = field(default_factory=list)  # (item_id, ItemUpdate bytes)
+    # (item_id, grouped ItemUpdate bytes): one message per item per batch (``_forward``)
+    forwards: list[tuple[str, bytes]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[SourceRecord] = field(default_factory=list)
     applied: int = 0
@@ -84,6 +85,24 @@ def decode_batch(
         except SchemaError as exc:
             bad.append(DeadLetter(record, exc.reason, str(exc)))
     return good, bad
+
+
+def _forward(effects: Effects, updates: Iterable[ItemUpdate]) -> None:
+    """Group a batch's item updates by item: one repartition message per item (or a few, for a
+    very large group) instead of one per update. Each message still lists every update with its
+    ``event_id``, so the item side de-duplicates and folds them exactly as before; grouping only
+    cuts the number of messages the item agent consumes (the per-message cost of a Faust hop
+    was the largest part of the worker's time, ``docs/benchmarks/ingest.md``)."""
+    by_item: dict[str, list[ItemUpdate]] = {}
+    for update in updates:
+        group = by_item.get(update.item_id)
+        if group is None:
+            by_item[update.item_id] = [update]
+        else:
+            group.append(update)
+    for item_id, group in by_item.items():
+        for payload in encode_updates(group):
+            effects.forwards.append((item_id, payload))
 
 
 def _admit(
@@ -132,6 +151,7 @@ def handle_interactions(
     """
     effects = Effects()
     partition_of: dict[str, int] = {}
+    updates: list[ItemUpdate] = []
     for decoded in batch:
         event = decoded.event
         if not _admit(decoded.record, event.event_time_ms, watermarks, policy, effects, now_ms):
@@ -147,20 +167,16 @@ def handle_interactions(
         for pair, weight in increments_for(state, event, transition_window).items():
             effects.transitions[pair] = effects.transitions.get(pair, 0.0) + weight
         partition_of[event.user_id] = decoded.record.partition
-        effects.forwards.append(
-            (
-                event.item_id,
-                encode_update(
-                    ItemUpdate(
-                        kind="interaction",
-                        item_id=event.item_id,
-                        event_id=event.event_id,
-                        event_time_ms=event.event_time_ms,
-                        event_type=event.event_type.value,
-                    )
-                ),
+        updates.append(
+            ItemUpdate(
+                kind="interaction",
+                item_id=event.item_id,
+                event_id=event.event_id,
+                event_time_ms=event.event_time_ms,
+                event_type=event.event_type.value,
             )
         )
+    _forward(effects, updates)
     for user_id in sorted(effects.touched):
         state = users[user_id]
         cutoff = policy.dedup_cutoff(watermarks.get(partition_of[user_id]))
@@ -177,19 +193,22 @@ def handle_impressions(
 ) -> Effects:
     """Admit impressions and forward one item update per (slate, item)."""
     effects = Effects()
+    updates: list[ItemUpdate] = []
     for decoded in batch:
         slate = decoded.event
         if not _admit(decoded.record, slate.event_time_ms, watermarks, policy, effects, now_ms):
             continue
         effects.applied += 1
         for item_id in dict.fromkeys(shown.item_id for shown in slate.items):
-            update = ItemUpdate(
-                kind="impression",
-                item_id=item_id,
-                event_id=f"imp:{slate.request_id}:{item_id}",
-                event_time_ms=slate.event_time_ms,
+            updates.append(
+                ItemUpdate(
+                    kind="impression",
+                    item_id=item_id,
+                    event_id=f"imp:{slate.request_id}:{item_id}",
+                    event_time_ms=slate.event_time_ms,
+                )
             )
-            effects.forwards.append((item_id, encode_update(update)))
+    _forward(effects, updates)
     return effects
 
 
@@ -201,31 +220,44 @@ def handle_catalog(
 ) -> Effects:
     """Admit catalogue updates and forward them to the item side."""
     effects = Effects()
+    updates: list[ItemUpdate] = []
     for decoded in batch:
         item = decoded.event
         if not _admit(decoded.record, item.event_time_ms, watermarks, policy, effects, now_ms):
             continue
         effects.applied += 1
-        update = ItemUpdate(
-            kind="catalog",
-            item_id=item.item_id,
-            event_id=item.event_id,
-            event_time_ms=item.event_time_ms,
-            title=item.title,
-            categories=item.categories,
-            created_time_ms=None if item.created_time is None else to_epoch_ms(item.created_time),
-            available=item.available,
+        updates.append(
+            ItemUpdate(
+                kind="catalog",
+                item_id=item.item_id,
+                event_id=item.event_id,
+                event_time_ms=item.event_time_ms,
+                title=item.title,
+                categories=item.categories,
+                created_time_ms=None
+                if item.created_time is None
+                else to_epoch_ms(item.created_time),
+                available=item.available,
+            )
         )
-        effects.forwards.append((item.item_id, encode_update(update)))
+    _forward(effects, updates)
     return effects
 
 
-def decode_item_update(raw: bytes) -> ItemUpdate:
-    """Decode a repartition record; a corrupt one is a ``SchemaError`` like any other payload."""
+def decode_item_updates(raw: bytes) -> list[ItemUpdate]:
+    """Decode a repartition record (one or more updates of one item); a corrupt one is a
+    ``SchemaError`` like any other payload."""
     try:
-        return decode_update(raw)
+        return decode_updates(raw)
     except (ValueError, KeyError, TypeError) as exc:
         raise SchemaError(f"bad item update: {exc}", reason="invalid_item_update") from None
+
+
+def flatten_updates(
+    batch: Iterable[Decoded[list[ItemUpdate]]],
+) -> list[Decoded[ItemUpdate]]:
+    """One ``Decoded`` per update of each decoded repartition record, in record order."""
+    return [Decoded(d.record, update) for d in batch for update in d.event]
 
 
 def handle_item_updates(

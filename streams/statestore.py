@@ -72,6 +72,36 @@ class RedisStateStore:
         raws = self._mget([self._item_key(i) for i in ids])
         return {i: decode_item_state(raw) for i, raw in zip(ids, raws, strict=True) if raw}
 
+    def load_interaction_batch(
+        self, user_ids: Iterable[str], topic: str, partitions: Iterable[int]
+    ) -> tuple[dict[str, PrivacyStatus], dict[str, UserState], dict[int, int | None]]:
+        """``load_privacy``, ``load_users`` and ``load_watermarks`` in one round trip.
+
+        The ``interactions`` agent needs all three for every batch; one pipeline instead of three
+        commands saves two round trips (and the client-side cost of each) per batch.
+        """
+        ids = sorted(set(user_ids))
+        parts = sorted(set(partitions))
+        pipe = self._client.pipeline(transaction=False)
+        if ids:
+            pipe.mget([self._privacy_key(u) for u in ids])
+            pipe.mget([self._user_key(u) for u in ids])
+        if parts:
+            pipe.hmget(self._watermarks_key, [f"{topic}:{p}" for p in parts])
+        try:
+            replies = cast(list[Any], pipe.execute()) if ids or parts else []
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read stream state: {exc}") from exc
+        privacy: dict[str, PrivacyStatus] = {}
+        users: dict[str, UserState] = {}
+        if ids:
+            statuses, states, replies = replies[0], replies[1], replies[2:]
+            privacy = {u: decode_status(raw) for u, raw in zip(ids, statuses, strict=True) if raw}
+            users = {u: decode_user_state(raw) for u, raw in zip(ids, states, strict=True) if raw}
+        marks = replies[0] if parts else []
+        watermarks = {p: None if v is None else int(v) for p, v in zip(parts, marks, strict=True)}
+        return privacy, users, watermarks
+
     def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
         parts = sorted(set(partitions))
         if not parts:

@@ -105,7 +105,8 @@ class LocalPipeline:
         """Run queued item updates through the item handler."""
         queued, self._pending_updates = self._pending_updates, []
         records = [SourceRecord(ITEM_UPDATES, 0, n, raw) for n, (_, raw) in enumerate(queued)]
-        good, bad = handlers.decode_batch(records, handlers.decode_item_update)
+        grouped, bad = handlers.decode_batch(records, handlers.decode_item_updates)
+        good = handlers.flatten_updates(grouped)
         effects = handlers.handle_item_updates(good, self.items, self.policy)
         self.dead_letters.extend(bad)
         self.store.write_items(effects.item_rows)

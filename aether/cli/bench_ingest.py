@@ -13,9 +13,18 @@ Replays MovieLens (ML-1M by default, ``interactions.replay`` mapping) through th
    continues, paced, for ``--seconds``; meanwhile a probe produces one event for a fresh user every
    ~20 ms and polls the online store until that user's row is visible: produce → visible latency.
 
-``--json PATH`` writes one flat object: ``events_per_s``, ``freshness_p50_ms``/``freshness_p99_ms``
-(at half the sustained rate), ``offered_rates``, per-rate ``freshness_p99_ms_at_<rate>`` and
-``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers, else starts an in-memory Tansu.
+Throughput on a shared machine moves with its other load, so phase 1 also reports the workers'
+CPU seconds (``process_cpu_seconds_total``) and events per worker CPU second, which move less,
+and the load average.
+
+``--json PATH`` writes one flat object: ``events_per_s``, ``worker_cpu_s``,
+``events_per_worker_cpu_s``, ``batches_<agent>``, ``load_average``, ``freshness_p50_ms``/
+``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
+``freshness_p99_ms_at_<rate>`` and ``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers,
+else starts an in-memory Tansu.
+
+``--faust-floor`` instead runs workers that only consume ``<ns>.events`` in batches and count
+(``aether worker --faust-floor``): Faust's own cost per event, the ceiling for the real agents.
 """
 
 from __future__ import annotations
@@ -52,11 +61,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rates", default="0.25,0.5,0.75", help="offered rates, × sustained")
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each rate")
     parser.add_argument("--json", help="write the figures here as one flat JSON object")
+    parser.add_argument(
+        "--faust-floor",
+        action="store_true",
+        help="throughput of a worker that only consumes and counts (aether worker --faust-floor)",
+    )
 
 
 # -- the machine ----------------------------------------------------------------------------------
 def start_workers(
-    settings: Settings, count: int, log_dir: Path
+    settings: Settings, count: int, log_dir: Path, extra: tuple[str, ...] = ()
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
     from aether.stack_process import free_loopback_port
 
@@ -72,7 +86,7 @@ def start_workers(
         port = free_loopback_port()
         log = (log_dir / f"worker-{n}.log").open("wb")
         process = subprocess.Popen(
-            [sys.executable, "-m", "aether.cli.worker", "--metrics-port", str(port)],
+            [sys.executable, "-m", "aether.cli.worker", "--metrics-port", str(port), *extra],
             cwd=ROOT,
             env=env,
             stdout=log,
@@ -83,17 +97,35 @@ def start_workers(
 
 
 _SAMPLE = re.compile(r"^aether_stream_events_total\{([^}]*)\}\s+([0-9.e+]+)$", re.M)
+_BATCHES = re.compile(r'^aether_stream_batch_seconds_count\{agent="([^"]*)"\}\s+([0-9.e+]+)$', re.M)
+_CPU = re.compile(r"^process_cpu_seconds_total\s+([0-9.e+]+)$", re.M)
+
+
+def _scrape(port: int) -> str:
+    try:
+        url = f"http://127.0.0.1:{port}/metrics"
+        return str(urllib.request.urlopen(url, timeout=2).read().decode())
+    except OSError:
+        return ""  # not serving yet
+
+
+def worker_usage(ports: list[int]) -> tuple[float, dict[str, int]]:
+    """CPU seconds used so far by the workers (summed) and batches handled, by agent."""
+    cpu = 0.0
+    batches: dict[str, int] = {}
+    for port in ports:
+        text = _scrape(port)
+        cpu += sum(float(v) for v in _CPU.findall(text))
+        for agent, value in _BATCHES.findall(text):
+            batches[agent] = batches.get(agent, 0) + int(float(value))
+    return cpu, batches
 
 
 def outcome_counts(ports: list[int]) -> dict[tuple[str, str], int]:
     """Sum over workers of ``aether_stream_events_total`` by (topic, outcome)."""
     totals: dict[tuple[str, str], float] = {}
     for port in ports:
-        try:
-            url = f"http://127.0.0.1:{port}/metrics"
-            text = urllib.request.urlopen(url, timeout=2).read().decode()
-        except OSError:
-            continue  # not serving yet
+        text = _scrape(port)
         for labels, value in _SAMPLE.findall(text):
             fields = dict(re.findall(r'(\w+)="([^"]*)"', labels))
             key = (fields.get("topic", ""), fields.get("outcome", ""))
@@ -101,11 +133,16 @@ def outcome_counts(ports: list[int]) -> dict[tuple[str, str], int]:
     return {key: int(value) for key, value in totals.items()}
 
 
-def settled(ports: list[int], events_topic: str, updates_topic: str, expected_events: int) -> bool:
-    """True once ``expected_events`` source events are decided and their item updates applied."""
+def settled(
+    ports: list[int], events_topic: str, updates_topic: str | None, expected_events: int
+) -> bool:
+    """True once ``expected_events`` source events are decided and their item updates applied
+    (``updates_topic`` None: the floor worker, which has no item side)."""
     counts = outcome_counts(ports)
     decided = sum(n for (topic, _), n in counts.items() if topic == events_topic)
     applied = counts.get((events_topic, "applied"), 0)
+    if updates_topic is None:
+        return decided >= expected_events
     return decided >= expected_events and counts.get((updates_topic, "applied"), 0) >= applied
 
 
@@ -192,11 +229,14 @@ def run(args: argparse.Namespace) -> int:
         events = rating_events(args.dataset, data.ratings)  # lazily: ML-1M is 2.7 M events
         first = next(events)
         events = itertools.chain([first], events)
-        workers = start_workers(settings, args.workers, work)
+        floor = ("--faust-floor",) if args.faust_floor else ()
+        workers = start_workers(settings, args.workers, work, floor)
         ports = [port for _, port in workers]
         producer = make_producer(bootstrap)
-        # Wait until every worker serves metrics and the group processes events.
         clock = [first.event_time_ms]
+        if args.faust_floor:
+            return faust_floor(args, settings, ports, producer, events)
+        # Wait until every worker serves metrics and the group processes events.
         probe_once = FreshnessProbe(settings, clock)
         probe_once.start()
         _wait(lambda: bool(probe_once.latencies_ms), 120, "workers to join and process")
@@ -209,6 +249,7 @@ def run(args: argparse.Namespace) -> int:
         batch = _take(events, args.limit)
         in_process = pure_handler_rate(batch, settings.stream.batch_size)
         print(f"pure handlers, in process (no broker, no stores): {in_process:,.0f} events/s")
+        cpu_before, batches_before = worker_usage(ports)
         started = time.perf_counter()
         publish(producer, topics.events, batch, total=len(batch), description="throughput")
         produced_s = time.perf_counter() - started
@@ -218,9 +259,16 @@ def run(args: argparse.Namespace) -> int:
         )
         elapsed = time.perf_counter() - started
         sustained = len(batch) / elapsed
+        cpu_after, batches_after = worker_usage(ports)
+        cpu_s = cpu_after - cpu_before
+        batches = {a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())}
         print(
             f"throughput: {len(batch)} events in {elapsed:.1f} s = {sustained:,.0f} events/s "
             f"end to end with {args.workers} worker(s) (produced in {produced_s:.1f} s)"
+        )
+        print(
+            f"worker CPU: {cpu_s:.1f} s = {len(batch) / max(cpu_s, 1e-9):,.0f} events per CPU "
+            f"second; batches by agent: {batches}; load average {_loadavg()}"
         )
 
         # Phase 2: freshness at offered rates.
@@ -257,6 +305,10 @@ def run(args: argparse.Namespace) -> int:
             "workers": args.workers,
             "events": len(batch),
             "handlers_events_per_s": round(in_process, 1),
+            "worker_cpu_s": round(cpu_s, 2),
+            "events_per_worker_cpu_s": round(len(batch) / max(cpu_s, 1e-9), 1),
+            **{f"batches_{agent}": n for agent, n in batches.items()},
+            "load_average": _loadavg(),
             "offered_rates": offered,
             **figures,
             "machine": machine,
@@ -277,6 +329,50 @@ def run(args: argparse.Namespace) -> int:
         delete_keys_matching(url, "*" + glob_escape(settings.namespace))
         if tansu_pid is not None:
             stop_process(tansu_pid)
+
+
+def faust_floor(
+    args: argparse.Namespace, settings: Settings, ports: list[int], producer: Any, events: Any
+) -> int:
+    """Throughput of workers that only consume ``<ns>.events`` and count (no features)."""
+    from streams.publish import publish
+
+    topic = settings.topic("events")
+    warm = _take(events, 100)
+    publish(producer, topic, warm, total=len(warm), description="warm-up")
+    _wait(lambda: settled(ports, topic, None, len(warm)), 120, "workers to join and consume")
+    batch = _take(events, args.limit)
+    cpu_before, _ = worker_usage(ports)
+    started = time.perf_counter()
+    publish(producer, topic, batch, total=len(batch), description="floor")
+    _wait(lambda: settled(ports, topic, None, len(warm) + len(batch)), 1800, "all consumed")
+    elapsed = time.perf_counter() - started
+    cpu_s = worker_usage(ports)[0] - cpu_before
+    rate = len(batch) / elapsed
+    print(
+        f"faust floor: {len(batch)} events in {elapsed:.1f} s = {rate:,.0f} events/s consumed "
+        f"and counted by {args.workers} worker(s); worker CPU {cpu_s:.1f} s = "
+        f"{len(batch) / max(cpu_s, 1e-9):,.0f} events per CPU second; load average {_loadavg()}"
+    )
+    if args.json:
+        result = {
+            "faust_floor_events_per_s": round(rate, 1),
+            "workers": args.workers,
+            "events": len(batch),
+            "worker_cpu_s": round(cpu_s, 2),
+            "events_per_worker_cpu_s": round(len(batch) / max(cpu_s, 1e-9), 1),
+            "load_average": _loadavg(),
+            "machine": machine_description(),
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _loadavg() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 def pure_handler_rate(messages: list[Any], batch_size: int) -> float:
@@ -323,7 +419,8 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
     while time.monotonic() < deadline:
         if predicate():
             return
-        time.sleep(0.05)
+        # Each poll scrapes every worker's /metrics, which costs the worker CPU: not too often.
+        time.sleep(0.2)
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 

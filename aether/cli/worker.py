@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import Any
 
 from aether.settings import load_settings
 
@@ -30,30 +31,43 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0 = off)"
     )
     parser.add_argument("--loglevel", default="warning", help="Faust log level")
+    parser.add_argument(
+        "--faust-floor",
+        action="store_true",
+        help="benchmarking only: consume the events topic and count, nothing else",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
-    from streams.app import create_app
+    from streams.app import create_app, create_floor_app
     from streams.bootstrap import build_runtimes
     from streams.topics import ensure_topics
 
     overrides = {"namespace": args.namespace} if args.namespace else {}
     settings = load_settings(**overrides)
     ensure_topics(settings)
+    if args.faust_floor:
+        if args.metrics_port:
+            start_http_server(args.metrics_port, addr="127.0.0.1")
+        return _execute(create_floor_app(settings), args.loglevel)
     runtime, bandit = build_runtimes(settings)
     if args.metrics_port:
         start_http_server(args.metrics_port, addr="127.0.0.1")
     app = create_app(settings, runtime, bandit)
     log.info("worker %s consuming %s", settings.consumer_group, settings.kafka.bootstrap_servers)
-    import faust
-
-    worker = faust.Worker(app, loglevel=args.loglevel, quiet=True, redirect_stdouts=False)
     try:
-        worker.execute_from_commandline()
+        return _execute(app, args.loglevel)
     finally:
         runtime.close()
+
+
+def _execute(app: Any, loglevel: str) -> int:
+    import faust
+
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
     return 0
 
 

@@ -118,3 +118,16 @@ def test_a_corrupt_batch_file_is_reported_as_unavailable(settings: Settings) -> 
     (log.folder / "0000000002.parquet").write_bytes(b"not parquet")
     with pytest.raises(DependencyUnavailable, match="offline store"):
         log.read()
+
+
+def test_a_writer_that_fell_behind_another_numbers_its_next_file_above_every_file(
+    settings: Settings,
+) -> None:
+    ours, theirs = OfflineEventLog(settings), OfflineEventLog(settings)
+    ours.append([event("a")])  # ours now continues from 2 without listing the folder
+    for n, event_id in enumerate(["b", "c", "d"]):
+        path = theirs.append([event(event_id)])
+        assert path is not None and path.name == f"{n + 2:010d}.parquet"
+    path = ours.append([event("e")])
+    assert path is not None and path.name == "0000000005.parquet"
+    assert list(ours.read().event_id) == ["a", "b", "c", "d", "e"]

@@ -59,6 +59,10 @@ class FakeState:
     def load_watermarks(self, topic: str, partitions: Any) -> dict[int, int | None]:
         return {p: self.watermarks.get((topic, p)) for p in partitions}
 
+    def load_interaction_batch(self, ids: Any, topic: str, partitions: Any) -> tuple[Any, Any, Any]:
+        ids = list(ids)
+        return self.load_privacy(ids), self.load_users(ids), self.load_watermarks(topic, partitions)
+
     def commit(
         self,
         *,

@@ -1,0 +1,65 @@
+"""``streams.app`` wiring, without a broker: which agent consumes what, and Faust's hooks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from faust.types import TP
+
+from aether.settings import Settings
+from streams.app import _LowLatencyConsumer, _PerBatchMonitor, create_app, create_floor_app
+from streams.eager import EagerWaitFirst
+from streams.topics import TopicNames
+
+
+def settings(tmp_path: Path) -> Settings:
+    return Settings(namespace="unit", data_dir=tmp_path)
+
+
+def topics_by_agent(app: Any) -> dict[str, set[str]]:
+    return {name: set(agent.channel.topics) for name, agent in app.agents.items()}
+
+
+async def nothing(records: Any) -> None:
+    return None
+
+
+def test_each_user_keyed_record_crosses_faust_once(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    topics = TopicNames.for_settings(s)
+    runtime = SimpleNamespace(
+        topics=topics,
+        on_interactions=nothing,
+        on_impressions=nothing,
+        on_catalog=nothing,
+        on_item_updates=nothing,
+    )
+    bandit = SimpleNamespace(on_attribution=nothing, on_outcomes=nothing)
+    app = create_app(s, runtime, bandit)  # type: ignore[arg-type]
+    assert topics_by_agent(app) == {
+        "interactions": {topics.events, topics.privacy, topics.impressions},
+        "catalog": {topics.items},
+        "item_features": {topics.item_updates},
+        "bandit_posteriors": {topics.bandit_outcomes},
+    }
+    assert app.transport.Consumer is _LowLatencyConsumer
+    assert issubclass(_LowLatencyConsumer, EagerWaitFirst)
+    assert isinstance(app.monitor, _PerBatchMonitor)
+
+
+def test_the_floor_worker_only_consumes_events(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    app = create_floor_app(s)
+    assert topics_by_agent(app) == {"floor": {TopicNames.for_settings(s).events}}
+    assert app.transport.Consumer is _LowLatencyConsumer
+
+
+def test_the_monitor_keeps_what_fausts_stall_check_reads() -> None:
+    monitor = _PerBatchMonitor()
+    tp = TP("unit.events", 0)
+    monitor.on_message_in(tp, 7, SimpleNamespace())
+    assert monitor.on_stream_event_in(tp, 7, SimpleNamespace(), SimpleNamespace()) is None
+    assert tp in monitor.stream_inbound_time
+    assert monitor.messages_received_total == 0  # the per-message bookkeeping is skipped
