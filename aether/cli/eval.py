@@ -56,17 +56,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="ranker trained with `aether train --split temporal` (else trained here)",
     )
     parser.add_argument(
+        "--temporal-refit",
+        action="store_true",
+        help="test a temporal ranker re-fitted on every event before T for the epoch count the "
+        "temporal checkpoint chose on validation (trained here unless "
+        "--temporal-refit-checkpoint is given); validation choices still use the checkpoint",
+    )
+    parser.add_argument(
         "--temporal-refit-checkpoint",
         type=Path,
         default=None,
-        help="ranker re-fitted with `aether train --split temporal-refit --epochs N` on every "
-        "event before T, used for the temporal test (else re-fitted here for the best epoch of "
-        "the temporal checkpoint)",
-    )
-    parser.add_argument(
-        "--no-temporal-refit",
-        action="store_true",
-        help="test the temporal ranker fitted before T_val (as in the first reports)",
+        help="ranker from `aether train --split temporal-refit --epochs N` (implies --temporal-refit)",
     )
     parser.add_argument(
         "--save-dir",
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         temporal = temporal_split(ratings)
         tmodel, _ = _ranker_for(temporal, args.temporal_checkpoint, "temporal", args)
         test_model = None
-        if not args.no_temporal_refit:
+        if args.temporal_refit or args.temporal_refit_checkpoint is not None:
             # Choices were made before T_val; re-fit on everything before T as the baselines
             # are, for exactly the number of epochs validation chose.
             refit_args = argparse.Namespace(

@@ -125,6 +125,7 @@ def test_train_and_eval_commands_write_checkpoint_json_and_report(tmp_path: Path
                 "3",
                 "--bench-calls",
                 "5",
+                "--temporal-refit",
                 "--json",
                 str(figures_path),
                 "--report",
