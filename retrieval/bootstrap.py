@@ -33,8 +33,16 @@ DEFAULT_PLAN: Mapping[str, tuple[int, float]] = {
     "content": (3, 0.3),
 }
 
-# The plan for the ranker's encoder (set from `--tune-plan` with a ranker checkpoint).
-RANKER_PLAN: Mapping[str, tuple[int, float]] = DEFAULT_PLAN
+# The plan for the ranker's encoder: chosen among 36 on ML-1M validation items by
+# `aether bench retrieval --tune-plan --ranker-checkpoint …` (docs/benchmarks/retrieval.md). Its
+# ANN answers are good enough to earn twice the fusion weight, and co-occurrence more reserved slots.
+RANKER_PLAN: Mapping[str, tuple[int, float]] = {
+    "ann": (10, 2.0),
+    "cooccurrence": (50, 1.0),
+    "popular": (5, 0.5),
+    "fresh": (3, 0.3),
+    "content": (3, 0.3),
+}
 
 
 class RankerEncoder(UserEncoder, Protocol):

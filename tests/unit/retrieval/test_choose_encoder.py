@@ -6,6 +6,7 @@ import logging
 
 import numpy as np
 
+from retrieval.benchmark import plan_grid
 from retrieval.bootstrap import DEFAULT_PLAN, RANKER_PLAN, choose_user_encoder
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 
@@ -23,7 +24,11 @@ VECTORS = ItemEmbeddings(["i1", "i2"], np.eye(2, dtype=np.float32))
 def test_the_rankers_own_embeddings_are_queried_with_its_encoder_and_plan():
     ranker = _Ranker()
     encoder, plan = choose_user_encoder(VECTORS, "sasrec-a", ranker)
-    assert encoder is ranker and plan == RANKER_PLAN
+    assert encoder is ranker and plan == RANKER_PLAN and plan != DEFAULT_PLAN
+
+
+def test_the_ranker_plan_is_one_of_the_plans_tuning_compares():
+    assert dict(RANKER_PLAN) in plan_grid(DEFAULT_PLAN)
 
 
 def test_baseline_vectors_use_the_mean_history_encoder():
