@@ -9,7 +9,9 @@ so ``hidden_state · item_embedding`` is exactly the model's logit: retrieval ca
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -136,3 +138,64 @@ class SASRec(nn.Module):
     def user_vectors(self, item_ids: torch.Tensor) -> torch.Tensor:
         """The last position's hidden state (the newest item is at the right): (B, L) -> (B, H)."""
         return self.forward(item_ids)[:, -1, :]
+
+
+# -- inference for one user: the last position only ----------------------------------------
+
+
+def last_position_state(model: SASRec, indices: Sequence[int]) -> torch.Tensor:
+    """``model.user_vectors`` of one left-padded history, computing only what its last position
+    needs: (n,) known item indices, oldest first -> (H,). Call in inference mode, model in eval.
+
+    Equal to the full pass up to float rounding, because in ``SASRec.forward`` padding is never
+    attended to by an item and is zeroed after every block: the items alone (at their absolute
+    positions ``L - n .. L - 1``) under a plain causal mask give the same item states. The last
+    block needs keys and values of every item but the query, attention output and feed-forward
+    of the last position only. A history with no known item is the all-padding input, whose
+    last state is ``ln_final(0)``; ``SASRecRanker`` caches it.
+    """
+    config = model.config
+    tail = list(indices)[-config.max_length :]
+    n = len(tail)
+    if n == 0:
+        return model.ln_final(torch.zeros(config.hidden))
+    positions = torch.arange(config.max_length - n, config.max_length)
+    x = model.item_embedding(torch.tensor(tail, dtype=torch.long)) * math.sqrt(config.hidden)
+    x = x + model.position_embedding(positions)  # (n, H)
+    *inner, last = model.blocks
+    for block in inner:
+        x = x + _attention(block.attn, block.ln_attn(x), last_only=False)
+        x = x + block.ffn(block.ln_ffn(x))
+    y = x[-1:] + _attention(last.attn, last.ln_attn(x), last_only=True)  # (1, H)
+    y = y + last.ffn(last.ln_ffn(y))
+    return model.ln_final(y)[0]
+
+
+def _attention(attn: CausalSelfAttention, x: torch.Tensor, *, last_only: bool) -> torch.Tensor:
+    """``CausalSelfAttention`` on one unpadded sequence: (n, H) -> (n, H), or (1, H) for the
+    last query only (it may attend to every position). Written out, because for one short
+    sequence ``scaled_dot_product_attention`` on CPU takes its generic path, which spent more
+    time building and applying its mask than multiplying."""
+    n, hidden = x.shape
+    heads = attn.n_heads
+    if last_only:  # keys and values of every position, the query of the last one only
+        weight, bias = attn.qkv.weight, attn.qkv.bias
+        q = F.linear(x[-1:], weight[:hidden], bias[:hidden])
+        k, v = F.linear(x, weight[hidden:], bias[hidden:]).split(hidden, dim=1)
+    else:
+        q, k, v = attn.qkv(x).split(hidden, dim=1)
+    # (heads, queries or n, H/heads)
+    q = q.view(-1, heads, hidden // heads).transpose(0, 1)
+    k = k.view(n, heads, hidden // heads).transpose(0, 1)
+    v = v.view(n, heads, hidden // heads).transpose(0, 1)
+    scores = torch.bmm(q, k.transpose(1, 2)) * (1.0 / math.sqrt(hidden // heads))
+    if not last_only:
+        scores.masked_fill_(_future(n), float("-inf"))  # (heads, n, n), causal
+    y = torch.bmm(torch.softmax(scores, dim=-1), v)
+    return attn.proj(y.transpose(0, 1).reshape(-1, hidden))
+
+
+@functools.lru_cache(maxsize=64)
+def _future(n: int) -> torch.Tensor:
+    """(n, n) bool, True where the key comes after the query."""
+    return torch.ones(n, n, dtype=torch.bool).triu(1)

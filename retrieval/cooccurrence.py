@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
 from typing import Any, Protocol
 
 from aether.errors import DependencyUnavailable
@@ -130,7 +131,8 @@ class RedisTransitionStore:
         try:
             pipe = self.client.pipeline(transaction=False)
             for anchor in anchors:
-                pipe.zrevrange(self._key(anchor), 0, n - 1, withscores=True)
+                # Raw reply (no ``withscores=`` option, so redis-py builds no pairs): parsed below.
+                pipe.execute_command("ZREVRANGE", self._key(anchor), 0, n - 1, "WITHSCORES")
             pipe.hmget(self.totals_key, list(anchors))
             *ranked, totals = pipe.execute()
         except Exception as exc:
@@ -138,8 +140,7 @@ class RedisTransitionStore:
         result: dict[str, list[tuple[str, float]]] = {}
         for anchor, rows, total in zip(anchors, ranked, totals, strict=True):
             denominator = float(total) if total else 0.0
-            pairs = sorted(((_text(i), float(w)) for i, w in rows), key=lambda kv: (-kv[1], kv[0]))
-            result[anchor] = [(i, w / denominator) for i, w in pairs] if denominator > 0 else []
+            result[anchor] = _probabilities(rows, denominator) if denominator > 0 else []
         return result
 
     def owned_keys(self) -> Iterable[str]:
@@ -149,6 +150,22 @@ class RedisTransitionStore:
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _probabilities(reply: Sequence[Any], total: float) -> list[tuple[str, float]]:
+    """``ZREVRANGE … WITHSCORES`` reply -> ``[(item, weight / total)]``, best first, ties by id.
+
+    RESP2 gives ``[member, score, member, score, …]`` (bytes), RESP3 ``[[member, score], …]``.
+    Two stable C-level sorts (by id, then by weight descending) order it exactly as
+    ``top_neighbours`` does; Redis itself breaks ties by descending member."""
+    if reply and isinstance(reply[0], list | tuple):
+        members, weights = [row[0] for row in reply], [row[1] for row in reply]
+    else:
+        members, weights = reply[0::2], reply[1::2]
+    pairs = [(_text(m), float(w)) for m, w in zip(members, weights, strict=True)]
+    pairs.sort(key=itemgetter(0))
+    pairs.sort(key=itemgetter(1), reverse=True)
+    return [(item, weight / total) for item, weight in pairs]
 
 
 class CooccurrenceSource:
@@ -181,14 +198,14 @@ class CooccurrenceSource:
             weight = self.decay**step
             for item, probability in found.get(anchor, []):
                 scores[item] = scores.get(item, 0.0) + weight * probability
-        excluded = request.exclusions
+        excluded = request.exclusions.all()
         catalog, filters = self.catalog, request.filters
-        ranked = sorted(
-            (
-                (i, s)
-                for i, s in scores.items()
-                if i not in excluded and (catalog is None or catalog.passes(i, filters))
-            ),
-            key=lambda kv: (-kv[1], kv[0]),
-        )
+        ranked = [
+            (i, s)
+            for i, s in scores.items()
+            if i not in excluded and (catalog is None or catalog.passes(i, filters))
+        ]
+        # by score descending, ties by id: two stable sorts with C-level keys
+        ranked.sort(key=itemgetter(0))
+        ranked.sort(key=itemgetter(1), reverse=True)
         return [Candidate(i, s, self.name) for i, s in ranked[: request.k]]

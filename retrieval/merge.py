@@ -29,6 +29,7 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from retrieval.catalog import ItemCatalog
 from retrieval.sources import Candidate, CandidateSource, Exclusions, RetrievalRequest
@@ -50,20 +51,39 @@ def merge_candidates(
     weights = [1.0] * len(lists) if weights is None else list(weights)
     if not len(lists) == len(reserved) == len(weights):
         raise ValueError("one reserved count and one weight per source list")
+    # Runs once per request over every source's proposals (≈ 600): one eligibility call per
+    # distinct item, the fused score summed as contributions arrive (in source order, as a sum
+    # over them would), and one C-level sort of all items serving both the fill and the output.
+    eligible: dict[str, bool] = {}
     eligible_lists: list[list[str]] = []
-    contributions: dict[str, dict[str, float]] = {}
+    contributions: dict[str, list[tuple[str, float]]] = {}
+    fused: dict[str, float] = {}
+    # A source's contribution to an item is the item's last one while that source is read,
+    # unless two lists share a name (then every contribution is checked).
+    shared_names = len({name for name, _ in lists}) < len(lists)
     for (name, candidates), weight in zip(lists, weights, strict=True):
         ranked: list[str] = []
         for candidate in candidates:
             item = candidate.item_id
-            if item in contributions and name in contributions[item]:
+            parts = contributions.get(item)
+            if parts is not None and (
+                parts[-1][0] == name or (shared_names and any(n == name for n, _ in parts))
+            ):
                 continue  # a source repeating an item: its best rank counts
-            if not is_eligible(item):
+            ok = eligible.get(item)
+            if ok is None:
+                ok = eligible[item] = is_eligible(item)
+            if not ok:
                 continue
-            contributions.setdefault(item, {})[name] = weight / (rrf_c + len(ranked))
+            part = weight / (rrf_c + len(ranked))
+            if parts is None:
+                contributions[item] = [(name, part)]
+                fused[item] = 0.0 + part
+            else:
+                parts.append((name, part))
+                fused[item] += part
             ranked.append(item)
         eligible_lists.append(ranked)
-    fused = {item: sum(parts.values()) for item, parts in contributions.items()}
     chosen: set[str] = set()
     for ranked, quota in zip(eligible_lists, reserved, strict=True):
         placed = 0
@@ -73,16 +93,31 @@ def merge_candidates(
             if item not in chosen:
                 chosen.add(item)
                 placed += 1
-    for item in sorted(fused, key=lambda i: (-fused[i], i)):
+    # best fused score first, ties by item id: sort by id, then stably by score descending
+    by_score = sorted(fused.items())
+    by_score.sort(key=itemgetter(1), reverse=True)
+    for item, _ in by_score:
         if len(chosen) >= k:
             break
         chosen.add(item)
     result = []
-    for item in sorted(chosen, key=lambda i: (-fused[i], i)):
-        by_contribution = sorted(contributions[item].items(), key=lambda kv: (-kv[1], kv[0]))
-        names = tuple(name for name, _ in by_contribution)
-        result.append(Candidate(item, fused[item], names[0], names))
+    for item, score in by_score:
+        if item not in chosen:
+            continue
+        parts = contributions[item]
+        if len(parts) == 1:
+            names: tuple[str, ...] = (parts[0][0],)
+        elif len(parts) == 2:  # the common case of an item two sources proposed
+            (first, a), (second, b) = parts
+            names = (first, second) if a > b or (a == b and first < second) else (second, first)
+        else:
+            names = tuple(name for name, _ in sorted(parts, key=_by_contribution))
+        result.append(Candidate(item, score, names[0], names))
     return result
+
+
+def _by_contribution(part: tuple[str, float]) -> tuple[float, str]:
+    return -part[1], part[0]
 
 
 @dataclass(frozen=True)
@@ -131,12 +166,13 @@ class CandidateRetriever:
         self.executor = executor
 
     def _eligible(self, request: RetrievalRequest) -> Callable[[str], bool]:
-        exclusions, filters, catalog = request.exclusions, request.filters, self.catalog
+        excluded, filters, catalog = request.exclusions.all(), request.filters, self.catalog
+        if catalog is None:
+            return lambda item_id: item_id not in excluded
+        passes = catalog.passes
 
         def is_eligible(item_id: str) -> bool:
-            if item_id in exclusions:
-                return False
-            return catalog is None or catalog.passes(item_id, filters)
+            return item_id not in excluded and passes(item_id, filters)
 
         return is_eligible
 

@@ -70,13 +70,15 @@ def _scan(
 ) -> list[Candidate]:
     """Walk a ranking, skipping excluded and filtered items, until ``k`` are found."""
     found: list[Candidate] = []
+    excluded, filters, k = request.exclusions.all(), request.filters, request.k
+    passes = None if catalog is None or filters.is_empty else catalog.passes
     for item_id, score in ranked:
-        if item_id in request.exclusions:
+        if item_id in excluded:
             continue
-        if catalog is not None and not catalog.passes(item_id, request.filters):
+        if passes is not None and not passes(item_id, filters):
             continue
         found.append(Candidate(item_id, score, name))
-        if len(found) >= request.k:
+        if len(found) >= k:
             break
     return found
 

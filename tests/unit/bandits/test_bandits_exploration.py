@@ -91,3 +91,25 @@ def test_quadrature_matches_sampling_for_any_posteriors(params, budget):
     sampled = monte_carlo_slot_propensities(names, posteriors, budget, n_draws=40_000, seed=1)
     se = np.sqrt(exact.clip(0, 1) * (1 - exact.clip(0, 1)) / 40_000)
     assert np.all(np.abs(exact - sampled) <= 4 * se + 3e-3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.5, 60.0), st.floats(0.5, 400.0)), min_size=1, max_size=8),
+    st.integers(1, 4),
+    st.integers(0, 2**31 - 1),
+)
+def test_picked_rows_equal_the_full_matrix_and_thompson_logs_them(params, budget, seed):
+    """Serving computes only the picked items' rows; they are the full matrix's rows exactly."""
+    names = [f"i{k}" for k in range(len(params))]
+    posteriors = {n: BetaPosterior(a, b) for n, (a, b) in zip(names, params, strict=True)}
+    full = exact_slot_propensities(names, posteriors, budget, quad_nodes=64)
+    rows = list(range(len(names)))[::-1][:budget]
+    np.testing.assert_array_equal(
+        exact_slot_propensities(names, posteriors, budget, quad_nodes=64, rows=rows), full[rows]
+    )
+    full = exact_slot_propensities(names, posteriors, budget)
+    picks = thompson_explore(names, posteriors, budget, seed=seed, method="exact")
+    for pick in picks:
+        expected = max(float(full[names.index(pick.item_id), pick.slot]), 0.5 / 4_000)
+        assert pick.propensity == expected

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from aether.errors import ModelError, NotFoundError
-from ranker.checkpoint import load_checkpoint, save_checkpoint
-from ranker.data import ItemVocabulary
+from ranker.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from ranker.data import ItemVocabulary, left_pad
 from ranker.model import SASRec, SASRecConfig
 from ranker.scoring import UNKNOWN_ITEM_SCORE, PopularityRanker, Ranker, SASRecRanker
 
@@ -98,3 +98,26 @@ def test_popularity_fallback_ranks_by_count_and_sinks_unknown_items() -> None:
         [3.0],
         [2.0, 1.0],
     ]
+
+
+@pytest.mark.parametrize(("n_blocks", "n_heads"), [(1, 1), (2, 1), (3, 2)])
+def test_last_position_encoding_equals_the_full_padded_pass(n_blocks, n_heads):
+    """``encode_user`` computes only the last position of the unpadded items; it must give the
+    vector of ``SASRec.user_vectors`` on the left-padded input (what training and eval use)."""
+    torch.manual_seed(n_blocks)
+    vocab = ItemVocabulary(tuple(f"i{k}" for k in range(40)))
+    config = SASRecConfig(n_items=40, max_length=12, hidden=16, n_blocks=n_blocks, n_heads=n_heads)
+    ranker = SASRecRanker(Checkpoint(SASRec(config).eval(), vocab, "sasrec-test"))
+    rng = np.random.default_rng(n_blocks)
+    histories = [[], ["never-seen"], ["i3"], ["i1", "unknown", "i1", "i7"]]
+    histories += [[f"i{k}" for k in rng.integers(0, 40, size=n)] for n in (5, 11, 12, 13, 30)]
+    for history in histories:
+        with torch.inference_mode():
+            padded = left_pad(vocab.encode(history), config.max_length)[None]
+            expected = ranker._model.user_vectors(torch.from_numpy(padded))[0].numpy()
+        got = ranker.encode_user(history)
+        assert got.dtype == np.float32 and got.shape == (16,)
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # the cached vector of an empty history is handed out as a copy
+    ranker.encode_user([])[:] = 7.0
+    assert not (ranker.encode_user([]) == 7.0).any()

@@ -7,6 +7,7 @@ from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.cooccurrence import (
     CooccurrenceSource,
     InMemoryTransitionStore,
+    _probabilities,
     increments_from_sequence,
     merge_increments,
     top_neighbours,
@@ -93,3 +94,23 @@ def test_source_applies_catalog_filters_and_handles_empty_history() -> None:
     found = source.candidates(RetrievalRequest(k=5, history=("b",), filters=CandidateFilters()))
     assert [c.item_id for c in found] == ["c"]
     assert source.candidates(RetrievalRequest(k=5)) == []
+
+
+@given(
+    st.dictionaries(
+        st.sampled_from([f"i{n}" for n in range(12)]), st.sampled_from([0.5, 1.0, 2.0, 1 / 3])
+    )
+)
+def test_raw_redis_replies_parse_to_top_neighbours_order(weights) -> None:
+    """The Redis store parses ``ZREVRANGE … WITHSCORES`` itself (RESP2 flat or RESP3 pairs);
+    whatever order Redis breaks ties in, the result is ``top_neighbours``'."""
+    total = sum(weights.values()) + 1.0
+    expected = top_neighbours(weights, total, len(weights))
+    # Redis order: score descending, ties by member descending
+    redis_order = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]), reverse=False)[::-1]
+    redis_order.sort(key=lambda kv: -kv[1])
+    resp2 = [x for item, w in redis_order for x in (item.encode(), repr(w).encode())]
+    resp3 = [[item.encode(), w] for item, w in redis_order]
+    assert _probabilities(resp2, total) == expected
+    assert _probabilities(resp3, total) == expected
+    assert _probabilities([], total) == []

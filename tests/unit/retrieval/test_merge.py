@@ -1,6 +1,8 @@
 """Merging: quotas, de-duplication, exact filters, redistribution and the never-empty fallback."""
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.merge import CandidateRetriever, SourcePlan, merge_candidates
@@ -133,3 +135,67 @@ def test_retriever_asks_every_source_for_k_and_scales_reserved_slots() -> None:
     # b keeps round(100 * 4 / 200) = 2 reserved slots; a wins the rest on weight.
     assert [c.item_id for c in result.candidates] == ["a1", "a2", "b1", "b2"]
     assert not result.used_fallback
+
+
+def _reference_merge(lists, reserved, k, is_eligible, weights, rrf_c=60.0):
+    """The merge rules written the plain way (the implementation before it was optimised)."""
+    contributions: dict[str, dict[str, float]] = {}
+    eligible_lists = []
+    for (name, candidates), weight in zip(lists, weights, strict=True):
+        ranked: list[str] = []
+        for candidate in candidates:
+            item = candidate.item_id
+            if (item in contributions and name in contributions[item]) or not is_eligible(item):
+                continue
+            contributions.setdefault(item, {})[name] = weight / (rrf_c + len(ranked))
+            ranked.append(item)
+        eligible_lists.append(ranked)
+    fused = {item: sum(parts.values()) for item, parts in contributions.items()}
+    chosen: set[str] = set()
+    for ranked, quota in zip(eligible_lists, reserved, strict=True):
+        placed = 0
+        for item in ranked:
+            if placed >= quota or len(chosen) >= k:
+                break
+            if item not in chosen:
+                chosen.add(item)
+                placed += 1
+    for item in sorted(fused, key=lambda i: (-fused[i], i)):
+        if len(chosen) >= k:
+            break
+        chosen.add(item)
+    result = []
+    for item in sorted(chosen, key=lambda i: (-fused[i], i)):
+        names = tuple(
+            n for n, _ in sorted(contributions[item].items(), key=lambda kv: (-kv[1], kv[0]))
+        )
+        result.append(Candidate(item, fused[item], names[0], names))
+    return result
+
+
+proposal_lists = st.lists(
+    st.lists(st.sampled_from([f"i{n}" for n in range(25)]), max_size=20), min_size=1, max_size=4
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    proposal_lists,
+    st.data(),
+    st.integers(1, 30),
+    st.frozensets(st.sampled_from([f"i{n}" for n in range(25)])),
+)
+def test_merge_equals_the_plain_reference(ids, data, k, ineligible) -> None:
+    names = data.draw(st.lists(st.sampled_from("abc"), min_size=len(ids), max_size=len(ids)))
+    lists = [
+        (name, [Candidate(i, 1.0, name) for i in items])
+        for name, items in zip(names, ids, strict=True)
+    ]
+    reserved = data.draw(st.lists(st.integers(0, 5), min_size=len(ids), max_size=len(ids)))
+    weights = data.draw(
+        st.lists(st.sampled_from([0.3, 0.5, 1.0, 2.0]), min_size=len(ids), max_size=len(ids))
+    )
+    eligible = lambda item: item not in ineligible  # noqa: E731
+    assert merge_candidates(lists, reserved, k, eligible, weights) == _reference_merge(
+        lists, reserved, k, eligible, weights
+    )
