@@ -21,10 +21,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 
-def free_loopback_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
+def free_loopback_port(host: str = "127.0.0.1", *, reuse_port: bool = False) -> int:
+    """A TCP port on ``host`` that nobody listens on right now (the OS picks it).
+
+    ``reuse_port``: probe with ``SO_REUSEPORT``, as the processes that will share it bind.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, 0))
         return int(sock.getsockname()[1])
 
 

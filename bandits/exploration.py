@@ -65,18 +65,22 @@ def slot_propensities(
     n_draws: int = DEFAULT_DRAWS,
     seed: int = 0,
     method: str = "auto",
+    rows: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Matrix ``P[i, j]`` = P(candidate ``i`` lands in exploration slot ``j``).
 
     Shape ``(len(candidates), min(budget, len(candidates)))``; every column sums to 1 (up to
     quadrature / Monte Carlo error). ``method``: ``"auto"``, ``"exact"`` or ``"monte_carlo"``.
+    ``rows``: only these candidates' rows, in that order (the exact method then computes only
+    those; Monte Carlo simulates every arm anyway).
     """
     if method == "auto":
         method = "exact" if len(candidates) <= EXACT_MAX_CANDIDATES else "monte_carlo"
     if method == "exact":
-        return exact_slot_propensities(candidates, posteriors, budget, prior)
+        return exact_slot_propensities(candidates, posteriors, budget, prior, rows=rows)
     if method == "monte_carlo":
-        return monte_carlo_slot_propensities(candidates, posteriors, budget, prior, n_draws, seed)
+        matrix = monte_carlo_slot_propensities(candidates, posteriors, budget, prior, n_draws, seed)
+        return matrix if rows is None else matrix[np.asarray(rows, dtype=np.intp)]
     raise ValueError(f"method must be 'auto', 'exact' or 'monte_carlo', got {method!r}")
 
 
@@ -170,14 +174,11 @@ def thompson_explore(
     theta = np.random.default_rng(seed).beta(alpha, beta)
     # ties (practically impossible with continuous draws) break by candidate order
     chosen = sorted(range(len(unique)), key=lambda i: (-theta[i], i))[:slots]
-    if method == "auto":
-        method = "exact" if len(unique) <= EXACT_MAX_CANDIDATES else "monte_carlo"
-    if method == "exact":  # the chosen items' rows only: row j is the item in slot j
-        propensity = exact_slot_propensities(unique, posteriors, slots, prior, rows=chosen)
-        picked = [float(propensity[j, j]) for j in range(len(chosen))]
-    else:
-        matrix = slot_propensities(unique, posteriors, slots, prior, n_draws, seed + 1, method)
-        picked = [float(matrix[i, j]) for j, i in enumerate(chosen)]
+    # the chosen items' rows only: row j is the item placed in slot j
+    propensity = slot_propensities(
+        unique, posteriors, slots, prior, n_draws, seed + 1, method, rows=chosen
+    )
+    picked = [float(propensity[j, j]) for j in range(len(chosen))]
     floor = 0.5 / n_draws
     return [
         ExplorationSlot(

@@ -9,7 +9,6 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -103,12 +102,6 @@ def ann_benchmark(
 
 def _not_in(exclusions: Exclusions) -> Callable[[str], bool]:
     return lambda item: item not in exclusions
-
-
-def remove_lite_db(uri: str) -> None:
-    path = Path(uri)
-    if path.suffix == ".db" and path.exists():
-        path.unlink()
 
 
 # -- candidate recall on MovieLens (leave-last-out) --------------------------------------------

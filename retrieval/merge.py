@@ -56,19 +56,14 @@ def merge_candidates(
     # over them would), and one C-level sort of all items serving both the fill and the output.
     eligible: dict[str, bool] = {}
     eligible_lists: list[list[str]] = []
-    contributions: dict[str, list[tuple[str, float]]] = {}
+    contributions: dict[str, dict[str, float]] = {}
     fused: dict[str, float] = {}
-    # A source's contribution to an item is the item's last one while that source is read,
-    # unless two lists share a name (then every contribution is checked).
-    shared_names = len({name for name, _ in lists}) < len(lists)
     for (name, candidates), weight in zip(lists, weights, strict=True):
         ranked: list[str] = []
         for candidate in candidates:
             item = candidate.item_id
             parts = contributions.get(item)
-            if parts is not None and (
-                parts[-1][0] == name or (shared_names and any(n == name for n, _ in parts))
-            ):
+            if parts is not None and name in parts:
                 continue  # a source repeating an item: its best rank counts
             ok = eligible.get(item)
             if ok is None:
@@ -77,10 +72,10 @@ def merge_candidates(
                 continue
             part = weight / (rrf_c + len(ranked))
             if parts is None:
-                contributions[item] = [(name, part)]
-                fused[item] = 0.0 + part
+                contributions[item] = {name: part}
+                fused[item] = part
             else:
-                parts.append((name, part))
+                parts[name] = part
                 fused[item] += part
             ranked.append(item)
         eligible_lists.append(ranked)
@@ -105,19 +100,16 @@ def merge_candidates(
         if item not in chosen:
             continue
         parts = contributions[item]
-        if len(parts) == 1:
-            names: tuple[str, ...] = (parts[0][0],)
-        elif len(parts) == 2:  # the common case of an item two sources proposed
-            (first, a), (second, b) = parts
-            names = (first, second) if a > b or (a == b and first < second) else (second, first)
-        else:
-            names = tuple(name for name, _ in sorted(parts, key=_by_contribution))
+        names = (
+            tuple(parts) if len(parts) == 1 else tuple(sorted(parts, key=_by_contribution(parts)))
+        )
         result.append(Candidate(item, score, names[0], names))
     return result
 
 
-def _by_contribution(part: tuple[str, float]) -> tuple[float, str]:
-    return -part[1], part[0]
+def _by_contribution(parts: dict[str, float]) -> Callable[[str], tuple[float, str]]:
+    """Sort key of a source name: largest contribution first, ties by name."""
+    return lambda name: (-parts[name], name)
 
 
 @dataclass(frozen=True)

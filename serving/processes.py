@@ -32,7 +32,6 @@ import multiprocessing
 import os
 import queue
 import signal
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 from aether.errors import ConfigError, DependencyUnavailable
 from aether.settings import Settings
 from aether.stack_milvus import is_milvus_lite_uri
+from aether.stack_process import free_loopback_port
 
 if TYPE_CHECKING:
     from serving.bootstrap import ServingApp
@@ -100,14 +100,6 @@ def serve_worker(
 ) -> None:
     """``aether serve``'s worker: ``run_server`` on the shared port."""
     run_server(settings, options, reuse_port=True, on_serving=lambda _: ready())
-
-
-def free_port(host: str) -> int:
-    """A port that is free on ``host`` now (the workers bind it with SO_REUSEPORT)."""
-    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        probe.bind((host, 0))
-        return int(probe.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -186,7 +178,7 @@ def start_workers(
     (see ``share_milvus_lite``). ``cancel`` set while they start: stop them and raise."""
     if processes < 1:
         raise ConfigError(f"serving.processes must be >= 1, got {processes}")
-    port = settings.serving.port or free_port(settings.serving.host)
+    port = settings.serving.port or free_loopback_port(settings.serving.host, reuse_port=True)
     settings = settings.model_copy(
         update={"serving": settings.serving.model_copy(update={"port": port})}
     )

@@ -23,7 +23,7 @@ transitions of the batch's applied events, ``streams.sinks``), so they are exact
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, cast
 
 import redis
@@ -59,13 +59,11 @@ class RedisStateStore:
 
     def load_privacy(self, user_ids: Iterable[str]) -> dict[str, PrivacyStatus]:
         ids = sorted(set(user_ids))
-        raws = self._mget([self._privacy_key(u) for u in ids])
-        return {u: decode_status(raw) for u, raw in zip(ids, raws, strict=True) if raw}
+        return _privacy_from(ids, self._mget([self._privacy_key(u) for u in ids]))
 
     def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         ids = sorted(set(user_ids))
-        raws = self._mget([self._user_key(u) for u in ids])
-        return {u: decode_user_state(raw) for u, raw in zip(ids, raws, strict=True) if raw}
+        return _users_from(ids, self._mget([self._user_key(u) for u in ids]))
 
     def load_items(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
         ids = sorted(set(item_ids))
@@ -95,12 +93,9 @@ class RedisStateStore:
         privacy: dict[str, PrivacyStatus] = {}
         users: dict[str, UserState] = {}
         if ids:
-            statuses, states, replies = replies[0], replies[1], replies[2:]
-            privacy = {u: decode_status(raw) for u, raw in zip(ids, statuses, strict=True) if raw}
-            users = {u: decode_user_state(raw) for u, raw in zip(ids, states, strict=True) if raw}
-        marks = replies[0] if parts else []
-        watermarks = {p: None if v is None else int(v) for p, v in zip(parts, marks, strict=True)}
-        return privacy, users, watermarks
+            privacy, users = _privacy_from(ids, replies[0]), _users_from(ids, replies[1])
+            replies = replies[2:]
+        return privacy, users, _watermarks_from(parts, replies[0] if parts else [])
 
     def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
         parts = sorted(set(partitions))
@@ -112,7 +107,7 @@ class RedisStateStore:
             )
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot read watermarks: {exc}") from exc
-        return {p: None if v is None else int(v) for p, v in zip(parts, values, strict=True)}
+        return _watermarks_from(parts, values)
 
     def commit(
         self,
@@ -164,3 +159,15 @@ class RedisStateStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _privacy_from(ids: Sequence[str], raws: Sequence[Any]) -> dict[str, PrivacyStatus]:
+    return {u: decode_status(raw) for u, raw in zip(ids, raws, strict=True) if raw}
+
+
+def _users_from(ids: Sequence[str], raws: Sequence[Any]) -> dict[str, UserState]:
+    return {u: decode_user_state(raw) for u, raw in zip(ids, raws, strict=True) if raw}
+
+
+def _watermarks_from(parts: Sequence[int], values: Sequence[Any]) -> dict[int, int | None]:
+    return {p: None if v is None else int(v) for p, v in zip(parts, values, strict=True)}

@@ -216,16 +216,11 @@ def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
 
 @pytest.fixture(params=["lite", "server"])
-def milvus_backend_uri(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A Milvus URI of each backend in turn: a Lite file, then the session's server."""
-    if request.param == "server":
-        yield request.getfixturevalue("milvus_server_uri")
-        return
-    from aether.stack_milvus import release_milvus_lite
-
-    uri = str(tmp_path / "milvus.db")
-    yield uri
-    release_milvus_lite(uri)
+def milvus_backend_uri(request: pytest.FixtureRequest) -> str:
+    """A Milvus URI of each backend in turn: this test's Lite file, then the session's server."""
+    return str(
+        request.getfixturevalue("milvus_uri" if request.param == "lite" else "milvus_server_uri")
+    )
 
 
 @pytest.fixture
