@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -37,6 +38,9 @@ class TrainConfig:
     patience: int = 5  # validations without improvement before stopping
     validate_every: int = 1  # epochs
     max_minutes: float | None = None  # wall-clock budget; the best model so far is kept
+    lr_schedule: str = (
+        "constant"  # or "cosine": decays to 0 over `epochs` (set epochs to the budget)
+    )
     seed: int = 0
     progress: bool = True
 
@@ -100,6 +104,27 @@ def validation_ranks(model: SASRec, vocab: ItemVocabulary, cases: Sequence[EvalC
     return target_ranks(scores, targets)
 
 
+LR_SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, tc: TrainConfig, steps_per_epoch: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Per-step learning-rate schedule: constant, or cosine decay to 0 over all ``epochs``.
+
+    A decay that ends with the run is what a fixed compute budget wants: the last epochs take
+    small steps instead of jittering around the optimum at the full rate.
+    """
+    if tc.lr_schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if tc.lr_schedule == "cosine":
+        total = max(1, tc.epochs * steps_per_epoch)
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
+        )
+    raise ModelError(f"unknown lr_schedule {tc.lr_schedule!r}; choose from {LR_SCHEDULES}")
+
+
 def train_sasrec(
     train_sequences: Mapping[str, Sequence[str]],
     validation: Sequence[EvalCase],
@@ -125,6 +150,9 @@ def train_sasrec(
     optimizer = torch.optim.Adam(
         model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
     )
+    scheduler = learning_rate_schedule(
+        optimizer, tc, steps_per_epoch=math.ceil(len(tensors.inputs) / tc.batch_size)
+    )
     inputs, targets = torch.from_numpy(tensors.inputs), torch.from_numpy(tensors.targets)
 
     started = time.perf_counter()
@@ -145,6 +173,7 @@ def train_sasrec(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            scheduler.step()
             losses.append(loss.item())
         mean_loss = float(np.mean(losses))
         elapsed_min = (time.perf_counter() - started) / 60

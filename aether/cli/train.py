@@ -30,7 +30,7 @@ from interactions.sequences import (
     temporal_split,
 )
 from ranker.checkpoint import save_checkpoint
-from ranker.train import TrainConfig, TrainResult, train_sasrec
+from ranker.train import LR_SCHEDULES, TrainConfig, TrainResult, train_sasrec
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,12 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-minutes", type=float, default=None, help="training time budget")
     group.add_argument("--batch-size", type=int, default=128)
     group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument(
+        "--lr-schedule",
+        choices=LR_SCHEDULES,
+        default="constant",
+        help="cosine: decay the learning rate to 0 over --epochs (use with a fixed epoch count)",
+    )
     group.add_argument("--patience", type=int, default=5, help="validations without gain")
     group.add_argument("--validate-every", type=int, default=1, help="epochs between validations")
     group.add_argument("--hidden", type=int, default=64)
@@ -86,6 +92,7 @@ def train_config_from(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs or DEFAULT_EPOCHS,
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        lr_schedule=args.lr_schedule,
         patience=args.patience,
         validate_every=args.validate_every,
         max_minutes=args.max_minutes,
