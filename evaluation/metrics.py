@@ -36,13 +36,47 @@ def target_ranks(scores: np.ndarray, target_columns: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def ndcg_gains(ranks: np.ndarray, k: int) -> np.ndarray:
+    """Per-request NDCG@k with one relevant item: 1/log2(rank + 1) if rank <= k, else 0."""
+    ranks = np.asarray(ranks, dtype=np.float64)
+    return np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
 def ndcg_at_k(ranks: np.ndarray, k: int) -> float:
     """Mean NDCG@k with one relevant item per request: 1/log2(rank + 1) if rank <= k."""
     ranks = np.asarray(ranks, dtype=np.float64)
     if ranks.size == 0:
         return float("nan")
-    gains = np.where(ranks <= k, 1.0 / np.log2(ranks + 1.0), 0.0)
-    return float(gains.mean())
+    return float(ndcg_gains(ranks, k).mean())
+
+
+def relative_gain_ci(
+    ranks: np.ndarray,
+    reference_ranks: np.ndarray,
+    k: int = 10,
+    *,
+    resamples: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """NDCG@k of ``ranks`` relative to ``reference_ranks`` on the same requests, with a CI.
+
+    Returns ``(gain, low, high)``: ``gain = ndcg / reference_ndcg - 1`` and the percentile
+    interval of that ratio over ``resamples`` paired bootstrap resamples of the requests (both
+    methods resampled together, so the shared difficulty of a request cancels).
+    """
+    gains = ndcg_gains(ranks, k)
+    reference = ndcg_gains(reference_ranks, k)
+    if gains.shape != reference.shape or gains.size == 0:
+        raise ValueError("relative_gain_ci needs the same, non-empty set of requests for both")
+    if reference.sum() == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, gains.size, size=(resamples, gains.size))
+    ratio = gains[picks].sum(axis=1) / np.maximum(reference[picks].sum(axis=1), 1e-12) - 1.0
+    tail = (1.0 - level) / 2 * 100
+    low, high = np.percentile(ratio, [tail, 100 - tail])
+    return float(gains.sum() / reference.sum() - 1.0), float(low), float(high)
 
 
 def hit_rate_at_k(ranks: np.ndarray, k: int) -> float:

@@ -122,6 +122,13 @@ def write_report(
             f"Chosen on validation: {result.chosen}; validation NDCG@10: "
             + ", ".join(f"{k} {v:.4f}" for k, v in result.validation_ndcg10.items()),
         ]
+        for model, versus in result.against_best_baseline.items():
+            lines += [
+                "",
+                f"{model} vs the best baseline ({versus['baseline']}), NDCG@10: "
+                f"{versus['gain']:+.1%} (95 % CI {versus['ci95_low']:+.1%} … "
+                f"{versus['ci95_high']:+.1%}, paired bootstrap over the test requests)",
+            ]
     lines += [
         "",
         "![accuracy](accuracy.png)",

@@ -26,7 +26,7 @@ from evaluation.baselines import (
     RecentPopular,
     popularity_counts,
 )
-from evaluation.metrics import ndcg_at_k
+from evaluation.metrics import ndcg_at_k, relative_gain_ci
 from evaluation.protocol import (
     CatalogueFacts,
     CatalogueScorer,
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 EASE_L2_GRID = (10.0, 50.0, 200.0, 500.0, 1000.0, 3000.0)
 POPULAR_WINDOW_DAYS_GRID: tuple[float | None, ...] = (1.0, 7.0, 30.0, 90.0, None)
 COLD_START_HISTORY = 5  # users with fewer training events than this are "cold" (reported apart)
+BASELINES = ("popular", "transition", "ease")
+MODELS = ("sasrec", "sasrec_pop")
 
 
 @dataclass
@@ -56,6 +58,25 @@ class ProtocolResult:
     cold: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> cold-user metrics
     chosen: dict[str, Any] = field(default_factory=dict)  # hyper-parameters chosen on validation
     validation_ndcg10: dict[str, float] = field(default_factory=dict)
+    ranks: dict[str, np.ndarray] = field(default_factory=dict)  # method -> reported test ranks
+    # model -> {"baseline", "gain", "ci95_low", "ci95_high"}: NDCG@10 against the best baseline
+    against_best_baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def compare_with_best_baseline(self) -> None:
+        """Each model's NDCG@10 gain over the best baseline on the test, with a paired 95 % CI.
+
+        The interval says how much of a gain the number of test requests can resolve: a gain
+        whose interval includes 0 is not distinguishable from the baseline on this split.
+        """
+        best = max(BASELINES, key=lambda m: self.figures[m]["ndcg10"])
+        for model in MODELS:
+            gain, low, high = relative_gain_ci(self.ranks[model], self.ranks[best])
+            self.against_best_baseline[model] = {
+                "baseline": best,
+                "gain": gain,
+                "ci95_low": low,
+                "ci95_high": high,
+            }
 
 
 def catalogue_facts(
@@ -144,10 +165,11 @@ def evaluate_leave_one_out(
     for name, scorer in methods.items():
         if name not in result.validation_ndcg10:
             result.validation_ndcg10[name] = _validate(scorer, split.validation, catalogue)
-        result.figures[name] = summarise(
-            rank_requests(scorer, split.test, catalogue, desc=f"loo {name}"), facts
-        )
+        ranked = rank_requests(scorer, split.test, catalogue, desc=f"loo {name}")
+        result.figures[name] = summarise(ranked, facts)
+        result.ranks[name] = ranked.ranks
         log.info("leave-one-out %s: %s", name, result.figures[name])
+    result.compare_with_best_baseline()
     return result
 
 
@@ -211,7 +233,9 @@ def evaluate_temporal(
     for name, scorer in methods.items():
         ranked = rank_requests(scorer, split.test, catalogue, desc=f"temporal {name}")
         result.figures[name] = summarise(subset(ranked, ~cold), facts)
+        result.ranks[name] = ranked.ranks[~cold]
         result.cold[name] = summarise(subset(ranked, cold), facts)
         result.figures[name]["all_users_ndcg10"] = summarise(ranked, facts)["ndcg10"]
         log.info("temporal %s: %s", name, result.figures[name])
+    result.compare_with_best_baseline()
     return result

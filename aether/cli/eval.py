@@ -35,7 +35,6 @@ from ranker import bench
 from ranker.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
-BASELINES = ("popular", "transition", "ease")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,16 +120,14 @@ def _flatten(result: ProtocolResult, prefix: str) -> dict[str, Any]:
     flat.update({f"{prefix}_chosen_{k}": v for k, v in result.chosen.items()})
     ours = result.figures["sasrec"]
     flat.update({f"{prefix}_{k}": ours[k] for k in ("ndcg10", "hr10", "mrr", "coverage")})
-    best = max(BASELINES, key=lambda m: result.figures[m]["ndcg10"])
+    best = result.against_best_baseline["sasrec"]["baseline"]
     flat[f"{prefix}_best_baseline"] = best
     flat[f"{prefix}_best_baseline_ndcg10"] = result.figures[best]["ndcg10"]
-    blend = result.figures["sasrec_pop"]["ndcg10"]
-    flat[f"{prefix}_sasrec_pop_gain_over_best_baseline"] = (
-        blend / result.figures[best]["ndcg10"] - 1.0
-    )
-    flat[f"{prefix}_gain_over_best_baseline"] = (
-        ours["ndcg10"] / result.figures[best]["ndcg10"] - 1.0
-    )
+    for model, versus in result.against_best_baseline.items():
+        name = prefix if model == "sasrec" else f"{prefix}_{model}"
+        flat[f"{name}_gain_over_best_baseline"] = versus["gain"]
+        flat[f"{name}_gain_ci95_low"] = versus["ci95_low"]
+        flat[f"{name}_gain_ci95_high"] = versus["ci95_high"]
     return flat
 
 
@@ -213,6 +210,9 @@ def run(args: argparse.Namespace) -> int:
                 "temporal_ndcg10",
                 "temporal_best_baseline_ndcg10",
                 "temporal_gain_over_best_baseline",
+                "temporal_gain_ci95_low",
+                "temporal_gain_ci95_high",
+                "loo_gain_over_best_baseline",
                 "loo_sasrec_pop_ndcg10",
                 "temporal_sasrec_pop_ndcg10",
                 "temporal_sasrec_pop_gain_over_best_baseline",

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evaluation import metrics
+from evaluation.metrics import relative_gain_ci
 
 
 def test_target_ranks_are_one_based_and_pessimistic_about_ties() -> None:
@@ -78,3 +79,33 @@ def test_metric_bounds(ranks_list: list[int]) -> None:
 @given(st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=30))
 def test_gini_is_between_zero_and_one(values: list[float]) -> None:
     assert 0.0 <= metrics.gini(np.array(values)) <= 1.0
+
+
+def test_relative_gain_ci_of_identical_rankings_is_exactly_zero() -> None:
+    ranks = np.array([1, 3, 20, 2, 11, 5])
+    gain, low, high = relative_gain_ci(ranks, ranks, 10, resamples=200)
+    assert (gain, low, high) == (0.0, 0.0, 0.0)
+
+
+def test_relative_gain_ci_brackets_the_gain_computed_by_hand() -> None:
+    # model: ranks 1, 1, 3, 20 -> gains 1, 1, 0.5, 0; reference: 3, 3, 3, 3 -> 0.5 each
+    model, reference = np.array([1, 1, 3, 20]), np.array([3, 3, 3, 3])
+    gain, low, high = relative_gain_ci(model, reference, 10, resamples=500, seed=1)
+    assert gain == pytest.approx(2.5 / 2.0 - 1.0)
+    assert low <= gain <= high
+    assert low >= -1.0  # a ratio of non-negative sums can fall no lower
+
+
+def test_relative_gain_ci_narrows_with_more_requests_and_excludes_zero_for_a_clear_win() -> None:
+    rng = np.random.default_rng(0)
+    reference = rng.integers(1, 30, size=4000)
+    better = np.maximum(reference - 2, 1)  # every target two places higher
+    _, low_few, high_few = relative_gain_ci(better[:200], reference[:200], 10, resamples=500)
+    _, low_many, high_many = relative_gain_ci(better, reference, 10, resamples=500)
+    assert high_many - low_many < high_few - low_few
+    assert low_many > 0.0
+
+
+def test_relative_gain_ci_needs_paired_non_empty_requests() -> None:
+    with pytest.raises(ValueError, match="same, non-empty"):
+        relative_gain_ci(np.array([1, 2]), np.array([1]), 10)
