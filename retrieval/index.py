@@ -352,14 +352,17 @@ class ItemIndex:
             self.refresh()  # the alias moved and the old collection was dropped meanwhile
             hits = self._search_active(queries, limit, expression)
         excluded_set = set(excluded) if not_pushed else set()
-        return [
-            [
-                (str(h["id"]), float(h["distance"]))
-                for h in per_query
-                if h["id"] not in excluded_set
-            ][:k]
-            for per_query in hits
-        ]
+        answers = []
+        for per_query in hits:
+            ids, distances = _ids_and_distances(per_query)
+            answers.append(
+                [
+                    (str(item_id), float(distance))
+                    for item_id, distance in zip(ids, distances, strict=True)
+                    if item_id not in excluded_set
+                ][:k]
+            )
+        return answers
 
     def _search_active(self, queries: np.ndarray, limit: int, expression: str) -> list[Any]:
         collection = self._active
@@ -402,3 +405,16 @@ class ItemIndex:
             "count", self._client.query, self._active, filter="", output_fields=["count(*)"]
         )
         return int(rows[0]["count(*)"])
+
+
+def _ids_and_distances(per_query: Any) -> tuple[Sequence[Any], Sequence[float]]:
+    """One query's hit ids and distances, without building a ``Hit`` dict per result.
+
+    pymilvus 2.6 returns each query's hits as ``HybridHits``, which holds both as plain lists and
+    builds a dict only when a hit is indexed (≈ 0.5 ms for 200 hits); any other shape is read hit
+    by hit.
+    """
+    ids, distances = getattr(per_query, "ids", None), getattr(per_query, "distances", None)
+    if isinstance(ids, list) and isinstance(distances, list) and len(ids) == len(distances):
+        return ids, distances
+    return [h["id"] for h in per_query], [h["distance"] for h in per_query]
