@@ -181,6 +181,7 @@ def rate_figures(
 
 def run(args: argparse.Namespace) -> int:
     from aether.errors import DependencyUnavailable
+    from aether.heap import freeze_startup_heap
     from aether.machine import machine_description
     from aether.settings import load_settings
     from aether.stack_env import load_stack_env
@@ -262,6 +263,7 @@ def run(args: argparse.Namespace) -> int:
         warmup = request_users(
             prepared.user_ids, int(50 * args.warmup_seconds), args.unknown_share, args.seed + 999
         )
+        freeze_startup_heap()  # the generator's own collector pauses would read as latency
         warm = offered_load(
             server.address, warmup, 50, k=args.k, deadline_s=args.deadline_s, channels=channels
         )

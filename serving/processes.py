@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aether.errors import ConfigError, DependencyUnavailable
+from aether.heap import freeze_startup_heap
 from aether.settings import Settings
 from aether.stack_milvus import is_milvus_lite_uri
 from aether.stack_process import free_loopback_port
@@ -79,6 +80,9 @@ def run_server(
     try:
         if prepare is not None:
             prepare(app)
+        # The model, stores and clients live as long as the server: keep the collector's full
+        # passes off them, or each one stalls every request in flight (aether.heap).
+        log.info("%d start-up objects out of the collector's reach", freeze_startup_heap())
         if options.refresh_s:
             app.start_refreshing(options.refresh_s)
         running = start_server(app.pipeline, settings.serving, reuse_port=reuse_port)
