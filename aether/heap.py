@@ -1,14 +1,17 @@
 """Keep Python's cyclic garbage collector off the long-lived start-up heap of a service.
 
 A worker or server imports Feast, pandas, pyarrow, torch, gRPC and protobuf and builds its
-stores before it handles the first message: millions of objects that live as long as the process.
-The collector's full (generation 2) pass walks all of them, and it runs every few hundred
-thousand allocations of request or event work. Measured in the stream worker under
-``aether bench ingest`` (``docs/benchmarks/ingest.md``): 18–24 full passes of 240–470 ms each
-(p50), every one a stall of the event loop, ≈ 5 s of a 15 s run.
+stores before it handles the first message: objects that live as long as the process. Each full
+(generation 2) pass of the collector walks all of them; it runs whenever the long-lived objects
+have grown by a quarter since the last one, which a busy stream worker reaches often (measured
+under ``aether bench ingest``: 18–24 full passes in one run, 240–470 ms each, every one a stall
+of the event loop; ``docs/benchmarks/ingest.md``) and a server more rarely (none in a 20 s
+``aether bench serve`` window, but 170–380 ms each when one comes).
 
 ``gc.freeze()`` moves everything alive at that moment into a permanent generation that the
-collector never scans; objects created later are collected as usual, so nothing leaks.
+collector never scans; objects created later are collected as usual. Only objects alive at the
+freeze that later become part of a garbage cycle are never reclaimed, which for start-up state
+(modules, models, clients) does not happen in practice.
 """
 
 from __future__ import annotations
