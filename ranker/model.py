@@ -152,7 +152,7 @@ def last_position_state(model: SASRec, indices: Sequence[int]) -> torch.Tensor:
     positions ``L - n .. L - 1``) under a plain causal mask give the same item states. The last
     block needs keys and values of every item but the query, attention output and feed-forward
     of the last position only. A history with no known item is the all-padding input, whose
-    last state is ``ln_final(0)``; ``SASRecRanker`` caches it.
+    last state is ``ln_final(0)``.
     """
     config = model.config
     tail = list(indices)[-config.max_length :]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ranker.checkpoint import Checkpoint, load_checkpoint
-from ranker.data import ItemVocabulary, histories_to_array, left_pad
+from ranker.data import ItemVocabulary, histories_to_array
 from ranker.model import last_position_state
 
 UNKNOWN_ITEM_SCORE = -1.0e9
@@ -50,7 +50,6 @@ class SASRecRanker:
         self.model_version = checkpoint.model_version
         self.metadata = checkpoint.metadata
         self._max_length = checkpoint.model.config.max_length
-        self._no_history: np.ndarray | None = None  # the all-padding input's vector, cached
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> SASRecRanker:
@@ -94,14 +93,7 @@ class SASRecRanker:
         A history with no known item gives the vector of an all-padding input (a fixed prior).
         Only the last position is computed (``last_position_state``), not the whole padded
         sequence; the vectors agree with ``SASRec.user_vectors`` up to float rounding."""
-        indices = self._vocab.encode(history)
-        if not indices:
-            if self._no_history is None:
-                array = left_pad([], self._max_length)[None]
-                vector = self._model.user_vectors(torch.from_numpy(array))[0]
-                self._no_history = vector.numpy().copy()
-            return self._no_history.copy()
-        return last_position_state(self._model, indices).numpy().copy()
+        return last_position_state(self._model, self._vocab.encode(history)).numpy().copy()
 
     @torch.inference_mode()
     def item_embeddings(self) -> tuple[list[str], np.ndarray]:

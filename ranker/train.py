@@ -38,9 +38,8 @@ class TrainConfig:
     patience: int = 5  # validations without improvement before stopping
     validate_every: int = 1  # epochs
     max_minutes: float | None = None  # wall-clock budget; the best model so far is kept
-    lr_schedule: str = (
-        "constant"  # or "cosine": decays to 0 over `epochs` (set epochs to the budget)
-    )
+    # "constant", or "cosine": decays to 0 over `epochs` (set epochs to the budget)
+    lr_schedule: str = "constant"
     seed: int = 0
     progress: bool = True
 

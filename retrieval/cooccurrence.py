@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from operator import itemgetter
 from typing import Any, Protocol
 
 from aether.errors import DependencyUnavailable
 from retrieval.catalog import ItemCatalog
-from retrieval.sources import Candidate, RetrievalRequest
+from retrieval.sources import Candidate, RetrievalRequest, best_first
 
 Increments = dict[tuple[str, str], float]
 
@@ -60,8 +59,7 @@ def top_neighbours(weights: Mapping[str, float], total: float, n: int) -> list[t
     """The ``n`` best neighbours as probabilities; ties broken by item id (deterministic)."""
     if total <= 0:
         return []
-    ranked = sorted(weights.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
-    return [(item, weight / total) for item, weight in ranked]
+    return [(item, weight / total) for item, weight in best_first(weights.items())[:n]]
 
 
 class TransitionStore(Protocol):
@@ -156,15 +154,13 @@ def _probabilities(reply: Sequence[Any], total: float) -> list[tuple[str, float]
     """``ZREVRANGE … WITHSCORES`` reply -> ``[(item, weight / total)]``, best first, ties by id.
 
     RESP2 gives ``[member, score, member, score, …]`` (bytes), RESP3 ``[[member, score], …]``.
-    Two stable C-level sorts (by id, then by weight descending) order it exactly as
-    ``top_neighbours`` does; Redis itself breaks ties by descending member."""
+    Ordered as ``top_neighbours`` orders (``best_first``); Redis itself breaks ties by descending
+    member."""
     if reply and isinstance(reply[0], list | tuple):
         members, weights = [row[0] for row in reply], [row[1] for row in reply]
     else:
         members, weights = reply[0::2], reply[1::2]
-    pairs = [(_text(m), float(w)) for m, w in zip(members, weights, strict=True)]
-    pairs.sort(key=itemgetter(0))
-    pairs.sort(key=itemgetter(1), reverse=True)
+    pairs = best_first((_text(m), float(w)) for m, w in zip(members, weights, strict=True))
     return [(item, weight / total) for item, weight in pairs]
 
 
@@ -200,12 +196,9 @@ class CooccurrenceSource:
                 scores[item] = scores.get(item, 0.0) + weight * probability
         excluded = request.exclusions.all()
         catalog, filters = self.catalog, request.filters
-        ranked = [
+        ranked = best_first(
             (i, s)
             for i, s in scores.items()
             if i not in excluded and (catalog is None or catalog.passes(i, filters))
-        ]
-        # by score descending, ties by id: two stable sorts with C-level keys
-        ranked.sort(key=itemgetter(0))
-        ranked.sort(key=itemgetter(1), reverse=True)
+        )
         return [Candidate(i, s, self.name) for i, s in ranked[: request.k]]

@@ -29,10 +29,15 @@ import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
-from operator import itemgetter
 
 from retrieval.catalog import ItemCatalog
-from retrieval.sources import Candidate, CandidateSource, Exclusions, RetrievalRequest
+from retrieval.sources import (
+    Candidate,
+    CandidateSource,
+    Exclusions,
+    RetrievalRequest,
+    best_first,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,9 +93,7 @@ def merge_candidates(
             if item not in chosen:
                 chosen.add(item)
                 placed += 1
-    # best fused score first, ties by item id: sort by id, then stably by score descending
-    by_score = sorted(fused.items())
-    by_score.sort(key=itemgetter(1), reverse=True)
+    by_score = best_first(fused.items())
     for item, _ in by_score:
         if len(chosen) >= k:
             break

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from retrieval.catalog import ItemCatalog
-from retrieval.sources import Candidate, RetrievalRequest
+from retrieval.sources import Candidate, RetrievalRequest, best_first
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +95,7 @@ class PopularSource:
     ) -> None:
         self.name = name
         self.catalog = catalog
-        self._ranked = sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
+        self._ranked = best_first(scores.items())
         if catalog is not None:
             unseen = sorted(set(catalog) - set(scores))
             self._ranked.extend((item, 0.0) for item in unseen)

@@ -12,10 +12,23 @@ transitions), ``popular`` (event-time-decayed popularity), ``fresh`` (recently c
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Protocol, runtime_checkable
 
 import numpy as np
+
+
+def best_first(scored: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """``(item, score)`` pairs, highest score first, ties by item id: the one candidate order.
+
+    Two stable sorts with C-level keys (by id, then by score descending) give the order of
+    ``key=lambda kv: (-kv[1], kv[0])`` for a fraction of its cost on the request path.
+    """
+    ranked = sorted(scored, key=itemgetter(0))
+    ranked.sort(key=itemgetter(1), reverse=True)
+    return ranked
 
 
 @dataclass(frozen=True, slots=True)

@@ -109,6 +109,7 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
         increments_from_sequence,
         merge_increments,
     )
+    from retrieval.sources import best_first
 
     merged = merge_increments(*(increments_from_sequence(seq) for seq in sequences))
     by_anchor: dict[str, dict[str, float]] = {}
@@ -123,7 +124,7 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
             head: dict[tuple[str, str], float] = {}
             rest: dict[str, float] = {}
             for anchor in anchors[start : start + 200]:
-                ranked = sorted(by_anchor[anchor].items(), key=lambda kv: (-kv[1], kv[0]))
+                ranked = best_first(by_anchor[anchor].items())
                 head.update({(anchor, item): weight for item, weight in ranked[:keep]})
                 rest[anchor] = sum(weight for _, weight in ranked[keep:])
             store.apply(head)

@@ -248,6 +248,16 @@ def alias_prefix(milvus_backend_uri: str) -> Iterator[str]:
 # -- namespace and settings ----------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session")
+def open_bandit_samples() -> Path:
+    """The Open Bandit sample files in ``../shared`` (fails under ``CI=true`` when missing)."""
+    from interactions.open_bandit import SHARED_PATH
+
+    if not SHARED_PATH.is_dir():
+        service_unavailable("Open Bandit samples", f"not found at {SHARED_PATH}")
+    return SHARED_PATH
+
+
 @pytest.fixture
 def namespace() -> str:
     """A namespace no other test (or concurrent test run) uses: ``t`` + 12 hex digits."""

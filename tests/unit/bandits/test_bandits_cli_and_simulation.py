@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 
 import numpy as np
 import pytest
@@ -12,7 +11,6 @@ import pytest
 from aether.cli import ope
 from bandits.simulation import POLICIES, SimulationConfig, gini, plot_simulation, simulate
 from interactions.movielens import load_movielens
-from interactions.open_bandit import SHARED_PATH
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -21,9 +19,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-@pytest.mark.skipif(
-    not SHARED_PATH.is_dir() and os.environ.get("CI") != "true", reason="no Open Bandit samples"
-)
+@pytest.mark.usefixtures("open_bandit_samples")
 def test_ope_command_writes_the_required_flat_keys(tmp_path):
     out = tmp_path / "ope.json"
     args = _parse(

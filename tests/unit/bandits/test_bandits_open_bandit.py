@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
 from aether.errors import NotFoundError, SchemaError
 from bandits.obd import cross_policy_estimates, empirical_policy, thompson_policy
-from interactions.open_bandit import SHARED_PATH, load_open_bandit
+from interactions.open_bandit import load_open_bandit
 
-if not SHARED_PATH.is_dir() and os.environ.get("CI") != "true":  # in CI a missing dataset fails
-    pytest.skip(f"Open Bandit samples not found at {SHARED_PATH}", allow_module_level=True)
+pytestmark = pytest.mark.usefixtures("open_bandit_samples")  # in CI a missing dataset fails
 
 
 @pytest.mark.parametrize(("campaign", "n_items"), [("all", 80), ("men", 34), ("women", 46)])

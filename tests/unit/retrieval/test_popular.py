@@ -11,7 +11,7 @@ from retrieval.popular import (
     decay_add,
     decayed_value,
 )
-from retrieval.sources import CandidateFilters, Exclusions, RetrievalRequest
+from retrieval.sources import CandidateFilters, Exclusions, RetrievalRequest, best_first
 
 events = st.lists(st.tuples(st.integers(0, 10**7), st.floats(0.1, 5.0)), min_size=1, max_size=20)
 
@@ -74,3 +74,12 @@ def test_fresh_returns_recent_items_newest_first_as_of_the_request() -> None:
     assert [c.item_id for c in source.candidates(unfiltered)] == ["c", "b"]
     # Without a request time, the newest catalogue time is the reference (no wall clock).
     assert [c.item_id for c in source.candidates(RetrievalRequest(k=5))] == ["d"]
+
+
+@given(
+    st.dictionaries(
+        st.text(min_size=1, max_size=4), st.sampled_from([0.0, 0.5, 1.0, 2.5]), max_size=30
+    )
+)
+def test_best_first_orders_by_score_descending_then_id(scores: dict[str, float]) -> None:
+    assert best_first(scores.items()) == sorted(scores.items(), key=lambda kv: (-kv[1], kv[0]))
