@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import time
+
 from prometheus_client import Counter, Histogram
 
 EVENTS = Counter(
@@ -24,3 +27,26 @@ BATCH_SECONDS = Histogram(
     ["agent"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
+GC_PAUSES = Histogram(
+    "aether_gc_pause_seconds",
+    "Garbage-collector passes by generation; each one stalls the worker's event loop.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.03, 0.1, 0.3, 1.0),
+)
+
+_gc_started: dict[str, float] = {}
+
+
+def _time_gc_pass(phase: str, info: dict[str, int]) -> None:
+    if phase == "start":
+        _gc_started["at"] = time.perf_counter()
+    elif "at" in _gc_started:
+        GC_PAUSES.labels(str(info["generation"])).observe(
+            time.perf_counter() - _gc_started.pop("at")
+        )
+
+
+def observe_gc_pauses() -> None:
+    """Time every collector pass into ``GC_PAUSES`` (idempotent)."""
+    if _time_gc_pass not in gc.callbacks:
+        gc.callbacks.append(_time_gc_pass)

@@ -20,7 +20,8 @@ and the load average.
 ``--json PATH`` writes one flat object: ``events_per_s``, ``worker_cpu_s``,
 ``events_per_worker_cpu_s``, ``batches_<agent>``, ``load_average``, ``freshness_p50_ms``/
 ``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
-``freshness_p99_ms_at_<rate>`` and ``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers,
+``freshness_p99_ms_at_<rate>``, the workers' full collector passes over both phases
+(``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``) and ``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers,
 else starts an in-memory Tansu.
 
 ``--faust-floor`` instead runs workers that only consume ``<ns>.events`` in batches and count
@@ -119,6 +120,28 @@ def worker_usage(ports: list[int]) -> tuple[float, dict[str, int]]:
         for agent, value in _BATCHES.findall(text):
             batches[agent] = batches.get(agent, 0) + int(float(value))
     return cpu, batches
+
+
+_GC_FULL = re.compile(
+    r'^aether_gc_pause_seconds_(count|sum|bucket)\{generation="2"(?:,le="([^"]+)")?\}\s+([0-9.e+]+)$',
+    re.M,
+)
+FULL_PASS_STALL_S = 0.03
+
+
+def full_collections(ports: list[int]) -> tuple[float, float, float]:
+    """The workers' full (generation 2) collector passes so far: count, seconds in them, and how
+    many took longer than ``FULL_PASS_STALL_S`` (``streams.metrics.GC_PAUSES``)."""
+    count = seconds = quick = 0.0
+    for port in ports:
+        for kind, le, value in _GC_FULL.findall(_scrape(port)):
+            if kind == "count":
+                count += float(value)
+            elif kind == "sum":
+                seconds += float(value)
+            elif le and float(le) == FULL_PASS_STALL_S:
+                quick += float(value)
+    return count, seconds, count - quick
 
 
 def outcome_counts(ports: list[int]) -> dict[tuple[str, str], int]:
@@ -250,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
         in_process = pure_handler_rate(batch, settings.stream.batch_size)
         print(f"pure handlers, in process (no broker, no stores): {in_process:,.0f} events/s")
         cpu_before, batches_before = worker_usage(ports)
+        gc_before = full_collections(ports)
         started = time.perf_counter()
         publish(producer, topics.events, batch, total=len(batch), description="throughput")
         produced_s = time.perf_counter() - started
@@ -298,9 +322,20 @@ def run(args: argparse.Namespace) -> int:
             if fraction == 0.5:
                 figures["freshness_p50_ms"] = round(p50, 2)
                 figures["freshness_p99_ms"] = round(p99, 2)
+        passes, pause_s, stalls = (
+            after - before for after, before in zip(full_collections(ports), gc_before, strict=True)
+        )
+        print(
+            f"worker full collections over both phases: {passes:.0f}, "
+            f"mean {1000 * pause_s / max(passes, 1):.1f} ms, "
+            f"{stalls:.0f} longer than {1000 * FULL_PASS_STALL_S:.0f} ms"
+        )
         machine = machine_description()
         print(f"machine: {machine}")
         result = {
+            "gc_full_passes": int(passes),
+            "gc_full_pause_mean_ms": round(1000 * pause_s / max(passes, 1), 2),
+            "gc_full_passes_over_30ms": int(stalls),
             "events_per_s": round(sustained, 1),
             "workers": args.workers,
             "events": len(batch),

@@ -44,8 +44,10 @@ def run(args: argparse.Namespace) -> int:
 
     from streams.app import create_app, create_floor_app
     from streams.bootstrap import build_runtimes
+    from streams.metrics import observe_gc_pauses
     from streams.topics import ensure_topics
 
+    observe_gc_pauses()
     overrides = {"namespace": args.namespace} if args.namespace else {}
     settings = load_settings(**overrides)
     ensure_topics(settings)

@@ -40,3 +40,23 @@ def test_settled_waits_for_the_item_side_unless_there_is_none() -> None:
     assert not bench_ingest.settled(ports, "b.events", None, 1051)
     # 950 applied events, 850 applied item updates: the item side is behind
     assert not bench_ingest.settled(ports, "b.events", "b.item-updates", 1050)
+
+
+def test_collector_passes_are_timed_by_generation() -> None:
+    import gc
+
+    from streams.metrics import GC_PAUSES, observe_gc_pauses
+
+    def full_passes() -> float:
+        samples = [s for m in GC_PAUSES.collect() for s in m.samples]
+        return sum(
+            s.value
+            for s in samples
+            if s.name.endswith("_count") and s.labels.get("generation") == "2"
+        )
+
+    observe_gc_pauses()
+    observe_gc_pauses()  # idempotent: one callback
+    before = full_passes()
+    gc.collect()
+    assert full_passes() == before + 1
