@@ -18,7 +18,7 @@ from evaluation import metrics
 from evaluation.baselines import CatalogueIndex
 from interactions.sequences import EvalCase
 from ranker.data import ItemVocabulary
-from ranker.model import SASRec
+from ranker.ensemble import RankingModel
 from ranker.scoring import UNKNOWN_ITEM_SCORE
 from ranker.train import score_all_items
 
@@ -40,7 +40,7 @@ class SASRecCatalogueScorer:
 
     def __init__(
         self,
-        model: SASRec,
+        model: RankingModel,
         vocab: ItemVocabulary,
         catalogue: CatalogueIndex,
         fallback: CatalogueScorer,

@@ -115,7 +115,7 @@ def write_report(
     for result in results:
         lines += ["", f"## {result.name}", "", *_table(result.figures)]
         if result.cold:
-            lines += ["", "Cold-start users (< 5 events before the cut-off), reported apart:", ""]
+            lines += ["", "Cold-start requests (< 5 events in the history), reported apart:", ""]
             lines += _table(result.cold)
         lines += [
             "",

@@ -2,11 +2,12 @@
 
 * leave-one-out: baselines fitted on the training sequences; EASE's λ chosen on the validation
   item; the ranker selected (early stopping) on the validation item; figures on the test item.
-* temporal: every method is chosen on the warm validation users (fit before ``T_val``, asked at
-  ``T_val``; warm = the same >= 5 events rule as the reported test figures), then
-  the baselines are re-fitted on everything before ``T`` and asked at ``T``. The ranker is NOT
-  re-trained on ``[T_val, T)`` (it sees those events only as input history), which favours the
-  baselines, never the ranker.
+* temporal: every method is chosen on the warm validation requests (fitted before ``T_val``,
+  asked about events in ``[T_val, T)``; warm = the same >= 5 events of history as the reported
+  test figures), then the baselines are re-fitted on everything before ``T`` and asked about
+  the events after ``T`` (every event with its point-in-time history, or each user's first,
+  as the split says). The ranker is NOT re-trained on ``[T_val, T)`` (it sees those events
+  only as input history), which favours the baselines, never the ranker.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from evaluation.protocol import (
 )
 from interactions.sequences import EvalCase, Split, events_before, user_sequences
 from ranker.data import ItemVocabulary
-from ranker.model import SASRec
+from ranker.ensemble import RankingModel
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class ProtocolResult:
     chosen: dict[str, Any] = field(default_factory=dict)  # hyper-parameters chosen on validation
     validation_ndcg10: dict[str, float] = field(default_factory=dict)
     ranks: dict[str, np.ndarray] = field(default_factory=dict)  # method -> reported test ranks
+    users: list[str] = field(default_factory=list)  # the user of each reported test request
     # model -> {"baseline", "gain", "ci95_low", "ci95_high"}: NDCG@10 against the best baseline
     against_best_baseline: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -66,11 +68,15 @@ class ProtocolResult:
         """Each model's NDCG@10 gain over the best baseline on the test, with a paired 95 % CI.
 
         The interval says how much of a gain the number of test requests can resolve: a gain
-        whose interval includes 0 is not distinguishable from the baseline on this split.
+        whose interval includes 0 is not distinguishable from the baseline on this split. Users
+        are resampled (all their requests together), so several requests per user do not
+        narrow it falsely.
         """
         best = max(BASELINES, key=lambda m: self.figures[m]["ndcg10"])
         for model in MODELS:
-            gain, low, high = relative_gain_ci(self.ranks[model], self.ranks[best])
+            gain, low, high = relative_gain_ci(
+                self.ranks[model], self.ranks[best], groups=self.users or None
+            )
             self.against_best_baseline[model] = {
                 "baseline": best,
                 "gain": gain,
@@ -141,7 +147,7 @@ def _with_blend(
 
 
 def evaluate_leave_one_out(
-    split: Split, items: pd.DataFrame, model: SASRec, vocab: ItemVocabulary
+    split: Split, items: pd.DataFrame, model: RankingModel, vocab: ItemVocabulary
 ) -> ProtocolResult:
     catalogue = CatalogueIndex(split.items)
     facts = catalogue_facts(catalogue, split.train, items)
@@ -169,6 +175,7 @@ def evaluate_leave_one_out(
         result.figures[name] = summarise(ranked, facts)
         result.ranks[name] = ranked.ranks
         log.info("leave-one-out %s: %s", name, result.figures[name])
+    result.users = [c.user_id for c in split.test]
     result.compare_with_best_baseline()
     return result
 
@@ -177,9 +184,9 @@ def evaluate_temporal(
     split: Split,
     ratings: pd.DataFrame,
     items: pd.DataFrame,
-    model: SASRec,
+    model: RankingModel,
     vocab: ItemVocabulary,
-    test_model: tuple[SASRec, ItemVocabulary] | None = None,
+    test_model: tuple[RankingModel, ItemVocabulary] | None = None,
 ) -> ProtocolResult:
     """``model`` (fitted before ``T_val``) makes the validation choices; the test is ranked by
     ``test_model`` (the same recipe re-fitted on every event before ``T``) when given, else by
@@ -237,5 +244,6 @@ def evaluate_temporal(
         result.cold[name] = summarise(subset(ranked, cold), facts)
         result.figures[name]["all_users_ndcg10"] = summarise(ranked, facts)["ndcg10"]
         log.info("temporal %s: %s", name, result.figures[name])
+    result.users = [c.user_id for c, is_cold in zip(split.test, cold, strict=True) if not is_cold]
     result.compare_with_best_baseline()
     return result

@@ -5,10 +5,12 @@ Everything here is a pure function of a ratings frame in the ``interactions.movi
 
 * **Leave-one-out** (the SASRec/BERT4Rec literature protocol): each user's last item is the test
   target, the second-to-last the validation target, the rest is training input.
-* **Global temporal split**: one cut-off time ``T`` for everybody. Training sees events with
-  ``timestamp < T`` only; each user active at/after ``T`` is asked, with the history known before
-  ``T`` (point in time), for the first item they consumed at/after ``T``. A validation cut-off
-  ``T_val < T`` is carved from the training period the same way.
+* **Global temporal split**: one cut-off time ``T`` for everybody. Models see events with
+  ``timestamp < T`` only. The requests (``TEMPORAL_REQUESTS``): ``"every"`` event at/after ``T``
+  is one request, with the user's history up to that event (point in time: what serving would
+  know then; the model stays as fitted before ``T``), or only each user's ``"first"`` item at/after
+  ``T`` with the history before ``T``. A validation cut-off ``T_val < T`` is carved from the
+  training period the same way.
 
 Ties in event time are broken by ``item_id`` (as the loader sorts), so every run sees one order.
 """
@@ -64,6 +66,7 @@ class Split:
     items: tuple[str, ...]  # the catalogue ranked against, sorted
     cutoff_ms: int | None = None  # temporal split only: T
     validation_cutoff_ms: int | None = None  # temporal split only: T_val
+    temporal_requests: str | None = None  # temporal split only: "every" or "first"
 
 
 def leave_one_out(ratings: pd.DataFrame, min_length: int = 3) -> Split:
@@ -94,36 +97,68 @@ def quantile_cutoff(timestamps_ms: pd.Series | np.ndarray, quantile: float) -> i
     return int(np.quantile(np.asarray(timestamps_ms, dtype=np.int64), quantile, method="higher"))
 
 
-def _next_item_requests(ratings: pd.DataFrame, start_ms: int, end_ms: int | None) -> list[EvalCase]:
-    """For each user with an event in ``[start_ms, end_ms)``: history before ``start_ms``,
-    target = their first item at/after ``start_ms``. Items already in the history are skipped
-    as targets (re-consumption is not what a next-item ranker with seen-filtering predicts)."""
+TEMPORAL_REQUESTS = ("every", "first")
+
+
+def _next_item_requests(
+    ratings: pd.DataFrame, start_ms: int, requests: str = "every"
+) -> list[EvalCase]:
+    """Requests for the events at/after ``start_ms`` (``ratings`` ends where the window ends).
+
+    ``"every"``: one request per event, history = the user's items before it (in the one
+    deterministic order). ``"first"``: one request per user, history = items before
+    ``start_ms``, target = their first item at/after it. Items already in the history are
+    skipped as targets (re-consumption is not what a next-item ranker with seen-filtering
+    predicts)."""
+    if requests not in TEMPORAL_REQUESTS:
+        raise SchemaError(
+            f"unknown temporal requests {requests!r}; choose from {TEMPORAL_REQUESTS}"
+        )
     ordered = ratings.sort_values(SORT_KEYS, kind="stable")
     cases: list[EvalCase] = []
     for user, group in ordered.groupby("user_id", sort=True):
         times = group["timestamp_ms"].to_numpy()
-        items = group["item_id"].to_numpy()
-        past = times < start_ms
-        window = ~past if end_ms is None else (~past) & (times < end_ms)
-        if not window.any():
-            continue
-        history = tuple(str(i) for i in items[past])
-        seen = set(history)
-        target = next((str(i) for i in items[window] if str(i) not in seen), None)
-        if target is not None:
-            cases.append(EvalCase(str(user), history, target))
+        items = [str(i) for i in group["item_id"].to_numpy()]
+        start = int(np.searchsorted(times, start_ms, side="left"))  # first event at/after
+        seen = set(items[:start])
+        for position in range(start, len(items)):
+            target = items[position]
+            if target in seen:
+                continue
+            if requests == "first":
+                cases.append(EvalCase(str(user), tuple(items[:start]), target))
+                break
+            cases.append(EvalCase(str(user), tuple(items[:position]), target))
+            seen.add(target)
     return cases
 
 
+def _sample(cases: list[EvalCase], limit: int | None, seed: int) -> list[EvalCase]:
+    """At most ``limit`` of ``cases``, drawn without replacement, in their original order."""
+    if limit is None or len(cases) <= limit:
+        return cases
+    keep = np.sort(np.random.default_rng(seed).choice(len(cases), size=limit, replace=False))
+    return [cases[i] for i in keep]
+
+
 def temporal_split(
-    ratings: pd.DataFrame, quantile: float = 0.9, validation_quantile: float = 0.9
+    ratings: pd.DataFrame,
+    quantile: float = 0.9,
+    validation_quantile: float = 0.9,
+    requests: str = "every",
+    max_validation_requests: int | None = 10_000,
+    seed: int = 0,
 ) -> Split:
     """Global time split: ``T`` at ``quantile`` of all event times, ``T_val`` at
     ``validation_quantile`` of the event times before ``T``.
 
     * train sequences: events before ``T_val`` (what a model is fitted on),
-    * validation: first item in ``[T_val, T)`` given history before ``T_val``,
-    * test: first item at/after ``T`` given history before ``T``.
+    * validation: requests for the events in ``[T_val, T)`` (at most
+      ``max_validation_requests`` of them, a seeded sample: model selection needs no more),
+    * test: requests for the events at/after ``T`` (all of them),
+
+    with ``requests`` = ``"every"`` event (history up to it) or each user's ``"first"`` item
+    (history before the window).
     """
     cutoff = quantile_cutoff(ratings["timestamp_ms"], quantile)
     before = ratings[ratings["timestamp_ms"] < cutoff]
@@ -134,11 +169,16 @@ def temporal_split(
     return Split(
         name="temporal",
         train=user_sequences(train_events),
-        validation=_next_item_requests(before, validation_cutoff, None),
-        test=_next_item_requests(ratings, cutoff, None),
+        validation=_sample(
+            _next_item_requests(before, validation_cutoff, requests),
+            max_validation_requests,
+            seed,
+        ),
+        test=_next_item_requests(ratings, cutoff, requests),
         items=tuple(sorted(ratings["item_id"].unique())),
         cutoff_ms=cutoff,
         validation_cutoff_ms=validation_cutoff,
+        temporal_requests=requests,
     )
 
 
@@ -158,6 +198,7 @@ def temporal_refit_split(ratings: pd.DataFrame, temporal: Split) -> Split:
         items=temporal.items,
         cutoff_ms=temporal.cutoff_ms,
         validation_cutoff_ms=temporal.validation_cutoff_ms,
+        temporal_requests=temporal.temporal_requests,
     )
 
 

@@ -3,11 +3,16 @@
 Layout (a plain dict, loadable with ``weights_only=True``): ``format``, ``model_version``,
 ``config`` (SASRecConfig fields), ``item_ids`` (the vocabulary, index i+1 = item_ids[i]),
 ``state_dict`` and ``metadata`` (training figures, dataset, protocol).
+
+An ensemble checkpoint (``aether ensemble``, :func:`save_ensemble_checkpoint`) has ``format``,
+``model_version``, ``item_ids``, ``metadata`` and ``members``: one ``{model_version, config,
+state_dict, metadata}`` per member. :func:`load_checkpoint` reads both kinds.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,14 +21,18 @@ import torch
 
 from aether.errors import ModelError, NotFoundError
 from ranker.data import ItemVocabulary
+from ranker.ensemble import RankingModel, SASRecEnsemble
 from ranker.model import SASRec, SASRecConfig
 
 FORMAT = "aetherrec.sasrec.v1"
+ENSEMBLE_FORMAT = "aetherrec.sasrec-ensemble.v1"
+# Metadata every member of an ensemble must share: they were fitted on the same data.
+SHARED_METADATA = ("dataset", "split", "cutoff_ms", "validation_cutoff_ms")
 
 
 @dataclass
 class Checkpoint:
-    model: SASRec
+    model: RankingModel
     vocab: ItemVocabulary
     model_version: str
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -64,8 +73,60 @@ def save_checkpoint(
     return version
 
 
+def save_ensemble_checkpoint(path: str | Path, members: Sequence[Checkpoint]) -> str:
+    """Write one checkpoint that scores with the mean logit of ``members``; returns its version.
+
+    The members must share the vocabulary and the data they were fitted on (dataset, split,
+    cut-offs). ``train_seconds`` of the ensemble is the sum over members."""
+    members = list(members)
+    if len(members) < 2:
+        raise ModelError("an ensemble needs two or more member checkpoints")
+    models = [m.model for m in members if isinstance(m.model, SASRec)]
+    if len(models) != len(members):
+        raise ModelError("ensemble members must be single models, not ensembles")
+    first = members[0]
+    for member in members[1:]:
+        if member.vocab.item_ids != first.vocab.item_ids:
+            raise ModelError(
+                f"{member.model_version} and {first.model_version} have different vocabularies"
+            )
+        for key in SHARED_METADATA:
+            if member.metadata.get(key) != first.metadata.get(key):
+                raise ModelError(
+                    f"ensemble members differ in {key}: {first.metadata.get(key)!r} vs "
+                    f"{member.metadata.get(key)!r}"
+                )
+    versions = [m.model_version for m in members]
+    version = "sasrec-ens-" + hashlib.sha256("\n".join(versions).encode()).hexdigest()[:12]
+    metadata = {key: first.metadata.get(key) for key in SHARED_METADATA} | {
+        "train_seconds": sum(float(m.metadata.get("train_seconds", 0.0)) for m in members),
+        "members": [{"model_version": m.model_version, **m.metadata} for m in members],
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "format": ENSEMBLE_FORMAT,
+            "model_version": version,
+            "item_ids": list(first.vocab.item_ids),
+            "members": [
+                {
+                    "model_version": member.model_version,
+                    "config": model.config.to_dict(),
+                    "state_dict": model.state_dict(),
+                }
+                for member, model in zip(members, models, strict=True)
+            ],
+            "metadata": metadata,
+        },
+        path,
+    )
+    return version
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (weights-only unpickling)."""
+    """Read a checkpoint written by :func:`save_checkpoint` or :func:`save_ensemble_checkpoint`
+    (weights-only unpickling)."""
     path = Path(path)
     if not path.is_file():
         raise NotFoundError(f"checkpoint {path} not found (train one with `aether train`)")
@@ -73,13 +134,22 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for corrupt files
         raise ModelError(f"cannot read checkpoint {path}: {exc}") from exc
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
-        raise ModelError(f"{path} is not an {FORMAT} checkpoint")
+    kind = blob.get("format") if isinstance(blob, dict) else None
+    if kind not in (FORMAT, ENSEMBLE_FORMAT):
+        raise ModelError(f"{path} is not an {FORMAT} or {ENSEMBLE_FORMAT} checkpoint")
     vocab = ItemVocabulary(tuple(blob["item_ids"]))
+    if kind == FORMAT:
+        model: RankingModel = _model(path, blob, vocab)
+    else:
+        model = SASRecEnsemble([_model(path, member, vocab) for member in blob["members"]])
+    model.eval()
+    return Checkpoint(model, vocab, str(blob["model_version"]), dict(blob["metadata"]))
+
+
+def _model(path: Path, blob: dict[str, Any], vocab: ItemVocabulary) -> SASRec:
     config = SASRecConfig(**blob["config"])
     if config.n_items != len(vocab):
         raise ModelError(f"{path}: config has {config.n_items} items, vocabulary {len(vocab)}")
     model = SASRec(config)
     model.load_state_dict(blob["state_dict"])
-    model.eval()
-    return Checkpoint(model, vocab, str(blob["model_version"]), dict(blob["metadata"]))
+    return model

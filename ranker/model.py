@@ -131,13 +131,26 @@ class SASRec(nn.Module):
             x = block(x, allowed) * is_item[..., None]
         return self.ln_final(x)  # (B, L, H)
 
+    @property
+    def max_length(self) -> int:
+        return self.config.max_length
+
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every real item: (..., H) -> (..., n_items); column j is item index j + 1."""
         return hidden @ self.item_embedding.weight[1:].T
 
+    def item_vectors(self, index: torch.Tensor) -> torch.Tensor:
+        """Output vectors of item indices: (...,) -> (..., H); ``user_vector · item_vector`` is
+        the logit (the output embedding is tied to the input one)."""
+        return self.item_embedding(index)
+
     def user_vectors(self, item_ids: torch.Tensor) -> torch.Tensor:
         """The last position's hidden state (the newest item is at the right): (B, L) -> (B, H)."""
         return self.forward(item_ids)[:, -1, :]
+
+    def last_state(self, indices: Sequence[int]) -> torch.Tensor:
+        """One user's vector from their known item indices, oldest first: (n,) -> (H,)."""
+        return last_position_state(self, indices)
 
 
 # -- inference for one user: the last position only ----------------------------------------

@@ -21,7 +21,6 @@ import torch
 
 from ranker.checkpoint import Checkpoint, load_checkpoint
 from ranker.data import ItemVocabulary, histories_to_array
-from ranker.model import last_position_state
 
 UNKNOWN_ITEM_SCORE = -1.0e9
 
@@ -42,14 +41,15 @@ class Ranker(Protocol):
 
 
 class SASRecRanker:
-    """Scores candidates with a trained SASRec checkpoint (CPU, inference mode)."""
+    """Scores candidates with a trained SASRec checkpoint, or an ensemble of them (CPU,
+    inference mode)."""
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self._model = checkpoint.model.eval()
         self._vocab = checkpoint.vocab
         self.model_version = checkpoint.model_version
         self.metadata = checkpoint.metadata
-        self._max_length = checkpoint.model.config.max_length
+        self._max_length = checkpoint.model.max_length
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> SASRecRanker:
@@ -64,7 +64,7 @@ class SASRecRanker:
         known = index > 0
         scores = torch.full((len(candidates),), UNKNOWN_ITEM_SCORE, dtype=torch.float32)
         if known.any():
-            vectors = self._model.item_embedding(index[known])  # (K, H)
+            vectors = self._model.item_vectors(index[known])  # (K, H)
             scores[known] = vectors @ user_vector  # tied embeddings: the model's logits
         return scores.numpy()
 
@@ -93,12 +93,13 @@ class SASRecRanker:
         A history with no known item gives the vector of an all-padding input (a fixed prior).
         Only the last position is computed (``last_position_state``), not the whole padded
         sequence; the vectors agree with ``SASRec.user_vectors`` up to float rounding."""
-        return last_position_state(self._model, self._vocab.encode(history)).numpy().copy()
+        return self._model.last_state(self._vocab.encode(history)).numpy().copy()
 
     @torch.inference_mode()
     def item_embeddings(self) -> tuple[list[str], np.ndarray]:
         """(item ids, (n_items, H) float32 matrix), row i belongs to item ids[i]."""
-        matrix = self._model.item_embedding.weight[1:].detach().numpy().copy()
+        every_item = torch.arange(1, len(self._vocab) + 1)
+        matrix = self._model.item_vectors(every_item).detach().numpy().copy()
         return list(self._vocab.item_ids), matrix
 
 

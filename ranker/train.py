@@ -24,6 +24,7 @@ from aether.errors import ModelError
 from evaluation.metrics import hit_rate_at_k, ndcg_at_k, target_ranks
 from interactions.sequences import EvalCase
 from ranker.data import ItemVocabulary, build_training_tensors, histories_to_array, shuffled_batches
+from ranker.ensemble import RankingModel
 from ranker.model import PAD, SASRec, SASRecConfig
 
 log = logging.getLogger(__name__)
@@ -71,14 +72,17 @@ class TrainResult:
 
 @torch.inference_mode()
 def score_all_items(
-    model: SASRec, vocab: ItemVocabulary, histories: Sequence[Sequence[str]], batch_size: int = 256
+    model: RankingModel,
+    vocab: ItemVocabulary,
+    histories: Sequence[Sequence[str]],
+    batch_size: int = 256,
 ) -> np.ndarray:
     """(N, len(vocab)) logits of every known item for each history; column j = vocab item j.
 
     Items in the history are NOT filtered here (the caller decides)."""
     was_training = model.training
     model.eval()
-    arrays = histories_to_array(histories, vocab, model.config.max_length)
+    arrays = histories_to_array(histories, vocab, model.max_length)
     out = np.empty((len(histories), len(vocab)), dtype=np.float32)
     for start in range(0, len(histories), batch_size):
         batch = torch.from_numpy(arrays[start : start + batch_size])
@@ -87,7 +91,9 @@ def score_all_items(
     return out
 
 
-def validation_ranks(model: SASRec, vocab: ItemVocabulary, cases: Sequence[EvalCase]) -> np.ndarray:
+def validation_ranks(
+    model: RankingModel, vocab: ItemVocabulary, cases: Sequence[EvalCase]
+) -> np.ndarray:
     """Rank of each case's target against all known items, the history's items filtered out.
 
     Requests whose history holds no item the model knows are left out: serving answers those

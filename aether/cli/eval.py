@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from aether.cli.common import add_dataset_args, add_json_arg, write_json
-from aether.cli.train import add_training_arguments, train_and_save
-from aether.errors import ModelError
+from aether.cli.train import add_temporal_arguments, add_training_arguments, train_and_save
+from aether.errors import ConfigError, ModelError
 from aether.machine import machine_description
 from evaluation.report import write_report
 from evaluation.runner import ProtocolResult, evaluate_leave_one_out, evaluate_temporal
@@ -74,6 +74,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="where rankers trained here are saved",
     )
     parser.add_argument("--skip-temporal", action="store_true", help="leave-one-out only")
+    add_temporal_arguments(parser)
     parser.add_argument("--no-bench", action="store_true", help="skip the latency benchmark")
     parser.add_argument(
         "--bench-checkpoint",
@@ -106,7 +107,41 @@ def _ranker_for(
         and meta.get("validation_cutoff_ms") != split.validation_cutoff_ms
     ):
         raise ModelError(f"{checkpoint} was trained with another temporal cut-off")
+    if split.temporal_requests is not None and (
+        meta.get("temporal_requests", "first") != split.temporal_requests
+    ):
+        raise ModelError(
+            f"{checkpoint} was selected on {meta.get('temporal_requests', 'first')!r} temporal "
+            f"requests, not {split.temporal_requests!r} (see --temporal-requests)"
+        )
     return loaded, checkpoint
+
+
+def _member_figures(prefix: str, metadata: dict[str, Any]) -> dict[str, Any]:
+    """Each ensemble member's own training figures, as flat keys (none for a single model)."""
+    members = metadata.get("members") or []
+    flat: dict[str, Any] = {f"{prefix}_ensemble_members": len(members) or None}
+    for i, member in enumerate(members):
+        for key in (
+            "best_epoch",
+            "best_validation_ndcg10",
+            "best_validation_hr10",
+            "train_seconds",
+        ):
+            flat[f"{prefix}_member{i}_{key}"] = member.get(key)
+        flat[f"{prefix}_member{i}_seed"] = member.get("train_config", {}).get("seed")
+    return flat
+
+
+def _training_curves(name: str, metadata: dict[str, Any]) -> dict[str, list[Any]]:
+    """The validation curve of a checkpoint, or one per member of an ensemble."""
+    members = metadata.get("members") or []
+    if not members:
+        return {name: metadata.get("curve", [])}
+    return {
+        f"{name}, seed {m.get('train_config', {}).get('seed', i)}": m.get("curve", [])
+        for i, m in enumerate(members)
+    }
 
 
 def _flatten(result: ProtocolResult, prefix: str) -> dict[str, Any]:
@@ -147,15 +182,22 @@ def run(args: argparse.Namespace) -> int:
     flat["train_seconds"] = model.metadata.get("train_seconds")
     flat["loo_best_epoch"] = model.metadata.get("best_epoch")
     flat["loo_model_version"] = model.model_version
-    curves["leave-one-out"] = model.metadata.get("curve", [])
+    flat.update(_member_figures("loo", model.metadata))
+    curves.update(_training_curves("leave-one-out", model.metadata))
 
     if not args.skip_temporal:
-        temporal = temporal_split(ratings)
+        temporal = temporal_split(ratings, requests=args.temporal_requests)
+        flat["temporal_requests"] = args.temporal_requests
         tmodel, _ = _ranker_for(temporal, args.temporal_checkpoint, "temporal", args)
         test_model = None
         if args.temporal_refit or args.temporal_refit_checkpoint is not None:
             # Choices were made before T_val; re-fit on everything before T as the baselines
             # are, for exactly the number of epochs validation chose.
+            if "members" in tmodel.metadata:
+                raise ConfigError(
+                    "--temporal-refit re-fits one model for the epochs it chose; give a single "
+                    "`aether train --split temporal` checkpoint, not an ensemble"
+                )
             refit_args = argparse.Namespace(
                 **{**vars(args), "epochs": tmodel.metadata["best_epoch"]}
             )
@@ -175,9 +217,10 @@ def run(args: argparse.Namespace) -> int:
         flat.update(_flatten(result, "temporal"))
         flat["temporal_train_seconds"] = tmodel.metadata.get("train_seconds")
         flat["temporal_best_epoch"] = tmodel.metadata.get("best_epoch")
+        flat.update(_member_figures("temporal", tmodel.metadata))
         flat["temporal_cutoff_ms"] = temporal.cutoff_ms
         flat["temporal_validation_cutoff_ms"] = temporal.validation_cutoff_ms
-        curves["temporal"] = tmodel.metadata.get("curve", [])
+        curves.update(_training_curves("temporal", tmodel.metadata))
 
     if not args.no_bench:
         flat.update(
@@ -193,7 +236,8 @@ def run(args: argparse.Namespace) -> int:
         notes = [
             "Every method ranks ALL catalogue items (no sampled negatives); the user's seen items are filtered.",
             "Ranks are pessimistic about ties. Model selection and λ/window choices use validation only.",
-            "Temporal figures are for users with >= 5 events before T; cold-start users are in their own table.",
+            f"Temporal requests: {args.temporal_requests!r} (every = each event after T with the history up to it; first = each user's first item after T). Figures are for requests whose history has >= 5 events; cold-start requests are in their own table.",
+            "Gain intervals: paired bootstrap over users (all of a user's requests resampled together).",
             "Temporal: baselines are re-fitted on all events before T; the ranker is trained on events before T_val only.",
             "sasrec_pop = log-softmax(SASRec) + beta * log(1 + recent count), beta chosen on validation (0 = plain SASRec).",
         ]

@@ -23,6 +23,7 @@ from aether.cli.common import add_dataset_args
 from aether.errors import ConfigError
 from interactions.movielens import load_movielens
 from interactions.sequences import (
+    TEMPORAL_REQUESTS,
     Split,
     filter_rare_items,
     leave_one_out,
@@ -42,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_dataset_args(parser)
     parser.add_argument("--out", type=Path, default=Path("artifacts/ranker.pt"))
     parser.add_argument("--split", choices=("loo", "temporal", "temporal-refit"), default="loo")
+    add_temporal_arguments(parser)
     add_training_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -101,11 +103,21 @@ def train_config_from(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def build_split(dataset: str, data: Path | None, split: str) -> Split:
+def add_temporal_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--temporal-requests",
+        choices=TEMPORAL_REQUESTS,
+        default="every",
+        help="temporal split: every event after the cut-off is a request (history up to it), "
+        "or only each user's first item after it",
+    )
+
+
+def build_split(dataset: str, data: Path | None, split: str, temporal_requests: str) -> Split:
     ratings = filter_rare_items(load_movielens(dataset, data).ratings)
     if split == "loo":
         return leave_one_out(ratings)
-    temporal = temporal_split(ratings)
+    temporal = temporal_split(ratings, requests=temporal_requests)
     return temporal_refit_split(ratings, temporal) if split == "temporal-refit" else temporal
 
 
@@ -119,6 +131,7 @@ def train_and_save(split: Split, dataset: str, args: argparse.Namespace, out: Pa
         "split": split.name,
         "cutoff_ms": split.cutoff_ms,
         "validation_cutoff_ms": split.validation_cutoff_ms,
+        "temporal_requests": split.temporal_requests,
     }
     version = save_checkpoint(out, result.model, result.vocab, metadata)
     log.info("wrote %s (%s)", out, version)
@@ -131,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
             "--split temporal-refit trains a fixed number of epochs with no validation: pass "
             "--epochs N, the best_epoch of an `aether train --split temporal` run"
         )
-    split = build_split(args.dataset, args.data, args.split)
+    split = build_split(args.dataset, args.data, args.split, args.temporal_requests)
     result = train_and_save(split, args.dataset, args, args.out)
     print(
         json.dumps(

@@ -109,3 +109,24 @@ def test_relative_gain_ci_narrows_with_more_requests_and_excludes_zero_for_a_cle
 def test_relative_gain_ci_needs_paired_non_empty_requests() -> None:
     with pytest.raises(ValueError, match="same, non-empty"):
         relative_gain_ci(np.array([1, 2]), np.array([1]), 10)
+
+
+def test_relative_gain_ci_by_group_resamples_whole_users() -> None:
+    model, reference = np.array([1, 1, 3, 20]), np.array([3, 3, 3, 3])
+    plain = relative_gain_ci(model, reference, 10, resamples=300, seed=2)
+    # one group per request is the plain request bootstrap
+    assert (
+        relative_gain_ci(model, reference, 10, resamples=300, seed=2, groups=list("abcd")) == plain
+    )
+    # one user with every request: every resample is that user, the interval is the point
+    gain, low, high = relative_gain_ci(model, reference, 10, resamples=300, groups=["u"] * 4)
+    assert gain == low == high == pytest.approx(0.25)
+    # two users, u with a clear win (gains 1, 1 vs 0.5, 0.5) and v with a clear loss (0.5, 0
+    # vs 0.5, 0.5): resamples of users alone range from u twice (+100 %) to v twice (-50 %)
+    gain, low, high = relative_gain_ci(
+        model, reference, 10, resamples=300, groups=["u", "u", "v", "v"]
+    )
+    assert gain == pytest.approx(0.25)
+    assert low == pytest.approx(-0.5) and high == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="one group label per request"):
+        relative_gain_ci(model, reference, 10, groups=["u"])

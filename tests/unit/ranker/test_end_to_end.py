@@ -209,3 +209,18 @@ def test_eval_refuses_a_checkpoint_from_another_split(tmp_path: Path) -> None:
                 *TINY_FLAGS,
             ],
         )
+
+
+def test_eval_refuses_a_temporal_checkpoint_selected_on_other_requests(tmp_path: Path) -> None:
+    from aether.errors import ModelError
+
+    data = write_movielens_small_layout(tmp_path / "data", synthetic_ratings(), synthetic_items())
+    common = ["--dataset", "ml-latest-small", "--data", str(data), *TINY_FLAGS]
+    out, loo = tmp_path / "temporal-first.pt", tmp_path / "loo.pt"
+    split = ["--split", "temporal", "--temporal-requests", "first", "--epochs", "1"]
+    assert cli(train_cli, ["train", *common, *split, "--out", str(out)]) == 0
+    assert load_checkpoint(out).metadata["temporal_requests"] == "first"
+    assert cli(train_cli, ["train", *common, "--epochs", "1", "--out", str(loo)]) == 0
+    argv = ["eval", *common, "--no-bench", "--loo-checkpoint", str(loo)]
+    with pytest.raises(ModelError, match="'first' temporal requests, not 'every'"):
+        cli(eval_cli, [*argv, "--temporal-checkpoint", str(out)])

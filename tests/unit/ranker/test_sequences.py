@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from ranker_synthetic import synthetic_ratings
@@ -62,19 +63,29 @@ def test_temporal_split_is_point_in_time(events: list[tuple[int, int, int]]) -> 
     ratings = frame([(f"u{u}", f"i{i}", t) for u, i, t in events])
     ratings = ratings.sort_values(["timestamp_ms", "user_id", "item_id"]).reset_index(drop=True)
     try:
-        split = temporal_split(ratings, quantile=0.7, validation_quantile=0.7)
+        every = temporal_split(ratings, quantile=0.7, validation_quantile=0.7)
+        first = temporal_split(ratings, quantile=0.7, validation_quantile=0.7, requests="first")
     except SchemaError:  # every event at one time: there is no past to split off
         assume(False)
         return
-    t, t_val = split.cutoff_ms, split.validation_cutoff_ms
+    t, t_val = every.cutoff_ms, every.validation_cutoff_ms
     assert t is not None and t_val is not None and t_val <= t
+    assert (first.cutoff_ms, first.validation_cutoff_ms, first.train) == (t, t_val, every.train)
     when = {}
     for row in ratings.itertuples():
         when.setdefault((row.user_id, row.item_id), []).append(row.timestamp_ms)
-    for user, seq in split.train.items():  # training data: only events before T_val
+    for user, seq in every.train.items():  # training data: only events before T_val
         assert all(min(when[(user, i)]) < t_val for i in seq)
-    for cases, start in ((split.validation, t_val), (split.test, t)):
-        for case in cases:
+    for cases, (start, end) in ((every.validation, (t_val, t)), (every.test, (t, None))):
+        for case in cases:  # history: what was known when the target happened, nothing later
+            times = when[(case.user_id, case.target)]
+            in_window = [x for x in times if x >= start and (end is None or x < end)]
+            assert in_window  # the target happened in the request's window
+            assert all(min(when[(case.user_id, i)]) <= max(in_window) for i in case.history)
+            assert case.target not in case.history
+    for cases, start in ((first.validation, t_val), (first.test, t)):
+        assert len({c.user_id for c in cases}) == len(cases)  # one request per user
+        for case in cases:  # history: only what was known at the window's start
             assert all(min(when[(case.user_id, i)]) < start for i in case.history)
             assert max(when[(case.user_id, case.target)]) >= start
             assert case.target not in case.history
@@ -94,6 +105,41 @@ def test_temporal_refit_trains_on_everything_before_t_and_nothing_after() -> Non
     assert (refit.cutoff_ms, refit.validation_cutoff_ms) == (6, 2)
 
 
+def test_every_event_after_the_cutoff_is_a_request_with_its_point_in_time_history() -> None:
+    ratings = frame(
+        [
+            ("u", "a", 1),
+            ("u", "b", 2),
+            ("v", "x", 3),
+            ("u", "c", 10),
+            ("u", "d", 11),
+            ("v", "y", 12),
+        ]
+    )
+    split = temporal_split(ratings, quantile=0.5, validation_quantile=0.5)
+    assert split.cutoff_ms == 10 and split.temporal_requests == "every"
+    assert [(c.user_id, c.history, c.target) for c in split.test] == [
+        ("u", ("a", "b"), "c"),
+        ("u", ("a", "b", "c"), "d"),  # "c" happened after T but before "d": serving knows it
+        ("v", ("x",), "y"),
+    ]
+
+
+def test_validation_requests_are_a_seeded_sample_in_order() -> None:
+    ratings = synthetic_ratings(n_users=30, n_items=40, length=12, seed=5)
+    full = temporal_split(ratings, max_validation_requests=None).validation
+    sample = temporal_split(ratings, max_validation_requests=7).validation
+    assert len(full) > 7 and len(sample) == 7
+    positions = [full.index(c) for c in sample]
+    assert positions == sorted(positions)  # a subset, original order kept
+    assert temporal_split(ratings, max_validation_requests=7).validation == sample
+
+
+def test_unknown_request_kind_is_a_clear_error() -> None:
+    with pytest.raises(SchemaError, match="first"):
+        temporal_split(synthetic_ratings(), requests="all")
+
+
 def test_temporal_test_target_is_first_new_item_after_cutoff() -> None:
     ratings = frame(
         [
@@ -106,7 +152,7 @@ def test_temporal_test_target_is_first_new_item_after_cutoff() -> None:
             ("w", "z", 13),
         ]
     )
-    split = temporal_split(ratings, quantile=0.5, validation_quantile=0.5)
+    split = temporal_split(ratings, quantile=0.5, validation_quantile=0.5, requests="first")
     assert split.cutoff_ms == 10
     by_user = {c.user_id: c for c in split.test}
     assert (by_user["u"].history, by_user["u"].target) == (("a", "b"), "c")
