@@ -127,7 +127,7 @@ def write_report(
                 "",
                 f"{model} vs the best baseline ({versus['baseline']}), NDCG@10: "
                 f"{versus['gain']:+.1%} (95 % CI {versus['ci95_low']:+.1%} … "
-                f"{versus['ci95_high']:+.1%}, paired bootstrap over the test requests)",
+                f"{versus['ci95_high']:+.1%}, paired bootstrap over the test users)",
             ]
     lines += [
         "",

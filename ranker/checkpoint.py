@@ -27,7 +27,7 @@ from ranker.model import SASRec, SASRecConfig
 FORMAT = "aetherrec.sasrec.v1"
 ENSEMBLE_FORMAT = "aetherrec.sasrec-ensemble.v1"
 # Metadata every member of an ensemble must share: they were fitted on the same data.
-SHARED_METADATA = ("dataset", "split", "cutoff_ms", "validation_cutoff_ms")
+SHARED_METADATA = ("dataset", "split", "cutoff_ms", "validation_cutoff_ms", "temporal_requests")
 
 
 @dataclass

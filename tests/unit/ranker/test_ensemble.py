@@ -24,7 +24,12 @@ from ranker.scoring import UNKNOWN_ITEM_SCORE, SASRecRanker
 from ranker.train import score_all_items
 
 VOCAB = ItemVocabulary(tuple(f"i{k}" for k in range(20)))
-SHARED = {"dataset": "synthetic", "split": "leave-one-out", "cutoff_ms": None}
+SHARED = {
+    "dataset": "synthetic",
+    "split": "leave-one-out",
+    "cutoff_ms": None,
+    "temporal_requests": None,
+}
 
 
 def member(seed: int, hidden: int = 16, **metadata: Any) -> Checkpoint:
