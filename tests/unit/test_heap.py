@@ -26,7 +26,8 @@ def unfreeze_after() -> Iterator[None]:
 def test_objects_alive_at_start_up_are_no_longer_scanned() -> None:
     survivor = [Node()]  # a container the collector tracks
     frozen = freeze_startup_heap()
-    assert frozen == gc.get_freeze_count() > 0
+    # frozen objects can still die (other threads drop references), never join after the call
+    assert frozen > 0 and 0 < gc.get_freeze_count() <= frozen
     assert all(o is not survivor for o in gc.get_objects())  # not in any scanned generation
     assert survivor[0].other is None  # and of course still alive
 
