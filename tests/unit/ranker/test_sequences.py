@@ -105,23 +105,26 @@ def test_temporal_refit_trains_on_everything_before_t_and_nothing_after() -> Non
     assert (refit.cutoff_ms, refit.validation_cutoff_ms) == (6, 2)
 
 
+# Two users before and after T = 10 (the median event time), and one who arrives after it.
+TIMELINE = [
+    ("u", "a", 1),
+    ("u", "b", 2),
+    ("v", "x", 3),
+    ("u", "c", 10),
+    ("u", "d", 11),
+    ("v", "y", 12),
+    ("w", "z", 13),
+]
+
+
 def test_every_event_after_the_cutoff_is_a_request_with_its_point_in_time_history() -> None:
-    ratings = frame(
-        [
-            ("u", "a", 1),
-            ("u", "b", 2),
-            ("v", "x", 3),
-            ("u", "c", 10),
-            ("u", "d", 11),
-            ("v", "y", 12),
-        ]
-    )
-    split = temporal_split(ratings, quantile=0.5, validation_quantile=0.5)
+    split = temporal_split(frame(TIMELINE), quantile=0.5, validation_quantile=0.5)
     assert split.cutoff_ms == 10 and split.temporal_requests == "every"
     assert [(c.user_id, c.history, c.target) for c in split.test] == [
         ("u", ("a", "b"), "c"),
         ("u", ("a", "b", "c"), "d"),  # "c" happened after T but before "d": serving knows it
         ("v", ("x",), "y"),
+        ("w", (), "z"),  # a cold-start user: nothing before the request
     ]
 
 
@@ -141,18 +144,7 @@ def test_unknown_request_kind_is_a_clear_error() -> None:
 
 
 def test_temporal_test_target_is_first_new_item_after_cutoff() -> None:
-    ratings = frame(
-        [
-            ("u", "a", 1),
-            ("u", "b", 2),
-            ("v", "x", 3),
-            ("u", "c", 10),
-            ("u", "d", 11),
-            ("v", "y", 12),
-            ("w", "z", 13),
-        ]
-    )
-    split = temporal_split(ratings, quantile=0.5, validation_quantile=0.5, requests="first")
+    split = temporal_split(frame(TIMELINE), quantile=0.5, validation_quantile=0.5, requests="first")
     assert split.cutoff_ms == 10
     by_user = {c.user_id: c for c in split.test}
     assert (by_user["u"].history, by_user["u"].target) == (("a", "b"), "c")
