@@ -129,7 +129,8 @@ def gini(values: np.ndarray) -> float:
     if n == 0 or total == 0:
         return 0.0
     i = np.arange(1, n + 1)
-    return float(((2 * i - n - 1) * x).sum() / (n * total))
+    # equal values give 0 exactly in arithmetic, ±1e-17 in floats: clamp the rounding away
+    return float(np.clip(((2 * i - n - 1) * x).sum() / (n * total), 0.0, 1.0))
 
 
 def popular_slot_share(top_lists: np.ndarray, popular_columns: np.ndarray) -> float:

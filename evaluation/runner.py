@@ -147,7 +147,11 @@ def _with_blend(
 
 
 def evaluate_leave_one_out(
-    split: Split, items: pd.DataFrame, model: RankingModel, vocab: ItemVocabulary
+    split: Split,
+    items: pd.DataFrame,
+    model: RankingModel,
+    vocab: ItemVocabulary,
+    progress: bool = True,
 ) -> ProtocolResult:
     catalogue = CatalogueIndex(split.items)
     facts = catalogue_facts(catalogue, split.train, items)
@@ -171,7 +175,9 @@ def evaluate_leave_one_out(
     for name, scorer in methods.items():
         if name not in result.validation_ndcg10:
             result.validation_ndcg10[name] = _validate(scorer, split.validation, catalogue)
-        ranked = rank_requests(scorer, split.test, catalogue, desc=f"loo {name}")
+        ranked = rank_requests(
+            scorer, split.test, catalogue, desc=f"loo {name}" if progress else None
+        )
         result.figures[name] = summarise(ranked, facts)
         result.ranks[name] = ranked.ranks
         log.info("leave-one-out %s: %s", name, result.figures[name])
@@ -187,6 +193,7 @@ def evaluate_temporal(
     model: RankingModel,
     vocab: ItemVocabulary,
     test_model: tuple[RankingModel, ItemVocabulary] | None = None,
+    progress: bool = True,
 ) -> ProtocolResult:
     """``model`` (fitted before ``T_val``) makes the validation choices; the test is ranked by
     ``test_model`` (the same recipe re-fitted on every event before ``T``) when given, else by
@@ -238,7 +245,9 @@ def evaluate_temporal(
     }
     cold = np.array([len(c.history) < COLD_START_HISTORY for c in split.test], dtype=bool)
     for name, scorer in methods.items():
-        ranked = rank_requests(scorer, split.test, catalogue, desc=f"temporal {name}")
+        ranked = rank_requests(
+            scorer, split.test, catalogue, desc=f"temporal {name}" if progress else None
+        )
         result.figures[name] = summarise(subset(ranked, ~cold), facts)
         result.ranks[name] = ranked.ranks[~cold]
         result.cold[name] = summarise(subset(ranked, cold), facts)

@@ -70,7 +70,9 @@ class SASRecRanker:
 
     @torch.inference_mode()
     def score(self, history: Sequence[str], candidates: Sequence[str]) -> np.ndarray:
-        user = self._user_vectors([history])[0]
+        """One request: only the last position is computed (``last_state``), not the whole
+        padded sequence; equal to ``score_batch`` up to float rounding."""
+        user = self._model.last_state(self._vocab.encode(history))
         return self._candidate_scores(user, candidates)
 
     @torch.inference_mode()

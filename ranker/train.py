@@ -17,7 +17,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.nn import functional as F
 from tqdm import tqdm
 
 from aether.errors import ModelError
@@ -25,6 +24,7 @@ from evaluation.metrics import hit_rate_at_k, ndcg_at_k, target_ranks
 from interactions.sequences import EvalCase
 from ranker.data import ItemVocabulary, build_training_tensors, histories_to_array, shuffled_batches
 from ranker.ensemble import RankingModel
+from ranker.loss import full_softmax_cross_entropy
 from ranker.model import PAD, SASRec, SASRecConfig
 
 log = logging.getLogger(__name__)
@@ -173,8 +173,10 @@ def train_sasrec(
             hidden = model(inputs[idx])  # (B, L, H)
             labels = targets[idx]  # (B, L)
             mask = labels != PAD
-            logits = model.item_logits(hidden[mask])  # (M, n_items), full softmax
-            loss = F.cross_entropy(logits, labels[mask] - 1)
+            # full softmax over every real item (row 0 of the table is padding)
+            loss = full_softmax_cross_entropy(
+                hidden[mask], model.item_embedding.weight[1:], labels[mask] - 1
+            )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

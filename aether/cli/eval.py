@@ -176,7 +176,9 @@ def run(args: argparse.Namespace) -> int:
 
     loo = leave_one_out(ratings)
     model, loo_path = _ranker_for(loo, args.loo_checkpoint, "loo", args)
-    result = evaluate_leave_one_out(loo, data.items, model.model, model.vocab)
+    result = evaluate_leave_one_out(
+        loo, data.items, model.model, model.vocab, progress=not args.no_progress
+    )
     results.append(result)
     flat.update(_flatten(result, "loo"))
     flat["train_seconds"] = model.metadata.get("train_seconds")
@@ -211,7 +213,13 @@ def run(args: argparse.Namespace) -> int:
             flat["temporal_refit_model_version"] = refit.model_version
         flat["temporal_refit"] = test_model is not None
         result = evaluate_temporal(
-            temporal, ratings, data.items, tmodel.model, tmodel.vocab, test_model=test_model
+            temporal,
+            ratings,
+            data.items,
+            tmodel.model,
+            tmodel.vocab,
+            test_model=test_model,
+            progress=not args.no_progress,
         )
         results.append(result)
         flat.update(_flatten(result, "temporal"))

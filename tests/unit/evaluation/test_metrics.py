@@ -81,6 +81,11 @@ def test_gini_is_between_zero_and_one(values: list[float]) -> None:
     assert 0.0 <= metrics.gini(np.array(values)) <= 1.0
 
 
+def test_gini_of_equal_values_is_zero_despite_rounding() -> None:
+    # found by the property test above: five equal floats summed to -2.5e-17 before the clamp
+    assert metrics.gini(np.full(5, 2.8475301514776747)) == 0.0
+
+
 def test_relative_gain_ci_of_identical_rankings_is_exactly_zero() -> None:
     ranks = np.array([1, 3, 20, 2, 11, 5])
     gain, low, high = relative_gain_ci(ranks, ranks, 10, resamples=200)

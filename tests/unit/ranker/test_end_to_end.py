@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -82,7 +83,9 @@ TINY_FLAGS = [
 ]
 
 
-def test_train_and_eval_commands_write_checkpoint_json_and_report(tmp_path: Path) -> None:
+def test_train_and_eval_commands_write_checkpoint_json_and_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = write_movielens_small_layout(tmp_path / "data", synthetic_ratings(), synthetic_items())
     out = tmp_path / "ranker.pt"
     assert (
@@ -135,6 +138,7 @@ def test_train_and_eval_commands_write_checkpoint_json_and_report(tmp_path: Path
         )
         == 0
     )
+    assert not re.search(r"\d+%\|", capsys.readouterr().err)  # --no-progress: no bar at all
     figures = json.loads(figures_path.read_text())
     for key in (
         "loo_ndcg10",
