@@ -73,12 +73,10 @@ def save_checkpoint(
     return version
 
 
-def save_ensemble_checkpoint(path: str | Path, members: Sequence[Checkpoint]) -> str:
-    """Write one checkpoint that scores with the mean logit of ``members``; returns its version.
-
-    The members must share the vocabulary and the data they were fitted on (dataset, split,
-    cut-offs). ``train_seconds`` of the ensemble is the sum over members."""
-    members = list(members)
+def ensemble_members(members: Sequence[Checkpoint]) -> list[SASRec]:
+    """The members' models, after checking they can form one ensemble: two or more single
+    models sharing the vocabulary and the data they were fitted on (dataset, split, cut-offs);
+    :class:`ModelError` otherwise."""
     if len(members) < 2:
         raise ModelError("an ensemble needs two or more member checkpoints")
     models = [m.model for m in members if isinstance(m.model, SASRec)]
@@ -96,12 +94,29 @@ def save_ensemble_checkpoint(path: str | Path, members: Sequence[Checkpoint]) ->
                     f"ensemble members differ in {key}: {first.metadata.get(key)!r} vs "
                     f"{member.metadata.get(key)!r}"
                 )
+    return models
+
+
+def save_ensemble_checkpoint(
+    path: str | Path, members: Sequence[Checkpoint], metadata: dict[str, Any] | None = None
+) -> str:
+    """Write one checkpoint that scores with the mean logit of ``members``; returns its version.
+
+    ``train_seconds`` of the ensemble is the sum over members; ``metadata`` adds figures of
+    the ensemble itself (``aether ensemble --data`` adds its validation figures)."""
+    members = list(members)
+    models = ensemble_members(members)
+    first = members[0]
     versions = [m.model_version for m in members]
     version = "sasrec-ens-" + hashlib.sha256("\n".join(versions).encode()).hexdigest()[:12]
-    metadata = {key: first.metadata.get(key) for key in SHARED_METADATA} | {
-        "train_seconds": sum(float(m.metadata.get("train_seconds", 0.0)) for m in members),
-        "members": [{"model_version": m.model_version, **m.metadata} for m in members],
-    }
+    metadata = (
+        {key: first.metadata.get(key) for key in SHARED_METADATA}
+        | {
+            "train_seconds": sum(float(m.metadata.get("train_seconds", 0.0)) for m in members),
+            "members": [{"model_version": m.model_version, **m.metadata} for m in members],
+        }
+        | (metadata or {})
+    )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(

@@ -135,7 +135,8 @@ def test_ensemble_command_and_eval_report_the_members(tmp_path: Path) -> None:
         argv = ["train", "--dataset", "ml-latest-small", "--data", str(data), "--out", str(path)]
         assert cli(train_cli, [*argv, "--epochs", "4", *TINY_FLAGS, "--seed", str(seed)]) == 0
     out = tmp_path / "ensemble.pt"
-    assert cli(ensemble_cli, ["ensemble", *map(str, paths), "--out", str(out)]) == 0
+    argv = ["ensemble", *map(str, paths), "--out", str(out), "--data", str(data)]
+    assert cli(ensemble_cli, argv) == 0
     figures_path = tmp_path / "eval.json"
     common = ["--dataset", "ml-latest-small", "--data", str(data), "--no-bench", *TINY_FLAGS]
     argv = ["eval", *common, "--loo-checkpoint", str(out), "--skip-temporal"]
@@ -148,6 +149,34 @@ def test_ensemble_command_and_eval_report_the_members(tmp_path: Path) -> None:
     assert figures["train_seconds"] == pytest.approx(sum(m["train_seconds"] for m in seeds))
     assert 0.0 <= figures["loo_ndcg10"] <= figures["loo_hr10"] <= 1.0
     assert not any(isinstance(v, dict | list) for v in figures.values())  # still one flat object
+    # --data measured the ensemble on validation as `aether eval` does, by another code path
+    validation = load_checkpoint(out).metadata
+    assert validation["best_validation_ndcg10"] == pytest.approx(figures["loo_val_sasrec_ndcg10"])
+    assert validation["best_validation_ndcg10"] <= validation["best_validation_hr10"] <= 1.0
+
+
+def test_ensemble_validation_refuses_other_data_or_a_split_without_validation(
+    tmp_path: Path,
+) -> None:
+    data = write_movielens_small_layout(tmp_path / "data", synthetic_ratings(), synthetic_items())
+    other = write_movielens_small_layout(
+        tmp_path / "other", synthetic_ratings(n_items=30), synthetic_items(30)
+    )
+    for split in ("loo", "temporal-refit"):
+        paths = []
+        for seed in (0, 1):
+            paths.append(str(tmp_path / f"{split}-{seed}.pt"))
+            argv = ["train", "--dataset", "ml-latest-small", "--data", str(data), "--out"]
+            extra = ["--epochs", "1", *TINY_FLAGS, "--seed", str(seed), "--split", split]
+            assert cli(train_cli, [*argv, paths[-1], *extra]) == 0
+        out = tmp_path / f"{split}-ens.pt"
+        if split == "loo":
+            with pytest.raises(ConfigError, match="same dataset"):
+                cli(ensemble_cli, ["ensemble", *paths, "--out", str(out), "--data", str(other)])
+        else:
+            with pytest.raises(ConfigError, match="no validation"):
+                cli(ensemble_cli, ["ensemble", *paths, "--out", str(out), "--data", str(data)])
+        assert not out.exists()  # nothing written when it refuses
 
 
 def test_temporal_refit_of_an_ensemble_is_refused_clearly(tmp_path: Path) -> None:
