@@ -54,7 +54,7 @@ class SASRecEnsemble(nn.Module):
 
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Mean member logit of every real item: (..., members × H) -> (..., n_items)."""
-        weights = torch.cat([m.item_embedding.weight[1:] for m in self._members], dim=1)
+        weights = torch.cat([m.output_items() for m in self._members], dim=1)
         return hidden @ weights.T
 
 

@@ -135,9 +135,14 @@ class SASRec(nn.Module):
     def max_length(self) -> int:
         return self.config.max_length
 
+    def output_items(self) -> torch.Tensor:
+        """Output vectors of every real item, (n_items, H): row j is item index j + 1 (the
+        padding row 0 left out). A view of the tied embedding, so gradients reach it."""
+        return self.item_embedding.weight[1:]
+
     def item_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Scores of every real item: (..., H) -> (..., n_items); column j is item index j + 1."""
-        return hidden @ self.item_embedding.weight[1:].T
+        return hidden @ self.output_items().T
 
     def item_vectors(self, index: torch.Tensor) -> torch.Tensor:
         """Output vectors of item indices: (...,) -> (..., H); ``user_vector · item_vector`` is

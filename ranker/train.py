@@ -173,10 +173,8 @@ def train_sasrec(
             hidden = model(inputs[idx])  # (B, L, H)
             labels = targets[idx]  # (B, L)
             mask = labels != PAD
-            # full softmax over every real item (row 0 of the table is padding)
-            loss = full_softmax_cross_entropy(
-                hidden[mask], model.item_embedding.weight[1:], labels[mask] - 1
-            )
+            # full softmax over every real item
+            loss = full_softmax_cross_entropy(hidden[mask], model.output_items(), labels[mask] - 1)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -45,7 +45,8 @@ def test_large_logits_stay_finite():
 
 
 def test_gradient_reaches_a_slice_of_a_larger_table():
-    """Training passes ``item_embedding.weight[1:]``: row 0 (padding) gets no gradient."""
+    """Training passes ``SASRec.output_items()``, a slice of the table without the padding row:
+    row 0 gets no gradient."""
     table = torch.randn(6, 4, requires_grad=True)
     hidden = torch.randn(3, 4)
     full_softmax_cross_entropy(hidden, table[1:], torch.tensor([0, 4, 2])).backward()
