@@ -1,7 +1,7 @@
-"""AetherRec application shell: settings, the error tree, the embedded stack and the ``aether`` CLI.
+"""AetherRec's shell: the ``aether`` command line and the closed-loop demo.
 
-``aether.settings`` and ``aether.errors`` are the shared kernel every package may import;
-``aether.cli`` and ``aether.stack`` sit on top and nothing below imports them.
+The top of the layers (``docs/architecture.md``): it builds settings, wires adapters and starts
+processes; nothing in the library imports it. The kernel it stands on is ``core``.
 """
 
 __version__ = "0.1.0"

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from confluent_kafka import Producer
 
-from aether.settings import Settings
+from core.settings import Settings
 from events import Interaction, encode
 from streams.progress import wait_until_caught_up
 
@@ -68,8 +68,8 @@ class RoundReport:
 def reset_namespace(settings: Settings) -> None:
     """Start from nothing: the demo owns its namespace, so an earlier run's features, stream state
     and offline log must not shape this run's slates."""
-    from aether.stack_redis import delete_namespace_keys
     from features.offline import offline_dir
+    from stack.redis_server import delete_namespace_keys
 
     delete_namespace_keys(settings.redis.url.get_secret_value(), settings.namespace)
     shutil.rmtree(offline_dir(settings), ignore_errors=True)
@@ -139,8 +139,8 @@ def run_demo(
     from ranker.train import TrainConfig, train_sasrec
     from retrieval.embeddings import ppmi_svd_embeddings, save_embeddings
     from retrieval.index import ItemIndex
-    from retrieval.movielens import catalog_from_movielens, item_rows
-    from serving.bootstrap import build_serving_app, embeddings_path, ranker_path
+    from retrieval.movielens_catalog import catalog_from_movielens, item_rows
+    from serving.build_pipeline import build_serving_app, embeddings_path, ranker_path
     from serving.client import RecommenderClient
     from serving.server import start_server
     from streams.publish import make_producer, publish

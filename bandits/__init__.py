@@ -21,7 +21,7 @@ from bandits.attribution import AttributionConfig
 from bandits.posterior import PosteriorConfig
 
 if TYPE_CHECKING:
-    from aether.settings import Settings
+    from core.settings import Settings
 
 
 def configs_from_settings(settings: Settings) -> tuple[AttributionConfig, PosteriorConfig]:

@@ -2,7 +2,7 @@
 
 ``Interaction`` is the events topic; ``CatalogItem`` the items topic; ``PrivacyRequest`` the privacy
 topic; ``Impression`` the impressions topic written by serving. ``decode_*`` turn raw Kafka values
-into models or raise :class:`aether.errors.SchemaError` with a machine-readable ``reason``.
+into models or raise :class:`core.errors.SchemaError` with a machine-readable ``reason``.
 """
 
 from events.codec import decode, decode_interaction, encode

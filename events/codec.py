@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 from events.models import Interaction
 
 M = TypeVar("M", bound=BaseModel)

@@ -35,8 +35,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from feast.errors import FeastError
 
-from aether.errors import DependencyUnavailable, SchemaError
-from aether.settings import Settings
+from core.errors import DependencyUnavailable, SchemaError
+from core.settings import Settings
 from events.models import Interaction
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import (

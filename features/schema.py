@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 from events.models import EVENT_TYPES
 from features.rows import ItemFeatureRow, UserFeatureRow
 

@@ -11,7 +11,7 @@
   Reads: ``read_path="redis"`` (default) fetches Feast's hashes in one round trip (one read-only
   script call returning every entity's fields);
   ``read_path="feast"`` calls ``FeatureStore.get_online_features`` once per batch. Both return
-  identical rows (``tests/integration/features/test_contract.py``); ``features/bench.py`` measures
+  identical rows (``tests/integration/features/test_contract.py``); ``benchmarks/feature_store.py`` measures
   both, which is why the direct path is the default for serving.
 """
 
@@ -28,8 +28,8 @@ from feast import FeatureStore, RepoConfig
 from feast.errors import FeastError
 from feast.repo_config import RegistryConfig
 
-from aether.errors import ConfigError, DependencyUnavailable
-from aether.settings import Settings
+from core.errors import ConfigError, DependencyUnavailable
+from core.settings import Settings
 from features.redis_layout import BATCH_READ_SCRIPT, CAS_WRITE_SCRIPT, FeastRedisLayout
 from features.repo.definitions import FeatureRepo, build_repo
 from features.rows import ItemFeatureRow, UserFeatureRow

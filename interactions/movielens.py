@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aether.errors import NotFoundError, SchemaError
+from core.errors import NotFoundError, SchemaError
 
 DATASETS = ("ml-latest-small", "ml-1m")
 SHIPPED_DIR = Path(__file__).parent / "data" / "ml-latest-small"

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from aether.errors import NotFoundError, SchemaError
+from core.errors import NotFoundError, SchemaError
 
 POLICIES = ("random", "bts")
 CAMPAIGNS = ("all", "men", "women")

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 
 SORT_KEYS = ["user_id", "timestamp_ms", "item_id"]
 

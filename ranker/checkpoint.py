@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from aether.errors import ModelError, NotFoundError
+from core.errors import ModelError, NotFoundError
 from ranker.data import ItemVocabulary
 from ranker.ensemble import RankingModel, SASRecEnsemble
 from ranker.model import SASRec, SASRecConfig

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from aether.errors import ModelError
+from core.errors import ModelError
 from ranker.model import SASRec
 
 

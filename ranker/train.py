@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from aether.errors import ModelError
+from core.errors import ModelError
 from evaluation.metrics import hit_rate_at_k, ndcg_at_k, target_ranks
 from interactions.sequences import EvalCase
 from ranker.data import ItemVocabulary, build_training_tensors, histories_to_array, shuffled_batches

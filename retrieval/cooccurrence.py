@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
-from aether.errors import DependencyUnavailable
+from core.errors import DependencyUnavailable
 from retrieval.catalog import ItemCatalog
 from retrieval.sources import Candidate, RetrievalRequest, best_first
 

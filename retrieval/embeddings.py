@@ -22,7 +22,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.linalg import svds
 
-from aether.errors import NotFoundError, SchemaError
+from core.errors import NotFoundError, SchemaError
 
 
 def ppmi_svd_embeddings(

@@ -33,7 +33,7 @@ from typing import Any, TypeVar
 import numpy as np
 from tqdm import tqdm
 
-from aether.errors import DependencyUnavailable, NotFoundError
+from core.errors import DependencyUnavailable, NotFoundError
 from retrieval.expressions import filter_expression
 from retrieval.index_types import IndexConfig, ItemRows
 from retrieval.milvus_client import import_pymilvus, is_not_found, is_unimplemented

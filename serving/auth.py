@@ -26,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from aether.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

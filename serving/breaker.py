@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal, TypeVar
 
-from aether.errors import DependencyUnavailable
+from core.errors import DependencyUnavailable
 
 T = TypeVar("T")
 State = Literal["closed", "open", "half_open"]

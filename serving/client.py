@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from aether.errors import ConfigError, DependencyUnavailable, SchemaError
+from core.errors import ConfigError, DependencyUnavailable, SchemaError
 from serving.auth import bearer_metadata, channel_credentials
 from serving.domain import Slate, SlateItem
 from serving.proto import recommender_pb2 as pb

@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from aether.errors import ConfigError, SchemaError
+from core.errors import ConfigError, SchemaError
 from serving.yaml_file import read_yaml
 
 OVERRIDE_PREFIX = "experiment."

@@ -16,13 +16,13 @@ from typing import TypeVar
 
 from prometheus_client import Gauge
 
-from aether.errors import DependencyUnavailable
 from bandits.posterior import BetaPosterior
+from core.errors import DependencyUnavailable
 from features.ports import OnlineFeatureReader
 from features.rows import ItemFeatureRow, UserFeatureRow
 from retrieval.sources import Candidate, CandidateSource, RetrievalRequest
 from serving.breaker import CircuitBreaker, State
-from serving.exploration import PosteriorReader
+from serving.exploration_slots import PosteriorReader
 
 T = TypeVar("T")
 

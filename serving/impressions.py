@@ -13,7 +13,7 @@ from typing import Protocol
 from confluent_kafka import KafkaException, Producer
 from prometheus_client import Counter
 
-from aether.settings import Settings
+from core.settings import Settings
 from events import Impression, encode
 
 log = logging.getLogger(__name__)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from prometheus_client import Counter, Histogram
 
-from aether.errors import AetherError
+from core.errors import AetherError
 from events import Impression, ImpressionItem
 from features.ports import OnlineFeatureReader
 from features.rows import UserFeatureRow
@@ -38,7 +38,7 @@ from retrieval.sources import (
 from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.experiments import Assignment, Experiments
 from serving.explain import SlateExplainer
-from serving.exploration import EXPLORE_SOURCE, Explorer
+from serving.exploration_slots import EXPLORE_SOURCE, Explorer
 from serving.impressions import ImpressionLog
 from serving.interleaving import (
     INTERLEAVING_CONTEXT_KEY,

@@ -4,13 +4,13 @@ Why: the pipeline is Python, so one process is bound by its GIL to about one cor
 thread count (docs/benchmarks/serving.md). ``serving.processes = N`` (default 1) makes
 ``aether serve`` a small supervisor that starts ``N`` worker processes (``spawn``: fresh
 interpreters, no forked gRPC or Kafka state). Each worker builds its own pipeline
-(``serving.bootstrap.build_serving_app``) and binds the same port with ``SO_REUSEPORT``
+(``serving.build_pipeline.build_serving_app``) and binds the same port with ``SO_REUSEPORT``
 (gRPC's ``grpc.so_reuseport``); the kernel spreads *connections* over the workers. One HTTP/2
 connection stays on one worker, so a single client channel is served by one process: a busy
 client should open several channels (``grpc.use_local_subchannel_pool`` keeps them apart).
 
 ``run_server`` is the one way a server runs: ``aether serve`` in one process, each worker of a
-group (``serve_worker``), and the benchmark's server (``serving.bench_server.BenchWorker``).
+group (``serve_worker``), and the benchmark's server (``benchmarks.serve_server.BenchWorker``).
 
 Milvus Lite (a local file) can be opened by one process only: the first ``MilvusClient`` on the
 file starts a local ``milvus`` server on a Unix socket and holds the file's lock. With several
@@ -39,14 +39,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from aether.errors import ConfigError, DependencyUnavailable
-from aether.heap import freeze_startup_heap
-from aether.settings import Settings
-from aether.stack_milvus import is_milvus_lite_uri
-from aether.stack_process import free_loopback_port
+from core.errors import ConfigError, DependencyUnavailable
+from core.heap import freeze_startup_heap
+from core.settings import Settings
+from core.subprocesses import free_loopback_port
+from retrieval.milvus_lite import is_milvus_lite_uri
 
 if TYPE_CHECKING:
-    from serving.bootstrap import ServingApp
+    from serving.build_pipeline import ServingApp
     from serving.server import RunningServer
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ def run_server(
     """Build the pipeline, serve it on ``settings.serving`` until SIGINT/SIGTERM, then drain and
     close. The one way a server runs: ``aether serve`` in one process, each worker of a group,
     and the benchmark's server (which adds instruments in ``prepare``)."""
-    from serving.bootstrap import build_serving_app
+    from serving.build_pipeline import build_serving_app
     from serving.server import serve_forever, start_server
 
     app = build_serving_app(settings, checkpoint=options.checkpoint, embeddings=options.embeddings)
@@ -81,7 +81,7 @@ def run_server(
         if prepare is not None:
             prepare(app)
         # The model, stores and clients live as long as the server: keep the collector's full
-        # passes off them, or each one stalls every request in flight (aether.heap).
+        # passes off them, or each one stalls every request in flight (core.heap).
         log.info("%d start-up objects out of the collector's reach", freeze_startup_heap())
         if options.refresh_s:
             app.start_refreshing(options.refresh_s)

@@ -37,7 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from aether.errors import ConfigError
+from core.errors import ConfigError
 from serving.rerank import CategoriesOf, ScoredItem
 from serving.yaml_file import read_yaml
 

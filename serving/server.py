@@ -17,12 +17,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from aether.settings import ServingSettings
+from core.settings import ServingSettings
 from serving.auth import TokenAuthInterceptor, server_credentials
-from serving.errors import ErrorMappingInterceptor
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc
 from serving.servicer import RecommenderServicer, RecommendPipeline
+from serving.status_mapping import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from typing import Protocol
 
 import grpc
 
-from aether.settings import ServingSettings
+from core.settings import ServingSettings
 from serving.domain import RecommendationQuery, Slate
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc

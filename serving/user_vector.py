@@ -1,7 +1,7 @@
 """One user vector per request, for retrieval and ranking alike.
 
 When Milvus holds the ranker's own item embeddings, the ranker's ``encode_user`` drives the ANN
-(and content) sources (``retrieval.bootstrap.choose_user_encoder``), and ``Ranker.score`` would
+(and content) sources (``retrieval.build_retriever.choose_user_encoder``), and ``Ranker.score`` would
 encode the same history again. ``SASRecRanker`` documents that its scores are
 ``item_embeddings()[1] @ encode_user(history)`` (tied embeddings), so ``VectorScorer`` turns the
 vector the pipeline already has into the ranker's scores: one transformer pass per request

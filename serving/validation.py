@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from aether.errors import SchemaError
-from aether.settings import ServingSettings
+from core.errors import SchemaError
+from core.settings import ServingSettings
 from serving.domain import Filters, RecommendationQuery
 
 MAX_ID_CHARS = 128

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from aether.errors import ConfigError
+from core.errors import ConfigError
 
 
 def read_yaml(path: str | Path, what: str) -> Any:

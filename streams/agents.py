@@ -30,11 +30,11 @@ from typing import Any, TypeVar
 
 from confluent_kafka import KafkaException, Producer
 
-from aether.settings import Settings
+from core.settings import Settings
 from events import decode, decode_interaction
 from events.models import CatalogItem, Impression, PrivacyRequest
 from features.ports import OnlineFeatureWriter
-from streams import handlers, metrics
+from streams import handlers, worker_metrics
 from streams.codec import encode_dead_letter
 from streams.eventtime import Lateness
 from streams.handlers import Effects, SourceRecord
@@ -123,8 +123,8 @@ class StreamRuntime:
         )
         self._count(self.topics.events, effects, len(events_in))
         if requests_in:
-            metrics.EVENTS.labels(self.topics.privacy, "applied").inc(privacy.applied)
-            metrics.EVENTS.labels(self.topics.privacy, "duplicate").inc(privacy.duplicates)
+            worker_metrics.EVENTS.labels(self.topics.privacy, "applied").inc(privacy.applied)
+            worker_metrics.EVENTS.labels(self.topics.privacy, "duplicate").inc(privacy.duplicates)
         return effects
 
     def _offline(self, privacy: PrivacyEffects, effects: Effects) -> None:
@@ -226,22 +226,22 @@ class StreamRuntime:
         await flush_or_raise(self.producer, "output messages")
 
     def _count(self, topic: str, effects: Effects, received: int) -> None:
-        metrics.EVENTS.labels(topic, "applied").inc(effects.applied)
-        metrics.EVENTS.labels(topic, "duplicate").inc(effects.duplicates)
+        worker_metrics.EVENTS.labels(topic, "applied").inc(effects.applied)
+        worker_metrics.EVENTS.labels(topic, "duplicate").inc(effects.duplicates)
         if effects.suppressed:
-            metrics.EVENTS.labels(topic, "suppressed").inc(effects.suppressed)
-        metrics.EVENTS.labels(topic, "late").inc(len(effects.late))
-        metrics.EVENTS.labels(topic, "dead_letter").inc(len(effects.dead_letters))
+            worker_metrics.EVENTS.labels(topic, "suppressed").inc(effects.suppressed)
+        worker_metrics.EVENTS.labels(topic, "late").inc(len(effects.late))
+        worker_metrics.EVENTS.labels(topic, "dead_letter").inc(len(effects.dead_letters))
         if effects.late:
-            metrics.LATE_EVENTS.labels(topic).inc(len(effects.late))
+            worker_metrics.LATE_EVENTS.labels(topic).inc(len(effects.late))
         reasons: dict[str, int] = {}
         for letter in effects.dead_letters:
-            metrics.DEAD_LETTERS.labels(letter.reason).inc()
+            worker_metrics.DEAD_LETTERS.labels(letter.reason).inc()
             reasons[letter.reason] = reasons.get(letter.reason, 0) + 1
         if reasons:  # one line per batch, not per event: a flood of bad input must not flood logs
             log.warning("%s: %d dead letters %s", topic, len(effects.dead_letters), reasons)
-        metrics.ROWS_WRITTEN.labels("user").inc(len(effects.user_rows))
-        metrics.ROWS_WRITTEN.labels("item").inc(len(effects.item_rows))
+        worker_metrics.ROWS_WRITTEN.labels("user").inc(len(effects.user_rows))
+        worker_metrics.ROWS_WRITTEN.labels("item").inc(len(effects.item_rows))
 
     def close(self) -> None:
         with contextlib.suppress(KafkaException):  # shutting down: nothing more to do
@@ -251,7 +251,7 @@ class StreamRuntime:
 
 def timed(agent: str) -> Any:
     """``with timed("events"):`` observes the batch duration histogram."""
-    return metrics.BATCH_SECONDS.labels(agent).time()
+    return worker_metrics.BATCH_SECONDS.labels(agent).time()
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any) -> None:

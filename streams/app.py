@@ -20,7 +20,7 @@ agent                  consumes                             does
 ``bandit_posteriors``  ``<ns>.bandit-outcomes`` (key item)  posteriors (``streams.bandit_agent``)
 =====================  ===================================  ====================================
 
-Attribution and the posteriors agent run when a ``BanditRuntime`` is given (``streams.bootstrap``
+Attribution and the posteriors agent run when a ``BanditRuntime`` is given (``streams.build_worker``
 always gives one). Every agent consumes in batches that close as soon as nothing more is queued
 (``streams.batching.take_available``: at most ``batch_size`` events, ``batch_timeout_s`` only a
 safety bound on waiting). The user-keyed topics share one agent, because Faust's own cost per
@@ -38,8 +38,8 @@ import faust
 from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-from aether.settings import Settings
-from streams import metrics
+from core.settings import Settings
+from streams import worker_metrics
 from streams.agents import StreamRuntime, timed
 from streams.bandit_agent import BanditRuntime
 from streams.batching import take_available
@@ -190,7 +190,7 @@ def create_floor_app(settings: Settings) -> faust.App:
         async for events in take_available(stream, batch_size, within):
             with timed("floor"):
                 records = [_record(event) for event in events]
-            metrics.EVENTS.labels(topic, "applied").inc(len(records))
+            worker_metrics.EVENTS.labels(topic, "applied").inc(len(records))
 
     app.agent(source, name="floor")(floor)
     return app

@@ -47,14 +47,14 @@ import orjson
 import redis
 from confluent_kafka import Producer
 
-from aether.errors import DependencyUnavailable, SchemaError
-from aether.settings import Settings
 from bandits import configs_from_settings
 from bandits.attribution import AttributionState, attribute
 from bandits.posterior import Outcome, PosteriorState, apply_outcome, prune_seen
+from core.errors import DependencyUnavailable, SchemaError
+from core.settings import Settings
 from events import decode, decode_interaction
 from events.models import Impression, Interaction, PrivacyAction, PrivacyRequest
-from streams import metrics
+from streams import worker_metrics
 from streams.eventtime import Lateness, Verdict, judge
 from streams.handlers import SourceRecord
 from streams.privacy import suppresses
@@ -184,9 +184,9 @@ class BanditRuntime:
             pipe.execute()
 
         self._redis("persist attribution state", commit)
-        metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(outcomes))
+        worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(outcomes))
         if late:
-            metrics.EVENTS.labels("bandit-attribution", "late").inc(late)
+            worker_metrics.EVENTS.labels("bandit-attribution", "late").inc(late)
         return outcomes
 
     def _decode_source(
@@ -208,7 +208,7 @@ class BanditRuntime:
             try:
                 outcomes.append(decode_outcome(record.value))
             except SchemaError:
-                metrics.EVENTS.labels(self.topics.bandit_outcomes, "dead_letter").inc()
+                worker_metrics.EVENTS.labels(self.topics.bandit_outcomes, "dead_letter").inc()
         if not outcomes:
             return 0
         items = sorted({o.item_id for o in outcomes})
@@ -239,8 +239,10 @@ class BanditRuntime:
             pipe.execute()
 
         self._redis("persist posteriors", commit)
-        metrics.EVENTS.labels(self.topics.bandit_outcomes, "applied").inc(applied)
-        metrics.EVENTS.labels(self.topics.bandit_outcomes, "duplicate").inc(len(outcomes) - applied)
+        worker_metrics.EVENTS.labels(self.topics.bandit_outcomes, "applied").inc(applied)
+        worker_metrics.EVENTS.labels(self.topics.bandit_outcomes, "duplicate").inc(
+            len(outcomes) - applied
+        )
         return applied
 
     # -- adapters ------------------------------------------------------------------------------

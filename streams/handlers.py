@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 from events.models import CatalogItem, Impression, Interaction, to_epoch_ms
 from features.rows import ItemFeatureRow, UserFeatureRow
 from retrieval.cooccurrence import Increments

@@ -11,8 +11,8 @@ import time
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
 
-from aether.errors import DependencyUnavailable
-from aether.settings import Settings
+from core.errors import DependencyUnavailable
+from core.settings import Settings
 
 WORKER_INPUTS = ("events", "items", "impressions", "item-updates")
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable
 from confluent_kafka import KafkaException, Producer
 from tqdm import tqdm
 
-from aether.errors import DependencyUnavailable
+from core.errors import DependencyUnavailable
 from interactions.replay import ReplayMessage
 
 

@@ -2,7 +2,7 @@
 
 * the **offline event log** and the **feature history** (``features.offline``: parquet);
 * the **item transitions** read by retrieval (``retrieval.cooccurrence.RedisTransitionStore``, built
-  by ``retrieval.bootstrap.transition_store`` exactly as serving builds it, so both agree on keys);
+  by ``retrieval.build_retriever.transition_store`` exactly as serving builds it, so both agree on keys);
 * **privacy erasure** of a user's offline data.
 
 Delivery guarantees (see ``streams.agents`` for the order of a batch's effects):
@@ -21,12 +21,12 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from aether.errors import ConfigError
-from aether.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 from events.models import Interaction
 from features.offline import FeatureHistory, OfflineEventLog
 from features.rows import ItemFeatureRow, UserFeatureRow
-from retrieval.bootstrap import transition_store
+from retrieval.build_retriever import transition_store
 from retrieval.cooccurrence import RedisTransitionStore
 
 

@@ -28,8 +28,8 @@ from typing import Any, cast
 
 import redis
 
-from aether.errors import DependencyUnavailable
-from aether.settings import Settings
+from core.errors import DependencyUnavailable
+from core.settings import Settings
 from streams.codec import decode_item_state, decode_user_state, encode_item_state, encode_user_state
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus, decode_status, encode_status, subject_hash

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aether.errors import DependencyUnavailable
-from aether.settings import Settings
+from core.errors import DependencyUnavailable
+from core.settings import Settings
 
 
 @dataclass(frozen=True, slots=True)

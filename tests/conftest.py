@@ -43,8 +43,8 @@ from typing import Any
 
 import pytest
 
-from aether.errors import DependencyUnavailable
-from aether.settings import Settings
+from core.errors import DependencyUnavailable
+from core.settings import Settings
 
 log = logging.getLogger("tests.services")
 
@@ -94,8 +94,8 @@ def _testcontainers(name: str) -> Any:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port`` of a Kafka-protocol broker for the whole session."""
-    from aether.stack_kafka import kafka_answers, start_tansu
-    from aether.stack_process import free_loopback_port, stop_process
+    from core.subprocesses import free_loopback_port, stop_process
+    from stack.tansu import kafka_answers, start_tansu
 
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if configured and kafka_answers(configured):
@@ -128,7 +128,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def make_topics(kafka_bootstrap: str) -> Callable[[Settings], list[str]]:
     """``make_topics(settings) -> topic names``: create the namespace's topics (idempotent)."""
-    from aether.stack_kafka import create_namespace_topics
+    from stack.tansu import create_namespace_topics
 
     def _make(settings: Settings) -> list[str]:
         return create_namespace_topics(settings)
@@ -142,8 +142,8 @@ def make_topics(kafka_bootstrap: str) -> Callable[[Settings], list[str]]:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """URL of a Redis for the whole session. Shared: always use a namespace-prefixed key."""
-    from aether.stack_process import free_loopback_port, stop_process
-    from aether.stack_redis import redis_answers, start_redis_server
+    from core.subprocesses import free_loopback_port, stop_process
+    from stack.redis_server import redis_answers, start_redis_server
 
     configured = os.environ.get("REDIS_URL", "").strip()
     if configured and redis_answers(configured):
@@ -189,7 +189,7 @@ def milvus_uri(tmp_path: Path) -> Iterator[str]:
     Each ``MilvusClient(file)`` spawns a local ``milvus`` process that lives as long as the
     test process; it is released at teardown so a long session does not pile them up.
     """
-    from aether.stack_milvus import release_milvus_lite
+    from retrieval.milvus_lite import release_milvus_lite
 
     uri = str(tmp_path / "milvus.db")
     yield uri
@@ -206,7 +206,7 @@ def milvus_uri(tmp_path: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def milvus_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``http://127.0.0.1:<port>`` of an embedded Milvus server running for this session."""
-    from aether.stack_milvus import embedded_milvus_server
+    from retrieval.milvus_lite import embedded_milvus_server
 
     try:
         with embedded_milvus_server(tmp_path_factory.mktemp("milvus-server")) as uri:
@@ -231,7 +231,7 @@ def alias_prefix(milvus_backend_uri: str) -> Iterator[str]:
     A Lite file is thrown away with ``tmp_path``; on the shared server the collections are
     dropped here so that a long session does not keep them all loaded.
     """
-    from aether.stack_milvus import drop_collections, is_milvus_lite_uri
+    from retrieval.milvus_lite import drop_collections, is_milvus_lite_uri
 
     prefix = f"t{uuid.uuid4().hex[:10]}"
     yield prefix
@@ -274,7 +274,7 @@ def settings(
     the environment holds. At teardown every Redis key of the namespace is deleted: keys
     ``<namespace>:*`` and Feast's online-store keys, which end with the project name.
     """
-    from aether.stack_redis import delete_namespace_keys
+    from stack.redis_server import delete_namespace_keys
 
     test_settings = Settings(
         namespace=namespace,

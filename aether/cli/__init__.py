@@ -11,8 +11,8 @@ import importlib
 import logging
 import sys
 
-from aether.errors import AetherError
-from aether.stack_env import load_stack_env
+from core.errors import AetherError
+from stack.env_file import load_stack_env
 
 COMMAND_MODULES: tuple[str, ...] = (
     "demo",

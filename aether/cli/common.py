@@ -1,17 +1,16 @@
 """Argument helpers shared by subcommands: dataset options and --json output.
 
 Settings: `aether.cli.main` exports `.aether/stack.env` first, so subcommands call
-`aether.settings.load_settings()`.
+`core.settings.load_settings()`.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
-from typing import Any
 
-from aether.machine import machine_description  # noqa: F401 - re-exported for subcommands
+from benchmarks.machine import machine_description  # noqa: F401 - re-exported for subcommands
+from benchmarks.output import write_json  # noqa: F401 - re-exported for subcommands
 
 
 def add_dataset_args(parser: argparse.ArgumentParser, default: str = "ml-latest-small") -> None:
@@ -30,10 +29,3 @@ def add_json_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--json", type=Path, default=None, help="write the figures as one flat JSON object here"
     )
-
-
-def write_json(path: Path | None, figures: dict[str, Any]) -> None:
-    if path is None:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(figures, indent=2, sort_keys=True, default=str) + "\n")

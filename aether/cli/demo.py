@@ -21,8 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from aether.demo import DemoConfig, run_demo
-    from aether.settings import load_settings
-    from aether.stack import EmbeddedStack
+    from core.settings import load_settings
+    from stack.embedded import EmbeddedStack
 
     stack = EmbeddedStack(load_settings(namespace=args.namespace))
     info = stack.up()

@@ -22,7 +22,7 @@ import logging
 from pathlib import Path
 
 from aether.cli.train import build_split
-from aether.errors import ConfigError
+from core.errors import ConfigError
 from evaluation.metrics import hit_rate_at_k, ndcg_at_k
 from ranker.checkpoint import (
     Checkpoint,

@@ -19,8 +19,9 @@ from typing import Any
 
 from aether.cli.common import add_dataset_args, add_json_arg, write_json
 from aether.cli.train import add_temporal_arguments, add_training_arguments, train_and_save
-from aether.errors import ConfigError, ModelError
-from aether.machine import machine_description
+from benchmarks import ranker_latency
+from benchmarks.machine import machine_description
+from core.errors import ConfigError, ModelError
 from evaluation.report import write_report
 from evaluation.runner import ProtocolResult, evaluate_leave_one_out, evaluate_temporal
 from interactions.movielens import load_movielens
@@ -31,7 +32,6 @@ from interactions.sequences import (
     temporal_refit_split,
     temporal_split,
 )
-from ranker import bench
 from ranker.checkpoint import Checkpoint, load_checkpoint
 
 log = logging.getLogger(__name__)
@@ -232,7 +232,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.no_bench:
         flat.update(
-            bench.run(
+            ranker_latency.measure(
                 args.bench_checkpoint or loo_path,
                 calls=args.bench_calls,
                 progress=not args.no_progress,

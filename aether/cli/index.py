@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from aether.settings import load_settings
+    from core.settings import load_settings
     from interactions.movielens import load_movielens
     from retrieval.embeddings import (
         embeddings_model_version,
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         save_embeddings,
     )
     from retrieval.index import IndexConfig, ItemIndex
-    from retrieval.movielens import catalog_from_movielens, item_rows
+    from retrieval.movielens_catalog import catalog_from_movielens, item_rows
 
     settings = load_settings()
     data = load_movielens(args.dataset, args.data)

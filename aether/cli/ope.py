@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from aether.cli.common import add_dataset_args, add_json_arg, machine_description, write_json
-from aether.errors import ConfigError
+from core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from aether.settings import load_settings
+from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aether.settings import load_settings
+from core.settings import load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -62,7 +62,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_recommend(args: argparse.Namespace) -> int:
-    from aether.errors import SchemaError
+    from core.errors import SchemaError
     from serving.client import RecommenderClient
 
     settings = load_settings()

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from aether.settings import load_settings
-from aether.stack import EmbeddedStack, ServiceInfo
+from core.settings import load_settings
+from stack.embedded import EmbeddedStack, ServiceInfo
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from aether.cli.common import add_dataset_args
-from aether.errors import ConfigError
+from core.errors import ConfigError
 from interactions.movielens import load_movielens
 from interactions.sequences import (
     TEMPORAL_REQUESTS,

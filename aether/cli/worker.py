@@ -2,7 +2,7 @@
 
 Creates the namespace's topics if missing, writes features through the Feast/Redis online store
 (``features.store.FeastOnlineStore``), the offline log, item transitions and bandit posteriors
-(``streams.bootstrap``), handles privacy requests, and serves Prometheus metrics on
+(``streams.build_worker``), handles privacy requests, and serves Prometheus metrics on
 ``--metrics-port``.
 Run several workers with the same namespace to share the partitions of one consumer group.
 """
@@ -14,8 +14,8 @@ import logging
 import sys
 from typing import Any
 
-from aether.heap import freeze_startup_heap
-from aether.settings import load_settings
+from core.heap import freeze_startup_heap
+from core.settings import load_settings
 
 log = logging.getLogger("aether.worker")
 
@@ -43,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
     from prometheus_client import start_http_server
 
     from streams.app import create_app, create_floor_app
-    from streams.bootstrap import build_runtimes
-    from streams.metrics import observe_gc_pauses
+    from streams.build_worker import build_runtimes
     from streams.topics import ensure_topics
+    from streams.worker_metrics import observe_gc_pauses
 
     observe_gc_pauses()
     overrides = {"namespace": args.namespace} if args.namespace else {}
@@ -72,7 +72,7 @@ def _execute(app: Any, loglevel: str) -> int:
     class Worker(faust.Worker):  # type: ignore[misc]
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
-            # Everything built so far lives as long as the worker (aether.heap).
+            # Everything built so far lives as long as the worker (core.heap).
             log.info("%d start-up objects out of the collector's reach", freeze_startup_heap())
 
     worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)

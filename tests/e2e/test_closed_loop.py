@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from aether.settings import Settings
+from benchmarks.serve_server import child_env
+from core.settings import Settings
 from events import CatalogItem, Impression, Interaction, PrivacyRequest, decode, encode
 from features.store import FeastOnlineStore, apply_repo
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.embeddings import save_embeddings
 from retrieval.index import ItemIndex
-from retrieval.movielens import item_rows
-from serving.bench_server import child_env
-from serving.bootstrap import build_serving_app, embeddings_path
+from retrieval.movielens_catalog import item_rows
+from serving.build_pipeline import build_serving_app, embeddings_path
 from serving.client import RecommenderClient
 from serving.server import start_server
 from streams.progress import wait_until_caught_up

@@ -1,4 +1,4 @@
-"""``aether.heap.freeze_startup_heap``: the start-up heap leaves the collector, nothing leaks."""
+"""``core.heap.freeze_startup_heap``: the start-up heap leaves the collector, nothing leaks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from aether.heap import freeze_startup_heap
+from core.heap import freeze_startup_heap
 
 
 class Node:

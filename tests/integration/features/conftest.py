@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from aether.settings import Settings
+from core.settings import Settings
 
 
 @pytest.fixture

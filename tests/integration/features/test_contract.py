@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from aether.settings import Settings
+from core.settings import Settings
 from features.ports import InMemoryFeatureStore
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.store import FeastOnlineStore, apply_repo

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
-from aether.errors import DependencyUnavailable
-from aether.settings import RedisSettings, Settings
+from core.errors import DependencyUnavailable
+from core.settings import RedisSettings, Settings
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import ACTIVITY_COUNT_FEATURES, ITEM_PUSH_SOURCE, USER_PUSH_SOURCE
 from features.store import FeastOnlineStore, apply_repo, feast_dir

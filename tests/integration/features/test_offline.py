@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from aether.settings import Settings
+from core.settings import Settings
 from features.offline import FeatureHistory, point_in_time_features
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.store import apply_repo

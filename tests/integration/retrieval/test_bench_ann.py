@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from aether.cli import bench_retrieval
-from aether.stack_milvus import is_milvus_lite_uri
+from benchmarks import retrieval_bench as bench_retrieval
+from retrieval.milvus_lite import is_milvus_lite_uri
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from benchmarks.retrieval_measures import candidate_recall, plan_grid
 from interactions.movielens import load_movielens
-from retrieval.benchmark import candidate_recall, plan_grid
 
 
 def test_plan_is_chosen_on_validation_items_and_reported_on_the_held_out_ones(tmp_path: Path):

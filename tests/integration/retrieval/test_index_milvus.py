@@ -9,7 +9,7 @@ import threading
 import numpy as np
 import pytest
 
-from aether.errors import DependencyUnavailable, NotFoundError
+from core.errors import DependencyUnavailable, NotFoundError
 from retrieval.index import IndexConfig, ItemIndex, ItemRows
 from retrieval.sources import CandidateFilters
 
@@ -159,7 +159,7 @@ def test_the_native_alias_is_mirrored_on_a_server_and_the_registry_rules_on_both
     so only the registry row points at the active version there; a server gets both."""
     from pymilvus import MilvusClient
 
-    from aether.stack_milvus import is_milvus_lite_uri
+    from retrieval.milvus_lite import is_milvus_lite_uri
 
     index.publish(_rows(50, 0), progress=False)
     index.publish(_rows(50, 1), progress=False)
@@ -176,7 +176,7 @@ def test_the_native_alias_is_mirrored_on_a_server_and_the_registry_rules_on_both
 
 def test_hnsw_collections_are_searched_with_ef_at_least_k(milvus_backend_uri, alias_prefix) -> None:
     """HNSW exists on a Milvus server only; Milvus Lite refuses to build it (a clear error)."""
-    from aether.stack_milvus import is_milvus_lite_uri
+    from retrieval.milvus_lite import is_milvus_lite_uri
 
     config = IndexConfig(index_type="HNSW", hnsw_ef=16)
     alias = f"{alias_prefix}_items"

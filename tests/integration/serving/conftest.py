@@ -1,5 +1,5 @@
 """Serving stores for the server-process tests: a tiny MovieLens-shaped catalogue written to real
-Redis/Feast and Milvus Lite as ``aether bench serve`` writes ML-1M (``serving.bench``)."""
+Redis/Feast and Milvus Lite as ``aether bench serve`` writes ML-1M (``benchmarks.serve``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from aether.settings import Settings
-from serving.bench_stores import Prepared, prepare_stores
+from benchmarks.serve_stores import Prepared, prepare_stores
+from core.settings import Settings
 
 
 def tiny_movielens(users: int = 30, items: int = 60, seed: int = 0) -> tuple[pd.DataFrame, ...]:

@@ -15,7 +15,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
-from aether.settings import ServingSettings
+from core.settings import ServingSettings
 from serving.auth import (
     DENIED_MESSAGE,
     TokenAuthInterceptor,
@@ -25,11 +25,11 @@ from serving.auth import (
     write_self_signed_cert,
 )
 from serving.domain import RecommendationQuery, Slate, SlateItem
-from serving.errors import ErrorMappingInterceptor
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc
 from serving.server import SERVICE_NAME
 from serving.servicer import RecommenderServicer
+from serving.status_mapping import ErrorMappingInterceptor
 
 pytestmark = pytest.mark.integration
 

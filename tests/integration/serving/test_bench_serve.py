@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from aether.settings import Settings
-from serving.bench import rate_figures
-from serving.bench_load import offered_load, request_users
-from serving.bench_server import ServerProcess
-from serving.bench_stores import Prepared
+from benchmarks.serve import rate_figures
+from benchmarks.serve_load import offered_load, request_users
+from benchmarks.serve_server import ServerProcess
+from benchmarks.serve_stores import Prepared
+from core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +53,7 @@ def test_pipeline_cpu_measures_both_paths_in_process_and_frees_milvus_lite(
     import subprocess
     import sys
 
-    from serving.bench_load import pipeline_cpu
+    from benchmarks.serve_load import pipeline_cpu
 
     users = request_users(tiny_stores.user_ids, 25, unknown_share=0.25, seed=3)
     figures = pipeline_cpu(settings, None, users, k=5, blocks=2)
@@ -62,6 +62,6 @@ def test_pipeline_cpu_measures_both_paths_in_process_and_frees_milvus_lite(
     assert figures["pipeline_cpu_ms_per_request_encoding_per_consumer"] > 0
     # Released: another process (the server, next) can take the file's lock. Asked from another
     # process because POSIX locks never conflict within the process that holds them.
-    probe = "import sys; from aether.stack_milvus import milvus_lite_in_use as u; "
+    probe = "import sys; from retrieval.milvus_lite import milvus_lite_in_use as u; "
     probe += "from pathlib import Path; sys.exit(u(Path(sys.argv[1])))"
     assert subprocess.run([sys.executable, "-c", probe, settings.milvus.uri]).returncode == 0

@@ -9,19 +9,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from aether.settings import Settings
-from aether.stack_milvus import release_milvus_lite
-from aether.stack_process import free_loopback_port, stop_process
-from aether.stack_redis import start_redis_server
+from core.settings import Settings
+from core.subprocesses import free_loopback_port, stop_process
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.store import FeastOnlineStore, apply_repo
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.embeddings import save_embeddings
 from retrieval.index import ItemIndex
-from retrieval.movielens import item_rows
-from serving.bootstrap import build_serving_app, embeddings_path
+from retrieval.milvus_lite import release_milvus_lite
+from retrieval.movielens_catalog import item_rows
+from serving.build_pipeline import build_serving_app, embeddings_path
 from serving.client import RecommenderClient
 from serving.server import start_server
+from stack.redis_server import start_redis_server
 
 pytestmark = pytest.mark.integration
 

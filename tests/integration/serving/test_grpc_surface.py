@@ -10,8 +10,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from aether.errors import DependencyUnavailable
-from aether.settings import ServingSettings
+from core.errors import DependencyUnavailable
+from core.settings import ServingSettings
 from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from aether.settings import Settings
-from aether.stack_milvus import milvus_lite_in_use
-from serving.bench_load import offered_load, request_users
-from serving.bench_server import ServerProcess, child_env, descendants
-from serving.bench_stores import Prepared
+from benchmarks.serve_load import offered_load, request_users
+from benchmarks.serve_server import ServerProcess, child_env, descendants
+from benchmarks.serve_stores import Prepared
+from core.settings import Settings
+from retrieval.milvus_lite import milvus_lite_in_use
 
 pytestmark = pytest.mark.integration
 
@@ -50,7 +50,7 @@ def test_two_processes_share_the_port_and_stop_on_sigterm(
 def test_aether_serve_with_two_processes_answers_and_stops_gracefully(
     settings: Settings, tiny_stores: Prepared, tmp_path: Path
 ) -> None:
-    from aether.stack_process import free_loopback_port
+    from core.subprocesses import free_loopback_port
     from serving.client import RecommenderClient
 
     port = free_loopback_port()

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from aether.settings import ServingSettings
+from core.settings import ServingSettings
 from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc

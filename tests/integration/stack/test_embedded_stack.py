@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
-from aether.settings import Settings
-from aether.stack import EmbeddedStack
-from aether.stack_env import read_env_file
-from aether.stack_kafka import kafka_answers, probe_group_join
-from aether.stack_process import free_loopback_port, process_alive
-from aether.stack_redis import redis_answers
+from core.settings import Settings
+from core.subprocesses import free_loopback_port, process_alive
+from stack.embedded import EmbeddedStack
+from stack.env_file import read_env_file
+from stack.redis_server import redis_answers
+from stack.tansu import kafka_answers, probe_group_join
 from streams.topics import TopicNames
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from aether.settings import Settings
-from aether.stack_kafka import probe_group_join
+from core.settings import Settings
+from stack.tansu import probe_group_join
 from streams.topics import TopicNames
 
 

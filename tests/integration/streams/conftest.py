@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streams_harness import Worker
 
-from aether.settings import Settings
+from core.settings import Settings
 from streams.topics import ensure_topics
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from aether.settings import Settings
+from core.settings import Settings
 from features.rows import ItemFeatureRow, UserFeatureRow
 from streams.testing import IMPRESSIONS, ITEMS, LocalPipeline, interaction, record
 

@@ -9,9 +9,9 @@ import pytest
 import redis
 from streams_harness import T0, consumed, encoded, produce, wait_for
 
-from aether.settings import Settings
 from bandits import configs_from_settings
 from bandits.posterior import decode_counts_value, posterior_read_plan
+from core.settings import Settings
 from streams.testing import interaction
 
 pytestmark = pytest.mark.integration

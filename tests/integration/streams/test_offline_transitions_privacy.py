@@ -9,11 +9,11 @@ import pytest
 import redis
 from streams_harness import T0, consumed, encoded, produce, wait_for
 
-from aether.settings import Settings
+from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog, offline_dir
 from features.schema import USER_VIEW
 from features.store import FeastOnlineStore
-from retrieval.bootstrap import transition_store
+from retrieval.build_retriever import transition_store
 from retrieval.cooccurrence import InMemoryTransitionStore, increments_from_sequence
 from streams.testing import interaction
 

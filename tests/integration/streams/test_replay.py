@@ -9,7 +9,7 @@ import pytest
 from streams_harness import read_topic
 
 from aether.cli import replay
-from aether.settings import Settings
+from core.settings import Settings
 
 pytestmark = pytest.mark.integration
 

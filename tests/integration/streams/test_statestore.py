@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from aether.settings import Settings
+from core.settings import Settings
 from streams.privacy import PrivacyStatus
 from streams.statestore import RedisStateStore
 from streams.user_features import UserState

@@ -21,7 +21,7 @@ from streams_harness import (
     wait_for,
 )
 
-from aether.settings import Settings
+from core.settings import Settings
 from features.offline import OfflineEventLog
 from features.store import FeastOnlineStore
 
@@ -152,7 +152,7 @@ def test_two_namespaces_fed_different_orders_end_identical(
         wait_for(lambda: store_matches(first, users, items), what="first namespace")
         wait_for(lambda: store_matches(second, users, items), what="second namespace")
     finally:
-        from aether.stack_redis import delete_keys_with_prefix
+        from stack.redis_server import delete_keys_with_prefix
 
         delete_keys_with_prefix(other.redis.url.get_secret_value(), f"{other.namespace}:")
 

@@ -239,8 +239,8 @@ def test_redis_read_plan_and_decoding():
 
 
 def test_configs_come_from_settings():
-    from aether.settings import Settings
     from bandits import configs_from_settings
+    from core.settings import Settings
 
     attribution, posterior = configs_from_settings(Settings())
     assert attribution.window_ms == Settings().bandit.attribution_window_ms

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aether.errors import NotFoundError, SchemaError
 from bandits.obd import cross_policy_estimates, empirical_policy, thompson_policy
+from core.errors import NotFoundError, SchemaError
 from interactions.open_bandit import load_open_bandit
 
 pytestmark = pytest.mark.usefixtures("open_bandit_samples")  # in CI a missing dataset fails

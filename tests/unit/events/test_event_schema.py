@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 from events import EVENT_TYPES, Interaction, decode_interaction, encode
 from events.schemas import TOPIC_MODELS, schema_path, schema_text
 

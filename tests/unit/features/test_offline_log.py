@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from aether.errors import DependencyUnavailable, SchemaError
-from aether.settings import Settings
+from core.errors import DependencyUnavailable, SchemaError
+from core.settings import Settings
 from events.models import Interaction
 from features.offline import FeatureHistory, OfflineEventLog, point_in_time_features
 from features.rows import ItemFeatureRow, UserFeatureRow

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import (
     ACTIVITY_COUNT_FEATURES,

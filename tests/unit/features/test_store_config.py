@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from aether.errors import ConfigError
-from aether.settings import Settings
+from core.errors import ConfigError
+from core.settings import Settings
 from features.repo.definitions import build_repo
 from features.schema import ITEM_FEATURES, USER_FEATURES
 from features.store import feature_history_dir, redis_connection_string, repo_config

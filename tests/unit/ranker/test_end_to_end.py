@@ -167,7 +167,7 @@ def test_train_and_eval_commands_write_checkpoint_json_and_report(
 
 
 def test_temporal_refit_needs_an_explicit_epoch_count(tmp_path: Path) -> None:
-    from aether.errors import ConfigError
+    from core.errors import ConfigError
 
     data = write_movielens_small_layout(tmp_path / "data", synthetic_ratings(), synthetic_items())
     argv = ["train", "--dataset", "ml-latest-small", "--data", str(data), "--split"]
@@ -195,7 +195,7 @@ def test_eval_refuses_a_checkpoint_from_another_split(tmp_path: Path) -> None:
             *TINY_FLAGS,
         ],
     )
-    from aether.errors import ModelError
+    from core.errors import ModelError
 
     with pytest.raises(ModelError):
         cli(
@@ -216,7 +216,7 @@ def test_eval_refuses_a_checkpoint_from_another_split(tmp_path: Path) -> None:
 
 
 def test_eval_refuses_a_temporal_checkpoint_selected_on_other_requests(tmp_path: Path) -> None:
-    from aether.errors import ModelError
+    from core.errors import ModelError
 
     data = write_movielens_small_layout(tmp_path / "data", synthetic_ratings(), synthetic_items())
     common = ["--dataset", "ml-latest-small", "--data", str(data), *TINY_FLAGS]

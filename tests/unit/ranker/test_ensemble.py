@@ -15,7 +15,7 @@ from test_end_to_end import TINY_FLAGS, cli
 from aether.cli import ensemble as ensemble_cli
 from aether.cli import eval as eval_cli
 from aether.cli import train as train_cli
-from aether.errors import ConfigError, ModelError
+from core.errors import ConfigError, ModelError
 from ranker.checkpoint import Checkpoint, load_checkpoint, save_ensemble_checkpoint
 from ranker.data import ItemVocabulary
 from ranker.ensemble import SASRecEnsemble

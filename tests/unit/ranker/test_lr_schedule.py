@@ -7,7 +7,7 @@ import itertools
 import pytest
 import torch
 
-from aether.errors import ModelError
+from core.errors import ModelError
 from ranker.train import TrainConfig, learning_rate_schedule
 
 

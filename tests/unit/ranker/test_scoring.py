@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from aether.errors import ModelError, NotFoundError
+from core.errors import ModelError, NotFoundError
 from ranker.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from ranker.data import ItemVocabulary, left_pad
 from ranker.model import SASRec, SASRecConfig

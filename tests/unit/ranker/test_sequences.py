@@ -10,7 +10,7 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from ranker_synthetic import synthetic_ratings
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 from interactions.sequences import (
     filter_rare_items,
     leave_one_out,

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pandas as pd
 
-from retrieval.benchmark import DEFAULT_PLAN, _SourceLists, _split, merged_recall, plan_grid
+from benchmarks.retrieval_measures import (
+    DEFAULT_PLAN,
+    _SourceLists,
+    _split,
+    merged_recall,
+    plan_grid,
+)
 from retrieval.sources import Candidate, Exclusions
 
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from retrieval.bootstrap import build_retriever
+from retrieval.build_retriever import build_retriever
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.cooccurrence import InMemoryTransitionStore, increments_from_sequence
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder

@@ -6,8 +6,8 @@ import logging
 
 import numpy as np
 
-from retrieval.benchmark import plan_grid
-from retrieval.bootstrap import DEFAULT_PLAN, RANKER_PLAN, choose_user_encoder
+from benchmarks.retrieval_measures import plan_grid
+from retrieval.build_retriever import DEFAULT_PLAN, RANKER_PLAN, choose_user_encoder
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 
 

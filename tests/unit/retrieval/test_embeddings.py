@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from aether.errors import NotFoundError, SchemaError
+from core.errors import NotFoundError, SchemaError
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.content import ContentSource, RidgeMap, embed_cold_items, item_text
 from retrieval.embeddings import (

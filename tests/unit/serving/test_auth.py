@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether.errors import ConfigError
+from core.errors import ConfigError
 from serving.auth import (
     DENIED_MESSAGE,
     TokenAuthInterceptor,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether.errors import DependencyUnavailable, SchemaError
+from core.errors import DependencyUnavailable, SchemaError
 from serving.breaker import CircuitBreaker
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether.errors import ConfigError, SchemaError
+from core.errors import ConfigError, SchemaError
 from serving.experiments import Experiment, Experiments
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "infra" / "experiments.example.yaml"

@@ -15,7 +15,7 @@ from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.merge import CandidateRetriever, SourcePlan
 from retrieval.sources import Candidate, RetrievalRequest
 from serving.domain import RecommendationQuery
-from serving.exploration import Explorer, InMemoryPosteriorReader, exploration_pool
+from serving.exploration_slots import Explorer, InMemoryPosteriorReader, exploration_pool
 from serving.impressions import InMemoryImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
 from serving.rerank import ScoredItem

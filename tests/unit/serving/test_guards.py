@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from aether.errors import DependencyUnavailable
+from core.errors import DependencyUnavailable
 from retrieval.sources import Candidate, RetrievalRequest
 from serving.breaker import CircuitBreaker
 from serving.guards import GuardedSource, guarded

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from aether.errors import DependencyUnavailable, SchemaError
+from core.errors import DependencyUnavailable, SchemaError
 from features.ports import InMemoryFeatureStore
 from features.rows import UserFeatureRow
 from retrieval.catalog import ItemCatalog, ItemMeta
@@ -317,7 +317,7 @@ def test_pinned_items_in_an_interleaved_slate_credit_no_team():
     ],
 )
 def test_interleaving_arms_are_validated_when_loaded(params):
-    from aether.errors import ConfigError
+    from core.errors import ConfigError
 
     with pytest.raises(ConfigError):
         Experiments.from_dict(

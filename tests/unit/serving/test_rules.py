@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from aether.errors import ConfigError
+from core.errors import ConfigError
 from serving.rerank import ScoredItem, mmr_rerank
 from serving.rules import PINNED_SOURCE, Rules
 

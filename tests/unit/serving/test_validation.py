@@ -2,8 +2,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether.errors import SchemaError
-from aether.settings import ServingSettings
+from core.errors import SchemaError
+from core.settings import ServingSettings
 from serving.validation import build_query
 
 LIMITS = ServingSettings(default_k=10, max_k=50, max_exclude=5)

@@ -2,7 +2,7 @@
 
 No Docker engine runs on the development or CI machines, so these files are checked by reading
 them (DESIGN §3): service names, published ports and environment names against
-``aether.settings.Settings``.
+``core.settings.Settings``.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ import pytest
 import yaml
 from pydantic import AliasChoices, BaseModel
 
-from aether.settings import Settings
-from aether.stack_env import parse_env_text
-from aether.stack_process import split_host_port
+from core.settings import Settings
+from core.subprocesses import split_host_port
+from stack.env_file import parse_env_text
 
 ROOT = Path(__file__).resolve().parents[3]
 STANDARD_NAMES = {"KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL", "MILVUS_URI", "AETHER_NAMESPACE"}

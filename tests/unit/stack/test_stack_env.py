@@ -8,15 +8,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether.errors import ConfigError
-from aether.stack_env import (
+from core.errors import ConfigError
+from core.subprocesses import split_host_port
+from stack.env_file import (
     format_env_text,
     keep_milvus_lite_path_from_pymilvus,
     load_stack_env,
     parse_env_text,
     write_env_file,
 )
-from aether.stack_process import split_host_port
 
 
 def test_parse_skips_comments_and_blank_lines_and_accepts_export() -> None:

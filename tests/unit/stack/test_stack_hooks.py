@@ -9,8 +9,8 @@ import types
 import pytest
 
 from aether.cli import stack as stack_cli
-from aether.settings import Settings
-from aether.stack import apply_feature_repo
+from core.settings import Settings
+from stack.embedded import apply_feature_repo
 
 
 def test_feast_hook_calls_features_store_apply_repo(monkeypatch: pytest.MonkeyPatch) -> None:

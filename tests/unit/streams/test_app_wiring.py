@@ -8,7 +8,7 @@ from typing import Any
 
 from faust.types import TP
 
-from aether.settings import Settings
+from core.settings import Settings
 from streams.app import _LowLatencyConsumer, _PerBatchMonitor, create_app, create_floor_app
 from streams.eager import EagerWaitFirst
 from streams.topics import TopicNames

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from aether.settings import Settings
 from bandits.attribution import AttributionConfig, AttributionState, attribute
 from bandits.posterior import Outcome, decode_counts_value, posterior_read_plan
+from core.settings import Settings
 from events.models import Impression, Interaction
 from streams.bandit_agent import BanditRuntime, decode_outcome, encode_outcome, forget_users
 from streams.eventtime import Lateness

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from aether.cli import bench_ingest
+from benchmarks import ingest as bench_ingest
 
 WORKER = {
     1: """# HELP process_cpu_seconds_total Total user and system CPU time spent in seconds.
@@ -45,7 +45,7 @@ def test_settled_waits_for_the_item_side_unless_there_is_none() -> None:
 def test_collector_passes_are_timed_by_generation() -> None:
     import gc
 
-    from streams.metrics import GC_PAUSES, observe_gc_pauses
+    from streams.worker_metrics import GC_PAUSES, observe_gc_pauses
 
     def full_passes() -> float:
         samples = [s for m in GC_PAUSES.collect() for s in m.samples]

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether.errors import SchemaError
+from core.errors import SchemaError
 from events import decode_interaction
 from events.models import Interaction
 from streams import handlers

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from aether.settings import Settings
+from core.settings import Settings
 from features.ports import InMemoryFeatureStore
 from streams.agents import StreamRuntime
 from streams.handlers import SourceRecord

@@ -8,9 +8,9 @@ Measures, in a throw-away namespace (its keys are deleted afterwards):
 * write throughput of 1,000-row batches through ``FeastOnlineStore`` (atomic newer-wins writes),
   next to Feast's own ``push`` of the same 1,000 rows for comparison.
 
-    python -m features.bench --json artifacts/features_bench.json
+    aether bench features --json artifacts/features_bench.json
 
-``run(settings, json_path)`` is what ``aether bench`` calls; it writes one flat JSON object.
+``measure(settings, json_path)`` is what ``aether bench features`` calls; it writes one flat JSON object.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from aether.machine import machine_description
-from aether.settings import Settings, load_settings
+from benchmarks.machine import machine_description
+from benchmarks.output import print_figures
+from core.settings import Settings, load_settings
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import ACTIVITY_COUNT_FEATURES, USER_PUSH_SOURCE
 from features.store import FeastOnlineStore, apply_repo
@@ -106,7 +107,7 @@ def _push_frame(rows: list[UserFeatureRow]) -> pd.DataFrame:
     return frame
 
 
-def run(
+def measure(
     settings: Settings,
     json_path: Path | None,
     *,
@@ -214,16 +215,12 @@ def _measure(
     return figures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--json", type=Path, default=None)
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
     parser.add_argument("--repeats", type=int, default=300)
-    args = parser.parse_args(argv)
-    figures = run(load_settings(), args.json, repeats=args.repeats)
-    for name, value in sorted(figures.items()):
-        print(f"{name:<40} {value:.3f}" if isinstance(value, float) else f"{name:<40} {value}")
+
+
+def command(args: argparse.Namespace) -> int:
+    figures = measure(load_settings(), args.json, repeats=args.repeats)
+    print_figures(figures)
     return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -5,7 +5,7 @@ online store, so the benchmark measures serving alone):
 
 1. the Feast repo is applied in a fresh namespace ``bench_<hex>`` (Redis keys deleted afterwards);
 2. item embeddings are indexed in a Milvus Lite file (a temp folder) and saved at
-   ``serving.bootstrap.embeddings_path(settings)``: with a ranker, its own item embeddings (its
+   ``serving.build_pipeline.embeddings_path(settings)``: with a ranker, its own item embeddings (its
    user encoder then drives the ANN source, as after ``aether index --ranker-checkpoint``),
    otherwise PPMI-SVD embeddings of the ratings (``--index`` chooses);
 3. item rows (title, categories, popularity = rating count) and user rows (each user's last 200
@@ -15,7 +15,7 @@ online store, so the benchmark measures serving alone):
 4. the ranker: ``--checkpoint PATH``, else ``artifacts/ranker.pt`` if it exists, else none
    (retrieval order, said in the output).
 
-The server runs in a **subprocess** (``python -m serving.bench_server``: ``aether serve``'s
+The server runs in a **subprocess** (``python -m benchmarks.serve_server``: ``aether serve``'s
 server plus a Prometheus endpoint and per-stage timers) so the load generator and the server do
 not share a GIL; they still share the machine's cores, which the output says. Load is
 **open-loop**: requests are sent on a fixed schedule at each offered rate whatever the answers do
@@ -52,7 +52,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -60,10 +59,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from aether.settings import Settings
-from serving.bench_load import LoadResult, offered_load, pipeline_cpu, request_users
-from serving.bench_server import ROOT, ServerProcess
-from serving.bench_stores import cleanup, prepare_stores
+from benchmarks.serve_load import LoadResult, offered_load, pipeline_cpu, request_users
+from benchmarks.serve_server import ROOT, ServerProcess
+from benchmarks.serve_stores import cleanup, prepare_stores
+from core.settings import Settings
 
 DEFAULT_CHECKPOINT = ROOT / "artifacts" / "ranker.pt"
 P99_TARGET_MS = 20.0
@@ -83,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--torch-threads",
         type=int,
         help="torch.set_num_threads in the server after its set-up (default: 1, as "
-        "serving.bootstrap sets it)",
+        "serving.build_pipeline sets it)",
     )
     parser.add_argument(
         "--server-env",
@@ -179,16 +178,16 @@ def rate_figures(
     return figures
 
 
-def run(args: argparse.Namespace) -> int:
-    from aether.errors import DependencyUnavailable
-    from aether.heap import freeze_startup_heap
-    from aether.machine import machine_description
-    from aether.settings import load_settings
-    from aether.stack_env import load_stack_env
-    from aether.stack_kafka import create_namespace_topics, kafka_answers, start_tansu
-    from aether.stack_process import free_loopback_port, stop_process
-    from aether.stack_redis import redis_answers
+def command(args: argparse.Namespace) -> int:
+    from benchmarks.machine import machine_description
+    from core.errors import DependencyUnavailable
+    from core.heap import freeze_startup_heap
+    from core.settings import load_settings
+    from core.subprocesses import free_loopback_port, stop_process
     from interactions.movielens import load_movielens
+    from stack.env_file import load_stack_env
+    from stack.redis_server import redis_answers
+    from stack.tansu import create_namespace_topics, kafka_answers, start_tansu
 
     rates = [int(x) for x in args.rates.split(",") if x.strip()]
     checkpoint = (
@@ -387,14 +386,3 @@ def print_table(results: dict[int, LoadResult], figures: dict[str, Any]) -> None
             if key.startswith("thread_cpu_ms_") and key.endswith(s)
         ]
         print(f"{rate:>7} " + "  ".join(top))
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    parser = argparse.ArgumentParser(prog="aether bench serve", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -13,7 +13,7 @@ from typing import Any
 
 import grpc
 
-from aether.errors import DependencyUnavailable, NotFoundError, SchemaError
+from core.errors import DependencyUnavailable, NotFoundError, SchemaError
 
 log = logging.getLogger(__name__)
 

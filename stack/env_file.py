@@ -15,7 +15,7 @@ import re
 from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 
-from aether.errors import ConfigError
+from core.errors import ConfigError
 
 STACK_ENV_NAME = "stack.env"
 _MILVUS_SERVER_SCHEMES = ("http://", "https://", "tcp://", "unix:")

@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from aether.errors import DependencyUnavailable
-from aether.settings import Settings
-from aether.stack_process import port_answers, process_alive, spawn_detached, split_host_port
+from core.errors import DependencyUnavailable
+from core.settings import Settings
+from core.subprocesses import port_answers, process_alive, spawn_detached, split_host_port
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,6 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from aether.errors import DependencyUnavailable
 from bandits.exploration import EXACT_MAX_CANDIDATES, ExplorationSlot, thompson_explore
 from bandits.posterior import (
     BetaPosterior,
@@ -26,6 +25,7 @@ from bandits.posterior import (
     posterior_read_plan,
     segment_of,
 )
+from core.errors import DependencyUnavailable
 from serving.rerank import ScoredItem
 
 EXPLORE_SOURCE = "explore"

@@ -1,7 +1,7 @@
-"""The server side of ``aether bench serve`` (``serving.bench``): the server child process, and
+"""The server side of ``aether bench serve`` (``benchmarks.serve``): the server child process, and
 what measures it.
 
-``ServerProcess.start`` runs ``python -m serving.bench_server`` with the stores of ``settings``:
+``ServerProcess.start`` runs ``python -m benchmarks.serve_server`` with the stores of ``settings``:
 ``aether serve``'s server (``serving.processes.run_server``; with ``--processes N``, a
 supervisor of ``N`` workers sharing the port, as ``serving.processes = N``), no catalogue refresh
 (the catalogue is static here), plus what only the benchmark adds: per-stage timers
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aether.settings import Settings
+from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -65,14 +65,14 @@ class ServerProcess:
         extra_env: dict[str, str] | None = None,
         processes: int = 1,
     ) -> ServerProcess:
-        from aether.errors import DependencyUnavailable
-        from aether.stack_process import free_loopback_port
+        from core.errors import DependencyUnavailable
+        from core.subprocesses import free_loopback_port
         from serving.client import RecommenderClient
 
         port = free_loopback_port()
         metrics_ports = [free_loopback_port() for _ in range(processes)]
         env = {**child_env(settings), **(extra_env or {})}
-        argv = [sys.executable, "-m", "serving.bench_server", "--port", str(port)]
+        argv = [sys.executable, "-m", "benchmarks.serve_server", "--port", str(port)]
         argv += ["--metrics-ports", ",".join(str(p) for p in metrics_ports)]
         argv += ["--processes", str(processes)]
         argv += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-ranker"]
@@ -343,10 +343,10 @@ class BenchWorker:
 
 def main(argv: list[str] | None = None) -> int:
     """The benchmark's server: one process, or a supervisor of ``--processes`` workers."""
-    from aether.settings import load_settings
+    from core.settings import load_settings
     from serving.processes import WorkerOptions, supervise
 
-    parser = argparse.ArgumentParser(prog="python -m serving.bench_server")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.serve_server")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--metrics-ports", required=True, help="one per process, comma-separated")
     parser.add_argument("--processes", type=int, default=1)

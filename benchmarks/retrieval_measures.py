@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from retrieval.bootstrap import DEFAULT_PLAN
+from retrieval.build_retriever import DEFAULT_PLAN
 from retrieval.index import IndexConfig, ItemIndex, ItemRows
 from retrieval.sources import Candidate, CandidateSource, Exclusions, UserEncoder
 
@@ -298,7 +298,7 @@ def _source_lists(
     )
     from retrieval.embeddings import ppmi_svd_embeddings
     from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
-    from retrieval.movielens import catalog_from_movielens, item_rows
+    from retrieval.movielens_catalog import catalog_from_movielens, item_rows
     from retrieval.popular import FreshSource, PopularityTracker, PopularSource
     from retrieval.sources import CandidateFilters, RetrievalRequest
 

@@ -1,4 +1,4 @@
-"""The stores ``aether bench serve`` (``serving.bench``) serves from: what the stream worker and
+"""The stores ``aether bench serve`` (``benchmarks.serve``) serves from: what the stream worker and
 ``aether index`` would have left, written straight into Redis/Feast and Milvus Lite."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aether.settings import Settings
+from core.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,13 @@ def prepare_stores(
     The index holds PPMI-SVD embeddings of the ratings, or with ``ranker_checkpoint`` that
     ranker's own item embeddings (as ``aether index --ranker-checkpoint`` leaves it: the server
     then queries Milvus with the ranker's user encoder)."""
-    from aether.stack_milvus import release_milvus_lite
     from features.rows import ItemFeatureRow, UserFeatureRow
     from features.store import FeastOnlineStore, apply_repo
     from retrieval.embeddings import ppmi_svd_embeddings, save_embeddings
     from retrieval.index import ItemIndex
-    from retrieval.movielens import catalog_from_movielens, item_rows
-    from serving.bootstrap import embeddings_path
+    from retrieval.milvus_lite import release_milvus_lite
+    from retrieval.movielens_catalog import catalog_from_movielens, item_rows
+    from serving.build_pipeline import embeddings_path
 
     apply_repo(settings)
     started = time.perf_counter()
@@ -117,7 +117,7 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
         by_anchor.setdefault(anchor, {})[item] = weight
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     try:
-        # The prefix ``retrieval.bootstrap.transition_store`` gives the serving side.
+        # The prefix ``retrieval.build_retriever.transition_store`` gives the serving side.
         store = RedisTransitionStore(client, settings.redis_key("retrieval"), keep)
         anchors = list(by_anchor)
         for start in range(0, len(anchors), 200):
@@ -142,7 +142,7 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
 def cleanup(settings: Settings, topics: list[str] | None = None) -> None:
     """Delete the namespace's Redis keys, and ``topics`` (on a broker the benchmark did not start:
     a shared broker should not keep the benchmark's impressions)."""
-    from aether.stack_redis import delete_keys_matching, delete_keys_with_prefix, glob_escape
+    from stack.redis_server import delete_keys_matching, delete_keys_with_prefix, glob_escape
 
     url = settings.redis.url.get_secret_value()
     delete_keys_with_prefix(url, f"{settings.namespace}:")

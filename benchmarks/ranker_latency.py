@@ -7,6 +7,7 @@ items (``score200``), p50/p99 over many calls, plus one batch of 64 such users. 
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -14,6 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from benchmarks.machine import machine_description
+from benchmarks.output import print_figures, write_json
 from ranker.checkpoint import Checkpoint, load_checkpoint
 from ranker.data import ItemVocabulary
 from ranker.model import SASRec, SASRecConfig
@@ -27,7 +30,7 @@ def untrained_checkpoint(n_items: int = 3416, seed: int = 0) -> Checkpoint:
     return Checkpoint(SASRec(SASRecConfig(n_items=n_items)).eval(), vocab, "sasrec-untrained")
 
 
-def run(
+def measure(
     checkpoint: str | Path | None = None,
     calls: int = 1000,
     batch_users: int = 64,
@@ -80,3 +83,16 @@ def run(
         }
     finally:
         torch.set_num_threads(previous_threads)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, default=None, help="default: a fresh model")
+    parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument("--json", type=Path, default=None, help="write the figures here")
+
+
+def command(args: argparse.Namespace) -> int:
+    figures = {"machine": machine_description(), **measure(args.checkpoint, calls=args.calls)}
+    write_json(args.json, figures)
+    print_figures(figures)
+    return 0

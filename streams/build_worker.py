@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import redis
 
-from aether.settings import Settings
+from core.settings import Settings
 from features.store import FeastOnlineStore
 from streams.agents import StreamRuntime, now_ms
 from streams.bandit_agent import BanditRuntime

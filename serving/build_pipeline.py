@@ -6,7 +6,7 @@ What it wires (each adapter owned by its package):
 * items: the id list of the indexed embeddings (``aether index`` writes them next to the Milvus
   collection), their metadata and popularity from the online item features, refreshed in the
   background (``serving.catalog_view``);
-* retrieval: ``retrieval.bootstrap.build_retriever`` over Milvus, the stream-fed transition store,
+* retrieval: ``retrieval.build_retriever.build_retriever`` over Milvus, the stream-fed transition store,
   popularity and freshness;
 * ranking: the SASRec checkpoint when one exists, otherwise retrieval order;
 * impressions: the Kafka impression log.
@@ -25,12 +25,12 @@ import redis
 import torch
 from threadpoolctl import threadpool_limits
 
-from aether.errors import NotFoundError
-from aether.settings import Settings
 from bandits import configs_from_settings
+from core.errors import NotFoundError
+from core.settings import Settings
 from features.store import FeastOnlineStore
 from ranker.scoring import SASRecRanker
-from retrieval.bootstrap import build_retriever, choose_user_encoder, transition_store
+from retrieval.build_retriever import build_retriever, choose_user_encoder, transition_store
 from retrieval.embeddings import embeddings_model_version, load_embeddings
 from retrieval.encoders import ItemEmbeddings
 from retrieval.index import ItemIndex
@@ -38,7 +38,7 @@ from retrieval.sources import CandidateSource
 from serving.breaker import CircuitBreaker
 from serving.catalog_view import load_snapshot
 from serving.experiments import Experiments
-from serving.exploration import Explorer, RedisPosteriorReader
+from serving.exploration_slots import Explorer, RedisPosteriorReader
 from serving.guards import GuardedFeatures, GuardedPosteriors, GuardedSource, make_breaker
 from serving.impressions import KafkaImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState

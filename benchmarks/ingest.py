@@ -48,8 +48,8 @@ from typing import Any
 
 import orjson
 
-from aether.machine import machine_description
-from aether.settings import Settings, load_settings
+from benchmarks.machine import machine_description
+from core.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def start_workers(
     settings: Settings, count: int, log_dir: Path, extra: tuple[str, ...] = ()
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
-    from aether.stack_process import free_loopback_port
+    from core.subprocesses import free_loopback_port
 
     env = {
         **os.environ,
@@ -131,7 +131,7 @@ FULL_PASS_STALL_S = 0.03
 
 def full_collections(ports: list[int]) -> tuple[float, float, float]:
     """The workers' full (generation 2) collector passes so far: count, seconds in them, and how
-    many took longer than ``FULL_PASS_STALL_S`` (``streams.metrics.GC_PAUSES``)."""
+    many took longer than ``FULL_PASS_STALL_S`` (``streams.worker_metrics.GC_PAUSES``)."""
     count = seconds = quick = 0.0
     for port in ports:
         for kind, le, value in _GC_FULL.findall(_scrape(port)):
@@ -221,12 +221,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -- the benchmark ---------------------------------------------------------------------------------
-def run(args: argparse.Namespace) -> int:
-    from aether.stack_kafka import kafka_answers, start_tansu
-    from aether.stack_process import free_loopback_port, stop_process
-    from aether.stack_redis import delete_keys_matching, delete_keys_with_prefix, glob_escape
+def command(args: argparse.Namespace) -> int:
+    from core.subprocesses import free_loopback_port, stop_process
     from interactions.movielens import load_movielens
     from interactions.replay import rating_events
+    from stack.redis_server import delete_keys_matching, delete_keys_with_prefix, glob_escape
+    from stack.tansu import kafka_answers, start_tansu
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
@@ -457,15 +457,3 @@ def _wait(predicate: Any, timeout_s: float, what: str) -> None:
         # Each poll scrapes every worker's /metrics, which costs the worker CPU: not too often.
         time.sleep(0.2)
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="aether bench ingest", description=__doc__.splitlines()[0]
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

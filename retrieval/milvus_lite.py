@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-from aether.errors import DependencyUnavailable
+from core.errors import DependencyUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def embedded_milvus_server(base_dir: Path, attempts: int = 3) -> Iterator[str]:
     code works against a server, not only Milvus Lite. Its data lives under ``base_dir``.
     Raises :class:`DependencyUnavailable` if the wheel is missing or the server will not start.
     """
-    from aether.stack_process import free_loopback_port
+    from core.subprocesses import free_loopback_port
 
     try:
         from milvus import MilvusServer

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from aether.machine import machine_description
+from benchmarks.machine import machine_description
 
 SIZE_LABELS = {10_000: "10k", 100_000: "100k", 1_000_000: "1m"}
 
@@ -83,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
 
 
-def run(args: argparse.Namespace) -> int:
-    from retrieval.benchmark import candidate_recall
+def command(args: argparse.Namespace) -> int:
+    from benchmarks.retrieval_measures import candidate_recall
     from retrieval.index import IndexConfig
 
     figures: dict[str, Any] = {"machine": machine_description()}
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
 def _ann_backend(args: argparse.Namespace, workdir: Path) -> Iterator[str | None]:
     """The server URI the ANN part runs against, or None for Milvus Lite files."""
     if args.milvus_server:
-        from aether.stack_milvus import embedded_milvus_server
+        from retrieval.milvus_lite import embedded_milvus_server
 
         with embedded_milvus_server(workdir / "milvus-server") as uri:
             yield uri
@@ -163,8 +163,8 @@ def _ann_figures(
     figures: dict[str, Any],
 ) -> None:
     """Build and search one index per size; a size projected past the build budget is skipped."""
-    from aether.stack_milvus import drop_collections
-    from retrieval.benchmark import ann_benchmark
+    from benchmarks.retrieval_measures import ann_benchmark
+    from retrieval.milvus_lite import drop_collections
 
     seconds_per_item: float | None = None
     for n in sorted(sizes):
@@ -216,8 +216,8 @@ def _ranker_recall(
     args: argparse.Namespace, workdir: Path, tag: str, figures: dict[str, Any]
 ) -> None:
     """Same split and merge, with the ranker's item embeddings in Milvus and its user encoder."""
+    from benchmarks.retrieval_measures import candidate_recall
     from ranker.scoring import SASRecRanker
-    from retrieval.benchmark import candidate_recall
 
     ranker = SASRecRanker.from_checkpoint(args.ranker_checkpoint)
     recall = candidate_recall(
@@ -252,16 +252,3 @@ def _plan_figures(recall: Any, prefix: str, figures: dict[str, Any]) -> None:
     if recall.validation_merged is not None:
         figures[f"{prefix}_plan_validation_merged"] = round(recall.validation_merged, 4)
         figures[f"{prefix}_plans_compared"] = recall.plans_compared
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m aether.cli.bench_retrieval ...`` (same arguments as ``aether bench retrieval``)."""
-    parser = argparse.ArgumentParser(
-        prog="aether bench retrieval", description=__doc__.splitlines()[0]
-    )
-    add_arguments(parser)
-    return run(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
