@@ -1,0 +1,1 @@
+"""``aether dashboard``: the built-in operator page of the embedded default stack."""
