@@ -3,9 +3,9 @@
 A worker or server imports Feast, pandas, pyarrow, torch, gRPC and protobuf and builds its
 stores before it handles the first message: objects that live as long as the process. Each full
 (generation 2) pass of the collector walks all of them; it runs whenever the long-lived objects
-have grown by a quarter since the last one, which a busy stream worker reaches often (``aether
-bench ingest``, ``gc_full_*`` figures: ≈ 180 ms per full pass without the freeze, ≈ 6 ms with it;
-``docs/benchmarks/ingest.md``) and a server more rarely.
+have grown by a quarter since the last one, which a busy stream worker reaches often and a server
+more rarely. What the freeze saves is measured by ``aether bench ingest`` (its ``gc_full_*``
+figures; see ``docs/benchmarks/ingest.md``).
 
 ``gc.freeze()`` moves everything alive at that moment into a permanent generation that the
 collector never scans; objects created later are collected as usual. Only objects alive at the

