@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test test-unit test-integration check lint typecheck contracts proto clean stack-up stack-down
+.PHONY: install demo test test-unit test-integration check lint typecheck contracts proto clean stack-up stack-down tools
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,14 +19,28 @@ demo: $(STAMP)
 	$(BIN)/aether demo
 
 ## The whole test suite (unit, integration, end-to-end) against real services.
-test: $(STAMP)
+test: $(STAMP) tools
 	$(BIN)/python -m pytest -q
 
-test-unit: $(STAMP)
+test-unit: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests/unit
 
-test-integration: $(STAMP)
+test-integration: $(STAMP) tools
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+## Debian tools the tests drive, installed only when missing (one apt run): promtool (package
+## `prometheus`) checks every /metrics output and the alert rules; chromium renders the dashboard
+## (tests/integration/dashboard); kcat talks to the embedded broker (docs/kafka-clients.md). A tool
+## that cannot be installed makes its tests fail under CI=true.
+TOOLS := promtool:prometheus chromium:chromium kcat:kcat
+tools:
+	@missing=""; for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  echo "installing:$$missing" >&2; \
+	  $$sudo apt-get update -qq && $$sudo apt-get install -y -qq --no-install-recommends $$missing \
+	  || echo "not installed:$$missing (apt-get install$$missing)" >&2; \
+	fi
 
 ## Static checks CI runs before the tests: ruff, mypy on the typed core, import contracts.
 check: lint typecheck contracts

@@ -12,14 +12,13 @@ for Beta arms, so two numerical methods are offered (``method=``):
   ``quad_nodes`` midpoints in ``u`` and get the "exactly j others exceed" term from a
   Poisson-binomial recursion over the other arms. Cost ``O(n · nodes)`` Beta CDFs per row, so
   it is the default (``"auto"``) for up to ``EXACT_MAX_CANDIDATES`` candidates;
-  ``thompson_explore`` computes only the picked items' rows (≈ 0.25 ms for one pick among 8 on
-  this machine, the full 8-row matrix 1–5 ms); agrees with a 10⁶-draw Monte Carlo to ≈ 1e-3
-  absolute.
+  ``thompson_explore`` computes only the picked items' rows, which is what keeps it cheap on the
+  request path; a test checks it against a large Monte Carlo run.
 * ``"monte_carlo"`` — ``n_draws`` independent rankings (default 4,000; standard error
   ``≤ 0.5 / sqrt(n_draws)`` ≈ 0.008 absolute, much less for small propensities), from its own
   RNG stream (``seed + 1``) so it never depends on the selection draw. Used above the threshold;
-  ≈ 0.1 s for 200 candidates at 4,000 draws here, so serving should explore among a short
-  list (or pass fewer draws) to stay inside its deadline.
+  its cost grows with candidates × draws, so serving explores among a short list (or passes
+  fewer draws) to stay inside its deadline.
 
 A floor of ``0.5 / n_draws`` is put on any Monte Carlo propensity of a chosen item (it was drawn,
 so its probability is not zero), which bounds IPS weights.
