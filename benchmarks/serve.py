@@ -31,18 +31,19 @@ metrics endpoint, and the figures are their sums.
 
 Where the server's time goes, per rate (scraped from the child's Prometheus endpoint and
 ``/proc``): the pipeline histogram ``aether_recommend_seconds``, wall and thread-CPU time of each
-stage and retrieval source, CPU per request of the Python server processes and of the other
+stage and retrieval source (the pipeline's own stage observer, ``serving.stage_observer``), CPU
+per request of the Python server processes and of the other
 processes under them (Milvus Lite), and CPU by Python thread name (``native`` = threads Python
 did not start: BLAS, gRPC core, librdkafka). ``--server-env KEY=VALUE`` / ``--torch-threads N``
 try server-side settings. ``--pipeline-requests N`` first measures the pipeline's CPU per request
-in the benchmark's own process, one request at a time (``bench_load.pipeline_cpu``).
+in the benchmark's own process, one request at a time (``serve_load.pipeline_cpu``).
 
 ``--json PATH`` writes one flat object: ``p50_ms_at_200rps``, ``p99_ms_at_200rps``,
 ``max_rps_within_20ms_p99`` (highest offered rate with p99 ≤ 20 ms and ≥ 95 % achieved),
 ``catalogue_items``, ``users``, per-rate ``*_at_<rate>rps`` figures (latency, achieved rate,
 errors by status code, fallback share and reasons, stage/thread CPU), ``ranker`` and ``machine``.
-Results: ``docs/benchmarks/serving.md``. Modules: ``bench_stores`` (set-up), ``bench_server``
-(the server child and its instruments), ``bench_load`` (the load); this one runs them.
+Results: ``docs/benchmarks/serving.md``. Modules: ``serve_stores`` (set-up), ``serve_server``
+(the server child and its instruments), ``serve_load`` (the load); this one runs them.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +141,7 @@ def rate_figures(
         return after.get(name, 0.0) - before.get(name, 0.0)
 
     suffix = f"_at_{rate}rps"
-    answered = max(1.0, delta("aether_recommend_requests_total"))
+    answered = max(1.0, delta("aether_recommend_seconds_count"))  # pipeline runs
     figures: dict[str, Any] = {
         f"p50_ms{suffix}": round(load.percentile_ms(50), 2),
         f"p90_ms{suffix}": round(load.percentile_ms(90), 2),
@@ -168,13 +170,37 @@ def rate_figures(
         if found and 1000 * delta(key) / answered >= 0.1:
             name = re.sub(r"[^a-z0-9]+", "_", found.group(1).lower())
             figures[f"thread_cpu_ms_{name}{suffix}"] = round(1000 * delta(key) / answered, 3)
+    figures.update(stage_figures(suffix, delta, after))
+    return figures
+
+
+def stage_figures(
+    suffix: str, delta: Callable[[str], float], after: dict[str, float]
+) -> dict[str, float]:
+    """Mean wall and thread-CPU ms per call of each pipeline stage that ran (the pipeline's own
+    stage observer, ``serving.stage_observer``), and of the whole pipeline (``pipeline``)."""
+    calls_and_totals = {
+        "pipeline": (
+            "aether_recommend_seconds_count",
+            "aether_recommend_seconds_sum",
+            "aether_recommend_cpu_seconds_total",
+        )
+    }
     for key in after:
-        found = re.fullmatch(r'aether_bench_stage_(cpu_)?seconds_sum\{stage="([^"]+)"\}', key)
+        found = re.fullmatch(r'aether_recommend_stage_seconds_count\{stage="([^"]+)"\}', key)
         if found:
-            calls = max(1.0, delta(key.replace("_sum{", "_count{")))
-            kind = "cpu" if found.group(1) else "wall"
-            name = found.group(2).replace(":", "_")
-            figures[f"{kind}_ms_{name}{suffix}"] = round(1000 * delta(key) / calls, 3)
+            labels = "{" + f'stage="{found.group(1)}"' + "}"
+            calls_and_totals[found.group(1)] = (
+                key,
+                f"aether_recommend_stage_seconds_sum{labels}",
+                f"aether_recommend_stage_cpu_seconds_total{labels}",
+            )
+    figures: dict[str, float] = {}
+    for stage, (count, wall, cpu) in calls_and_totals.items():
+        calls = delta(count)
+        if calls > 0:
+            figures[f"wall_ms_{stage}{suffix}"] = round(1000 * delta(wall) / calls, 3)
+            figures[f"cpu_ms_{stage}{suffix}"] = round(1000 * delta(cpu) / calls, 3)
     return figures
 
 

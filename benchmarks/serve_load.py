@@ -146,6 +146,8 @@ def pipeline_cpu(
     missing = Path(tempfile.gettempdir()) / f"no-ranker-{uuid.uuid4().hex}.pt"
     app = build_serving_app(settings, checkpoint=checkpoint or missing)
     pipeline = app.pipeline
+    # An A/B of two wirings of the same pipeline, not a timer: the attributes must exist, or
+    # both modes would silently measure the same path.
     shared = {"_user_encoder": pipeline._user_encoder, "_vector_scorer": pipeline._vector_scorer}
     modes = {"once": shared, "per_consumer": dict.fromkeys(shared)}
     size = max(1, len(users) // (2 * blocks + 1))

@@ -4,10 +4,12 @@ what measures it.
 ``ServerProcess.start`` runs ``python -m benchmarks.serve_server`` with the stores of ``settings``:
 ``aether serve``'s server (``serving.processes.run_server``; with ``--processes N``, a
 supervisor of ``N`` workers sharing the port, as ``serving.processes = N``), no catalogue refresh
-(the catalogue is static here), plus what only the benchmark adds: per-stage timers
-(``instrument``: attribute swaps, no serving file changed), CPU by thread name
-(``ThreadCpuCollector``) and one Prometheus endpoint per server process. ``/proc`` gives the CPU
-of the server processes and of the processes under them (Milvus Lite).
+(the catalogue is static here), each process's own Prometheus endpoint (the server's exporter, on
+a port the benchmark chose), plus what only the benchmark adds: CPU by thread name
+(``ThreadCpuCollector``). Per-stage figures come from the pipeline's own stage observer
+(``aether_recommend_stage_seconds{stage}``, ``aether_recommend_stage_cpu_seconds_total{stage}``;
+``serving.stage_observer``). ``/proc`` gives the CPU of the server processes and of the
+processes under them (Milvus Lite).
 """
 
 from __future__ import annotations
@@ -204,83 +206,7 @@ def process_tree_cpu_seconds(pid: int) -> tuple[float, float]:
     )
 
 
-# -- instruments: stage timers and CPU by thread --------------------------------------------------
-class StageTimers:
-    """Wall time and the calling thread's CPU time of each timed call, as Prometheus summaries.
-
-    Under load the wall time of a stage includes waiting for the GIL; its thread CPU time does
-    not (nor CPU spent in other processes: Redis, Milvus Lite), so CPU shows what a stage costs.
-    """
-
-    def __init__(self) -> None:
-        from prometheus_client import Summary
-
-        self._wall = Summary("aether_bench_stage_seconds", "Stage wall time", ["stage"])
-        self._cpu = Summary("aether_bench_stage_cpu_seconds", "Stage thread CPU", ["stage"])
-
-    def wrap(self, function: Any, stage: str) -> Any:
-        wall, cpu = self._wall.labels(stage), self._cpu.labels(stage)
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            started, started_cpu = time.perf_counter(), time.thread_time()
-            try:
-                return function(*args, **kwargs)
-            finally:
-                cpu.observe(time.thread_time() - started_cpu)
-                wall.observe(time.perf_counter() - started)
-
-        return timed
-
-
-class _Timed:
-    """Forwards every attribute to ``target``; its ``method`` is timed as ``stage``."""
-
-    def __init__(self, target: Any, method: str, timers: StageTimers, stage: str) -> None:
-        self._target, self._method = target, method
-        self._timed = timers.wrap(getattr(target, method), stage)
-
-    def __getattr__(self, name: str) -> Any:
-        return self._timed if name == self._method else getattr(self._target, name)
-
-
-def instrument(pipeline: Any) -> None:
-    """Time the pipeline's stages and each retrieval source (attribute swaps, bench-only).
-
-    Defensive on purpose: a stage the pipeline no longer has is simply not timed."""
-    import dataclasses
-
-    timers = StageTimers()
-    retriever = pipeline.retrieval.retriever
-    retriever.plans = [
-        dataclasses.replace(
-            plan, source=_Timed(plan.source, "candidates", timers, f"source:{plan.source.name}")
-        )
-        for plan in retriever.plans
-    ]
-    timed_retriever = _Timed(retriever, "retrieve", timers, "retrieval")
-    pipeline.retrieval = dataclasses.replace(pipeline.retrieval, retriever=timed_retriever)
-    wrapped = {
-        "_features": ("read_users", "features"),
-        "_ranker": ("score", "ranking"),
-        "_vector_scorer": ("score", "ranking"),  # the ranker's scores from the request's vector
-        "_impressions": ("publish", "impression_produce"),
-    }
-    for attribute, (method, stage) in wrapped.items():
-        if getattr(pipeline, attribute, None) is not None:
-            setattr(
-                pipeline, attribute, _Timed(getattr(pipeline, attribute), method, timers, stage)
-            )
-    for method, stage in (
-        ("_encode_user", "user_vector"),
-        ("_rerank", "rerank"),
-        ("_explore", "explore"),
-        ("_log_impression", "impression_log"),
-    ):
-        if hasattr(pipeline, method):  # instance attributes shadow the methods
-            setattr(pipeline, method, timers.wrap(getattr(pipeline, method), stage))
-    pipeline.recommend = timers.wrap(pipeline.recommend, "pipeline")
-
-
+# -- instruments: CPU by thread ----------------------------------------------------------------
 class ThreadCpuCollector:
     """Prometheus collector: CPU seconds of this process's threads by *Python* thread name
     (``grpc_3`` → ``grpc``; OS names are all ``python``); threads unknown to Python (gRPC core,
@@ -307,8 +233,8 @@ class ThreadCpuCollector:
 
 @dataclass(frozen=True)
 class BenchWorker:
-    """One benchmark server process (a ``serving.processes.Worker``): ``run_server`` plus stage
-    timers, thread CPU and a metrics endpoint on ``metrics_ports[index]``."""
+    """One benchmark server process (a ``serving.processes.Worker``): ``run_server`` with its
+    metrics exporter on ``metrics_ports[index]``, plus CPU by thread name."""
 
     metrics_ports: tuple[int, ...]
     torch_threads: int | None = None
@@ -317,8 +243,9 @@ class BenchWorker:
     def __call__(
         self, settings: Settings, index: int, options: Any, ready: Callable[[], None]
     ) -> None:
-        from prometheus_client import REGISTRY, start_http_server
+        from prometheus_client import REGISTRY
 
+        from core.settings import MetricsSettings
         from serving.processes import run_server
 
         def prepare(app: Any) -> None:
@@ -326,18 +253,21 @@ class BenchWorker:
                 import torch
 
                 torch.set_num_threads(self.torch_threads)
-            instrument(app.pipeline)
             REGISTRY.register(ThreadCpuCollector())
 
         def on_serving(running: Any) -> None:
-            # After the gRPC port: the parent takes "every metrics endpoint answers" as "all
-            # processes serve".
-            start_http_server(self.metrics_ports[index], addr="127.0.0.1")
+            # run_server exports metrics once the gRPC port serves: the parent takes "every
+            # metrics endpoint answers" as "all processes serve".
             print(f"worker {index} serving on {running.address}", flush=True)
             ready()
 
+        metrics = MetricsSettings(host="127.0.0.1", port=self.metrics_ports[index])
         run_server(
-            settings, options, reuse_port=self.reuse_port, prepare=prepare, on_serving=on_serving
+            settings.model_copy(update={"metrics": metrics}),
+            options,
+            reuse_port=self.reuse_port,
+            prepare=prepare,
+            on_serving=on_serving,
         )
 
 

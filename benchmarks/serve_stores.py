@@ -40,7 +40,7 @@ def prepare_stores(
     from retrieval.movielens_catalog import catalog_from_movielens, item_rows
     from serving.build_pipeline import embeddings_path
 
-    apply_repo(settings)
+    apply_repo(settings.redis, settings.deployment)
     started = time.perf_counter()
     model_version = None
     if ranker_checkpoint is not None:
@@ -62,13 +62,13 @@ def prepare_stores(
     save_embeddings(path, item_ids, matrix, model_version=model_version)
     catalog = catalog_from_movielens(items, ratings)
     # The server is another process: close the index and free the Milvus Lite file's lock.
-    with ItemIndex.from_settings(settings) as index:
+    with ItemIndex.from_settings(settings.milvus, settings.deployment) as index:
         index.publish(item_rows(item_ids, matrix, catalog), progress=False)
     release_milvus_lite(settings.milvus.uri)
 
     end_ms = int(ratings["timestamp_ms"].max())
     counts = ratings["item_id"].value_counts().to_dict()
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     try:
         item_feature_rows = [
             ItemFeatureRow(
@@ -104,12 +104,9 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
     """Each sequence's transitions, as the stream would have applied them; returns anchors."""
     import redis
 
-    from retrieval.cooccurrence import (
-        RedisTransitionStore,
-        increments_from_sequence,
-        merge_increments,
-    )
+    from features.transition_store import redis_transition_store
     from retrieval.sources import best_first
+    from streams.transitions import increments_from_sequence, merge_increments
 
     merged = merge_increments(*(increments_from_sequence(seq) for seq in sequences))
     by_anchor: dict[str, dict[str, float]] = {}
@@ -117,8 +114,8 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
         by_anchor.setdefault(anchor, {})[item] = weight
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     try:
-        # The prefix ``retrieval.build_retriever.transition_store`` gives the serving side.
-        store = RedisTransitionStore(client, settings.redis_key("retrieval"), keep)
+        # The namespace's key layout, which the worker writes and serving reads.
+        store = redis_transition_store(client, settings.namespace, keep)
         anchors = list(by_anchor)
         for start in range(0, len(anchors), 200):
             head: dict[tuple[str, str], float] = {}

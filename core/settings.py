@@ -8,8 +8,9 @@ standard ``KAFKA_BOOTSTRAP_SERVERS``, ``REDIS_URL`` and ``MILVUS_URI`` and ``AET
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import (
     AliasChoices,
@@ -22,7 +23,64 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.errors import ConfigError
+
 _NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def checked_namespace(value: str) -> str:
+    if not _NAMESPACE_RE.match(value):
+        raise ValueError(
+            "namespace must be 1-32 chars of lowercase letters, digits and '_', "
+            f"starting with a letter; got {value!r}"
+        )
+    return value
+
+
+class _HasNamespace(Protocol):
+    @property
+    def namespace(self) -> str: ...
+
+
+class NamespacedNames:
+    """Names derived from the namespace, one definition for ``Settings`` and ``Deployment``:
+    two namespaces share nothing."""
+
+    __slots__ = ()
+
+    def topic(self: _HasNamespace, name: str) -> str:
+        """Kafka topic name, e.g. ``topic("events") == "aether.events"``."""
+        return f"{self.namespace}.{name}"
+
+    def redis_key(self: _HasNamespace, *parts: str) -> str:
+        return ":".join((self.namespace, *parts))
+
+    @property
+    def consumer_group(self: _HasNamespace) -> str:
+        return f"{self.namespace}-worker"
+
+    @property
+    def feast_project(self: _HasNamespace) -> str:
+        return self.namespace
+
+    def milvus_collection(self: _HasNamespace, name: str) -> str:
+        return f"{self.namespace}_{name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment(NamespacedNames):
+    """One deployment's namespace and data folder (``Settings.deployment``): the small value an
+    adapter takes next to its own settings section, e.g. ``ItemIndex.from_settings(
+    settings.milvus, settings.deployment)``, instead of the whole ``Settings``."""
+
+    namespace: str
+    data_dir: Path = Path(".aether")
+
+    def __post_init__(self) -> None:
+        try:
+            checked_namespace(self.namespace)
+        except ValueError as exc:  # Settings reports it through pydantic; here, as config
+            raise ConfigError(str(exc)) from None
 
 
 class _Section(BaseModel):
@@ -32,7 +90,9 @@ class _Section(BaseModel):
 class KafkaSettings(_Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     partitions: int = Field(default=4, ge=1, le=1024)
-    session_timeout_ms: int = Field(default=6000, ge=1000)  # ≈3 s group joins on Tansu (DESIGN §3)
+    # The librdkafka/aiokafka default (45 s) makes a new group's join on Tansu slow; see
+    # `aether stack up --probe` and docs/benchmarks/README.md.
+    session_timeout_ms: int = Field(default=6000, ge=1000)
 
 
 class RedisSettings(_Section):
@@ -67,8 +127,8 @@ class ServingSettings(_Section):
     max_exclude: int = Field(default=1000, ge=0)
     candidates: int = Field(default=200, ge=1)
     deadline_ms: int = Field(default=100, ge=1)
-    # 1.0 = ranker order (default). Diversity is opt-in (per experiment): in the demo's closed loop,
-    # λ 0.9 gave 0.17 hits per slate against ≈ 1 without it (docs/benchmarks/README.md).
+    # 1.0 = ranker order (default). Diversity is opt-in (per experiment arm): in the demo's closed
+    # loop MMR cost most of the hits (docs/benchmarks/README.md).
     mmr_lambda: float = Field(default=1.0, ge=0.0, le=1.0)
     rules_file: str = ""  # business rules YAML (infra/rules.example.yaml); "" = none
     experiments_file: str = ""  # experiments YAML (infra/experiments.example.yaml); "" = none
@@ -99,7 +159,24 @@ class BanditSettings(_Section):
     propensity_draws: int = Field(default=4000, ge=100)
 
 
-class Settings(BaseSettings):
+class MetricsSettings(_Section):
+    """Where a process serves Prometheus metrics (``/metrics``; docs/metrics.md).
+
+    ``port``: ``None`` (the default, empty in the environment) means the process's own default
+    (``core.metrics_exporter``: worker 9464, server 9465; with ``serving.processes = N`` the
+    server's process ``i`` listens on ``port + i``); ``0`` turns the exporter off.
+    """
+
+    host: str = "127.0.0.1"  # 0.0.0.0 in a container, or Prometheus cannot reach it
+    port: int | None = Field(default=None, ge=0, le=65535)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+
+class Settings(BaseSettings, NamespacedNames):
     """Everything configurable, in one place. Secrets print as ``**********``."""
 
     model_config = SettingsConfigDict(
@@ -117,6 +194,7 @@ class Settings(BaseSettings):
     stream: StreamSettings = StreamSettings()
     serving: ServingSettings = ServingSettings()
     bandit: BanditSettings = BanditSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     # Standard, unprefixed variables win over the nested defaults (see ``model_post_init``).
     kafka_bootstrap_servers: str | None = Field(
@@ -132,12 +210,7 @@ class Settings(BaseSettings):
     @field_validator("namespace")
     @classmethod
     def _check_namespace(cls, value: str) -> str:
-        if not _NAMESPACE_RE.match(value):
-            raise ValueError(
-                "namespace must be 1-32 chars of lowercase letters, digits and '_', "
-                f"starting with a letter; got {value!r}"
-            )
-        return value
+        return checked_namespace(value)
 
     def model_post_init(self, __context: Any) -> None:
         overrides: dict[str, BaseModel] = {}
@@ -152,24 +225,10 @@ class Settings(BaseSettings):
         for name, value in overrides.items():
             object.__setattr__(self, name, value)
 
-    # -- names derived from the namespace: two namespaces share nothing ----------------------
-    def topic(self, name: str) -> str:
-        """Kafka topic name, e.g. ``topic("events") == "aether.events"``."""
-        return f"{self.namespace}.{name}"
-
-    def redis_key(self, *parts: str) -> str:
-        return ":".join((self.namespace, *parts))
-
     @property
-    def consumer_group(self) -> str:
-        return f"{self.namespace}-worker"
-
-    @property
-    def feast_project(self) -> str:
-        return self.namespace
-
-    def milvus_collection(self, name: str) -> str:
-        return f"{self.namespace}_{name}"
+    def deployment(self) -> Deployment:
+        """The namespace and data folder alone: what an adapter needs besides its own section."""
+        return Deployment(self.namespace, self.data_dir)
 
 
 def load_settings(**overrides: Any) -> Settings:

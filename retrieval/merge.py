@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field
@@ -42,6 +43,11 @@ from retrieval.sources import (
 log = logging.getLogger(__name__)
 
 RRF_C = 60.0
+
+# Told how long each source took: (source name, wall seconds, its thread's CPU seconds). Called
+# on the thread that asked the source, also for a source that answered after the timeout; the
+# fallback source is reported as "fallback".
+SourceTimer = Callable[[str, float, float], None]
 
 
 def merge_candidates(
@@ -171,20 +177,36 @@ class CandidateRetriever:
 
         return is_eligible
 
-    def _ask(self, source: CandidateSource, request: RetrievalRequest) -> list[Candidate] | None:
+    def _ask(
+        self,
+        source: CandidateSource,
+        request: RetrievalRequest,
+        on_source: SourceTimer | None = None,
+        name: str | None = None,
+    ) -> list[Candidate] | None:
+        started, started_cpu = time.perf_counter(), time.thread_time()
         try:
             return source.candidates(request)
         except Exception:  # one broken source must not take the slate down
             log.exception("candidate source %s failed", getattr(source, "name", source))
             return None
+        finally:
+            if on_source is not None:
+                on_source(
+                    name or source.name,
+                    time.perf_counter() - started,
+                    time.thread_time() - started_cpu,
+                )
 
     def _ask_all(
-        self, request: RetrievalRequest, timeout_s: float | None
+        self, request: RetrievalRequest, timeout_s: float | None, on_source: SourceTimer | None
     ) -> list[list[Candidate] | None]:
         """Every plan's answer (``None``: failed or not back within ``timeout_s``)."""
         if self.executor is None:
-            return [self._ask(plan.source, request) for plan in self.plans]
-        futures = [self.executor.submit(self._ask, plan.source, request) for plan in self.plans]
+            return [self._ask(plan.source, request, on_source) for plan in self.plans]
+        futures = [
+            self.executor.submit(self._ask, plan.source, request, on_source) for plan in self.plans
+        ]
         done, _late = wait(futures, timeout=timeout_s)
         for plan, future in zip(self.plans, futures, strict=True):
             if future not in done:
@@ -194,14 +216,18 @@ class CandidateRetriever:
         return [future.result() if future in done else None for future in futures]
 
     def retrieve(
-        self, request: RetrievalRequest, timeout_s: float | None = None
+        self,
+        request: RetrievalRequest,
+        timeout_s: float | None = None,
+        on_source: SourceTimer | None = None,
     ) -> RetrievalResult:
         """Candidates for ``request``; sources slower than ``timeout_s`` count as failed (only
-        with an executor)."""
+        with an executor). ``on_source`` is told each source's time (``SourceTimer``)."""
         lists: list[tuple[str, list[Candidate]]] = []
         failed: list[str] = []
         per_source: dict[str, int] = {}
-        for plan, found in zip(self.plans, self._ask_all(request, timeout_s), strict=True):
+        answers = self._ask_all(request, timeout_s, on_source)
+        for plan, found in zip(self.plans, answers, strict=True):
             if found is None:
                 failed.append(plan.source.name)
                 found = []
@@ -231,7 +257,7 @@ class CandidateRetriever:
                 as_of_ms=request.as_of_ms,
                 user_id=request.user_id,
             )
-            extra = self._ask(self.fallback, fallback_request) or []
+            extra = self._ask(self.fallback, fallback_request, on_source, "fallback") or []
             extra = [c for c in extra if c.item_id not in taken and is_eligible(c.item_id)]
             used_fallback = bool(extra)
             merged.extend(Candidate(c.item_id, 0.0, c.source, (c.source,)) for c in extra)

@@ -121,9 +121,9 @@ def build_serving_app(
         socket_connect_timeout=budget_s,
         socket_timeout=budget_s,
     )
-    features = FeastOnlineStore(settings, client=client)
-    index = index or ItemIndex.from_settings(settings)
-    transitions = transition_store(settings, client)
+    features = FeastOnlineStore(settings.redis, settings.deployment, client=client)
+    index = index or ItemIndex.from_settings(settings.milvus, settings.deployment)
+    transitions = transition_store(settings.deployment, client)
     # One breaker per call site: a call that skips its dependency (a cold user's ANN, say)
     # must not count as a success for a different call that needs it.
     breakers = {

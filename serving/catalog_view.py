@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from features.ports import OnlineFeatureReader
 from features.rows import ItemFeatureRow
+from features.schema import POPULARITY_HALF_LIFE_MS
 from retrieval.catalog import ItemCatalog, ItemMeta
-from streams.item_features import POPULARITY_HALF_LIFE_MS
 
 READ_CHUNK = 1000
 

@@ -5,7 +5,8 @@ Each wrapper keeps the interface it wraps (a ``CandidateSource``, an ``OnlineFea
 ``DependencyUnavailable`` and the pipeline serves its fallback (other sources, popular items,
 no exploration). A call slower than ``slow_s`` counts as a failure even when it answers, because
 a dependency that answers too late is as good as down for a request with a deadline.
-Breaker states are exported as the ``aether_breaker_state`` gauge (0 closed, 1 half-open, 2 open).
+Breaker states are exported as the ``aether_breaker_state{dependency}`` gauge (0 closed,
+1 half-open, 2 open; ``serving.server_metrics``).
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
-from prometheus_client import Gauge
-
 from bandits.posterior import BetaPosterior
 from core.errors import DependencyUnavailable
 from features.ports import OnlineFeatureReader
@@ -23,20 +22,18 @@ from features.rows import ItemFeatureRow, UserFeatureRow
 from retrieval.sources import Candidate, CandidateSource, RetrievalRequest
 from serving.breaker import CircuitBreaker, State
 from serving.exploration_slots import PosteriorReader
+from serving.server_metrics import set_breaker_state
 
 T = TypeVar("T")
-
-BREAKER_STATE = Gauge("aether_breaker_state", "0 closed, 1 half-open, 2 open", ["dependency"])
-_STATE_CODE = {"closed": 0, "half_open": 1, "open": 2}
 
 
 def make_breaker(
     name: str, *, failure_threshold: int = 5, cooldown_s: float = 5.0
 ) -> CircuitBreaker:
-    BREAKER_STATE.labels(dependency=name).set(0)
+    set_breaker_state(name, "closed")
 
     def export(breaker_name: str, _old: State, new: State) -> None:
-        BREAKER_STATE.labels(dependency=breaker_name).set(_STATE_CODE[new])
+        set_breaker_state(breaker_name, new)
 
     return CircuitBreaker(
         name, failure_threshold=failure_threshold, cooldown_s=cooldown_s, on_state_change=export

@@ -2,7 +2,8 @@
 
 Publishing never fails a request: delivery errors are logged and counted, and the producer's
 local queue absorbs broker hiccups (``queue.buffering.max.ms`` keeps the request path
-non-blocking).
+non-blocking). Delivered slates are counted by experiment arm
+(``aether_impressions_published_total{arm}``, ``serving.server_metrics``).
 """
 
 from __future__ import annotations
@@ -11,19 +12,46 @@ import logging
 from typing import Protocol
 
 from confluent_kafka import KafkaException, Producer
-from prometheus_client import Counter
 
 from core.settings import Settings
-from events import Impression, encode
+from events import Impression, ImpressionItem, encode
+from serving.domain import RecommendationQuery, Slate
+from serving.interleaving import INTERLEAVING_CONTEXT_KEY, encode_teams
+from serving.server_metrics import IMPRESSIONS_FAILED, IMPRESSIONS_PUBLISHED, arm_label
 
 log = logging.getLogger(__name__)
 
-IMPRESSIONS_PUBLISHED = Counter(
-    "aether_impressions_published_total", "Slates published to the impressions topic"
-)
-IMPRESSIONS_FAILED = Counter(
-    "aether_impressions_failed_total", "Slates that could not be published", ["reason"]
-)
+
+def impression_of(query: RecommendationQuery, slate: Slate, *, at_ms: int) -> Impression:
+    """The impression of a served slate, ``at_ms`` its serving time (never a feature value)."""
+    return Impression(
+        event_time=at_ms,
+        request_id=slate.request_id,
+        user_id=query.user_id,
+        items=tuple(
+            ImpressionItem(
+                item_id=item.item_id,
+                position=position,
+                score=item.score,
+                source=item.source,
+                propensity=item.propensity,
+            )
+            for position, item in enumerate(slate.items)
+        ),
+        model_version=slate.model_version,
+        experiment_arm=slate.experiment_arm,
+        fallback=slate.fallback,
+        context=_impression_context(query, slate),
+    )
+
+
+def _impression_context(query: RecommendationQuery, slate: Slate) -> dict[str, str]:
+    """The request context; for an interleaved slate also each position's team
+    (``serving.interleaving.encode_teams``), so a click can be credited to its ranker."""
+    if not any(item.team for item in slate.items):
+        return query.context
+    teams = encode_teams([item.team for item in slate.items])
+    return {**query.context, INTERLEAVING_CONTEXT_KEY: teams}
 
 
 class ImpressionLog(Protocol):
@@ -51,7 +79,7 @@ class KafkaImpressionLog:
                 self._topic,
                 key=impression.user_id.encode(),
                 value=encode(impression),
-                on_delivery=_on_delivery,
+                on_delivery=_DeliveryReport(arm_label(impression.experiment_arm)),
             )
         except (BufferError, KafkaException) as exc:
             IMPRESSIONS_FAILED.labels(reason=type(exc).__name__).inc()
@@ -62,12 +90,20 @@ class KafkaImpressionLog:
         return int(self._producer.flush(timeout_s))
 
 
-def _on_delivery(err: object, _msg: object) -> None:
-    if err is None:
-        IMPRESSIONS_PUBLISHED.inc()
-    else:
-        IMPRESSIONS_FAILED.labels(reason="delivery").inc()
-        log.warning("impression delivery failed: %s", err)
+class _DeliveryReport:
+    """The producer's delivery callback of one slate: counts it under its arm."""
+
+    __slots__ = ("_arm",)
+
+    def __init__(self, arm: str) -> None:
+        self._arm = arm
+
+    def __call__(self, err: object, _msg: object) -> None:
+        if err is None:
+            IMPRESSIONS_PUBLISHED.labels(arm=self._arm).inc()
+        else:
+            IMPRESSIONS_FAILED.labels(reason="delivery").inc()
+            log.warning("impression delivery failed: %s", err)
 
 
 class InMemoryImpressionLog:

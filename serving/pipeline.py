@@ -8,6 +8,10 @@ step is recorded in ``Slate.fallback_reasons`` and counted, never raised.
 An experiment arm may choose the ranker, the MMR strength, the exploration slots, or a team-draft
 interleaving of two rankers (``ArmParams.interleave``; each item's team goes into the response
 and the impression). Explanations are computed for the whole slate at once (``SlateExplainer``).
+
+Each stage is timed here and reported to the pipeline's ``StageObserver``
+(``serving.stage_observer``: the stages and their names); what each answered request served is
+counted in ``serving.server_metrics``.
 """
 
 from __future__ import annotations
@@ -19,10 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from prometheus_client import Counter, Histogram
 
 from core.errors import AetherError
-from events import Impression, ImpressionItem
 from features.ports import OnlineFeatureReader
 from features.rows import UserFeatureRow
 from ranker.scoring import Ranker
@@ -39,29 +41,17 @@ from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.experiments import Assignment, Experiments
 from serving.explain import SlateExplainer
 from serving.exploration_slots import EXPLORE_SOURCE, Explorer
-from serving.impressions import ImpressionLog
-from serving.interleaving import (
-    INTERLEAVING_CONTEXT_KEY,
-    Team,
-    encode_teams,
-    seed_for,
-    team_draft,
-)
+from serving.impressions import ImpressionLog, impression_of
+from serving.interleaving import Team, seed_for, team_draft
 from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
 from serving.rules import PINNED_SOURCE, Rules
+from serving.server_metrics import TOP_SCORE, count_served, set_model_version
+from serving.stage_observer import PrometheusStageObserver, StageObserver, source_stage, timed
 from serving.user_vector import EmbeddingRanker, VectorScorer
 
 log = logging.getLogger(__name__)
 
 UNCREDITED = frozenset({PINNED_SOURCE, EXPLORE_SOURCE})  # slots no interleaved team placed
-
-REQUESTS = Counter("aether_recommend_requests_total", "Recommend calls answered")
-FALLBACKS = Counter("aether_recommend_fallbacks_total", "Degraded steps", ["reason"])
-LATENCY = Histogram(
-    "aether_recommend_seconds",
-    "Pipeline latency",
-    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0),
-)
 
 
 @dataclass(frozen=True)
@@ -98,6 +88,7 @@ class RecommendationPipeline:
         item_vectors: Mapping[str, np.ndarray] | None = None,
         user_encoder: UserEncoder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        observer: StageObserver | None = None,
     ) -> None:
         self._features = features
         self.retrieval = retrieval  # swapped atomically by the catalogue refresher
@@ -118,6 +109,12 @@ class RecommendationPipeline:
             if ranker is user_encoder and isinstance(ranker, EmbeddingRanker)
             else None
         )
+        self._observer: StageObserver = observer or PrometheusStageObserver()
+        set_model_version(self._model_version(ranker))
+
+    def _observe_source(self, name: str, wall_s: float, cpu_s: float) -> None:
+        """The retriever's ``SourceTimer``: each candidate source is a stage of its own."""
+        self._observer.stage(source_stage(name), wall_s, cpu_s)
 
     def _model_version(self, ranker: Ranker | None) -> str:
         return ranker.model_version if ranker is not None else self._config.model_version
@@ -127,13 +124,16 @@ class RecommendationPipeline:
         return None if name == "popularity" else self._ranker
 
     def recommend(self, query: RecommendationQuery, *, deadline_s: float | None = None) -> Slate:
-        started = time.perf_counter()
+        started, started_cpu = time.perf_counter(), time.thread_time()
+        observer = self._observer
         reasons: list[str] = []
         assignment = self._experiments.assign(query.user_id, query.context)
         retrieval = self.retrieval
-        user = self._read_user(query.user_id, reasons)
+        with timed(observer, "features"):
+            user = self._read_user(query.user_id, reasons)
         history = user.recent_items if user else ()
-        user_vector = self._encode_user(history, reasons)
+        with timed(observer, "user_vector"):
+            user_vector = self._encode_user(history, reasons)
         as_of_ms = retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms()
         request = RetrievalRequest(
             k=max(self._config.candidates, query.k),
@@ -158,15 +158,20 @@ class RecommendationPipeline:
             else min(deadline_s, self._config.deadline_s)
         )
         retrieval_timeout = started + budget_s * self._config.retrieval_share - time.perf_counter()
-        result = retrieval.retriever.retrieve(request, timeout_s=max(0.0, retrieval_timeout))
+        with timed(observer, "retrieval"):
+            result = retrieval.retriever.retrieve(
+                request, timeout_s=max(0.0, retrieval_timeout), on_source=self._observe_source
+            )
         reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
         request_id = uuid.uuid4().hex
         teams: dict[str, Team] = {}
         if assignment.params.interleave is None:
             ranker = self._ranker_named(assignment.params.ranker)
             model_version = self._model_version(ranker)
-            ranked = self._rank(ranker, history, user_vector, result.candidates, reasons)
-            eligible, slate_items = self._rerank(ranked, query, retrieval, assignment, request)
+            with timed(observer, "ranking"):
+                ranked = self._rank(ranker, history, user_vector, result.candidates, reasons)
+            with timed(observer, "rerank"):
+                eligible, slate_items = self._rerank(ranked, query, retrieval, assignment, request)
         else:
             eligible, slate_items, teams, model_version = self._interleave(
                 assignment,
@@ -179,13 +184,17 @@ class RecommendationPipeline:
                 request_id,
                 reasons,
             )
-        slate_items, propensities = self._explore(
-            slate_items, eligible, query, assignment, request_id, as_of_ms, reasons
-        )
-        titles = {i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title}
-        explanations = self._explainer.explain_slate(
-            [(item.item_id, item.source) for item in slate_items], history, titles
-        )
+        with timed(observer, "explore"):
+            slate_items, propensities = self._explore(
+                slate_items, eligible, query, assignment, request_id, as_of_ms, reasons
+            )
+        with timed(observer, "explanation"):
+            titles = {
+                i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title
+            }
+            explanations = self._explainer.explain_slate(
+                [(item.item_id, item.source) for item in slate_items], history, titles
+            )
         items = tuple(
             SlateItem(
                 item_id=item.item_id,
@@ -206,11 +215,12 @@ class RecommendationPipeline:
             fallback_reasons=tuple(reasons),
             experiment_arm=assignment.label,
         )
-        self._log_impression(query, slate)
-        for reason in reasons:
-            FALLBACKS.labels(reason=reason.split(":")[0]).inc()
-        REQUESTS.inc()
-        LATENCY.observe(time.perf_counter() - started)
+        with timed(observer, "impression"):
+            self._log_impression(query, slate)
+        count_served(
+            reasons, (c.source for c in result.candidates), (item.source for item in items)
+        )
+        observer.request(time.perf_counter() - started, time.thread_time() - started_cpu)
         return slate
 
     def _read_user(self, user_id: str, reasons: list[str]) -> UserFeatureRow | None:
@@ -258,6 +268,8 @@ class RecommendationPipeline:
             reasons.append("ranker_failed")
             return retrieval_order()
         values = np.asarray(scores, dtype=np.float64)
+        if values.size:
+            TOP_SCORE.observe(float(values.max()))
         order = np.argsort(-values, kind="stable").tolist()
         scored = values.tolist()
         return [ScoredItem(candidates[i].item_id, scored[i], candidates[i].source) for i in order]
@@ -294,26 +306,29 @@ class RecommendationPipeline:
         to the same slate); pins apply to the merged slate. Returns (eligible ranked of ranker A,
         slate, team of each drafted item, model version ``interleaved(<A>,<B>)``)."""
         assert assignment.params.interleave is not None
-        per_team = []
+        rankings = []
         versions = []
-        for name in assignment.params.interleave:
+        for name in assignment.params.interleave:  # one "ranking" stage per ranker
             ranker = self._ranker_named(name)
             versions.append(self._model_version(ranker))
-            ranked = self._rank(ranker, history, user_vector, candidates, reasons)
-            per_team.append(self._diversify(ranked, query, retrieval, assignment))
-        (allowed_a, items_a), (_, items_b) = per_team
-        merged = team_draft(
-            [i.item_id for i in items_a],
-            [i.item_id for i in items_b],
-            query.k,
-            seed=seed_for(request_id),
-        )
-        by_team = {"A": {i.item_id: i for i in items_a}, "B": {i.item_id: i for i in items_b}}
-        drafted = [
-            by_team[team][item] for item, team in zip(merged.items, merged.teams, strict=True)
-        ]
-        teams = dict(zip(merged.items, merged.teams, strict=True))
-        slate = self._pin(drafted, query, retrieval, request)
+            with timed(self._observer, "ranking"):
+                rankings.append(self._rank(ranker, history, user_vector, candidates, reasons))
+        with timed(self._observer, "rerank"):
+            (allowed_a, items_a), (_, items_b) = (
+                self._diversify(ranked, query, retrieval, assignment) for ranked in rankings
+            )
+            merged = team_draft(
+                [i.item_id for i in items_a],
+                [i.item_id for i in items_b],
+                query.k,
+                seed=seed_for(request_id),
+            )
+            by_team = {"A": {i.item_id: i for i in items_a}, "B": {i.item_id: i for i in items_b}}
+            drafted = [
+                by_team[team][item] for item, team in zip(merged.items, merged.teams, strict=True)
+            ]
+            teams = dict(zip(merged.items, merged.teams, strict=True))
+            slate = self._pin(drafted, query, retrieval, request)
         return allowed_a, slate, teams, f"interleaved({versions[0]},{versions[1]})"
 
     def _diversify(
@@ -391,32 +406,4 @@ class RecommendationPipeline:
             return slate, {}
 
     def _log_impression(self, query: RecommendationQuery, slate: Slate) -> None:
-        impression = Impression(
-            event_time=self._clock_ms(),
-            request_id=slate.request_id,
-            user_id=query.user_id,
-            items=tuple(
-                ImpressionItem(
-                    item_id=item.item_id,
-                    position=position,
-                    score=item.score,
-                    source=item.source,
-                    propensity=item.propensity,
-                )
-                for position, item in enumerate(slate.items)
-            ),
-            model_version=slate.model_version,
-            experiment_arm=slate.experiment_arm,
-            fallback=slate.fallback,
-            context=self._impression_context(query, slate),
-        )
-        self._impressions.publish(impression)
-
-    @staticmethod
-    def _impression_context(query: RecommendationQuery, slate: Slate) -> dict[str, str]:
-        """The request context; for an interleaved slate also each position's team
-        (``serving.interleaving.encode_teams``), so a click can be credited to its ranker."""
-        if not any(item.team for item in slate.items):
-            return query.context
-        teams = encode_teams([item.team for item in slate.items])
-        return {**query.context, INTERLEAVING_CONTEXT_KEY: teams}
+        self._impressions.publish(impression_of(query, slate, at_ms=self._clock_ms()))

@@ -12,6 +12,10 @@ client should open several channels (``grpc.use_local_subchannel_pool`` keeps th
 ``run_server`` is the one way a server runs: ``aether serve`` in one process, each worker of a
 group (``serve_worker``), and the benchmark's server (``benchmarks.serve_server.BenchWorker``).
 
+Metrics: each server process exports its own (``core.metrics_exporter``), worker ``i`` on
+``settings.metrics.port + i`` (default 9465, 9466, …), so Prometheus scrapes one target per
+process and sums them in PromQL; the supervisor serves no requests and exports nothing.
+
 Milvus Lite (a local file) can be opened by one process only: the first ``MilvusClient`` on the
 file starts a local ``milvus`` server on a Unix socket and holds the file's lock. With several
 workers the supervisor opens it (``share_milvus_lite``) and hands the workers that socket
@@ -41,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.errors import ConfigError, DependencyUnavailable
 from core.heap import freeze_startup_heap
+from core.metrics_exporter import SERVER_PORT, start_metrics_exporter
 from core.settings import Settings
 from core.subprocesses import free_loopback_port
 from retrieval.milvus_lite import is_milvus_lite_uri
@@ -67,12 +72,14 @@ def run_server(
     options: WorkerOptions,
     *,
     reuse_port: bool = False,
+    process_index: int = 0,
     prepare: Callable[[ServingApp], None] | None = None,
     on_serving: Callable[[RunningServer], None] | None = None,
 ) -> None:
     """Build the pipeline, serve it on ``settings.serving`` until SIGINT/SIGTERM, then drain and
     close. The one way a server runs: ``aether serve`` in one process, each worker of a group,
-    and the benchmark's server (which adds instruments in ``prepare``)."""
+    and the benchmark's server (which adds instruments in ``prepare``). Metrics are exported
+    once the gRPC port serves, on ``settings.metrics`` shifted by ``process_index``."""
     from serving.build_pipeline import build_serving_app
     from serving.server import serve_forever, start_server
 
@@ -86,6 +93,7 @@ def run_server(
         if options.refresh_s:
             app.start_refreshing(options.refresh_s)
         running = start_server(app.pipeline, settings.serving, reuse_port=reuse_port)
+        start_metrics_exporter(settings.metrics, default_port=SERVER_PORT, offset=process_index)
         if on_serving is not None:
             on_serving(running)
         serve_forever(running, grace_s=options.grace_s)
@@ -102,8 +110,10 @@ Worker = Callable[[Settings, int, WorkerOptions, Callable[[], None]], None]
 def serve_worker(
     settings: Settings, index: int, options: WorkerOptions, ready: Callable[[], None]
 ) -> None:
-    """``aether serve``'s worker: ``run_server`` on the shared port."""
-    run_server(settings, options, reuse_port=True, on_serving=lambda _: ready())
+    """``aether serve``'s worker: ``run_server`` on the shared port, metrics on its own."""
+    run_server(
+        settings, options, reuse_port=True, process_index=index, on_serving=lambda _: ready()
+    )
 
 
 @contextlib.contextmanager

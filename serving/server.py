@@ -2,7 +2,9 @@
 
 Overload protection: ``maximum_concurrent_rpcs`` makes gRPC answer RESOURCE_EXHAUSTED once that
 many calls are in flight (per process); message sizes are capped; ``stop(grace)`` drains
-in-flight calls. Several processes on one port: ``serving.processes``.
+in-flight calls. Several processes on one port: ``serving.processes``. Every Recommend call is
+counted by the status it ends with (``serving.server_metrics.RequestStatusInterceptor``, first in
+line, so refused calls count too).
 """
 
 from __future__ import annotations
@@ -21,12 +23,14 @@ from core.settings import ServingSettings
 from serving.auth import TokenAuthInterceptor, server_credentials
 from serving.proto import recommender_pb2 as pb
 from serving.proto import recommender_pb2_grpc as pb_grpc
+from serving.server_metrics import RequestStatusInterceptor
 from serving.servicer import RecommenderServicer, RecommendPipeline
 from serving.status_mapping import ErrorMappingInterceptor
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Recommender"].full_name
+RECOMMEND_METHOD = f"/{SERVICE_NAME}/Recommend"
 MAX_MESSAGE_BYTES = 1 * 1024 * 1024
 
 
@@ -52,9 +56,11 @@ def start_server(
 
     ``reuse_port``: bind with SO_REUSEPORT, so that several server processes share the port
     (``serving.processes``); off by default, so a second server on a taken port fails loudly."""
-    interceptors: list[grpc.ServerInterceptor] = []
+    status_counter = RequestStatusInterceptor(RECOMMEND_METHOD)
+    interceptors: list[grpc.ServerInterceptor] = [status_counter]
     if limits.auth_tokens:
-        # First, so a rejected call runs nothing else and its bytes are never parsed.
+        # Next, so a rejected call runs nothing else (but is counted) and its bytes are never
+        # parsed.
         interceptors.append(
             TokenAuthInterceptor([t.get_secret_value() for t in limits.auth_tokens])
         )
@@ -69,6 +75,7 @@ def start_server(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
+    status_counter.watch(server)
     pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(pipeline, limits), server)
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

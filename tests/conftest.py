@@ -10,6 +10,8 @@ Redis      ``REDIS_URL`` if it answers → a testcontainers Redis if Docker answ
 Milvus     a Milvus Lite file in the test's ``tmp_path`` (``milvus_uri``); ``milvus_backend_uri``
            gives a Lite file and an embedded Milvus 2.3.5 server in turn
 promtool   ``promtool`` on ``PATH`` (Debian's ``prometheus`` package), fixture ``promtool``
+chromium   Debian's ``chromium`` on ``PATH`` (headless browser tests), fixture ``chromium``
+kcat       Debian's ``kcat`` on ``PATH`` (docs/kafka-clients.md), fixture ``kcat``
 =========  ======================================================================================
 
 A service that cannot be had makes the test fail when ``CI=true`` and skip otherwise
@@ -256,6 +258,26 @@ def promtool() -> str:
     path = shutil.which("promtool")
     if path is None:
         service_unavailable("promtool", "not on PATH; `apt-get install prometheus` brings it")
+    assert path is not None  # service_unavailable skipped or failed
+    return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of Debian's ``chromium`` (browser downloads fail here; ``--headless --dump-dom``)."""
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if path is None:
+        service_unavailable("chromium", "not on PATH; `apt-get install chromium` brings it")
+    assert path is not None  # service_unavailable skipped or failed
+    return path
+
+
+@pytest.fixture(scope="session")
+def kcat() -> str:
+    """Path of Debian's ``kcat`` (the command-line Kafka client docs/kafka-clients.md covers)."""
+    path = shutil.which("kcat")
+    if path is None:
+        service_unavailable("kcat", "not on PATH; `apt-get install kcat` brings it")
     assert path is not None  # service_unavailable skipped or failed
     return path
 

@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "ensemble",
     "eval",
     "serve",
+    "dashboard",
     "ope",
     "bench",
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.settings import load_settings
+from core.settings import MetricsSettings, load_settings
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,6 +22,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default=None,
         help="server processes sharing the port (default: settings, 1)",
     )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="Prometheus /metrics of server process i on this port + i (default: settings, "
+        "9465; 0 = off; host: AETHER_METRICS__HOST)",
+    )
     serve.set_defaults(func=run_serve)
 
     recommend = subparsers.add_parser("recommend", help="ask the running service for a slate")
@@ -34,6 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from core.metrics_exporter import SERVER_PORT, exporter_port
     from serving.processes import WorkerOptions, run_server, supervise
 
     settings = load_settings()
@@ -43,6 +51,9 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = settings.model_copy(
             update={"serving": settings.serving.model_copy(update=updates)}
         )
+    if args.metrics_port is not None:
+        metrics = MetricsSettings(host=settings.metrics.host, port=args.metrics_port)
+        settings = settings.model_copy(update={"metrics": metrics})
     processes = settings.serving.processes
     options = WorkerOptions(
         checkpoint=args.checkpoint, embeddings=args.embeddings, refresh_s=args.refresh_s
@@ -50,8 +61,11 @@ def run_serve(args: argparse.Namespace) -> int:
 
     def announce(port: int) -> None:
         group = f" ({processes} processes)" if processes > 1 else ""
+        first = exporter_port(settings.metrics, SERVER_PORT)
+        last = f"-{first + processes - 1}" if processes > 1 else ""
+        metrics = f"; metrics on {settings.metrics.host}:{first}{last}" if first else ""
         print(
-            f"serving aetherrec.v1.Recommender on {settings.serving.host}:{port}{group}",
+            f"serving aetherrec.v1.Recommender on {settings.serving.host}:{port}{group}{metrics}",
             flush=True,
         )
 

@@ -3,7 +3,8 @@
 Creates the namespace's topics if missing, writes features through the Feast/Redis online store
 (``features.store.FeastOnlineStore``), the offline log, item transitions and bandit posteriors
 (``streams.build_worker``), handles privacy requests, and serves Prometheus metrics on
-``--metrics-port``.
+``--metrics-port`` (default: settings ``AETHER_METRICS__HOST`` / ``__PORT``, 127.0.0.1:9464;
+docs/metrics.md).
 Run several workers with the same namespace to share the partitions of one consumer group.
 """
 
@@ -15,7 +16,8 @@ import sys
 from typing import Any
 
 from core.heap import freeze_startup_heap
-from core.settings import load_settings
+from core.metrics_exporter import WORKER_PORT, start_metrics_exporter
+from core.settings import MetricsSettings, load_settings
 
 log = logging.getLogger("aether.worker")
 
@@ -29,7 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", help="override AETHER_NAMESPACE")
     parser.add_argument(
-        "--metrics-port", type=int, default=0, help="serve Prometheus metrics here (0 = off)"
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve Prometheus /metrics on this port (default: settings, 9464; 0 = off; "
+        "host: AETHER_METRICS__HOST)",
     )
     parser.add_argument("--loglevel", default="warning", help="Faust log level")
     parser.add_argument(
@@ -40,8 +46,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from prometheus_client import start_http_server
-
     from streams.app import create_app, create_floor_app
     from streams.build_worker import build_runtimes
     from streams.topics import ensure_topics
@@ -50,14 +54,15 @@ def run(args: argparse.Namespace) -> int:
     observe_gc_pauses()
     overrides = {"namespace": args.namespace} if args.namespace else {}
     settings = load_settings(**overrides)
+    if args.metrics_port is not None:
+        metrics = MetricsSettings(host=settings.metrics.host, port=args.metrics_port)
+        settings = settings.model_copy(update={"metrics": metrics})
     ensure_topics(settings)
     if args.faust_floor:
-        if args.metrics_port:
-            start_http_server(args.metrics_port, addr="127.0.0.1")
+        start_metrics_exporter(settings.metrics, default_port=WORKER_PORT)
         return _execute(create_floor_app(settings), args.loglevel)
     runtime, bandit = build_runtimes(settings)
-    if args.metrics_port:
-        start_http_server(args.metrics_port, addr="127.0.0.1")
+    start_metrics_exporter(settings.metrics, default_port=WORKER_PORT)
     app = create_app(settings, runtime, bandit)
     log.info("worker %s consuming %s", settings.consumer_group, settings.kafka.bootstrap_servers)
     try:

@@ -55,13 +55,13 @@ def test_dead_redis_and_dead_milvus_still_get_answers(
         MILVUS_URI=milvus_uri,
     )
     make_topics(settings)
-    apply_repo(settings)
+    apply_repo(settings.redis, settings.deployment)
     vectors = np.random.default_rng(0).normal(size=(len(ITEMS), 8)).astype(np.float32)
     catalog = ItemCatalog(ItemMeta(i, title=f"Movie {i}", categories=("Drama",)) for i in ITEMS)
     save_embeddings(embeddings_path(settings), ITEMS, vectors)
-    index = ItemIndex.from_settings(settings)
+    index = ItemIndex.from_settings(settings.milvus, settings.deployment)
     index.publish(item_rows(ITEMS, vectors, catalog), progress=False)
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     store.write_items(
         [ItemFeatureRow(i, T0, popularity=30 - n, title=f"Movie {i}") for n, i in enumerate(ITEMS)]
     )

@@ -1,4 +1,7 @@
-"""The gRPC surface over a real channel, with a scripted pipeline standing in for the real one."""
+"""The gRPC surface over a real channel, with a scripted pipeline standing in for the real one.
+
+Every Recommend call is counted by the status it ended with
+(``aether_recommend_requests_total{status}``), the calls gRPC refuses itself included."""
 
 from __future__ import annotations
 
@@ -9,6 +12,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
+from pydantic import SecretStr
 
 from core.errors import DependencyUnavailable
 from core.settings import ServingSettings
@@ -18,6 +23,31 @@ from serving.proto import recommender_pb2_grpc as pb_grpc
 from serving.server import SERVICE_NAME, start_server
 
 pytestmark = pytest.mark.integration
+
+STATUSES = ("OK", "INVALID_ARGUMENT", "INTERNAL", "UNAVAILABLE", "RESOURCE_EXHAUSTED")
+
+
+def requests_by_status() -> dict[str, float]:
+    return {
+        status: REGISTRY.get_sample_value("aether_recommend_requests_total", {"status": status})
+        or 0.0
+        for status in (*STATUSES, "UNAUTHENTICATED")
+    }
+
+
+class StatusCounts:
+    """How many Recommend calls ended with each status since it was made."""
+
+    def __init__(self) -> None:
+        self._before = requests_by_status()
+
+    def delta(self) -> dict[str, float]:
+        now = requests_by_status()
+        return {
+            status: now[status] - self._before[status]
+            for status in now
+            if now[status] != self._before[status]
+        }
 
 
 class ScriptedPipeline:
@@ -62,6 +92,7 @@ def served():
 def test_recommend_round_trip(served):
     pipeline, channel = served
     stub = pb_grpc.RecommenderStub(channel)
+    counts = StatusCounts()
     reply = stub.Recommend(
         pb.RecommendRequest(user_id="u1", k=3, context={"device": "tv"}), timeout=5
     )
@@ -71,6 +102,7 @@ def test_recommend_round_trip(served):
     query, deadline = pipeline.seen[0]
     assert query.context == {"device": "tv"}
     assert deadline is not None and 0 < deadline <= 5.1  # gRPC rounds time_remaining()
+    assert counts.delta() == {"OK": 1}
 
 
 @pytest.mark.parametrize(
@@ -85,33 +117,40 @@ def test_recommend_round_trip(served):
 )
 def test_invalid_arguments(served, request_):
     _, channel = served
+    counts = StatusCounts()
     with pytest.raises(grpc.RpcError) as info:
         pb_grpc.RecommenderStub(channel).Recommend(request_, timeout=5)
     assert info.value.code() is grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details()
+    assert counts.delta() == {"INVALID_ARGUMENT": 1}
 
 
 def test_unexpected_errors_become_internal_without_a_stack_trace(served):
     pipeline, channel = served
     pipeline.error = ZeroDivisionError("secret detail")
+    counts = StatusCounts()
     with pytest.raises(grpc.RpcError) as info:
         pb_grpc.RecommenderStub(channel).Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=5)
     assert info.value.code() is grpc.StatusCode.INTERNAL
     assert "secret" not in info.value.details() and "Traceback" not in info.value.details()
+    assert counts.delta() == {"INTERNAL": 1}
 
 
 def test_dependency_errors_become_unavailable(served):
     pipeline, channel = served
     pipeline.error = DependencyUnavailable("redis", "connection refused")
+    counts = StatusCounts()
     with pytest.raises(grpc.RpcError) as info:
         pb_grpc.RecommenderStub(channel).Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=5)
     assert info.value.code() is grpc.StatusCode.UNAVAILABLE
+    assert counts.delta() == {"UNAVAILABLE": 1}
 
 
 def test_overload_answers_resource_exhausted(served):
     pipeline, channel = served
     pipeline.gate = threading.Event()
     stub = pb_grpc.RecommenderStub(channel)
+    counts = StatusCounts()
     with futures.ThreadPoolExecutor(4) as pool:
         blocked = [
             pool.submit(stub.Recommend, pb.RecommendRequest(user_id="u", k=1), timeout=10)
@@ -124,10 +163,33 @@ def test_overload_answers_resource_exhausted(served):
         pipeline.gate.set()
         assert all(len(f.result().items) == 1 for f in blocked)
     assert info.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    # gRPC refused the third call before any handler ran; it is counted all the same.
+    assert counts.delta() == {"OK": 2, "RESOURCE_EXHAUSTED": 1}
+
+
+def test_calls_refused_by_authentication_are_counted():
+    limits = ServingSettings(port=0, auth_tokens=(SecretStr("s3cret"),))
+    running = start_server(ScriptedPipeline(), limits)
+    counts = StatusCounts()
+    try:
+        with grpc.insecure_channel(running.address) as channel:
+            stub = pb_grpc.RecommenderStub(channel)
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Recommend(pb.RecommendRequest(user_id="u", k=1), timeout=5)
+            reply = stub.Recommend(
+                pb.RecommendRequest(user_id="u", k=1),
+                timeout=5,
+                metadata=(("authorization", "Bearer s3cret"),),
+            )
+    finally:
+        running.stop(0)
+    assert info.value.code() is grpc.StatusCode.UNAUTHENTICATED and len(reply.items) == 1
+    assert counts.delta() == {"UNAUTHENTICATED": 1, "OK": 1}
 
 
 def test_health_and_reflection(served):
     _, channel = served
+    counts = StatusCounts()
     health = health_pb2_grpc.HealthStub(channel)
     for name in ("", SERVICE_NAME):
         status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
@@ -138,6 +200,7 @@ def test_health_and_reflection(served):
     )
     names = {s.name for a in answers for s in a.list_services_response.service}
     assert {"aetherrec.v1.Recommender", "grpc.health.v1.Health"} <= names
+    assert counts.delta() == {}  # only Recommend calls are counted
 
 
 def test_a_client_without_the_proto_calls_recommend_through_reflection(served):

@@ -1,5 +1,6 @@
 """Several server processes on one port (``serving.processes``), over real gRPC: both answer,
-they share one Milvus Lite file through the supervisor, and SIGTERM stops the group cleanly."""
+they share one Milvus Lite file through the supervisor, each exports its own metrics (process i
+on the metrics port + i), and SIGTERM stops the group cleanly."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from metrics_scrape import consecutive_free_ports, families, scrape, value
 
 from benchmarks.serve_load import offered_load, request_users
 from benchmarks.serve_server import ServerProcess, child_env, descendants
@@ -32,7 +34,7 @@ def test_two_processes_share_the_port_and_stop_on_sigterm(
         users = request_users(tiny_stores.user_ids, 48, unknown_share=0.25, seed=2)
         load = offered_load(server.address, users, rate=40, k=5, channels=16)
         per_process = [
-            samples.get("aether_recommend_requests_total", 0.0)
+            samples.get('aether_recommend_requests_total{status="OK"}', 0.0)
             for samples in server.metrics_by_process()
         ]
     finally:
@@ -54,10 +56,12 @@ def test_aether_serve_with_two_processes_answers_and_stops_gracefully(
     from serving.client import RecommenderClient
 
     port = free_loopback_port()
+    metrics_port = consecutive_free_ports(2)
     log_path = tmp_path / "serve.log"
+    argv = [str(Path(sys.executable).parent / "aether"), "serve", "--port", str(port)]
     with log_path.open("wb") as log:
         serve = subprocess.Popen(
-            [str(Path(sys.executable).parent / "aether"), "serve", "--port", str(port)],
+            [*argv, "--metrics-port", str(metrics_port)],
             env={**child_env(settings), "AETHER_SERVING__PROCESSES": "2"},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -71,6 +75,15 @@ def test_aether_serve_with_two_processes_answers_and_stops_gracefully(
         with RecommenderClient(f"127.0.0.1:{port}", timeout_s=5.0) as client:
             slate = client.recommend(tiny_stores.user_ids[0], k=5)
         assert len(slate.items) == 5
+        answered = [
+            value(
+                families(scrape(metrics_port + i))["aether_recommend_requests"],
+                "aether_recommend_requests_total",
+                status="OK",
+            )
+            for i in range(2)
+        ]
+        assert sorted(answered) == [0.0, 1.0]  # one process per port; one of them answered
     finally:
         serve.send_signal(signal.SIGTERM)
         code = serve.wait(60)

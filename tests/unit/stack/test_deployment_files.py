@@ -16,6 +16,7 @@ import pytest
 import yaml
 from pydantic import AliasChoices, BaseModel
 
+from core.metrics_exporter import SERVER_PORT, WORKER_PORT, exporter_port
 from core.settings import Settings
 from core.subprocesses import split_host_port
 from stack.env_file import parse_env_text
@@ -150,6 +151,40 @@ def test_prometheus_scrapes_project_services(compose: dict[str, Any]) -> None:
     }
     assert {"worker", "server"} <= targets
     assert targets - {"localhost"} <= set(compose["services"])
+
+
+@pytest.mark.parametrize(
+    ("role", "default_port"), [("worker", WORKER_PORT), ("server", SERVER_PORT)]
+)
+def test_prometheus_scrapes_the_metrics_port_each_service_listens_on(
+    compose: dict[str, Any], role: str, default_port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/metrics.md: every process serves /metrics on its own port (server process i on
+    port + i), on all interfaces in a container; Prometheus scrapes exactly those addresses."""
+    service = compose["services"][role]
+    settings = settings_from(service["environment"], monkeypatch)
+    command = [str(arg) for arg in service["command"]]
+    metrics = settings.metrics
+    processes = settings.serving.processes if role == "server" else 1
+    if "--metrics-port" in command:
+        port = int(command[command.index("--metrics-port") + 1])
+        metrics = metrics.model_copy(update={"port": port})
+    if "--processes" in command:
+        processes = int(command[command.index("--processes") + 1])
+    listening = {f"{role}:{exporter_port(metrics, default_port, i)}" for i in range(processes)}
+
+    mount = compose["services"]["prometheus"]["volumes"][0].split(":")[0]
+    config = yaml.safe_load((ROOT / mount).read_text())
+    scraped = {
+        target
+        for job in config["scrape_configs"]
+        for static in job["static_configs"]
+        for target in static["targets"]
+        if target.split(":")[0] == role
+    }
+    assert metrics.host == "0.0.0.0", f"{role}: loopback inside a container cannot be scraped"
+    assert exporter_port(metrics, default_port) != 0, f"{role}: its metrics exporter is off"
+    assert scraped == listening
 
 
 def test_dockerfile_copies_every_package_and_exposes_grpc() -> None:
