@@ -72,7 +72,7 @@ def reset_namespace(settings: Settings) -> None:
     from stack.redis_server import delete_namespace_keys
 
     delete_namespace_keys(settings.redis.url.get_secret_value(), settings.namespace)
-    shutil.rmtree(offline_dir(settings), ignore_errors=True)
+    shutil.rmtree(offline_dir(settings.deployment), ignore_errors=True)
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
@@ -178,7 +178,8 @@ def run_demo(
         save_path = embeddings_path(settings)
         save_path.parent.mkdir(parents=True, exist_ok=True)
         save_embeddings(save_path, item_ids, matrix)
-        index = ItemIndex.from_settings(settings)  # kept open: serving reuses it
+        # kept open: serving reuses it
+        index = ItemIndex.from_settings(settings.milvus, settings.deployment)
         index.publish(item_rows(item_ids, matrix, catalog), progress=False)
         split = leave_one_out(filter_rare_items(past))
         train_config = TrainConfig(

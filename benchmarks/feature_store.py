@@ -121,9 +121,9 @@ def measure(
     namespace = f"bench_{uuid.uuid4().hex[:10]}"
     with tempfile.TemporaryDirectory() as data_dir:
         bench = settings.model_copy(update={"namespace": namespace, "data_dir": Path(data_dir)})
-        feast = apply_repo(bench)
-        direct = FeastOnlineStore(bench, read_path="redis", store=feast)
-        via_sdk = FeastOnlineStore(bench, read_path="feast", store=feast)
+        feast = apply_repo(bench.redis, bench.deployment)
+        direct = FeastOnlineStore(bench.redis, bench.deployment, read_path="redis", store=feast)
+        via_sdk = FeastOnlineStore(bench.redis, bench.deployment, read_path="feast", store=feast)
         n_users, n_items = 1_000, 10_000
         users = _user_rows(n_users, T0, rng, settings.stream.sequence_length)
         try:
@@ -207,7 +207,9 @@ def _measure(
     # The direct path memoises decoded item rows; a fresh store per request shows the cost
     # when none of the 200 rows has been seen (just after start, or after every item changed).
     cold = _latencies_ms(
-        lambda ids: FeastOnlineStore(direct.settings, client=direct.client).read_items(ids),
+        lambda ids: FeastOnlineStore(
+            direct.redis_settings, direct.deployment, client=direct.client
+        ).read_items(ids),
         item_requests,
         "redis: 200 items, cold",
     )

@@ -181,7 +181,7 @@ class FreshnessProbe(threading.Thread):
         from streams.publish import make_producer
 
         self.settings = settings
-        self.store = FeastOnlineStore(settings)
+        self.store = FeastOnlineStore(settings.redis, settings.deployment)
         self.producer = make_producer(settings.kafka.bootstrap_servers, **{"linger.ms": 0})
         self.event_time_ms = event_time_ms  # the replay's current event time (shared, mutable)
         self.interval_s = interval_s

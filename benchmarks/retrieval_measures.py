@@ -289,18 +289,16 @@ def _source_lists(
     encoder: UserEncoder | None,
 ) -> _SourceLists:
     """Build every source from the events before the held-out ones; ask each for every user."""
+    from features.transition_store import InMemoryTransitionStore
     from retrieval.ann import AnnSource
     from retrieval.content import fit_content_source
-    from retrieval.cooccurrence import (
-        CooccurrenceSource,
-        InMemoryTransitionStore,
-        increments_from_sequence,
-    )
+    from retrieval.cooccurrence import CooccurrenceSource
     from retrieval.embeddings import ppmi_svd_embeddings
     from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
     from retrieval.movielens_catalog import catalog_from_movielens, item_rows
     from retrieval.popular import FreshSource, PopularityTracker, PopularSource
     from retrieval.sources import CandidateFilters, RetrievalRequest
+    from streams.transitions import increments_from_sequence
 
     split = _split(ordered, held_out)
     train = split.train

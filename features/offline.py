@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 from feast.errors import FeastError
 
 from core.errors import DependencyUnavailable, SchemaError
-from core.settings import Settings
+from core.settings import Deployment, RedisSettings
 from events.models import Interaction
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import (
@@ -81,8 +81,8 @@ EVENT_LOG_SCHEMA = pa.schema(
 )
 
 
-def offline_dir(settings: Settings) -> Path:
-    return settings.data_dir.resolve() / "offline" / settings.namespace
+def offline_dir(deployment: Deployment) -> Path:
+    return deployment.data_dir.resolve() / "offline" / deployment.namespace
 
 
 class _BatchFolder:
@@ -169,8 +169,8 @@ class _BatchFolder:
 class OfflineEventLog:
     """Append-only log of every valid interaction: ``<offline>/events/NNNNNNNNNN.parquet``."""
 
-    def __init__(self, settings: Settings) -> None:
-        self._files = _BatchFolder(offline_dir(settings) / "events", EVENT_LOG_SCHEMA)
+    def __init__(self, deployment: Deployment) -> None:
+        self._files = _BatchFolder(offline_dir(deployment) / "events", EVENT_LOG_SCHEMA)
 
     @property
     def folder(self) -> Path:
@@ -245,8 +245,8 @@ _ROWS_PER_SECOND_OF_CREATED = 1_000_000
 class FeatureHistory:
     """Every feature row written online, kept for point-in-time joins (the views' file sources)."""
 
-    def __init__(self, settings: Settings) -> None:
-        root = feature_history_dir(settings)  # the views' file sources point at this folder
+    def __init__(self, deployment: Deployment) -> None:
+        root = feature_history_dir(deployment)  # the views' file sources point at this folder
         self._users = _BatchFolder(root / USER_VIEW, USER_HISTORY_SCHEMA)
         self._items = _BatchFolder(root / ITEM_VIEW, ITEM_HISTORY_SCHEMA)
 
@@ -317,16 +317,20 @@ class FeatureHistory:
 
 
 def append_feature_history(
-    settings: Settings, rows: Sequence[UserFeatureRow | ItemFeatureRow]
+    deployment: Deployment, rows: Sequence[UserFeatureRow | ItemFeatureRow]
 ) -> None:
-    FeatureHistory(settings).append(rows)
+    FeatureHistory(deployment).append(rows)
 
 
 _CUTOFF = "_pit_cutoff_ms"
 
 
 def point_in_time_features(
-    settings: Settings, entity_df: pd.DataFrame, *, store: Any = None
+    redis_settings: RedisSettings,
+    deployment: Deployment,
+    entity_df: pd.DataFrame,
+    *,
+    store: Any = None,
 ) -> pd.DataFrame:
     """Feature values as of strictly before each row's ``event_timestamp``.
 
@@ -360,7 +364,7 @@ def point_in_time_features(
     query[EVENT_TIMESTAMP] = pd.to_datetime(cutoff_ms, unit="ms", utc=True)
     query[_CUTOFF] = cutoff_ms
 
-    history = FeatureHistory(settings)
+    history = FeatureHistory(deployment)
     result = entity_df.reset_index(drop=True).copy()
     for view, join_key, features in views:
         # Feast 0.67's file store fails on entities with no rows at all (NaT created timestamps),
@@ -372,7 +376,7 @@ def point_in_time_features(
         joined = pd.DataFrame(index=pd.RangeIndex(len(query)))
         if len(asked):
             if store is None:
-                store = feature_store(settings)
+                store = feature_store(redis_settings, deployment)
             refs = [f"{view}:{name}" for name in features]
             try:
                 answer = store.get_historical_features(

@@ -66,6 +66,22 @@ ITEM_FEATURE_TYPES: dict[str, str] = {
 USER_FEATURES: tuple[str, ...] = tuple(USER_FEATURE_TYPES)
 ITEM_FEATURES: tuple[str, ...] = tuple(ITEM_FEATURE_TYPES)
 
+# Constants of the item feature definitions (features/FEATURES.md). ``streams.item_features``
+# computes the features with them; readers need them too (serving decays ``popularity`` from the
+# row's event time to its own with the half-life).
+POPULARITY_HALF_LIFE_MS = 24 * 3_600_000
+POPULARITY_HORIZON_MS = 14 * 24 * 3_600_000
+POPULARITY_EVENT_WEIGHTS: dict[str, int] = {
+    "view": 1,
+    "click": 2,
+    "rating": 1,
+    "add_to_cart": 3,
+    "purchase": 4,
+    "dismiss": 0,
+}
+CTR_PRIOR_CLICKS = 1.0  # Beta(1, 19) prior on the click-through rate: mean 5 %
+CTR_PRIOR_NON_CLICKS = 19.0
+
 
 def user_row_to_record(row: UserFeatureRow) -> dict[str, Any]:
     """Flatten a user row; raises ``SchemaError`` for an activity count with no feature."""

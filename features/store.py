@@ -1,11 +1,15 @@
 """The Feast feature store of one deployment, and the online store adapter behind the ports.
 
-* ``feature_store(settings)`` builds a ``feast.FeatureStore`` from a programmatic ``RepoConfig``:
-  project = ``settings.feast_project`` (the namespace), a file registry under
-  ``<data_dir>/feast/<namespace>/``, the Redis online store at ``settings.redis.url`` and the file
+Each takes the Redis settings section and the deployment (``settings.redis, settings.deployment``).
+
+* ``feature_store(redis_settings, deployment)`` builds a ``feast.FeatureStore`` from a programmatic
+  ``RepoConfig``: project = ``deployment.feast_project`` (the namespace), a file registry under
+  ``<data_dir>/feast/<namespace>/``, the Redis online store at ``redis_settings.url`` and the file
   (parquet) offline store. No ``feature_store.yaml`` is needed.
-* ``apply_repo(settings)`` is ``feast apply`` for our definitions; idempotent (``aether stack up``).
-* ``FeastOnlineStore(settings)`` implements ``OnlineFeatureWriter`` and ``OnlineFeatureReader``.
+* ``apply_repo(redis_settings, deployment)`` is ``feast apply`` for our definitions; idempotent
+  (``aether stack up``).
+* ``FeastOnlineStore(redis_settings, deployment)`` implements ``OnlineFeatureWriter`` and
+  ``OnlineFeatureReader``.
   Writes: one pipelined round trip per batch, an atomic newer-wins compare-and-set per row in
   Feast's own Redis layout (why not ``write_to_online_store``: see ``features.redis_layout``).
   Reads: ``read_path="redis"`` (default) fetches Feast's hashes in one round trip (one read-only
@@ -29,7 +33,7 @@ from feast.errors import FeastError
 from feast.repo_config import RegistryConfig
 
 from core.errors import ConfigError, DependencyUnavailable
-from core.settings import Settings
+from core.settings import Deployment, RedisSettings
 from features.redis_layout import BATCH_READ_SCRIPT, CAS_WRITE_SCRIPT, FeastRedisLayout
 from features.repo.definitions import FeatureRepo, build_repo
 from features.rows import ItemFeatureRow, UserFeatureRow
@@ -55,13 +59,13 @@ _ITEM_MEMO_SIZE = 200_000  # decoded item rows kept (≈ catalogue size); cleare
 
 
 # -- configuration ------------------------------------------------------------------------------
-def feast_dir(settings: Settings) -> Path:
-    return settings.data_dir.resolve() / "feast" / settings.namespace
+def feast_dir(deployment: Deployment) -> Path:
+    return deployment.data_dir.resolve() / "feast" / deployment.namespace
 
 
-def feature_history_dir(settings: Settings) -> Path:
+def feature_history_dir(deployment: Deployment) -> Path:
     """Parquet feature history (``features.offline``), the offline source of both views."""
-    return settings.data_dir.resolve() / "offline" / settings.namespace / "features"
+    return deployment.data_dir.resolve() / "offline" / deployment.namespace / "features"
 
 
 def redis_connection_string(url: str) -> str:
@@ -86,39 +90,40 @@ def redis_connection_string(url: str) -> str:
     return ",".join(options)
 
 
-def repo_config(settings: Settings) -> RepoConfig:
-    registry = feast_dir(settings) / "registry.db"
+def repo_config(redis_settings: RedisSettings, deployment: Deployment) -> RepoConfig:
+    registry = feast_dir(deployment) / "registry.db"
     return RepoConfig(
-        project=settings.feast_project,
+        project=deployment.feast_project,
         provider="local",
         registry=RegistryConfig(path=str(registry), cache_ttl_seconds=60),
         online_store={
             "type": "redis",
-            "connection_string": redis_connection_string(settings.redis.url.get_secret_value()),
+            "connection_string": redis_connection_string(redis_settings.url.get_secret_value()),
         },
         offline_store={"type": "file"},
         entity_key_serialization_version=3,
-        repo_path=feast_dir(settings),
+        repo_path=feast_dir(deployment),
     )
 
 
-def feature_repo(settings: Settings) -> FeatureRepo:
-    return build_repo(feature_history_dir(settings))
+def feature_repo(deployment: Deployment) -> FeatureRepo:
+    return build_repo(feature_history_dir(deployment))
 
 
-def feature_store(settings: Settings) -> FeatureStore:
-    feast_dir(settings).mkdir(parents=True, exist_ok=True)
+def feature_store(redis_settings: RedisSettings, deployment: Deployment) -> FeatureStore:
+    feast_dir(deployment).mkdir(parents=True, exist_ok=True)
     return _feast_call(
-        "build the feature store", lambda: FeatureStore(config=repo_config(settings))
+        "build the feature store",
+        lambda: FeatureStore(config=repo_config(redis_settings, deployment)),
     )
 
 
-def apply_repo(settings: Settings) -> FeatureStore:
+def apply_repo(redis_settings: RedisSettings, deployment: Deployment) -> FeatureStore:
     """Register entities, sources and views (``feast apply``); running it twice changes nothing."""
-    repo = feature_repo(settings)
+    repo = feature_repo(deployment)
     for view in repo.views:
-        (feature_history_dir(settings) / view).mkdir(parents=True, exist_ok=True)
-    store = feature_store(settings)
+        (feature_history_dir(deployment) / view).mkdir(parents=True, exist_ok=True)
+    store = feature_store(redis_settings, deployment)
     _feast_call("apply the feature repo", lambda: store.apply(repo.objects))
     return store
 
@@ -140,7 +145,8 @@ class FeastOnlineStore:
 
     def __init__(
         self,
-        settings: Settings,
+        redis_settings: RedisSettings,
+        deployment: Deployment,
         *,
         read_path: ReadPath = "redis",
         client: redis.Redis | None = None,
@@ -148,14 +154,15 @@ class FeastOnlineStore:
     ) -> None:
         if read_path not in ("redis", "feast"):
             raise ConfigError(f"read_path must be 'redis' or 'feast', got {read_path!r}")
-        self.settings = settings
+        self.redis_settings = redis_settings
+        self.deployment = deployment
         self.read_path = read_path
         # Timeouts: a hung Redis must surface as DependencyUnavailable, not block a request.
         self._client = client or redis.Redis.from_url(
-            settings.redis.url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=5.0
+            redis_settings.url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=5.0
         )
         self._store = store
-        project = settings.feast_project
+        project = deployment.feast_project
         self._users = FeastRedisLayout(
             project=project,
             view=USER_VIEW,
@@ -179,7 +186,7 @@ class FeastOnlineStore:
     @property
     def feast(self) -> FeatureStore:
         if self._store is None:
-            self._store = feature_store(self.settings)
+            self._store = feature_store(self.redis_settings, self.deployment)
         return self._store
 
     # -- writer --------------------------------------------------------------------------------

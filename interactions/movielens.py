@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import NotFoundError, SchemaError
+from interactions.sequences import Split, filter_rare_items, split_of_kind
 
 DATASETS = ("ml-latest-small", "ml-1m")
 SHIPPED_DIR = Path(__file__).parent / "data" / "ml-latest-small"
@@ -48,6 +49,17 @@ def load_movielens(name: str, path: str | Path | None = None) -> MovieLens:
         raise SchemaError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     ratings = ratings.sort_values(["timestamp_ms", "user_id", "item_id"], kind="stable")
     return MovieLens(name=name, ratings=ratings.reset_index(drop=True), items=items)
+
+
+def load_split(
+    name: str, path: str | Path | None, kind: str, temporal_requests: str = "every"
+) -> Split:
+    """The ``kind`` split (``interactions.sequences.SPLIT_KINDS``) of dataset ``name``, rare
+    items filtered: what ``aether train`` fits a ranker on, rebuilt the same way wherever a
+    checkpoint's split is needed again."""
+    return split_of_kind(
+        filter_rare_items(load_movielens(name, path).ratings), kind, temporal_requests
+    )
 
 
 def _require(path: Path) -> Path:

@@ -73,6 +73,15 @@ def rating_events(
             )
 
 
+def rating_event_count(ratings: pd.DataFrame) -> int:
+    """How many events ``rating_events`` makes of ``ratings`` (a view and a rating each, plus a
+    click or a dismissal where the rating says so), without making them: a progress total."""
+    values = ratings["rating"]
+    clicks = int((values >= CLICK_MIN_RATING).sum())
+    dismissals = int((values <= DISMISS_MAX_RATING).sum())
+    return 2 * len(ratings) + clicks + dismissals
+
+
 def catalog_events(dataset: str, ratings: pd.DataFrame, items: pd.DataFrame) -> list[ReplayMessage]:
     """One catalogue update per movie, created at its first rating, in event-time order."""
     first_seen = ratings.groupby("item_id")["timestamp_ms"].min().to_dict()

@@ -202,6 +202,22 @@ def temporal_refit_split(ratings: pd.DataFrame, temporal: Split) -> Split:
     )
 
 
+# The kinds of split a ranker is fitted on (``aether train --split``) -> the ``Split.name`` each
+# builds, which a checkpoint records.
+SPLIT_KINDS = {"loo": "leave-one-out", "temporal": "temporal", "temporal-refit": "temporal-refit"}
+
+
+def split_of_kind(ratings: pd.DataFrame, kind: str, temporal_requests: str = "every") -> Split:
+    """The ``kind`` split of ``ratings`` (one of ``SPLIT_KINDS``); ``temporal_requests`` is
+    used by the temporal kinds only."""
+    if kind == "loo":
+        return leave_one_out(ratings)
+    if kind not in SPLIT_KINDS:
+        raise SchemaError(f"unknown split {kind!r}; choose one of {', '.join(SPLIT_KINDS)}")
+    temporal = temporal_split(ratings, requests=temporal_requests)
+    return temporal_refit_split(ratings, temporal) if kind == "temporal-refit" else temporal
+
+
 def events_before(ratings: pd.DataFrame, cutoff_ms: int) -> pd.DataFrame:
     """Point-in-time view: only events with ``timestamp_ms < cutoff_ms``."""
     return ratings[ratings["timestamp_ms"] < cutoff_ms]

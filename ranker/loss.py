@@ -24,7 +24,7 @@ DEFAULT_BLOCK_ROWS = 256
 
 class _BlockwiseSoftmaxCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         hidden: torch.Tensor,
         items: torch.Tensor,
@@ -51,7 +51,7 @@ class _BlockwiseSoftmaxCrossEntropy(torch.autograd.Function):
         return total / rows
 
     @staticmethod
-    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad_loss: torch.Tensor) -> tuple[Any, ...]:
         grad_hidden, grad_items = ctx.saved_tensors
         return grad_hidden * grad_loss, grad_items * grad_loss, None, None
 

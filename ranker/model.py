@@ -13,6 +13,7 @@ import functools
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -180,7 +181,8 @@ def last_position_state(model: SASRec, indices: Sequence[int]) -> torch.Tensor:
     positions = torch.arange(config.max_length - n, config.max_length)
     x = model.item_embedding(torch.tensor(tail, dtype=torch.long)) * math.sqrt(config.hidden)
     x = x + model.position_embedding(positions)  # (n, H)
-    *inner, last = model.blocks
+    # nn.ModuleList yields plain Modules; SASRec fills it with Blocks only
+    *inner, last = cast("list[Block]", list(model.blocks))
     for block in inner:
         x = x + _attention(block.attn, block.ln_attn(x), last_only=False)
         x = x + block.ffn(block.ln_ffn(x))

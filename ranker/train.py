@@ -109,6 +109,15 @@ def validation_ranks(
     return target_ranks(scores, targets)
 
 
+def validation_metrics(
+    model: RankingModel, vocab: ItemVocabulary, cases: Sequence[EvalCase]
+) -> tuple[float, float]:
+    """NDCG@10 and HR@10 on validation requests (``validation_ranks``): what training selects
+    on, and what an ensemble of trained models is measured by (``ranker.fit``)."""
+    ranks = validation_ranks(model, vocab, cases)
+    return ndcg_at_k(ranks, 10), hit_rate_at_k(ranks, 10)
+
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -188,8 +197,7 @@ def train_sasrec(
             log.info("epoch %d loss %.4f (no validation: fixed epochs)", epoch, mean_loss)
             best_state, best_ndcg, best_hr, best_epoch = None, float("nan"), float("nan"), epoch
         elif epoch % tc.validate_every == 0 or epoch == tc.epochs:
-            ranks = validation_ranks(model, vocab, validation)
-            ndcg, hr = ndcg_at_k(ranks, 10), hit_rate_at_k(ranks, 10)
+            ndcg, hr = validation_metrics(model, vocab, validation)
             curve.append(
                 {
                     "epoch": epoch,

@@ -14,10 +14,12 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
 from typing import Any, Protocol
 
+from core.settings import Deployment
+from features.transition_store import RedisTransitionStore, TransitionStore
 from retrieval.ann import AnnSource, VectorSearcher
 from retrieval.catalog import ItemCatalog
 from retrieval.content import ContentSource
-from retrieval.cooccurrence import CooccurrenceSource, RedisTransitionStore, TransitionStore
+from retrieval.cooccurrence import CooccurrenceSource
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.merge import CandidateRetriever, SourcePlan
 from retrieval.popular import FreshSource, PopularSource
@@ -71,10 +73,10 @@ def choose_user_encoder(
 
 
 def transition_store(
-    settings: Any, redis_client: Any, max_neighbours: int = 200
+    deployment: Deployment, redis_client: Any, max_neighbours: int = 200
 ) -> TransitionStore:
     """The Redis transition store under this deployment's namespace."""
-    return RedisTransitionStore(redis_client, settings.redis_key("retrieval"), max_neighbours)
+    return RedisTransitionStore(redis_client, deployment.redis_key("retrieval"), max_neighbours)
 
 
 def build_retriever(

@@ -2,13 +2,13 @@
 
 Lifecycle (rebuild without downtime)::
 
-    index = ItemIndex.from_settings(settings)
+    index = ItemIndex.from_settings(settings.milvus, settings.deployment)
     version = index.build_version(ids, vectors, metadata)   # new collection, inserted, indexed, loaded
     index.activate(version)                                 # atomic switch of the alias
     index.garbage_collect(keep=2)                           # drop old versions, never the active one
 
-Collections are ``settings.milvus_collection(f"items_v{n}")``; the alias is
-``settings.milvus_collection("items")``. Milvus Lite (a file URI) does not implement native aliases,
+Collections are ``deployment.milvus_collection(f"items_v{n}")``; the alias is
+``deployment.milvus_collection("items")``. Milvus Lite (a file URI) does not implement native aliases,
 so the alias lives in a small registry collection (``<namespace>_aliases``, one row per alias,
 upserted atomically) that both Milvus Lite and a Milvus server store the same way: one code path,
 only the URI differs. On a server the native alias is mirrored too (for Attu and other tools).
@@ -34,15 +34,17 @@ import numpy as np
 from tqdm import tqdm
 
 from core.errors import DependencyUnavailable, NotFoundError
+from core.settings import Deployment, MilvusSettings
 from retrieval.expressions import filter_expression
 from retrieval.index_types import IndexConfig, ItemRows
 from retrieval.milvus_client import import_pymilvus, is_not_found, is_unimplemented
+from retrieval.milvus_lite import connectable_uri
 from retrieval.sources import CandidateFilters
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-__all__ = ["MAX_TOPK", "IndexConfig", "ItemIndex", "ItemRows"]
+__all__ = ["MAX_TOPK", "IndexConfig", "ItemIndex", "ItemRows", "PinnedCollection"]
 
 MAX_TOPK = 16384  # Milvus' limit on limit
 _VERSION_RE = re.compile(r"_v(\d+)$")
@@ -85,13 +87,17 @@ class ItemIndex:
             raise
 
     @classmethod
-    def from_settings(cls, settings: Any, config: IndexConfig | None = None) -> ItemIndex:
+    def from_settings(
+        cls, milvus: MilvusSettings, deployment: Deployment, config: IndexConfig | None = None
+    ) -> ItemIndex:
+        """The deployment's item index on the Milvus that ``milvus`` points at (a Milvus Lite
+        file another process holds is reached through that process, ``connectable_uri``)."""
         return cls(
-            settings.milvus.uri,
-            token=settings.milvus.token.get_secret_value(),
-            alias=settings.milvus_collection("items"),
+            connectable_uri(milvus.uri),
+            token=milvus.token.get_secret_value(),
+            alias=deployment.milvus_collection("items"),
             config=config,
-            registry=settings.milvus_collection("aliases"),
+            registry=deployment.milvus_collection("aliases"),
         )
 
     def close(self) -> None:
@@ -120,6 +126,13 @@ class ItemIndex:
     # -- names ----------------------------------------------------------------------------------
     def collection_name(self, version: int) -> str:
         return f"{self.alias}_v{version}"
+
+    def version_of(self, collection: str) -> int | None:
+        """The version number of one of this alias's collections (None for any other name)."""
+        match = _VERSION_RE.search(collection)
+        if match and collection == self.collection_name(int(match[1])):
+            return int(match[1])
+        return None
 
     def versions(self) -> list[int]:
         """Versions present in Milvus (built or being built), ascending."""
@@ -311,15 +324,18 @@ class ItemIndex:
         self.garbage_collect()
         return version
 
-    def garbage_collect(self, keep: int | None = None) -> list[int]:
-        """Drop all but the newest ``keep`` versions; the active version is never dropped."""
+    def garbage_collect(
+        self, keep: int | None = None, protected: frozenset[int] | set[int] = frozenset()
+    ) -> list[int]:
+        """Drop all but the newest ``keep`` versions; the active version and the ``protected``
+        ones (e.g. what the registry may still serve, ``lifecycle``) are never dropped."""
         keep = self.config.keep_versions if keep is None else keep
         active = self.active_version
         versions = self.versions()
         retained = set(versions[-keep:]) if keep > 0 else set()
         dropped = []
         for version in versions:
-            if version in retained or version == active:
+            if version in retained or version == active or version in protected:
                 continue
             self._call("drop", self._client.drop_collection, self.collection_name(version))
             dropped.append(version)
@@ -339,6 +355,29 @@ class ItemIndex:
         Excluded ids that could not be pushed (too many, unusual characters) are over-fetched and
         removed here, so each answer still has up to ``k`` eligible items.
         """
+        return self._search(None, vectors, k, filters=filters, excluded=excluded)
+
+    def search_in(
+        self,
+        collection: str,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        filters: CandidateFilters | None = None,
+        excluded: Sequence[str] | frozenset[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        """``search`` in one given collection, whatever the alias says (``PinnedCollection``)."""
+        return self._search(collection, vectors, k, filters=filters, excluded=excluded)
+
+    def _search(
+        self,
+        collection: str | None,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        filters: CandidateFilters | None,
+        excluded: Sequence[str] | frozenset[str],
+    ) -> list[list[tuple[str, float]]]:
         queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
         expression, not_pushed = filter_expression(
             filters or CandidateFilters(available_only=False),
@@ -346,11 +385,14 @@ class ItemIndex:
             max_excluded=self.config.max_pushed_exclusions,
         )
         limit = min(MAX_TOPK, k + not_pushed)
-        try:
-            hits = self._search_active(queries, limit, expression)
-        except NotFoundError:
-            self.refresh()  # the alias moved and the old collection was dropped meanwhile
-            hits = self._search_active(queries, limit, expression)
+        if collection is not None:
+            hits = self._search_collection(collection, queries, limit, expression)
+        else:
+            try:
+                hits = self._search_active(queries, limit, expression)
+            except NotFoundError:
+                self.refresh()  # the alias moved and the old collection was dropped meanwhile
+                hits = self._search_active(queries, limit, expression)
         excluded_set = set(excluded) if not_pushed else set()
         answers = []
         for per_query in hits:
@@ -368,6 +410,11 @@ class ItemIndex:
         collection = self._active
         if collection is None:
             raise NotFoundError(f"alias {self.alias} points at no collection; run `aether index`")
+        return self._search_collection(collection, queries, limit, expression)
+
+    def _search_collection(
+        self, collection: str, queries: np.ndarray, limit: int, expression: str
+    ) -> list[Any]:
         params: dict[str, Any] = {"metric_type": "IP"}
         index_type = self.index_type_of(collection)
         if index_type == "IVF_FLAT":
@@ -384,6 +431,19 @@ class ItemIndex:
             anns_field="embedding",
             search_params=params,
         )
+
+    def has_collection(self, collection: str) -> bool:
+        return bool(self._call("has_collection", self._client.has_collection, collection))
+
+    def load(self, collection: str) -> None:
+        """Make sure ``collection`` is loaded (searchable); NotFoundError if it does not exist."""
+        if not self.has_collection(collection):
+            raise NotFoundError(f"milvus collection {collection} does not exist")
+        self._call("load", self._client.load_collection, collection)
+
+    def pinned(self, collection: str) -> PinnedCollection:
+        """A searcher of ``collection`` alone, unmoved by later alias switches."""
+        return PinnedCollection(self, collection)
 
     def fetch_vectors(self, item_ids: Sequence[str]) -> dict[str, np.ndarray]:
         """Embeddings of ``item_ids`` from the active version (missing ids are left out)."""
@@ -405,6 +465,27 @@ class ItemIndex:
             "count", self._client.query, self._active, filter="", output_fields=["count(*)"]
         )
         return int(rows[0]["count(*)"])
+
+
+class PinnedCollection:
+    """One index version as a ``VectorSearcher``: a serving release searches the collection it
+    was built with, so a response never mixes one version's candidates with another's model."""
+
+    def __init__(self, index: ItemIndex, collection: str) -> None:
+        self.index = index
+        self.collection = collection
+
+    def search(
+        self,
+        vectors: np.ndarray,
+        k: int,
+        *,
+        filters: CandidateFilters | None = None,
+        excluded: Sequence[str] | frozenset[str] = (),
+    ) -> list[list[tuple[str, float]]]:
+        return self.index.search_in(
+            self.collection, vectors, k, filters=filters, excluded=excluded
+        )
 
 
 def _ids_and_distances(per_query: Any) -> tuple[Sequence[Any], Sequence[float]]:

@@ -92,8 +92,8 @@ class StackInfo:
 def apply_feature_repo(settings: Settings) -> str:
     """THE Feast hook of ``stack up``: apply the feature repo through ``features.store``.
 
-    Calls ``features.store.apply_repo(settings)`` when that function exists; returns what
-    happened in a few words. Kept as one call so the wiring lives in one place.
+    Calls ``features.store.apply_repo(settings.redis, settings.deployment)`` when that function
+    exists; returns what happened in a few words. Kept as one call so the wiring lives in one place.
     """
     try:
         store = importlib.import_module("features.store")
@@ -104,7 +104,7 @@ def apply_feature_repo(settings: Settings) -> str:
     apply_repo = getattr(store, "apply_repo", None)
     if apply_repo is None:
         return "skipped: features.store.apply_repo does not exist yet"
-    apply_repo(settings)
+    apply_repo(settings.redis, settings.deployment)
     return f"applied feature repo for project {settings.feast_project!r}"
 
 

@@ -2,15 +2,25 @@
 
 Layers (top to bottom; lower layers import nothing above them and no I/O client):
 
-* ``app`` / ``agents`` — the Faust application and its thin agents (``aether worker``).
-* ``bootstrap`` — the composition root (``aether worker``); ``bandit_agent`` — the bandit agents.
-* ``statestore`` (Redis), ``sinks`` (offline log, feature history, transitions), ``topics``
-  (admin), ``publish`` (producer) — adapters.
-* ``handlers`` — a batch of source records + loaded states → new states and effects.
+* ``app`` — the Faust application and its thin agents (``aether worker``); ``build_worker`` — the
+  composition root (the only module here that reads the whole ``Settings``).
+* ``agents`` (``StreamRuntime``), ``bandit_agent`` (``BanditRuntime``) — the runtimes: call the
+  steps, apply their effects in a crash-safe order, commit the state last.
+* ``statestore`` (``RedisStateStore``), ``sinks`` (offline log, feature history), ``topics``
+  (admin), ``publish`` (producers) — adapters.
+* ``state_port`` — the ``StateStore`` port (what a step loads, one atomic ``StateCommit`` per
+  batch) and ``InMemoryStateStore``.
+* ``steps`` (interactions with privacy, impressions, catalogue, item updates) and
+  ``bandit_steps`` (attribution, posteriors) — one pure step per stream concern,
+  ``(state, batch) -> (state, effects)``, and the drivers (``StreamSteps``, ``BanditSteps``:
+  decode → load through the port → step) that the runtimes and the harness share.
+* ``handlers`` — batch building blocks (decode, admit, fold) under the steps.
 * ``user_features`` / ``item_features`` — ``(state, event) -> (state, applied)`` state machines;
-  ``privacy`` (opt-out/opt-in/delete register), ``transitions`` (item-to-item increments).
+  ``privacy`` (opt-out/opt-in/delete register), ``transitions`` (item-to-item increments; the
+  store they go to is ``features.transition_store``).
 * ``eventtime`` — watermarks, lateness, bounded de-duplication.
-* ``testing`` — the same handlers wired in memory, for tests and reference runs.
+* ``testing`` — ``LocalPipeline``: the same steps over the in-memory store, for tests and
+  reference runs (``tests/integration/streams/test_step_parity.py`` holds it to the runtime).
 
 Data flow: ``<ns>.events`` (key user) → user features + one item update per applied event →
 ``<ns>.item-updates`` (key item; also fed by ``<ns>.impressions`` and ``<ns>.items``) → item

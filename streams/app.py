@@ -45,6 +45,7 @@ from streams.bandit_agent import BanditRuntime
 from streams.batching import take_available
 from streams.eager import EagerWaitFirst
 from streams.handlers import SourceRecord
+from streams.steps import split_user_records
 
 # Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500``. Tansu holds a fetch for most of its max
 # wait even when records arrive meanwhile (seen during development: hundreds of ms from produce to
@@ -147,8 +148,7 @@ def create_app(
         # per handler that needs it. Each handler applies and commits its own effects in the
         # order it always had; the batch is acked after all of them, and each is idempotent
         # on re-delivery, so a crash anywhere in between stays harmless.
-        interactions = [r for r in records if r.topic != topics.impressions]
-        impressions = [r for r in records if r.topic == topics.impressions]
+        interactions, impressions = split_user_records(records, topics)
         if interactions:
             await runtime.on_interactions(interactions)
         if impressions:

@@ -1,33 +1,52 @@
-"""Composition root of the stream worker: settings → adapters → runtimes (``aether worker``)."""
+"""Composition root of the stream worker: settings → adapters → runtimes (``aether worker``).
+
+The only place in ``streams`` that reads the whole ``Settings``: every adapter of the package gets
+its own section and the ``Deployment`` (namespace), the steps their configs.
+"""
 
 from __future__ import annotations
 
 import redis
 
+from bandits import configs_from_settings
 from core.settings import Settings
+from features.offline import FeatureHistory, OfflineEventLog
 from features.store import FeastOnlineStore
 from streams.agents import StreamRuntime, now_ms
 from streams.bandit_agent import BanditRuntime
+from streams.bandit_steps import BanditConfig, BanditSteps
+from streams.publish import output_producer
 from streams.sinks import StreamSinks
 from streams.statestore import RedisStateStore
+from streams.steps import StepConfig, StreamSteps
+from streams.topics import TopicNames
 
 
 def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime]:
     """The feature runtime (with offline log, history, transitions, privacy) and the bandit one."""
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    state = RedisStateStore(settings, client)
+    state = RedisStateStore(settings.redis, settings.deployment, client=client)
+    topics = TopicNames.for_settings(settings)
+    config = StepConfig.from_settings(settings.stream, topics)
+    producer = output_producer(settings.kafka.bootstrap_servers, settings.stream.max_event_bytes)
     runtime = StreamRuntime(
-        settings,
-        writer=FeastOnlineStore(settings),
+        StreamSteps(config),
+        writer=FeastOnlineStore(settings.redis, settings.deployment),
         state=state,
-        sinks=StreamSinks(settings, client),
+        producer=producer,
+        sinks=StreamSinks(
+            OfflineEventLog(settings.deployment), FeatureHistory(settings.deployment)
+        ),
+    )
+    attribution, posterior = configs_from_settings(settings)
+    bandit_config = BanditConfig(
+        topics=topics,
+        attribution=attribution,
+        posterior=posterior,
+        policy=config.policy,
+        max_event_bytes=config.max_event_bytes,
     )
     bandit = BanditRuntime(
-        settings,
-        client=client,
-        state=state,
-        producer=runtime.producer,
-        policy=runtime.policy,
-        now_ms=now_ms,
+        BanditSteps(bandit_config), state=state, producer=producer, now_ms=now_ms
     )
     return runtime, bandit

@@ -1,9 +1,9 @@
 """Batch handlers: decoded source records + loaded states -> new states and effects. Pure.
 
-A Faust agent (``streams.agents``) does only I/O around these: it decodes a batch with
-:func:`decode_batch`, loads the states the batch touches, calls one ``handle_*`` function, then
-applies the returned :class:`Effects` (rows to the feature store, item updates to the repartition
-topic, dead letters, late events) and persists the touched states with the partition watermarks.
+The building blocks of the stream steps (``streams.steps``): :func:`decode_batch` splits records
+into events and dead letters, each ``handle_*`` function folds decoded events into the loaded
+states and says what the batch asks the outside world to do (:class:`Effects`: rows to the feature
+store, item updates to the repartition topic, dead letters, late events, the state commit).
 
 Order of checks for every source event: decode (→ dead letter), then lateness against the
 partition's watermark (late → late-events topic; more than the allowed skew ahead of the
@@ -20,12 +20,13 @@ from typing import Generic, TypeVar
 from core.errors import SchemaError
 from events.models import CatalogItem, Impression, Interaction, to_epoch_ms
 from features.rows import ItemFeatureRow, UserFeatureRow
-from retrieval.cooccurrence import Increments
 from streams import item_features, user_features
 from streams.codec import decode_updates, encode_updates
 from streams.eventtime import Lateness, Verdict, advance, judge
 from streams.item_features import ItemState, ItemUpdate
-from streams.transitions import DEFAULT_TRANSITION_WINDOW, increments_for
+from streams.privacy import PrivacyEffects
+from streams.state_port import StateCommit
+from streams.transitions import DEFAULT_TRANSITION_WINDOW, Increments, increments_for
 from streams.user_features import UserFeatureConfig, UserState
 
 E = TypeVar("E")
@@ -71,6 +72,8 @@ class Effects:
     applied_events: list[Interaction] = field(default_factory=list)  # for the offline log
     transitions: Increments = field(default_factory=dict)  # item -> item weights to add
     suppressed: int = 0  # events of opted-out or deleted users (``streams.privacy``)
+    privacy: PrivacyEffects = field(default_factory=PrivacyEffects)  # erasures of the batch
+    commit: StateCommit = field(default_factory=StateCommit)  # persisted last, atomically
 
 
 def decode_batch(

@@ -3,7 +3,8 @@
 Item state is keyed by ``item_id``; its inputs come from three source topics (interactions keyed by
 user, impressions keyed by user, catalogue keyed by item), re-keyed by item through one internal
 repartition topic as :class:`ItemUpdate` records. Like the user state, every output is a function
-of the *set* of applied updates; definitions in ``features/FEATURES.md``:
+of the *set* of applied updates; definitions in ``features/FEATURES.md``, their constants in
+``features.schema``:
 
 * ``popularity`` — ``Σ_b mass_b · 2^(−(ref − start_b) / half_life)`` over hourly event-time buckets
   ``b`` with ``start_b > ref − horizon``, where ``mass_b`` is the sum of event-type weights of the
@@ -22,21 +23,16 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from features.rows import ItemFeatureRow
+from features.schema import (
+    CTR_PRIOR_CLICKS,
+    CTR_PRIOR_NON_CLICKS,
+    POPULARITY_EVENT_WEIGHTS,
+    POPULARITY_HALF_LIFE_MS,
+    POPULARITY_HORIZON_MS,
+)
 from streams.eventtime import forget_before, remember
 
-HOUR_MS = 3_600_000
-POPULARITY_HALF_LIFE_MS = 24 * HOUR_MS
-POPULARITY_HORIZON_MS = 14 * 24 * HOUR_MS
-EVENT_WEIGHTS: dict[str, int] = {
-    "view": 1,
-    "click": 2,
-    "rating": 1,
-    "add_to_cart": 3,
-    "purchase": 4,
-    "dismiss": 0,
-}
-CTR_PRIOR_CLICKS = 1.0
-CTR_PRIOR_NON_CLICKS = 19.0
+HOUR_MS = 3_600_000  # the width of a popularity bucket
 
 UpdateKind = Literal["interaction", "impression", "catalog"]
 
@@ -81,7 +77,7 @@ def apply_update(state: ItemState, update: ItemUpdate) -> tuple[ItemState, bool]
         if moved_hour:
             state.mass = {b: m for b, m in state.mass.items() if _in_horizon(b, t)}
     if update.kind == "interaction":
-        weight = EVENT_WEIGHTS.get(update.event_type, 0)
+        weight = POPULARITY_EVENT_WEIGHTS.get(update.event_type, 0)
         bucket = t // HOUR_MS
         if weight and _in_horizon(bucket, state.latest_ms):
             state.mass[bucket] = state.mass.get(bucket, 0) + weight

@@ -26,6 +26,23 @@ def make_producer(bootstrap_servers: str, **extra: object) -> Producer:
     return Producer(config)
 
 
+def output_producer(bootstrap_servers: str, max_event_bytes: int) -> Producer:
+    """The worker's producer for its outputs (item updates, dead letters, late events, outcomes).
+
+    ``linger.ms`` 2: outputs are flushed per batch anyway; idempotence off (re-deliveries are
+    de-duplicated by id downstream); room for a dead letter that wraps a maximal event.
+    """
+    return Producer(
+        {
+            "bootstrap.servers": bootstrap_servers,
+            "linger.ms": 2,
+            "enable.idempotence": False,
+            "partitioner": "murmur2_random",
+            "message.max.bytes": 4 * max_event_bytes + 65536,
+        }
+    )
+
+
 def produce_waiting(producer: Producer, topic: str, value: bytes, key: bytes | None) -> None:
     """Produce, waiting for deliveries to drain while the local queue is full."""
     while True:

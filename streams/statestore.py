@@ -1,13 +1,14 @@
 """Where the worker keeps its keyed state: Redis, one atomic transaction per batch.
 
-Why not Faust changelogged tables (the design decision):
+``RedisStateStore`` implements the port ``streams.state_port.StateStore``. Why Redis and not Faust
+changelogged tables (the design decision):
 
-* **Crash safety in one step.** A batch's touched user/item states *and* the partition watermarks
-  are written in one ``MULTI … EXEC``; Kafka offsets are committed only after it (Faust acks a
-  batch when the agent asks for the next one, ``streams.batching``). A ``kill -9`` therefore leaves
-  either the state before or after each batch; the uncommitted tail is re-delivered and every
-  re-delivered event that was already applied is recognised by its ``event_id`` in the state
-  itself. Nothing is lost and nothing is applied twice.
+* **Crash safety in one step.** A batch's touched states, the partition watermarks and the outputs
+  that must be exactly-once with them (item transitions, posterior hashes) are written in one
+  ``MULTI … EXEC``; Kafka offsets are committed only after it (Faust acks a batch when the agent
+  asks for the next one, ``streams.batching``). A ``kill -9`` therefore leaves either the state
+  before or after each batch; the uncommitted tail is re-delivered and every re-delivered event
+  that was already applied is recognised by its ``event_id`` in the state itself.
 * **Changelog partition = key partition.** Faust writes a table change to the *source event's*
   partition; with batched consumption and producers whose partitioner differs from Faust's
   (librdkafka's default is not murmur2) keys would land in the wrong changelog partition.
@@ -15,64 +16,93 @@ Why not Faust changelogged tables (the design decision):
   with it, while Redis is the deployment's durable store anyway.
 
 Keys (all under the namespace): ``<ns>:stream:user:<user_id>``, ``<ns>:stream:item:<item_id>``,
-the hash ``<ns>:stream:watermarks`` (field ``<topic>:<partition>``) and the privacy markers
+the hash ``<ns>:stream:watermarks`` (field ``<topic>:<partition>``), the privacy markers
 ``<ns>:stream:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker
-must not hold their id). ``commit`` also takes extra commands for the same transaction (the item
-transitions of the batch's applied events, ``streams.sinks``), so they are exactly-once too.
+must not hold their id), ``<ns>:stream:bandit:attribution:<source partition>`` and
+``<ns>:stream:bandit:item:<item_id>`` (JSON of the bandit states' ``to_dict``), the posterior
+hashes ``<ns>:bandit:posterior:<segment>`` (layout of ``bandits.posterior``, read by serving) and
+the transition keys of ``features.transition_store`` (read by retrieval).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar, cast
 
+import orjson
 import redis
 
+from bandits.posterior import PosteriorState
 from core.errors import DependencyUnavailable
-from core.settings import Settings
+from core.settings import Deployment, RedisSettings
+from features.transition_store import redis_transition_store
 from streams.codec import decode_item_state, decode_user_state, encode_item_state, encode_user_state
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus, decode_status, encode_status, subject_hash
+from streams.state_port import AttributionSnapshot, InteractionState, StateCommit
 from streams.user_features import UserState
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 
 class RedisStateStore:
-    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
-        self._settings = settings
-        self._client = client or redis.Redis.from_url(settings.redis.url.get_secret_value())
-        self._watermarks_key = settings.redis_key("stream", "watermarks")
+    def __init__(
+        self,
+        settings: RedisSettings,
+        deployment: Deployment,
+        *,
+        client: redis.Redis | None = None,
+    ) -> None:
+        self._deployment = deployment
+        self._client = client or redis.Redis.from_url(settings.url.get_secret_value())
+        self._transitions = redis_transition_store(self._client, deployment.namespace)
+        self._watermarks_key = self._key("stream", "watermarks")
+
+    def _key(self, *parts: str) -> str:
+        return self._deployment.redis_key(*parts)
 
     def _user_key(self, user_id: str) -> str:
-        return self._settings.redis_key("stream", "user", user_id)
+        return self._key("stream", "user", user_id)
 
     def _item_key(self, item_id: str) -> str:
-        return self._settings.redis_key("stream", "item", item_id)
+        return self._key("stream", "item", item_id)
 
     def _privacy_key(self, user_id: str) -> str:
-        return self._settings.redis_key(
-            "stream", "privacy", subject_hash(self._settings.namespace, user_id)
-        )
+        return self._key("stream", "privacy", subject_hash(self._deployment.namespace, user_id))
 
-    @property
-    def client(self) -> redis.Redis:
-        return self._client
+    def _attribution_key(self, partition: int) -> str:
+        return self._key("stream", "bandit", "attribution", str(partition))
 
+    def _posterior_key(self, item_id: str) -> str:
+        return self._key("stream", "bandit", "item", item_id)
+
+    # -- loads ---------------------------------------------------------------------------------
     def load_privacy(self, user_ids: Iterable[str]) -> dict[str, PrivacyStatus]:
         ids = sorted(set(user_ids))
-        return _privacy_from(ids, self._mget([self._privacy_key(u) for u in ids]))
+        return _decoded(ids, self._mget([self._privacy_key(u) for u in ids]), decode_status)
 
     def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]:
         ids = sorted(set(user_ids))
-        return _users_from(ids, self._mget([self._user_key(u) for u in ids]))
+        return _decoded(ids, self._mget([self._user_key(u) for u in ids]), decode_user_state)
 
     def load_items(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
         ids = sorted(set(item_ids))
-        raws = self._mget([self._item_key(i) for i in ids])
-        return {i: decode_item_state(raw) for i, raw in zip(ids, raws, strict=True) if raw}
+        return _decoded(ids, self._mget([self._item_key(i) for i in ids]), decode_item_state)
 
-    def load_interaction_batch(
+    def load_attribution(self, partitions: Iterable[int]) -> dict[int, AttributionSnapshot]:
+        parts = sorted(set(partitions))
+        raws = self._mget([self._attribution_key(p) for p in parts])
+        return _decoded(parts, raws, orjson.loads)
+
+    def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]:
+        ids = sorted(set(item_ids))
+        raws = self._mget([self._posterior_key(i) for i in ids])
+        return _decoded(ids, raws, lambda raw: PosteriorState.from_dict(orjson.loads(raw)))
+
+    def load_interactions(
         self, user_ids: Iterable[str], topic: str, partitions: Iterable[int]
-    ) -> tuple[dict[str, PrivacyStatus], dict[str, UserState], dict[int, int | None]]:
+    ) -> InteractionState:
         """``load_privacy``, ``load_users`` and ``load_watermarks`` in one round trip.
 
         The ``interactions`` agent needs all three for every batch; one pipeline instead of three
@@ -90,12 +120,13 @@ class RedisStateStore:
             replies = cast(list[Any], pipe.execute()) if ids or parts else []
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot read stream state: {exc}") from exc
-        privacy: dict[str, PrivacyStatus] = {}
-        users: dict[str, UserState] = {}
+        state = InteractionState()
         if ids:
-            privacy, users = _privacy_from(ids, replies[0]), _users_from(ids, replies[1])
+            state.privacy = _decoded(ids, replies[0], decode_status)
+            state.users = _decoded(ids, replies[1], decode_user_state)
             replies = replies[2:]
-        return privacy, users, _watermarks_from(parts, replies[0] if parts else [])
+        state.watermarks = _watermarks_from(parts, replies[0] if parts else [])
+        return state
 
     def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
         parts = sorted(set(partitions))
@@ -109,41 +140,36 @@ class RedisStateStore:
             raise DependencyUnavailable("redis", f"cannot read watermarks: {exc}") from exc
         return _watermarks_from(parts, values)
 
-    def commit(
-        self,
-        *,
-        topic: str,
-        watermarks: Mapping[int, int | None],
-        users: Mapping[str, UserState] | None = None,
-        items: Mapping[str, ItemState] | None = None,
-        privacy: Mapping[str, PrivacyStatus] | None = None,
-        forget_users: Iterable[str] = (),
-        also: Callable[[Any], None] | None = None,
-    ) -> None:
-        """Persist one batch's states and watermarks atomically (``MULTI``/``EXEC``).
-
-        ``forget_users`` are deleted first (privacy deletion), so a fresh state of the same user
-        in ``users`` (events after the deletion) replaces nothing old; ``also(pipe)`` queues
-        further commands into the same transaction.
-        """
+    # -- the one write -------------------------------------------------------------------------
+    def commit(self, changes: StateCommit) -> None:
+        """Persist one batch's changes atomically (``MULTI``/``EXEC``)."""
+        if changes.is_empty():
+            return
         pipe = self._client.pipeline(transaction=True)
-        forgotten = [self._user_key(u) for u in sorted(set(forget_users))]
+        forgotten = [self._user_key(u) for u in sorted(changes.forget_users)]
         if forgotten:
             pipe.delete(*forgotten)
         values: dict[str, bytes] = {}
-        for user_id, user in (users or {}).items():
+        for user_id, user in changes.users.items():
             values[self._user_key(user_id)] = encode_user_state(user)
-        for item_id, item in (items or {}).items():
+        for item_id, item in changes.items.items():
             values[self._item_key(item_id)] = encode_item_state(item)
-        for user_id, status in (privacy or {}).items():
+        for user_id, status in changes.privacy.items():
             values[self._privacy_key(user_id)] = encode_status(status)
+        for partition, snapshot in changes.attribution.items():
+            values[self._attribution_key(partition)] = orjson.dumps(snapshot)
+        for item_id, posterior in changes.posteriors.items():
+            values[self._posterior_key(item_id)] = orjson.dumps(posterior.to_dict())
         if values:
             pipe.mset(values)
-        marks = {f"{topic}:{p}": wm for p, wm in watermarks.items() if wm is not None}
-        if marks:
-            pipe.hset(self._watermarks_key, mapping=marks)
-        if also is not None:
-            also(pipe)
+        for topic, watermarks in changes.watermarks.items():
+            marks = {f"{topic}:{p}": wm for p, wm in watermarks.items() if wm is not None}
+            if marks:
+                pipe.hset(self._watermarks_key, mapping=marks)
+        if changes.transitions:
+            self._transitions.queue(pipe, changes.transitions)
+        for (parts, name), value in changes.posterior_writes.items():
+            pipe.hset(self._key(*parts), name, value)
         try:
             pipe.execute()
         except redis.RedisError as exc:
@@ -161,12 +187,8 @@ class RedisStateStore:
         self._client.close()
 
 
-def _privacy_from(ids: Sequence[str], raws: Sequence[Any]) -> dict[str, PrivacyStatus]:
-    return {u: decode_status(raw) for u, raw in zip(ids, raws, strict=True) if raw}
-
-
-def _users_from(ids: Sequence[str], raws: Sequence[Any]) -> dict[str, UserState]:
-    return {u: decode_user_state(raw) for u, raw in zip(ids, raws, strict=True) if raw}
+def _decoded(keys: Sequence[K], raws: Sequence[Any], decode: Callable[[bytes], V]) -> dict[K, V]:
+    return {k: decode(raw) for k, raw in zip(keys, raws, strict=True) if raw}
 
 
 def _watermarks_from(parts: Sequence[int], values: Sequence[Any]) -> dict[int, int | None]:

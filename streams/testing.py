@@ -1,28 +1,49 @@
-"""An in-memory harness that runs the worker's pure handlers with no broker (bytewax style).
+"""An in-memory harness that runs the worker's steps with no broker (bytewax style).
 
-``LocalPipeline`` wires the same handlers the Faust agents call, with dicts for state and
-:class:`features.ports.InMemoryFeatureStore` for rows; tests, replays and the benchmark's
-reference run use it to state what the real worker must produce.
+``LocalPipeline`` calls the *same* drivers as the Faust runtime (``streams.steps.StreamSteps``
+and, when ``attribution`` is given, ``streams.bandit_steps.BanditSteps``) over an
+``InMemoryStateStore`` and an ``InMemoryFeatureStore``, and applies their effects as the runtime
+does (``streams.agents``): privacy erasure, the offline log, rows, then the state commit. Item
+updates and bandit outcomes that a batch forwards are fed back at once (``drain``). Tests,
+replays and the benchmark's reference run use it to state what the real worker must produce;
+``tests/integration/streams/test_step_parity.py`` checks that it does.
+
+A batch holds either user-keyed records (``events``, ``privacy``, ``impressions``, as the
+``interactions`` agent consumes them) or catalogue records (``items``), never both: those are
+different agents in the worker.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import dataclasses
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import orjson
 
-from events import decode, decode_interaction
-from events.models import CatalogItem, Impression
+from bandits.attribution import AttributionConfig
+from bandits.posterior import Outcome, PosteriorConfig
+from events.models import Interaction
 from features.ports import InMemoryFeatureStore
 from features.rows import ItemFeatureRow, UserFeatureRow
-from streams import handlers, item_features, user_features
+from streams import item_features, user_features
+from streams.bandit_steps import BanditConfig, BanditSteps, encode_outcome
 from streams.eventtime import Lateness
 from streams.handlers import DeadLetter, Effects, SourceRecord
 from streams.item_features import ItemState
+from streams.state_port import InMemoryStateStore
+from streams.steps import StepConfig, StreamSteps, split_user_records
+from streams.topics import TopicNames
+from streams.transitions import merge_increments
 from streams.user_features import UserFeatureConfig, UserState
 
-EVENTS, IMPRESSIONS, ITEMS, ITEM_UPDATES = "events", "impressions", "items", "item-updates"
+# The worker's topic names without a namespace ("events", "item-updates", …): every field of
+# ``TopicNames`` is its topic's base name with "_" for "-" (``test_local_topics_are_bare_names``).
+LOCAL_TOPICS = TopicNames(
+    **{f.name: f.name.replace("_", "-") for f in dataclasses.fields(TopicNames)}
+)
+EVENTS, IMPRESSIONS, ITEMS = LOCAL_TOPICS.events, LOCAL_TOPICS.impressions, LOCAL_TOPICS.items
+ITEM_UPDATES, PRIVACY = LOCAL_TOPICS.item_updates, LOCAL_TOPICS.privacy
 
 
 def interaction(event_id: str, user: str, item: str, event_type: str, t: int) -> dict[str, object]:
@@ -36,22 +57,53 @@ def interaction(event_id: str, user: str, item: str, event_type: str, t: int) ->
     }
 
 
+def privacy_request(event_id: str, user: str, action: str, t: int) -> dict[str, object]:
+    """A valid privacy-topic payload (``opt_out``, ``opt_in`` or ``delete``)."""
+    return {"event_id": event_id, "user_id": user, "action": action, "event_time": t}
+
+
 def partition_of(key: str, partitions: int = 2) -> int:
     """A stand-in partitioner for tests: stable, and spreads a handful of keys."""
     return sum(key.encode()) % partitions
 
 
 def record(
-    body: dict[str, object] | bytes, *, topic: str = EVENTS, partition: int | None = None
+    body: dict[str, object] | bytes,
+    *,
+    topic: str = EVENTS,
+    partition: int | None = None,
+    offset: int = 0,
 ) -> SourceRecord:
     """A source record for ``body``, partitioned by its user (or item) id unless told."""
     raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    key = ""
+    if isinstance(body, dict):
+        key = str(body.get("user_id") or body.get("item_id") or "")
     if partition is None:
-        key = ""
-        if isinstance(body, dict):
-            key = str(body.get("user_id") or body.get("item_id") or "")
         partition = partition_of(key)
-    return SourceRecord(topic, partition, 0, raw)
+    return SourceRecord(topic, partition, offset, raw, key.encode() or None)
+
+
+def merged(parts: Sequence[Effects]) -> Effects:
+    """The effects of several steps of one batch, summed (each step commits its own state, so
+    the sum carries no commit)."""
+    if len(parts) == 1:
+        return parts[0]
+    total = Effects()
+    for part in parts:
+        total.user_rows += part.user_rows
+        total.item_rows += part.item_rows
+        total.forwards += part.forwards
+        total.dead_letters += part.dead_letters
+        total.late += part.late
+        total.applied += part.applied
+        total.duplicates += part.duplicates
+        total.suppressed += part.suppressed
+        total.applied_events += part.applied_events
+        total.transitions = merge_increments(total.transitions, part.transitions)
+        if part.privacy.applied or part.privacy.duplicates or part.privacy.hide:
+            total.privacy = part.privacy
+    return total
 
 
 @dataclass
@@ -60,63 +112,122 @@ class LocalPipeline:
     config: UserFeatureConfig = field(default_factory=UserFeatureConfig)
     max_event_bytes: int = 64 * 1024
     now_ms: int | None = None  # processing time for the future check; None = no check
-    users: dict[str, UserState] = field(default_factory=dict)
-    items: dict[str, ItemState] = field(default_factory=dict)
-    watermarks: dict[str, dict[int, int | None]] = field(default_factory=dict)
+    topics: TopicNames = LOCAL_TOPICS
+    attribution: AttributionConfig | None = None  # None: no bandit steps
+    posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
+    state: InMemoryStateStore = field(default_factory=InMemoryStateStore)
     store: InMemoryFeatureStore = field(default_factory=InMemoryFeatureStore)
+    event_log: list[Interaction] = field(default_factory=list)  # the offline log's stand-in
+    erased: list[str] = field(default_factory=list)  # users whose offline data was erased
+    outcomes: list[Outcome] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[SourceRecord] = field(default_factory=list)
     applied: int = 0
     duplicates: int = 0
+    suppressed: int = 0
     _pending_updates: list[tuple[str, bytes]] = field(default_factory=list)
+    _pending_outcomes: list[Outcome] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        step_config = StepConfig(self.topics, self.policy, self.config, self.max_event_bytes)
+        self.steps = StreamSteps(step_config)
+        self.bandit_steps: BanditSteps | None = None
+        if self.attribution is not None:
+            self.bandit_steps = BanditSteps(
+                BanditConfig(
+                    self.topics, self.attribution, self.posterior, self.policy, self.max_event_bytes
+                )
+            )
+
+    # -- state, as the tests read it -----------------------------------------------------------
+    @property
+    def users(self) -> dict[str, UserState]:
+        return self.state.users
+
+    @property
+    def items(self) -> dict[str, ItemState]:
+        return self.state.items
+
+    @property
+    def watermarks(self) -> dict[str, dict[int, int | None]]:
+        return self.state.watermarks
+
+    # -- feeding -------------------------------------------------------------------------------
     def feed(self, records: Iterable[SourceRecord]) -> Effects:
-        """Process one batch of source records (all from one topic), then the item side."""
+        """Process one batch as the worker's agent for its topics does, then the item and
+        posterior sides; returns the source steps' effects (summed)."""
         batch = list(records)
-        topics = {r.topic for r in batch}
-        if len(topics) > 1:
-            raise ValueError(f"one topic per batch, got {sorted(topics)}")
         if not batch:
             return Effects()
-        topic = batch[0].topic
-        wms = self.watermarks.setdefault(topic, {})
-        if topic == EVENTS:
-            good, bad = handlers.decode_batch(
-                batch, lambda raw: decode_interaction(raw, max_bytes=self.max_event_bytes)
-            )
-            effects = handlers.handle_interactions(
-                good, self.users, wms, self.policy, self.config, self.now_ms
-            )
-        elif topic == IMPRESSIONS:
-            good_i, bad = handlers.decode_batch(batch, lambda raw: decode(raw, Impression))
-            effects = handlers.handle_impressions(good_i, wms, self.policy, self.now_ms)
-        elif topic == ITEMS:
-            good_c, bad = handlers.decode_batch(batch, lambda raw: decode(raw, CatalogItem))
-            effects = handlers.handle_catalog(good_c, wms, self.policy, self.now_ms)
+        topics = self.topics
+        user_keyed = {topics.events, topics.privacy, topics.impressions}
+        seen = {r.topic for r in batch}
+        unknown = seen - user_keyed - {topics.items}
+        if unknown:
+            raise ValueError(f"unknown source topic(s) {sorted(unknown)}")
+        if topics.items in seen and len(seen) > 1:
+            raise ValueError("catalogue records and user-keyed records go to different agents")
+        if seen == {topics.items}:
+            effects = self._apply(self.steps.catalog(self.state, batch, self.now_ms))
         else:
-            raise ValueError(f"unknown source topic {topic!r}")
-        effects.dead_letters[:0] = bad
-        self._absorb(effects)
-        self._pending_updates.extend(effects.forwards)
+            effects = self._on_users(batch)
         self.drain()
         return effects
 
-    def drain(self) -> None:
-        """Run queued item updates through the item handler."""
-        queued, self._pending_updates = self._pending_updates, []
-        records = [SourceRecord(ITEM_UPDATES, 0, n, raw) for n, (_, raw) in enumerate(queued)]
-        grouped, bad = handlers.decode_batch(records, handlers.decode_item_updates)
-        good = handlers.flatten_updates(grouped)
-        effects = handlers.handle_item_updates(good, self.items, self.policy)
-        self.dead_letters.extend(bad)
-        self.store.write_items(effects.item_rows)
+    def _on_users(self, batch: list[SourceRecord]) -> Effects:
+        """What the worker's ``interactions`` agent does with a batch (``streams.app``)."""
+        interactions, impressions = split_user_records(batch, self.topics)
+        parts: list[Effects] = []
+        if interactions:
+            parts.append(
+                self._apply(self.steps.interactions(self.state, interactions, self.now_ms))
+            )
+        if impressions:
+            parts.append(self._apply(self.steps.impressions(self.state, impressions, self.now_ms)))
+        if self.bandit_steps is not None:
+            attributed = self.bandit_steps.attribution(self.state, batch, self.now_ms)
+            self.outcomes += attributed.outcomes
+            self._pending_outcomes += attributed.outcomes
+            self.state.commit(attributed.commit)
+        return merged(parts)
 
-    def _absorb(self, effects: Effects) -> None:
+    def _apply(self, effects: Effects) -> Effects:
+        """The runtime's order (``streams.agents``): outputs, erasure, offline log, rows, commit."""
+        self._pending_updates += effects.forwards
+        self.dead_letters += effects.dead_letters
+        self.late += effects.late
+        privacy = effects.privacy
+        self.store.delete_users(sorted(privacy.delete | privacy.hide))
+        for user_id in sorted(privacy.delete):
+            self.event_log = [e for e in self.event_log if e.user_id != user_id]
+            self.erased.append(user_id)
+        self.event_log += effects.applied_events
         self.store.write_users(effects.user_rows)
-        self.dead_letters.extend(effects.dead_letters)
-        self.late.extend(effects.late)
+        self.state.commit(effects.commit)
         self.applied += effects.applied
         self.duplicates += effects.duplicates
+        self.suppressed += effects.suppressed
+        return effects
+
+    def drain(self) -> None:
+        """Run queued item updates through the item step, and outcomes through the posteriors."""
+        queued, self._pending_updates = self._pending_updates, []
+        if queued:
+            records = [
+                SourceRecord(self.topics.item_updates, 0, n, raw, item_id.encode())
+                for n, (item_id, raw) in enumerate(queued)
+            ]
+            effects = self.steps.item_updates(self.state, records)
+            self.dead_letters += effects.dead_letters
+            self.store.write_items(effects.item_rows)
+            self.state.commit(effects.commit)
+        outcomes, self._pending_outcomes = self._pending_outcomes, []
+        if outcomes and self.bandit_steps is not None:
+            records = [
+                SourceRecord(self.topics.bandit_outcomes, 0, n, encode_outcome(o), None)
+                for n, o in enumerate(outcomes)
+            ]
+            self.state.commit(self.bandit_steps.outcomes(self.state, records).commit)
 
     # -- final views ---------------------------------------------------------------------------
     def user_rows(self) -> dict[str, UserFeatureRow]:

@@ -28,6 +28,7 @@ class TopicNames:
     item_updates: str
     privacy: str
     bandit_outcomes: str
+    drift: str  # drift detections (events.models.DriftDetection), key = signal
 
     @classmethod
     def for_settings(cls, settings: Settings) -> TopicNames:
@@ -40,6 +41,7 @@ class TopicNames:
             item_updates=settings.topic("item-updates"),
             privacy=settings.topic("privacy"),
             bandit_outcomes=settings.topic("bandit-outcomes"),
+            drift=settings.topic("drift"),
         )
 
     def all(self) -> tuple[str, ...]:

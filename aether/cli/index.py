@@ -41,52 +41,46 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from core.settings import load_settings
     from interactions.movielens import load_movielens
-    from retrieval.embeddings import (
-        embeddings_model_version,
-        load_embeddings,
-        ppmi_svd_embeddings,
-        save_embeddings,
-    )
+    from retrieval.embeddings import save_embeddings
     from retrieval.index import IndexConfig, ItemIndex
+    from retrieval.item_vectors import (
+        baseline_item_vectors,
+        file_item_vectors,
+        ranker_item_vectors,
+        with_cold_items,
+    )
     from retrieval.movielens_catalog import catalog_from_movielens, item_rows
 
     settings = load_settings()
     data = load_movielens(args.dataset, args.data)
     catalog = catalog_from_movielens(data.items, data.ratings)
-    model_version = None
     if args.ranker_checkpoint:
-        from ranker.scoring import SASRecRanker
-
-        ranker = SASRecRanker.from_checkpoint(args.ranker_checkpoint)
-        item_ids, matrix = ranker.item_embeddings()
-        model_version = ranker.model_version
-        source = f"ranker {model_version}"
+        vectors = ranker_item_vectors(args.ranker_checkpoint)
     elif args.embeddings:
-        item_ids, matrix = load_embeddings(args.embeddings)
-        model_version = embeddings_model_version(args.embeddings)
-        source = f"file {args.embeddings}"
+        vectors = file_item_vectors(args.embeddings)
     else:
-        item_ids, matrix = ppmi_svd_embeddings(
-            data.ratings["user_id"].tolist(),
-            data.ratings["item_id"].tolist(),
-            args.dim,
-            seed=args.seed,
-        )
-        source = f"PPMI-SVD baseline (dim {matrix.shape[1]})"
+        vectors = baseline_item_vectors(data.ratings, args.dim, seed=args.seed)
     if args.content:
-        from retrieval.content import MiniLMTextEncoder, embed_cold_items
+        from retrieval.content import MiniLMTextEncoder
 
-        before = len(item_ids)
-        item_ids, matrix = embed_cold_items(item_ids, matrix, catalog, MiniLMTextEncoder())
-        log.info("added %d cold items from their title and categories", len(item_ids) - before)
+        before = len(vectors.item_ids)
+        vectors = with_cold_items(vectors, catalog, MiniLMTextEncoder())
+        log.info(
+            "added %d cold items from their title and categories", len(vectors.item_ids) - before
+        )
     if args.save_embeddings:
-        save_embeddings(args.save_embeddings, item_ids, matrix, model_version=model_version)
+        save_embeddings(
+            args.save_embeddings,
+            vectors.item_ids,
+            vectors.matrix,
+            model_version=vectors.model_version,
+        )
     config = IndexConfig(index_type=args.index_type, keep_versions=args.keep)
-    with ItemIndex.from_settings(settings, config) as index:
-        version = index.publish(item_rows(item_ids, matrix, catalog))
+    with ItemIndex.from_settings(settings.milvus, settings.deployment, config) as index:
+        version = index.publish(item_rows(vectors.item_ids, vectors.matrix, catalog))
         print(
-            f"indexed {len(item_ids)} items from {source} into {index.active_collection} "
-            f"(alias {index.alias} -> version {version}; versions kept: {index.versions()}; "
-            f"milvus {settings.milvus.uri})"
+            f"indexed {len(vectors.item_ids)} items from {vectors.source} into "
+            f"{index.active_collection} (alias {index.alias} -> version {version}; versions "
+            f"kept: {index.versions()}; milvus {settings.milvus.uri})"
         )
     return 0

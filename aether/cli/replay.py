@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from interactions.movielens import load_movielens
-    from interactions.replay import catalog_events, rating_events
+    from interactions.replay import catalog_events, rating_event_count, rating_events
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
@@ -39,15 +39,12 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_catalog:
         catalog = catalog_events(args.dataset, ratings, data.items)
         publish(producer, topics.items, catalog, total=len(catalog), description="catalog")
-    clicks = int((ratings["rating"] >= 4).sum())
-    dismissals = int((ratings["rating"] <= 2).sum())
-    total = 2 * len(ratings) + clicks + dismissals
     sent = publish(
         producer,
         topics.events,
         rating_events(args.dataset, ratings),
         speed=args.speed,
-        total=total,
+        total=rating_event_count(ratings),
         description="events",
     )
     print(f"published {sent} events of {len(ratings)} ratings to {topics.events}")

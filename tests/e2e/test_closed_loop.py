@@ -67,7 +67,7 @@ def index_two_clusters(settings: Settings) -> ItemCatalog:
     path = embeddings_path(settings)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_embeddings(path, ids, matrix.astype(np.float32))
-    with ItemIndex.from_settings(settings) as index:
+    with ItemIndex.from_settings(settings.milvus, settings.deployment) as index:
         index.publish(item_rows(ids, matrix.astype(np.float32), catalog), progress=False)
     return catalog
 
@@ -132,7 +132,7 @@ def read_impressions(settings: Settings, count: int) -> list[Impression]:
 
 
 def test_new_events_change_the_grpc_answer(settings: Settings, worker: subprocess.Popen) -> None:
-    apply_repo(settings)
+    apply_repo(settings.redis, settings.deployment)
     catalog = index_two_clusters(settings)
     user = "u-e2e"
     publish(
@@ -141,7 +141,7 @@ def test_new_events_change_the_grpc_answer(settings: Settings, worker: subproces
         views(user, ALPHA[:5], T0 + 60_000) + views("other", BETA[:3], T0 + 60_000),
     )
 
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     wait_for(
         lambda: (
             store.read_users([user]).get(user) is not None
@@ -197,11 +197,11 @@ def test_an_opted_out_user_gets_non_personalised_answers_and_no_new_features(
     settings: Settings, worker: subprocess.Popen
 ) -> None:
 
-    apply_repo(settings)
+    apply_repo(settings.redis, settings.deployment)
     catalog = index_two_clusters(settings)
     user = "u-private"
     publish(settings, catalog, views(user, ALPHA[:5], T0 + 60_000))
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     wait_for(lambda: user in store.read_users([user]), "the user's features")
 
     app = build_serving_app(settings)

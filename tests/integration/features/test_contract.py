@@ -30,9 +30,12 @@ def make_store(
             return InMemoryFeatureStore()
         settings = make_settings()
         if request.param == "feast-sdk":
-            store = FeastOnlineStore(settings, read_path="feast", store=apply_repo(settings))
+            feast = apply_repo(settings.redis, settings.deployment)
+            store = FeastOnlineStore(
+                settings.redis, settings.deployment, read_path="feast", store=feast
+            )
         else:
-            store = FeastOnlineStore(settings, read_path="redis")
+            store = FeastOnlineStore(settings.redis, settings.deployment, read_path="redis")
         opened.append(store)
         return store
 

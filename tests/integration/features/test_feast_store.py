@@ -22,10 +22,10 @@ T = 1_700_000_000_000
 
 
 def test_apply_repo_is_idempotent_and_namespaced(settings: Settings) -> None:
-    store = apply_repo(settings)
-    again = apply_repo(settings)
+    store = apply_repo(settings.redis, settings.deployment)
+    again = apply_repo(settings.redis, settings.deployment)
     assert store.project == settings.namespace
-    assert (feast_dir(settings) / "registry.db").exists()
+    assert (feast_dir(settings.deployment) / "registry.db").exists()
     names = sorted(v.name for v in again.list_feature_views())
     assert names == ["item_features", "user_features"]
     assert sorted(e.name for e in again.list_entities()) == ["item", "user"]
@@ -51,7 +51,7 @@ def _user_push_frame(t: int, recent: list[str], clicks: int | None) -> pd.DataFr
 
 
 def test_rows_pushed_through_feast_read_back_on_both_paths(settings: Settings) -> None:
-    feast = apply_repo(settings)
+    feast = apply_repo(settings.redis, settings.deployment)
     feast.push(USER_PUSH_SOURCE, _user_push_frame(T, ["a", "b"], 4))
     feast.push(
         ITEM_PUSH_SOURCE,
@@ -77,7 +77,12 @@ def test_rows_pushed_through_feast_read_back_on_both_paths(settings: Settings) -
     expected_user = UserFeatureRow("u1", T, ("a", "b"), (), {"click_24h": 4})
     expected_item = ItemFeatureRow("i1", T, 2.5, 10, 1, 0.1, T - 5, "x", ("c",), True)
     for path in ("redis", "feast"):
-        store = FeastOnlineStore(settings, read_path=path, store=feast)  # type: ignore[arg-type]
+        store = FeastOnlineStore(
+            settings.redis,
+            settings.deployment,
+            read_path=path,  # type: ignore[arg-type]
+            store=feast,
+        )
         assert store.read_users(["u1"]) == {"u1": expected_user}, path
         assert store.read_items(["i1"]) == {"i1": expected_item}, path
 
@@ -85,10 +90,10 @@ def test_rows_pushed_through_feast_read_back_on_both_paths(settings: Settings) -
 def test_feast_own_writer_drops_a_row_with_an_equal_timestamp(settings: Settings) -> None:
     # Characterises Feast 0.67: ``online_write_batch`` skips rows whose timestamp is <= the stored
     # one, so a later row with the same event time is lost. Our writer keeps the later row.
-    feast = apply_repo(settings)
+    feast = apply_repo(settings.redis, settings.deployment)
     feast.push(USER_PUSH_SOURCE, _user_push_frame(T, ["a"], 1))
     feast.push(USER_PUSH_SOURCE, _user_push_frame(T, ["a", "b"], 2))
-    store = FeastOnlineStore(settings, store=feast)
+    store = FeastOnlineStore(settings.redis, settings.deployment, store=feast)
     assert store.read_users(["u1"])["u1"].recent_items == ("a",)
     store.write_users([UserFeatureRow("u1", T, ("a", "b"), (), {"click_24h": 2})])
     assert store.read_users(["u1"])["u1"].recent_items == ("a", "b")
@@ -100,7 +105,7 @@ def test_unreachable_redis_raises_dependency_unavailable(settings: Settings) -> 
     down = settings.model_copy(
         update={"redis": RedisSettings(url=SecretStr("redis://127.0.0.1:1/0"))}
     )
-    store = FeastOnlineStore(down)
+    store = FeastOnlineStore(down.redis, down.deployment)
     with pytest.raises(DependencyUnavailable, match="redis"):
         store.write_users([UserFeatureRow("u1", T)])
     with pytest.raises(DependencyUnavailable, match="redis"):
@@ -115,7 +120,7 @@ def test_concurrent_writers_leave_the_newest_row(settings: Settings) -> None:
     times = list(range(T, T + 400))
     random.Random(7).shuffle(times)
     halves = [times[::2], times[1::2]]
-    stores = [FeastOnlineStore(settings) for _ in halves]
+    stores = [FeastOnlineStore(settings.redis, settings.deployment) for _ in halves]
 
     def write(store: FeastOnlineStore, stamps: list[int]) -> None:
         for start in range(0, len(stamps), 10):

@@ -24,8 +24,8 @@ def values(column: pd.Series) -> list[object]:
 
 
 def test_no_row_at_or_after_the_request_time_is_visible(settings: Settings) -> None:
-    store = apply_repo(settings)
-    FeatureHistory(settings).append(
+    store = apply_repo(settings.redis, settings.deployment)
+    FeatureHistory(settings.deployment).append(
         [
             UserFeatureRow("u1", T - 5_000, ("past",)),
             UserFeatureRow("u1", T, ("at-t",)),  # event time == t: must NOT be visible at t
@@ -38,7 +38,7 @@ def test_no_row_at_or_after_the_request_time_is_visible(settings: Settings) -> N
             "event_timestamp": at(T, T - 5_000, T + 1, T + 10_000),
         }
     )
-    result = point_in_time_features(settings, requests, store=store)
+    result = point_in_time_features(settings.redis, settings.deployment, requests, store=store)
     assert [list(v) if v is not None else None for v in result.user_features__recent_items] == [
         ["past"],
         None,
@@ -49,8 +49,8 @@ def test_no_row_at_or_after_the_request_time_is_visible(settings: Settings) -> N
 
 
 def test_sub_millisecond_request_times_keep_the_strict_boundary(settings: Settings) -> None:
-    store = apply_repo(settings)
-    FeatureHistory(settings).append([UserFeatureRow("u1", T, ("at-t",))])
+    store = apply_repo(settings.redis, settings.deployment)
+    FeatureHistory(settings.deployment).append([UserFeatureRow("u1", T, ("at-t",))])
     requests = pd.DataFrame(
         {
             "user_id": ["u1", "u1"],
@@ -60,14 +60,14 @@ def test_sub_millisecond_request_times_keep_the_strict_boundary(settings: Settin
             ],
         }
     )
-    result = point_in_time_features(settings, requests, store=store)
+    result = point_in_time_features(settings.redis, settings.deployment, requests, store=store)
     assert result.user_features__event_time_ms.isna().iloc[0]
     assert result.user_features__event_time_ms.iloc[1] == T
 
 
 def test_user_and_item_features_together_in_request_order(settings: Settings) -> None:
-    store = apply_repo(settings)
-    history = FeatureHistory(settings)
+    store = apply_repo(settings.redis, settings.deployment)
+    history = FeatureHistory(settings.deployment)
     history.append(
         [
             UserFeatureRow("u2", T - 10, activity_counts={"click_24h": 7}),
@@ -84,7 +84,7 @@ def test_user_and_item_features_together_in_request_order(settings: Settings) ->
             "event_timestamp": at(T, T - 15, T),
         }
     )
-    result = point_in_time_features(settings, requests, store=store)
+    result = point_in_time_features(settings.redis, settings.deployment, requests, store=store)
     assert list(result.user_id) == ["u2", "nobody", "u2"]
     assert values(result.user_features__click_24h) == [8, None, 8]
     assert values(result.item_features__clicks) == [4, 3, None]
@@ -92,8 +92,8 @@ def test_user_and_item_features_together_in_request_order(settings: Settings) ->
 
 
 def test_without_any_history_every_feature_is_null(settings: Settings) -> None:
-    store = apply_repo(settings)
+    store = apply_repo(settings.redis, settings.deployment)
     requests = pd.DataFrame({"item_id": ["i1"], "event_timestamp": at(T)})
-    result = point_in_time_features(settings, requests, store=store)
+    result = point_in_time_features(settings.redis, settings.deployment, requests, store=store)
     assert result.item_features__popularity.isna().all()
     assert "user_features__recent_items" not in result

@@ -3,19 +3,17 @@
 import numpy as np
 import pytest
 
+from features.transition_store import InMemoryTransitionStore
 from retrieval.ann import AnnSource
 from retrieval.catalog import ItemCatalog, ItemMeta
 from retrieval.content import MiniLMTextEncoder, fit_content_source
-from retrieval.cooccurrence import (
-    CooccurrenceSource,
-    InMemoryTransitionStore,
-    increments_from_sequence,
-)
+from retrieval.cooccurrence import CooccurrenceSource
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.index import ItemIndex, ItemRows
 from retrieval.merge import CandidateRetriever, SourcePlan
 from retrieval.popular import FreshSource, PopularSource
 from retrieval.sources import CandidateFilters, Exclusions, RetrievalRequest
+from streams.transitions import increments_from_sequence
 
 pytestmark = pytest.mark.integration
 

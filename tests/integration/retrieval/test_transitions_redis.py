@@ -5,14 +5,10 @@ import uuid
 import pytest
 import redis
 
-from retrieval.cooccurrence import (
-    CooccurrenceSource,
-    InMemoryTransitionStore,
-    RedisTransitionStore,
-    increments_from_sequence,
-    transition_increments,
-)
+from features.transition_store import InMemoryTransitionStore, RedisTransitionStore
+from retrieval.cooccurrence import CooccurrenceSource
 from retrieval.sources import RetrievalRequest
+from streams.transitions import increments_from_sequence, transition_increments
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,10 @@ from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog, offline_dir
 from features.schema import USER_VIEW
 from features.store import FeastOnlineStore
+from features.transition_store import InMemoryTransitionStore
 from retrieval.build_retriever import transition_store
-from retrieval.cooccurrence import InMemoryTransitionStore, increments_from_sequence
 from streams.testing import interaction
+from streams.transitions import increments_from_sequence
 
 pytestmark = pytest.mark.integration
 
@@ -58,15 +59,15 @@ def _value_bytes(client: redis.Redis, key: bytes) -> bytes:
 def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_worker) -> None:
     events = _events()
     start_worker(settings)
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     produce(settings, "events", encoded(events))
     wait_for(lambda: len(store.read_users(list(SEQUENCES))) == 4, what="user rows")
     wait_for(lambda: consumed(settings, ["events"]), what="events consumed")
 
     # 1. every applied event is in the offline log, and the rows in the feature history
-    log = OfflineEventLog(settings)
+    log = OfflineEventLog(settings.deployment)
     assert sorted(log.read()["event_id"]) == sorted(str(e["event_id"]) for e in events)
-    assert set(FeatureHistory(settings).read(USER_VIEW)["user_id"]) == set(SEQUENCES)
+    assert set(FeatureHistory(settings.deployment).read(USER_VIEW)["user_id"]) == set(SEQUENCES)
 
     # 2. transitions equal the offline builder's over each user's sequence
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
@@ -74,7 +75,7 @@ def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_
     for items in SEQUENCES.values():
         reference.apply(increments_from_sequence(items, window=3))
     anchors = ["a", "b", "c", "x"]
-    got = transition_store(settings, client).neighbours(anchors, 10)
+    got = transition_store(settings.deployment, client).neighbours(anchors, 10)
     want = reference.neighbours(anchors, 10)
     for anchor in anchors:
         assert [i for i, _ in got[anchor]] == [i for i, _ in want[anchor]]
@@ -107,7 +108,7 @@ def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_
     values = [_value_bytes(client, k) for k in keys]
     assert not [k for k, v in zip(keys, values, strict=True) if GONE.encode() in v]
     assert store.read_users([GONE]) == {}
-    parquet = sorted(offline_dir(settings).rglob("*.parquet"))
+    parquet = sorted(offline_dir(settings.deployment).rglob("*.parquet"))
     assert parquet and not [p for p in parquet if GONE in str(pq.read_table(p).to_pylist())]
     assert log.read(user_ids=[GONE]).empty
 

@@ -1,38 +1,101 @@
-"""``RedisStateStore`` against the real Redis: the interactions agent's one-round-trip load."""
+"""The ``StateStore`` contract, run against the in-memory store and ``RedisStateStore`` on the real
+Redis: one commit's changes read back, deletions before writes, and the batched load."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome
 from core.settings import Settings
+from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus
+from streams.state_port import InMemoryStateStore, StateCommit, StateStore
 from streams.statestore import RedisStateStore
 from streams.user_features import UserState
 
+pytestmark = pytest.mark.integration
 
-def test_the_batched_load_equals_the_three_loads_it_replaces(settings: Settings) -> None:
-    store = RedisStateStore(settings)
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "memory":
+        yield InMemoryStateStore()
+        return
+    from stack.redis_server import delete_namespace_keys
+
+    redis_url: str = request.getfixturevalue("redis_url")
+    namespace: str = request.getfixturevalue("namespace")
+    settings = Settings(namespace=namespace, data_dir=tmp_path, REDIS_URL=redis_url)
+    redis_store = RedisStateStore(settings.redis, settings.deployment)
     try:
-        store.commit(
-            topic="events",
-            watermarks={0: 1_000, 2: 3_000},
+        yield redis_store
+    finally:
+        redis_store.close()
+        delete_namespace_keys(redis_url, namespace)
+
+
+def test_the_batched_load_equals_the_three_loads_it_replaces(store: StateStore) -> None:
+    store.commit(
+        StateCommit(
+            watermarks={"events": {0: 1_000, 2: 3_000}},
             users={"u1": UserState(latest_ms=1_000), "u2": UserState(latest_ms=2_000)},
             privacy={
                 "u2": PrivacyStatus(opted_out=True),
                 "u3": PrivacyStatus(deleted_through_ms=5),
             },
         )
-        store.commit(topic="impressions", watermarks={1: 9_000})  # another topic's marks
-        users, partitions = ["u3", "u1", "nobody", "u2", "u1"], [2, 1, 0, 2]
+    )
+    store.commit(StateCommit(watermarks={"impressions": {1: 9_000}}))  # another topic's marks
+    users, partitions = ["u3", "u1", "nobody", "u2", "u1"], [2, 1, 0, 2]
 
-        privacy, states, watermarks = store.load_interaction_batch(users, "events", partitions)
+    loaded = store.load_interactions(users, "events", partitions)
 
-        assert privacy == store.load_privacy(users)
-        assert set(privacy) == {"u2", "u3"}
-        assert states == store.load_users(users)
-        assert set(states) == {"u1", "u2"}
-        assert watermarks == store.load_watermarks("events", partitions)
-        assert watermarks == {0: 1_000, 1: None, 2: 3_000}
-        assert store.load_interaction_batch([], "events", []) == ({}, {}, {})
-        assert store.load_interaction_batch(["u1"], "events", []) == ({}, {"u1": states["u1"]}, {})
-        assert store.load_interaction_batch([], "events", [0]) == ({}, {}, {0: 1_000})
-    finally:
-        store.close()
+    assert loaded.privacy == store.load_privacy(users)
+    assert set(loaded.privacy) == {"u2", "u3"}
+    assert loaded.users == store.load_users(users)
+    assert set(loaded.users) == {"u1", "u2"}
+    assert loaded.watermarks == store.load_watermarks("events", partitions)
+    assert loaded.watermarks == {0: 1_000, 1: None, 2: 3_000}
+    assert store.load_watermarks("impressions", [1]) == {1: 9_000}
+    empty = store.load_interactions([], "events", [])
+    assert (empty.privacy, empty.users, empty.watermarks) == ({}, {}, {})
+    only_users = store.load_interactions(["u1"], "events", [])
+    assert (only_users.users, only_users.watermarks) == ({"u1": loaded.users["u1"]}, {})
+    assert store.load_interactions([], "events", [0]).watermarks == {0: 1_000}
+
+
+def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
+    store: StateStore,
+) -> None:
+    store.commit(
+        StateCommit(users={"gone": UserState(latest_ms=1), "kept": UserState(latest_ms=2)})
+    )
+    posterior, writes = apply_outcome(
+        PosteriorState(), Outcome("r|a", "a", "*", 1_000, True, "positive"), PosteriorConfig()
+    )
+    snapshot = {"watermark_ms": 7, "pending": [], "rewards": {}, "seen": {"r:x": 7}}
+    store.commit(
+        StateCommit(
+            forget_users={"gone", "never-stored"},
+            users={"gone": UserState(latest_ms=50)},  # after the deletion: a fresh state
+            items={"a": ItemState(latest_ms=3, clicks=2, title="A")},
+            attribution={3: snapshot},
+            posteriors={"a": posterior},
+            posterior_writes={(w.hash_parts, w.field): w.value for w in writes},
+            transitions={("a", "b"): 1.0},
+        )
+    )
+    assert store.load_users(["gone", "kept"]) == {
+        "gone": UserState(latest_ms=50),
+        "kept": UserState(latest_ms=2),
+    }
+    assert store.load_items(["a", "b"]) == {"a": ItemState(latest_ms=3, clicks=2, title="A")}
+    assert store.load_attribution([3, 4]) == {3: snapshot}
+    assert store.load_posteriors(["a", "b"])["a"].to_dict() == posterior.to_dict()
+    store.commit(StateCommit(forget_users={"gone"}))
+    assert set(store.load_users(["gone", "kept"])) == {"kept"}
+    assert StateCommit().is_empty() and not StateCommit(forget_users={"x"}).is_empty()
+    store.commit(StateCommit())  # nothing to do: fine

@@ -111,7 +111,7 @@ def test_events_become_features_and_bad_input_goes_to_dead_letters_or_late_event
     produce(settings, "events", messages)
     produce(settings, "items", [(b"i0", orjson.dumps(c)) for c in catalog])
     produce(settings, "impressions", [(b"u1", orjson.dumps(slate))])
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     users, items = reference(good, catalog, [slate])
     wait_for(lambda: store_matches(store, users, items), what="feature rows")
     assert items["i0"].title == "Heat (1995)" and items["i0"].impressions == 1
@@ -148,7 +148,8 @@ def test_two_namespaces_fed_different_orders_end_identical(
         produce(settings, "events", encoded(events))
         produce(other, "events", encoded(shuffled))
         users, items = reference(events)
-        first, second = FeastOnlineStore(settings), FeastOnlineStore(other)
+        first = FeastOnlineStore(settings.redis, settings.deployment)
+        second = FeastOnlineStore(other.redis, other.deployment)
         wait_for(lambda: store_matches(first, users, items), what="first namespace")
         wait_for(lambda: store_matches(second, users, items), what="second namespace")
     finally:
@@ -162,7 +163,7 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
 ) -> None:
     events = make_events(600, seed=3, users=6, items=12)
     worker = start_worker(settings)
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     produce(settings, "events", encoded(events[:300]))
     wait_for(lambda: bool(store.read_users([f"u{n}" for n in range(6)])), what="first rows")
     produce(settings, "events", encoded(events[300:]))
@@ -174,7 +175,7 @@ def test_kill_9_mid_stream_then_restart_equals_an_uninterrupted_run(
     # copies are dropped by its reader), and the transitions, committed with the user states,
     # were added exactly once.
     wait_for(lambda: consumed(settings, ["events"]), what="events consumed")
-    logged = OfflineEventLog(settings).read()["event_id"]
+    logged = OfflineEventLog(settings.deployment).read()["event_id"]
     assert sorted(logged) == sorted(str(e["event_id"]) for e in events)
     expected = reference_transitions(events)
     stored = stored_transitions(settings)
@@ -188,7 +189,7 @@ def test_a_second_worker_joining_and_the_first_leaving_lose_and_duplicate_nothin
     settings: Settings, start_worker
 ) -> None:
     events = make_events(450, seed=4, users=8, items=10)
-    store = FeastOnlineStore(settings)
+    store = FeastOnlineStore(settings.redis, settings.deployment)
     first = start_worker(settings)
     produce(settings, "events", encoded(events[:150]))
     wait_for(lambda: bool(store.read_users(["u0", "u1", "u2"])), what="first worker's rows")

@@ -28,7 +28,7 @@ def event(event_id: str, user_id: str = "u1", t: int = T, **extra: object) -> In
 
 
 def test_events_append_one_file_per_batch_and_read_in_event_time_order(settings: Settings) -> None:
-    log = OfflineEventLog(settings)
+    log = OfflineEventLog(settings.deployment)
     first = log.append([event("b", t=T + 5), event("c", t=T, value=4.5, context={"device": "tv"})])
     second = log.append([event("a", t=T)])
     assert log.append([]) is None
@@ -42,14 +42,14 @@ def test_events_append_one_file_per_batch_and_read_in_event_time_order(settings:
 
 
 def test_redelivered_events_are_read_once(settings: Settings) -> None:
-    log = OfflineEventLog(settings)
+    log = OfflineEventLog(settings.deployment)
     log.append([event("e1"), event("e2")])
     log.append([event("e1")])
     assert list(log.read().event_id) == ["e1", "e2"]
 
 
 def test_read_filters_by_user_and_half_open_time_range(settings: Settings) -> None:
-    log = OfflineEventLog(settings)
+    log = OfflineEventLog(settings.deployment)
     log.append(
         [
             event("x", "u1", T - 1),
@@ -63,7 +63,7 @@ def test_read_filters_by_user_and_half_open_time_range(settings: Settings) -> No
 
 
 def test_delete_user_removes_every_event_of_that_user_only(settings: Settings) -> None:
-    log = OfflineEventLog(settings)
+    log = OfflineEventLog(settings.deployment)
     log.append([event("a", "u1"), event("b", "u2")])
     log.append([event("c", "u1")])
     log.append([event("d", "u3")])
@@ -74,7 +74,7 @@ def test_delete_user_removes_every_event_of_that_user_only(settings: Settings) -
 
 
 def test_a_batch_number_taken_by_another_writer_is_skipped(settings: Settings) -> None:
-    log = OfflineEventLog(settings)
+    log = OfflineEventLog(settings.deployment)
     log.append([event("a")])
     (log.folder / "0000000002.parquet").write_bytes(
         (log.folder / "0000000001.parquet").read_bytes()
@@ -84,7 +84,7 @@ def test_a_batch_number_taken_by_another_writer_is_skipped(settings: Settings) -
 
 
 def test_feature_history_keeps_rows_with_event_and_created_timestamps(settings: Settings) -> None:
-    history = FeatureHistory(settings)
+    history = FeatureHistory(settings.deployment)
     history.append(
         [
             UserFeatureRow("u1", T, ("a",)),
@@ -105,15 +105,19 @@ def test_feature_history_keeps_rows_with_event_and_created_timestamps(settings: 
 
 def test_point_in_time_needs_a_timestamp_and_an_entity_column(settings: Settings) -> None:
     with pytest.raises(SchemaError, match="event_timestamp"):
-        point_in_time_features(settings, pd.DataFrame({"user_id": ["u1"]}))
+        point_in_time_features(
+            settings.redis, settings.deployment, pd.DataFrame({"user_id": ["u1"]})
+        )
     with pytest.raises(SchemaError, match="user_id"):
         point_in_time_features(
-            settings, pd.DataFrame({"event_timestamp": [pd.Timestamp(T, unit="ms")]})
+            settings.redis,
+            settings.deployment,
+            pd.DataFrame({"event_timestamp": [pd.Timestamp(T, unit="ms")]}),
         )
 
 
 def test_a_corrupt_batch_file_is_reported_as_unavailable(settings: Settings) -> None:
-    log = OfflineEventLog(settings)
+    log = OfflineEventLog(settings.deployment)
     log.append([event("a")])
     (log.folder / "0000000002.parquet").write_bytes(b"not parquet")
     with pytest.raises(DependencyUnavailable, match="offline store"):
@@ -123,7 +127,7 @@ def test_a_corrupt_batch_file_is_reported_as_unavailable(settings: Settings) -> 
 def test_a_writer_that_fell_behind_another_numbers_its_next_file_above_every_file(
     settings: Settings,
 ) -> None:
-    ours, theirs = OfflineEventLog(settings), OfflineEventLog(settings)
+    ours, theirs = OfflineEventLog(settings.deployment), OfflineEventLog(settings.deployment)
     ours.append([event("a")])  # ours now continues from 2 without listing the folder
     for n, event_id in enumerate(["b", "c", "d"]):
         path = theirs.append([event(event_id)])

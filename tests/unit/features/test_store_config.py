@@ -35,7 +35,7 @@ def test_bad_redis_url_is_a_config_error(url: str) -> None:
 
 def test_repo_config_is_per_namespace(tmp_path: Path) -> None:
     settings = Settings(namespace="shop_eu", data_dir=tmp_path)
-    config = repo_config(settings)
+    config = repo_config(settings.redis, settings.deployment)
     assert config.project == "shop_eu"
     assert config.registry.path == str(tmp_path.resolve() / "feast" / "shop_eu" / "registry.db")
     assert config.online_store.connection_string.startswith("127.0.0.1:6379")
@@ -43,7 +43,7 @@ def test_repo_config_is_per_namespace(tmp_path: Path) -> None:
 
 
 def test_views_hold_exactly_the_schema_features(tmp_path: Path) -> None:
-    repo = build_repo(feature_history_dir(Settings(data_dir=tmp_path)))
+    repo = build_repo(feature_history_dir(Settings(data_dir=tmp_path).deployment))
     assert tuple(f.name for f in repo.user_features.features) == USER_FEATURES
     assert tuple(f.name for f in repo.item_features.features) == ITEM_FEATURES
     assert repo.user_features.entities == ["user"]

@@ -12,8 +12,10 @@ from ranker_synthetic import synthetic_ratings
 
 from core.errors import SchemaError
 from interactions.sequences import (
+    SPLIT_KINDS,
     filter_rare_items,
     leave_one_out,
+    split_of_kind,
     temporal_refit_split,
     temporal_split,
     user_sequences,
@@ -174,3 +176,17 @@ def test_short_sequences_are_left_padded() -> None:
     tensors = build_training_tensors({"u": ["a", "b", "c"]}, vocab, max_length=4)
     np.testing.assert_array_equal(tensors.inputs[0], [PAD, PAD, 1, 2])
     np.testing.assert_array_equal(tensors.targets[0], [PAD, PAD, 2, 3])
+
+
+def test_a_split_kind_builds_the_split_of_that_name() -> None:
+    ratings = filter_rare_items(synthetic_ratings(n_users=20))
+    assert split_of_kind(ratings, "loo") == leave_one_out(ratings)
+    temporal = temporal_split(ratings, requests="first")
+    assert split_of_kind(ratings, "temporal", "first") == temporal
+    assert split_of_kind(ratings, "temporal-refit", "first") == temporal_refit_split(
+        ratings, temporal
+    )
+    for kind, name in SPLIT_KINDS.items():  # what a checkpoint records for each kind
+        assert split_of_kind(ratings, kind).name == name
+    with pytest.raises(SchemaError, match="unknown split"):
+        split_of_kind(ratings, "random")

@@ -2,11 +2,12 @@
 
 import numpy as np
 
+from features.transition_store import InMemoryTransitionStore
 from retrieval.build_retriever import build_retriever
 from retrieval.catalog import ItemCatalog, ItemMeta
-from retrieval.cooccurrence import InMemoryTransitionStore, increments_from_sequence
 from retrieval.encoders import ItemEmbeddings, MeanHistoryEncoder
 from retrieval.sources import Exclusions, RetrievalRequest
+from streams.transitions import increments_from_sequence
 
 
 class ExactIndex:

@@ -14,15 +14,15 @@ from stack.embedded import apply_feature_repo
 
 
 def test_feast_hook_calls_features_store_apply_repo(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[Settings] = []
+    calls: list[tuple[object, ...]] = []
     fake_store = types.ModuleType("features.store")
-    fake_store.apply_repo = calls.append  # type: ignore[attr-defined]
+    fake_store.apply_repo = lambda *args: calls.append(args)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "features.store", fake_store)
     settings = Settings(namespace="hooktest")
 
     detail = apply_feature_repo(settings)
 
-    assert calls == [settings]
+    assert calls == [(settings.redis, settings.deployment)]
     assert detail.startswith("applied") and "hooktest" in detail
 
 

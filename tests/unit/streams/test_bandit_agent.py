@@ -1,53 +1,59 @@
-"""The bandit agents' glue (``streams.bandit_agent``) with a dict standing in for Redis."""
+"""The bandit runtime (``streams.bandit_agent``) over the in-memory ``StateStore`` port."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
+import orjson
 import pytest
 
 from bandits.attribution import AttributionConfig, AttributionState, attribute
-from bandits.posterior import Outcome, decode_counts_value, posterior_read_plan
+from bandits.posterior import Outcome, decode_counts_value, posterior_hash_parts
 from core.settings import Settings
 from events.models import Impression, Interaction
-from streams.bandit_agent import BanditRuntime, decode_outcome, encode_outcome, forget_users
-from streams.eventtime import Lateness
+from streams.bandit_agent import BanditRuntime
+from streams.bandit_steps import (
+    BanditConfig,
+    BanditSteps,
+    decode_outcome,
+    encode_outcome,
+    forget_users,
+)
 from streams.handlers import SourceRecord
+from streams.privacy import PrivacyStatus
+from streams.state_port import InMemoryStateStore
+from streams.testing import interaction, privacy_request
+from streams.topics import TopicNames
 
 T0 = 1_700_000_000_000
+TOPICS = TopicNames.for_settings(Settings(namespace="unit"))
+WINDOW = 10 * 60_000
 
 
-class FakeRedis:
+class FakeProducer:
     def __init__(self) -> None:
-        self.strings: dict[str, bytes] = {}
-        self.hashes: dict[str, dict[str, str]] = {}
+        self.sent: list[tuple[str, bytes, bytes | None]] = []
 
-    def mget(self, keys: list[str]) -> list[bytes | None]:
-        return [self.strings.get(k) for k in keys]
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        self.sent.append((topic, value, key))
 
-    def pipeline(self, transaction: bool = True) -> FakeRedis:
-        return self
+    def poll(self, timeout: float) -> int:
+        return 0
 
-    def mset(self, values: dict[str, bytes]) -> None:
-        self.strings.update(values)
-
-    def hset(self, key: str, field: str, value: str) -> None:
-        self.hashes.setdefault(key, {})[field] = value
-
-    def execute(self) -> list[Any]:
-        return []
+    def flush(self, timeout: float) -> int:
+        return 0
 
 
-def _runtime(client: FakeRedis) -> BanditRuntime:
-    return BanditRuntime(
-        Settings(namespace="unit"),
-        client=client,  # type: ignore[arg-type]
-        state=None,  # type: ignore[arg-type]  # not used by the outcome agent
-        producer=None,  # type: ignore[arg-type]
-        policy=Lateness(),
+def _runtime(state: InMemoryStateStore) -> tuple[BanditRuntime, FakeProducer]:
+    producer = FakeProducer()
+    config = BanditConfig(TOPICS, attribution=AttributionConfig(window_ms=WINDOW))
+    runtime = BanditRuntime(
+        BanditSteps(config),
+        state=state,
+        producer=producer,  # type: ignore[arg-type]
         now_ms=lambda: T0,
     )
+    return runtime, producer
 
 
 def _outcome(request: str, item: str, success: bool, t: int) -> Outcome:
@@ -57,21 +63,21 @@ def _outcome(request: str, item: str, success: bool, t: int) -> Outcome:
 
 
 def test_outcomes_become_posterior_hashes_once() -> None:
-    client = FakeRedis()
-    bandit = _runtime(client)
+    state = InMemoryStateStore()
+    bandit, _ = _runtime(state)
     outcomes = [
         _outcome("r1", "a", True, T0),
         _outcome("r2", "a", False, T0),
         _outcome("r3", "b", False, T0),
     ]
     records = [
-        SourceRecord("unit.bandit-outcomes", 0, n, encode_outcome(o))
+        SourceRecord(TOPICS.bandit_outcomes, 0, n, encode_outcome(o))
         for n, o in enumerate(outcomes)
     ]
     assert asyncio.run(bandit.on_outcomes(records)) == 3
     assert asyncio.run(bandit.on_outcomes(records)) == 0  # re-delivered: ignored
-    [(key, _)] = posterior_read_plan(["a", "b"], "*", bandit.settings.redis_key)
-    stored = {item: decode_counts_value(v)[:2] for item, v in client.hashes[key].items()}
+    hashed = state.posterior_hashes[posterior_hash_parts("*")]
+    stored = {item: decode_counts_value(v)[:2] for item, v in hashed.items()}
     assert stored == {"a": pytest.approx((1.0, 1.0)), "b": pytest.approx((0.0, 1.0))}
     assert decode_outcome(encode_outcome(outcomes[0])) == outcomes[0]
 
@@ -97,3 +103,43 @@ def test_a_deleted_user_leaves_no_pending_impressions_or_buffered_rewards() -> N
     data = forget_users(state.to_dict(), {"gone"})
     assert "gone" not in str(data) and "kept" in str(data)
     assert AttributionState.from_dict(data, config).pending_of_user("kept")
+
+
+def _slate(request_id: str, user: str, item: str, t: int) -> SourceRecord:
+    body = {
+        "request_id": request_id,
+        "user_id": user,
+        "event_time": t,
+        "model_version": "m",
+        "items": [
+            {"item_id": item, "position": 0, "score": 1.0, "source": "ann", "propensity": 0.5}
+        ],
+    }
+    return SourceRecord(TOPICS.impressions, 0, 0, orjson.dumps(body))
+
+
+def _event(body: dict[str, object] | bytes, topic: str = TOPICS.events) -> SourceRecord:
+    return SourceRecord(topic, 0, 0, body if isinstance(body, bytes) else orjson.dumps(body))
+
+
+def test_attribution_emits_outcomes_keyed_by_item_and_respects_privacy() -> None:
+    state = InMemoryStateStore()
+    state.privacy["quiet"] = PrivacyStatus(opted_out=True)  # stored by the interactions step
+    bandit, producer = _runtime(state)
+    first = [
+        _slate("r1", "kept", "a", T0),
+        _slate("r2", "gone", "a", T0),
+        _slate("r3", "quiet", "a", T0),
+        _event({**interaction("c1", "kept", "a", "click", T0 + 1), "request_id": "r1"}),
+        _event(b"not json"),  # the feature step dead-letters it; attribution skips it
+    ]
+    assert asyncio.run(bandit.on_attribution(first)) == []  # windows still open
+    [snapshot] = state.attribution.values()
+    assert {p["user_id"] for p in snapshot["pending"]} == {"kept", "gone"}  # not "quiet"
+    delete = _event(privacy_request("p1", "gone", "delete", T0 + 2), TOPICS.privacy)
+    closing = _event(interaction("z", "kept", "b", "view", T0 + WINDOW + 120_000))
+    outcomes = asyncio.run(bandit.on_attribution([delete, closing]))
+    # r2|a was forgotten with its user; r1|a is decided when the watermark passes its window.
+    assert [(o.outcome_id, o.success) for o in outcomes] == [("r1|a", True)]
+    assert [(topic, key) for topic, _, key in producer.sent] == [(TOPICS.bandit_outcomes, b"a")]
+    assert "gone" not in str(state.attribution)

@@ -10,9 +10,10 @@ from collections import defaultdict
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from features.schema import POPULARITY_EVENT_WEIGHTS, POPULARITY_HALF_LIFE_MS
 from streams import user_features
 from streams.eventtime import Lateness, forget_before
-from streams.item_features import EVENT_WEIGHTS, HOUR_MS, POPULARITY_HALF_LIFE_MS
+from streams.item_features import HOUR_MS
 from streams.testing import LocalPipeline, interaction, partition_of, record
 from streams.user_features import MINUTE_MS, UserFeatureConfig
 
@@ -159,7 +160,7 @@ def test_features_match_their_definitions(events: list[dict], seed: int) -> None
         expected_pop = 0.0
         for bucket in sorted({e["event_time"] // HOUR_MS for e in item_events}):
             mass = sum(
-                EVENT_WEIGHTS[e["event_type"]]
+                POPULARITY_EVENT_WEIGHTS[e["event_type"]]
                 for e in item_events
                 if e["event_time"] // HOUR_MS == bucket
             )

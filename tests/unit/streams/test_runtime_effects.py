@@ -1,9 +1,8 @@
-"""The agents' effect order (what makes a crash harmless), with fakes for the three adapters."""
+"""The agents' effect order (what makes a crash harmless), with fakes of the project's ports."""
 
 from __future__ import annotations
 
 import asyncio
-import copy
 from typing import Any
 
 import orjson
@@ -12,9 +11,11 @@ from core.settings import Settings
 from features.ports import InMemoryFeatureStore
 from streams.agents import StreamRuntime
 from streams.handlers import SourceRecord
-from streams.item_features import ItemState
+from streams.state_port import InMemoryStateStore, StateCommit
+from streams.steps import StepConfig, StreamSteps
 from streams.testing import interaction
-from streams.user_features import UserState
+from streams.topics import TopicNames
+from streams.transitions import merge_increments
 
 T0 = 1_700_000_000_000
 
@@ -39,53 +40,17 @@ class FakeProducer:
         return 0
 
 
-class FakeState:
+class JournalState(InMemoryStateStore):
+    """The in-memory state store port, journaling its commits."""
+
     def __init__(self, journal: Journal) -> None:
+        super().__init__()
         self.journal = journal
-        self.users: dict[str, UserState] = {}
-        self.items: dict[str, ItemState] = {}
-        self.watermarks: dict[tuple[str, int], int] = {}
-        self.privacy: dict[str, Any] = {}
 
-    def load_users(self, ids: Any) -> dict[str, UserState]:
-        return {u: self.users[u] for u in ids if u in self.users}
-
-    def load_items(self, ids: Any) -> dict[str, ItemState]:
-        return {i: self.items[i] for i in ids if i in self.items}
-
-    def load_privacy(self, ids: Any) -> dict[str, Any]:
-        return {u: copy.deepcopy(self.privacy[u]) for u in ids if u in self.privacy}
-
-    def load_watermarks(self, topic: str, partitions: Any) -> dict[int, int | None]:
-        return {p: self.watermarks.get((topic, p)) for p in partitions}
-
-    def load_interaction_batch(self, ids: Any, topic: str, partitions: Any) -> tuple[Any, Any, Any]:
-        ids = list(ids)
-        return self.load_privacy(ids), self.load_users(ids), self.load_watermarks(topic, partitions)
-
-    def commit(
-        self,
-        *,
-        topic: str,
-        watermarks: Any,
-        users: Any = None,
-        items: Any = None,
-        privacy: Any = None,
-        forget_users: Any = (),
-        also: Any = None,
-    ) -> None:
+    def commit(self, changes: StateCommit) -> None:
         self.journal.append("commit")
-        if also is not None:
-            also(None)  # the real store queues these commands into its transaction
-        for user_id in forget_users:
-            self.users.pop(user_id, None)
-        self.privacy.update(privacy or {})
-        self.users.update(users or {})
-        self.items.update(items or {})
-        self.watermarks.update({(topic, p): w for p, w in watermarks.items() if w is not None})
-
-    def close(self) -> None:
-        pass
+        self.added = merge_increments(getattr(self, "added", {}), changes.transitions)
+        super().commit(changes)
 
 
 class JournalStore(InMemoryFeatureStore):
@@ -109,7 +74,6 @@ class FakeSinks:
         self.journal = journal
         self.logged: list[str] = []
         self.erased: list[str] = []
-        self.transitions: dict[tuple[str, str], float] = {}
 
     def log_events(self, events: Any) -> None:
         if events:
@@ -123,23 +87,17 @@ class FakeSinks:
         self.journal.append("erase_user")
         self.erased.append(user_id)
 
-    def queue_transitions(self, increments: Any) -> Any:
-        def queue(_pipe: Any) -> None:
-            for pair, weight in increments.items():
-                self.transitions[pair] = self.transitions.get(pair, 0.0) + weight
-
-        return queue if increments else None
-
 
 def runtime(
     sinks: FakeSinks | None = None,
-) -> tuple[StreamRuntime, Journal, FakeProducer, FakeState, JournalStore]:
+) -> tuple[StreamRuntime, Journal, FakeProducer, JournalState, JournalStore]:
     journal = sinks.journal if sinks else Journal()
-    producer, state, store = FakeProducer(journal), FakeState(journal), JournalStore(journal)
+    producer, state, store = FakeProducer(journal), JournalState(journal), JournalStore(journal)
+    topics = TopicNames.for_settings(Settings(namespace="unit"))
     rt = StreamRuntime(
-        Settings(namespace="unit"),
+        StreamSteps(StepConfig(topics)),
         writer=store,
-        state=state,  # type: ignore[arg-type]
+        state=state,
         producer=producer,  # type: ignore[arg-type]
         sinks=sinks,  # type: ignore[arg-type]
     )
@@ -175,7 +133,7 @@ def test_a_redelivered_batch_after_a_crash_changes_nothing() -> None:
     asyncio.run(rt.on_item_updates(updates))
     assert (store.read_users(["u1"]), store.read_items(["i1"])) == before
     assert before[1]["i1"].clicks == 3
-    assert state.watermarks == {("unit.events", 0): T0 + 2}
+    assert state.watermarks == {"unit.events": {0: T0 + 2}}
 
 
 def _event(event_id: str, user: str, item: str, t: int, offset: int = 0) -> SourceRecord:
@@ -190,14 +148,15 @@ def _privacy(event_id: str, user: str, action: str, t: int) -> SourceRecord:
 
 def test_applied_events_are_logged_and_transitions_ride_on_the_state_commit() -> None:
     sinks = FakeSinks(Journal())
-    rt, journal, _, _, _ = runtime(sinks)
+    rt, journal, _, state, _ = runtime(sinks)
     batch = [_event("e1", "u1", "a", T0, 0), _event("e2", "u1", "b", T0 + 1, 1)]
     asyncio.run(rt.on_interactions(batch))
     asyncio.run(rt.on_interactions(batch))  # re-delivered: duplicates, nothing new
     # The flush and the offline log run side by side; both finish before the rows and commit.
     assert sorted(journal[:2]) == ["flush", "log_events"]
     assert journal[2:4] == ["write_users", "commit"]
-    assert sinks.logged == ["e1", "e2"] and sinks.transitions == {("a", "b"): 1.0}
+    assert sinks.logged == ["e1", "e2"]
+    assert state.added == {("a", "b"): 1.0}  # added once, in the state commit
 
 
 def test_a_delete_erases_every_store_and_keeps_in_flight_events_out() -> None:

@@ -1,15 +1,51 @@
-"""Item transitions from the stream (``streams.transitions``) equal the offline builder's, and
-only newly applied events add any."""
+"""Item transitions (``streams.transitions``): the pure increments (property-tested), the stream's
+equal the offline builder's, and only newly applied events add any."""
 
 from __future__ import annotations
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from retrieval.cooccurrence import increments_from_sequence, merge_increments
 from streams.testing import LocalPipeline, interaction, record
+from streams.transitions import (
+    increments_from_sequence,
+    merge_increments,
+    transition_increments,
+)
 
 T0 = 1_700_000_000_000
+items = st.sampled_from([f"i{n}" for n in range(6)])
+sequences = st.lists(items, max_size=12)
+
+
+def _close(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-9 for k in a)
+
+
+def test_increments_weight_by_distance_and_skip_self() -> None:
+    assert transition_increments(["a", "b", "c"], "c", window=3) == {
+        ("b", "c"): 0.5,
+        ("a", "c"): 1 / 3,
+    }
+    assert transition_increments(["a", "b"], "d", window=1) == {("b", "d"): 1.0}
+    assert transition_increments([], "a") == {}
+
+
+@given(
+    st.lists(st.dictionaries(st.tuples(items, items), st.floats(0, 10)), max_size=4), st.randoms()
+)
+def test_merge_increments_is_commutative(parts, rnd) -> None:
+    shuffled = parts[:]
+    rnd.shuffle(shuffled)
+    assert _close(merge_increments(*parts), merge_increments(*shuffled))
+
+
+@given(sequences)
+def test_streaming_event_by_event_equals_the_batch_computation(sequence) -> None:
+    streamed = merge_increments(
+        *(transition_increments(sequence[:i], sequence[i]) for i in range(1, len(sequence)))
+    )
+    assert _close(streamed, increments_from_sequence(sequence))
 
 
 def _collapse(items: list[str]) -> list[str]:

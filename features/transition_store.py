@@ -1,0 +1,176 @@
+"""Item-to-item transition counts: where the stream writes them and retrieval reads them.
+
+The stream worker (``streams.transitions``: what one applied event adds) writes increments;
+retrieval's ``CooccurrenceSource`` only reads neighbours (``TransitionReader``). This module owns
+the stores and their Redis key layout, so both sides agree on it by construction.
+
+Stores keep, per anchor item, its outgoing weights; the score of a neighbour ``j`` of ``h`` is the
+transition probability ``w(h -> j) / total(h)``. Increments are plain sums, so applying any set of
+them in any order gives the same counts. ``RedisTransitionStore`` keeps only the top
+``max_neighbours`` per anchor (trimming makes the tail order-dependent; the head is not affected
+unless a neighbour sits near the cut).
+
+Redis keys (``transition_key_prefix``): ``<ns>:retrieval:i2i:<anchor>`` (zset item -> weight) and
+``<ns>:retrieval:i2i_total`` (hash anchor -> total weight).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from operator import itemgetter
+from typing import Any, Protocol
+
+from core.errors import DependencyUnavailable
+
+DEFAULT_MAX_NEIGHBOURS = 200
+
+
+class TransitionReader(Protocol):
+    """What retrieval needs: the best neighbours of some anchors, as probabilities."""
+
+    def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]: ...
+
+
+class TransitionStore(TransitionReader, Protocol):
+    def apply(self, increments: Mapping[tuple[str, str], float]) -> None: ...
+
+
+def transition_key_prefix(namespace: str) -> str:
+    """The prefix of a namespace's transition keys (``<ns>:retrieval``)."""
+    return f"{namespace}:retrieval"
+
+
+def by_weight_then_id(weighted: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:
+    """Highest weight first, ties by item id: the order every reader gets neighbours in.
+
+    Two stable sorts with C-level keys give the order of ``key=lambda kv: (-kv[1], kv[0])`` for a
+    fraction of its cost (it equals ``retrieval.sources.best_first``, the candidate order).
+    """
+    ranked = sorted(weighted, key=itemgetter(0))
+    ranked.sort(key=itemgetter(1), reverse=True)
+    return ranked
+
+
+def top_neighbours(weights: Mapping[str, float], total: float, n: int) -> list[tuple[str, float]]:
+    """The ``n`` best neighbours as probabilities; ties broken by item id (deterministic)."""
+    if total <= 0:
+        return []
+    return [(item, weight / total) for item, weight in by_weight_then_id(weights.items())[:n]]
+
+
+class InMemoryTransitionStore:
+    """Dict-backed store (tests, the stream harness, benchmarks, single-process demo)."""
+
+    def __init__(self) -> None:
+        self._weights: dict[str, dict[str, float]] = defaultdict(dict)
+        self._totals: dict[str, float] = defaultdict(float)
+
+    def apply(self, increments: Mapping[tuple[str, str], float]) -> None:
+        for (anchor, item), weight in increments.items():
+            row = self._weights[anchor]
+            row[item] = row.get(item, 0.0) + weight
+            self._totals[anchor] += weight
+
+    def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]:
+        return {
+            a: top_neighbours(self._weights.get(a, {}), self._totals.get(a, 0.0), n)
+            for a in anchors
+        }
+
+    def anchors(self) -> list[str]:
+        return sorted(a for a, total in self._totals.items() if total > 0)
+
+
+class RedisTransitionStore:
+    """Redis-backed store: one sorted set per anchor plus one hash of totals, under ``prefix``.
+
+    Build it with :func:`redis_transition_store` (the namespace's prefix), so writer and readers
+    share the key layout.
+    """
+
+    def __init__(
+        self, client: Any, prefix: str, max_neighbours: int = DEFAULT_MAX_NEIGHBOURS
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.max_neighbours = max_neighbours
+
+    def _key(self, anchor: str) -> str:
+        return f"{self.prefix}:i2i:{anchor}"
+
+    @property
+    def totals_key(self) -> str:
+        return f"{self.prefix}:i2i_total"
+
+    def queue(self, pipe: Any, increments: Mapping[tuple[str, str], float]) -> None:
+        """Queue the commands that add ``increments`` into ``pipe`` (the caller executes it).
+
+        The stream worker queues them into the ``MULTI`` that commits the user states whose
+        seen-ids make a re-delivered event a duplicate (``streams.statestore``): exactly once.
+        """
+        anchors: set[str] = set()
+        for (anchor, item), weight in increments.items():
+            pipe.zincrby(self._key(anchor), weight, item)
+            pipe.hincrbyfloat(self.totals_key, anchor, weight)
+            anchors.add(anchor)
+        for anchor in sorted(anchors):  # keep the head only: bounded memory per anchor
+            pipe.zremrangebyrank(self._key(anchor), 0, -(self.max_neighbours + 1))
+
+    def apply(self, increments: Mapping[tuple[str, str], float]) -> None:
+        if not increments:
+            return
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            self.queue(pipe, increments)
+            pipe.execute()
+        except Exception as exc:
+            raise DependencyUnavailable("redis", f"transition update failed: {exc}") from exc
+
+    def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]:
+        if not anchors:
+            return {}
+        try:
+            pipe = self.client.pipeline(transaction=False)
+            for anchor in anchors:
+                # Raw reply (no ``withscores=`` option, so redis-py builds no pairs): parsed below.
+                pipe.execute_command("ZREVRANGE", self._key(anchor), 0, n - 1, "WITHSCORES")
+            pipe.hmget(self.totals_key, list(anchors))
+            *ranked, totals = pipe.execute()
+        except Exception as exc:
+            raise DependencyUnavailable("redis", f"transition read failed: {exc}") from exc
+        result: dict[str, list[tuple[str, float]]] = {}
+        for anchor, rows, total in zip(anchors, ranked, totals, strict=True):
+            denominator = float(total) if total else 0.0
+            result[anchor] = parse_neighbours(rows, denominator) if denominator > 0 else []
+        return result
+
+    def owned_keys(self) -> Iterable[str]:
+        """Every key this store owns (for cleanup in tests and `aether` maintenance)."""
+        yield from (_text(k) for k in self.client.scan_iter(match=f"{self.prefix}:i2i*"))
+
+
+def redis_transition_store(
+    client: Any, namespace: str, max_neighbours: int = DEFAULT_MAX_NEIGHBOURS
+) -> RedisTransitionStore:
+    """The namespace's transition store in Redis (the worker writes it, serving reads it)."""
+    return RedisTransitionStore(client, transition_key_prefix(namespace), max_neighbours)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def parse_neighbours(reply: Sequence[Any], total: float) -> list[tuple[str, float]]:
+    """``ZREVRANGE … WITHSCORES`` reply -> ``[(item, weight / total)]``, best first, ties by id.
+
+    RESP2 gives ``[member, score, member, score, …]`` (bytes), RESP3 ``[[member, score], …]``.
+    Ordered as ``top_neighbours`` orders; Redis itself breaks ties by descending member."""
+    members: Sequence[Any]
+    weights: Sequence[Any]
+    if reply and isinstance(reply[0], list | tuple):
+        members, weights = [row[0] for row in reply], [row[1] for row in reply]
+    else:
+        members, weights = reply[0::2], reply[1::2]
+    pairs = by_weight_then_id((_text(m), float(w)) for m, w in zip(members, weights, strict=True))
+    return [(item, weight / total) for item, weight in pairs]

@@ -1,0 +1,260 @@
+"""The bandit's two stream steps, pure: attribution by user partition, posteriors by item.
+
+=====================  ==========================================  ===========================
+step                   batch                                       state (through the port)
+=====================  ==========================================  ===========================
+``attribution_step``   ``<ns>.impressions`` + ``<ns>.events`` +    ``AttributionState`` per
+                       ``<ns>.privacy`` (keyed by user)            source partition number, and
+                                                                   the users' privacy markers
+``outcomes_step``      ``<ns>.bandit-outcomes`` (key item)         ``PosteriorState`` per item
+=====================  ==========================================  ===========================
+
+Both wrap the pure functions of ``bandits`` (``bandits/__init__.py`` draws the pipeline) and
+return the state commit with their effects; :class:`BanditSteps` is the driver (decode → load
+through ``streams.state_port.StateStore`` → step) that the runtime (``streams.bandit_agent``) and
+the harness (``streams.testing``) share.
+
+Attribution feeds every impression and interaction of partition *p* (Faust assigns partition *p*
+of all user-keyed topics to one worker) through ``bandits.attribution.attribute`` in event time
+(watermark − lateness); it de-duplicates impressions by ``request_id`` and rewards by
+``event_id``. Undecodable records are skipped here: the feature and impression steps of the same
+batch send them to the dead-letter topic. Future events are skipped likewise (those steps route
+them). Posteriors are idempotent on ``outcome_id`` and order-insensitive (``bandits.discounted``).
+
+Privacy (``streams.privacy``): impressions and rewards of users that the privacy markers suppress
+are not attributed; a ``delete`` request removes the user's pending impressions and buffered
+rewards (the only user ids this step holds) from the partition's state. The interactions step of
+the same batch may not have stored the batch's delete markers yet, so they suppress here as the
+markers will (events up to the deletion time). The posteriors are per-item aggregates and hold no
+user data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import orjson
+
+from bandits.attribution import AttributionConfig, AttributionState, attribute
+from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome, prune_seen
+from core.errors import SchemaError
+from events import decode, decode_interaction
+from events.models import Impression, Interaction, PrivacyAction, PrivacyRequest
+from streams.eventtime import Lateness, Verdict, judge
+from streams.handlers import SourceRecord
+from streams.privacy import PrivacyStatus, suppresses
+from streams.state_port import AttributionSnapshot, PosteriorWrites, StateCommit, StateStore
+from streams.topics import TopicNames
+
+UserEvent = Impression | Interaction
+
+
+@dataclass(frozen=True, slots=True)
+class BanditConfig:
+    topics: TopicNames
+    attribution: AttributionConfig = field(default_factory=AttributionConfig)
+    posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
+    policy: Lateness = field(default_factory=Lateness)
+    max_event_bytes: int = 64 * 1024
+
+    @property
+    def seen_margin_ms(self) -> int:
+        """How far behind an item's newest outcome an outcome id can still come back: the
+        attribution window plus lateness, plus the same margin for skew between source
+        partitions that the item state uses (``streams.eventtime``)."""
+        policy = self.policy
+        return self.attribution.window_ms + policy.allowed_lateness_ms + policy.dedup_horizon_ms
+
+
+def encode_outcome(outcome: Outcome) -> bytes:
+    return orjson.dumps(dataclasses.asdict(outcome))
+
+
+def decode_outcome(raw: bytes) -> Outcome:
+    try:
+        return Outcome(**orjson.loads(raw))
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(f"bad bandit outcome: {exc}", reason="invalid_outcome") from None
+
+
+def forget_users(data: AttributionSnapshot, user_ids: set[str]) -> AttributionSnapshot:
+    """An ``AttributionState.to_dict()`` without the pending impressions and buffered rewards
+    of ``user_ids`` (privacy deletion; the seen-ids hold request and event ids only)."""
+    return {
+        **data,
+        "pending": [p for p in data["pending"] if p["user_id"] not in user_ids],
+        "rewards": {k: r for k, r in data["rewards"].items() if r["user_id"] not in user_ids},
+    }
+
+
+# -- attribution ---------------------------------------------------------------------------------
+@dataclass(slots=True)
+class AttributionBatch:
+    events: list[tuple[int, UserEvent]] = field(default_factory=list)  # (partition, event)
+    # partition -> user deleted in this batch -> greatest deletion time
+    deletions: dict[int, dict[str, int]] = field(default_factory=dict)
+
+    def user_ids(self) -> set[str]:
+        return {event.user_id for _, event in self.events}
+
+    def partitions(self) -> set[int]:
+        return {p for p, _ in self.events} | set(self.deletions)
+
+
+@dataclass(slots=True)
+class AttributionInput:
+    privacy: dict[str, PrivacyStatus] = field(default_factory=dict)
+    snapshots: dict[int, AttributionSnapshot] = field(default_factory=dict)  # absent: fresh
+
+
+@dataclass(slots=True)
+class AttributionEffects:
+    outcomes: list[Outcome] = field(default_factory=list)  # produced keyed by item, then commit
+    late: int = 0
+    commit: StateCommit = field(default_factory=StateCommit)
+
+
+def decode_attribution(records: Sequence[SourceRecord], config: BanditConfig) -> AttributionBatch:
+    batch = AttributionBatch()
+    for record in records:
+        event = _decode_source(record, config)
+        if event is None:
+            continue
+        if isinstance(event, PrivacyRequest):
+            if event.action is PrivacyAction.DELETE:
+                deleted = batch.deletions.setdefault(record.partition, {})
+                t = max(event.event_time_ms, deleted.get(event.user_id, event.event_time_ms))
+                deleted[event.user_id] = t
+            continue
+        batch.events.append((record.partition, event))
+    return batch
+
+
+def _decode_source(record: SourceRecord, config: BanditConfig) -> UserEvent | PrivacyRequest | None:
+    limit = config.max_event_bytes
+    try:
+        if record.topic == config.topics.impressions:
+            return decode(record.value, Impression, max_bytes=limit)
+        if record.topic == config.topics.privacy:
+            return decode(record.value, PrivacyRequest, max_bytes=limit)
+        return decode_interaction(record.value, max_bytes=limit)
+    except SchemaError:
+        return None  # dead-lettered by the step that owns the topic
+
+
+def attribution_step(
+    state: AttributionInput, batch: AttributionBatch, config: BanditConfig, now_ms: int | None
+) -> tuple[AttributionInput, AttributionEffects]:
+    by_partition: dict[int, list[UserEvent]] = {}
+    for partition, event in batch.events:
+        if judge(None, event.event_time_ms, config.policy, now_ms) is Verdict.FUTURE:
+            continue
+        by_partition.setdefault(partition, []).append(event)
+    for partition, events in by_partition.items():
+        gone = batch.deletions.get(partition, {})
+        by_partition[partition] = [
+            e
+            for e in events
+            if e.event_time_ms > gone.get(e.user_id, e.event_time_ms - 1)
+            and not suppresses(state.privacy.get(e.user_id), e.event_time_ms)
+        ]
+    effects = AttributionEffects()
+    for partition in sorted(set(by_partition) | set(batch.deletions)):
+        data = state.snapshots.get(partition) or AttributionState().to_dict()
+        if partition in batch.deletions:
+            data = forget_users(data, set(batch.deletions[partition]))
+        partition_state = AttributionState.from_dict(data, config.attribution)
+        for event in by_partition.get(partition, ()):
+            partition_state, outputs = attribute(partition_state, event, config.attribution)
+            for output in outputs:
+                if isinstance(output, Outcome):
+                    effects.outcomes.append(output)
+                elif output.reason == "late":
+                    effects.late += 1
+        state.snapshots[partition] = effects.commit.attribution[partition] = (
+            partition_state.to_dict()
+        )
+    return state, effects
+
+
+# -- posteriors ----------------------------------------------------------------------------------
+@dataclass(slots=True)
+class OutcomeBatch:
+    outcomes: list[Outcome] = field(default_factory=list)
+    bad: int = 0  # undecodable records (counted; outcomes are internal, no dead-letter topic)
+
+    def item_ids(self) -> set[str]:
+        return {o.item_id for o in self.outcomes}
+
+
+@dataclass(slots=True)
+class PosteriorEffects:
+    applied: int = 0
+    duplicates: int = 0
+    bad: int = 0
+    commit: StateCommit = field(default_factory=StateCommit)
+
+
+def decode_outcomes(records: Sequence[SourceRecord]) -> OutcomeBatch:
+    batch = OutcomeBatch()
+    for record in records:
+        try:
+            batch.outcomes.append(decode_outcome(record.value))
+        except SchemaError:
+            batch.bad += 1
+    return batch
+
+
+def outcomes_step(
+    states: dict[str, PosteriorState], batch: OutcomeBatch, config: BanditConfig
+) -> tuple[dict[str, PosteriorState], PosteriorEffects]:
+    """Fold outcomes into per-item states; the commit holds the states and the posterior hash
+    fields (absolute values, so writing them again is harmless)."""
+    effects = PosteriorEffects(bad=batch.bad)
+    if not batch.outcomes:
+        return states, effects
+    items = sorted(batch.item_ids())
+    for item_id in items:
+        states.setdefault(item_id, PosteriorState())
+    writes: PosteriorWrites = {}  # latest absolute value per (hash, field)
+    for outcome in batch.outcomes:
+        state, out = apply_outcome(states[outcome.item_id], outcome, config.posterior)
+        effects.applied += bool(out)
+        for write in out:
+            writes[(write.hash_parts, write.field)] = write.value
+    for item_id in items:
+        state = states[item_id]
+        if state.seen:
+            prune_seen(state, max(state.seen.values()) - config.seen_margin_ms)
+    effects.duplicates = len(batch.outcomes) - effects.applied
+    effects.commit = StateCommit(posteriors={i: states[i] for i in items}, posterior_writes=writes)
+    return states, effects
+
+
+# -- the driver both the runtime and the harness call --------------------------------------------
+class BanditSteps:
+    """Decode, load through the port, step; the caller applies the effects, then commits."""
+
+    def __init__(self, config: BanditConfig) -> None:
+        self.config = config
+
+    def attribution(
+        self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
+    ) -> AttributionEffects:
+        batch = decode_attribution(records, self.config)
+        if not batch.events and not batch.deletions:
+            return AttributionEffects()
+        state = AttributionInput(
+            privacy=store.load_privacy(batch.user_ids()),
+            snapshots=store.load_attribution(batch.partitions()),
+        )
+        _, effects = attribution_step(state, batch, self.config, now_ms)
+        return effects
+
+    def outcomes(self, store: StateStore, records: Sequence[SourceRecord]) -> PosteriorEffects:
+        batch = decode_outcomes(records)
+        states = store.load_posteriors(batch.item_ids()) if batch.outcomes else {}
+        _, effects = outcomes_step(states, batch, self.config)
+        return effects

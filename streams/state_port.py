@@ -1,0 +1,176 @@
+"""The worker's state store port: what the stream steps load, and one atomic commit per batch.
+
+Every stateful step (``streams.steps``, ``streams.bandit_steps``) reads the states a batch touches
+through a :class:`StateStore` and returns, with its effects, one :class:`StateCommit`: everything
+the batch changes, which the store must persist **atomically** (all or nothing). The runtime
+applies the batch's other effects first and commits last, so a crash anywhere leaves either the
+state before or after the batch (``streams.agents``).
+
+Implementations: ``streams.statestore.RedisStateStore`` (one ``MULTI``/``EXEC``, production) and
+:class:`InMemoryStateStore` (dicts; the harness ``streams.testing`` and unit tests). The
+integration test ``tests/integration/streams/test_step_parity.py`` feeds the same batches through
+both and compares every state and effect.
+
+Adding a new kind of state is adding a field to ``StateCommit`` and a ``load_*`` method. This is
+also where exactly-once input offsets belong (issue 21): a field ``offsets`` (topic -> partition ->
+next offset to consume) committed in the same transaction, and a ``load_offsets`` to skip what a
+restart delivers again. (On Redis Cluster a transaction's keys must share one hash slot, so the
+Redis layout would then tag each commit's keys with its source partition.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bandits.posterior import PosteriorState
+from features.transition_store import InMemoryTransitionStore
+from streams.item_features import ItemState
+from streams.privacy import PrivacyStatus
+from streams.user_features import UserState
+
+# ``bandits.attribution.AttributionState.to_dict()`` of one source partition: the step rebuilds
+# the state with its config (``from_dict``), so the store keeps the plain, JSON-able snapshot.
+AttributionSnapshot = dict[str, Any]
+# (posterior hash key parts after the namespace, field) -> absolute value (``PosteriorWrite``)
+PosteriorWrites = dict[tuple[tuple[str, ...], str], str]
+
+
+@dataclass(slots=True)
+class InteractionState:
+    """What the interactions step reads: privacy markers and states of the batch's users, and
+    the watermarks of the batch's source partitions (``None``: nothing seen there yet)."""
+
+    privacy: dict[str, PrivacyStatus] = field(default_factory=dict)
+    users: dict[str, UserState] = field(default_factory=dict)
+    watermarks: dict[int, int | None] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class StateCommit:
+    """Everything one batch changes, persisted in one atomic write.
+
+    ``forget_users`` are removed *before* ``users`` are written (a user deleted in this batch
+    whose later events start a fresh state); ``transitions`` are increments, added.
+    """
+
+    watermarks: dict[str, dict[int, int | None]] = field(default_factory=dict)  # topic -> p -> wm
+    users: dict[str, UserState] = field(default_factory=dict)
+    forget_users: set[str] = field(default_factory=set)
+    items: dict[str, ItemState] = field(default_factory=dict)
+    privacy: dict[str, PrivacyStatus] = field(default_factory=dict)
+    transitions: Mapping[tuple[str, str], float] = field(default_factory=dict)
+    attribution: dict[int, AttributionSnapshot] = field(default_factory=dict)  # source partition
+    posteriors: dict[str, PosteriorState] = field(default_factory=dict)  # item id
+    posterior_writes: PosteriorWrites = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (
+            any(marks for marks in self.watermarks.values())
+            or self.users
+            or self.forget_users
+            or self.items
+            or self.privacy
+            or self.transitions
+            or self.attribution
+            or self.posteriors
+            or self.posterior_writes
+        )
+
+
+class StateStore(Protocol):
+    """The keyed state of the stream worker (user, item, privacy, attribution, posteriors),
+    partition watermarks and the outputs that must be exactly-once with them (transitions,
+    posterior hashes). Loads omit keys that hold nothing."""
+
+    def load_interactions(
+        self, user_ids: Iterable[str], topic: str, partitions: Iterable[int]
+    ) -> InteractionState: ...
+
+    def load_privacy(self, user_ids: Iterable[str]) -> dict[str, PrivacyStatus]: ...
+
+    def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]: ...
+
+    def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]: ...
+
+    def load_items(self, item_ids: Iterable[str]) -> dict[str, ItemState]: ...
+
+    def load_attribution(self, partitions: Iterable[int]) -> dict[int, AttributionSnapshot]: ...
+
+    def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]: ...
+
+    def commit(self, changes: StateCommit) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class InMemoryStateStore:
+    """The port over dicts.
+
+    Loads hand out the stored objects themselves (no copy, no codec) and the steps update what
+    they load in place, so a batch that fails before ``commit`` has still changed this store. The
+    harness never stops half-way, so that does not matter there; crash behaviour is tested
+    against Redis (``tests/integration/streams``), whose codecs the parity test covers.
+    """
+
+    def __init__(self) -> None:
+        self.users: dict[str, UserState] = {}
+        self.items: dict[str, ItemState] = {}
+        self.privacy: dict[str, PrivacyStatus] = {}
+        self.watermarks: dict[str, dict[int, int | None]] = {}
+        self.attribution: dict[int, AttributionSnapshot] = {}
+        self.posteriors: dict[str, PosteriorState] = {}
+        self.posterior_hashes: dict[tuple[str, ...], dict[str, str]] = {}
+        self.transitions = InMemoryTransitionStore()
+        self.commits = 0
+
+    def load_interactions(
+        self, user_ids: Iterable[str], topic: str, partitions: Iterable[int]
+    ) -> InteractionState:
+        ids = set(user_ids)
+        return InteractionState(
+            self.load_privacy(ids), self.load_users(ids), self.load_watermarks(topic, partitions)
+        )
+
+    def load_privacy(self, user_ids: Iterable[str]) -> dict[str, PrivacyStatus]:
+        return _present(self.privacy, user_ids)
+
+    def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]:
+        return _present(self.users, user_ids)
+
+    def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
+        marks = self.watermarks.get(topic, {})
+        return {p: marks.get(p) for p in sorted(set(partitions))}
+
+    def load_items(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
+        return _present(self.items, item_ids)
+
+    def load_attribution(self, partitions: Iterable[int]) -> dict[int, AttributionSnapshot]:
+        return _present(self.attribution, partitions)
+
+    def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]:
+        return _present(self.posteriors, item_ids)
+
+    def commit(self, changes: StateCommit) -> None:
+        for user_id in changes.forget_users:
+            self.users.pop(user_id, None)
+        self.users.update(changes.users)
+        self.items.update(changes.items)
+        self.privacy.update(changes.privacy)
+        for topic, marks in changes.watermarks.items():
+            stored = self.watermarks.setdefault(topic, {})
+            stored.update({p: wm for p, wm in marks.items() if wm is not None})
+        self.transitions.apply(changes.transitions)
+        self.attribution.update(changes.attribution)
+        self.posteriors.update(changes.posteriors)
+        for (parts, name), value in changes.posterior_writes.items():
+            self.posterior_hashes.setdefault(parts, {})[name] = value
+        self.commits += 1
+
+    def close(self) -> None:
+        return None
+
+
+def _present(stored: Mapping[Any, Any], keys: Iterable[Any]) -> dict[Any, Any]:
+    return {k: stored[k] for k in sorted(set(keys)) if k in stored}

@@ -1,0 +1,273 @@
+"""One pure step per stream concern: ``step(state, batch) -> (state, effects)`` (bytewax style).
+
+=====================  ==================================  =================================
+step                   batch                               state (loaded through the port)
+=====================  ==================================  =================================
+``interactions_step``  ``<ns>.events`` + ``<ns>.privacy``  privacy markers and states of the
+                       (decoded by ``decode_interactions``)  batch's users, partition watermarks
+``impressions_step``   ``<ns>.impressions``                partition watermarks
+``catalog_step``       ``<ns>.items``                      partition watermarks
+``item_updates_step``  ``<ns>.item-updates``               states of the batch's items
+=====================  ==================================  =================================
+
+A step mutates and returns the state it is given (the caller owns it, as in bytewax's
+``stateful_map``) and returns :class:`streams.handlers.Effects`, whose ``commit`` holds what the
+state store must persist atomically. Nothing here does I/O or imports an I/O client.
+
+:class:`StreamSteps` is the one driver of the steps: decode → load what the batch touches through
+the ``StateStore`` port → step. The Faust runtime (``streams.agents``) and the harness
+(``streams.testing``) both call it, then apply the effects in their own way and commit last.
+
+Privacy (``streams.privacy``) is part of the interactions step: a batch's requests act before its
+events; events of opted-out users and of deleted users up to the deletion time are suppressed;
+a user deleted in this batch starts from nothing (their stored state is erased by the commit and
+their later events in the batch fold into a fresh state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from core.settings import StreamSettings
+from events import decode, decode_interaction
+from events.models import CatalogItem, Impression, Interaction, PrivacyRequest
+from streams import handlers
+from streams.eventtime import Lateness
+from streams.handlers import DeadLetter, Decoded, Effects, SourceRecord
+from streams.item_features import ItemState, ItemUpdate
+from streams.privacy import PrivacyEffects, handle_privacy, suppresses
+from streams.state_port import InteractionState, StateCommit, StateStore
+from streams.topics import TopicNames
+from streams.transitions import DEFAULT_TRANSITION_WINDOW
+from streams.user_features import UserFeatureConfig
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class StepConfig:
+    """What the steps need to know: topic names, the event-time policy, feature parameters."""
+
+    topics: TopicNames
+    policy: Lateness = field(default_factory=Lateness)
+    features: UserFeatureConfig = field(default_factory=UserFeatureConfig)
+    max_event_bytes: int = 64 * 1024
+    transition_window: int = DEFAULT_TRANSITION_WINDOW
+
+    @classmethod
+    def from_settings(cls, stream: StreamSettings, topics: TopicNames) -> StepConfig:
+        return cls(
+            topics=topics,
+            policy=lateness_policy(stream),
+            features=UserFeatureConfig(sequence_length=stream.sequence_length),
+            max_event_bytes=stream.max_event_bytes,
+        )
+
+
+def lateness_policy(stream: StreamSettings) -> Lateness:
+    return Lateness(
+        allowed_lateness_ms=stream.allowed_lateness_ms,
+        dedup_horizon_ms=stream.dedup_horizon_ms,
+        max_future_skew_ms=stream.max_future_skew_ms,
+    )
+
+
+@dataclass(slots=True)
+class DecodedBatch(Generic[E]):
+    """A batch split into decoded events and dead letters, with its source partitions."""
+
+    good: list[Decoded[E]]
+    bad: list[DeadLetter]
+    partitions: list[int]
+
+
+def decode_records(
+    records: Sequence[SourceRecord], decoder: Callable[[bytes], E]
+) -> DecodedBatch[E]:
+    good, bad = handlers.decode_batch(records, decoder)
+    return DecodedBatch(good, bad, sorted({r.partition for r in records}))
+
+
+# -- interactions (with privacy) -----------------------------------------------------------------
+@dataclass(slots=True)
+class InteractionBatch:
+    requests: DecodedBatch[PrivacyRequest]
+    events: DecodedBatch[Interaction]
+
+    def user_ids(self) -> set[str]:
+        return {d.event.user_id for d in self.requests.good} | {
+            d.event.user_id for d in self.events.good
+        }
+
+
+def decode_interactions(records: Sequence[SourceRecord], config: StepConfig) -> InteractionBatch:
+    """Privacy requests and events of one batch (events: every record not on the privacy topic)."""
+    limit = config.max_event_bytes
+    privacy_topic = config.topics.privacy
+    return InteractionBatch(
+        requests=decode_records(
+            [r for r in records if r.topic == privacy_topic],
+            lambda raw: decode(raw, PrivacyRequest, max_bytes=limit),
+        ),
+        events=decode_records(
+            [r for r in records if r.topic != privacy_topic],
+            lambda raw: decode_interaction(raw, max_bytes=limit),
+        ),
+    )
+
+
+def interactions_step(
+    state: InteractionState,
+    batch: InteractionBatch,
+    config: StepConfig,
+    now_ms: int | None = None,
+) -> tuple[InteractionState, Effects]:
+    """Privacy requests, then the events they do not suppress, folded into user states.
+
+    Effects: user rows, item updates to forward, dead letters, late events, applied events (for
+    the offline log), transitions, ``privacy`` (users to erase and to hide) and the commit.
+    """
+    statuses = state.privacy
+    requests = batch.requests.good
+    privacy = handle_privacy(requests, statuses) if requests else PrivacyEffects()
+    kept = [
+        d
+        for d in batch.events.good
+        if not suppresses(statuses.get(d.event.user_id), d.event.event_time_ms)
+    ]
+    # A user deleted in this batch starts from nothing (their stored state is being erased).
+    kept_users = {d.event.user_id for d in kept} - privacy.delete
+    users = {u: s for u, s in state.users.items() if u in kept_users}
+    effects = handlers.handle_interactions(
+        kept,
+        users,
+        state.watermarks,
+        config.policy,
+        config.features,
+        now_ms=now_ms,
+        transition_window=config.transition_window,
+    )
+    effects.suppressed = len(batch.events.good) - len(kept)
+    effects.dead_letters[:0] = [*batch.requests.bad, *batch.events.bad]
+    effects.privacy = privacy
+    effects.commit = StateCommit(
+        watermarks={config.topics.events: dict(state.watermarks)},
+        users={u: users[u] for u in effects.touched},
+        forget_users=set(privacy.delete),
+        privacy={u: statuses[u] for u in privacy.touched},
+        transitions=effects.transitions,
+    )
+    after = {u: s for u, s in state.users.items() if u not in privacy.delete}
+    after.update(users)
+    return InteractionState(privacy=statuses, users=after, watermarks=state.watermarks), effects
+
+
+# -- impressions and catalogue: admitted, then forwarded to the item side ------------------------
+def impressions_step(
+    watermarks: dict[int, int | None],
+    batch: DecodedBatch[Impression],
+    config: StepConfig,
+    now_ms: int | None = None,
+) -> tuple[dict[int, int | None], Effects]:
+    """Admit slates and forward one item update per (slate, item)."""
+    effects = handlers.handle_impressions(batch.good, watermarks, config.policy, now_ms)
+    return watermarks, _forwarded(effects, batch, watermarks, config.topics.impressions)
+
+
+def catalog_step(
+    watermarks: dict[int, int | None],
+    batch: DecodedBatch[CatalogItem],
+    config: StepConfig,
+    now_ms: int | None = None,
+) -> tuple[dict[int, int | None], Effects]:
+    """Admit catalogue updates and forward them to the item side."""
+    effects = handlers.handle_catalog(batch.good, watermarks, config.policy, now_ms)
+    return watermarks, _forwarded(effects, batch, watermarks, config.topics.items)
+
+
+def _forwarded(
+    effects: Effects,
+    batch: DecodedBatch[E],
+    watermarks: dict[int, int | None],
+    topic: str,
+) -> Effects:
+    effects.dead_letters[:0] = batch.bad
+    effects.commit = StateCommit(watermarks={topic: dict(watermarks)})
+    return effects
+
+
+# -- item updates (re-keyed by item) -------------------------------------------------------------
+def decode_item_updates(records: Sequence[SourceRecord]) -> DecodedBatch[ItemUpdate]:
+    """One ``Decoded`` per update of each repartition record (a record groups one item's)."""
+    grouped = decode_records(records, handlers.decode_item_updates)
+    return DecodedBatch(handlers.flatten_updates(grouped.good), grouped.bad, grouped.partitions)
+
+
+def item_updates_step(
+    items: dict[str, ItemState], batch: DecodedBatch[ItemUpdate], config: StepConfig
+) -> tuple[dict[str, ItemState], Effects]:
+    """Fold re-keyed updates into item states (lateness was judged at the source partition)."""
+    effects = handlers.handle_item_updates(batch.good, items, config.policy)
+    effects.dead_letters[:0] = batch.bad
+    effects.commit = StateCommit(items={i: items[i] for i in effects.touched})
+    return items, effects
+
+
+def split_user_records(
+    records: Sequence[SourceRecord], topics: TopicNames
+) -> tuple[list[SourceRecord], list[SourceRecord]]:
+    """The ``interactions`` agent's routing of one batch: events and privacy requests to the
+    interactions step, impressions to the impressions step (attribution sees the whole batch)."""
+    interactions = [r for r in records if r.topic != topics.impressions]
+    impressions = [r for r in records if r.topic == topics.impressions]
+    return interactions, impressions
+
+
+# -- the driver both the runtime and the harness call --------------------------------------------
+class StreamSteps:
+    """Decode, load through the port, step. The caller applies the effects, then commits
+    ``effects.commit`` (last, so that a crash before it re-delivers the batch harmlessly)."""
+
+    def __init__(self, config: StepConfig) -> None:
+        self.config = config
+
+    def interactions(
+        self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
+    ) -> Effects:
+        batch = decode_interactions(records, self.config)
+        # One round trip: privacy markers and states of every user in the batch, watermarks.
+        state = store.load_interactions(
+            batch.user_ids(), self.config.topics.events, batch.events.partitions
+        )
+        _, effects = interactions_step(state, batch, self.config, now_ms)
+        return effects
+
+    def impressions(
+        self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
+    ) -> Effects:
+        limit = self.config.max_event_bytes
+        batch = decode_records(records, lambda raw: decode(raw, Impression, max_bytes=limit))
+        watermarks = store.load_watermarks(self.config.topics.impressions, batch.partitions)
+        _, effects = impressions_step(watermarks, batch, self.config, now_ms)
+        return effects
+
+    def catalog(
+        self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
+    ) -> Effects:
+        limit = self.config.max_event_bytes
+        batch = decode_records(records, lambda raw: decode(raw, CatalogItem, max_bytes=limit))
+        watermarks = store.load_watermarks(self.config.topics.items, batch.partitions)
+        _, effects = catalog_step(watermarks, batch, self.config, now_ms)
+        return effects
+
+    def item_updates(self, store: StateStore, records: Sequence[SourceRecord]) -> Effects:
+        batch = decode_item_updates(records)
+        items = store.load_items(_item_ids(batch.good))
+        _, effects = item_updates_step(items, batch, self.config)
+        return effects
+
+
+def _item_ids(updates: Iterable[Decoded[ItemUpdate]]) -> set[str]:
+    return {d.event.item_id for d in updates}
