@@ -18,15 +18,21 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/aether demo
 
-## The whole test suite (unit, integration, end-to-end) against real services.
+## The whole test suite (unit, integration, end-to-end) against real services, on $(WORKERS)
+## pytest-xdist workers: the suite mostly waits (broker group joins, server start-ups), so more
+## workers than cores pay off. Tests that share a costly fixture stay on one worker (the scheduler in
+## tests/conftest.py). `make test WORKERS=0` runs it in this one process.
+WORKERS ?= 4
+PYTEST  := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope
+
 test: $(STAMP) tools
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-unit: $(STAMP) tools
-	$(BIN)/python -m pytest -q tests/unit
+	$(PYTEST) tests/unit
 
 test-integration: $(STAMP) tools
-	$(BIN)/python -m pytest -q tests/integration tests/e2e
+	$(PYTEST) tests/integration tests/e2e
 
 ## Debian tools the tests drive, installed only when missing (one apt run): promtool (package
 ## `prometheus`) checks every /metrics output and the alert rules; chromium renders the dashboard

@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Producer
 
 from core.settings import Settings
 from events import Interaction, encode
 from streams.progress import wait_until_caught_up
+from streams.publish import producer_for
 
 log = logging.getLogger(__name__)
 
@@ -69,10 +69,13 @@ def reset_namespace(settings: Settings) -> None:
     """Start from nothing: the demo owns its namespace, so an earlier run's features, stream state
     and offline log must not shape this run's slates."""
     from features.offline import offline_dir
+    from lifecycle.registry import registry_dir
     from stack.redis_server import delete_namespace_keys
 
     delete_namespace_keys(settings.redis.url.get_secret_value(), settings.namespace)
     shutil.rmtree(offline_dir(settings.deployment), ignore_errors=True)
+    # An earlier run's promoted release would be served instead of this run's files.
+    shutil.rmtree(registry_dir(settings.deployment), ignore_errors=True)
 
 
 def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
@@ -216,9 +219,7 @@ def run_demo(
         say(f"[5/5] closed loop: {len(users)} users × {config.rounds} rounds, k={config.k}")
         reports: list[RoundReport] = []
         shown_before: dict[str, set[str]] = {}
-        feedback_producer = Producer(
-            {"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 5}
-        )
+        feedback_producer = producer_for(settings, **{"linger.ms": 5})
         with RecommenderClient(server.address, timeout_s=5) as client:
             for round_no in range(1, config.rounds + 1):
                 report = RoundReport(round_no, 0, 0, 0, 0, 0)

@@ -33,15 +33,16 @@ class ImpressionRounds:
     slot_positions: tuple[int, ...]
 
 
-def attributed_rewards(
+def attributed_outcomes(
     impressions: Iterable[Impression],
     interactions: Iterable[Interaction],
     config: AttributionConfig,
-) -> dict[str, bool]:
-    """``{"request_id|item_id": success}`` for every logged slot, decided in event time.
+) -> dict[str, Outcome]:
+    """``{"request_id|item_id": Outcome}`` for every logged slot, decided in event time.
 
     Offline the whole log is known, so events are replayed in event-time order (ties: impressions
-    first, then by id) and a final watermark tick closes every window.
+    first, then by id) and a final watermark tick closes every window. The outcome's ``reason``
+    tells a click (``positive``) from a dismissal (``dismiss``) and silence (``no_reward``).
     """
     events: list[Event] = [*impressions, *interactions]
     if not events:
@@ -56,7 +57,17 @@ def attributed_rewards(
     last = max(e.event_time_ms for e in ordered)  # type: ignore[union-attr]
     closing = WatermarkTick(last + config.window_ms + config.allowed_lateness_ms)
     _, outputs = replay([*ordered, closing], config)
-    return {o.outcome_id: o.success for o in outputs if isinstance(o, Outcome)}
+    return {o.outcome_id: o for o in outputs if isinstance(o, Outcome)}
+
+
+def attributed_rewards(
+    impressions: Iterable[Impression],
+    interactions: Iterable[Interaction],
+    config: AttributionConfig,
+) -> dict[str, bool]:
+    """``{"request_id|item_id": success}`` for every logged slot (``attributed_outcomes``)."""
+    outcomes = attributed_outcomes(impressions, interactions, config)
+    return {key: outcome.success for key, outcome in outcomes.items()}
 
 
 def build_rounds(

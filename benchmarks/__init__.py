@@ -16,4 +16,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "serve": ("benchmarks.serve", "Recommend latency over gRPC under offered load"),
     "ranker": ("benchmarks.ranker_latency", "SASRec scoring latency: 200 candidates, one core"),
     "features": ("benchmarks.feature_store", "online feature store read/write latency"),
+    "drift": ("benchmarks.drift", "drift detection delay and false alarms on replayed ML-1M"),
+    "experiments": ("benchmarks.experiments", "A/A, A/B and interleaving runs: FP rate and power"),
+    "dismissals": ("benchmarks.dismissals", "rankers trained with and without dismissals"),
 }

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import (
     AliasChoices,
@@ -112,6 +112,20 @@ class StreamSettings(_Section):
     batch_timeout_s: float = Field(default=0.05, gt=0)
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     max_future_skew_ms: int = Field(default=24 * 3600 * 1000, ge=0)
+    # How every producer the project owns partitions keys (streams.publish.new_producer):
+    # murmur2 as Java clients and kafkajs do, so one user's records share a partition.
+    producer_partitioner: Literal[
+        "murmur2_random",
+        "murmur2",
+        "consistent_random",
+        "consistent",
+        "random",
+        "fnv1a",
+        "fnv1a_random",
+    ] = "murmur2_random"
+    # A source partition with no record for this long (wall time) stops holding back the
+    # attribution watermark (Flink's withIdleness); 0 turns the rule off.
+    idle_partition_timeout_s: float = Field(default=30.0, ge=0)
 
 
 class ServingSettings(_Section):

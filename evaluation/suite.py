@@ -19,6 +19,7 @@ from typing import Any
 
 from core.errors import ConfigError
 from evaluation.runner import ProtocolResult, evaluate_leave_one_out, evaluate_temporal
+from interactions.dismissals import with_dismissals
 from interactions.movielens import load_movielens
 from interactions.sequences import (
     Split,
@@ -47,6 +48,7 @@ class SuiteConfig:
     temporal_requests: str = "every"
     model_config: Mapping[str, Any] = field(default_factory=dict)  # for rankers fitted here
     train_config: TrainConfig = field(default_factory=TrainConfig)
+    dismissals: bool = False  # rankers fitted here also learn from dismissals (rating <= 2)
     threads: int | None = None  # torch intra-op threads while fitting
     progress: bool = True
 
@@ -70,6 +72,8 @@ def run_suite(config: SuiteConfig) -> SuiteResult:
     def ranker(
         split: Split, checkpoint: Path | None, name: str, train_config: TrainConfig
     ) -> tuple[Checkpoint, Path]:
+        if config.dismissals:  # the requests stay the same; only the training data changes
+            split = with_dismissals(split, ratings)
         return load_or_fit(
             split,
             config.dataset,

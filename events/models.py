@@ -185,3 +185,45 @@ class Impression(_Timed):
     fallback: bool = False
     context: dict[str, str] = Field(default_factory=dict)
     schema_version: Literal[1] = 1
+
+
+class DriftDetection(_Timed):
+    """One drift detection on the drift topic (key = ``signal``), written by the stream worker.
+
+    ``event_time`` is the detected-at event time: the event time of the observation whose
+    detector update raised the alarm. Replaying the same log yields the same detections with the
+    same ``detection_id``, so consumers de-duplicate on it.
+    """
+
+    detection_id: Id = Field(description="Deterministic: signal, segment and detected-at time.")
+    signal: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="What is monitored, e.g. ctr, event_share, exposure_decile_js, top_score."
+    )
+    segment: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="Which slice: all, arm=<arm>, source=<source>, event_type=<type>."
+    )
+    detector: Annotated[str, StringConstraints(min_length=1, max_length=128)] = Field(
+        description="The river detector and its parameters, e.g. ADWIN(delta=0.002,clock=1)."
+    )
+    statistic: float = Field(
+        allow_inf_nan=False, description="The monitored statistic's estimate after the change."
+    )
+    reference: float = Field(
+        allow_inf_nan=False, description="The same statistic's estimate before the change."
+    )
+    window_start: EventTime = Field(description="Start of the event-time window (inclusive).")
+    window_end: EventTime = Field(description="End of the event-time window (exclusive).")
+    schema_version: Literal[1] = 1
+
+    @field_validator("window_start", "window_end", mode="before")
+    @classmethod
+    def _window_bounds(cls, value: Any) -> datetime:
+        return _parse_event_time(value)
+
+    @property
+    def window_start_ms(self) -> int:
+        return to_epoch_ms(self.window_start)
+
+    @property
+    def window_end_ms(self) -> int:
+        return to_epoch_ms(self.window_end)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from events.models import CatalogItem, Impression, Interaction, PrivacyRequest
+from events.models import CatalogItem, DriftDetection, Impression, Interaction, PrivacyRequest
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
@@ -22,6 +22,7 @@ TOPIC_MODELS: dict[str, type[BaseModel]] = {
     "items": CatalogItem,
     "privacy": PrivacyRequest,
     "impressions": Impression,
+    "drift": DriftDetection,
 }
 
 

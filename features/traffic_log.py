@@ -30,7 +30,6 @@ from core.errors import DependencyUnavailable, NotFoundError, SchemaError
 from core.settings import Deployment, Settings
 from events.codec import decode
 from events.models import Impression, Interaction
-from features import offline
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +131,8 @@ def read_offline_interactions(
     deployment: Deployment, event_types: Iterable[str] | None = None
 ) -> list[Interaction]:
     """The offline log's interactions (de-duplicated by ``event_id``), optionally of some types."""
+    from features import offline  # Feast comes with it: imported only when the log is read
+
     frame = offline.OfflineEventLog(deployment).read()
     if event_types is not None:
         frame = frame[frame["event_type"].isin(list(event_types))]
@@ -155,6 +156,8 @@ def read_offline_interactions(
 def read_offline_impressions(deployment: Deployment) -> list[Impression] | None:
     """The offline log's impressions, or ``None`` while it keeps none (no
     ``features.offline.OfflineImpressionLog`` yet)."""
+    from features import offline
+
     log_class = getattr(offline, "OfflineImpressionLog", None)
     if log_class is None:
         return None

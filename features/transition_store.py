@@ -10,8 +10,9 @@ them in any order gives the same counts. ``RedisTransitionStore`` keeps only the
 ``max_neighbours`` per anchor (trimming makes the tail order-dependent; the head is not affected
 unless a neighbour sits near the cut).
 
-Redis keys (``transition_key_prefix``): ``<ns>:retrieval:i2i:<anchor>`` (zset item -> weight) and
-``<ns>:retrieval:i2i_total`` (hash anchor -> total weight).
+Redis keys (``transition_key_prefix``): ``<ns>:{<ns>}:retrieval:i2i:<anchor>`` (zset item ->
+weight) and ``<ns>:{<ns>}:retrieval:i2i_total`` (hash anchor -> total weight); the ``{<ns>}``
+hash tag puts them in the slot of the stream state they commit with (``stream_slot``).
 """
 
 from __future__ import annotations
@@ -36,9 +37,20 @@ class TransitionStore(TransitionReader, Protocol):
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None: ...
 
 
+def stream_slot(namespace: str) -> str:
+    """``<ns>:{<ns>}``: the prefix of every key the stream worker writes in one transaction.
+
+    Redis Cluster runs a ``MULTI``/``EXEC`` only when all its keys hash to one slot; the slot of a
+    key with a ``{tag}`` is the tag's. The worker's states, consumed offsets, watermarks and these
+    transitions commit together, so they all carry the namespace as their tag (and still start
+    with ``<ns>:``, which namespace cleanup matches). Layout: ``docs/architecture.md``.
+    """
+    return f"{namespace}:{{{namespace}}}"
+
+
 def transition_key_prefix(namespace: str) -> str:
-    """The prefix of a namespace's transition keys (``<ns>:retrieval``)."""
-    return f"{namespace}:retrieval"
+    """The prefix of a namespace's transition keys (``<ns>:{<ns>}:retrieval``)."""
+    return f"{stream_slot(namespace)}:retrieval"
 
 
 def by_weight_then_id(weighted: Iterable[tuple[str, float]]) -> list[tuple[str, float]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from core.errors import NotFoundError, SchemaError
+from interactions.dismissals import with_dismissals
 from interactions.sequences import Split, filter_rare_items, split_of_kind
 
 DATASETS = ("ml-latest-small", "ml-1m")
@@ -52,14 +53,20 @@ def load_movielens(name: str, path: str | Path | None = None) -> MovieLens:
 
 
 def load_split(
-    name: str, path: str | Path | None, kind: str, temporal_requests: str = "every"
+    name: str,
+    path: str | Path | None,
+    kind: str,
+    temporal_requests: str = "every",
+    *,
+    dismissals: bool = False,
 ) -> Split:
     """The ``kind`` split (``interactions.sequences.SPLIT_KINDS``) of dataset ``name``, rare
     items filtered: what ``aether train`` fits a ranker on, rebuilt the same way wherever a
-    checkpoint's split is needed again."""
-    return split_of_kind(
-        filter_rare_items(load_movielens(name, path).ratings), kind, temporal_requests
-    )
+    checkpoint's split is needed again. ``dismissals``: low ratings become training dismissals
+    (``interactions.dismissals``); the validation and test requests stay the same."""
+    ratings = filter_rare_items(load_movielens(name, path).ratings)
+    split = split_of_kind(ratings, kind, temporal_requests)
+    return with_dismissals(split, ratings) if dismissals else split
 
 
 def _require(path: Path) -> Path:

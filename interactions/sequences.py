@@ -18,7 +18,7 @@ Ties in event time are broken by ``item_id`` (as the loader sorts), so every run
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -67,6 +67,9 @@ class Split:
     cutoff_ms: int | None = None  # temporal split only: T
     validation_cutoff_ms: int | None = None  # temporal split only: T_val
     temporal_requests: str | None = None  # temporal split only: "every" or "first"
+    # per user: (training items before it, dismissed item), when dismissals are used in training
+    # (``interactions.dismissals``); the dismissed items are then not in ``train``
+    train_dismissals: Mapping[str, tuple[tuple[int, str], ...]] = field(default_factory=dict)
 
 
 def leave_one_out(ratings: pd.DataFrame, min_length: int = 3) -> Split:

@@ -34,6 +34,7 @@ def split_metadata(split: Split, dataset: str) -> dict[str, Any]:
         "cutoff_ms": split.cutoff_ms,
         "validation_cutoff_ms": split.validation_cutoff_ms,
         "temporal_requests": split.temporal_requests,
+        "train_dismissals": sum(len(d) for d in split.train_dismissals.values()),
     }
 
 
@@ -51,7 +52,13 @@ def fit_and_save(
     if threads:
         torch.set_num_threads(threads)
     train_config = train_config or TrainConfig()
-    result = train_sasrec(split.train, split.validation, model_config, train_config)
+    result = train_sasrec(
+        split.train,
+        split.validation,
+        model_config,
+        train_config,
+        dismissals=split.train_dismissals or None,
+    )
     metadata = result.metadata(train_config) | split_metadata(split, dataset)
     version = save_checkpoint(out, result.model, result.vocab, metadata)
     log.info("wrote %s (%s)", out, version)

@@ -23,6 +23,7 @@ from core.errors import ModelError
 from evaluation.metrics import hit_rate_at_k, ndcg_at_k, target_ranks
 from interactions.sequences import EvalCase
 from ranker.data import ItemVocabulary, build_training_tensors, histories_to_array, shuffled_batches
+from ranker.dismissals import batch_unlikelihood, dismissal_targets
 from ranker.ensemble import RankingModel
 from ranker.loss import full_softmax_cross_entropy
 from ranker.model import PAD, SASRec, SASRecConfig
@@ -41,6 +42,7 @@ class TrainConfig:
     max_minutes: float | None = None  # wall-clock budget; the best model so far is kept
     # "constant", or "cosine": decays to 0 over `epochs` (set epochs to the budget)
     lr_schedule: str = "constant"
+    dismissal_weight: float = 1.0  # λ of the unlikelihood term (``ranker.dismissals``), if any
     seed: int = 0
     progress: bool = True
 
@@ -144,16 +146,20 @@ def train_sasrec(
     validation: Sequence[EvalCase],
     model_config: Mapping[str, Any] | None = None,
     train_config: TrainConfig | None = None,
+    dismissals: Mapping[str, Sequence[tuple[int, str]]] | None = None,
 ) -> TrainResult:
     """Fit a SASRec on ``train_sequences``; keep the state with the best validation NDCG@10.
 
     With no ``validation`` requests (a re-fit whose epoch count was chosen on validation before),
     it trains ``epochs`` epochs and keeps the last state; the validation figures are NaN.
+    ``dismissals`` (``Split.train_dismissals``) add the unlikelihood term of ``ranker.dismissals``
+    with weight ``dismissal_weight``; dismissed items join the vocabulary.
     """
     tc = train_config or TrainConfig()
     torch.manual_seed(tc.seed)
     rng = np.random.default_rng(tc.seed)
-    vocab = ItemVocabulary.from_sequences(train_sequences.values())
+    dismissed_items = [[item for _, item in d] for d in (dismissals or {}).values()]
+    vocab = ItemVocabulary.from_sequences([*train_sequences.values(), *dismissed_items])
     if len(vocab) == 0:
         raise ModelError("no training items: the training split is empty")
     config = SASRecConfig(n_items=len(vocab), **(model_config or {}))
@@ -161,6 +167,11 @@ def train_sasrec(
     if len(tensors.inputs) == 0:
         raise ModelError("no training sequence has two or more items")
     model = SASRec(config)
+    dismissed = (
+        dismissal_targets(train_sequences, dismissals, vocab, config.max_length)
+        if dismissals
+        else None
+    )
     optimizer = torch.optim.Adam(
         model.parameters(), lr=tc.learning_rate, weight_decay=tc.weight_decay
     )
@@ -184,6 +195,10 @@ def train_sasrec(
             mask = labels != PAD
             # full softmax over every real item
             loss = full_softmax_cross_entropy(hidden[mask], model.output_items(), labels[mask] - 1)
+            if dismissed is not None:
+                negative = batch_unlikelihood(hidden, model.output_items(), dismissed, rows)
+                if negative is not None:
+                    loss = loss + tc.dismissal_weight * negative
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -15,7 +15,7 @@ from concurrent.futures import Executor
 from typing import Any, Protocol
 
 from core.settings import Deployment
-from features.transition_store import RedisTransitionStore, TransitionStore
+from features.transition_store import RedisTransitionStore, TransitionStore, transition_key_prefix
 from retrieval.ann import AnnSource, VectorSearcher
 from retrieval.catalog import ItemCatalog
 from retrieval.content import ContentSource
@@ -76,13 +76,14 @@ def transition_store(
     deployment: Deployment, redis_client: Any, max_neighbours: int = 200
 ) -> TransitionStore:
     """The Redis transition store under this deployment's namespace."""
-    return RedisTransitionStore(redis_client, deployment.redis_key("retrieval"), max_neighbours)
+    prefix = transition_key_prefix(deployment.namespace)  # the worker's (stream-slot) keys
+    return RedisTransitionStore(redis_client, prefix, max_neighbours)
 
 
 def build_retriever(
     *,
-    index: VectorSearcher,
-    encoder: UserEncoder,
+    index: VectorSearcher | None,
+    encoder: UserEncoder | None,
     catalog: ItemCatalog,
     transitions: TransitionStore,
     popularity: Mapping[str, float],
@@ -96,15 +97,16 @@ def build_retriever(
 
     ``guard`` wraps each source that does I/O (ANN, co-occurrence), e.g. in a circuit breaker;
     ``executor`` lets the retriever ask the sources in parallel, each under the request's timeout.
+    Without an ``index`` (or an ``encoder``) there is no ANN source: an empty deployment serves
+    co-occurrence, popular and fresh items.
     """
-    popular = PopularSource(popularity, catalog)
     wrap = guard or (lambda source: source)
-    sources: dict[str, CandidateSource] = {
-        "ann": wrap(AnnSource(index, encoder)),
-        "cooccurrence": wrap(CooccurrenceSource(transitions, catalog=catalog)),
-        "popular": popular,
-        "fresh": FreshSource(catalog, window_ms=fresh_window_ms),
-    }
+    sources: dict[str, CandidateSource] = {}
+    if index is not None and encoder is not None:
+        sources["ann"] = wrap(AnnSource(index, encoder))
+    sources["cooccurrence"] = wrap(CooccurrenceSource(transitions, catalog=catalog))
+    sources["popular"] = PopularSource(popularity, catalog, unpopular=False)
+    sources["fresh"] = FreshSource(catalog, window_ms=fresh_window_ms)
     if content is not None:
         sources["content"] = content
     plans = [
@@ -112,4 +114,5 @@ def build_retriever(
         for name, (reserved, weight) in plan.items()
         if name in sources
     ]
-    return CandidateRetriever(plans, catalog=catalog, fallback=popular, executor=executor)
+    fallback = PopularSource(popularity, catalog)  # every catalogue item: never empty
+    return CandidateRetriever(plans, catalog=catalog, fallback=fallback, executor=executor)

@@ -65,6 +65,19 @@ class RidgeMap:
         design = np.hstack([x, np.ones((x.shape[0], 1), dtype=x.dtype)])
         return (design @ self._weights).astype(np.float32)
 
+    @property
+    def weights(self) -> np.ndarray:
+        """``(x_dim + 1, y_dim)``: the fitted map, bias last (what the registry stores)."""
+        if self._weights is None:
+            raise RuntimeError("RidgeMap.weights before fit")
+        return self._weights
+
+    @classmethod
+    def from_weights(cls, weights: np.ndarray, alpha: float = 1.0) -> RidgeMap:
+        ridge = cls(alpha)
+        ridge._weights = np.asarray(weights, dtype=np.float64)
+        return ridge
+
 
 class ContentSource:
     """Scores cold items (their mapped text embeddings) with the user vector, in process."""
@@ -130,6 +143,31 @@ def fit_content_source(
 
 class TextEncoder(Protocol):
     def encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray: ...
+
+
+def fit_content_map(
+    item_ids: Sequence[str],
+    matrix: np.ndarray,
+    catalog: ItemCatalog,
+    text_encoder: TextEncoder,
+    *,
+    alpha: float = 1.0,
+    max_items: int = 4000,
+    min_items: int = 50,
+) -> RidgeMap | None:
+    """The text → item-space map of an index (``None`` when too few of its items have a text):
+    fitted on at most ``max_items`` of the indexed items that the catalogue describes, taken
+    evenly over the id order so the fit does not depend on which items came first. Serving maps
+    the text embeddings of items the index lacks (new items, ``retrieval.content_index``)
+    through it, so the user vector scores them as it scores indexed ones."""
+    warm_rows = [row for row, item in enumerate(item_ids) if item in catalog]
+    if len(warm_rows) < min_items:
+        return None
+    if len(warm_rows) > max_items:
+        picks = np.linspace(0, len(warm_rows) - 1, max_items).round().astype(int)
+        warm_rows = [warm_rows[i] for i in picks]
+    texts = [item_text(catalog[item_ids[row]]) for row in warm_rows]
+    return RidgeMap(alpha).fit(text_encoder.encode(texts), matrix[warm_rows])
 
 
 def embed_cold_items(

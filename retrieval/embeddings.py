@@ -74,13 +74,10 @@ def save_embeddings(
 ) -> None:
     """Write the ``.npz``; ``model_version`` names the ranker whose item embeddings these are."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    extra = {} if model_version is None else {"model_version": np.asarray(model_version)}
-    np.savez(
-        Path(path),
-        item_ids=np.asarray(item_ids, dtype=str),
-        matrix=matrix.astype(np.float32),
-        **extra,
-    )
+    arrays = {"item_ids": np.asarray(item_ids, dtype=str), "matrix": matrix.astype(np.float32)}
+    if model_version is not None:
+        arrays["model_version"] = np.asarray(model_version)
+    np.savez(Path(path), **arrays)  # type: ignore[arg-type]
 
 
 def embeddings_model_version(path: str | Path) -> str | None:

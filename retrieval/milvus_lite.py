@@ -6,6 +6,14 @@ exclusive lock (``.<file>.db.lock``) for as long as it lives; that process exits
 is released (``release_server``) or the owning Python process ends. Two processes cannot open
 the same file at once, so ``stack up`` opens the file only to check it, then releases it at
 once to leave no process behind and the file free for the worker or the server.
+
+Sharing one file between processes (the server, ``aether index``/``train``/``registry`` while it
+serves, the worker's catalogue agent): a long-lived process *holds* the file
+(``hold_milvus_lite``): it starts the local server and advertises its Unix socket in
+``.<file>.socket`` next to the file; every other process asks ``connectable_uri(uri)`` and talks
+to that socket, as a client of a Milvus server would. Whoever holds the file first serves it;
+when that process ends, its clients lose Milvus until another one holds it (a Milvus server has no
+such limit: ``MILVUS_URI=http://…``).
 """
 
 from __future__ import annotations
@@ -13,6 +21,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import os
+import time
+import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,6 +52,108 @@ def milvus_lite_in_use(db_path: Path) -> bool:
             return True
         fcntl.lockf(handle, fcntl.LOCK_UN)
     return False
+
+
+def _held_here(db_path: Path) -> bool:
+    """Whether this process runs the Milvus Lite server of ``db_path``. ``milvus_lite_in_use``
+    must not be asked then: closing any descriptor of the lock file drops this process's POSIX
+    lock on it, and the local server stops when its lock goes."""
+    import sys
+
+    manager_module = sys.modules.get("milvus_lite.server_manager")
+    if manager_module is None:
+        return False
+    servers = getattr(manager_module.server_manager_instance, "_servers", {})
+    return str(db_path.resolve()) in servers
+
+
+def socket_advert_path(db_path: Path) -> Path:
+    """Where the holder of ``db_path`` advertises its server's socket."""
+    return db_path.parent / f".{db_path.name}.socket"
+
+
+def _advertised(db_path: Path) -> str | None:
+    """The socket URI the holder of ``db_path`` advertises, if it is alive and the socket exists."""
+    try:
+        uri, pid = socket_advert_path(db_path).read_text().split()
+    except (FileNotFoundError, ValueError):
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, ValueError):
+        return None
+    except PermissionError:
+        pass  # alive, another user's
+    socket_path = uri.removeprefix("unix://")
+    return uri if Path(socket_path).exists() else None
+
+
+def connectable_uri(uri: str, wait_s: float = 10.0) -> str:
+    """The URI this process should open ``uri`` with now: a server URL unchanged; a Milvus Lite
+    file itself when no other process holds it, else the socket its holder advertises (waiting up
+    to ``wait_s`` for the advert of a holder that is starting). ``DependencyUnavailable`` when the
+    file is held by a process that does not share it."""
+    if not is_milvus_lite_uri(uri):
+        return uri
+    db_path = Path(uri).expanduser().absolute()
+    if _held_here(db_path):
+        return str(db_path)  # this process's own server; never probe our own lock (see below)
+    deadline = time.monotonic() + wait_s
+    while True:
+        if not milvus_lite_in_use(db_path):
+            return str(db_path)
+        advertised = _advertised(db_path)
+        if advertised is not None:
+            return advertised
+        if time.monotonic() > deadline:
+            raise DependencyUnavailable(
+                "milvus",
+                f"{db_path} is open in another process that does not share it; stop that "
+                "process, or point every process at a Milvus server (MILVUS_URI=http://…)",
+            )
+        time.sleep(0.2)
+
+
+@contextlib.contextmanager
+def hold_milvus_lite(uri: str) -> Iterator[str]:
+    """For a long-lived process: yield a URI to open ``uri`` with, holding a Milvus Lite file and
+    advertising its socket to other processes (``connectable_uri``) while the block runs. When
+    another process already holds it, yield that process's socket instead. Server URLs pass
+    through unchanged."""
+    if not is_milvus_lite_uri(uri):
+        yield uri
+        return
+    db_path = Path(uri).expanduser().absolute()
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+        from milvus_lite.server_manager import server_manager_instance
+    started_here = not _held_here(db_path)  # else: opened earlier in this process; keep it open
+    socket_uri = None
+    for _attempt in range(3):  # two processes may race for the lock: the loser becomes a client
+        if started_here and milvus_lite_in_use(db_path):
+            yield connectable_uri(str(db_path))
+            return
+        started = server_manager_instance.start_and_get_uri(str(db_path))
+        if started is not None:
+            # "unix:/tmp/x.sock" -> "unix:///tmp/x.sock": the same gRPC target, in URL form.
+            socket_uri = "unix://" + started[len("unix:") :]
+            break
+        time.sleep(0.5)
+    if socket_uri is None:
+        raise DependencyUnavailable("milvus", f"cannot start Milvus Lite on {db_path}")
+    advert = socket_advert_path(db_path)
+    tmp = advert.with_name(f"{advert.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(f"{socket_uri} {os.getpid()}\n")
+    os.replace(tmp, advert)
+    try:
+        yield socket_uri
+    finally:
+        with contextlib.suppress(FileNotFoundError, IndexError):
+            if advert.read_text().split()[0] == socket_uri:
+                advert.unlink()
+        if started_here:
+            server_manager_instance.release_server(str(db_path))
 
 
 def release_milvus_lite(uri: str) -> None:

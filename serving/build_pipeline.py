@@ -1,14 +1,19 @@
-"""Composition root of ``aether serve``: settings + artifacts → adapters → one pipeline.
+"""Composition root of ``aether serve``: settings + registry → adapters → one live pipeline.
 
 What it wires (each adapter owned by its package):
 
 * online features: ``features.store.FeastOnlineStore`` (Feast's Redis layout, one round trip);
-* items: the id list of the indexed embeddings (``aether index`` writes them next to the Milvus
-  collection), their metadata and popularity from the online item features, refreshed in the
-  background (``serving.catalog_view``);
-* retrieval: ``retrieval.build_retriever.build_retriever`` over Milvus, the stream-fed transition store,
-  popularity and freshness;
-* ranking: the SASRec checkpoint when one exists, otherwise retrieval order;
+* the release (``serving.release``): the pair promoted in the model and index registry
+  (``lifecycle.registry``), watched while serving; or files given by hand (``--embeddings``,
+  ``--checkpoint``: pinned, not watched); or, while nothing is promoted, the embeddings file an
+  older ``aether index --save-embeddings`` left in ``<data_dir>/artifacts``; or nothing at all
+  (an empty deployment: popular and fresh items, flagged ``no_release``);
+* the catalogue (``serving.live_state``): the release's items, the content collection's new items
+  (``retrieval.content_index``) and every item the online store has a row for, re-read in the
+  background with metadata, availability and trending scores (``serving.catalog_view``);
+* retrieval: ``retrieval.build_retriever.build_retriever`` over the release's Milvus collection,
+  the stream-fed transition store, popularity, freshness and the content source;
+* ranking: the release's SASRec checkpoint, otherwise retrieval order;
 * impressions: the Kafka impression log.
 """
 
@@ -26,29 +31,33 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from bandits import configs_from_settings
-from core.errors import NotFoundError
 from core.settings import Settings
 from features.store import FeastOnlineStore
-from ranker.scoring import SASRecRanker
-from retrieval.build_retriever import build_retriever, choose_user_encoder, transition_store
-from retrieval.embeddings import embeddings_model_version, load_embeddings
-from retrieval.encoders import ItemEmbeddings
+from lifecycle.registry import Registry
+from retrieval.build_retriever import transition_store
+from retrieval.content_index import ContentIndex
 from retrieval.index import ItemIndex
 from retrieval.sources import CandidateSource
 from serving.breaker import CircuitBreaker
-from serving.catalog_view import load_snapshot
 from serving.experiments import Experiments
 from serving.exploration_slots import Explorer, RedisPosteriorReader
 from serving.guards import GuardedFeatures, GuardedPosteriors, GuardedSource, make_breaker
 from serving.impressions import KafkaImpressionLog
-from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
+from serving.item_discovery import OnlineItemScanner
+from serving.live_state import CatalogueSources, LiveState
+from serving.pipeline import PipelineConfig, RecommendationPipeline
+from serving.release import ServingRelease, empty_release, file_release, registry_release
 from serving.rules import Rules
+from serving.serving_state import RetrievalWiring
 
 log = logging.getLogger(__name__)
 
+BACKGROUND_TIMEOUT_S = 10.0  # catalogue reads run off the request path: no request budget
+
 
 def embeddings_path(settings: Settings) -> Path:
-    """Where ``aether index`` leaves the ids and vectors it indexed."""
+    """Where ``aether index --save-embeddings`` used to leave the indexed ids and vectors (read
+    while the registry has promoted nothing; the benchmarks and the demo still write it)."""
     return settings.data_dir / "artifacts" / f"{settings.namespace}_item_embeddings.npz"
 
 
@@ -58,25 +67,26 @@ def ranker_path(settings: Settings) -> Path:
 
 @dataclass
 class ServingApp:
-    """The running pipeline plus what must be refreshed and closed with it."""
+    """The running pipeline plus what keeps it current and what must be closed with it."""
 
     pipeline: RecommendationPipeline
     settings: Settings
-    _refresh: Any
+    live: LiveState
     breakers: dict[str, CircuitBreaker] = field(default_factory=dict)
     _closers: list[Any] = field(default_factory=list)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
     def refresh(self) -> None:
-        self.pipeline.retrieval = self._refresh()
+        """Pick up a promoted release and re-read the catalogue now (``serving.live_state``)."""
+        self.live.refresh()
 
     def start_refreshing(self, every_s: float) -> None:
         def loop() -> None:
             while not self._stop.wait(every_s):
                 try:
                     self.refresh()
-                except Exception:  # keep serving the last good catalogue
+                except Exception:  # keep serving the last good state
                     log.exception("catalogue refresh failed; keeping the previous one")
 
         self._thread = threading.Thread(target=loop, name="catalog-refresh", daemon=True)
@@ -85,12 +95,35 @@ class ServingApp:
     def close(self) -> None:
         self._stop.set()
         if self._thread is not None:
-            self._thread.join(timeout=5)
+            self._thread.join(timeout=30)
         for close in reversed(self._closers):
             try:
                 close()
             except Exception:
                 log.exception("error while closing %s", close)
+
+
+def initial_release(settings: Settings, registry: Registry, index: ItemIndex) -> ServingRelease:
+    """The promoted release; else the legacy embeddings file; else the empty release. A promoted
+    release that does not load is logged and replaced by the next one that does: ``aether
+    serve`` starts anyway (it would only restart in a loop)."""
+    promoted = registry.promoted()
+    if promoted is not None:
+        try:
+            return registry_release(registry, promoted, index)
+        except Exception:
+            log.exception("promoted release %s did not load; starting without it", promoted.label)
+            return empty_release()
+    legacy = embeddings_path(settings)
+    if legacy.is_file():
+        log.info("nothing promoted in %s: serving %s", registry.root, legacy)
+        return file_release(legacy, ranker_path(settings), index)
+    log.warning(
+        "nothing indexed yet (registry %s is empty): serving popular and fresh items until "
+        "`aether index` promotes a release",
+        registry.root,
+    )
+    return empty_release()
 
 
 def build_serving_app(
@@ -100,30 +133,25 @@ def build_serving_app(
     embeddings: Path | None = None,
     index: ItemIndex | None = None,
 ) -> ServingApp:
-    """Wire the pipeline. ``index``: an open ``ItemIndex`` to reuse (it is closed with the app);
-    Milvus Lite cannot be re-opened in the same process after a close and a pause."""
+    """Wire the pipeline. ``checkpoint``/``embeddings`` pin a release given by hand (the
+    registry is then not watched). ``index``: an open ``ItemIndex`` to reuse (it is closed with
+    the app); Milvus Lite cannot be re-opened in the same process after a close and a pause."""
     # Concurrency comes from requests: numeric work inside one request runs on one thread. Left
     # alone, OpenBLAS's spinning pool cost ~25 ms of CPU per request (docs/benchmarks/serving.md).
     threadpool_limits(limits=1)
     torch.set_num_threads(1)
-    embeddings = embeddings or embeddings_path(settings)
-    if not embeddings.is_file():
-        raise NotFoundError(f"{embeddings} not found: run `aether index` first")
-    item_ids, matrix = load_embeddings(embeddings)
-    item_vectors = ItemEmbeddings(item_ids, matrix)
-    vectors_by_id = {item_id: item_vectors.matrix[row] for row, item_id in enumerate(item_ids)}
 
     # Request-path clients time out within the request budget; a breaker per dependency turns a
     # dead one into an immediate fallback (serving.guards).
     budget_s = settings.serving.deadline_ms / 1000
-    client = redis.Redis.from_url(
-        settings.redis.url.get_secret_value(),
-        socket_connect_timeout=budget_s,
-        socket_timeout=budget_s,
+    url = settings.redis.url.get_secret_value()
+    client = redis.Redis.from_url(url, socket_connect_timeout=budget_s, socket_timeout=budget_s)
+    background = redis.Redis.from_url(
+        url, socket_connect_timeout=BACKGROUND_TIMEOUT_S, socket_timeout=BACKGROUND_TIMEOUT_S
     )
     features = FeastOnlineStore(settings.redis, settings.deployment, client=client)
     index = index or ItemIndex.from_settings(settings.milvus, settings.deployment)
-    transitions = transition_store(settings.deployment, client)
+    content = ContentIndex.from_settings(settings.milvus, settings.deployment, client=index.client)
     # One breaker per call site: a call that skips its dependency (a cold user's ANN, say)
     # must not count as a success for a different call that needs it.
     breakers = {
@@ -137,31 +165,32 @@ def build_serving_app(
     def guard(source: CandidateSource) -> CandidateSource:
         return GuardedSource(source, breakers[source.name], slow_s)
 
-    checkpoint = checkpoint or ranker_path(settings)
-    ranker = SASRecRanker.from_checkpoint(checkpoint) if checkpoint.is_file() else None
-    if ranker is None:
-        log.info("no ranker checkpoint at %s: serving retrieval order", checkpoint)
-    encoder, plan = choose_user_encoder(item_vectors, embeddings_model_version(embeddings), ranker)
-
-    def retrieval_state() -> RetrievalState:
-        snapshot = load_snapshot(features, item_ids)
-        retriever = build_retriever(
-            index=index,
-            encoder=encoder,
-            plan=plan,
-            catalog=snapshot.catalog,
-            transitions=transitions,
-            popularity=snapshot.popularity,
-            guard=guard,
-            executor=executor,
+    registry = Registry.for_deployment(settings.deployment)
+    if checkpoint is not None or embeddings is not None:
+        release = file_release(
+            embeddings or embeddings_path(settings), checkpoint or ranker_path(settings), index
         )
-        return RetrievalState(retriever, snapshot.catalog, snapshot.as_of_ms or None)
+        watched: Registry | None = None
+        log.info("serving the files given (%s): the registry is not watched", release.label)
+    else:
+        release = initial_release(settings, registry, index)
+        watched = registry
+    live = LiveState(
+        CatalogueSources(
+            features=FeastOnlineStore(settings.redis, settings.deployment, client=background),
+            registry=watched,
+            index=index,
+            content=content,
+            scanner=OnlineItemScanner(background, settings.deployment),
+        ),
+        RetrievalWiring(transition_store(settings.deployment, client), guard, executor),
+        release,
+    )
 
     _, posterior_config = configs_from_settings(settings)
     pipeline = RecommendationPipeline(
         features=GuardedFeatures(features, breakers["features"], slow_s),
-        retrieval=retrieval_state(),
-        ranker=ranker,
+        state=live.build(),
         impressions=(impressions := KafkaImpressionLog(settings)),
         config=PipelineConfig(
             candidates=settings.serving.candidates,
@@ -183,18 +212,19 @@ def build_serving_app(
             if settings.serving.experiments_file
             else None
         ),
-        item_vectors=vectors_by_id,
-        user_encoder=encoder,
     )
+    live.on_state = pipeline.swap
+    log.info("serving %s", live.release.label)
     return ServingApp(
         pipeline=pipeline,
         settings=settings,
-        _refresh=retrieval_state,
+        live=live,
         breakers=breakers,
         _closers=[
             impressions.flush,
             lambda: executor.shutdown(wait=False, cancel_futures=True),
             index.close,
+            background.close,
             client.close,
         ],
     )

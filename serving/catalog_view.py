@@ -1,20 +1,35 @@
-"""The serving process's in-process view of the catalogue, refreshed from the online item features.
+"""The serving process's in-process view of the catalogue, re-read in the background.
 
 Per-candidate feature reads at request time are the latency trap (DESIGN §3), so serving keeps
-item metadata and popularity in process and re-reads them in the background. Popularity rows are
-referenced at their own event time; they are decayed to the newest event time seen in the batch so
-that items compare on one clock (event time, never the wall clock).
+item metadata and popularity in process and re-reads them in the background
+(``serving.live_state``). Which items: those of the serving index, those of the content
+collection (new items the stream embedded, ``retrieval.content_index``) and those the online
+store has rows for (``serving.item_discovery``): the catalogue grows while serving runs.
+
+Metadata of an item: its online row when the stream has written one (the catalogue's newest
+update, ``features/FEATURES.md``), else its content row, else bare (available, no title).
+
+Trending ("popular"): each row's popularity is referenced at its own ``event_time_ms``;
+comparing items means decaying each to one time ``t``: ``p · 2^(−(t − ref)/H)``. With a one-day
+half-life and data years old, that product underflows to 0.0 for most items, and a ranking of
+zeros is the id order. So items are compared by the logarithm, ``log2 p − (t − ref)/H``, which is
+finite for every positive popularity and orders items exactly as the decayed values would at any
+common ``t`` (the ``t`` term is the same for all). ``t`` is the newest event time among the rows
+that carry popularity — the data's own clock, never the wall clock (DESIGN §4 rule 4); serving's
+impressions carry the serving time, so rows they touched must not set it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from features.ports import OnlineFeatureReader
 from features.rows import ItemFeatureRow
 from features.schema import POPULARITY_HALF_LIFE_MS
 from retrieval.catalog import ItemCatalog, ItemMeta
+from retrieval.content_index import ContentRow
 
 READ_CHUNK = 1000
 
@@ -22,32 +37,65 @@ READ_CHUNK = 1000
 @dataclass(frozen=True)
 class CatalogSnapshot:
     catalog: ItemCatalog
-    popularity: dict[str, float]
-    as_of_ms: int  # newest event time among the rows: "now" in event time
+    popularity: dict[str, float]  # trending score per item: log2 of its popularity at as_of
+    as_of_ms: int  # newest event time in the catalogue (rows, content): "now" in event time
+    content: Mapping[str, ContentRow] = field(default_factory=dict)  # content rows by item
 
 
-def popularity_at(row: ItemFeatureRow, at_ms: int) -> float:
-    """The row's decayed popularity seen from event time ``at_ms`` (see features/FEATURES.md)."""
-    return row.popularity * 2.0 ** (-(at_ms - row.event_time_ms) / POPULARITY_HALF_LIFE_MS)
+def trending_scores(rows: Iterable[ItemFeatureRow]) -> tuple[dict[str, float], int]:
+    """``({item: log2 of its decayed popularity at t}, t)`` over the rows with popularity > 0,
+    ``t`` their newest reference time (module docstring)."""
+    carrying = [row for row in rows if row.popularity > 0]
+    at_ms = max((row.event_time_ms for row in carrying), default=0)
+    scores = {
+        row.item_id: math.log2(row.popularity)
+        - (at_ms - row.event_time_ms) / POPULARITY_HALF_LIFE_MS
+        for row in carrying
+    }
+    return scores, at_ms
 
 
-def load_snapshot(features: OnlineFeatureReader, item_ids: Sequence[str]) -> CatalogSnapshot:
-    """Read every item's online row in chunks; items with no row yet keep bare metadata."""
-    rows: dict[str, ItemFeatureRow] = {}
-    for start in range(0, len(item_ids), READ_CHUNK):
-        rows.update(features.read_items(list(item_ids[start : start + READ_CHUNK])))
-    as_of = max((r.event_time_ms for r in rows.values()), default=0)
-    catalog = ItemCatalog(
-        ItemMeta(
+def _meta(item_id: str, row: ItemFeatureRow | None, content: ContentRow | None) -> ItemMeta:
+    if row is not None and (row.title or row.categories or content is None):
+        return ItemMeta(
             item_id=item_id,
             title=row.title,
             categories=tuple(row.categories),
             available=row.available,
-            created_time_ms=row.created_time_ms or 0,
+            created_time_ms=row.created_time_ms or (content.created_time_ms if content else 0),
         )
-        if (row := rows.get(item_id)) is not None
-        else ItemMeta(item_id=item_id)
-        for item_id in item_ids
+    if content is not None:
+        # The stream wrote no catalogue row yet (or only interactions): the content row's
+        # metadata comes from the same catalogue event. An online row's availability still wins.
+        meta = content.meta
+        if row is not None and not row.available:
+            return ItemMeta(item_id, meta.title, meta.categories, False, meta.created_time_ms)
+        return meta
+    return ItemMeta(item_id=item_id)
+
+
+def load_snapshot(
+    features: OnlineFeatureReader,
+    item_ids: Sequence[str],
+    content: Sequence[ContentRow] = (),
+) -> CatalogSnapshot:
+    """Read every item's online row in chunks and compose the catalogue of ``item_ids`` and the
+    ``content`` rows' items (module docstring)."""
+    by_content = {row.item_id: row for row in content}
+    ids = list(dict.fromkeys([*item_ids, *by_content]))
+    rows: dict[str, ItemFeatureRow] = {}
+    for start in range(0, len(ids), READ_CHUNK):
+        rows.update(features.read_items(ids[start : start + READ_CHUNK]))
+    catalog = ItemCatalog(_meta(i, rows.get(i), by_content.get(i)) for i in ids)
+    popularity, _ = trending_scores(rows.values())
+    newest = [
+        *(row.event_time_ms for row in rows.values()),
+        *(row.event_time_ms for row in content),
+        *(row.created_time_ms for row in content),
+    ]
+    return CatalogSnapshot(
+        catalog=catalog,
+        popularity=popularity,
+        as_of_ms=max(newest, default=0),
+        content=by_content,
     )
-    popularity = {i: popularity_at(r, as_of) for i, r in rows.items() if r.popularity > 0}
-    return CatalogSnapshot(catalog=catalog, popularity=popularity, as_of_ms=as_of)

@@ -76,9 +76,12 @@ class RecommenderClient:
         exclude_item_ids: Iterable[str] = (),
         include_categories: Iterable[str] = (),
         exclude_categories: Iterable[str] = (),
+        include_unavailable: bool = False,
         available_only: bool = False,
         timeout_s: float | None = None,
     ) -> Slate:
+        """A slate for ``user_id``. Items the catalogue marks unavailable are left out unless
+        ``include_unavailable`` (``available_only`` is the older spelling of the default)."""
         request = pb.RecommendRequest(
             user_id=user_id,
             k=k,
@@ -88,6 +91,7 @@ class RecommenderClient:
                 include_categories=list(include_categories),
                 exclude_categories=list(exclude_categories),
                 available_only=available_only,
+                include_unavailable=include_unavailable,
             ),
         )
         try:

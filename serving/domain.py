@@ -9,7 +9,12 @@ from dataclasses import dataclass, field
 class Filters:
     include_categories: frozenset[str] = frozenset()
     exclude_categories: frozenset[str] = frozenset()
-    available_only: bool = False
+    # Items the catalogue marks unavailable are never served unless a request opts in.
+    include_unavailable: bool = False
+
+    @property
+    def available_only(self) -> bool:
+        return not self.include_unavailable
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,13 +11,14 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 
 from core.settings import Settings
 from events import Impression, ImpressionItem, encode
 from serving.domain import RecommendationQuery, Slate
 from serving.interleaving import INTERLEAVING_CONTEXT_KEY, encode_teams
 from serving.server_metrics import IMPRESSIONS_FAILED, IMPRESSIONS_PUBLISHED, arm_label
+from streams.publish import producer_for
 
 log = logging.getLogger(__name__)
 
@@ -63,14 +64,14 @@ class ImpressionLog(Protocol):
 class KafkaImpressionLog:
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.topic("impressions")
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.kafka.bootstrap_servers,
+        self._producer = producer_for(
+            settings,
+            **{
                 "linger.ms": 5,
                 "queue.buffering.max.messages": 100_000,
                 "message.timeout.ms": 30_000,
                 "client.id": f"{settings.namespace}-serving",
-            }
+            },
         )
 
     def publish(self, impression: Impression) -> None:

@@ -20,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -28,8 +28,6 @@ from core.errors import AetherError
 from features.ports import OnlineFeatureReader
 from features.rows import UserFeatureRow
 from ranker.scoring import Ranker
-from retrieval.catalog import ItemCatalog
-from retrieval.merge import CandidateRetriever
 from retrieval.sources import (
     Candidate,
     CandidateFilters,
@@ -39,15 +37,17 @@ from retrieval.sources import (
 )
 from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.experiments import Assignment, Experiments
-from serving.explain import SlateExplainer
-from serving.exploration_slots import EXPLORE_SOURCE, Explorer
+from serving.exploration_slots import EXPLORE_SOURCE, NEW_ITEM_SOURCES, Explorer
 from serving.impressions import ImpressionLog, impression_of
 from serving.interleaving import Team, seed_for, team_draft
 from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
 from serving.rules import PINNED_SOURCE, Rules
 from serving.server_metrics import TOP_SCORE, count_served, set_model_version
+from serving.serving_state import RetrievalState, ServingState, state_from_parts
 from serving.stage_observer import PrometheusStageObserver, StageObserver, source_stage, timed
-from serving.user_vector import EmbeddingRanker, VectorScorer
+from serving.user_vector import VectorScorer
+
+__all__ = ["PipelineConfig", "RecommendationPipeline", "RetrievalState", "ServingState"]
 
 log = logging.getLogger(__name__)
 
@@ -57,30 +57,29 @@ UNCREDITED = frozenset({PINNED_SOURCE, EXPLORE_SOURCE})  # slots no interleaved 
 @dataclass(frozen=True)
 class PipelineConfig:
     candidates: int = 200
-    model_version: str = "retrieval-only"
     mmr_lambda: float = 1.0  # 1.0 = no diversity re-ranking; an experiment arm may override it
     exploration_slots: int = 0  # slots per slate given to Thompson exploration (arm may override)
     deadline_s: float = 0.1  # the pipeline's own budget; a shorter caller deadline wins
     retrieval_share: float = 0.6  # of the budget, for the candidate sources (asked in parallel)
 
 
-@dataclass(frozen=True)
-class RetrievalState:
-    """What the pipeline retrieves with; replaced as a whole when the catalogue is refreshed."""
-
-    retriever: CandidateRetriever
-    catalog: ItemCatalog  # in-process item metadata: titles for explanations, filters
-    as_of_ms: int | None = None  # event-time "now" of the catalogue (None: the serving clock)
-
-
 class RecommendationPipeline:
+    """Serves one ``ServingState`` at a time (``serving.serving_state``): each request reads the
+    state once and uses nothing else, and ``swap`` replaces it between two requests' reads, so a
+    response never mixes a release or a catalogue with another (its ``model_version`` names the
+    release that produced it).
+
+    Built from parts (``retrieval``, ``ranker``, ``item_vectors``, ``user_encoder``: a release
+    given by hand, as tests and the benchmarks do) or from a ``state`` (``serving.live_state``).
+    """
+
     def __init__(
         self,
         *,
         features: OnlineFeatureReader,
-        retrieval: RetrievalState,
-        ranker: Ranker | None,
         impressions: ImpressionLog,
+        retrieval: RetrievalState | None = None,
+        ranker: Ranker | None = None,
         config: PipelineConfig = PipelineConfig(),
         rules: Rules | None = None,
         experiments: Experiments | None = None,
@@ -89,51 +88,85 @@ class RecommendationPipeline:
         user_encoder: UserEncoder | None = None,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         observer: StageObserver | None = None,
+        state: ServingState | None = None,
     ) -> None:
         self._features = features
-        self.retrieval = retrieval  # swapped atomically by the catalogue refresher
-        self._ranker = ranker
         self._impressions = impressions
         self._config = config
         self._rules = rules or Rules()
         self._experiments = experiments or Experiments()
         self._explorer = explorer
-        self._item_vectors = item_vectors
-        self._explainer = SlateExplainer(item_vectors)  # unit vectors, once per process
         self._clock_ms = clock_ms  # serving time of the impression, never a feature value
-        # The retriever's user encoder, run once per request (``serving.user_vector``); when it
-        # is the ranker itself, its vector also gives the ranker's scores.
-        self._user_encoder = user_encoder
-        self._vector_scorer = (
-            VectorScorer(ranker)
-            if ranker is user_encoder and isinstance(ranker, EmbeddingRanker)
-            else None
-        )
         self._observer: StageObserver = observer or PrometheusStageObserver()
-        set_model_version(self._model_version(ranker))
+        if state is None:
+            if retrieval is None:
+                raise ValueError("give a state, or the retrieval state (and ranker) to serve")
+            state = state_from_parts(retrieval, ranker, item_vectors, user_encoder)
+        self._state = state
+        set_model_version(state.release.label)
+
+    # -- the served state ----------------------------------------------------------------------
+    @property
+    def state(self) -> ServingState:
+        return self._state
+
+    def swap(self, state: ServingState) -> None:
+        """Serve ``state`` from the next request on (one reference assignment: atomic)."""
+        previous = self._state
+        self._state = state
+        if state.release is not previous.release:
+            set_model_version(state.release.label)
+
+    @property
+    def retrieval(self) -> RetrievalState:
+        return self._state.retrieval
+
+    @retrieval.setter
+    def retrieval(self, retrieval: RetrievalState) -> None:
+        """A refreshed catalogue for the same release."""
+        self.swap(ServingState(self._state.view, retrieval))
+
+    # The user encoder and the vector scorer, settable so a benchmark can compare wirings of the
+    # same pipeline (``benchmarks.serve_load.pipeline_cpu``).
+    @property
+    def _user_encoder(self) -> UserEncoder | None:
+        return self._state.release.encoder
+
+    @_user_encoder.setter
+    def _user_encoder(self, encoder: UserEncoder | None) -> None:
+        view = self._state.view
+        release = replace(view.release, encoder=encoder)
+        self.swap(ServingState(replace(view, release=release), self._state.retrieval))
+
+    @property
+    def _vector_scorer(self) -> VectorScorer | None:
+        return self._state.view.vector_scorer
+
+    @_vector_scorer.setter
+    def _vector_scorer(self, scorer: VectorScorer | None) -> None:
+        view = replace(self._state.view, vector_scorer=scorer)
+        self.swap(ServingState(view, self._state.retrieval))
 
     def _observe_source(self, name: str, wall_s: float, cpu_s: float) -> None:
         """The retriever's ``SourceTimer``: each candidate source is a stage of its own."""
         self._observer.stage(source_stage(name), wall_s, cpu_s)
 
-    def _model_version(self, ranker: Ranker | None) -> str:
-        return ranker.model_version if ranker is not None else self._config.model_version
-
-    def _ranker_named(self, name: str | None) -> Ranker | None:
+    def _ranker_named(self, state: ServingState, name: str | None) -> Ranker | None:
         """The arm's ranker: ``popularity`` is retrieval order (no model); else the model."""
-        return None if name == "popularity" else self._ranker
+        return None if name == "popularity" else state.release.ranker
 
     def recommend(self, query: RecommendationQuery, *, deadline_s: float | None = None) -> Slate:
         started, started_cpu = time.perf_counter(), time.thread_time()
         observer = self._observer
-        reasons: list[str] = []
+        state = self._state  # read once: this request sees one release and one catalogue
+        retrieval = state.retrieval
+        reasons: list[str] = list(state.release.fallback_reasons)
         assignment = self._experiments.assign(query.user_id, query.context)
-        retrieval = self.retrieval
         with timed(observer, "features"):
             user = self._read_user(query.user_id, reasons)
         history = user.recent_items if user else ()
         with timed(observer, "user_vector"):
-            user_vector = self._encode_user(history, reasons)
+            user_vector = self._encode_user(state, history, reasons)
         as_of_ms = retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms()
         request = RetrievalRequest(
             k=max(self._config.candidates, query.k),
@@ -166,20 +199,20 @@ class RecommendationPipeline:
         request_id = uuid.uuid4().hex
         teams: dict[str, Team] = {}
         if assignment.params.interleave is None:
-            ranker = self._ranker_named(assignment.params.ranker)
-            model_version = self._model_version(ranker)
+            ranker = self._ranker_named(state, assignment.params.ranker)
+            model_version = state.release.version_of(ranker)
             with timed(observer, "ranking"):
-                ranked = self._rank(ranker, history, user_vector, result.candidates, reasons)
+                ranked = self._rank(state, ranker, history, user_vector, result.candidates, reasons)
             with timed(observer, "rerank"):
-                eligible, slate_items = self._rerank(ranked, query, retrieval, assignment, request)
+                eligible, slate_items = self._rerank(ranked, query, state, assignment, request)
         else:
             eligible, slate_items, teams, model_version = self._interleave(
+                state,
                 assignment,
                 history,
                 user_vector,
                 result.candidates,
                 query,
-                retrieval,
                 request,
                 request_id,
                 reasons,
@@ -192,8 +225,17 @@ class RecommendationPipeline:
             titles = {
                 i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title
             }
-            explanations = self._explainer.explain_slate(
-                [(item.item_id, item.source) for item in slate_items], history, titles
+            # An explored new item is explained as new ("new, similar to X"), not as exploration.
+            origin = {i.item_id: i.source for i in eligible if i.source in NEW_ITEM_SOURCES}
+            explanations = state.view.explainer.explain_slate(
+                [
+                    (item.item_id, origin.get(item.item_id, item.source))
+                    if item.source == EXPLORE_SOURCE
+                    else (item.item_id, item.source)
+                    for item in slate_items
+                ],
+                history,
+                titles,
             )
         items = tuple(
             SlateItem(
@@ -231,13 +273,16 @@ class RecommendationPipeline:
             reasons.append("features_unavailable")
             return None
 
-    def _encode_user(self, history: tuple[str, ...], reasons: list[str]) -> np.ndarray | None:
+    def _encode_user(
+        self, state: ServingState, history: tuple[str, ...], reasons: list[str]
+    ) -> np.ndarray | None:
         """The user vector of the ANN and content sources (and of the ranker, when it is the
         encoder); ``None``: the sources encode for themselves (no encoder) or skip (cold user)."""
-        if self._user_encoder is None:
+        encoder = state.release.encoder
+        if encoder is None:
             return None
         try:
-            return self._user_encoder.encode_user(history)
+            return encoder.encode_user(history)
         except Exception:  # a broken encoder must not take the slate down: sources fall back
             log.exception("user encoder failed")
             reasons.append("encoder_failed")
@@ -245,6 +290,7 @@ class RecommendationPipeline:
 
     def _rank(
         self,
+        state: ServingState,
         ranker: Ranker | None,
         history: Sequence[str],
         user_vector: np.ndarray | None,
@@ -259,8 +305,9 @@ class RecommendationPipeline:
             return retrieval_order()
         item_ids = [c.item_id for c in candidates]
         try:
-            if self._vector_scorer is not None and user_vector is not None:
-                scores = self._vector_scorer.score(user_vector, item_ids)  # no second encoding
+            scorer = state.view.vector_scorer
+            if scorer is not None and user_vector is not None:
+                scores = scorer.score(user_vector, item_ids)  # no second encoding
             else:
                 scores = ranker.score(history, item_ids)
         except Exception:  # a broken model must not take the slate down
@@ -278,23 +325,23 @@ class RecommendationPipeline:
         self,
         ranked: list[ScoredItem],
         query: RecommendationQuery,
-        retrieval: RetrievalState,
+        state: ServingState,
         assignment: Assignment,
         request: RetrievalRequest,
     ) -> tuple[list[ScoredItem], list[ScoredItem]]:
         """Business rules and diversity, in the order of ``serving.rules``:
         filters → boosts → MMR with category caps → pins. Returns (eligible ranked, slate)."""
-        allowed, items = self._diversify(ranked, query, retrieval, assignment)
-        return allowed, self._pin(items, query, retrieval, request)
+        allowed, items = self._diversify(ranked, query, state, assignment)
+        return allowed, self._pin(items, query, state.retrieval, request)
 
     def _interleave(
         self,
+        state: ServingState,
         assignment: Assignment,
         history: Sequence[str],
         user_vector: np.ndarray | None,
         candidates: Sequence[Candidate],
         query: RecommendationQuery,
-        retrieval: RetrievalState,
         request: RetrievalRequest,
         request_id: str,
         reasons: list[str],
@@ -309,13 +356,15 @@ class RecommendationPipeline:
         rankings = []
         versions = []
         for name in assignment.params.interleave:  # one "ranking" stage per ranker
-            ranker = self._ranker_named(name)
-            versions.append(self._model_version(ranker))
+            ranker = self._ranker_named(state, name)
+            versions.append(state.release.version_of(ranker))
             with timed(self._observer, "ranking"):
-                rankings.append(self._rank(ranker, history, user_vector, candidates, reasons))
+                rankings.append(
+                    self._rank(state, ranker, history, user_vector, candidates, reasons)
+                )
         with timed(self._observer, "rerank"):
             (allowed_a, items_a), (_, items_b) = (
-                self._diversify(ranked, query, retrieval, assignment) for ranked in rankings
+                self._diversify(ranked, query, state, assignment) for ranked in rankings
             )
             merged = team_draft(
                 [i.item_id for i in items_a],
@@ -328,18 +377,18 @@ class RecommendationPipeline:
                 by_team[team][item] for item, team in zip(merged.items, merged.teams, strict=True)
             ]
             teams = dict(zip(merged.items, merged.teams, strict=True))
-            slate = self._pin(drafted, query, retrieval, request)
+            slate = self._pin(drafted, query, state.retrieval, request)
         return allowed_a, slate, teams, f"interleaved({versions[0]},{versions[1]})"
 
     def _diversify(
         self,
         ranked: list[ScoredItem],
         query: RecommendationQuery,
-        retrieval: RetrievalState,
+        state: ServingState,
         assignment: Assignment,
     ) -> tuple[list[ScoredItem], list[ScoredItem]]:
         """Filters → boosts → MMR with category caps. Returns (eligible ranked, top k)."""
-        categories_of = categories_from_catalog(retrieval.catalog)
+        categories_of = categories_from_catalog(state.retrieval.catalog)
         allowed = self._rules.apply_before_rerank(ranked, categories_of)
         mmr_lambda = assignment.params.mmr_lambda
         items = mmr_rerank(
@@ -347,7 +396,7 @@ class RecommendationPipeline:
             query.k,
             lambda_=self._config.mmr_lambda if mmr_lambda is None else mmr_lambda,
             categories_of=categories_of,
-            vectors=self._item_vectors,
+            vectors=state.view.item_vectors,
             category_caps=self._rules.category_caps,
             default_cap=self._rules.default_cap,
         )

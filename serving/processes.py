@@ -17,10 +17,12 @@ Metrics: each server process exports its own (``core.metrics_exporter``), worker
 process and sums them in PromQL; the supervisor serves no requests and exports nothing.
 
 Milvus Lite (a local file) can be opened by one process only: the first ``MilvusClient`` on the
-file starts a local ``milvus`` server on a Unix socket and holds the file's lock. With several
-workers the supervisor opens it (``share_milvus_lite``) and hands the workers that socket
-(``unix:///…``), so they are plain clients of one Milvus server, as they would be of a Milvus
-standalone or cluster (a ``http(s)://`` URI, which is passed through unchanged).
+file starts a local ``milvus`` server on a Unix socket and holds the file's lock. The server holds
+it (``retrieval.milvus_lite.hold_milvus_lite``) and advertises that socket, so other processes
+(``aether index``, ``aether registry``) reach the file while it serves; with several workers the
+supervisor holds it and hands the workers the socket (``unix:///…``), so they are plain clients
+of one Milvus server, as they would be of a Milvus standalone or cluster (a ``http(s)://`` URI,
+which is passed through unchanged).
 
 Shutdown: SIGINT/SIGTERM to the supervisor is forwarded to every worker as SIGTERM; each worker
 drains its in-flight calls (``RunningServer.stop(grace)``), closes its app and exits; workers
@@ -38,7 +40,7 @@ import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +50,7 @@ from core.heap import freeze_startup_heap
 from core.metrics_exporter import SERVER_PORT, start_metrics_exporter
 from core.settings import Settings
 from core.subprocesses import free_loopback_port
-from retrieval.milvus_lite import is_milvus_lite_uri
+from retrieval.milvus_lite import hold_milvus_lite
 
 if TYPE_CHECKING:
     from serving.build_pipeline import ServingApp
@@ -79,7 +81,24 @@ def run_server(
     """Build the pipeline, serve it on ``settings.serving`` until SIGINT/SIGTERM, then drain and
     close. The one way a server runs: ``aether serve`` in one process, each worker of a group,
     and the benchmark's server (which adds instruments in ``prepare``). Metrics are exported
-    once the gRPC port serves, on ``settings.metrics`` shifted by ``process_index``."""
+    once the gRPC port serves, on ``settings.metrics`` shifted by ``process_index``. A Milvus
+    Lite file is held and shared for as long as the server runs, so ``aether index`` and
+    ``aether registry promote`` can reach it meanwhile (``retrieval.milvus_lite``)."""
+    with hold_milvus_lite(settings.milvus.uri) as milvus_uri:
+        shared = settings.model_copy(
+            update={"milvus": settings.milvus.model_copy(update={"uri": milvus_uri})}
+        )
+        _run_app(shared, options, reuse_port, process_index, prepare, on_serving)
+
+
+def _run_app(
+    settings: Settings,
+    options: WorkerOptions,
+    reuse_port: bool,
+    process_index: int,
+    prepare: Callable[[ServingApp], None] | None,
+    on_serving: Callable[[RunningServer], None] | None,
+) -> None:
     from serving.build_pipeline import build_serving_app
     from serving.server import serve_forever, start_server
 
@@ -114,32 +133,6 @@ def serve_worker(
     run_server(
         settings, options, reuse_port=True, process_index=index, on_serving=lambda _: ready()
     )
-
-
-@contextlib.contextmanager
-def share_milvus_lite(uri: str) -> Iterator[str]:
-    """Start Milvus Lite for the file ``uri`` in this process; yield a URI other processes can
-    connect to (its Unix socket); release it (the file's lock and the server) on exit.
-
-    Any other URI (a Milvus server) is yielded unchanged."""
-    if not is_milvus_lite_uri(uri):
-        yield uri
-        return
-    import warnings
-
-    path = Path(uri).expanduser().absolute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-        from milvus_lite.server_manager import server_manager_instance
-    socket_uri = server_manager_instance.start_and_get_uri(str(path))
-    if socket_uri is None:  # the file is locked by another process, or the server failed
-        raise DependencyUnavailable("milvus", f"cannot start Milvus Lite on {path}")
-    try:
-        # "unix:/tmp/x.sock" -> "unix:///tmp/x.sock": the same gRPC target, in URL form.
-        yield "unix://" + socket_uri[len("unix:") :]
-    finally:
-        server_manager_instance.release_server(str(path))
 
 
 def _worker_main(
@@ -189,7 +182,7 @@ def start_workers(
 ) -> WorkerGroup:
     """Start ``processes`` workers on ``settings.serving.port`` (0: a free port is chosen) and
     return once every one of them serves. ``settings.milvus.uri`` must already be shareable
-    (see ``share_milvus_lite``). ``cancel`` set while they start: stop them and raise."""
+    (see ``hold_milvus_lite``). ``cancel`` set while they start: stop them and raise."""
     if processes < 1:
         raise ConfigError(f"serving.processes must be >= 1, got {processes}")
     port = settings.serving.port or free_loopback_port(settings.serving.host, reuse_port=True)
@@ -239,7 +232,7 @@ def supervise(
     stopped = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopped.set())
-    with share_milvus_lite(settings.milvus.uri) as milvus_uri:
+    with hold_milvus_lite(settings.milvus.uri) as milvus_uri:
         shared = settings.model_copy(
             update={"milvus": settings.milvus.model_copy(update={"uri": milvus_uri})}
         )

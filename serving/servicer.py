@@ -26,6 +26,7 @@ def query_from_proto(request: pb.RecommendRequest, limits: ServingSettings) -> R
         exclude_item_ids=request.exclude_item_ids,
         include_categories=filters.include_categories,
         exclude_categories=filters.exclude_categories,
+        include_unavailable=filters.include_unavailable,
         available_only=filters.available_only,
         limits=limits,
     )

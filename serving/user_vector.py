@@ -11,7 +11,7 @@ instead of two (or three with the content source). Unknown candidates get the ra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -31,14 +31,27 @@ class EmbeddingRanker(Protocol):
 
 
 class VectorScorer:
-    """``Ranker.score`` from a user vector already encoded by that ranker."""
+    """``Ranker.score`` from a user vector already encoded by that ranker.
 
-    def __init__(self, ranker: EmbeddingRanker) -> None:
+    ``extra``: vectors of items the ranker was not trained on but that live in its item space
+    (new items whose text embedding the index's content map put there, ``retrieval.content``):
+    they are scored like the ranker's own items instead of sinking to ``UNKNOWN_ITEM_SCORE``.
+    """
+
+    def __init__(
+        self, ranker: EmbeddingRanker, extra: Mapping[str, np.ndarray] | None = None
+    ) -> None:
         item_ids, matrix = ranker.item_embeddings()
         self.model_version = ranker.model_version
         self._row = {item_id: row for row, item_id in enumerate(item_ids)}
+        base = np.asarray(matrix, dtype=np.float32)
+        added: list[np.ndarray] = []
+        for item_id, vector in (extra or {}).items():
+            if item_id not in self._row:
+                self._row[item_id] = len(base) + len(added)
+                added.append(np.asarray(vector, dtype=np.float32))
         # One extra row of zeros for unknown candidates, overwritten below: no per-item branch.
-        self._matrix = np.vstack([np.asarray(matrix, dtype=np.float32), np.zeros_like(matrix[:1])])
+        self._matrix = np.vstack([base, *(v[None, :] for v in added), np.zeros_like(base[:1])])
 
     def score(self, user_vector: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
         """(len(candidates),) float32, higher is better."""

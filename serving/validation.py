@@ -35,9 +35,12 @@ def build_query(
     exclude_item_ids: Iterable[str],
     include_categories: Iterable[str] = (),
     exclude_categories: Iterable[str] = (),
+    include_unavailable: bool = False,
     available_only: bool = False,
     limits: ServingSettings,
 ) -> RecommendationQuery:
+    """``include_unavailable`` opts in to items the catalogue marks unavailable;
+    ``available_only`` (the older field, now the default) still wins over it when set."""
     _check_id(user_id, "user_id")
     if k == 0:
         k = limits.default_k
@@ -75,5 +78,5 @@ def build_query(
         k=k,
         context=dict(context),
         exclude_item_ids=frozenset(excludes),
-        filters=Filters(include, exclude, available_only),
+        filters=Filters(include, exclude, include_unavailable and not available_only),
     )

@@ -124,10 +124,12 @@ def probe_group_join(
 
     Used by ``aether stack up --probe`` and the integration tests as a produce/consume round trip.
     """
-    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import Consumer
+
+    from streams.publish import new_producer
 
     started = time.perf_counter()
-    producer = Producer({"bootstrap.servers": bootstrap_servers})
+    producer = new_producer(bootstrap_servers)
     for i in range(messages):
         producer.produce(topic, key=f"k{i}", value=f"probe-{i}".encode())
     if producer.flush(timeout_s) != 0:

@@ -7,7 +7,8 @@ Layers (top to bottom; lower layers import nothing above them and no I/O client)
 * ``agents`` (``StreamRuntime``), ``bandit_agent`` (``BanditRuntime``) — the runtimes: call the
   steps, apply their effects in a crash-safe order, commit the state last.
 * ``statestore`` (``RedisStateStore``), ``sinks`` (offline log, feature history), ``topics``
-  (admin), ``publish`` (producers) — adapters.
+  (admin), ``publish`` (the one producer factory), ``routing`` (records on the wrong partition
+  for their key are re-produced to the right one) — adapters.
 * ``state_port`` — the ``StateStore`` port (what a step loads, one atomic ``StateCommit`` per
   batch) and ``InMemoryStateStore``.
 * ``steps`` (interactions with privacy, impressions, catalogue, item updates) and

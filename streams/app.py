@@ -45,6 +45,7 @@ from streams.bandit_agent import BanditRuntime
 from streams.batching import take_available
 from streams.eager import EagerWaitFirst
 from streams.handlers import SourceRecord
+from streams.routing import misrouted, reroute
 from streams.steps import split_user_records
 
 # Faust hard-codes aiokafka's ``fetch_max_wait_ms=1500``. Tansu holds a fetch for most of its max
@@ -143,11 +144,22 @@ def create_app(
         agent.__qualname__ = name
         return agent
 
+    partitions = settings.kafka.partitions
+
     async def on_users(records: Sequence[SourceRecord]) -> None:
         # One agent for the three user-keyed topics: each record crosses Faust once, not once
         # per handler that needs it. Each handler applies and commits its own effects in the
         # order it always had; the batch is acked after all of them, and each is idempotent
         # on re-delivery, so a crash anywhere in between stays harmless.
+        # Records a non-murmur2 producer put on another partition than their user's are sent
+        # to their user's partition first and handled there (``streams.routing``).
+        records, away = misrouted(records, partitions)
+        if away:
+            await reroute(runtime.producer, away, partitions)
+            for record in away:
+                worker_metrics.EVENTS.labels(record.topic, "rerouted").inc()
+        if not records:
+            return
         interactions, impressions = split_user_records(records, topics)
         if interactions:
             await runtime.on_interactions(interactions)
@@ -155,6 +167,11 @@ def create_app(
             await runtime.on_impressions(impressions)
         if bandit is not None:
             await bandit.on_attribution(records)
+
+    if bandit is not None:  # the idleness rule judges only the partitions this worker owns
+        bandit.assigned_partitions = lambda: {
+            tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events
+        }
 
     agents: list[tuple[str, tuple[str, ...], Callable[..., Awaitable[Any]]]] = [
         ("interactions", (topics.events, topics.privacy, topics.impressions), on_users),

@@ -17,7 +17,8 @@ Keys: see ``streams.statestore``.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 
 from confluent_kafka import Producer
 
@@ -37,12 +38,22 @@ class BanditRuntime:
         state: StateStore,
         producer: Producer,
         now_ms: Callable[[], int],
+        idle_timeout_s: float = 0.0,
+        wall_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.steps = steps
         self.topics = steps.config.topics
         self.state = state
         self.producer = producer
         self._now_ms = now_ms  # processing clock, for the "not from the future" check only
+        # The idleness rule (``bandit_steps.idle_partitions_step``): wall time since each owned
+        # partition's last record. ``assigned_partitions`` (set by ``streams.app``) says which
+        # partitions this worker owns now; without it, those it has seen records from.
+        self.idle_timeout_s = idle_timeout_s
+        self.assigned_partitions: Callable[[], Iterable[int]] | None = None
+        self._wall_clock = wall_clock
+        self._started = wall_clock()
+        self._last_record: dict[int, float] = {}
 
     # -- agent 1: impressions + interactions + privacy, partitioned by user --------------------
     async def on_attribution(self, records: Sequence[SourceRecord]) -> list[Outcome]:
@@ -60,6 +71,40 @@ class BanditRuntime:
         worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
         if effects.late:
             worker_metrics.EVENTS.labels("bandit-attribution", "late").inc(effects.late)
+        return effects.outcomes + await self._advance_idle(records)
+
+    def idle_split(self, records: Sequence[SourceRecord]) -> tuple[list[int], list[int]]:
+        """``(idle, active)`` owned partitions, after noting the batch's partitions as active."""
+        now = self._wall_clock()
+        for record in records:
+            self._last_record[record.partition] = now
+        if self.assigned_partitions is not None:
+            owned = set(self.assigned_partitions())
+        else:
+            owned = set(self._last_record)
+        idle = sorted(
+            p for p in owned if now - self._last_record.get(p, self._started) > self.idle_timeout_s
+        )
+        return idle, sorted(owned - set(idle))
+
+    async def _advance_idle(self, records: Sequence[SourceRecord]) -> list[Outcome]:
+        if self.idle_timeout_s <= 0:
+            return []
+        idle, active = self.idle_split(records)
+        effects = self.steps.advance_idle(self.state, idle, active)
+        if effects.commit.is_empty():
+            return []
+        for outcome in effects.outcomes:
+            produce_waiting(
+                self.producer,
+                self.topics.bandit_outcomes,
+                encode_outcome(outcome),
+                outcome.item_id.encode(),
+            )
+        if effects.outcomes:
+            await flush_or_raise(self.producer, "outcomes")
+        self.state.commit(effects.commit)
+        worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
         return effects.outcomes
 
     # -- agent 2: outcomes, partitioned by item ------------------------------------------------

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from bandits.attribution import AttributionConfig, AttributionState, attribute
+from bandits.attribution import AttributionConfig, AttributionState, WatermarkTick, attribute
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome, prune_seen
 from core.errors import SchemaError
 from events import decode, decode_interaction
@@ -45,7 +45,13 @@ from events.models import Impression, Interaction, PrivacyAction, PrivacyRequest
 from streams.eventtime import Lateness, Verdict, judge
 from streams.handlers import SourceRecord
 from streams.privacy import PrivacyStatus, suppresses
-from streams.state_port import AttributionSnapshot, PosteriorWrites, StateCommit, StateStore
+from streams.state_port import (
+    AttributionSnapshot,
+    PosteriorWrites,
+    StateCommit,
+    StateStore,
+    unconsumed_records,
+)
 from streams.topics import TopicNames
 
 UserEvent = Impression | Interaction
@@ -179,6 +185,37 @@ def attribution_step(
     return state, effects
 
 
+def idle_partitions_step(
+    snapshots: dict[int, AttributionSnapshot],
+    idle: Sequence[int],
+    active: Sequence[int],
+    config: BanditConfig,
+) -> AttributionEffects:
+    """The idleness rule (Flink's ``withIdleness``): each idle partition's watermark moves up to
+    the smallest watermark of the active ones, deciding the impressions whose window that passes.
+
+    An idle partition is one with no record for longer than
+    ``AETHER_STREAM__IDLE_PARTITION_TIMEOUT_S`` (wall time, judged by the runtime); without the
+    rule its pending impressions would wait for its next record forever. The cost: a reward that
+    then arrives on the idle partition within the lateness, for an impression already decided,
+    no longer counts (as in Flink, idleness trades completeness for progress).
+    """
+    effects = AttributionEffects()
+    marks = [w for p in active if (w := (snapshots.get(p) or {}).get("watermark_ms")) is not None]
+    if not marks:
+        return effects  # nothing moves while every partition is idle
+    target = min(marks)
+    for partition in sorted(set(idle) - set(active)):
+        data = snapshots.get(partition)
+        if data is None or (data["watermark_ms"] is not None and data["watermark_ms"] >= target):
+            continue
+        state = AttributionState.from_dict(data, config.attribution)
+        state, outputs = attribute(state, WatermarkTick(target), config.attribution)
+        effects.outcomes += [o for o in outputs if isinstance(o, Outcome)]
+        snapshots[partition] = effects.commit.attribution[partition] = state.to_dict()
+    return effects
+
+
 # -- posteriors ----------------------------------------------------------------------------------
 @dataclass(slots=True)
 class OutcomeBatch:
@@ -243,6 +280,7 @@ class BanditSteps:
     def attribution(
         self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
     ) -> AttributionEffects:
+        records, consumed = unconsumed_records(store, "attribution", records)
         batch = decode_attribution(records, self.config)
         if not batch.events and not batch.deletions:
             return AttributionEffects()
@@ -251,10 +289,22 @@ class BanditSteps:
             snapshots=store.load_attribution(batch.partitions()),
         )
         _, effects = attribution_step(state, batch, self.config, now_ms)
+        effects.commit.offsets["attribution"] = consumed
         return effects
 
+    def advance_idle(
+        self, store: StateStore, idle: Sequence[int], active: Sequence[int]
+    ) -> AttributionEffects:
+        """``idle_partitions_step`` over the stored attribution states."""
+        if not idle or not active:
+            return AttributionEffects()
+        snapshots = store.load_attribution([*idle, *active])
+        return idle_partitions_step(snapshots, idle, active, self.config)
+
     def outcomes(self, store: StateStore, records: Sequence[SourceRecord]) -> PosteriorEffects:
+        records, consumed = unconsumed_records(store, "posteriors", records)
         batch = decode_outcomes(records)
         states = store.load_posteriors(batch.item_ids()) if batch.outcomes else {}
         _, effects = outcomes_step(states, batch, self.config)
+        effects.commit.offsets["posteriors"] = consumed
         return effects

@@ -28,7 +28,11 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime]:
     state = RedisStateStore(settings.redis, settings.deployment, client=client)
     topics = TopicNames.for_settings(settings)
     config = StepConfig.from_settings(settings.stream, topics)
-    producer = output_producer(settings.kafka.bootstrap_servers, settings.stream.max_event_bytes)
+    producer = output_producer(
+        settings.kafka.bootstrap_servers,
+        settings.stream.max_event_bytes,
+        partitioner=settings.stream.producer_partitioner,
+    )
     runtime = StreamRuntime(
         StreamSteps(config),
         writer=FeastOnlineStore(settings.redis, settings.deployment),
@@ -47,6 +51,10 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime]:
         max_event_bytes=config.max_event_bytes,
     )
     bandit = BanditRuntime(
-        BanditSteps(bandit_config), state=state, producer=producer, now_ms=now_ms
+        BanditSteps(bandit_config),
+        state=state,
+        producer=producer,
+        now_ms=now_ms,
+        idle_timeout_s=settings.stream.idle_partition_timeout_s,
     )
     return runtime, bandit

@@ -53,6 +53,9 @@ def _update_body(update: ItemUpdate) -> dict[str, Any]:
         "e": update.event_id,
         "t": update.event_time_ms,
     }
+    if update.source:
+        body["src"] = update.source
+        body["so"] = update.source_offset
     if update.kind == "interaction":
         body["y"] = update.event_type
     elif update.kind == "catalog":
@@ -92,6 +95,8 @@ def _update_from_body(body: dict[str, Any]) -> ItemUpdate:
         categories=tuple(body.get("cat", ())),
         created_time_ms=body.get("created"),
         available=body.get("avail", True),
+        source=body.get("src", ""),
+        source_offset=body.get("so", -1),
     )
 
 
@@ -131,6 +136,7 @@ def encode_item_state(state: ItemState) -> bytes:
             "ti": state.title,
             "ca": list(state.categories),
             "av": state.available,
+            "sm": state.source_marks,
         }
     )
 
@@ -149,6 +155,7 @@ def decode_item_state(raw: bytes) -> ItemState:
         title=body["ti"],
         categories=tuple(body["ca"]),
         available=body["av"],
+        source_marks=body.get("sm", {}),
     )
 
 

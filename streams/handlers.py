@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, MutableMapping, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from core.errors import SchemaError
 from events.models import CatalogItem, Impression, Interaction, to_epoch_ms
@@ -108,6 +108,11 @@ def _forward(effects: Effects, updates: Iterable[ItemUpdate]) -> None:
             effects.forwards.append((item_id, payload))
 
 
+def _source_of(record: SourceRecord) -> dict[str, Any]:
+    """The ``ItemUpdate`` fields naming the source record (``item_features.apply_update``)."""
+    return {"source": f"{record.topic}:{record.partition}", "source_offset": record.offset}
+
+
 def _admit(
     record: SourceRecord,
     event_time_ms: int,
@@ -177,6 +182,7 @@ def handle_interactions(
                 event_id=event.event_id,
                 event_time_ms=event.event_time_ms,
                 event_type=event.event_type.value,
+                **_source_of(decoded.record),
             )
         )
     _forward(effects, updates)
@@ -209,6 +215,7 @@ def handle_impressions(
                     item_id=item_id,
                     event_id=f"imp:{slate.request_id}:{item_id}",
                     event_time_ms=slate.event_time_ms,
+                    **_source_of(decoded.record),
                 )
             )
     _forward(effects, updates)
@@ -241,6 +248,7 @@ def handle_catalog(
                 if item.created_time is None
                 else to_epoch_ms(item.created_time),
                 available=item.available,
+                **_source_of(decoded.record),
             )
         )
     _forward(effects, updates)

@@ -50,6 +50,12 @@ class ItemUpdate:
     categories: tuple[str, ...] = ()
     created_time_ms: int | None = None
     available: bool = True
+    # Where the update came from: ``<topic>:<partition>`` of the source record and its offset.
+    # The item state keeps the highest offset applied per source partition (``source_marks``),
+    # so an update produced again (the user side re-processed its batch after a crash) or
+    # delivered again is skipped however long ago its ``event_id`` was forgotten (issue 21).
+    source: str = ""
+    source_offset: int = -1
 
 
 @dataclass(slots=True)
@@ -64,10 +70,20 @@ class ItemState:
     title: str = ""
     categories: tuple[str, ...] = ()
     available: bool = True
+    source_marks: dict[str, int] = field(default_factory=dict)  # source partition -> offset
 
 
 def apply_update(state: ItemState, update: ItemUpdate) -> tuple[ItemState, bool]:
-    """Fold one update into the item's state; ``applied`` is False for a duplicate."""
+    """Fold one update into the item's state; ``applied`` is False for a duplicate.
+
+    Updates of one item from one source partition arrive in source-offset order (one worker owns
+    the partition and forwards in order; a re-processed batch forwards again from an earlier
+    offset), so an offset at or below the item's mark for that partition was applied already.
+    """
+    if update.source:
+        if update.source_offset <= state.source_marks.get(update.source, -1):
+            return state, False
+        state.source_marks[update.source] = update.source_offset
     t = update.event_time_ms
     if not remember(state.seen, update.event_id, t):
         return state, False

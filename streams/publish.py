@@ -10,44 +10,79 @@ from confluent_kafka import KafkaException, Producer
 from tqdm import tqdm
 
 from core.errors import DependencyUnavailable
+from core.settings import Settings
 from interactions.replay import ReplayMessage
+
+# "murmur2_random" is what Java clients and kafkajs do (murmur2 of the key, random for a null
+# key), so records of one key land on one partition whoever produced them.
+DEFAULT_PARTITIONER = "murmur2_random"
+
+
+def new_producer(
+    bootstrap_servers: str, *, partitioner: str = DEFAULT_PARTITIONER, **config: object
+) -> Producer:
+    """The one place the project builds a Kafka producer (issue 21): every producer it owns
+    (replay, worker outputs, serving's impressions, the demo, the stack's probe) partitions
+    keys the same way, set by ``settings.stream.producer_partitioner``. librdkafka's own default
+    (``consistent_random``, CRC32) would put a user's impressions on another partition than the
+    same user's events from a Java or kafkajs client."""
+    return Producer({"bootstrap.servers": bootstrap_servers, **config, "partitioner": partitioner})
+
+
+def producer_for(settings: Settings, **config: object) -> Producer:
+    """``new_producer`` for the deployment's broker and partitioner."""
+    return new_producer(
+        settings.kafka.bootstrap_servers,
+        partitioner=settings.stream.producer_partitioner,
+        **config,
+    )
 
 
 def make_producer(bootstrap_servers: str, **extra: object) -> Producer:
+    """A bulk producer (replays, benchmarks): large local queue, short linger. ``extra`` may
+    set any librdkafka option, ``partitioner`` included."""
     config: dict[str, object] = {
-        "bootstrap.servers": bootstrap_servers,
         "linger.ms": 5,
         "batch.num.messages": 10_000,
         "queue.buffering.max.messages": 500_000,
         "compression.type": "none",
-        "partitioner": "murmur2_random",
     }
     config.update(extra)
-    return Producer(config)
+    partitioner = str(config.pop("partitioner", DEFAULT_PARTITIONER))
+    return new_producer(bootstrap_servers, partitioner=partitioner, **config)
 
 
-def output_producer(bootstrap_servers: str, max_event_bytes: int) -> Producer:
+def output_producer(
+    bootstrap_servers: str, max_event_bytes: int, *, partitioner: str = DEFAULT_PARTITIONER
+) -> Producer:
     """The worker's producer for its outputs (item updates, dead letters, late events, outcomes).
 
     ``linger.ms`` 2: outputs are flushed per batch anyway; idempotence off (re-deliveries are
-    de-duplicated by id downstream); room for a dead letter that wraps a maximal event.
+    de-duplicated downstream, by source offset or id); room for a dead letter that wraps a
+    maximal event.
     """
-    return Producer(
-        {
-            "bootstrap.servers": bootstrap_servers,
+    return new_producer(
+        bootstrap_servers,
+        partitioner=partitioner,
+        **{
             "linger.ms": 2,
             "enable.idempotence": False,
-            "partitioner": "murmur2_random",
             "message.max.bytes": 4 * max_event_bytes + 65536,
-        }
+        },
     )
 
 
-def produce_waiting(producer: Producer, topic: str, value: bytes, key: bytes | None) -> None:
-    """Produce, waiting for deliveries to drain while the local queue is full."""
+def produce_waiting(
+    producer: Producer, topic: str, value: bytes, key: bytes | None, partition: int | None = None
+) -> None:
+    """Produce (to ``partition`` if given, else where the partitioner puts ``key``), waiting
+    for deliveries to drain while the local queue is full."""
     while True:
         try:
-            producer.produce(topic, value=value, key=key)
+            if partition is None:
+                producer.produce(topic, value=value, key=key)
+            else:
+                producer.produce(topic, value=value, key=key, partition=partition)
             return
         except BufferError:
             producer.poll(0.05)

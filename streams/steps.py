@@ -38,7 +38,7 @@ from streams.eventtime import Lateness
 from streams.handlers import DeadLetter, Decoded, Effects, SourceRecord
 from streams.item_features import ItemState, ItemUpdate
 from streams.privacy import PrivacyEffects, handle_privacy, suppresses
-from streams.state_port import InteractionState, StateCommit, StateStore
+from streams.state_port import InteractionState, StateCommit, StateStore, unconsumed_records
 from streams.topics import TopicNames
 from streams.transitions import DEFAULT_TRANSITION_WINDOW
 from streams.user_features import UserFeatureConfig
@@ -236,36 +236,52 @@ class StreamSteps:
     def interactions(
         self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
     ) -> Effects:
+        records, consumed = unconsumed_records(store, "interactions", records)
+        if not records:
+            return Effects()
         batch = decode_interactions(records, self.config)
         # One round trip: privacy markers and states of every user in the batch, watermarks.
         state = store.load_interactions(
             batch.user_ids(), self.config.topics.events, batch.events.partitions
         )
         _, effects = interactions_step(state, batch, self.config, now_ms)
+        effects.commit.offsets["interactions"] = consumed
         return effects
 
     def impressions(
         self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
     ) -> Effects:
+        records, consumed = unconsumed_records(store, "impressions", records)
+        if not records:
+            return Effects()
         limit = self.config.max_event_bytes
         batch = decode_records(records, lambda raw: decode(raw, Impression, max_bytes=limit))
         watermarks = store.load_watermarks(self.config.topics.impressions, batch.partitions)
         _, effects = impressions_step(watermarks, batch, self.config, now_ms)
+        effects.commit.offsets["impressions"] = consumed
         return effects
 
     def catalog(
         self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
     ) -> Effects:
+        records, consumed = unconsumed_records(store, "catalog", records)
+        if not records:
+            return Effects()
         limit = self.config.max_event_bytes
         batch = decode_records(records, lambda raw: decode(raw, CatalogItem, max_bytes=limit))
         watermarks = store.load_watermarks(self.config.topics.items, batch.partitions)
         _, effects = catalog_step(watermarks, batch, self.config, now_ms)
+        effects.commit.offsets["catalog"] = consumed
         return effects
 
     def item_updates(self, store: StateStore, records: Sequence[SourceRecord]) -> Effects:
+        records, consumed = unconsumed_records(store, "item_features", records)
+        if not records:
+            return Effects()
         batch = decode_item_updates(records)
         items = store.load_items(_item_ids(batch.good))
         _, effects = item_updates_step(items, batch, self.config)
+        effects.commit.offsets["item_features"] = consumed
         return effects
 
 

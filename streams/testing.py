@@ -127,6 +127,7 @@ class LocalPipeline:
     suppressed: int = 0
     _pending_updates: list[tuple[str, bytes]] = field(default_factory=list)
     _pending_outcomes: list[Outcome] = field(default_factory=list)
+    _offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to assign
 
     def __post_init__(self) -> None:
         step_config = StepConfig(self.topics, self.policy, self.config, self.max_event_bytes)
@@ -156,7 +157,7 @@ class LocalPipeline:
     def feed(self, records: Iterable[SourceRecord]) -> Effects:
         """Process one batch as the worker's agent for its topics does, then the item and
         posterior sides; returns the source steps' effects (summed)."""
-        batch = list(records)
+        batch = [self._positioned(r) for r in records]
         if not batch:
             return Effects()
         topics = self.topics
@@ -173,6 +174,16 @@ class LocalPipeline:
             effects = self._on_users(batch)
         self.drain()
         return effects
+
+    def _positioned(self, source: SourceRecord) -> SourceRecord:
+        """The record at or after the next offset of its (topic, partition), as a broker appends
+        it: the steps skip offsets they have committed, so tests' records (built at offset 0) are
+        numbered here; increasing offsets a test gave are kept. Feeding a record again is therefore a producer's duplicate (a new
+        offset, de-duplicated by event id), not a re-delivery."""
+        tp = (source.topic, source.partition)
+        offset = max(source.offset, self._offsets.get(tp, 0))  # kept when it already increases
+        self._offsets[tp] = offset + 1
+        return dataclasses.replace(source, offset=offset)
 
     def _on_users(self, batch: list[SourceRecord]) -> Effects:
         """What the worker's ``interactions`` agent does with a batch (``streams.app``)."""
@@ -214,8 +225,10 @@ class LocalPipeline:
         queued, self._pending_updates = self._pending_updates, []
         if queued:
             records = [
-                SourceRecord(self.topics.item_updates, 0, n, raw, item_id.encode())
-                for n, (item_id, raw) in enumerate(queued)
+                self._positioned(
+                    SourceRecord(self.topics.item_updates, 0, 0, raw, item_id.encode())
+                )
+                for item_id, raw in queued
             ]
             effects = self.steps.item_updates(self.state, records)
             self.dead_letters += effects.dead_letters
@@ -224,8 +237,8 @@ class LocalPipeline:
         outcomes, self._pending_outcomes = self._pending_outcomes, []
         if outcomes and self.bandit_steps is not None:
             records = [
-                SourceRecord(self.topics.bandit_outcomes, 0, n, encode_outcome(o), None)
-                for n, o in enumerate(outcomes)
+                self._positioned(SourceRecord(self.topics.bandit_outcomes, 0, 0, encode_outcome(o)))
+                for o in outcomes
             ]
             self.state.commit(self.bandit_steps.outcomes(self.state, records).commit)
 

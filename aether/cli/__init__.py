@@ -20,12 +20,14 @@ COMMAND_MODULES: tuple[str, ...] = (
     "worker",
     "replay",
     "index",
+    "registry",
     "train",
     "ensemble",
     "eval",
     "serve",
     "dashboard",
     "ope",
+    "experiments",
     "bench",
 )
 

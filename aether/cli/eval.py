@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
             temporal_requests=args.temporal_requests,
             model_config=model_config_from(args),
             train_config=train_config_from(args),
+            dismissals=args.dismissals,
             threads=args.threads,
             progress=not args.no_progress,
         )

@@ -1,4 +1,9 @@
-"""``aether serve`` runs the gRPC Recommender; ``aether recommend`` asks it, for humans."""
+"""``aether serve`` runs the gRPC Recommender; ``aether recommend`` asks it, for humans.
+
+``aether serve`` serves the (model, index) pair promoted in the registry (docs/lifecycle.md) and
+swaps to a newly promoted one without a restart; on an empty deployment it serves popular and
+fresh items (flagged as a fallback) until ``aether index`` promotes the first release.
+"""
 
 from __future__ import annotations
 
@@ -11,11 +16,24 @@ from core.settings import MetricsSettings, load_settings
 def register(subparsers: argparse._SubParsersAction) -> None:
     serve = subparsers.add_parser("serve", help="run the gRPC Recommender service")
     serve.add_argument("--port", type=int, default=None, help="default: settings (50051)")
-    serve.add_argument("--checkpoint", type=Path, default=None, help="ranker checkpoint (.pt)")
     serve.add_argument(
-        "--embeddings", type=Path, default=None, help="indexed item embeddings (.npz)"
+        "--checkpoint",
+        type=Path,
+        default=None,
+        help="serve this ranker checkpoint (.pt) instead of the registry's promoted release",
     )
-    serve.add_argument("--refresh-s", type=float, default=5.0, help="catalogue refresh period")
+    serve.add_argument(
+        "--embeddings",
+        type=Path,
+        default=None,
+        help="serve these indexed item embeddings (.npz) instead of the registry's release",
+    )
+    serve.add_argument(
+        "--refresh-s",
+        type=float,
+        default=5.0,
+        help="how often the catalogue is re-read and the registry checked for a promoted release",
+    )
     serve.add_argument(
         "--processes",
         type=int,

@@ -36,6 +36,13 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--heads", type=int, default=1)
     group.add_argument("--dropout", type=float, default=0.2)
     group.add_argument("--max-length", type=int, default=200)
+    group.add_argument(
+        "--dismissals",
+        action="store_true",
+        help="train on dismissals too (MovieLens: rating <= 2, as the replay maps them): "
+        "left out of the sequences, pushed down by an unlikelihood term (ranker.dismissals)",
+    )
+    group.add_argument("--dismissal-weight", type=float, default=1.0, help="λ of that term")
     group.add_argument("--seed", type=int, default=0)
     group.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     group.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -67,6 +74,7 @@ def train_config_from(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         lr_schedule=args.lr_schedule,
+        dismissal_weight=args.dismissal_weight,
         patience=args.patience,
         validate_every=args.validate_every,
         max_minutes=args.max_minutes,

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fserving/proto/recommender.proto\x12\x0c\x61\x65therrec.v1\"Y\n\x07\x46ilters\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x16\n\x0e\x61vailable_only\x18\x03 \x01(\x08\"\xde\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12<\n\x07\x63ontext\x18\x03 \x03(\x0b\x32+.aetherrec.v1.RecommendRequest.ContextEntry\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12&\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x15.aetherrec.v1.Filters\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x12\n\npropensity\x18\x05 \x01(\x01\x12\x0c\n\x04team\x18\x06 \x01(\t\"\xb0\x01\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.aetherrec.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x18\n\x10\x66\x61llback_reasons\x18\x05 \x03(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x06 \x01(\t2[\n\x0bRecommender\x12L\n\tRecommend\x12\x1e.aetherrec.v1.RecommendRequest\x1a\x1f.aetherrec.v1.RecommendResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fserving/proto/recommender.proto\x12\x0c\x61\x65therrec.v1\"v\n\x07\x46ilters\x12\x1a\n\x12include_categories\x18\x01 \x03(\t\x12\x1a\n\x12\x65xclude_categories\x18\x02 \x03(\t\x12\x16\n\x0e\x61vailable_only\x18\x03 \x01(\x08\x12\x1b\n\x13include_unavailable\x18\x04 \x01(\x08\"\xde\x01\n\x10RecommendRequest\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12<\n\x07\x63ontext\x18\x03 \x03(\x0b\x32+.aetherrec.v1.RecommendRequest.ContextEntry\x12\x18\n\x10\x65xclude_item_ids\x18\x04 \x03(\t\x12&\n\x07\x66ilters\x18\x05 \x01(\x0b\x32\x15.aetherrec.v1.Filters\x1a.\n\x0c\x43ontextEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"x\n\x0fRecommendedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x02\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x13\n\x0b\x65xplanation\x18\x04 \x01(\t\x12\x12\n\npropensity\x18\x05 \x01(\x01\x12\x0c\n\x04team\x18\x06 \x01(\t\"\xb0\x01\n\x11RecommendResponse\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12,\n\x05items\x18\x02 \x03(\x0b\x32\x1d.aetherrec.v1.RecommendedItem\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08\x66\x61llback\x18\x04 \x01(\x08\x12\x18\n\x10\x66\x61llback_reasons\x18\x05 \x03(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x06 \x01(\t2[\n\x0bRecommender\x12L\n\tRecommend\x12\x1e.aetherrec.v1.RecommendRequest\x1a\x1f.aetherrec.v1.RecommendResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._loaded_options = None
   _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_options = b'8\001'
   _globals['_FILTERS']._serialized_start=49
-  _globals['_FILTERS']._serialized_end=138
-  _globals['_RECOMMENDREQUEST']._serialized_start=141
-  _globals['_RECOMMENDREQUEST']._serialized_end=363
-  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=317
-  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=363
-  _globals['_RECOMMENDEDITEM']._serialized_start=365
-  _globals['_RECOMMENDEDITEM']._serialized_end=485
-  _globals['_RECOMMENDRESPONSE']._serialized_start=488
-  _globals['_RECOMMENDRESPONSE']._serialized_end=664
-  _globals['_RECOMMENDER']._serialized_start=666
-  _globals['_RECOMMENDER']._serialized_end=757
+  _globals['_FILTERS']._serialized_end=167
+  _globals['_RECOMMENDREQUEST']._serialized_start=170
+  _globals['_RECOMMENDREQUEST']._serialized_end=392
+  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_start=346
+  _globals['_RECOMMENDREQUEST_CONTEXTENTRY']._serialized_end=392
+  _globals['_RECOMMENDEDITEM']._serialized_start=394
+  _globals['_RECOMMENDEDITEM']._serialized_end=514
+  _globals['_RECOMMENDRESPONSE']._serialized_start=517
+  _globals['_RECOMMENDRESPONSE']._serialized_end=693
+  _globals['_RECOMMENDER']._serialized_start=695
+  _globals['_RECOMMENDER']._serialized_end=786
 # @@protoc_insertion_point(module_scope)

@@ -7,14 +7,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Filters(_message.Message):
-    __slots__ = ("include_categories", "exclude_categories", "available_only")
+    __slots__ = ("include_categories", "exclude_categories", "available_only", "include_unavailable")
     INCLUDE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     EXCLUDE_CATEGORIES_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_UNAVAILABLE_FIELD_NUMBER: _ClassVar[int]
     include_categories: _containers.RepeatedScalarFieldContainer[str]
     exclude_categories: _containers.RepeatedScalarFieldContainer[str]
     available_only: bool
-    def __init__(self, include_categories: _Optional[_Iterable[str]] = ..., exclude_categories: _Optional[_Iterable[str]] = ..., available_only: _Optional[bool] = ...) -> None: ...
+    include_unavailable: bool
+    def __init__(self, include_categories: _Optional[_Iterable[str]] = ..., exclude_categories: _Optional[_Iterable[str]] = ..., available_only: _Optional[bool] = ..., include_unavailable: _Optional[bool] = ...) -> None: ...
 
 class RecommendRequest(_message.Message):
     __slots__ = ("user_id", "k", "context", "exclude_item_ids", "filters")

@@ -27,18 +27,18 @@ def test_index_builds_the_baseline_then_switches_to_given_embeddings(
     uri = milvus_backend_uri
     monkeypatch.setenv("MILVUS_URI", uri)
     monkeypatch.setenv("AETHER_NAMESPACE", namespace)
+    monkeypatch.setenv("AETHER_DATA_DIR", str(tmp_path / ".aether"))  # its registry
     exported = tmp_path / "baseline.npz"
-    assert (
-        _run(["--dataset", "ml-latest-small", "--dim", "16", "--save-embeddings", str(exported)])
-        == 0
-    )
-    assert "version 1" in capsys.readouterr().out
+    argv = ["--dataset", "ml-latest-small", "--dim", "16", "--no-content-map"]
+    assert _run([*argv, "--save-embeddings", str(exported)]) == 0
+    assert "index items_v1" in capsys.readouterr().out
     ids, matrix = load_embeddings(exported)
     assert matrix.shape[1] == 16 and len(ids) > 9000
 
     other = tmp_path / "ranker.npz"
     save_embeddings(other, ids[:500], np.ones((500, 8), dtype=np.float32))
     assert _run(["--dataset", "ml-latest-small", "--embeddings", str(other), "--keep", "1"]) == 0
+    assert "dropped: items_v1" in capsys.readouterr().out
     with ItemIndex(uri, alias=f"{namespace}_items", registry=f"{namespace}_aliases") as index:
         assert index.active_version == 2 and index.versions() == [2]
         assert index.count() == 500
@@ -67,10 +67,14 @@ def test_index_from_a_ranker_checkpoint_records_its_model_version(tmp_path, monk
     uri = str(tmp_path / "ranker-index.db")
     monkeypatch.setenv("MILVUS_URI", uri)
     monkeypatch.setenv("AETHER_NAMESPACE", namespace)
+    monkeypatch.setenv("AETHER_DATA_DIR", str(tmp_path / ".aether"))  # its registry
     exported = tmp_path / "indexed.npz"
     argv = ["--dataset", "ml-latest-small", "--ranker-checkpoint", str(checkpoint)]
+    argv += ["--no-content-map"]
     assert _run([*argv, "--save-embeddings", str(exported)]) == 0
-    assert f"ranker {ranker.model_version}" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"ranker {ranker.model_version}" in out
+    assert f"({ranker.model_version}@items_v1)" in out  # the pair, registered and promoted
     assert embeddings_model_version(exported) == ranker.model_version
     ids, matrix = load_embeddings(exported)
     assert ids == list(item_ids)

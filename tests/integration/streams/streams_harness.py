@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 
 from core.settings import Settings
 from features.rows import ItemFeatureRow, UserFeatureRow
+from streams.publish import new_producer
 from streams.testing import IMPRESSIONS, ITEMS, LocalPipeline, interaction, record
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -63,7 +64,9 @@ class Worker:
 
 
 def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": settings.kafka.bootstrap_servers, "linger.ms": 5})
+    # The project's producer (murmur2): records start on their key's partition. Other
+    # partitioners are tested on purpose in test_partitioners.py.
+    producer = new_producer(settings.kafka.bootstrap_servers, **{"linger.ms": 5})
     for key, value in messages:
         producer.produce(settings.topic(topic), key=key, value=value)
     assert producer.flush(30) == 0
@@ -179,8 +182,10 @@ def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
     """Every (anchor, item) weight in the namespace's transition store in Redis."""
     import redis
 
+    from features.transition_store import transition_key_prefix
+
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    prefix = settings.redis_key("retrieval", "i2i") + ":"
+    prefix = transition_key_prefix(settings.namespace) + ":i2i:"
     weights: dict[tuple[str, str], float] = {}
     for key in client.scan_iter(f"{prefix}*"):
         anchor = key.decode()[len(prefix) :]

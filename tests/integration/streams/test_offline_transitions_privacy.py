@@ -13,7 +13,7 @@ from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog, offline_dir
 from features.schema import USER_VIEW
 from features.store import FeastOnlineStore
-from features.transition_store import InMemoryTransitionStore
+from features.transition_store import InMemoryTransitionStore, stream_slot
 from retrieval.build_retriever import transition_store
 from streams.testing import interaction
 from streams.transitions import increments_from_sequence
@@ -89,7 +89,7 @@ def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_
         [_privacy("p1", GONE, "delete", t_request), _privacy("p2", QUIET, "opt_out", t_request)],
     )
     wait_for(lambda: not store.read_users([GONE, QUIET]), what="rows of both users removed")
-    quiet_before = store.client.get(settings.redis_key("stream", "user", QUIET))
+    quiet_before = store.client.get(f"{stream_slot(settings.namespace)}:stream:user:{QUIET}")
     late_for_gone = interaction("inflight1", GONE, "z", "click", t_request - 5_000)
     new_for_quiet = interaction("quiet-new", QUIET, "z", "click", t_request + 1_000)
     sentinel = interaction("sentinel", "keeper", "z", "view", t_request + 2_000)
@@ -114,6 +114,8 @@ def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_
 
     # The opted-out user: the new event made no features, no state change, no offline record.
     assert store.read_users([QUIET]) == {}
-    assert store.client.get(settings.redis_key("stream", "user", QUIET)) == quiet_before
+    assert (
+        store.client.get(f"{stream_slot(settings.namespace)}:stream:user:{QUIET}") == quiet_before
+    )
     assert "quiet-new" not in set(log.read()["event_id"])
     assert "sentinel" in set(log.read()["event_id"])

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from redis.cluster import RedisCluster
 
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome
 from core.settings import Settings
@@ -19,10 +20,23 @@ from streams.user_features import UserState
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     if request.param == "memory":
         yield InMemoryStateStore()
+        return
+    if request.param == "cluster":
+        # A three-master Redis Cluster: every commit must stay in one hash slot (CROSSSLOT
+        # otherwise). Its nodes live for the session only; namespaces keep tests apart.
+        url: str = request.getfixturevalue("redis_cluster_url")
+        namespace = request.getfixturevalue("namespace")
+        settings = Settings(namespace=namespace, data_dir=tmp_path, REDIS_URL=url)
+        client = RedisCluster.from_url(url)
+        cluster_store = RedisStateStore(settings.redis, settings.deployment, client=client)
+        try:
+            yield cluster_store
+        finally:
+            cluster_store.close()
         return
     from stack.redis_server import delete_namespace_keys
 
@@ -86,8 +100,11 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
             posteriors={"a": posterior},
             posterior_writes={(w.hash_parts, w.field): w.value for w in writes},
             transitions={("a", "b"): 1.0},
+            offsets={"interactions": {("events", 3): 12}, "attribution": {("events", 3): 9}},
         )
     )
+    assert store.load_offsets("interactions", [("events", 3), ("events", 1)]) == {("events", 3): 12}
+    assert store.load_offsets("attribution", [("events", 3)]) == {("events", 3): 9}
     assert store.load_users(["gone", "kept"]) == {
         "gone": UserState(latest_ms=50),
         "kept": UserState(latest_ms=2),

@@ -169,6 +169,7 @@ def view(effects: Effects) -> dict[str, Any]:
 class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes, bytes | None]] = []
+        self._next: dict[str, int] = {}  # topic -> next offset, as the broker appends
 
     def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
         self.sent.append((topic, value, key))
@@ -182,7 +183,10 @@ class RecordingProducer:
     def take(self, topic: str) -> list[SourceRecord]:
         taken = [(v, k) for t, v, k in self.sent if t == topic]
         self.sent = [s for s in self.sent if s[0] != topic]
-        return [SourceRecord(topic, 0, n, v, k) for n, (v, k) in enumerate(taken)]
+        first = self._next.get(topic, 0)
+        self._next[topic] = first + len(taken)
+        # Offsets go on across batches: the steps skip offsets they have committed.
+        return [SourceRecord(topic, 0, first + n, v, k) for n, (v, k) in enumerate(taken)]
 
 
 class Runtime:

@@ -75,4 +75,4 @@ def test_the_worker_and_serving_use_one_key_layout() -> None:
     written = redis_transition_store(None, settings.namespace)
     read = transition_store(settings.deployment, None)
     assert (read.prefix, read.max_neighbours) == (written.prefix, written.max_neighbours)
-    assert written.totals_key == "unit:retrieval:i2i_total"
+    assert written.totals_key == "unit:{unit}:retrieval:i2i_total"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import orjson
 import pytest
@@ -115,11 +116,21 @@ def _slate(request_id: str, user: str, item: str, t: int) -> SourceRecord:
             {"item_id": item, "position": 0, "score": 1.0, "source": "ann", "propensity": 0.5}
         ],
     }
-    return SourceRecord(TOPICS.impressions, 0, 0, orjson.dumps(body))
+    return SourceRecord(TOPICS.impressions, 0, _next_offset(), orjson.dumps(body))
 
 
 def _event(body: dict[str, object] | bytes, topic: str = TOPICS.events) -> SourceRecord:
-    return SourceRecord(topic, 0, 0, body if isinstance(body, bytes) else orjson.dumps(body))
+    raw = body if isinstance(body, bytes) else orjson.dumps(body)
+    return SourceRecord(topic, 0, _next_offset(), raw)
+
+
+_OFFSETS = itertools.count()
+
+
+def _next_offset() -> int:
+    """Records at increasing offsets, as a broker appends them (the steps skip offsets they
+    have committed; one counter for every topic is increasing per partition too)."""
+    return next(_OFFSETS)
 
 
 def test_attribution_emits_outcomes_keyed_by_item_and_respects_privacy() -> None:

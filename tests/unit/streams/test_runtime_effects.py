@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import orjson
@@ -136,14 +137,19 @@ def test_a_redelivered_batch_after_a_crash_changes_nothing() -> None:
     assert state.watermarks == {"unit.events": {0: T0 + 2}}
 
 
-def _event(event_id: str, user: str, item: str, t: int, offset: int = 0) -> SourceRecord:
+def _event(event_id: str, user: str, item: str, t: int, offset: int | None = None) -> SourceRecord:
     body = orjson.dumps(interaction(event_id, user, item, "view", t))
-    return SourceRecord("unit.events", 0, offset, body)
+    return SourceRecord("unit.events", 0, next(_OFFSETS) if offset is None else offset, body)
 
 
 def _privacy(event_id: str, user: str, action: str, t: int) -> SourceRecord:
     body = {"event_id": event_id, "user_id": user, "action": action, "event_time": t}
-    return SourceRecord("unit.privacy", 0, 0, orjson.dumps(body))
+    return SourceRecord("unit.privacy", 0, next(_OFFSETS), orjson.dumps(body))
+
+
+# Records at increasing offsets, as a broker appends them: the steps skip offsets they have
+# committed (``streams.state_port.unconsumed_records``).
+_OFFSETS = itertools.count(1000)
 
 
 def test_applied_events_are_logged_and_transitions_ride_on_the_state_commit() -> None:
