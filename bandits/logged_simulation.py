@@ -83,22 +83,26 @@ class LoggedWorld:
                 )
                 if rng.random() < self.click[item] * self.examine[k]:
                     events.append(
-                        Interaction(
-                            event_id=f"{request_id}:{item}",
-                            event_type="click",
-                            user_id=user,
-                            item_id=item,
-                            event_time=at + 1_000,
-                            request_id=request_id,
+                        Interaction.model_validate(  # validated: event time in epoch ms
+                            {
+                                "event_id": f"{request_id}:{item}",
+                                "event_type": "click",
+                                "user_id": user,
+                                "item_id": item,
+                                "event_time": at + 1_000,
+                                "request_id": request_id,
+                            }
                         )
                     )
             impressions.append(
-                Impression(
-                    event_time=at,
-                    request_id=request_id,
-                    user_id=user,
-                    items=tuple(slots),
-                    model_version="simulated-logging",
+                Impression.model_validate(
+                    {
+                        "event_time": at,
+                        "request_id": request_id,
+                        "user_id": user,
+                        "items": tuple(slots),
+                        "model_version": "simulated-logging",
+                    }
                 )
             )
         return impressions, events

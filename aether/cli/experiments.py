@@ -24,7 +24,8 @@ from bandits import configs_from_settings
 from core.errors import ConfigError
 from core.settings import load_settings
 from evaluation.experiment_log import slate_records
-from evaluation.experiment_readout import ReadoutConfig, flat_figures, format_table, read_out
+from evaluation.experiment_output import flat_figures, format_table
+from evaluation.experiment_readout import ReadoutConfig, read_out
 from features.traffic_log import SOURCES, read_traffic
 from serving.experiments import Experiments
 

@@ -17,7 +17,8 @@ from aether.cli import build_parser
 from bandits import configs_from_settings
 from core.settings import Settings
 from evaluation.experiment_log import slate_records
-from evaluation.experiment_readout import ReadoutConfig, flat_figures, read_out
+from evaluation.experiment_output import flat_figures
+from evaluation.experiment_readout import ReadoutConfig, read_out
 from events import Interaction, encode
 from features.ports import InMemoryFeatureStore
 from features.rows import UserFeatureRow

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from evaluation.experiment_log import SlateRecord
-from evaluation.experiment_readout import ReadoutConfig, flat_figures, format_table, read_out
+from evaluation.experiment_output import flat_figures, format_table
+from evaluation.experiment_readout import ReadoutConfig, read_out
 
 CONFIG = ReadoutConfig(n_bootstrap=200)
 
