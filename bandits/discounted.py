@@ -2,7 +2,7 @@
 
 Why not a running ``x = x * decay + w``? Because that value depends on arrival order (each
 update decays by "time since the last update") and on float rounding order, and our event-time
-rules demand the same final state for any arrival order and on replay (DESIGN §4).
+rules demand the same final state for any arrival order and on replay (docs/architecture.md).
 
 The representation here:
 

@@ -156,21 +156,26 @@ def format_table(readout: ExperimentReadout) -> str:
     ]
     for a in readout.arms:
         tag = " (interleaved)" if a.interleaved else ""
+        ctr = _pct(a.ctr.value) + " " + _interval(a.ctr.ci_low, a.ctr.ci_high)
+        dismiss = a.dismiss_rate
+        dismiss_text = _pct(dismiss.value) + " " + _interval(dismiss.ci_low, dismiss.ci_high)
+        cover = a.coverage
+        cover_text = _pct(cover.value, 1) + " " + _interval(cover.ci_low, cover.ci_high, 1)
         lines.append(
             f"  {a.arm + tag:<18}{a.users:>8}{a.impressions:>9}  "
-            f"{_pct(a.ctr.value) + ' ' + _interval(a.ctr.ci_low, a.ctr.ci_high):<24}"
-            f"{_pct(a.dismiss_rate.value) + ' ' + _interval(a.dismiss_rate.ci_low, a.dismiss_rate.ci_high):<24}"
-            f"{_pct(a.coverage.value, 1) + ' ' + _interval(a.coverage.ci_low, a.coverage.ci_high, 1):<24}"
+            f"{ctr:<24}{dismiss_text:<24}{cover_text:<24}"
             f"{_number(a.gini.value)} {_bracket(a.gini.ci_low, a.gini.ci_high)}"
         )
         if a.forced_impressions:
             lines.append(f"  {'':<18}{a.forced_impressions} forced impressions not counted")
     for c in readout.comparisons:
         verdict = "significant" if c.ctr_significant else "not significant"
+        lift = _pct(c.ctr.relative, 1) + _interval(
+            c.ctr.relative_ci_low, c.ctr.relative_ci_high, 1, " "
+        )
         lines.append(
             f"  {c.arm} vs {c.control}: CTR {100 * c.ctr.difference:+.3f} pts "
-            f"{_interval(c.ctr.ci_low, c.ctr.ci_high, 3)}, lift "
-            f"{_pct(c.ctr.relative, 1)}{_interval(c.ctr.relative_ci_low, c.ctr.relative_ci_high, 1, ' ')}, "
+            f"{_interval(c.ctr.ci_low, c.ctr.ci_high, 3)}, lift {lift}, "
             f"z {c.ctr.z:.2f}, p {c.ctr.p_value:.3g} ({verdict}, delta-method z-test)"
         )
         degraded = ", ".join(c.guardrails_degraded) or "none"

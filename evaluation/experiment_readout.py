@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from core.errors import ConfigError
 from evaluation.experiment_log import SlateRecord, interleaved_rankers
 from evaluation.experiment_stats import (
     SRM_P_THRESHOLD,
@@ -181,7 +182,7 @@ def read_out(
             None,
         )
     elif control not in weights and control not in data:
-        raise ValueError(f"experiment {experiment!r} has no arm {control!r}")
+        raise ConfigError(f"experiment {experiment!r} has no arm {control!r} to use as control")
     comparisons = [
         _compare(arm, control, data, len(catalogue), config)
         for arm in arm_names

@@ -146,7 +146,8 @@ def from_log_estimates(
     rewards = attributed_rewards(unique, interactions, attribution)
     evaluated = stochastic_slots(unique) if slots == "stochastic" else unique
     if not evaluated:
-        raise SchemaError(f"the log holds no {slots} slots to evaluate", reason="empty_log")
+        what = "slots logged with propensity < 1" if slots == "stochastic" else "slates"
+        raise SchemaError(f"the log holds no {what} to evaluate", reason="empty_log")
     target = (
         policy
         if isinstance(policy, PerPositionPolicy)

@@ -1,4 +1,4 @@
-"""The public event contracts (DESIGN.md §4): one framework-free module every component uses.
+"""The public event contracts (docs/architecture.md): one framework-free module every component uses.
 
 ``Interaction`` is the events topic; ``CatalogItem`` the items topic; ``PrivacyRequest`` the privacy
 topic; ``Impression`` the impressions topic written by serving. ``decode_*`` turn raw Kafka values

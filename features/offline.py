@@ -14,7 +14,7 @@ concurrent writers never overwrite each other and replays produce the same files
   ``event_timestamp`` column (the row's event time) that the Feast views' file sources point at,
   and a ``created_timestamp`` (the write order) that breaks ties between rows of one event time.
 * ``point_in_time_features``: features for (entity, timestamp) pairs through Feast's
-  ``get_historical_features``, **strictly before** each timestamp (DESIGN §4 rule 5). Feast joins
+  ``get_historical_features``, **strictly before** each timestamp (docs/architecture.md, event-time rule 5). Feast joins
   rows with ``event_timestamp <= t``; feature rows carry whole-millisecond event times, so asking
   Feast at ``ceil_ms(t) - 1 ms`` returns exactly the rows with event time ``< t``.
 """

@@ -1,7 +1,7 @@
 """Feature rows: what the stream processors emit and the online store persists.
 
 Every row carries ``event_time_ms``, the largest event time that contributed to it; a store never
-replaces a row by one with a smaller ``event_time_ms`` (DESIGN.md §4, event-time rules).
+replaces a row by one with a smaller ``event_time_ms`` (docs/architecture.md, event-time rules).
 Definitions of each field live in ``features/FEATURES.md``.
 """
 

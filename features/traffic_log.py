@@ -3,9 +3,10 @@
 What ``aether experiments report`` and ``aether ope --from-log`` read. Two sources:
 
 * **Kafka**: ``<ns>.impressions`` and ``<ns>.events`` from their beginning to their end (each
-  partition read until the consumer reports its end). One confluent-kafka consumer with explicit partition assignment: no
-  consumer group is joined (seconds on Tansu, DESIGN §3) and nothing is committed, so a read-out
-  never disturbs the worker's groups. ``group.id`` is set only because librdkafka requires one.
+  partition read until the consumer reports its end). One confluent-kafka consumer with explicit
+  partition assignment: no consumer group is joined (seconds on Tansu: `aether stack up --probe`)
+  and nothing is committed, so a read-out never disturbs the worker's groups. ``group.id`` is set
+  only because librdkafka requires one.
 * **The offline log** (``features.offline``): every valid interaction the worker wrote. Impressions
   join it when the offline log keeps them (``OfflineImpressionLog``, not there yet); until then
   ``read_offline_impressions`` returns ``None`` and the caller reads impressions from Kafka.
@@ -139,15 +140,17 @@ def read_offline_interactions(
     out = []
     for row in frame.itertuples(index=False):
         out.append(
-            Interaction(
-                event_id=row.event_id,
-                event_type=row.event_type,
-                user_id=row.user_id,
-                item_id=row.item_id,
-                event_time=int(row.event_time_ms),
-                value=None if _missing(row.value) else float(row.value),
-                request_id=None if _missing(row.request_id) else row.request_id,
-                context=json.loads(row.context) if isinstance(row.context, str) else {},
+            Interaction.model_validate(
+                {
+                    "event_id": row.event_id,
+                    "event_type": row.event_type,
+                    "user_id": row.user_id,
+                    "item_id": row.item_id,
+                    "event_time": int(row.event_time_ms),
+                    "value": None if _missing(row.value) else float(row.value),
+                    "request_id": None if _missing(row.request_id) else row.request_id,
+                    "context": json.loads(row.context) if isinstance(row.context, str) else {},
+                }
             )
         )
     return out

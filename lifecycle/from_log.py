@@ -4,7 +4,7 @@ The worker appends every interaction it accepts to the offline log (``features.o
 validated, de-duplicated by ``event_id`` on read, ordered by event time); rejected, late and
 dead-lettered events never reach it. So the ranker is trained on exactly the events the online
 features were computed from, point-in-time: ``before_ms`` keeps only events with an event time
-before it (DESIGN §4 rule 5), and the splits cut by event time, never by arrival.
+before it (docs/architecture.md, event-time rule 5), and the splits cut by event time, never by arrival.
 
 Events → the trainer's interactions (``user_id``, ``item_id``, ``rating``, ``timestamp_ms``, one
 row per (user, item), as a dataset loader gives them): a pair's time is its first interaction

@@ -1,6 +1,6 @@
 """river's drift detectors behind one small wrapper that latches detections and serialises.
 
-Facts about river 0.26 (DESIGN.md §7) this wrapper is built around:
+Facts about river 0.26 (docs/benchmarks/drift.md) this wrapper is built around:
 
 * ``drift_detected`` is true for one update only and the detector resets on the next one, so
   :meth:`Detector.update` reports the change on the very update that raised it (the caller

@@ -3,7 +3,7 @@
 Why deciles: Jensen–Shannon over raw per-item histograms of a 2k–10k-slot window has a
 no-drift floor of 0.2–0.4 (most items are shown 0 or 1 times, so two windows of the same
 distribution look different); over ~10 buckets of equal *reference* popularity mass the floor is
-small and a shift of exposure towards the head or the tail shows clearly (DESIGN.md §7).
+small and a shift of exposure towards the head or the tail shows clearly (docs/benchmarks/drift.md).
 
 The reference is learned from the stream itself: the first ``reference_slots`` slots after the
 monitor starts (or after an exposure detection, so that a new regime gets a new reference) count

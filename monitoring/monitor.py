@@ -2,7 +2,7 @@
 
     state, detections, late, duplicates = step(state, batch, watermark_ms, config)
 
-Why it is event-time correct (DESIGN.md §4)
+Why it is event-time correct (docs/architecture.md)
 -------------------------------------------
 Observations are buffered into event-time tumbling windows of ``config.window_ms``. Window
 ``k = [k·W, (k+1)·W)`` is *closed* — fed to the detectors — only once

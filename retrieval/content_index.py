@@ -11,7 +11,7 @@ Collection ``<namespace>_content`` (``Deployment.milvus_collection("content")``)
 product on unit vectors), ``title``, ``categories`` (ARRAY<VARCHAR>), ``available`` (BOOL),
 ``created_time_ms`` and ``event_time_ms`` (INT64: the catalogue event that wrote the row).
 ``upsert`` keeps the newest row per item by ``(event_time_ms, …)``: a redelivered or older
-catalogue event changes nothing (DESIGN §4 rules 1 and 2).
+catalogue event changes nothing (docs/architecture.md, event-time rules 1 and 2).
 
 Text of an item: ``retrieval.content.item_text`` (title, then categories), the same function
 the index's content map was fitted with.

@@ -1,6 +1,6 @@
 """The serving process's in-process view of the catalogue, re-read in the background.
 
-Per-candidate feature reads at request time are the latency trap (DESIGN §3), so serving keeps
+Per-candidate feature reads at request time are the latency trap (docs/benchmarks/features.md), so serving keeps
 item metadata and popularity in process and re-reads them in the background
 (``serving.live_state``). Which items: those of the serving index, those of the content
 collection (new items the stream embedded, ``retrieval.content_index``) and those the online
@@ -15,7 +15,7 @@ half-life and data years old, that product underflows to 0.0 for most items, and
 zeros is the id order. So items are compared by the logarithm, ``log2 p − (t − ref)/H``, which is
 finite for every positive popularity and orders items exactly as the decayed values would at any
 common ``t`` (the ``t`` term is the same for all). ``t`` is the newest event time among the rows
-that carry popularity — the data's own clock, never the wall clock (DESIGN §4 rule 4); serving's
+that carry popularity — the data's own clock, never the wall clock (docs/architecture.md, event-time rule 4); serving's
 impressions carry the serving time, so rows they touched must not set it.
 """
 

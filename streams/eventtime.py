@@ -1,6 +1,6 @@
 """Event-time bookkeeping: partition watermarks, lateness and bounded de-duplication. Pure.
 
-Vocabulary (DESIGN.md §4, event-time rules):
+Vocabulary (docs/architecture.md, event-time rules):
 
 * **watermark** of a source partition — the largest event time seen on it so far (``None`` before
   the first event). It only moves forward and never reads the wall clock.

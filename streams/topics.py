@@ -1,6 +1,6 @@
 """Topic names of the worker, all derived from the namespace, and their creation.
 
-Source topics (public contracts, DESIGN.md §4): ``events`` (key user_id), ``items`` (key item_id),
+Source topics (public contracts, docs/architecture.md): ``events`` (key user_id), ``items`` (key item_id),
 ``impressions`` (key user_id), ``privacy`` (key user_id). Outputs: ``dead-letters`` and
 ``late-events``. Internal: ``item-updates``, the repartition topic that re-keys every item input
 by ``item_id``, and ``bandit-outcomes``, attributed rewards re-keyed by ``item_id``.

@@ -1,7 +1,7 @@
 """Per-user feature state machine: ``apply_interaction(state, event) -> (state, applied)``. Pure.
 
 Every output is a function of the *set* of applied events (never of their arrival order), which is
-what makes the worker order-insensitive within the allowed lateness (DESIGN.md §4). The exact
+what makes the worker order-insensitive within the allowed lateness (docs/architecture.md). The exact
 definitions are in ``features/FEATURES.md``; in short:
 
 * ``recent_items`` — take the ``2 × sequence_length`` most recent non-dismiss interactions by

@@ -15,7 +15,7 @@ kcat       Debian's ``kcat`` on ``PATH`` (docs/kafka-clients.md), fixture ``kcat
 =========  ======================================================================================
 
 A service that cannot be had makes the test fail when ``CI=true`` and skip otherwise
-(DESIGN §3: in CI a missing service is a failure, never a skip).
+(docs/architecture.md, Tests: in CI a missing service is a failure, never a skip).
 
 Never put a Milvus Lite *path* in the ``MILVUS_URI`` environment variable (not even with
 ``monkeypatch.setenv``): ``import pymilvus`` parses it as a server address and raises. Use

@@ -11,6 +11,7 @@ import importlib
 import logging
 import sys
 
+import core.metrics_exporter  # noqa: F401  - first: keeps Feast from switching prometheus_client to multiprocess mode
 from core.errors import AetherError
 from stack.env_file import load_stack_env
 

@@ -1,5 +1,5 @@
 """The Faust worker on the real broker and Redis: features, dead letters, order-insensitivity,
-crash recovery and group membership changes (DESIGN.md §4 event-time rules)."""
+crash recovery and group membership changes (docs/architecture.md, event-time rules)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Reward attribution + posterior updates: event-time rules (DESIGN §4) as properties."""
+"""Reward attribution + posterior updates: event-time rules (docs/architecture.md) as properties."""
 
 from __future__ import annotations
 

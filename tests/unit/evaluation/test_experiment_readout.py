@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+from core.errors import ConfigError
 from evaluation.experiment_log import SlateRecord
 from evaluation.experiment_output import flat_figures, format_table
 from evaluation.experiment_readout import ReadoutConfig, read_out
@@ -166,3 +167,9 @@ def test_a_significant_interleaving_preference_names_the_winner():
     [i] = read_out(records, "ranker", {"mix": 0}, config=CONFIG).interleaving
     assert i.significant and i.favours == "new"
     assert i.preference.wins_a == 80 and i.preference.p_value < 1e-8
+
+
+def test_an_unknown_control_arm_is_a_clear_error():
+    records = [slate("u1", "a", ["x"]), slate("u2", "b", ["y"])]
+    with pytest.raises(ConfigError, match="no arm 'c'"):
+        read_out(records, "ranker", {"a": 1, "b": 1}, control="c", config=CONFIG)

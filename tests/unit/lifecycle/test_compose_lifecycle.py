@@ -1,6 +1,6 @@
 """docker-compose.yml yields a working system without files made by hand (issue 17): the server
 starts on an empty deployment, a one-off trainer bootstraps the first release, and every
-project container sees the same registry. Read, not run: no Docker engine here (DESIGN §3)."""
+project container sees the same registry. Read, not run: no Docker engine here."""
 
 from __future__ import annotations
 

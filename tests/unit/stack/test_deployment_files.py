@@ -1,7 +1,7 @@
 """docker-compose.yml, the Dockerfile, prometheus.yml and aether.env.example agree with Settings.
 
 No Docker engine runs on the development or CI machines, so these files are checked by reading
-them (DESIGN §3): service names, published ports and environment names against
+them (docs/architecture.md): service names, published ports and environment names against
 ``core.settings.Settings``.
 """
 

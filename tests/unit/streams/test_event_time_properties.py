@@ -1,4 +1,4 @@
-"""Event-time rules (DESIGN.md §4) as hypothesis properties of the whole pure pipeline:
+"""Event-time rules (docs/architecture.md) as hypothesis properties of the whole pure pipeline:
 idempotent, order-insensitive within lateness, late events excluded, deterministic replay;
 and the features equal an oracle computed straight from their written definitions."""
 
