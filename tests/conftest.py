@@ -36,6 +36,10 @@ Example::
 
 from __future__ import annotations
 
+# First, before anything imports Feast: Feast's import switches prometheus_client into multiprocess
+# mode (with no folder), which core.metrics_exporter prevents when it is imported first.
+import core.metrics_exporter  # noqa: F401, I001
+
 import importlib
 import logging
 import os
