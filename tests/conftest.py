@@ -36,10 +36,6 @@ Example::
 
 from __future__ import annotations
 
-# First, before anything imports Feast: Feast's import switches prometheus_client into multiprocess
-# mode (with no folder), which core.metrics_exporter prevents when it is imported first.
-import core.metrics_exporter  # noqa: F401, I001
-
 import importlib
 import logging
 import os
@@ -51,6 +47,9 @@ from typing import Any
 
 import pytest
 
+# First, before anything imports Feast: Feast's import switches prometheus_client into multiprocess
+# mode (with no folder), which core.metrics_exporter prevents when it is imported first.
+import core.metrics_exporter  # noqa: F401
 from core.errors import DependencyUnavailable
 from core.settings import Settings
 
