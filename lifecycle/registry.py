@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import math
 import os
 import shutil
 import time
@@ -189,7 +190,7 @@ class Registry:
                 return existing
             relative = f"models/{model_version}.pt"
             _copy_atomically(checkpoint, self.path(relative))
-            entry = ModelVersion(model_version, relative, _now_ms(), dict(metadata or {}))
+            entry = ModelVersion(model_version, relative, _now_ms(), _json_safe(metadata or {}))
             self._write(
                 Manifest(
                     {**manifest.models, model_version: entry}, manifest.indexes, manifest.releases
@@ -292,8 +293,21 @@ class Registry:
 
     def _write(self, manifest: Manifest) -> None:
         tmp = self.manifest_path.with_name(f".{MANIFEST}.{uuid.uuid4().hex}.tmp")
-        tmp.write_text(json.dumps(manifest.to_json(), indent=2, sort_keys=True) + "\n")
+        body = json.dumps(_json_safe(manifest.to_json()), indent=2, sort_keys=True, allow_nan=False)
+        tmp.write_text(body + "\n")
         os.replace(tmp, self.manifest_path)
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities as None: the manifest stays standard JSON (training
+    figures are NaN when a run had no validation)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def _replace(entry: IndexVersion, **changes: Any) -> IndexVersion:

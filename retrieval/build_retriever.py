@@ -105,7 +105,7 @@ def build_retriever(
     if index is not None and encoder is not None:
         sources["ann"] = wrap(AnnSource(index, encoder))
     sources["cooccurrence"] = wrap(CooccurrenceSource(transitions, catalog=catalog))
-    sources["popular"] = PopularSource(popularity, catalog, unpopular=False)
+    sources["popular"] = popular = PopularSource(popularity, catalog)
     sources["fresh"] = FreshSource(catalog, window_ms=fresh_window_ms)
     if content is not None:
         sources["content"] = content
@@ -114,5 +114,4 @@ def build_retriever(
         for name, (reserved, weight) in plan.items()
         if name in sources
     ]
-    fallback = PopularSource(popularity, catalog)  # every catalogue item: never empty
-    return CandidateRetriever(plans, catalog=catalog, fallback=fallback, executor=executor)
+    return CandidateRetriever(plans, catalog=catalog, fallback=popular, executor=executor)

@@ -87,24 +87,16 @@ class PopularSource:
     """Most popular items by decayed count; catalogue items with no count follow (score 0).
 
     Because every catalogue item is in its ranking, this source returns something whenever any
-    eligible item exists: the merger uses it as the never-empty fallback. As one of the fused
-    sources it is built with ``unpopular=False``: an item nobody interacted with is not
-    "trending", and must not take the credit (and the explanation) from the source that
-    really proposed it (a new item's ``content`` or ``fresh``).
+    eligible item exists: the merger uses it as the never-empty fallback.
     """
 
     def __init__(
-        self,
-        scores: Mapping[str, float],
-        catalog: ItemCatalog | None = None,
-        name: str = "popular",
-        *,
-        unpopular: bool = True,
+        self, scores: Mapping[str, float], catalog: ItemCatalog | None = None, name: str = "popular"
     ) -> None:
         self.name = name
         self.catalog = catalog
         self._ranked = best_first(scores.items())
-        if catalog is not None and unpopular:
+        if catalog is not None:
             unseen = sorted(set(catalog) - set(scores))
             self._ranked.extend((item, 0.0) for item in unseen)
 

@@ -52,6 +52,7 @@ __all__ = ["PipelineConfig", "RecommendationPipeline", "RetrievalState", "Servin
 log = logging.getLogger(__name__)
 
 UNCREDITED = frozenset({PINNED_SOURCE, EXPLORE_SOURCE})  # slots no interleaved team placed
+CONTENT_SOURCE = "content"
 
 
 @dataclass(frozen=True)
@@ -299,7 +300,9 @@ class RecommendationPipeline:
     ) -> list[ScoredItem]:
         def retrieval_order() -> list[ScoredItem]:
             n = len(candidates)
-            return [ScoredItem(c.item_id, float(n - i), c.source) for i, c in enumerate(candidates)]
+            return [
+                ScoredItem(c.item_id, float(n - i), _label(c)) for i, c in enumerate(candidates)
+            ]
 
         if ranker is None or not history or not candidates:
             return retrieval_order()
@@ -319,7 +322,7 @@ class RecommendationPipeline:
             TOP_SCORE.observe(float(values.max()))
         order = np.argsort(-values, kind="stable").tolist()
         scored = values.tolist()
-        return [ScoredItem(candidates[i].item_id, scored[i], candidates[i].source) for i in order]
+        return [ScoredItem(candidates[i].item_id, scored[i], _label(candidates[i])) for i in order]
 
     def _rerank(
         self,
@@ -456,3 +459,11 @@ class RecommendationPipeline:
 
     def _log_impression(self, query: RecommendationQuery, slate: Slate) -> None:
         self._impressions.publish(impression_of(query, slate, at_ms=self._clock_ms()))
+
+
+def _label(candidate: Candidate) -> str:
+    """The source a slate item is credited to and explained by: the largest contributor to its
+    fused score, except that an item the ``content`` source proposed is a new item (that source
+    covers only items the serving index lacks) and is explained as one ("new, similar to X"),
+    whichever source's vote weighed more (in a small catalogue, the popular source's tail)."""
+    return CONTENT_SOURCE if CONTENT_SOURCE in candidate.sources else candidate.source

@@ -59,6 +59,19 @@ def test_register_and_promote_a_pair(tmp_path: Path) -> None:
         np.testing.assert_array_equal(data["weights"], np.ones((3, 2)))
 
 
+def test_the_manifest_stays_standard_json(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    registry.register_model(
+        checkpoint(tmp_path), "sasrec-aaa", {"best_validation_ndcg10": float("nan"), "x": [1.0]}
+    )
+    body = json.loads(registry.manifest_path.read_text(), parse_constant=_refuse)
+    assert body["models"]["sasrec-aaa"]["metadata"] == {"best_validation_ndcg10": None, "x": [1.0]}
+
+
+def _refuse(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def test_a_release_without_a_model_is_retrieval_order(tmp_path: Path) -> None:
     registry = Registry(tmp_path / "reg")
     index(registry, "items_v1")

@@ -241,12 +241,12 @@ def test_new_items_are_mapped_into_the_release_space_ranked_and_explained() -> N
 def test_explored_new_items_keep_their_new_explanation_and_get_explored() -> None:
     pipeline, _ = new_items_setup(slots=1)
     explored: Counter[str] = Counter()
-    for n in range(200):
-        slate = pipeline.recommend(RecommendationQuery(f"u{n % 3}", k=2))
+    for _ in range(200):
+        slate = pipeline.recommend(RecommendationQuery("u", k=2))  # a seed per request id
         last = slate.items[-1]
         assert last.source == "explore"
         explored[last.item_id] += 1
         if last.item_id in ("new_x", "new_y"):
-            assert last.explanation in {"new", "new, similar to Title x1"}
+            assert last.explanation == "new, similar to Title x1"
     # with no posterior data, both new items get a fair share of the exploration slot
     assert explored["new_x"] + explored["new_y"] >= 40, explored
