@@ -7,15 +7,24 @@ That build keeps everything in memory (``memory://tansu/``), so topics vanish wh
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from core.errors import DependencyUnavailable
 from core.settings import Settings
-from core.subprocesses import port_answers, process_alive, spawn_detached, split_host_port
+from core.subprocesses import (
+    free_loopback_port,
+    port_answers,
+    process_alive,
+    spawn_detached,
+    split_host_port,
+    stop_process,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +76,27 @@ def start_tansu(
         time.sleep(0.05)
     wait_for_kafka(f"127.0.0.1:{port}", timeout_s=max(1.0, deadline - time.monotonic()))
     return pid
+
+
+@contextlib.contextmanager
+def tansu_on_free_port(log_path: Path, attempts: int = 3) -> Iterator[str]:
+    """A Tansu broker on a free loopback port, for as long as the block runs (it also dies with
+    this process); yields ``127.0.0.1:port``. Another process may take the free port before Tansu
+    binds it, so a failed start is retried on a new port."""
+    last_error: Exception | None = None
+    for _attempt in range(attempts):
+        port = free_loopback_port()
+        try:
+            pid = start_tansu(port, log_path, die_with_parent=True)
+        except DependencyUnavailable as exc:
+            last_error = exc
+            continue
+        try:
+            yield f"127.0.0.1:{port}"
+        finally:
+            stop_process(pid)
+        return
+    raise DependencyUnavailable("kafka", f"could not start Tansu: {last_error}")
 
 
 def kafka_answers(bootstrap_servers: str, timeout_s: float = 2.0) -> bool:

@@ -24,7 +24,7 @@ from confluent_kafka import Producer
 
 from bandits.posterior import Outcome
 from streams import worker_metrics
-from streams.bandit_steps import BanditSteps, encode_outcome
+from streams.bandit_steps import AttributionEffects, BanditSteps, encode_outcome
 from streams.handlers import SourceRecord
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
@@ -58,6 +58,13 @@ class BanditRuntime:
     # -- agent 1: impressions + interactions + privacy, partitioned by user --------------------
     async def on_attribution(self, records: Sequence[SourceRecord]) -> list[Outcome]:
         effects = self.steps.attribution(self.state, records, self._now_ms())
+        await self._publish_and_commit(effects)
+        if effects.late:
+            worker_metrics.EVENTS.labels("bandit-attribution", "late").inc(effects.late)
+        return effects.outcomes + await self._advance_idle(records)
+
+    async def _publish_and_commit(self, effects: AttributionEffects) -> None:
+        """Outcomes are flushed before the state commit, so a crash re-sends, never loses, them."""
         for outcome in effects.outcomes:
             produce_waiting(
                 self.producer,
@@ -69,9 +76,6 @@ class BanditRuntime:
             await flush_or_raise(self.producer, "outcomes")
         self.state.commit(effects.commit)
         worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
-        if effects.late:
-            worker_metrics.EVENTS.labels("bandit-attribution", "late").inc(effects.late)
-        return effects.outcomes + await self._advance_idle(records)
 
     def idle_split(self, records: Sequence[SourceRecord]) -> tuple[list[int], list[int]]:
         """``(idle, active)`` owned partitions, after noting the batch's partitions as active."""
@@ -94,17 +98,7 @@ class BanditRuntime:
         effects = self.steps.advance_idle(self.state, idle, active)
         if effects.commit.is_empty():
             return []
-        for outcome in effects.outcomes:
-            produce_waiting(
-                self.producer,
-                self.topics.bandit_outcomes,
-                encode_outcome(outcome),
-                outcome.item_id.encode(),
-            )
-        if effects.outcomes:
-            await flush_or_raise(self.producer, "outcomes")
-        self.state.commit(effects.commit)
-        worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
+        await self._publish_and_commit(effects)
         return effects.outcomes
 
     # -- agent 2: outcomes, partitioned by item ------------------------------------------------

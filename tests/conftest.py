@@ -134,8 +134,7 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """``host:port`` of a Kafka-protocol broker for the whole session."""
-    from core.subprocesses import free_loopback_port, stop_process
-    from stack.tansu import kafka_answers, start_tansu
+    from stack.tansu import kafka_answers, tansu_on_free_port
 
     configured = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
     if configured and kafka_answers(configured):
@@ -148,21 +147,11 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             yield container.get_bootstrap_server()
         return
 
-    log_path = tmp_path_factory.mktemp("tansu") / "tansu.log"
-    last_error: Exception | None = None
-    for _attempt in range(3):  # another process may grab the free port before Tansu binds it
-        port = free_loopback_port()
-        try:
-            pid = start_tansu(port, log_path, die_with_parent=True)
-        except DependencyUnavailable as exc:
-            last_error = exc
-            continue
-        try:
-            yield f"127.0.0.1:{port}"
-        finally:
-            stop_process(pid)
-        return
-    service_unavailable("kafka", f"could not start Tansu: {last_error}")
+    try:
+        with tansu_on_free_port(tmp_path_factory.mktemp("tansu") / "tansu.log") as bootstrap:
+            yield bootstrap
+    except DependencyUnavailable as exc:
+        service_unavailable("kafka", str(exc))
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ import argparse
 import logging
 import sys
 
+from aether.cli.common import run_standalone
+
 log = logging.getLogger("aether.dashboard")
 
 
@@ -82,16 +84,5 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m aether.cli.dashboard`` — the same command without the ``aether`` front end."""
-    parser = argparse.ArgumentParser(prog="aether dashboard", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m aether.cli.dashboard
+    sys.exit(run_standalone("aether dashboard", __doc__.splitlines()[0], add_arguments, run))

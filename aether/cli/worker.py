@@ -15,6 +15,7 @@ import logging
 import sys
 from typing import Any
 
+from aether.cli.common import run_standalone
 from core.heap import freeze_startup_heap
 from core.metrics_exporter import WORKER_PORT, start_metrics_exporter
 from core.settings import MetricsSettings, load_settings
@@ -85,16 +86,5 @@ def _execute(app: Any, loglevel: str) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m aether.cli.worker`` — the same command without the ``aether`` front end."""
-    parser = argparse.ArgumentParser(prog="aether worker", description=__doc__.splitlines()[0])
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    return run(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":  # python -m aether.cli.worker
+    sys.exit(run_standalone("aether worker", __doc__.splitlines()[0], add_arguments, run))

