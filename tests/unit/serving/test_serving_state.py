@@ -241,12 +241,14 @@ def test_new_items_are_mapped_into_the_release_space_ranked_and_explained() -> N
 def test_explored_new_items_keep_their_new_explanation_and_get_explored() -> None:
     pipeline, _ = new_items_setup(slots=1)
     explored: Counter[str] = Counter()
-    for _ in range(200):
-        slate = pipeline.recommend(RecommendationQuery("u", k=2))  # a seed per request id
+    for _ in range(1000):
+        slate = pipeline.recommend(RecommendationQuery("u", k=2))  # a random seed per request id
         last = slate.items[-1]
         assert last.source == "explore"
         explored[last.item_id] += 1
         if last.item_id in ("new_x", "new_y"):
             assert last.explanation == "new, similar to Title x1"
-    # with no posterior data, both new items get a fair share of the exploration slot
-    assert explored["new_x"] + explored["new_y"] >= 40, explored
+    # new_x ranks into the first slot, so new_y competes with three other items for the
+    # exploration slot; with no posterior data its fair share is 1/4 (250 of 1,000, sd ≈ 14).
+    # 180 is five standard deviations below: a real bias fails, chance does not.
+    assert explored["new_x"] + explored["new_y"] >= 180, explored
