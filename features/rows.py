@@ -23,7 +23,10 @@ class UserFeatureRow:
 class ItemFeatureRow:
     item_id: str
     event_time_ms: int
-    popularity: float = 0.0  # event-time-decayed interaction mass
+    popularity: float = 0.0  # event-time-decayed interaction mass, at popularity_time_ms
+    # The item's latest interaction, where ``popularity`` is referenced (features/FEATURES.md);
+    # ``None``: referenced at ``event_time_ms`` (a row written without one, e.g. by hand).
+    popularity_time_ms: int | None = None
     impressions: int = 0
     clicks: int = 0
     ctr: float = 0.0  # smoothed click-through rate

@@ -55,6 +55,7 @@ USER_FEATURE_TYPES: dict[str, str] = {
 ITEM_FEATURE_TYPES: dict[str, str] = {
     "event_time_ms": "int64",
     "popularity": "float64",
+    "popularity_time_ms": "int64",
     "impressions": "int64",
     "clicks": "int64",
     "ctr": "float64",
@@ -68,7 +69,7 @@ ITEM_FEATURES: tuple[str, ...] = tuple(ITEM_FEATURE_TYPES)
 
 # Constants of the item feature definitions (features/FEATURES.md). ``streams.item_features``
 # computes the features with them; readers need them too (serving decays ``popularity`` from the
-# row's event time to its own with the half-life).
+# row's ``popularity_time_ms`` to its own time with the half-life).
 POPULARITY_HALF_LIFE_MS = 24 * 3_600_000
 POPULARITY_HORIZON_MS = 14 * 24 * 3_600_000
 POPULARITY_EVENT_WEIGHTS: dict[str, int] = {
@@ -120,6 +121,7 @@ def item_row_to_record(row: ItemFeatureRow) -> dict[str, Any]:
     return {
         "event_time_ms": row.event_time_ms,
         "popularity": float(row.popularity),
+        "popularity_time_ms": row.popularity_time_ms,
         "impressions": row.impressions,
         "clicks": row.clicks,
         "ctr": float(row.ctr),
@@ -137,6 +139,7 @@ def item_record_to_row(item_id: str, record: Mapping[str, Any]) -> ItemFeatureRo
         item_id=item_id,
         event_time_ms=int(record["event_time_ms"]),
         popularity=_number(record.get("popularity"), float, 0.0),
+        popularity_time_ms=_number(record.get("popularity_time_ms"), int, None),
         impressions=_number(record.get("impressions"), int, 0),
         clicks=_number(record.get("clicks"), int, 0),
         ctr=_number(record.get("ctr"), float, 0.0),

@@ -9,14 +9,15 @@ store has rows for (``serving.item_discovery``): the catalogue grows while servi
 Metadata of an item: its online row when the stream has written one (the catalogue's newest
 update, ``features/FEATURES.md``), else its content row, else bare (available, no title).
 
-Trending ("popular"): each row's popularity is referenced at its own ``event_time_ms``;
+Trending ("popular"): each row's popularity is referenced at its own ``popularity_time_ms`` (the
+item's latest interaction; ``event_time_ms`` for a row without one, features/FEATURES.md);
 comparing items means decaying each to one time ``t``: ``p · 2^(−(t − ref)/H)``. With a one-day
 half-life and data years old, that product underflows to 0.0 for most items, and a ranking of
 zeros is the id order. So items are compared by the logarithm, ``log2 p − (t − ref)/H``, which is
 finite for every positive popularity and orders items exactly as the decayed values would at any
-common ``t`` (the ``t`` term is the same for all). ``t`` is the newest event time among the rows
+common ``t`` (the ``t`` term is the same for all). ``t`` is the newest reference among the rows
 that carry popularity — the data's own clock, never the wall clock (docs/architecture.md, event-time rule 4); serving's
-impressions carry the serving time, so rows they touched must not set it.
+impressions carry the serving time, so they move a row's ``event_time_ms`` but not its reference.
 """
 
 from __future__ import annotations
@@ -45,12 +46,18 @@ class CatalogSnapshot:
 def trending_scores(rows: Iterable[ItemFeatureRow]) -> tuple[dict[str, float], int]:
     """``({item: log2 of its decayed popularity at t}, t)`` over the rows with popularity > 0,
     ``t`` their newest reference time (module docstring)."""
-    carrying = [row for row in rows if row.popularity > 0]
-    at_ms = max((row.event_time_ms for row in carrying), default=0)
+    carrying = {
+        row.item_id: (
+            row.popularity,
+            row.event_time_ms if row.popularity_time_ms is None else row.popularity_time_ms,
+        )
+        for row in rows
+        if row.popularity > 0
+    }
+    at_ms = max((ref for _, ref in carrying.values()), default=0)
     scores = {
-        row.item_id: math.log2(row.popularity)
-        - (at_ms - row.event_time_ms) / POPULARITY_HALF_LIFE_MS
-        for row in carrying
+        item: math.log2(value) - (at_ms - ref) / POPULARITY_HALF_LIFE_MS
+        for item, (value, ref) in carrying.items()
     }
     return scores, at_ms
 

@@ -127,6 +127,7 @@ def encode_item_state(state: ItemState) -> bytes:
     return orjson.dumps(
         {
             "l": state.latest_ms,
+            "i": state.interaction_ms,
             "s": state.seen,
             "m": {str(b): m for b, m in state.mass.items()},
             "c": state.clicks,
@@ -146,6 +147,9 @@ def decode_item_state(raw: bytes) -> ItemState:
     key = body["ck"]
     return ItemState(
         latest_ms=body["l"],
+        # A state saved before "i" existed referenced its mass at "l" (issue 17); an impression
+        # that had moved "l" far ahead had pruned the mass, so an empty mass means no reference.
+        interaction_ms=body.get("i", body["l"] if body["m"] else None),
         seen=body["s"],
         mass={int(b): m for b, m in body["m"].items()},
         clicks=body["c"],

@@ -8,8 +8,12 @@ of the *set* of applied updates; definitions in ``features/FEATURES.md``, their 
 
 * ``popularity`` — ``Σ_b mass_b · 2^(−(ref − start_b) / half_life)`` over hourly event-time buckets
   ``b`` with ``start_b > ref − horizon``, where ``mass_b`` is the sum of event-type weights of the
-  item's interactions in the bucket and ``ref`` is the row's ``event_time_ms`` (the item's latest
-  event time). A reader decays it to its own time ``t`` by ``× 2^(−(t − ref) / half_life)``.
+  item's interactions in the bucket and ``ref`` is the item's latest *interaction* time, which the
+  row carries as ``popularity_time_ms``. A reader decays it to its own time ``t`` by
+  ``× 2^(−(t − ref) / half_life)``. Impressions and catalogue updates move the row's
+  ``event_time_ms`` but never ``ref``: impressions are stamped at serving time (the wall clock,
+  possibly years after a replayed dataset's interactions), and decaying or pruning the mass to
+  that time would take every item shown out of "trending" (issue 17).
 * ``clicks`` / ``impressions`` — counts of applied click events / slates that showed the item;
   ``ctr = (clicks + α) / (max(impressions, clicks) + α + β)`` (Beta(α=1, β=19) prior, mean 5 %).
 * ``created_time_ms`` — the smallest ``created_time`` (or, when absent, event time) over the item's
@@ -60,7 +64,8 @@ class ItemUpdate:
 
 @dataclass(slots=True)
 class ItemState:
-    latest_ms: int | None = None
+    latest_ms: int | None = None  # latest update of any kind: the row's event_time_ms
+    interaction_ms: int | None = None  # latest interaction: where popularity is referenced
     seen: dict[str, int] = field(default_factory=dict)
     mass: dict[int, int] = field(default_factory=dict)  # hour bucket -> summed weights
     clicks: int = 0
@@ -88,17 +93,9 @@ def apply_update(state: ItemState, update: ItemUpdate) -> tuple[ItemState, bool]
     if not remember(state.seen, update.event_id, t):
         return state, False
     if state.latest_ms is None or t > state.latest_ms:
-        moved_hour = state.latest_ms is None or t // HOUR_MS > state.latest_ms // HOUR_MS
         state.latest_ms = t
-        if moved_hour:
-            state.mass = {b: m for b, m in state.mass.items() if _in_horizon(b, t)}
     if update.kind == "interaction":
-        weight = POPULARITY_EVENT_WEIGHTS.get(update.event_type, 0)
-        bucket = t // HOUR_MS
-        if weight and _in_horizon(bucket, state.latest_ms):
-            state.mass[bucket] = state.mass.get(bucket, 0) + weight
-        if update.event_type == "click":
-            state.clicks += 1
+        _apply_interaction(state, update)
     elif update.kind == "impression":
         state.impressions += 1
     else:
@@ -120,6 +117,7 @@ def item_row(item_id: str, state: ItemState) -> ItemFeatureRow:
         item_id=item_id,
         event_time_ms=state.latest_ms,
         popularity=popularity(state),
+        popularity_time_ms=state.interaction_ms,
         impressions=state.impressions,
         clicks=state.clicks,
         ctr=(state.clicks + CTR_PRIOR_CLICKS)
@@ -132,9 +130,10 @@ def item_row(item_id: str, state: ItemState) -> ItemFeatureRow:
 
 
 def popularity(state: ItemState) -> float:
-    if state.latest_ms is None:
+    """The decayed interaction mass at the item's latest interaction (module docstring)."""
+    ref = state.interaction_ms
+    if ref is None:
         return 0.0
-    ref = state.latest_ms
     # Summed in bucket order so that the float result does not depend on arrival order.
     return sum(
         state.mass[b] * 2.0 ** (-(ref - b * HOUR_MS) / POPULARITY_HALF_LIFE_MS)
@@ -145,6 +144,20 @@ def popularity(state: ItemState) -> float:
 
 def _in_horizon(bucket: int, ref_ms: int) -> bool:
     return bucket * HOUR_MS > ref_ms - POPULARITY_HORIZON_MS
+
+
+def _apply_interaction(state: ItemState, update: ItemUpdate) -> None:
+    t = update.event_time_ms
+    if state.interaction_ms is None or t > state.interaction_ms:
+        if state.interaction_ms is None or t // HOUR_MS > state.interaction_ms // HOUR_MS:
+            state.mass = {b: m for b, m in state.mass.items() if _in_horizon(b, t)}
+        state.interaction_ms = t
+    weight = POPULARITY_EVENT_WEIGHTS.get(update.event_type, 0)
+    bucket = t // HOUR_MS
+    if weight and _in_horizon(bucket, state.interaction_ms):
+        state.mass[bucket] = state.mass.get(bucket, 0) + weight
+    if update.event_type == "click":
+        state.clicks += 1
 
 
 def _apply_catalog(state: ItemState, update: ItemUpdate) -> None:

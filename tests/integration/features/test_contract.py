@@ -71,6 +71,7 @@ def test_round_trip_keeps_every_field(store: Any) -> None:
         item(
             "i1",
             popularity=12.375,
+            popularity_time_ms=T - 3_600_000,
             impressions=40,
             clicks=3,
             ctr=0.0731,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -95,16 +94,10 @@ def test_the_catalogue_is_the_index_items_plus_new_content_items() -> None:
     np.testing.assert_allclose(snapshot.popularity["i1"], 1.0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 17, stream side: streams/item_features.apply_update moves an item's popularity "
-    "reference to an impression's (serving-time) event time and prunes its interaction mass, so "
-    "each slate shown takes its items out of trending for the next user. Popularity must be "
-    "referenced at the item's latest interaction; remove this marker when it is.",
-)
 def test_showing_an_item_does_not_take_it_out_of_trending() -> None:
-    """The stream's own rows: years-old interactions (a replay), then one impression of the most
-    popular item stamped at serving time (the wall clock, years later)."""
+    """Issue 17, stream side. The stream's own rows: years-old interactions (a replay), then one
+    impression of the most popular item stamped at serving time (the wall clock, years later).
+    Its popularity stays referenced at its latest interaction, and the trending clock with it."""
     from streams.item_features import ItemState, ItemUpdate, apply_update, item_row
 
     states = {item: ItemState() for item in ("a", "b", "c")}
@@ -118,3 +111,4 @@ def test_showing_an_item_does_not_take_it_out_of_trending() -> None:
     after = trending([item_row(i, s) for i, s in states.items()], 3)
     assert before == ["a", "b", "c"]
     assert after == before
+    assert trending_scores(item_row(i, s) for i, s in states.items())[1] == T + 4

@@ -70,7 +70,10 @@ def canonical_state(pipeline: LocalPipeline) -> tuple:
             state.dismissed,
             {t: b for t, b in state.activity.items() if b},
         )
-    items = {i: (s.latest_ms, s.mass, s.clicks, s.impressions) for i, s in pipeline.items.items()}
+    items = {
+        i: (s.latest_ms, s.interaction_ms, s.mass, s.clicks, s.impressions)
+        for i, s in pipeline.items.items()
+    }
     return users, items, wms
 
 
@@ -154,7 +157,7 @@ def test_features_match_their_definitions(events: list[dict], seed: int) -> None
         expected = oracle_user(by_user[user_id], CONFIG.sequence_length)
         assert (row.recent_items, row.dismissed_items, row.activity_counts) == expected
         assert row.event_time_ms == max(e["event_time"] for e in by_user[user_id])
-    for item_id, row in pipeline.item_rows().items():
+    for item_id, item_row in pipeline.item_rows().items():
         item_events = by_item[item_id]
         ref = max(e["event_time"] for e in item_events)
         expected_pop = 0.0
@@ -166,6 +169,6 @@ def test_features_match_their_definitions(events: list[dict], seed: int) -> None
             )
             if bucket * HOUR_MS > ref - 14 * 24 * HOUR_MS:
                 expected_pop += mass * 2.0 ** (-(ref - bucket * HOUR_MS) / POPULARITY_HALF_LIFE_MS)
-        assert abs(row.popularity - expected_pop) <= 1e-9 * max(1.0, expected_pop)
-        assert row.clicks == sum(e["event_type"] == "click" for e in item_events)
-        assert row.event_time_ms == ref
+        assert abs(item_row.popularity - expected_pop) <= 1e-9 * max(1.0, expected_pop)
+        assert item_row.clicks == sum(e["event_type"] == "click" for e in item_events)
+        assert item_row.event_time_ms == item_row.popularity_time_ms == ref

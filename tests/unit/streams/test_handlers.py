@@ -150,6 +150,19 @@ def test_state_codecs_round_trip() -> None:
     assert decode_item_state(encode_item_state(item)) == item
 
 
+def test_an_item_state_saved_before_the_interaction_reference_keeps_its_popularity() -> None:
+    """States written before ``interaction_ms`` existed referenced their mass at ``latest_ms``;
+    one whose mass an impression had pruned away has no reference (issue 17)."""
+    pipeline = LocalPipeline()
+    pipeline.feed([record(good(0, T0 + 5 * HOUR, "click"))])
+    item = pipeline.items["i0"]
+    legacy = orjson.loads(encode_item_state(item))
+    del legacy["i"]
+    assert decode_item_state(orjson.dumps(legacy)) == item
+    legacy["m"] = {}
+    assert decode_item_state(orjson.dumps(legacy)).interaction_ms is None
+
+
 def test_dead_letter_record_keeps_payload_reason_and_origin() -> None:
     raw = encode_dead_letter(
         payload=b"x" * 10,
