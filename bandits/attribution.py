@@ -77,6 +77,8 @@ class _Pending:
     position: int
     propensity: float
     positive: bool = False
+    arm: str = ""  # the slate's experiment arm (``Impression.experiment_arm``)
+    source: str = ""  # the slot's candidate source
 
 
 @dataclass(frozen=True)
@@ -211,6 +213,8 @@ def _outcome(p: _Pending, success: bool, reason: str) -> Outcome:
         reason=reason,
         position=p.position,
         propensity=p.propensity,
+        arm=p.arm,
+        source=p.source,
     )
 
 
@@ -261,6 +265,8 @@ def _add_impression(
             segment=segment,
             position=slot.position,
             propensity=slot.propensity,
+            arm=impression.experiment_arm,
+            source=slot.source,
         )
         matched = [
             r for r in state.rewards_for_item(slot.item_id) if _in_window(pending, r, config)

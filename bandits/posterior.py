@@ -132,6 +132,10 @@ class Outcome:
     reason: str  # "positive" | "dismiss" | "no_reward"
     position: int = 0
     propensity: float | None = None
+    # What served the slot, for monitoring (CTR and dismiss rate per arm and per source); the
+    # posteriors ignore them.
+    arm: str = ""
+    source: str = ""
 
 
 @dataclass(frozen=True)

@@ -34,14 +34,13 @@ def to_bytes(state: MonitorState) -> bytes:
         "next_window": state.next_window,
         "empty_run": state.empty_run,
         "last_sample": None if state.last_sample is None else list(state.last_sample),
+        # Observations are NamedTuples, which ``json`` writes as arrays (nested ones too), in the
+        # canonical order; no per-observation conversion (it was most of the cost per batch).
         "open": {
             str(k): {
-                "events": [list(e) for e in sorted(b.events.values())],
-                "slates": [
-                    [*s[:3], [list(i) for i in s.items], s.top_score]
-                    for s in sorted(b.slates.values())
-                ],
-                "outcomes": [list(o) for o in sorted(b.outcomes.values())],
+                "events": sorted(b.events.values()),
+                "slates": sorted(b.slates.values()),
+                "outcomes": sorted(b.outcomes.values()),
             }
             for k, b in state.open.items()
         },
@@ -54,7 +53,7 @@ def to_bytes(state: MonitorState) -> bytes:
         "exposure": state.exposure.to_dict(),
     }
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    return zlib.compress(text.encode("utf-8"), 6)
+    return zlib.compress(text.encode("utf-8"), 1)  # level 1: most of the size win, a fifth of the time
 
 
 def from_bytes(raw: bytes, config: MonitorConfig) -> MonitorState:

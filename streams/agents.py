@@ -73,7 +73,9 @@ class StreamRuntime:
         await asyncio.gather(self._emit(effects), _in_thread(self._offline, effects))
         self.writer.write_users(effects.user_rows)
         self.state.commit(effects.commit)
+        observe_freshness(records, self.topics.events)
         self._count(self.topics.events, effects)
+        count_by_type(effects)
         if any(r.topic == self.topics.privacy for r in records):
             privacy = effects.privacy
             worker_metrics.EVENTS.labels(self.topics.privacy, "applied").inc(privacy.applied)
@@ -174,6 +176,22 @@ class StreamRuntime:
         with contextlib.suppress(KafkaException):  # shutting down: nothing more to do
             self.producer.flush(10.0)
         self.state.close()
+
+
+def observe_freshness(records: Sequence[SourceRecord], topic: str) -> None:
+    """Broker timestamp → features committed, per record of ``topic``."""
+    now = time.time()
+    for record in records:
+        if record.topic == topic and record.timestamp_ms is not None:
+            worker_metrics.FRESHNESS.observe(max(0.0, now - record.timestamp_ms / 1000))
+
+
+def count_by_type(effects: Effects) -> None:
+    counts: dict[str, int] = {}
+    for event in effects.applied_events:
+        counts[event.event_type.value] = counts.get(event.event_type.value, 0) + 1
+    for event_type, n in counts.items():
+        worker_metrics.EVENTS_BY_TYPE.labels(event_type).inc(n)
 
 
 def timed(agent: str) -> Any:

@@ -17,8 +17,13 @@ agent                  consumes                             does
                                                             reward attribution → bandit-outcomes
 ``catalog``            ``<ns>.items`` (key item)            forwards catalogue updates
 ``item_features``      ``<ns>.item-updates`` (key item)     item features
-``bandit_posteriors``  ``<ns>.bandit-outcomes`` (key item)  posteriors (``streams.bandit_agent``)
+``bandit_posteriors``  ``<ns>.bandit-outcomes`` (key item)  posteriors (``streams.bandit_agent``),
+                                                            then the outcome drift monitors
 =====================  ===================================  ====================================
+
+The ``interactions`` agent ends each batch with the user-side drift monitors when a
+``DriftRuntime`` is given (``streams.drift_agent``). Every agent notes the last record it handled
+per partition in a ``LagTracker``; a one-second timer exports the consumer lag gauges from it.
 
 Attribution and the posteriors agent run when a ``BanditRuntime`` is given (``streams.build_worker``
 always gives one). Every agent consumes in batches that close as soon as nothing more is queued
@@ -30,21 +35,24 @@ over them (features, impressions, attribution) had each event cross Faust twice.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from time import monotonic
 from typing import Any
 
 import faust
 from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 
 from core.settings import Settings
 from streams import worker_metrics
 from streams.agents import StreamRuntime, timed
 from streams.bandit_agent import BanditRuntime
 from streams.batching import take_available
+from streams.drift_agent import DriftRuntime
 from streams.eager import EagerWaitFirst
-from streams.handlers import SourceRecord
+from streams.handlers import Effects, SourceRecord
+from streams.lag import LagTracker
 from streams.routing import misrouted, reroute
 from streams.steps import split_user_records
 
@@ -126,12 +134,17 @@ def _faust_app(settings: Settings) -> faust.App:
 
 
 def create_app(
-    settings: Settings, runtime: StreamRuntime, bandit: BanditRuntime | None = None
+    settings: Settings,
+    runtime: StreamRuntime,
+    bandit: BanditRuntime | None = None,
+    drift: DriftRuntime | None = None,
 ) -> faust.App:
     app = _faust_app(settings)
     topics = runtime.topics
     batch_size = settings.stream.batch_size
     within = settings.stream.batch_timeout_s
+    lag = drift.lag if drift is not None else LagTracker()
+    lag.highwater = lambda topic, partition: app.consumer.highwater(TP(topic, partition))
 
     def batched(name: str, handle: Callable[[Sequence[SourceRecord]], Awaitable[Any]]) -> Any:
         async def agent(stream: faust.StreamT[Any]) -> None:
@@ -139,6 +152,7 @@ def create_app(
                 records = [_record(event) for event in events]
                 with timed(name):
                     await handle(records)
+                lag.handled(records)
 
         agent.__name__ = name
         agent.__qualname__ = name
@@ -161,12 +175,21 @@ def create_app(
         if not records:
             return
         interactions, impressions = split_user_records(records, topics)
+        done: list[Effects] = []
         if interactions:
-            await runtime.on_interactions(interactions)
+            done.append(await runtime.on_interactions(interactions))
         if impressions:
-            await runtime.on_impressions(impressions)
+            done.append(await runtime.on_impressions(impressions))
         if bandit is not None:
             await bandit.on_attribution(records)
+        if drift is not None:
+            await drift.on_user_records(records, _dead_letters_by_partition(done))
+
+    async def on_outcomes(records: Sequence[SourceRecord]) -> None:
+        if bandit is not None:
+            await bandit.on_outcomes(records)
+        if drift is not None:
+            await drift.on_outcome_records(records)
 
     if bandit is not None:  # the idleness rule judges only the partitions this worker owns
         bandit.assigned_partitions = lambda: {
@@ -179,13 +202,34 @@ def create_app(
         ("item_features", (topics.item_updates,), runtime.on_item_updates),
     ]
     if bandit is not None:
-        agents.append(("bandit_posteriors", (topics.bandit_outcomes,), bandit.on_outcomes))
+        agents.append(("bandit_posteriors", (topics.bandit_outcomes,), on_outcomes))
     for name, names, handle in agents:
         source = app.topic(
             *names, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
         )
         app.agent(source, name=name)(batched(name, handle))
+
+    @app.timer(interval=1.0)
+    async def export_lag() -> None:
+        export_lag_gauges(lag, app.consumer.assignment())
+
     return app
+
+
+def export_lag_gauges(lag: LagTracker, assignment: Iterable[TP]) -> None:
+    """The consumer lag gauges of every topic this worker holds partitions of."""
+    owned = ((tp.topic, tp.partition) for tp in assignment)
+    for topic, (records, seconds) in lag.by_topic(owned).items():
+        worker_metrics.CONSUMER_LAG_RECORDS.labels(topic).set(records)
+        worker_metrics.CONSUMER_LAG_SECONDS.labels(topic).set(seconds)
+
+
+def _dead_letters_by_partition(done: Sequence[Effects]) -> dict[int, int]:
+    counts: dict[int, int] = {}
+    for effects in done:
+        for letter in effects.dead_letters:
+            counts[letter.record.partition] = counts.get(letter.record.partition, 0) + 1
+    return counts
 
 
 def create_floor_app(settings: Settings) -> faust.App:
@@ -217,4 +261,6 @@ def _record(event: faust.EventT[Any]) -> SourceRecord:
     message = event.message
     value = message.value if isinstance(message.value, bytes) else bytes(message.value or b"")
     key = message.key if isinstance(message.key, bytes | None) else bytes(message.key)
-    return SourceRecord(message.topic, message.partition, message.offset, value, key)
+    stamp = message.timestamp  # seconds, from the broker's record
+    timestamp_ms = int(stamp * 1000) if stamp else None
+    return SourceRecord(message.topic, message.partition, message.offset, value, key, timestamp_ms)

@@ -29,6 +29,8 @@ from streams.handlers import SourceRecord
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
 
+NO_ARM = "none"  # the arm label of slates served outside any experiment (as serving's metrics)
+
 
 class BanditRuntime:
     def __init__(
@@ -76,6 +78,7 @@ class BanditRuntime:
             await flush_or_raise(self.producer, "outcomes")
         self.state.commit(effects.commit)
         worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
+        count_by_arm(effects.outcomes)
 
     def idle_split(self, records: Sequence[SourceRecord]) -> tuple[list[int], list[int]]:
         """``(idle, active)`` owned partitions, after noting the batch's partitions as active."""
@@ -111,4 +114,19 @@ class BanditRuntime:
             self.state.commit(effects.commit)
             worker_metrics.EVENTS.labels(topic, "applied").inc(effects.applied)
             worker_metrics.EVENTS.labels(topic, "duplicate").inc(effects.duplicates)
+            worker_metrics.POSTERIOR_UPDATES.inc(effects.applied)
         return effects.applied
+
+
+def count_by_arm(outcomes: Sequence[Outcome]) -> None:
+    """Impressions, rewards and dismissals per arm: one decided (request, item) slot each."""
+    tallies: dict[str, list[int]] = {}
+    for outcome in outcomes:
+        tally = tallies.setdefault(outcome.arm or NO_ARM, [0, 0, 0])
+        tally[0] += 1
+        tally[1] += outcome.success
+        tally[2] += outcome.reason == "dismiss"
+    for arm, (shown, clicked, dismissed) in tallies.items():
+        worker_metrics.BANDIT_IMPRESSIONS.labels(arm).inc(shown)
+        worker_metrics.BANDIT_REWARDS.labels(arm).inc(clicked)
+        worker_metrics.BANDIT_DISMISSALS.labels(arm).inc(dismissed)

@@ -15,6 +15,9 @@ from features.store import FeastOnlineStore
 from streams.agents import StreamRuntime, now_ms
 from streams.bandit_agent import BanditRuntime
 from streams.bandit_steps import BanditConfig, BanditSteps
+from streams.drift_agent import DriftRuntime
+from streams.drift_steps import DriftConfig, DriftSteps
+from streams.lag import LagTracker
 from streams.publish import output_producer
 from streams.sinks import StreamSinks
 from streams.statestore import RedisStateStore
@@ -22,8 +25,9 @@ from streams.steps import StepConfig, StreamSteps
 from streams.topics import TopicNames
 
 
-def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime]:
-    """The feature runtime (with offline log, history, transitions, privacy) and the bandit one."""
+def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, DriftRuntime]:
+    """The feature runtime (with offline log, history, transitions, privacy), the bandit one and
+    the drift monitors'."""
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     state = RedisStateStore(settings.redis, settings.deployment, client=client)
     topics = TopicNames.for_settings(settings)
@@ -57,4 +61,14 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime]:
         now_ms=now_ms,
         idle_timeout_s=settings.stream.idle_partition_timeout_s,
     )
-    return runtime, bandit
+    drift_config = DriftConfig.for_stream(
+        topics,
+        config.policy,
+        attribution_window_ms=attribution.window_ms,
+        attribution_lateness_ms=attribution.allowed_lateness_ms,
+        max_event_bytes=config.max_event_bytes,
+    )
+    drift = DriftRuntime(
+        DriftSteps(drift_config), state=state, producer=producer, lag=LagTracker(), now_ms=now_ms
+    )
+    return runtime, bandit, drift

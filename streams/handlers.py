@@ -41,6 +41,7 @@ class SourceRecord:
     offset: int
     value: bytes
     key: bytes | None = None
+    timestamp_ms: int | None = None  # the broker's record timestamp (lag and freshness only)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,8 @@ CONSUMERS = (
     "item_features",
     "attribution",
     "posteriors",
+    "drift",
+    "drift_outcomes",
 )
 
 
@@ -109,6 +111,7 @@ class StateCommit:
     posteriors: dict[str, PosteriorState] = field(default_factory=dict)  # item id
     posterior_writes: PosteriorWrites = field(default_factory=dict)
     offsets: dict[str, Offsets] = field(default_factory=dict)  # consumer -> consumed input
+    drift: dict[str, bytes] = field(default_factory=dict)  # monitor name -> state bytes
 
     def is_empty(self) -> bool:
         return not (
@@ -122,6 +125,7 @@ class StateCommit:
             or self.posteriors
             or self.posterior_writes
             or any(self.offsets.values())
+            or self.drift
         )
 
 
@@ -147,6 +151,8 @@ class StateStore(Protocol):
     def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]: ...
 
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets: ...
+
+    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]: ...
 
     def commit(self, changes: StateCommit) -> None: ...
 
@@ -185,6 +191,7 @@ class InMemoryStateStore:
         self.posterior_hashes: dict[tuple[str, ...], dict[str, str]] = {}
         self.transitions = InMemoryTransitionStore()
         self.offsets: dict[str, Offsets] = {}
+        self.drift: dict[str, bytes] = {}
         self.commits = 0
 
     def load_interactions(
@@ -217,6 +224,9 @@ class InMemoryStateStore:
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets:
         return _present(self.offsets.get(consumer, {}), partitions)
 
+    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
+        return _present(self.drift, monitors)
+
     def commit(self, changes: StateCommit) -> None:
         for consumer, offsets in changes.offsets.items():
             self.offsets.setdefault(consumer, {}).update(offsets)
@@ -233,6 +243,7 @@ class InMemoryStateStore:
         self.posteriors.update(changes.posteriors)
         for (parts, name), value in changes.posterior_writes.items():
             self.posterior_hashes.setdefault(parts, {})[name] = value
+        self.drift.update(changes.drift)
         self.commits += 1
 
     def close(self) -> None:

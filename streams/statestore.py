@@ -25,7 +25,8 @@ layout is written down in ``docs/architecture.md``). With ``S = <ns>:{<ns>}:stre
 next source offset each step has to consume, ``streams.state_port``), the privacy markers
 ``S:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker must not hold
 their id), ``S:bandit:attribution:<source partition>`` and ``S:bandit:item:<item_id>`` (JSON of
-the bandit states' ``to_dict``) and the transition keys of ``features.transition_store`` (same
+the bandit states' ``to_dict``), ``S:drift:<monitor>`` (``monitoring.state_codec`` bytes of one
+drift monitor, ``streams.drift_steps``) and the transition keys of ``features.transition_store`` (same
 tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
 (layout of ``bandits.posterior``, read by serving).
 """
@@ -94,6 +95,9 @@ class RedisStateStore:
     def _posterior_key(self, item_id: str) -> str:
         return self._key("stream", "bandit", "item", item_id)
 
+    def _drift_key(self, monitor: str) -> str:
+        return self._key("stream", "drift", monitor)
+
     # -- loads ---------------------------------------------------------------------------------
     def load_privacy(self, user_ids: Iterable[str]) -> dict[str, PrivacyStatus]:
         ids = sorted(set(user_ids))
@@ -116,6 +120,10 @@ class RedisStateStore:
         ids = sorted(set(item_ids))
         raws = self._mget([self._posterior_key(i) for i in ids])
         return _decoded(ids, raws, lambda raw: PosteriorState.from_dict(orjson.loads(raw)))
+
+    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
+        names = sorted(set(monitors))
+        return _decoded(names, self._mget([self._drift_key(m) for m in names]), bytes)
 
     def load_interactions(
         self, user_ids: Iterable[str], topic: str, partitions: Iterable[int]
@@ -194,6 +202,8 @@ class RedisStateStore:
             values[self._attribution_key(partition)] = orjson.dumps(snapshot)
         for item_id, posterior in changes.posteriors.items():
             values[self._posterior_key(item_id)] = orjson.dumps(posterior.to_dict())
+        for monitor, state in changes.drift.items():
+            values[self._drift_key(monitor)] = state
         if values and self._cluster:
             for key, value in values.items():  # redis-py refuses MSET in a cluster pipeline
                 pipe.set(key, value)

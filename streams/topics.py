@@ -2,7 +2,7 @@
 
 Source topics (public contracts, docs/architecture.md): ``events`` (key user_id), ``items`` (key item_id),
 ``impressions`` (key user_id), ``privacy`` (key user_id). Outputs: ``dead-letters`` and
-``late-events``. Internal: ``item-updates``, the repartition topic that re-keys every item input
+``late-events``, and ``drift`` (detections of the worker's drift monitors). Internal: ``item-updates``, the repartition topic that re-keys every item input
 by ``item_id``, and ``bandit-outcomes``, attributed rewards re-keyed by ``item_id``.
 
 Every topic gets ``settings.kafka.partitions`` partitions: Faust assigns partition *p* of all
@@ -54,6 +54,7 @@ class TopicNames:
             self.item_updates,
             self.privacy,
             self.bandit_outcomes,
+            self.drift,
         )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "aether_stream_events",
@@ -26,6 +26,45 @@ BATCH_SECONDS = Histogram(
     "Time to process one batch, by agent.",
     ["agent"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+EVENTS_BY_TYPE = Counter(
+    "aether_stream_events_by_type", "Applied interaction events by type.", ["event_type"]
+)
+CONSUMER_LAG_RECORDS = Gauge(
+    "aether_stream_consumer_lag_records",
+    "Records behind the end of the topic, summed over this worker's partitions.",
+    ["topic"],
+)
+CONSUMER_LAG_SECONDS = Gauge(
+    "aether_stream_consumer_lag_seconds",
+    "How far behind the log the worker is in time: now minus the broker timestamp of the last "
+    "record handled, while records are waiting (0 when caught up).",
+    ["topic"],
+)
+FRESHNESS = Histogram(
+    "aether_stream_freshness_seconds",
+    "A record's broker timestamp to its features committed to Redis.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+BANDIT_IMPRESSIONS = Counter(
+    "aether_bandit_impressions", "Shown slots decided by reward attribution, by arm.", ["arm"]
+)
+BANDIT_REWARDS = Counter(
+    "aether_bandit_rewards", "Shown slots with an attributed click, by arm.", ["arm"]
+)
+BANDIT_DISMISSALS = Counter(
+    "aether_bandit_dismissals", "Shown slots decided by a dismiss of the item, by arm.", ["arm"]
+)
+POSTERIOR_UPDATES = Counter("aether_bandit_posterior_updates", "Posterior updates applied.")
+DRIFT_DETECTIONS = Counter(
+    "aether_drift_detections",
+    "Drift detections (each also an event on <ns>.drift).",
+    ["signal", "segment", "detector"],
+)
+DRIFT_STATISTIC = Gauge(
+    "aether_drift_statistic",
+    "The monitored statistic's current estimate (mean over this worker's partition monitors).",
+    ["signal", "segment"],
 )
 GC_PAUSES = Histogram(
     "aether_gc_pause_seconds",

@@ -62,9 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.faust_floor:
         start_metrics_exporter(settings.metrics, default_port=WORKER_PORT)
         return _execute(create_floor_app(settings), args.loglevel)
-    runtime, bandit = build_runtimes(settings)
+    runtime, bandit, drift = build_runtimes(settings)
     start_metrics_exporter(settings.metrics, default_port=WORKER_PORT)
-    app = create_app(settings, runtime, bandit)
+    app = create_app(settings, runtime, bandit, drift)
     log.info("worker %s consuming %s", settings.consumer_group, settings.kafka.bootstrap_servers)
     try:
         return _execute(app, args.loglevel)

@@ -101,8 +101,10 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
             posterior_writes={(w.hash_parts, w.field): w.value for w in writes},
             transitions={("a", "b"): 1.0},
             offsets={"interactions": {("events", 3): 12}, "attribution": {("events", 3): 9}},
+            drift={"user:3": b"\x78\x01monitor-state"},
         )
     )
+    assert store.load_drift(["user:3", "user:4"]) == {"user:3": b"\x78\x01monitor-state"}
     assert store.load_offsets("interactions", [("events", 3), ("events", 1)]) == {("events", 3): 12}
     assert store.load_offsets("attribution", [("events", 3)]) == {("events", 3): 9}
     assert store.load_users(["gone", "kept"]) == {
@@ -115,4 +117,5 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
     store.commit(StateCommit(forget_users={"gone"}))
     assert set(store.load_users(["gone", "kept"])) == {"kept"}
     assert StateCommit().is_empty() and not StateCommit(forget_users={"x"}).is_empty()
+    assert not StateCommit(drift={"user:0": b"x"}).is_empty()
     store.commit(StateCommit())  # nothing to do: fine

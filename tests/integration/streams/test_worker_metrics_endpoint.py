@@ -1,6 +1,7 @@
 """``aether worker``'s Prometheus endpoint, scraped over HTTP from the real worker (a child process
-on a real broker and Redis): events it applied and dead-lettered show up, and ``promtool check
-metrics`` accepts the output (docs/metrics.md, section Worker)."""
+on a real broker and Redis): events it applied and dead-lettered, events by type, freshness, lag,
+impressions, rewards and posterior updates by arm, and the drift monitors' estimates show up, and
+``promtool check metrics`` accepts the output (docs/metrics.md, section Worker)."""
 
 from __future__ import annotations
 
@@ -82,6 +83,39 @@ def test_the_worker_exports_its_metrics(
             settings.topic("events"), key=str(event["user_id"]), value=orjson.dumps(event)
         )
     producer.produce(settings.topic("events"), key=b"u0", value=b"{not json")
+    # A slate for u0 (two items, arm A), a click on one of them, then a later event of u0 that
+    # moves its partition's event time past the attribution window: both slots are decided.
+    slate = {
+        "request_id": "req-1",
+        "user_id": "u0",
+        "items": [
+            {"item_id": "i1", "position": 0, "score": 0.9, "source": "ann", "propensity": 1.0},
+            {"item_id": "i2", "position": 1, "score": 0.5, "source": "fresh", "propensity": 1.0},
+        ],
+        "model_version": "m@1",
+        "experiment_arm": "arm=A",
+        "event_time": T0 + 30_000,
+    }
+    producer.produce(settings.topic("impressions"), key=b"u0", value=orjson.dumps(slate))
+    later = [
+        {
+            "event_id": "m-click",
+            "event_type": "click",
+            "user_id": "u0",
+            "item_id": "i1",
+            "request_id": "req-1",
+            "event_time": T0 + 31_000,
+        },
+        {
+            "event_id": "m-later",
+            "event_type": "view",
+            "user_id": "u0",
+            "item_id": "i3",
+            "event_time": T0 + 3 * 3_600_000,
+        },
+    ]
+    for event in later:
+        producer.produce(settings.topic("events"), key=b"u0", value=orjson.dumps(event))
     assert producer.flush(30) == 0
     text = None
     topic = settings.topic("events")
@@ -92,7 +126,13 @@ def test_the_worker_exports_its_metrics(
             text = scrape(metrics_port)
             if text is not None:
                 outcomes = totals(text, "aether_stream_events_total", "outcome", topic=topic)
-                if outcomes.get("applied", 0) >= len(events) and outcomes.get("dead_letter"):
+                updates = totals(text, "aether_bandit_posterior_updates_total", "")
+                if (
+                    outcomes.get("applied", 0) >= len(events) + len(later)
+                    and outcomes.get("dead_letter")
+                    and updates.get("", 0) >= 2
+                    and topic in totals(text, "aether_stream_consumer_lag_records", "topic")
+                ):
                     break
             time.sleep(0.5)
     finally:
@@ -106,10 +146,27 @@ def test_the_worker_exports_its_metrics(
     (tmp_path / "worker.prom").write_text(text)
 
     outcomes = totals(text, "aether_stream_events_total", "outcome", topic=topic)
-    assert outcomes.get("applied") == len(events), (outcomes, log_path.read_text(errors="replace"))
+    applied = len(events) + len(later)
+    assert outcomes.get("applied") == applied, (outcomes, log_path.read_text(errors="replace"))
     assert outcomes.get("dead_letter") == 1
     assert sum(totals(text, "aether_stream_dead_letters_total", "reason").values()) == 1
     assert sum(totals(text, "aether_stream_feature_rows_total", "entity").values()) > 0
+    assert totals(text, "aether_stream_events_by_type_total", "event_type") == {
+        "click": sum(e["event_type"] == "click" for e in events) + 1,
+        "view": sum(e["event_type"] == "view" for e in events) + 1,
+    }
+    # Every record of the events topic, the dead letter too (its batch committed with it).
+    assert totals(text, "aether_stream_freshness_seconds_count", "") == {"": applied + 1}
+    assert topic in totals(text, "aether_stream_consumer_lag_records", "topic")
+    assert topic in totals(text, "aether_stream_consumer_lag_seconds", "topic")
+    # Attribution: two slots of arm A decided, one clicked; both reach the posteriors.
+    assert totals(text, "aether_bandit_impressions_total", "arm") == {"arm=A": 2}
+    assert totals(text, "aether_bandit_rewards_total", "arm") == {"arm=A": 1}
+    assert totals(text, "aether_bandit_dismissals_total", "arm") == {"arm=A": 0}
+    assert totals(text, "aether_bandit_posterior_updates_total", "") == {"": 2}
+    # The drift monitors have estimates: event share per type (user side), CTR per arm.
+    estimates = totals(text, "aether_drift_statistic", "segment")
+    assert "event_type=click" in estimates and "source=ann" in estimates, estimates
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
     )

@@ -1,0 +1,252 @@
+"""The worker's drift monitors: ``monitoring``'s pure step over the stream's own records.
+
+One monitor instance per source partition, of two kinds, each committing its state together with
+the source offsets it consumed, under its own consumer name, in one transaction
+(``streams.state_port``):
+
+* ``user:<p>`` (consumer ``drift``), fed by the ``interactions`` agent with partition *p* of
+  ``<ns>.events`` (input signals: event share and rate per type), of ``<ns>.impressions``
+  (exposure by popularity decile, Gini, coverage, cold-slot share, source mix, the ranker's top
+  score) and with the pipeline samples of that partition (lag, freshness, dead-letter rate; taken
+  by ``streams.drift_agent`` at most once a second);
+* ``outcomes:<p>`` (consumer ``drift_outcomes``), fed by the ``bandit_posteriors`` agent with
+  partition *p* of ``<ns>.bandit-outcomes``: CTR per arm and per source, dismiss rate per arm. An
+  outcome is decided up to the attribution window after its impression, so this monitor's
+  allowed lateness covers that window.
+
+Why the monitors decode the raw records instead of reading another step's effects: a crash
+between that step's commit and this one re-delivers the batch; the other step skips it by its
+offsets, this one applies it by its own, so no observation is lost or counted twice. Inside the
+monitor, windows close in event time and observations are de-duplicated by id
+(``monitoring.monitor``), so detections are a function of the log, not of batching or restarts.
+
+Cold items in a slate are the slots served by the sources that exist for new items (``fresh``,
+``content``). The cold-user and cold-item shares of *events* are not fed by the worker: it keeps
+no per-user or per-item age that is a function of the log alone at the point the monitor runs
+(the benchmark feeds them from the replay, ``benchmarks.drift``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from core.errors import SchemaError
+from events import decode, decode_interaction
+from events.models import DriftDetection, Impression
+from monitoring import (
+    Batch,
+    EventSeen,
+    MonitorConfig,
+    MonitorState,
+    PipelineSample,
+    SlateServed,
+    SlotOutcome,
+    estimates,
+    event_from_interaction,
+    from_bytes,
+    new_state,
+    slate_from_impression,
+    step,
+    to_bytes,
+)
+from monitoring.config import Signal
+from streams.bandit_steps import decode_outcome
+from streams.eventtime import Lateness, Verdict, judge
+from streams.handlers import SourceRecord
+from streams.state_port import StateCommit, StateStore, unconsumed_records
+from streams.topics import TopicNames
+
+COLD_SOURCES = frozenset({"fresh", "content"})  # candidate sources that serve new items
+
+Estimates = dict[tuple[Signal, str], float]
+
+
+@dataclass(frozen=True, slots=True)
+class DriftConfig:
+    topics: TopicNames
+    policy: Lateness = field(default_factory=Lateness)
+    user_monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    outcome_monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    max_event_bytes: int = 64 * 1024
+
+    @classmethod
+    def for_stream(
+        cls,
+        topics: TopicNames,
+        policy: Lateness,
+        attribution_window_ms: int,
+        attribution_lateness_ms: int,
+        max_event_bytes: int = 64 * 1024,
+    ) -> DriftConfig:
+        lateness = policy.allowed_lateness_ms
+        return cls(
+            topics=topics,
+            policy=policy,
+            user_monitor=MonitorConfig(allowed_lateness_ms=lateness),
+            outcome_monitor=MonitorConfig(
+                allowed_lateness_ms=attribution_window_ms + attribution_lateness_ms + lateness
+            ),
+            max_event_bytes=max_event_bytes,
+        )
+
+
+@dataclass(slots=True)
+class DriftEffects:
+    detections: list[DriftDetection] = field(default_factory=list)
+    estimates: dict[str, Estimates] = field(default_factory=dict)  # monitor -> its estimates
+    observations: int = 0
+    late: int = 0  # observations whose window had closed
+    commit: StateCommit = field(default_factory=StateCommit)
+
+
+@dataclass(slots=True)
+class _PartitionBatch:
+    events: list[EventSeen] = field(default_factory=list)
+    slates: list[SlateServed] = field(default_factory=list)
+    outcomes: list[SlotOutcome] = field(default_factory=list)
+    watermark_ms: int | None = None
+
+    def saw(self, event_time_ms: int) -> None:
+        if self.watermark_ms is None or event_time_ms > self.watermark_ms:
+            self.watermark_ms = event_time_ms
+
+
+class DriftSteps:
+    """Decode → load the monitors' states → ``monitoring.step`` → one commit per call.
+
+    States are kept decoded between batches: a stored state equal to the bytes this process
+    committed last is not decoded again (any other writer, or a failed commit, makes them
+    differ, and then the stored bytes win).
+    """
+
+    def __init__(self, config: DriftConfig) -> None:
+        self.config = config
+        self._decoded: dict[str, tuple[bytes, MonitorState]] = {}
+
+    def user_records(
+        self,
+        store: StateStore,
+        records: Sequence[SourceRecord],
+        now_ms: int | None,
+        samples: Mapping[int, PipelineSample] | None = None,
+    ) -> DriftEffects:
+        """Events and impressions (other topics of the batch are ignored) and pipeline samples."""
+        records, consumed = unconsumed_records(store, "drift", records)
+        batches: dict[int, _PartitionBatch] = {}
+        topics = self.config.topics
+        for record in records:
+            if record.topic == topics.events:
+                self._add_event(batches, record, now_ms)
+            elif record.topic == topics.impressions:
+                self._add_slate(batches, record, now_ms)
+        for partition in samples or {}:
+            batches.setdefault(partition, _PartitionBatch())
+        effects = self._step(
+            {f"user:{p}": b for p, b in batches.items()},
+            {f"user:{p}": s for p, s in (samples or {}).items()},
+            store,
+            self.config.user_monitor,
+        )
+        effects.commit.offsets["drift"] = consumed
+        return effects
+
+    def outcome_records(self, store: StateStore, records: Sequence[SourceRecord]) -> DriftEffects:
+        records, consumed = unconsumed_records(store, "drift_outcomes", records)
+        batches: dict[int, _PartitionBatch] = {}
+        for record in records:
+            try:
+                outcome = decode_outcome(record.value)
+            except SchemaError:
+                continue  # counted as a dead letter by the posteriors step
+            batch = batches.setdefault(record.partition, _PartitionBatch())
+            batch.outcomes.append(
+                SlotOutcome(
+                    outcome.impression_ms,
+                    outcome.outcome_id,
+                    outcome.arm or "none",
+                    outcome.source or "unknown",
+                    outcome.success,
+                    outcome.reason == "dismiss",
+                )
+            )
+            batch.saw(outcome.impression_ms)
+        effects = self._step(
+            {f"outcomes:{p}": b for p, b in batches.items()},
+            {},
+            store,
+            self.config.outcome_monitor,
+        )
+        effects.commit.offsets["drift_outcomes"] = consumed
+        return effects
+
+    # -- decoding --------------------------------------------------------------------------
+    def _add_event(
+        self, batches: dict[int, _PartitionBatch], record: SourceRecord, now_ms: int | None
+    ) -> None:
+        try:
+            event = decode_interaction(record.value, max_bytes=self.config.max_event_bytes)
+        except SchemaError:
+            return  # dead-lettered by the interactions step
+        if judge(None, event.event_time_ms, self.config.policy, now_ms) is Verdict.FUTURE:
+            return
+        batch = batches.setdefault(record.partition, _PartitionBatch())
+        batch.events.append(event_from_interaction(event))
+        batch.saw(event.event_time_ms)
+
+    def _add_slate(
+        self, batches: dict[int, _PartitionBatch], record: SourceRecord, now_ms: int | None
+    ) -> None:
+        try:
+            slate = decode(record.value, Impression, max_bytes=self.config.max_event_bytes)
+        except SchemaError:
+            return
+        if judge(None, slate.event_time_ms, self.config.policy, now_ms) is Verdict.FUTURE:
+            return
+        cold = [item.item_id for item in slate.items if item.source in COLD_SOURCES]
+        batch = batches.setdefault(record.partition, _PartitionBatch())
+        batch.slates.append(slate_from_impression(slate, cold_items=cold))
+        batch.saw(slate.event_time_ms)
+
+    # -- the monitors ----------------------------------------------------------------------
+    def _step(
+        self,
+        batches: Mapping[str, _PartitionBatch],
+        samples: Mapping[str, PipelineSample],
+        store: StateStore,
+        config: MonitorConfig,
+    ) -> DriftEffects:
+        effects = DriftEffects()
+        if not batches:
+            return effects
+        stored = store.load_drift(batches)
+        for name in sorted(batches):
+            batch = batches[name]
+            state = self._state(name, stored.get(name), config)
+            sample = samples.get(name)
+            inputs = Batch(batch.events, batch.slates, batch.outcomes, (sample,) if sample else ())
+            _, detections, late, _ = step(state, inputs, batch.watermark_ms, config)
+            data = to_bytes(state)
+            self._decoded[name] = (data, state)
+            effects.commit.drift[name] = data
+            effects.detections.extend(detections)
+            effects.late += late
+            effects.observations += len(inputs)
+            effects.estimates[name] = {(sig, seg): v for sig, seg, v in estimates(state)}
+        return effects
+
+    def _state(self, name: str, stored: bytes | None, config: MonitorConfig) -> MonitorState:
+        if stored is None:
+            return new_state(config)
+        cached = self._decoded.get(name)
+        if cached is not None and cached[0] == stored:
+            return cached[1]
+        try:
+            return from_bytes(stored, config)
+        except SchemaError:  # written by another river release: start over (module doc)
+            return new_state(config)
+
+    def forget(self, monitors: Iterable[str]) -> None:
+        """Drop cached states (partitions this worker no longer owns)."""
+        for name in monitors:
+            self._decoded.pop(name, None)
