@@ -89,15 +89,17 @@ class MonitorConfig:
     ``window_ms``: event-time tumbling windows; a window is fed to the detectors once the
     watermark minus ``allowed_lateness_ms`` has passed its end (its contents are final then).
     ``max_gap_windows``: after this many consecutive empty windows the rest of a silence is
-    skipped (the event-rate detectors have seen the silence by then; a replay over a gap of
-    months must not feed millions of empty windows).
+    skipped (the event-rate detectors have seen the silence by then). Kept short: each empty
+    window fed is one update per event type, so a replay of sparse historic data (MovieLens:
+    hours between a partition's events) paid up to this many updates per *event*; at 360 the
+    worker spent milliseconds per event on it (docs/benchmarks/drift.md, "Cost in the worker").
     ``max_segments``: per signal (arms, sources, event types are bounded; anything past this
     many distinct values is ignored, never a new detector).
     """
 
     window_ms: int = 10_000
     allowed_lateness_ms: int = 60_000
-    max_gap_windows: int = 360
+    max_gap_windows: int = 6
     max_segments: int = 32
     exposure_block_slots: int = 2_000
     exposure_hop_slots: int = 500

@@ -183,7 +183,7 @@ def create_app(
         if bandit is not None:
             await bandit.on_attribution(records)
         if drift is not None:
-            await drift.on_user_records(records, _dead_letters_by_partition(done))
+            await drift.on_user_records(records, done)
 
     async def on_outcomes(records: Sequence[SourceRecord]) -> None:
         if bandit is not None:
@@ -222,14 +222,6 @@ def export_lag_gauges(lag: LagTracker, assignment: Iterable[TP]) -> None:
     for topic, (records, seconds) in lag.by_topic(owned).items():
         worker_metrics.CONSUMER_LAG_RECORDS.labels(topic).set(records)
         worker_metrics.CONSUMER_LAG_SECONDS.labels(topic).set(seconds)
-
-
-def _dead_letters_by_partition(done: Sequence[Effects]) -> dict[int, int]:
-    counts: dict[int, int] = {}
-    for effects in done:
-        for letter in effects.dead_letters:
-            counts[letter.record.partition] = counts.get(letter.record.partition, 0) + 1
-    return counts
 
 
 def create_floor_app(settings: Settings) -> faust.App:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from confluent_kafka import Producer
 
@@ -24,7 +25,7 @@ from events import encode
 from monitoring import PipelineSample
 from streams import worker_metrics
 from streams.drift_steps import DriftEffects, DriftSteps, Estimates
-from streams.handlers import SourceRecord
+from streams.handlers import Effects, SourceRecord
 from streams.lag import LagTracker
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
@@ -64,13 +65,22 @@ class DriftRuntime:
         self._estimates: dict[str, Estimates] = {}
 
     async def on_user_records(
-        self, records: Sequence[SourceRecord], dead_letters: Mapping[int, int] | None = None
+        self, records: Sequence[SourceRecord], done: Sequence[Effects] = ()
     ) -> DriftEffects:
-        """A batch of the user-keyed topics; ``dead_letters``: per partition, from its steps."""
-        samples = self._samples(records, dead_letters or {})
-        effects = self.steps.user_records(self.state, records, self._now_ms(), samples)
-        await self._publish_and_commit(effects)
-        return effects
+        """A batch of the user-keyed topics, after the steps whose ``Effects`` are ``done``: their
+        dead letters go into the pipeline samples, their decoded events into the monitors."""
+        dead_letters: dict[int, int] = {}
+        decoded: dict[tuple[str, int, int], Any] = {}
+        for effects in done:
+            for letter in effects.dead_letters:
+                partition = letter.record.partition
+                dead_letters[partition] = dead_letters.get(partition, 0) + 1
+            for d in effects.decoded:
+                decoded[d.record.topic, d.record.partition, d.record.offset] = d.event
+        samples = self._samples(records, dead_letters)
+        drift = self.steps.user_records(self.state, records, self._now_ms(), samples, decoded)
+        await self._publish_and_commit(drift)
+        return drift
 
     async def on_outcome_records(self, records: Sequence[SourceRecord]) -> DriftEffects:
         effects = self.steps.outcome_records(self.state, records)

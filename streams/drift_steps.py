@@ -30,10 +30,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from core.errors import SchemaError
 from events import decode, decode_interaction
-from events.models import DriftDetection, Impression
+from events.models import DriftDetection, Impression, Interaction
 from monitoring import (
     Batch,
     EventSeen,
@@ -130,16 +131,24 @@ class DriftSteps:
         records: Sequence[SourceRecord],
         now_ms: int | None,
         samples: Mapping[int, PipelineSample] | None = None,
+        decoded: Mapping[tuple[str, int, int], Any] | None = None,
     ) -> DriftEffects:
-        """Events and impressions (other topics of the batch are ignored) and pipeline samples."""
+        """Events and impressions (other topics of the batch are ignored) and pipeline samples.
+
+        ``decoded``: events the other steps of the batch decoded already, by (topic, partition,
+        offset); the rest are decoded here (after a crash the other steps skip records this one
+        has not yet consumed).
+        """
         records, consumed = unconsumed_records(store, "drift", records)
         batches: dict[int, _PartitionBatch] = {}
         topics = self.config.topics
+        known = decoded or {}
         for record in records:
+            event = known.get((record.topic, record.partition, record.offset))
             if record.topic == topics.events:
-                self._add_event(batches, record, now_ms)
+                self._add_event(batches, record, now_ms, event)
             elif record.topic == topics.impressions:
-                self._add_slate(batches, record, now_ms)
+                self._add_slate(batches, record, now_ms, event)
         for partition in samples or {}:
             batches.setdefault(partition, _PartitionBatch())
         effects = self._step(
@@ -182,12 +191,17 @@ class DriftSteps:
 
     # -- decoding --------------------------------------------------------------------------
     def _add_event(
-        self, batches: dict[int, _PartitionBatch], record: SourceRecord, now_ms: int | None
+        self,
+        batches: dict[int, _PartitionBatch],
+        record: SourceRecord,
+        now_ms: int | None,
+        event: Interaction | None,
     ) -> None:
-        try:
-            event = decode_interaction(record.value, max_bytes=self.config.max_event_bytes)
-        except SchemaError:
-            return  # dead-lettered by the interactions step
+        if event is None:
+            try:
+                event = decode_interaction(record.value, max_bytes=self.config.max_event_bytes)
+            except SchemaError:
+                return  # dead-lettered by the interactions step
         if judge(None, event.event_time_ms, self.config.policy, now_ms) is Verdict.FUTURE:
             return
         batch = batches.setdefault(record.partition, _PartitionBatch())
@@ -195,12 +209,17 @@ class DriftSteps:
         batch.saw(event.event_time_ms)
 
     def _add_slate(
-        self, batches: dict[int, _PartitionBatch], record: SourceRecord, now_ms: int | None
+        self,
+        batches: dict[int, _PartitionBatch],
+        record: SourceRecord,
+        now_ms: int | None,
+        slate: Impression | None,
     ) -> None:
-        try:
-            slate = decode(record.value, Impression, max_bytes=self.config.max_event_bytes)
-        except SchemaError:
-            return
+        if slate is None:
+            try:
+                slate = decode(record.value, Impression, max_bytes=self.config.max_event_bytes)
+            except SchemaError:
+                return
         if judge(None, slate.event_time_ms, self.config.policy, now_ms) is Verdict.FUTURE:
             return
         cold = [item.item_id for item in slate.items if item.source in COLD_SOURCES]

@@ -75,6 +75,9 @@ class Effects:
     suppressed: int = 0  # events of opted-out or deleted users (``streams.privacy``)
     privacy: PrivacyEffects = field(default_factory=PrivacyEffects)  # erasures of the batch
     commit: StateCommit = field(default_factory=StateCommit)  # persisted last, atomically
+    # The batch's decoded source events with their records, handed on to the drift monitors so
+    # that they need not decode them again (``streams.drift_steps``).
+    decoded: Sequence[Decoded[Any]] = ()
 
 
 def decode_batch(

@@ -246,6 +246,7 @@ class StreamSteps:
         )
         _, effects = interactions_step(state, batch, self.config, now_ms)
         effects.commit.offsets["interactions"] = consumed
+        effects.decoded = batch.events.good
         return effects
 
     def impressions(
@@ -259,6 +260,7 @@ class StreamSteps:
         watermarks = store.load_watermarks(self.config.topics.impressions, batch.partitions)
         _, effects = impressions_step(watermarks, batch, self.config, now_ms)
         effects.commit.offsets["impressions"] = consumed
+        effects.decoded = batch.good
         return effects
 
     def catalog(

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 from bandits.posterior import Outcome
-from events import encode
+from events import decode, encode
 from events.models import Impression, ImpressionItem
 from monitoring import MonitorConfig
 from monitoring.config import Signal
@@ -126,3 +126,19 @@ def test_outcomes_are_monitored_per_arm_and_source() -> None:
         segment for signal, segment in effects.estimates["outcomes:1"] if signal == Signal.CTR
     }
     assert segments == {"arm=ranker=sasrec", "arm=none", "source=ann"}
+
+
+def test_events_decoded_by_the_other_steps_are_used_as_they_are() -> None:
+    records = slates(2_000)
+    reference = run(DriftSteps(config()), InMemoryStateStore(), records, 500)
+    store, steps, found = InMemoryStateStore(), DriftSteps(config()), []
+    for start in range(0, len(records), 500):
+        batch = records[start : start + 500]
+        decoded = {
+            (r.topic, r.partition, r.offset): decode(r.value, Impression) for r in batch[::2]
+        }
+        effects = steps.user_records(store, batch, now_ms=None, decoded=decoded)
+        store.commit(effects.commit)
+        found.extend(effects.detections)
+    assert [d.detection_id for d in found] == [d.detection_id for d in reference]
+    assert found
