@@ -17,6 +17,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "ranker": ("benchmarks.ranker_latency", "SASRec scoring latency: 200 candidates, one core"),
     "features": ("benchmarks.feature_store", "online feature store read/write latency"),
     "drift": ("benchmarks.drift", "drift detection delay and false alarms on replayed ML-1M"),
+    "drift-steps": ("benchmarks.drift_steps_cost", "CPU per record of the worker's drift monitors"),
     "experiments": ("benchmarks.experiments", "A/A, A/B and interleaving runs: FP rate and power"),
     "dismissals": ("benchmarks.dismissals", "rankers trained with and without dismissals"),
 }

@@ -1,14 +1,16 @@
 """The worker's drift monitors: ``monitoring``'s pure step over the stream's own records.
 
-One monitor instance per source partition, of two kinds, each committing its state together with
-the source offsets it consumed, under its own consumer name, in one transaction
-(``streams.state_port``):
+One monitor instance per source (topic, partition) — so each has one watermark, its input's
+largest event time (two topics read by one agent are not in event-time order with each other) —
+each committing its state together with the source offsets it consumed, under its own consumer
+name, in one transaction (``streams.state_port``):
 
-* ``user:<p>`` (consumer ``drift``), fed by the ``interactions`` agent with partition *p* of
-  ``<ns>.events`` (input signals: event share and rate per type), of ``<ns>.impressions``
+* ``events:<p>`` and ``slates:<p>`` (consumer ``drift``), fed by the ``interactions`` agent:
+  partition *p* of ``<ns>.events`` (input signals: event share and rate per type) with the
+  pipeline samples of that partition (lag, freshness, dead-letter rate; taken by
+  ``streams.drift_agent`` at most once a second), and partition *p* of ``<ns>.impressions``
   (exposure by popularity decile, Gini, coverage, cold-slot share, source mix, the ranker's top
-  score) and with the pipeline samples of that partition (lag, freshness, dead-letter rate; taken
-  by ``streams.drift_agent`` at most once a second);
+  score);
 * ``outcomes:<p>`` (consumer ``drift_outcomes``), fed by the ``bandit_posteriors`` agent with
   partition *p* of ``<ns>.bandit-outcomes``: CTR per arm and per source, dismiss rate per arm. An
   outcome is decided up to the attribution window after its impression, so this monitor's
@@ -140,7 +142,7 @@ class DriftSteps:
         has not yet consumed).
         """
         records, consumed = unconsumed_records(store, "drift", records)
-        batches: dict[int, _PartitionBatch] = {}
+        batches: dict[str, _PartitionBatch] = {}  # by monitor
         topics = self.config.topics
         known = decoded or {}
         for record in records:
@@ -149,26 +151,22 @@ class DriftSteps:
                 self._add_event(batches, record, now_ms, event)
             elif record.topic == topics.impressions:
                 self._add_slate(batches, record, now_ms, event)
-        for partition in samples or {}:
-            batches.setdefault(partition, _PartitionBatch())
-        effects = self._step(
-            {f"user:{p}": b for p, b in batches.items()},
-            {f"user:{p}": s for p, s in (samples or {}).items()},
-            store,
-            self.config.user_monitor,
-        )
+        by_monitor = {f"events:{p}": sample for p, sample in (samples or {}).items()}
+        for name in by_monitor:
+            batches.setdefault(name, _PartitionBatch())
+        effects = self._step(batches, by_monitor, store, self.config.user_monitor)
         effects.commit.offsets["drift"] = consumed
         return effects
 
     def outcome_records(self, store: StateStore, records: Sequence[SourceRecord]) -> DriftEffects:
         records, consumed = unconsumed_records(store, "drift_outcomes", records)
-        batches: dict[int, _PartitionBatch] = {}
+        batches: dict[str, _PartitionBatch] = {}  # by monitor
         for record in records:
             try:
                 outcome = decode_outcome(record.value)
             except SchemaError:
                 continue  # counted as a dead letter by the posteriors step
-            batch = batches.setdefault(record.partition, _PartitionBatch())
+            batch = batches.setdefault(f"outcomes:{record.partition}", _PartitionBatch())
             batch.outcomes.append(
                 SlotOutcome(
                     outcome.impression_ms,
@@ -180,19 +178,14 @@ class DriftSteps:
                 )
             )
             batch.saw(outcome.impression_ms)
-        effects = self._step(
-            {f"outcomes:{p}": b for p, b in batches.items()},
-            {},
-            store,
-            self.config.outcome_monitor,
-        )
+        effects = self._step(batches, {}, store, self.config.outcome_monitor)
         effects.commit.offsets["drift_outcomes"] = consumed
         return effects
 
     # -- decoding --------------------------------------------------------------------------
     def _add_event(
         self,
-        batches: dict[int, _PartitionBatch],
+        batches: dict[str, _PartitionBatch],
         record: SourceRecord,
         now_ms: int | None,
         event: Interaction | None,
@@ -204,13 +197,13 @@ class DriftSteps:
                 return  # dead-lettered by the interactions step
         if judge(None, event.event_time_ms, self.config.policy, now_ms) is Verdict.FUTURE:
             return
-        batch = batches.setdefault(record.partition, _PartitionBatch())
+        batch = batches.setdefault(f"events:{record.partition}", _PartitionBatch())
         batch.events.append(event_from_interaction(event))
         batch.saw(event.event_time_ms)
 
     def _add_slate(
         self,
-        batches: dict[int, _PartitionBatch],
+        batches: dict[str, _PartitionBatch],
         record: SourceRecord,
         now_ms: int | None,
         slate: Impression | None,
@@ -223,7 +216,7 @@ class DriftSteps:
         if judge(None, slate.event_time_ms, self.config.policy, now_ms) is Verdict.FUTURE:
             return
         cold = [item.item_id for item in slate.items if item.source in COLD_SOURCES]
-        batch = batches.setdefault(record.partition, _PartitionBatch())
+        batch = batches.setdefault(f"slates:{record.partition}", _PartitionBatch())
         batch.slates.append(slate_from_impression(slate, cold_items=cold))
         batch.saw(slate.event_time_ms)
 

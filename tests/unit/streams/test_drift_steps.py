@@ -80,7 +80,7 @@ def test_a_top_score_shift_is_detected_after_it_happened() -> None:
     assert first.segment == "all" and first.statistic > first.reference
     assert first.event_time_ms >= T0 + 100 * SHIFT_AT
     assert store.offsets["drift"] == {(TOPICS.impressions, 0): 3_000}
-    assert set(store.drift) == {"user:0"}
+    assert set(store.drift) == {"slates:0"}
 
 
 def test_detections_do_not_depend_on_batching_redelivery_or_a_crash() -> None:
