@@ -11,6 +11,11 @@
    events with ``request_id``, the worker updates the features, and the next round's slates
    follow. Per round it reports hit rate, new items per slate, fallbacks and gRPC latency.
 
+The operator view runs beside it: the built-in dashboard (``aether dashboard``) scrapes the
+worker's and the server's metrics and reads ``<ns>.drift``; its URL is printed at the start. In
+round ``drift_round`` the demo injects one drift — a broken client that dismisses every item it
+shows — and at the end reports what the worker's drift monitors detected, and when.
+
 Everything it starts it stops, except the stack (``--keep-stack`` leaves everything up).
 """
 
@@ -30,7 +35,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from core.settings import Settings
+from core.errors import DependencyUnavailable
+from core.metrics_exporter import SERVER_PORT, start_metrics_exporter
+from core.settings import MetricsSettings, Settings
+from core.subprocesses import free_loopback_port
+from dashboard.config import DEFAULT_PORT, config_from_settings
+from dashboard.drift_log import DriftEntry
+from dashboard.server import DashboardServer
+from dashboard.targets import explicit_targets, metrics_url
 from events import Interaction, encode
 from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
@@ -43,7 +55,9 @@ class DemoConfig:
     dataset: str = "ml-latest-small"
     data: Path | None = None
     users: int = 40
-    rounds: int = 3
+    rounds: int = 4
+    drift_round: int = 3  # the round whose feedback is all dismissals (0: no injected drift)
+    hold: bool = False  # keep the dashboard up after the loop until Enter is pressed
     k: int = 10
     train_minutes: float = 2.0
     cutoff_quantile: float = 0.9
@@ -78,18 +92,80 @@ def reset_namespace(settings: Settings) -> None:
     shutil.rmtree(registry_dir(settings.deployment), ignore_errors=True)
 
 
-def start_worker(settings: Settings, log_path: Path) -> subprocess.Popen:
+def start_worker(settings: Settings, log_path: Path, metrics_port: int) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "AETHER_NAMESPACE": settings.namespace,
         "AETHER_DATA_DIR": str(settings.data_dir),
+        # The demo indexes its whole catalogue itself (step 3); embedding its 9,742 titles in the
+        # worker as well would cost a minute and a half of CPU on two cores.
+        "AETHER_STREAM__EMBED_CATALOGUE": "false",
     }
     aether = Path(sys.executable).parent / "aether"
     command = (
         [str(aether), "worker"] if aether.exists() else [sys.executable, "-m", "aether.cli.worker"]
-    )
+    ) + ["--metrics-port", str(metrics_port)]
     return subprocess.Popen(command, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
+
+
+def start_operator_view(settings: Settings, worker_port: int, server_port: int) -> DashboardServer:
+    """The built-in dashboard on 127.0.0.1:8050 (any free port when that one is taken),
+    scraping the demo's worker and this process (the server) every 2 s."""
+    targets = explicit_targets(
+        [metrics_url("127.0.0.1", worker_port)], [metrics_url("127.0.0.1", server_port)]
+    )
+    for port in (DEFAULT_PORT, 0):
+        config = config_from_settings(settings, port=port, targets=targets, interval_s=2.0)
+        try:
+            dashboard = DashboardServer(config).start()
+        except DependencyUnavailable:
+            continue  # 8050 is taken: any free port
+        return dashboard
+    raise DependencyUnavailable("dashboard", "no port to listen on")
+
+
+def report_drift(
+    dashboard: DashboardServer, injected_at_ms: int | None, say: Callable[[str], None]
+) -> None:
+    """The drift log as the operator page shows it, and whether the injected drift was seen."""
+
+    def injected_caught() -> list[DriftEntry]:
+        return [
+            e
+            for e in dashboard.state.drift.newest_first()
+            if injected_at_ms is not None
+            and e.detection.event_time_ms >= injected_at_ms
+            and e.detection.signal == "event_share"
+            and e.detection.segment == "event_type=dismiss"
+        ]
+
+    # The worker closes the injected round's event-time windows when the next round's events
+    # arrive; the page reads <ns>.drift continuously. Give both a little time.
+    deadline = time.monotonic() + 30
+    while injected_at_ms is not None and not injected_caught() and time.monotonic() < deadline:
+        time.sleep(1)
+    entries = dashboard.state.drift.newest_first()
+    say(f"      drift log ({len(entries)} newest detections, by event time; {dashboard.url}):")
+    for entry in entries[:6]:
+        d = entry.detection
+        say(
+            f"        {d.event_time:%Y-%m-%d %H:%M:%S}  {d.signal}[{d.segment}]"
+            f"  {d.reference:.3g} → {d.statistic:.3g}  ({d.detector})"
+        )
+    if injected_at_ms is None:
+        return
+    caught = injected_caught()
+    if caught:
+        first = min(caught, key=lambda e: e.detection.event_time_ms)
+        d = first.detection
+        say(
+            f"      injected drift detected: {d.signal}[{d.segment}] alarmed at event time"
+            f" {d.event_time:%H:%M:%S}, {d.event_time_ms - injected_at_ms} ms (event time) after"
+            f" the injected round began (ADWIN's estimate {d.reference:.3f} → {d.statistic:.3f})"
+        )
+    else:
+        say("      the injected drift was NOT detected by the dismiss-share monitor within 30 s")
 
 
 def split_at_quantile(
@@ -108,12 +184,22 @@ def feedback_events(
     liked: set[str],
     disliked: set[str],
     at_ms: int,
+    broken_client: bool = False,
 ) -> tuple[list[Interaction], int, int]:
-    """What the user does with a slate, from what they really rated after the cut-off."""
+    """What the user does with a slate, from what they really rated after the cut-off; a broken
+    client (the injected drift) dismisses every item it shows."""
     events: list[Interaction] = []
     hits = dismissals = 0
     for position, item in enumerate(slate_items):
-        kind = "click" if item in liked else "dismiss" if item in disliked else None
+        kind = (
+            "dismiss"
+            if broken_client
+            else "click"
+            if item in liked
+            else "dismiss"
+            if item in disliked
+            else None
+        )
         if kind is None:
             continue
         hits += kind == "click"
@@ -155,8 +241,11 @@ def run_demo(
     say(f"[1/5] {config.dataset}: {len(past):,} ratings before the cut-off, {len(future):,} after")
 
     topics = ensure_topics(settings)
-    worker = start_worker(settings, settings.data_dir / "logs" / "demo-worker.log")
+    worker_port, server_port = free_loopback_port(), free_loopback_port()
+    worker = start_worker(settings, settings.data_dir / "logs" / "demo-worker.log", worker_port)
     server = app = None
+    dashboard = start_operator_view(settings, worker_port, server_port)
+    say(f"      operator page: {dashboard.url}  (worker and server metrics, drift log)")
     try:
         producer = make_producer(settings.kafka.bootstrap_servers)
         catalog_messages = catalog_events(config.dataset, data.ratings, data.items)
@@ -201,6 +290,11 @@ def run_demo(
 
         app = build_serving_app(settings, index=index)
         server = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
+        # The dashboard scrapes this process as the server (its pipeline runs here).
+        start_metrics_exporter(
+            MetricsSettings(host="127.0.0.1", port=server_port),
+            default_port=SERVER_PORT,
+        )
         say(f"[4/5] gRPC Recommender on {server.address}")
 
         liked: dict[str, set[str]] = defaultdict(set)
@@ -217,6 +311,7 @@ def run_demo(
             rng.choice(candidates, size=min(config.users, len(candidates)), replace=False).tolist()
         )
         say(f"[5/5] closed loop: {len(users)} users × {config.rounds} rounds, k={config.k}")
+        injected_at_ms: int | None = None
         reports: list[RoundReport] = []
         shown_before: dict[str, set[str]] = {}
         feedback_producer = producer_for(settings, **{"linger.ms": 5})
@@ -224,6 +319,13 @@ def run_demo(
             for round_no in range(1, config.rounds + 1):
                 report = RoundReport(round_no, 0, 0, 0, 0, 0)
                 at_ms = cutoff + round_no * 3_600_000
+                broken = round_no == config.drift_round
+                if broken:
+                    injected_at_ms = at_ms
+                    say(
+                        f"      [drift injected] round {round_no}: a broken client dismisses every"
+                        " item it shows"
+                    )
                 for user in users:
                     started = time.perf_counter()
                     slate = client.recommend(user, config.k, context={"surface": "demo"})
@@ -234,7 +336,7 @@ def run_demo(
                     report.new_items += len(set(items) - shown_before.get(user, set()))
                     shown_before[user] = set(items)
                     events, hits, dismissals = feedback_events(
-                        user, items, slate.request_id, liked[user], disliked[user], at_ms
+                        user, items, slate.request_id, liked[user], disliked[user], at_ms, broken
                     )
                     report.hits += hits
                     report.dismissals += dismissals
@@ -259,8 +361,12 @@ def run_demo(
                     f"new items/slate {report.new_items / report.slates:.1f}, fallbacks {report.fallbacks}, "
                     f"gRPC p50 {p50:.1f} ms p99 {p99:.1f} ms"
                 )
+        report_drift(dashboard, injected_at_ms, say)
+        if config.hold:
+            input(f"      the operator page stays up at {dashboard.url}: press Enter to stop ")
         return reports
     finally:
+        dashboard.stop()
         if server is not None:
             server.stop(1)
         if app is not None:

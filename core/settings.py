@@ -126,6 +126,9 @@ class StreamSettings(_Section):
     # A source partition with no record for this long (wall time) stops holding back the
     # attribution watermark (Flink's withIdleness); 0 turns the rule off.
     idle_partition_timeout_s: float = Field(default=30.0, ge=0)
+    # The catalogue agent embeds each catalogue update's text (all-MiniLM-L6-v2, loaded on the
+    # first update) into the content collection in Milvus, where serving finds new items.
+    embed_catalogue: bool = True
 
 
 class ServingSettings(_Section):

@@ -34,6 +34,7 @@ from confluent_kafka import KafkaException, Producer
 
 from features.ports import OnlineFeatureWriter
 from streams import worker_metrics
+from streams.catalogue_content import CatalogueContent
 from streams.codec import encode_dead_letter
 from streams.handlers import Effects, SourceRecord
 from streams.privacy import PrivacyEffects
@@ -54,6 +55,7 @@ class StreamRuntime:
         state: StateStore,
         producer: Producer,
         sinks: StreamSinks | None = None,
+        content: CatalogueContent | None = None,
         clock: Callable[[], int] | None = None,
     ) -> None:
         self.steps = steps
@@ -62,6 +64,7 @@ class StreamRuntime:
         self.state = state
         self.producer = producer
         self.sinks = sinks
+        self.content = content
         self._now_ms = clock or now_ms  # processing clock, for the "not from the future" check
         self._max_bytes = steps.config.max_event_bytes
 
@@ -108,8 +111,19 @@ class StreamRuntime:
         return effects
 
     async def on_catalog(self, records: Sequence[SourceRecord]) -> Effects:
+        """Catalogue updates: forwarded to the item side and, with a content writer, embedded
+        into the content collection (in a thread, meanwhile), both before the commit."""
         effects = self.steps.catalog(self.state, records, self._now_ms())
-        await self._emit(effects)
+        if self.content is not None:
+            late = {(r.partition, r.offset) for r in effects.late}
+            admitted = [
+                d.event
+                for d in effects.decoded
+                if (d.record.partition, d.record.offset) not in late
+            ]
+            await asyncio.gather(self._emit(effects), _in_thread(self.content.write, admitted))
+        else:
+            await self._emit(effects)
         self.state.commit(effects.commit)
         self._count(self.topics.items, effects)
         return effects
@@ -176,6 +190,8 @@ class StreamRuntime:
         with contextlib.suppress(KafkaException):  # shutting down: nothing more to do
             self.producer.flush(10.0)
         self.state.close()
+        if self.content is not None:
+            self.content.close()
 
 
 def observe_freshness(records: Sequence[SourceRecord], topic: str) -> None:

@@ -12,9 +12,12 @@ from bandits import configs_from_settings
 from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog
 from features.store import FeastOnlineStore
+from retrieval.content import MiniLMTextEncoder
+from retrieval.content_index import ContentIndex
 from streams.agents import StreamRuntime, now_ms
 from streams.bandit_agent import BanditRuntime
 from streams.bandit_steps import BanditConfig, BanditSteps
+from streams.catalogue_content import CatalogueContent
 from streams.drift_agent import DriftRuntime
 from streams.drift_steps import DriftConfig, DriftSteps
 from streams.lag import LagTracker
@@ -37,6 +40,14 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
         settings.stream.max_event_bytes,
         partitioner=settings.stream.producer_partitioner,
     )
+    content = (
+        CatalogueContent(
+            lambda: ContentIndex.from_settings(settings.milvus, settings.deployment),
+            MiniLMTextEncoder,
+        )
+        if settings.stream.embed_catalogue
+        else None
+    )
     runtime = StreamRuntime(
         StreamSteps(config),
         writer=FeastOnlineStore(settings.redis, settings.deployment),
@@ -45,6 +56,7 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
         sinks=StreamSinks(
             OfflineEventLog(settings.deployment), FeatureHistory(settings.deployment)
         ),
+        content=content,
     )
     attribution, posterior = configs_from_settings(settings)
     bandit_config = BanditConfig(

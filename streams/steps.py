@@ -274,6 +274,7 @@ class StreamSteps:
         watermarks = store.load_watermarks(self.config.topics.items, batch.partitions)
         _, effects = catalog_step(watermarks, batch, self.config, now_ms)
         effects.commit.offsets["catalog"] = consumed
+        effects.decoded = batch.good
         return effects
 
     def item_updates(self, store: StateStore, records: Sequence[SourceRecord]) -> Effects:

@@ -66,6 +66,12 @@ DRIFT_STATISTIC = Gauge(
     "The monitored statistic's current estimate (mean over this worker's partition monitors).",
     ["signal", "segment"],
 )
+CONTENT_ROWS = Counter(
+    "aether_stream_content_rows",
+    "Catalogue updates embedded for the content collection: written, unchanged (an older or "
+    "equal row was there), failed (Milvus unavailable).",
+    ["outcome"],
+)
 GC_PAUSES = Histogram(
     "aether_gc_pause_seconds",
     "Garbage-collector passes by generation; each one stalls the worker's event loop.",

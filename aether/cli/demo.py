@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from aether.cli.common import add_dataset_args
 
@@ -11,7 +12,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="closed-loop demo on the embedded stack")
     add_dataset_args(parser)
     parser.add_argument("--users", type=int, default=40, help="users in the closed loop")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument(
+        "--drift-round",
+        type=int,
+        default=3,
+        help="the round whose feedback is all dismissals, an injected drift (0: none)",
+    )
+    parser.add_argument(
+        "--no-hold",
+        action="store_true",
+        help="exit after the loop (default in a terminal: keep the operator page up until Enter)",
+    )
     parser.add_argument("-k", type=int, default=10, help="slate size")
     parser.add_argument("--train-minutes", type=float, default=2.0, help="ranker training budget")
     parser.add_argument("--namespace", default="demo", help="deployment namespace of the demo")
@@ -38,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
             data=args.data,
             users=args.users,
             rounds=args.rounds,
+            drift_round=args.drift_round,
+            hold=sys.stdin.isatty() and not args.no_hold,
             k=args.k,
             train_minutes=args.train_minutes,
         )

@@ -1,0 +1,77 @@
+"""The catalogue agent's content writer: each catalogue update's text, embedded, into Milvus.
+
+``StreamRuntime.on_catalog`` hands over the catalogue updates a batch admitted; they are embedded
+with the shipped content model (``retrieval.content.MiniLMTextEncoder``, loaded on the first batch,
+not at start-up) and upserted into the content collection (``retrieval.content_index``), where
+serving's next catalogue refresh finds them: an item there but not in the serving index is a
+*new* item, offered by the ``content`` and ``fresh`` sources (``serving.live_state``).
+
+Exactly-once is not needed: ``ContentIndex.upsert`` keeps the newest row per item by event time,
+so a batch written again after a crash, or an older update arriving late, changes nothing. A
+Milvus outage must not stop the features: the batch is logged and counted
+(``aether_stream_content_rows_total{outcome="failed"}``) and the worker goes on; the items reach
+the collection with their next update or the next ``aether index``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+from core.errors import AetherError
+from events.models import CatalogItem, to_epoch_ms
+from retrieval.catalog import ItemMeta
+from retrieval.content import TextEncoder
+from retrieval.content_index import ContentIndex, content_rows
+from streams import worker_metrics
+
+log = logging.getLogger(__name__)
+
+
+class CatalogueContent:
+    def __init__(
+        self, index: Callable[[], ContentIndex], encoder: Callable[[], TextEncoder]
+    ) -> None:
+        """``index`` and ``encoder`` are built when the first update arrives: a worker that sees
+        no catalogue update never loads the model nor opens Milvus."""
+        self._make_index = index
+        self._make_encoder = encoder
+        self._index: ContentIndex | None = None
+        self._encoder: TextEncoder | None = None
+
+    def write(self, items: Sequence[CatalogItem]) -> int:
+        """Embed and upsert ``items``; the number of rows written (0 when Milvus failed)."""
+        if not items:
+            return 0
+        if self._encoder is None:
+            self._encoder = self._make_encoder()
+        metas = [
+            ItemMeta(
+                item_id=item.item_id,
+                title=item.title,
+                categories=tuple(item.categories),
+                available=item.available,
+                created_time_ms=(
+                    item.event_time_ms
+                    if item.created_time is None
+                    else to_epoch_ms(item.created_time)
+                ),
+            )
+            for item in items
+        ]
+        rows = content_rows(metas, [item.event_time_ms for item in items], self._encoder)
+        try:
+            if self._index is None:
+                self._index = self._make_index()
+            written = self._index.upsert(rows)
+        except AetherError as exc:
+            worker_metrics.CONTENT_ROWS.labels("failed").inc(len(rows))
+            log.error("content collection: %d catalogue rows not written: %s", len(rows), exc)
+            return 0
+        worker_metrics.CONTENT_ROWS.labels("written").inc(written)
+        worker_metrics.CONTENT_ROWS.labels("unchanged").inc(len(rows) - written)
+        return written
+
+    def close(self) -> None:
+        if self._index is not None:
+            self._index.close()
