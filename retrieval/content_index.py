@@ -19,8 +19,9 @@ the index's content map was fitted with.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -31,7 +32,7 @@ from core.settings import Deployment, MilvusSettings
 from retrieval.catalog import ItemMeta
 from retrieval.content import TextEncoder, item_text
 from retrieval.milvus_client import import_pymilvus, is_not_found
-from retrieval.milvus_lite import connectable_uri
+from retrieval.milvus_lite import connectable_uri, hold_milvus_lite
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -125,6 +126,23 @@ class ContentIndex:
             token=milvus.token.get_secret_value(),
             client=client,
         )
+
+    @classmethod
+    @contextlib.contextmanager
+    def held(cls, milvus: MilvusSettings, deployment: Deployment) -> Iterator[ContentIndex]:
+        """For a long-lived process: the content collection, holding a Milvus Lite file (and
+        sharing its socket with other processes, ``retrieval.milvus_lite.hold_milvus_lite``)
+        while the block runs, so that a server started later can still open it."""
+        with hold_milvus_lite(milvus.uri) as uri:
+            index = cls(
+                uri,
+                collection=deployment.milvus_collection("content"),
+                token=milvus.token.get_secret_value(),
+            )
+            try:
+                yield index
+            finally:
+                index.close()
 
     def close(self) -> None:
         if self._owns_client:

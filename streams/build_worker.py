@@ -42,7 +42,7 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
     )
     content = (
         CatalogueContent(
-            lambda: ContentIndex.from_settings(settings.milvus, settings.deployment),
+            lambda: ContentIndex.held(settings.milvus, settings.deployment),
             MiniLMTextEncoder,
         )
         if settings.stream.embed_catalogue

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, ExitStack
 
 from core.errors import AetherError
 from events.models import CatalogItem, to_epoch_ms
@@ -30,12 +31,16 @@ log = logging.getLogger(__name__)
 
 class CatalogueContent:
     def __init__(
-        self, index: Callable[[], ContentIndex], encoder: Callable[[], TextEncoder]
+        self,
+        index: Callable[[], AbstractContextManager[ContentIndex]],
+        encoder: Callable[[], TextEncoder],
     ) -> None:
         """``index`` and ``encoder`` are built when the first update arrives: a worker that sees
-        no catalogue update never loads the model nor opens Milvus."""
+        no catalogue update never loads the model nor opens Milvus. The index is held until
+        ``close`` (``ContentIndex.held``: a Milvus Lite file stays shareable with a server)."""
         self._make_index = index
         self._make_encoder = encoder
+        self._resources = ExitStack()
         self._index: ContentIndex | None = None
         self._encoder: TextEncoder | None = None
 
@@ -62,7 +67,7 @@ class CatalogueContent:
         rows = content_rows(metas, [item.event_time_ms for item in items], self._encoder)
         try:
             if self._index is None:
-                self._index = self._make_index()
+                self._index = self._resources.enter_context(self._make_index())
             written = self._index.upsert(rows)
         except AetherError as exc:
             worker_metrics.CONTENT_ROWS.labels("failed").inc(len(rows))
@@ -73,5 +78,4 @@ class CatalogueContent:
         return written
 
     def close(self) -> None:
-        if self._index is not None:
-            self._index.close()
+        self._resources.close()
