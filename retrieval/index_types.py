@@ -12,9 +12,10 @@ import numpy as np
 class IndexConfig:
     """How collections are built and searched. ``nlist=None`` picks ~4·sqrt(n), in [16, 1024]."""
 
-    # "auto": FLAT up to ``flat_max_items`` (exact; measured p99 < 5 ms at 100k x 64-d on Milvus
-    # Lite, where IVF_FLAT lost recall at k=500), IVF_FLAT above. Or FLAT, IVF_FLAT, AUTOINDEX,
-    # and, on a Milvus server only (Milvus Lite 2.5.1 refuses it), HNSW.
+    # "auto": FLAT up to ``flat_max_items`` (exact; at 100k items it met the latency and recall
+    # targets on Milvus Lite where IVF_FLAT lost recall: docs/benchmarks/retrieval.md), IVF_FLAT
+    # above. Or FLAT, IVF_FLAT, AUTOINDEX, and, on a Milvus server only (Milvus Lite 2.5.1
+    # refuses it), HNSW.
     index_type: str = "auto"
     flat_max_items: int = 200_000
     nlist: int | None = None
@@ -27,9 +28,8 @@ class IndexConfig:
     max_categories: int = 64
     max_pushed_exclusions: int = 1000
     timeout_s: float = 60.0
-    # Rows per insert call. Milvus Lite 2.5.1 slows down far more than linearly with the batch:
-    # on a loaded 2-core machine 4,000 × 64-d rows took 3.7 s in batches of 1,000 while one
-    # batch of 10,000 missed the 60 s deadline.
+    # Rows per insert call. Milvus Lite 2.5.1 slows down far more than linearly with the batch
+    # (docs/benchmarks/retrieval.md, "Insert batch size").
     insert_batch: int = 1000
 
     def resolve_index_type(self, n: int) -> str:

@@ -21,8 +21,9 @@ that maximises::
 * **Determinism.** No randomness; ties (equal MMR values) go to the higher ranker score, then to
   the earlier item in the input.
 
-Cost: one ``(n, n)`` similarity matrix per call, then ``O(n)`` numpy work per pick, so ``k = 50`` from ``n = 200`` is a few hundred
-microseconds (see the report; measured with ``python -m serving.rerank``).
+Cost: one ``(n, n)`` similarity matrix per call, then ``O(n)`` numpy work per pick.
+``python -m serving.rerank`` times ``k = 50`` from ``n = 200``; its figures are in
+docs/benchmarks/serving.md ("MMR re-ranking alone").
 
 Example::
 

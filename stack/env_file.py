@@ -27,7 +27,9 @@ _BARE_VALUE_RE = re.compile(r"^[A-Za-z0-9_./:@%+,=-]*$")
 def parse_env_text(text: str) -> dict[str, str]:
     """Parse ``KEY=value`` lines; raise :class:`ConfigError` naming the first bad line."""
     values: dict[str, str] = {}
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" (or "\r\n") only: str.splitlines() would also split inside a value at
+    # U+2028 and the other Unicode line breaks, which format_env_text writes as they are.
+    for number, raw in enumerate(text.split("\n"), start=1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 # First, before anything imports Feast: Feast's import switches prometheus_client into multiprocess
 # mode (with no folder), which core.metrics_exporter prevents when it is imported first.
@@ -54,6 +55,12 @@ from core.errors import DependencyUnavailable
 from core.settings import Settings
 
 log = logging.getLogger("tests.services")
+
+# Hypothesis's default 200 ms deadline per example is a wall-clock assertion: on two cores shared
+# with service processes it failed correct property tests (DeadlineExceeded). Tests never assert
+# timings; hypothesis still reports examples that are slow.
+hypothesis_settings.register_profile("aether", deadline=None)
+hypothesis_settings.load_profile("aether")
 
 
 def _in_ci() -> bool:
@@ -102,28 +109,78 @@ def _testcontainers(name: str) -> Any:
 # scheduler below hands out whole modules, so a module-scoped fixture is set up once, and keeps
 # every ``[server]`` test on one worker, where they share the one embedded Milvus server: it takes
 # minutes to start under load, and two cannot run at once (its embedded etcd always listens on
-# localhost:2380). It decides from node ids alone: the controller process collects nothing, and
-# pytest 9 ignores the node-id rewrite that xdist's own ``loadgroup``/``xdist_group`` relies on.
+# localhost:2380). The modules that share one stream worker stay together too. It starts the
+# longest units first (``SLOW_FIRST``, then the other integration and end-to-end modules, then the
+# unit tests), so that no unit of minutes starts near the end of a run; xdist alone would start
+# the units with the most tests first. It decides from node ids alone: the controller process
+# collects nothing, and pytest 9 ignores the node-id rewrite that xdist's own
+# ``loadgroup``/``xdist_group`` relies on.
 
 MILVUS_SERVER_GROUP = "milvus-server"
 
+#: Modules whose tests take a ``lane`` of the one stream worker a session shares
+#: (``tests/integration/streams/conftest.py``): one unit, so that they find the same worker.
+SHARED_STREAM_WORKER = "stream-worker"
+SHARED_STREAM_WORKER_MODULES = tuple(
+    f"tests/integration/streams/{name}.py"
+    for name in ("test_worker", "test_bandit_stream", "test_offline_transitions_privacy")
+)
+
+#: Units of work of half a minute or more in a ``make test`` run, longest first (from its
+#: ``--durations``; refresh it when the long tail changes: a name that is gone is ignored).
+SLOW_FIRST: tuple[str, ...] = (
+    MILVUS_SERVER_GROUP,
+    "tests/integration/lifecycle/test_readme_order.py",
+    SHARED_STREAM_WORKER,
+    "tests/integration/serving/test_processes.py",
+    "tests/integration/streams/test_worker_drift.py",
+    "tests/integration/lifecycle/test_empty_deployment.py",
+    "tests/integration/streams/test_crash_replay.py",
+    "tests/integration/streams/test_partitioners.py",
+    "tests/integration/retrieval/test_cli_index.py",
+    "tests/integration/streams/test_catalogue_content.py",
+    "tests/integration/dashboard/test_dashboard_with_worker.py",
+    "tests/integration/serving/test_bench_serve.py",
+    "tests/e2e/test_closed_loop.py",
+    "tests/integration/streams/test_worker_metrics_endpoint.py",
+)
+
 
 def xdist_work_unit(nodeid: str) -> str:
-    """The unit of work a test belongs to: the Milvus-server group, else its module."""
+    """The unit of work a test belongs to: the Milvus-server or the shared-stream-worker group,
+    else its module."""
     module, _, rest = nodeid.partition("::")
     params = rest[rest.find("[") + 1 : -1].split("-") if rest.endswith("]") else []
-    return MILVUS_SERVER_GROUP if "server" in params else module
+    if "server" in params:
+        return MILVUS_SERVER_GROUP
+    return SHARED_STREAM_WORKER if module in SHARED_STREAM_WORKER_MODULES else module
+
+
+def xdist_start_rank(unit: str) -> int:
+    """When a unit of work starts: ``SLOW_FIRST`` in its order, then integration, then unit tests."""
+    if unit in SLOW_FIRST:
+        return SLOW_FIRST.index(unit)
+    return len(SLOW_FIRST) + unit.startswith("tests/unit/")
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
-    """With ``--dist loadscope``: modules and the Milvus-server group as units of work."""
+    """With ``--dist loadscope``: modules and the two groups as units of work, the longest first."""
     if config.getvalue("dist") != "loadscope":
         return None
+    from collections import OrderedDict
+
     from xdist.scheduler import LoadScopeScheduling
 
     class SharedFixtureScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             return xdist_work_unit(nodeid)
+
+        def _assign_work_unit(self, node: Any) -> None:
+            # xdist hands out the head of its queue (by test count); the sort is stable.
+            queue: OrderedDict[str, dict[str, bool]] = self.workqueue
+            for unit in sorted(queue, key=xdist_start_rank):
+                queue.move_to_end(unit)
+            super()._assign_work_unit(node)
 
     return SharedFixtureScheduling(config, log)
 

@@ -1,13 +1,20 @@
 """End to end on real components: events → Kafka (Tansu) → `aether worker` (Faust) → Feast/Redis,
 items → Milvus Lite, and a gRPC call over a real channel whose answer follows the new events.
+
+The tests share one `aether worker` (its start-up is most of a test's cost) on a namespace of the
+module's; they keep apart by their own users and by event time: each test's clock starts a day
+after the previous one's, because the worker's partitions keep their event-time watermarks.
 """
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -31,26 +38,69 @@ from streams.publish import producer_for
 pytestmark = pytest.mark.e2e
 
 T0 = 1_700_000_000_000
+DAY_MS = 86_400_000
 ALPHA = [f"a{n}" for n in range(20)]
 BETA = [f"b{n}" for n in range(20)]
 
 
-@pytest.fixture
+@dataclass
+class SharedWorker:
+    settings: Settings  # the namespace, broker, Redis and data folder of the worker
+    process: subprocess.Popen[bytes]
+    days: Iterator[int]
+
+    def clock(self) -> int:
+        """A test's start of event time, a day after the previous test's."""
+        return T0 + next(self.days) * DAY_MS
+
+
+@pytest.fixture(scope="module")
 def worker(
-    settings: Settings, make_topics: Callable[[Settings], list[str]], tmp_path: Path
-) -> Iterator[subprocess.Popen]:
-    make_topics(settings)
-    log = (tmp_path / "worker.log").open("wb")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "aether"), "worker"],
-        env=child_env(settings),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    kafka_bootstrap: str,
+    redis_url: str,
+    make_topics: Callable[[Settings], list[str]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[SharedWorker]:
+    """One `aether worker` for the module, on a fresh namespace with the feature repo applied."""
+    from stack.redis_server import delete_namespace_keys
+
+    folder = tmp_path_factory.mktemp("e2e")
+    settings = Settings(
+        namespace=f"t{uuid.uuid4().hex[:12]}",
+        data_dir=folder / ".aether",
+        KAFKA_BOOTSTRAP_SERVERS=kafka_bootstrap,
+        REDIS_URL=redis_url,
+        MILVUS_URI=str(folder / "milvus.db"),  # the worker's (content collection); each test
+        # indexes and serves from a file of its own
     )
-    yield process
-    process.kill()
-    process.wait(10)
-    log.close()
+    make_topics(settings)
+    apply_repo(settings.redis, settings.deployment)
+    with (folder / "worker.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "aether"), "worker"],
+            env=child_env(settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield SharedWorker(settings, process, itertools.count())
+    finally:
+        process.kill()
+        process.wait(10)
+        delete_namespace_keys(redis_url, settings.namespace)
+
+
+@pytest.fixture
+def settings(worker: SharedWorker, milvus_uri: str) -> Settings:
+    """The shared worker's namespace and stores, with this test's own Milvus Lite file."""
+    shared = worker.settings
+    return Settings(
+        namespace=shared.namespace,
+        data_dir=shared.data_dir,
+        KAFKA_BOOTSTRAP_SERVERS=shared.kafka.bootstrap_servers,
+        REDIS_URL=shared.redis.url.get_secret_value(),
+        MILVUS_URI=milvus_uri,
+    )
 
 
 def index_two_clusters(settings: Settings) -> ItemCatalog:
@@ -112,34 +162,36 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) 
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-def read_impressions(settings: Settings, count: int) -> list[Impression]:
+def read_impressions(settings: Settings, request_ids: set[str]) -> dict[str, Impression]:
+    """The namespace's logged impressions, read until those of ``request_ids`` are there."""
     consumer = Consumer(
         {
             "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": f"{settings.namespace}-e2e",
+            "group.id": f"{settings.namespace}-e2e-{uuid.uuid4().hex[:6]}",
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
         }
     )
     consumer.subscribe([settings.topic("impressions")])
-    found: list[Impression] = []
+    found: dict[str, Impression] = {}
     deadline = time.monotonic() + 60
-    while len(found) < count and time.monotonic() < deadline:
+    while not request_ids <= found.keys() and time.monotonic() < deadline:
         message = consumer.poll(0.5)
         if message is not None and message.error() is None:
-            found.append(decode(message.value(), Impression))
+            impression = decode(message.value(), Impression)
+            found[impression.request_id] = impression
     consumer.close()
     return found
 
 
-def test_new_events_change_the_grpc_answer(settings: Settings, worker: subprocess.Popen) -> None:
-    apply_repo(settings.redis, settings.deployment)
+def test_new_events_change_the_grpc_answer(settings: Settings, worker: SharedWorker) -> None:
+    t0 = worker.clock()
     catalog = index_two_clusters(settings)
     user = "u-e2e"
     publish(
         settings,
         catalog,
-        views(user, ALPHA[:5], T0 + 60_000) + views("other", BETA[:3], T0 + 60_000),
+        views(user, ALPHA[:5], t0 + 60_000) + views("other", BETA[:3], t0 + 60_000),
     )
 
     store = FeastOnlineStore(settings.redis, settings.deployment)
@@ -168,7 +220,7 @@ def test_new_events_change_the_grpc_answer(settings: Settings, worker: subproces
                 for i in before.items
             )
 
-            publish(settings, ItemCatalog(), views(user, BETA[:12], T0 + 3_600_000, kind="click"))
+            publish(settings, ItemCatalog(), views(user, BETA[:12], t0 + 3_600_000, kind="click"))
             wait_for(
                 lambda: len(store.read_users([user])[user].recent_items) == 17,
                 "the new clicks in Feast",
@@ -187,21 +239,21 @@ def test_new_events_change_the_grpc_answer(settings: Settings, worker: subproces
         app.close()
         store.close()
 
-    impressions = {i.request_id: i for i in read_impressions(settings, 3)}
-    assert {before.request_id, after.request_id, cold.request_id} <= set(impressions)
+    wanted = {before.request_id, after.request_id, cold.request_id}
+    impressions = read_impressions(settings, wanted)
+    assert wanted <= set(impressions)
     logged = impressions[after.request_id]
     assert logged.user_id == user
     assert [i.item_id for i in logged.items] == [i.item_id for i in after.items]
 
 
 def test_an_opted_out_user_gets_non_personalised_answers_and_no_new_features(
-    settings: Settings, worker: subprocess.Popen
+    settings: Settings, worker: SharedWorker
 ) -> None:
-
-    apply_repo(settings.redis, settings.deployment)
+    t0 = worker.clock()
     catalog = index_two_clusters(settings)
     user = "u-private"
-    publish(settings, catalog, views(user, ALPHA[:5], T0 + 60_000))
+    publish(settings, catalog, views(user, ALPHA[:5], t0 + 60_000))
     store = FeastOnlineStore(settings.redis, settings.deployment)
     wait_for(lambda: user in store.read_users([user]), "the user's features")
 
@@ -217,13 +269,13 @@ def test_an_opted_out_user_gets_non_personalised_answers_and_no_new_features(
                 settings
             )  # the project factory: murmur2, as the worker partitions
             opt_out = PrivacyRequest(
-                event_id="p-1", user_id=user, action="opt_out", event_time=T0 + 120_000
+                event_id="p-1", user_id=user, action="opt_out", event_time=t0 + 120_000
             )
             producer.produce(settings.topic("privacy"), key=user.encode(), value=encode(opt_out))
             assert producer.flush(30) == 0
             wait_for(lambda: user not in store.read_users([user]), "the online row deleted")
 
-            publish(settings, ItemCatalog(), views(user, BETA[:6], T0 + 180_000, kind="click"))
+            publish(settings, ItemCatalog(), views(user, BETA[:6], t0 + 180_000, kind="click"))
             wait_until_caught_up(settings, 120)
             assert user not in store.read_users([user]), (
                 "an opted-out user's events became features"

@@ -63,6 +63,7 @@ def test_rows_pushed_through_feast_read_back_on_both_paths(settings: Settings) -
                     "created_timestamp": pd.Timestamp(0, unit="ms", tz="UTC"),
                     "event_time_ms": T,
                     "popularity": 2.5,
+                    "popularity_time_ms": T,
                     "impressions": 10,
                     "clicks": 1,
                     "ctr": 0.1,
@@ -75,7 +76,7 @@ def test_rows_pushed_through_feast_read_back_on_both_paths(settings: Settings) -
         ),
     )
     expected_user = UserFeatureRow("u1", T, ("a", "b"), (), {"click_24h": 4})
-    expected_item = ItemFeatureRow("i1", T, 2.5, 10, 1, 0.1, T - 5, "x", ("c",), True)
+    expected_item = ItemFeatureRow("i1", T, 2.5, T, 10, 1, 0.1, T - 5, "x", ("c",), True)
     for path in ("redis", "feast"):
         store = FeastOnlineStore(
             settings.redis,

@@ -46,6 +46,9 @@ def test_serve_on_an_empty_deployment_then_index_promotes_the_first_release(
         "0.5",
         "--metrics-port",
         "0",
+        # a request budget a loaded, shared machine keeps (the default 100 ms lets a source time
+        # out into a flagged fallback now and then: `source_failed:cooccurrence`)
+        env={"AETHER_SERVING__DEADLINE_MS": "3000"},
     )
     try:
         serve.wait_for_log("serving aetherrec.v1.Recommender")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from streams.testing import IMPRESSIONS, ITEMS, LocalPipeline, interaction, reco
 
 ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_700_000_000_000
+MONTH_MS = 30 * 86_400_000
 
 
 class Worker:
@@ -36,7 +38,11 @@ class Worker:
             "AETHER_NAMESPACE": settings.namespace,
             "AETHER_DATA_DIR": str(settings.data_dir),
             "AETHER_STREAM__BATCH_SIZE": "50",  # small batches: crashes land mid-stream
+            # No MiniLM in these workers (seconds of CPU each): the catalogue agent's embedding
+            # has its own test, test_catalogue_content.py.
+            "AETHER_STREAM__EMBED_CATALOGUE": "false",
         }
+        self.settings = settings
         self.log_path = log_path
         self._log = log_path.open("ab")
         self.process = subprocess.Popen(
@@ -63,6 +69,20 @@ class Worker:
         self._log.close()
 
 
+@dataclass(frozen=True)
+class Lane:
+    """One test's share of the session's shared worker (fixture ``lane``): the worker's namespace,
+    ids of its own (each starts with ``tag``) and event times from ``t0``, a month after the
+    previous lane's (the worker's partitions keep their event-time watermarks between tests)."""
+
+    settings: Settings
+    tag: str
+    t0: int
+
+    def id(self, name: str) -> str:
+        return f"{self.tag}{name}"
+
+
 def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, bytes]]) -> None:
     # The project's producer (murmur2): records start on their key's partition. Other
     # partitioners are tested on purpose in test_partitioners.py.
@@ -72,8 +92,15 @@ def produce(settings: Settings, topic: str, messages: list[tuple[bytes | None, b
     assert producer.flush(30) == 0
 
 
-def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 60) -> list[Any]:
-    """Read ``count`` messages from every partition of a topic (assign, no group join)."""
+def read_topic(
+    settings: Settings,
+    topic: str,
+    count: int,
+    timeout_s: float = 60,
+    key_prefix: bytes = b"",
+) -> list[Any]:
+    """Read ``count`` messages from every partition of a topic (assign, no group join); only
+    those whose key starts with ``key_prefix`` (a ``Lane``'s tag) count."""
     name = settings.topic(topic)
     consumer = Consumer(
         {
@@ -89,7 +116,9 @@ def read_topic(settings: Settings, topic: str, count: int, timeout_s: float = 60
         deadline = time.monotonic() + timeout_s
         while len(seen) < count and time.monotonic() < deadline:
             message = consumer.poll(0.2)
-            if message is not None and message.error() is None:
+            if message is None or message.error() is not None:
+                continue
+            if (message.key() or b"").startswith(key_prefix):
                 seen.append(message)
         return seen
     finally:
@@ -105,17 +134,20 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float = 90, what: str = "
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
-def make_events(count: int, seed: int, users: int = 5, items: int = 8) -> list[dict[str, Any]]:
-    """Events in event-time order, several types, dismissals included, a few seconds apart."""
+def make_events(
+    count: int, seed: int, users: int = 5, items: int = 8, *, tag: str = "", t0: int = T0
+) -> list[dict[str, Any]]:
+    """Events in event-time order from ``t0``, several types, dismissals included, a second
+    apart; every id starts with ``tag`` (a ``Lane``'s)."""
     rng = random.Random(seed)
     kinds = ["view"] * 6 + ["click"] * 3 + ["rating", "add_to_cart", "purchase", "dismiss"]
     return [
         interaction(
-            f"ev-{seed}-{n}",
-            f"u{rng.randrange(users)}",
-            f"i{rng.randrange(items)}",
+            f"{tag}ev-{seed}-{n}",
+            f"{tag}u{rng.randrange(users)}",
+            f"{tag}i{rng.randrange(items)}",
             rng.choice(kinds),
-            T0 + n * 1000,
+            t0 + n * 1000,
         )
         for n in range(count)
     ]

@@ -7,9 +7,8 @@ import orjson
 import pyarrow.parquet as pq
 import pytest
 import redis
-from streams_harness import T0, consumed, encoded, produce, wait_for
+from streams_harness import Lane, consumed, encoded, produce, wait_for
 
-from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog, offline_dir
 from features.schema import USER_VIEW
 from features.store import FeastOnlineStore
@@ -30,13 +29,14 @@ SEQUENCES = {
 }
 
 
-def _events() -> list[dict[str, object]]:
+def _events(lane: Lane) -> list[dict[str, object]]:
     events = []
     for n, (user, items) in enumerate(SEQUENCES.items()):
         for step, item in enumerate(items):
             kind = "click" if step % 2 else "view"
             # Opaque event ids: a user id must not hide in them for the leftover scan.
-            events.append(interaction(f"ev{n}-{step}", user, item, kind, T0 + step * 1000 + n))
+            event_id, t = lane.id(f"ev{n}-{step}"), lane.t0 + step * 1000 + n
+            events.append(interaction(event_id, lane.id(user), lane.id(item), kind, t))
     return events
 
 
@@ -56,25 +56,31 @@ def _value_bytes(client: redis.Redis, key: bytes) -> bytes:
     return b""
 
 
-def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_worker) -> None:
-    events = _events()
-    start_worker(settings)
+def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
+    settings = lane.settings
+    users = [lane.id(user) for user in SEQUENCES]
+    gone, quiet, keeper = lane.id(GONE), lane.id(QUIET), lane.id("keeper")
+    events = _events(lane)
     store = FeastOnlineStore(settings.redis, settings.deployment)
     produce(settings, "events", encoded(events))
-    wait_for(lambda: len(store.read_users(list(SEQUENCES))) == 4, what="user rows")
+    wait_for(lambda: len(store.read_users(users)) == 4, what="user rows")
     wait_for(lambda: consumed(settings, ["events"]), what="events consumed")
 
     # 1. every applied event is in the offline log, and the rows in the feature history
+    # (the namespace is the shared worker's: only this test's users are looked at)
     log = OfflineEventLog(settings.deployment)
-    assert sorted(log.read()["event_id"]) == sorted(str(e["event_id"]) for e in events)
-    assert set(FeatureHistory(settings.deployment).read(USER_VIEW)["user_id"]) == set(SEQUENCES)
+    assert sorted(log.read(user_ids=users)["event_id"]) == sorted(
+        str(e["event_id"]) for e in events
+    )
+    history = set(FeatureHistory(settings.deployment).read(USER_VIEW)["user_id"])
+    assert {user for user in history if user.startswith(lane.tag)} == set(users)
 
     # 2. transitions equal the offline builder's over each user's sequence
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     reference = InMemoryTransitionStore()
     for items in SEQUENCES.values():
-        reference.apply(increments_from_sequence(items, window=3))
-    anchors = ["a", "b", "c", "x"]
+        reference.apply(increments_from_sequence([lane.id(i) for i in items], window=3))
+    anchors = [lane.id(i) for i in "abcx"]
     got = transition_store(settings.deployment, client).neighbours(anchors, 10)
     want = reference.neighbours(anchors, 10)
     for anchor in anchors:
@@ -82,21 +88,23 @@ def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_
         assert [p for _, p in got[anchor]] == pytest.approx([p for _, p in want[anchor]])
 
     # 3. delete one user, opt another out; then events in flight for both, and a sentinel
-    t_request = T0 + 60_000
+    t_request = lane.t0 + 60_000
+    p1, p2 = lane.id("p1"), lane.id("p2")
     produce(
         settings,
         "privacy",
-        [_privacy("p1", GONE, "delete", t_request), _privacy("p2", QUIET, "opt_out", t_request)],
+        [_privacy(p1, gone, "delete", t_request), _privacy(p2, quiet, "opt_out", t_request)],
     )
-    wait_for(lambda: not store.read_users([GONE, QUIET]), what="rows of both users removed")
-    quiet_before = store.client.get(f"{stream_slot(settings.namespace)}:stream:user:{QUIET}")
-    late_for_gone = interaction("inflight1", GONE, "z", "click", t_request - 5_000)
-    new_for_quiet = interaction("quiet-new", QUIET, "z", "click", t_request + 1_000)
-    sentinel = interaction("sentinel", "keeper", "z", "view", t_request + 2_000)
+    wait_for(lambda: not store.read_users([gone, quiet]), what="rows of both users removed")
+    quiet_before = store.client.get(f"{stream_slot(settings.namespace)}:stream:user:{quiet}")
+    z = lane.id("z")
+    late_for_gone = interaction(lane.id("inflight1"), gone, z, "click", t_request - 5_000)
+    new_for_quiet = interaction(lane.id("quiet-new"), quiet, z, "click", t_request + 1_000)
+    sentinel = interaction(lane.id("sentinel"), keeper, z, "view", t_request + 2_000)
     produce(settings, "events", encoded([late_for_gone, new_for_quiet, sentinel]))
-    produce(settings, "privacy", [_privacy("p1", GONE, "delete", t_request)])  # re-delivered
+    produce(settings, "privacy", [_privacy(p1, gone, "delete", t_request)])  # re-delivered
     wait_for(lambda: consumed(settings, ["events", "privacy"]), what="everything consumed")
-    assert store.read_users(["keeper"])["keeper"].event_time_ms == t_request + 2_000
+    assert store.read_users([keeper])[keeper].event_time_ms == t_request + 2_000
 
     # The deleted user: nothing left in Redis (keys of the namespace and Feast's), in the online
     # store, the offline log or the feature history.
@@ -104,18 +112,19 @@ def test_offline_log_transitions_and_privacy_requests(settings: Settings, start_
         *client.scan_iter(f"{settings.namespace}:*"),
         *client.scan_iter(f"*{settings.namespace}"),
     ]
-    assert keys and not [k for k in keys if GONE.encode() in k]
+    assert keys and not [k for k in keys if gone.encode() in k]
     values = [_value_bytes(client, k) for k in keys]
-    assert not [k for k, v in zip(keys, values, strict=True) if GONE.encode() in v]
-    assert store.read_users([GONE]) == {}
+    assert not [k for k, v in zip(keys, values, strict=True) if gone.encode() in v]
+    assert store.read_users([gone]) == {}
     parquet = sorted(offline_dir(settings.deployment).rglob("*.parquet"))
-    assert parquet and not [p for p in parquet if GONE in str(pq.read_table(p).to_pylist())]
-    assert log.read(user_ids=[GONE]).empty
+    assert parquet and not [p for p in parquet if gone in str(pq.read_table(p).to_pylist())]
+    assert log.read(user_ids=[gone]).empty
 
     # The opted-out user: the new event made no features, no state change, no offline record.
-    assert store.read_users([QUIET]) == {}
+    assert store.read_users([quiet]) == {}
     assert (
-        store.client.get(f"{stream_slot(settings.namespace)}:stream:user:{QUIET}") == quiet_before
+        store.client.get(f"{stream_slot(settings.namespace)}:stream:user:{quiet}") == quiet_before
     )
-    assert "quiet-new" not in set(log.read()["event_id"])
-    assert "sentinel" in set(log.read()["event_id"])
+    logged = set(log.read()["event_id"])
+    assert lane.id("quiet-new") not in logged
+    assert lane.id("sentinel") in logged

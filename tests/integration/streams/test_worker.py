@@ -1,5 +1,8 @@
 """The Faust worker on the real broker and Redis: features, dead letters, order-insensitivity,
-crash recovery and group membership changes (docs/architecture.md, event-time rules)."""
+crash recovery and group membership changes (docs/architecture.md, event-time rules).
+
+Tests that only feed a running worker take a ``lane`` of the session's shared worker; those that
+kill, add or stop workers start their own (``start_worker``)."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import random
 import orjson
 import pytest
 from streams_harness import (
-    T0,
+    Lane,
     consumed,
     encoded,
     make_events,
@@ -27,123 +30,130 @@ from features.store import FeastOnlineStore
 
 pytestmark = pytest.mark.integration
 
-MALFORMED: dict[str, bytes] = {
-    "invalid_json": b'{"event_id": "x", ',
-    "not_an_object": b'"just a string"',
-    "invalid_field": orjson.dumps(
-        {"event_id": "w1", "event_type": "view", "user_id": 7, "item_id": "i1", "event_time": T0}
-    ),
-    "missing_field": orjson.dumps({"event_id": "m1", "event_type": "view", "event_time": T0}),
-    "too_large": orjson.dumps(
-        {
-            "event_id": "big",
-            "event_type": "view",
-            "user_id": "u0",
-            "item_id": "x" * 70_000,
-            "event_time": T0,
-        }
-    ),
-    "unknown_event_type": orjson.dumps(
-        {
-            "event_id": "t1",
-            "event_type": "teleport",
-            "user_id": "u0",
-            "item_id": "i1",
-            "event_time": T0,
-        }
-    ),
-    "bad_event_time": orjson.dumps(
-        {
-            "event_id": "p1",
-            "event_type": "view",
-            "user_id": "u0",
-            "item_id": "i1",
-            "event_time": "1970-01-01T00:00:00Z",
-        }
-    ),
-    "invalid_utf8": b'{"event_id": "\xff\xfe", "user_id": "u0"}',
-}
+
+def malformed(t0: int) -> dict[str, bytes]:
+    """Payloads the worker must dead-letter, by the reason it must give."""
+    return {
+        "invalid_json": b'{"event_id": "x", ',
+        "not_an_object": b'"just a string"',
+        "invalid_field": orjson.dumps(
+            {
+                "event_id": "w1",
+                "event_type": "view",
+                "user_id": 7,
+                "item_id": "i1",
+                "event_time": t0,
+            }
+        ),
+        "missing_field": orjson.dumps({"event_id": "m1", "event_type": "view", "event_time": t0}),
+        "too_large": orjson.dumps(
+            {
+                "event_id": "big",
+                "event_type": "view",
+                "user_id": "u0",
+                "item_id": "x" * 70_000,
+                "event_time": t0,
+            }
+        ),
+        "unknown_event_type": orjson.dumps(
+            {
+                "event_id": "t1",
+                "event_type": "teleport",
+                "user_id": "u0",
+                "item_id": "i1",
+                "event_time": t0,
+            }
+        ),
+        "bad_event_time": orjson.dumps(
+            {
+                "event_id": "p1",
+                "event_type": "view",
+                "user_id": "u0",
+                "item_id": "i1",
+                "event_time": "1970-01-01T00:00:00Z",
+            }
+        ),
+        "invalid_utf8": b'{"event_id": "\xff\xfe", "user_id": "u0"}',
+    }
 
 
 def test_events_become_features_and_bad_input_goes_to_dead_letters_or_late_events(
-    settings: Settings, start_worker
+    lane: Lane,
 ) -> None:
-    events = make_events(40, seed=1, users=2)
+    settings, t0, u0, i0 = lane.settings, lane.t0, lane.id("u0"), lane.id("i0")
+    events = make_events(40, seed=1, users=2, tag=lane.tag, t0=t0)
     # After the valid events: a far-future event (dead letter), a straggler beyond the lateness
     # behind u0's partition watermark (late topic) and odd unicode (applied).
-    future = {**events[0], "event_id": "fut", "event_time": "2150-01-01T00:00:00Z"}
-    straggler = {**events[0], "event_id": "late", "event_time": T0 - 3_600_000}
+    future = {**events[0], "event_id": lane.id("fut"), "event_time": "2150-01-01T00:00:00Z"}
+    straggler = {**events[0], "event_id": lane.id("late"), "event_time": t0 - 3_600_000}
     unicode_event = {
         **events[-1],
-        "event_id": "ü-🙂",
-        "user_id": "u0",
-        "item_id": "ítem\u200b🙂",
+        "event_id": lane.id("ü-🙂"),
+        "user_id": u0,
+        "item_id": lane.id("ítem\u200b🙂"),
         "event_time": events[-1]["event_time"] + 1,
     }
     good = [*events, unicode_event]
     half = len(events) // 2
+    bad = malformed(t0)
     messages = encoded(events[:half])
-    messages += [(b"u0", payload) for payload in MALFORMED.values()]
+    messages += [(u0.encode(), payload) for payload in bad.values()]
     messages += encoded(events[half:]) + encoded([future, straggler, unicode_event])
 
     catalog = [
         {
-            "event_id": "c1",
-            "item_id": "i0",
+            "event_id": lane.id("c1"),
+            "item_id": i0,
             "title": "Heat (1995)",
             "categories": ["Action"],
-            "event_time": T0,
-            "created_time": T0 - 86_400_000,
+            "event_time": t0,
+            "created_time": t0 - 86_400_000,
         }
     ]
     slate = {
-        "request_id": "r1",
-        "user_id": "u1",
-        "event_time": T0 + 5_000,
+        "request_id": lane.id("r1"),
+        "user_id": lane.id("u1"),
+        "event_time": t0 + 5_000,
         "model_version": "m",
         "items": [
             {"item_id": i, "position": n, "score": 1.0, "source": "ann", "propensity": 0.5}
-            for n, i in enumerate(["i0", "i1"])
+            for n, i in enumerate([i0, lane.id("i1")])
         ],
     }
 
-    start_worker(settings)
     produce(settings, "events", messages)
-    produce(settings, "items", [(b"i0", orjson.dumps(c)) for c in catalog])
-    produce(settings, "impressions", [(b"u1", orjson.dumps(slate))])
+    produce(settings, "items", [(i0.encode(), orjson.dumps(c)) for c in catalog])
+    produce(settings, "impressions", [(lane.id("u1").encode(), orjson.dumps(slate))])
     store = FeastOnlineStore(settings.redis, settings.deployment)
     users, items = reference(good, catalog, [slate])
     wait_for(lambda: store_matches(store, users, items), what="feature rows")
-    assert items["i0"].title == "Heat (1995)" and items["i0"].impressions == 1
+    assert items[i0].title == "Heat (1995)" and items[i0].impressions == 1
 
-    letters = [
-        orjson.loads(m.value()) for m in read_topic(settings, "dead-letters", len(MALFORMED) + 1)
-    ]
-    assert sorted(letter["reason"] for letter in letters) == sorted(
-        [*MALFORMED, "future_event_time"]
-    )
+    # The shared namespace's topics hold other tests' records too: only this test's keys count.
+    mine = lane.tag.encode()
+    dead = read_topic(settings, "dead-letters", len(bad) + 1, key_prefix=mine)
+    letters = [orjson.loads(m.value()) for m in dead]
+    assert sorted(letter["reason"] for letter in letters) == sorted([*bad, "future_event_time"])
     assert all(letter["source_topic"] == settings.topic("events") for letter in letters)
-    late = read_topic(settings, "late-events", 1)
-    assert [orjson.loads(m.value())["event_id"] for m in late] == ["late"]
-    assert store.read_users(["u0"])["u0"].recent_items[-1] == "ítem\u200b🙂"
+    late = read_topic(settings, "late-events", 1, key_prefix=mine)
+    assert [orjson.loads(m.value())["event_id"] for m in late] == [lane.id("late")]
+    assert store.read_users([u0])[u0].recent_items[-1] == lane.id("ítem\u200b🙂")
 
 
-def test_two_namespaces_fed_different_orders_end_identical(
-    settings: Settings, start_worker
-) -> None:
+def test_two_namespaces_fed_different_orders_end_identical(lane: Lane, start_worker) -> None:
+    settings = lane.settings  # the shared worker's, fed in order; the other has its own worker
     other = Settings(
         namespace=settings.namespace + "b",
         data_dir=settings.data_dir,
         KAFKA_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
         REDIS_URL=settings.redis.url.get_secret_value(),
     )
-    events = make_events(60, seed=2)
+    events = make_events(60, seed=2, tag=lane.tag, t0=lane.t0)
     # The second order swaps events up to 30 s apart (allowed lateness is 60 s) and repeats some.
     rng = random.Random(7)
     shuffled = sorted(events, key=lambda e: e["event_time"] + rng.randint(0, 30_000))
     shuffled += rng.sample(events, 10)
     try:
-        start_worker(settings)
         start_worker(other)
         produce(settings, "events", encoded(events))
         produce(other, "events", encoded(shuffled))
