@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-gap-windows",
         type=int,
-        default=MonitorConfig.max_gap_windows,
+        default=MonitorConfig().max_gap_windows,
         help="empty windows fed per silence (the monitor's setting; default: its default)",
     )
     parser.add_argument("--json", type=Path, default=None)

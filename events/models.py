@@ -6,9 +6,11 @@ as an aware UTC ``datetime``; ``event_time_ms`` gives the integer form that all 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from functools import cached_property
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -51,8 +53,13 @@ EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
 POSITIVE_TYPES = frozenset({EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE})
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def to_epoch_ms(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // _MS
+    """Whole milliseconds since the epoch, floored (timedelta's normalised fields: exact)."""
+    delta = moment - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000 + delta.microseconds // 1_000
 
 
 _MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
@@ -107,9 +114,17 @@ class _Timed(_Model):
     def _event_time(cls, value: Any) -> datetime:
         return _parse_event_time(value)
 
-    @property
+    @cached_property
     def event_time_ms(self) -> int:
+        """Cached: every stream step reads it, several times per event (pydantic's equality,
+        dumps and hashing ignore it)."""
         return to_epoch_ms(self.event_time)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        copied = super().model_copy(update=update, deep=deep)
+        if update and "event_time" in update:
+            copied.__dict__.pop("event_time_ms", None)
+        return copied
 
 
 class Interaction(_Timed):

@@ -17,7 +17,7 @@ and calibrated thresholds), ``state_codec`` (bytes).
 
 from monitoring.config import ALL, DEFAULT_DETECTORS, MonitorConfig, Signal
 from monitoring.detectors import Detector, DetectorKind, DetectorSpec
-from monitoring.monitor import MonitorState, Step, estimates, new_state, step
+from monitoring.monitor import MonitorState, Step, admits, estimates, new_state, step
 from monitoring.observations import (
     Batch,
     EventSeen,
@@ -47,6 +47,7 @@ __all__ = [
     "SlateServed",
     "SlotOutcome",
     "Step",
+    "admits",
     "estimates",
     "event_from_interaction",
     "from_bytes",

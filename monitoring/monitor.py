@@ -108,7 +108,7 @@ def step(
     """Admit ``batch``, advance the watermark, close every window it completes."""
     late = duplicates = 0
     width = config.window_ms
-    closed_below = state.next_window
+    closed_below = _closed_below(state, config)
     for kind, observations in (
         ("events", batch.events),
         ("slates", batch.slates),
@@ -145,6 +145,24 @@ def step(
     return Step(state, detections, late, duplicates)
 
 
+def admits(state: MonitorState, event_time_ms: int, config: MonitorConfig) -> bool:
+    """Whether :func:`step` would buffer an observation at ``event_time_ms`` now (its window is
+    still open), so a caller can keep per-key bookkeeping over exactly the admitted ones."""
+    closed_below = _closed_below(state, config)
+    return closed_below is None or event_time_ms // config.window_ms >= closed_below
+
+
+def _closed_below(state: MonitorState, config: MonitorConfig) -> int | None:
+    """Windows below this index take nothing more: closed, or ended before watermark − lateness
+    (before the first close only the latter; ``None`` while there is no watermark)."""
+    horizon = None
+    if state.watermark_ms is not None:
+        horizon = (state.watermark_ms - config.allowed_lateness_ms) // config.window_ms
+    if state.next_window is None or horizon is None:
+        return state.next_window if horizon is None else horizon
+    return max(state.next_window, horizon)
+
+
 def estimates(state: MonitorState) -> Iterator[tuple[Signal, str, float]]:
     """Each detector's current estimate (the ``aether_drift_statistic`` gauge)."""
     for signal, group in sorted(state.detectors.items()):
@@ -164,10 +182,13 @@ def _close_windows(
         if not state.open:
             return
         k = min(state.open)
+        if k >= horizon:
+            return  # nothing closes yet: every window stays open to what is within the lateness
     while k < horizon:
         buffer = state.open.pop(k, None)
         if buffer is None:
-            state.empty_run += 1
+            # Saturating, so the state is the same however a silence was cut into batches.
+            state.empty_run = min(state.empty_run + 1, config.max_gap_windows + 1)
             if state.empty_run > config.max_gap_windows:
                 # The rest of a long silence is not fed; jump to the next buffered window.
                 k = max(k + 1, min(min(state.open, default=horizon), horizon))

@@ -23,18 +23,28 @@ monitor, windows close in event time and observations are de-duplicated by id
 (``monitoring.monitor``), so detections are a function of the log, not of batching or restarts.
 
 Cold items in a slate are the slots served by the sources that exist for new items (``fresh``,
-``content``). The cold-user and cold-item shares of *events* are not fed by the worker: it keeps
-no per-user or per-item age that is a function of the log alone at the point the monitor runs
-(the benchmark feeds them from the replay, ``benchmarks.drift``).
+``content``). Cold users and cold items in *events* are defined by event time: an event is from a
+cold user if it lies within ``cold_user_ms`` (default one day) of that user's first admitted
+event, on a cold item if within ``cold_item_ms`` (default seven days) of the item's first
+admitted event, as this monitor saw them (an item's events are spread over every partition; each
+``events:<p>`` monitor keeps its own first-seen times). The earliest admitted time per user and
+item is kept in the store (``StateStore.load_first_seen``; users under a keyed 64-bit hash, not
+their id) and committed with the monitor's state. The flags do not depend on arrival order: the
+batch's admitted events are classified in ``(event_time, id)`` order, and an event that arrives
+after a later one and is still admitted lies within the allowed lateness plus one window of it —
+shorter than either horizon (checked by :class:`DriftConfig`) — so whatever it lowers a first-seen
+time to, the later event is cold either way. Property test:
+``tests/unit/streams/test_drift_cold_shares.py``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.errors import SchemaError
+from core.errors import ConfigError, SchemaError
 from events import decode, decode_interaction
 from events.models import DriftDetection, Impression, Interaction
 from monitoring import (
@@ -45,6 +55,7 @@ from monitoring import (
     PipelineSample,
     SlateServed,
     SlotOutcome,
+    admits,
     estimates,
     event_from_interaction,
     from_bytes,
@@ -57,10 +68,11 @@ from monitoring.config import Signal
 from streams.bandit_steps import decode_outcome
 from streams.eventtime import Lateness, Verdict, judge
 from streams.handlers import SourceRecord
-from streams.state_port import StateCommit, StateStore, unconsumed_records
+from streams.state_port import FirstSeen, StateCommit, StateStore, unconsumed_records
 from streams.topics import TopicNames
 
 COLD_SOURCES = frozenset({"fresh", "content"})  # candidate sources that serve new items
+DAY_MS = 86_400_000
 
 Estimates = dict[tuple[Signal, str], float]
 
@@ -72,6 +84,16 @@ class DriftConfig:
     user_monitor: MonitorConfig = field(default_factory=MonitorConfig)
     outcome_monitor: MonitorConfig = field(default_factory=MonitorConfig)
     max_event_bytes: int = 64 * 1024
+    cold_user_ms: int = DAY_MS
+    cold_item_ms: int = 7 * DAY_MS
+
+    def __post_init__(self) -> None:
+        reach = self.user_monitor.allowed_lateness_ms + self.user_monitor.window_ms
+        if min(self.cold_user_ms, self.cold_item_ms) <= reach:
+            raise ConfigError(
+                f"cold_user_ms and cold_item_ms must exceed the monitor's allowed lateness plus "
+                f"one window ({reach} ms), or the cold shares would depend on arrival order"
+            )
 
     @classmethod
     def for_stream(
@@ -105,6 +127,7 @@ class DriftEffects:
 
 @dataclass(slots=True)
 class _PartitionBatch:
+    interactions: list[Interaction] = field(default_factory=list)  # classified at the step
     events: list[EventSeen] = field(default_factory=list)
     slates: list[SlateServed] = field(default_factory=list)
     outcomes: list[SlotOutcome] = field(default_factory=list)
@@ -126,6 +149,7 @@ class DriftSteps:
     def __init__(self, config: DriftConfig) -> None:
         self.config = config
         self._decoded: dict[str, tuple[bytes, MonitorState]] = {}
+        self._hash_key = config.topics.events.encode()[:64]
 
     def user_records(
         self,
@@ -198,7 +222,7 @@ class DriftSteps:
         if judge(None, event.event_time_ms, self.config.policy, now_ms) is Verdict.FUTURE:
             return
         batch = batches.setdefault(f"events:{record.partition}", _PartitionBatch())
-        batch.events.append(event_from_interaction(event))
+        batch.interactions.append(event)
         batch.saw(event.event_time_ms)
 
     def _add_slate(
@@ -235,6 +259,8 @@ class DriftSteps:
         for name in sorted(batches):
             batch = batches[name]
             state = self._state(name, stored.get(name), config)
+            if batch.interactions:
+                batch.events = self._classified(store, name, state, batch.interactions, effects)
             sample = samples.get(name)
             inputs = Batch(batch.events, batch.slates, batch.outcomes, (sample,) if sample else ())
             _, detections, late, _ = step(state, inputs, batch.watermark_ms, config)
@@ -246,6 +272,54 @@ class DriftSteps:
             effects.observations += len(inputs)
             effects.estimates[name] = {(sig, seg): v for sig, seg, v in estimates(state)}
         return effects
+
+    def _classified(
+        self,
+        store: StateStore,
+        monitor: str,
+        state: MonitorState,
+        interactions: Sequence[Interaction],
+        effects: DriftEffects,
+    ) -> list[EventSeen]:
+        """The events with their cold-user and cold-item flags (module doc); the first-seen
+        times they lower go into the commit. Events the monitor will reject as late are
+        passed on unflagged (it only counts them) and lower nothing."""
+        config = self.config.user_monitor
+        admitted = sorted(
+            (e for e in interactions if admits(state, e.event_time_ms, config)),
+            key=lambda e: (e.event_time_ms, e.event_id),
+        )
+        keys = {e.event_id: (self._user_field(e.user_id), f"i:{e.item_id}") for e in admitted}
+        first = store.load_first_seen(monitor, {k for pair in keys.values() for k in pair})
+        lowered: FirstSeen = {}
+        out = []
+        for event in admitted:
+            t = event.event_time_ms
+            user_key, item_key = keys[event.event_id]
+            user_first = _lower(first, lowered, user_key, t)
+            item_first = _lower(first, lowered, item_key, t)
+            out.append(
+                event_from_interaction(
+                    event,
+                    cold_user=t - user_first < self.config.cold_user_ms,
+                    cold_item=t - item_first < self.config.cold_item_ms,
+                )
+            )
+        if lowered:
+            effects.commit.first_seen[monitor] = lowered
+        if len(admitted) < len(interactions):
+            out.extend(
+                event_from_interaction(e)
+                for e in interactions
+                if not admits(state, e.event_time_ms, config)
+            )
+        return out
+
+    def _user_field(self, user_id: str) -> str:
+        """``u:`` + a 64-bit hash of the id (keyed by the topic): the store holds no user id, as
+        the privacy markers do not (``streams.privacy``)."""
+        digest = hashlib.blake2b(user_id.encode(), digest_size=8, key=self._hash_key)
+        return f"u:{digest.hexdigest()}"
 
     def _state(self, name: str, stored: bytes | None, config: MonitorConfig) -> MonitorState:
         if stored is None:
@@ -262,3 +336,12 @@ class DriftSteps:
         """Drop cached states (partitions this worker no longer owns)."""
         for name in monitors:
             self._decoded.pop(name, None)
+
+
+def _lower(first: FirstSeen, lowered: FirstSeen, key: str, t: int) -> int:
+    """``key``'s first-seen time after an admitted event at ``t`` (recorded when it drops)."""
+    known = first.get(key)
+    if known is None or t < known:
+        first[key] = lowered[key] = t
+        return t
+    return known

@@ -54,6 +54,8 @@ AttributionSnapshot = dict[str, Any]
 PosteriorWrites = dict[tuple[tuple[str, ...], str], str]
 # (topic, partition) -> the next offset to consume (last applied + 1)
 Offsets = dict[tuple[str, int], int]
+# key (``u:<user>``, ``i:<item>``) -> the earliest event time a drift monitor admitted for it
+FirstSeen = dict[str, int]
 
 # The consumer name of each stateful step (a field of the offsets' key in the store).
 CONSUMERS = (
@@ -112,6 +114,7 @@ class StateCommit:
     posterior_writes: PosteriorWrites = field(default_factory=dict)
     offsets: dict[str, Offsets] = field(default_factory=dict)  # consumer -> consumed input
     drift: dict[str, bytes] = field(default_factory=dict)  # monitor name -> state bytes
+    first_seen: dict[str, FirstSeen] = field(default_factory=dict)  # monitor -> lowered keys
 
     def is_empty(self) -> bool:
         return not (
@@ -126,6 +129,7 @@ class StateCommit:
             or self.posterior_writes
             or any(self.offsets.values())
             or self.drift
+            or any(self.first_seen.values())
         )
 
 
@@ -153,6 +157,8 @@ class StateStore(Protocol):
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets: ...
 
     def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]: ...
+
+    def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen: ...
 
     def commit(self, changes: StateCommit) -> None: ...
 
@@ -192,6 +198,7 @@ class InMemoryStateStore:
         self.transitions = InMemoryTransitionStore()
         self.offsets: dict[str, Offsets] = {}
         self.drift: dict[str, bytes] = {}
+        self.first_seen: dict[str, FirstSeen] = {}
         self.commits = 0
 
     def load_interactions(
@@ -227,6 +234,9 @@ class InMemoryStateStore:
     def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
         return _present(self.drift, monitors)
 
+    def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen:
+        return _present(self.first_seen.get(monitor, {}), keys)
+
     def commit(self, changes: StateCommit) -> None:
         for consumer, offsets in changes.offsets.items():
             self.offsets.setdefault(consumer, {}).update(offsets)
@@ -244,6 +254,8 @@ class InMemoryStateStore:
         for (parts, name), value in changes.posterior_writes.items():
             self.posterior_hashes.setdefault(parts, {})[name] = value
         self.drift.update(changes.drift)
+        for monitor, seen in changes.first_seen.items():
+            self.first_seen.setdefault(monitor, {}).update(seen)
         self.commits += 1
 
     def close(self) -> None:

@@ -26,7 +26,8 @@ next source offset each step has to consume, ``streams.state_port``), the privac
 ``S:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker must not hold
 their id), ``S:bandit:attribution:<source partition>`` and ``S:bandit:item:<item_id>`` (JSON of
 the bandit states' ``to_dict``), ``S:drift:<monitor>`` (``monitoring.state_codec`` bytes of one
-drift monitor, ``streams.drift_steps``) and the transition keys of ``features.transition_store`` (same
+drift monitor, ``streams.drift_steps``), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>``
+or ``i:<item_id>``: the earliest event time that monitor admitted for it) and the transition keys of ``features.transition_store`` (same
 tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
 (layout of ``bandits.posterior``, read by serving).
 """
@@ -49,6 +50,7 @@ from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus, decode_status, encode_status, subject_hash
 from streams.state_port import (
     AttributionSnapshot,
+    FirstSeen,
     InteractionState,
     Offsets,
     PosteriorWrites,
@@ -98,6 +100,9 @@ class RedisStateStore:
     def _drift_key(self, monitor: str) -> str:
         return self._key("stream", "drift", monitor)
 
+    def _first_seen_key(self, monitor: str) -> str:
+        return self._key("stream", "drift", monitor, "first")
+
     # -- loads ---------------------------------------------------------------------------------
     def load_privacy(self, user_ids: Iterable[str]) -> dict[str, PrivacyStatus]:
         ids = sorted(set(user_ids))
@@ -124,6 +129,16 @@ class RedisStateStore:
     def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
         names = sorted(set(monitors))
         return _decoded(names, self._mget([self._drift_key(m) for m in names]), bytes)
+
+    def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen:
+        fields = sorted(set(keys))
+        if not fields:
+            return {}
+        try:
+            values = cast(list[Any], self._client.hmget(self._first_seen_key(monitor), fields))
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read drift first-seen: {exc}") from exc
+        return {k: int(v) for k, v in zip(fields, values, strict=True) if v is not None}
 
     def load_interactions(
         self, user_ids: Iterable[str], topic: str, partitions: Iterable[int]
@@ -220,6 +235,9 @@ class RedisStateStore:
         }
         if offsets:
             pipe.hset(self._offsets_key, mapping=offsets)
+        for monitor, seen in changes.first_seen.items():
+            if seen:
+                pipe.hset(self._first_seen_key(monitor), mapping=seen)
         if changes.transitions:
             self._transitions.queue(pipe, changes.transitions)
         try:

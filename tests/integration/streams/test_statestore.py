@@ -102,9 +102,14 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
             transitions={("a", "b"): 1.0},
             offsets={"interactions": {("events", 3): 12}, "attribution": {("events", 3): 9}},
             drift={"user:3": b"\x78\x01monitor-state"},
+            first_seen={"events:3": {"u:ab": 5, "i:a": 7}},
         )
     )
     assert store.load_drift(["user:3", "user:4"]) == {"user:3": b"\x78\x01monitor-state"}
+    assert store.load_first_seen("events:3", ["u:ab", "i:a", "i:b"]) == {"u:ab": 5, "i:a": 7}
+    assert store.load_first_seen("events:2", ["u:ab"]) == {}
+    store.commit(StateCommit(first_seen={"events:3": {"i:a": 6}}))
+    assert store.load_first_seen("events:3", ["i:a", "u:ab"]) == {"i:a": 6, "u:ab": 5}
     assert store.load_offsets("interactions", [("events", 3), ("events", 1)]) == {("events", 3): 12}
     assert store.load_offsets("attribution", [("events", 3)]) == {("events", 3): 9}
     assert store.load_users(["gone", "kept"]) == {
@@ -118,4 +123,6 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
     assert set(store.load_users(["gone", "kept"])) == {"kept"}
     assert StateCommit().is_empty() and not StateCommit(forget_users={"x"}).is_empty()
     assert not StateCommit(drift={"user:0": b"x"}).is_empty()
+    assert not StateCommit(first_seen={"events:0": {"i:a": 1}}).is_empty()
+    assert StateCommit(first_seen={"events:0": {}}).is_empty()
     store.commit(StateCommit())  # nothing to do: fine

@@ -231,3 +231,17 @@ def test_the_lowest_watermark_rule_is_on_the_caller_a_window_closed_by_a_fast_pa
 @pytest.mark.parametrize("signal", list(Signal))
 def test_every_signal_has_a_detector(signal):
     assert MonitorConfig().spec(signal).label
+
+
+def test_before_the_first_close_an_earlier_window_within_the_lateness_is_still_open():
+    config = sensitive_config()
+    lateness = config.allowed_lateness_ms
+    # The first observation opens a late window; one from an earlier window, still within the
+    # allowed lateness of the watermark, arrives next: admitted (it used to be rejected, as the
+    # first close marked every window below the first buffered one as closed).
+    first = EventSeen(T0 + lateness, "later", "view")
+    state, *_ = step(new_state(config), Batch(events=[first]), first.event_time_ms, config)
+    earlier = EventSeen(T0 + config.window_ms, "earlier", "view")
+    state, _, late, _ = step(state, Batch(events=[earlier]), earlier.event_time_ms, config)
+    assert late == 0
+    assert sorted(e for w in state.open.values() for e in w.events) == ["earlier", "later"]
