@@ -37,6 +37,11 @@ class TransitionStore(TransitionReader, Protocol):
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None: ...
 
 
+# A weight at or below this is a retracted transition (``streams.transitions``: an out-of-order
+# event or a dismissal subtracts what it had added; float sums leave ~1e-16, not 0).
+RETRACTED = 1e-9
+
+
 def stream_slot(namespace: str) -> str:
     """``<ns>:{<ns>}``: the prefix of every key the stream worker writes in one transaction.
 
@@ -83,6 +88,8 @@ class InMemoryTransitionStore:
             row = self._weights[anchor]
             row[item] = row.get(item, 0.0) + weight
             self._totals[anchor] += weight
+            if row[item] <= RETRACTED:
+                del row[item]
 
     def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]:
         return {
@@ -91,7 +98,7 @@ class InMemoryTransitionStore:
         }
 
     def anchors(self) -> list[str]:
-        return sorted(a for a, total in self._totals.items() if total > 0)
+        return sorted(a for a, total in self._totals.items() if total > RETRACTED)
 
 
 class RedisTransitionStore:
@@ -122,12 +129,17 @@ class RedisTransitionStore:
         seen-ids make a re-delivered event a duplicate (``streams.statestore``): exactly once.
         """
         anchors: set[str] = set()
+        retracted: set[str] = set()
         for (anchor, item), weight in increments.items():
             pipe.zincrby(self._key(anchor), weight, item)
             pipe.hincrbyfloat(self.totals_key, anchor, weight)
             anchors.add(anchor)
+            if weight < 0:
+                retracted.add(anchor)
         for anchor in sorted(anchors):  # keep the head only: bounded memory per anchor
             pipe.zremrangebyrank(self._key(anchor), 0, -(self.max_neighbours + 1))
+        for anchor in sorted(retracted):  # a fully retracted transition leaves no member
+            pipe.zremrangebyscore(self._key(anchor), "-inf", RETRACTED)
 
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None:
         if not increments:

@@ -26,7 +26,14 @@ from streams.eventtime import Lateness, Verdict, advance, judge
 from streams.item_features import ItemState, ItemUpdate
 from streams.privacy import PrivacyEffects
 from streams.state_port import StateCommit
-from streams.transitions import DEFAULT_TRANSITION_WINDOW, Increments, increments_for
+from streams.transitions import (
+    DEFAULT_TRANSITION_WINDOW,
+    Increments,
+    appends_in_order,
+    increments_for,
+    increments_since,
+    snapshot,
+)
 from streams.user_features import UserFeatureConfig, UserState
 
 E = TypeVar("E")
@@ -169,6 +176,8 @@ def handle_interactions(
         if not _admit(decoded.record, event.event_time_ms, watermarks, policy, effects, now_ms):
             continue
         state = users.setdefault(event.user_id, UserState())
+        in_order = appends_in_order(state, event)
+        before = None if in_order else snapshot(state)
         _, applied = user_features.apply_interaction(state, event, config)
         if not applied:
             effects.duplicates += 1
@@ -176,7 +185,12 @@ def handle_interactions(
         effects.applied += 1
         effects.touched.add(event.user_id)
         effects.applied_events.append(event)
-        for pair, weight in increments_for(state, event, transition_window).items():
+        increments = (
+            increments_for(state, event, transition_window)
+            if before is None
+            else increments_since(before, state, transition_window)
+        )
+        for pair, weight in increments.items():
             effects.transitions[pair] = effects.transitions.get(pair, 0.0) + weight
         partition_of[event.user_id] = decoded.record.partition
         updates.append(

@@ -23,17 +23,25 @@ count one transition, not three).
 Idempotency: the worker computes increments only for events the de-duplication admitted and
 commits them in the *same* state-store transaction as the user states that remember those event
 ids and the step's consumed source offsets (``streams.state_port.StateCommit``), so a
-re-delivered event never adds twice. Order:
-increments are taken against the predecessors known when the event is applied, so an event
-arriving out of order (within the lateness) does not re-score the transitions of the events that
-follow it. The counts are a popularity-like signal read as probabilities, and this small order
-dependence is accepted (documented in ``features/FEATURES.md``).
+re-delivered event never adds twice.
+
+Order (issue 21): the counts a user contributes are those of their *transition sequence* — the
+retained history in ``(event_time, event_id)`` order, without dismissed items, consecutive
+repeats collapsed (:func:`transition_sequence`) — so they depend on the set of events, not on
+the order they arrived in. An event that arrives in order (after every retained one) adds what
+:func:`increments_for` computes from its few predecessors. Any other change — an event arriving
+out of order within the lateness, a dismissal (which takes the item out of the sequence, also
+before it), a dismissal evicted by newer ones — adds :func:`sequence_delta` of the sequences
+before and after: the increments of the targets whose predecessor window the change touched,
+new minus old, negative where a transition is retracted. Freshness is unchanged (nothing waits
+for the watermark). Not retracted: transitions of history entries already dropped from the
+retained history (``UserFeatureConfig.history_capacity``, far beyond the lateness).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 from events.models import EventType, Interaction
 from streams.user_features import UserState
@@ -97,3 +105,72 @@ def increments_for(state: UserState, event: Interaction, window: int) -> Increme
     if previous and previous[-1] == event.item_id:
         return {}
     return transition_increments(previous, event.item_id, window)
+
+
+def transition_sequence(
+    history: Iterable[tuple[int, str, str]], dismissed: Collection[str]
+) -> list[str]:
+    """A user's items in event-time order, without dismissed ones, repeats collapsed."""
+    sequence: list[str] = []
+    for _, _, item in history:
+        if item in dismissed or (sequence and sequence[-1] == item):
+            continue
+        sequence.append(item)
+    return sequence
+
+
+def sequence_delta(before: Sequence[str], after: Sequence[str], window: int) -> Increments:
+    """``increments_from_sequence(after) − increments_from_sequence(before)``, computed only for
+    the targets whose predecessor window reaches the part where the two differ."""
+    n, m = len(before), len(after)
+    head = 0
+    while head < n and head < m and before[head] == after[head]:
+        head += 1
+    if head == n == m:
+        return {}
+    tail = 0
+    while tail < n - head and tail < m - head and before[n - 1 - tail] == after[m - 1 - tail]:
+        tail += 1
+    delta: Increments = {}
+    _add_targets(delta, after, head, min(m, m - tail + window), window, 1.0)
+    _add_targets(delta, before, head, min(n, n - tail + window), window, -1.0)
+    return {pair: weight for pair, weight in delta.items() if abs(weight) > 1e-12}
+
+
+def _add_targets(
+    into: Increments, sequence: Sequence[str], start: int, stop: int, window: int, sign: float
+) -> None:
+    for position in range(max(start, 1), stop):
+        previous = sequence[max(0, position - window) : position]
+        for pair, weight in transition_increments(previous, sequence[position], window).items():
+            into[pair] = into.get(pair, 0.0) + sign * weight
+
+
+def appends_in_order(state: UserState, event: Interaction) -> bool:
+    """Whether applying ``event`` only appends a consumption after every retained one (the
+    common case, :func:`increments_for`); otherwise take a :func:`snapshot` first."""
+    if event.event_type is EventType.DISMISS:
+        return False
+    history = state.history
+    return not history or (event.event_time_ms, event.event_id, event.item_id) > history[-1]
+
+
+Snapshot = tuple[list[tuple[int, str, str]], frozenset[str]]
+
+
+def snapshot(state: UserState) -> Snapshot:
+    return list(state.history), frozenset(state.dismissed)
+
+
+def increments_since(before: Snapshot, state: UserState, window: int) -> Increments:
+    """What the change from ``before`` to ``state`` adds to the counts (module doc). An entry the
+    change pushed out of the retained history keeps its transitions (it is put back here)."""
+    history, dismissed = before
+    after = state.history
+    if history and (not after or history[0] < after[0]):
+        after = [history[0], *after]
+    return sequence_delta(
+        transition_sequence(history, dismissed),
+        transition_sequence(after, state.dismissed),
+        window,
+    )

@@ -19,6 +19,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from core.settings import Settings
 from features.rows import ItemFeatureRow, UserFeatureRow
+from features.transition_store import RETRACTED
 from streams.publish import new_producer
 from streams.testing import IMPRESSIONS, ITEMS, LocalPipeline, interaction, record
 
@@ -207,7 +208,8 @@ def reference_transitions(events: list[dict[str, Any]]) -> dict[tuple[str, str],
     for event in sorted(events, key=lambda e: e["event_time"]):
         for pair, weight in pipeline.feed([record(event)]).transitions.items():
             total[pair] = total.get(pair, 0.0) + weight
-    return total
+    # As the store keeps them: a transition a dismissal retracted leaves no member.
+    return {pair: weight for pair, weight in total.items() if weight > RETRACTED}
 
 
 def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:

@@ -162,6 +162,30 @@ def test_two_namespaces_fed_different_orders_end_identical(lane: Lane, start_wor
         second = FeastOnlineStore(other.redis, other.deployment)
         wait_for(lambda: store_matches(first, users, items), what="first namespace")
         wait_for(lambda: store_matches(second, users, items), what="second namespace")
+        # Every other output too: item transitions (an event arriving out of order retracts
+        # and re-adds what it changed) and the offline log.
+        expected = reference_transitions(events)
+        tag = lane.tag
+
+        def mine(weights: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
+            return {pair: w for pair, w in weights.items() if pair[0].startswith(tag)}
+
+        def transitions_match(s: Settings) -> bool:
+            stored = mine(stored_transitions(s))
+            return stored.keys() == expected.keys() and all(
+                abs(stored[k] - expected[k]) < 1e-9 for k in expected
+            )
+
+        wait_for(lambda: transitions_match(settings), what="first namespace's transitions")
+        wait_for(lambda: transitions_match(other), what="second namespace's transitions")
+
+        def logged(s: Settings) -> list[str]:
+            ids = OfflineEventLog(s.deployment).read()["event_id"]
+            return sorted(i for i in ids if str(i).startswith(tag))
+
+        want = sorted(str(e["event_id"]) for e in events)
+        wait_for(lambda: logged(settings) == want, what="first namespace's offline log")
+        wait_for(lambda: logged(other) == want, what="second namespace's offline log")
     finally:
         from stack.redis_server import delete_keys_with_prefix
 

@@ -1,15 +1,20 @@
 """Item transitions (``streams.transitions``): the pure increments (property-tested), the stream's
-equal the offline builder's, and only newly applied events add any."""
+equal the offline builder's, only newly applied events add any, and the counts do not depend on
+arrival order, duplicates or batching within the lateness (retractions)."""
 
 from __future__ import annotations
 
-from hypothesis import given
+import random
+
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams.eventtime import Lateness
 from streams.testing import LocalPipeline, interaction, record
 from streams.transitions import (
     increments_from_sequence,
     merge_increments,
+    sequence_delta,
     transition_increments,
 )
 
@@ -92,3 +97,78 @@ def test_redeliveries_repeats_and_dismissals_add_nothing() -> None:
     ]
     effects = pipeline.feed(record(e) for e in dismissed)
     assert effects.transitions == {} and effects.applied == 2
+
+
+@given(sequences, sequences, st.integers(1, 4))
+def test_the_delta_of_two_sequences_is_the_difference_of_their_increments(before, after, window):
+    whole = merge_increments(
+        increments_from_sequence(after, window),
+        {k: -v for k, v in increments_from_sequence(before, window).items()},
+    )
+    expected = {k: v for k, v in whole.items() if abs(v) > 1e-12}
+    assert _close(sequence_delta(before, after, window), expected)
+
+
+def _neighbours(pipeline: LocalPipeline) -> dict[str, list[tuple[str, float]]]:
+    store = pipeline.state.transitions
+    return store.neighbours(store.anchors(), 50)
+
+
+def _same_neighbours(a: dict, b: dict) -> bool:
+    """Equal probabilities (to float noise; the order of equal ones follows that noise)."""
+    return a.keys() == b.keys() and all(_close(dict(a[k]), dict(b[k])) for k in a)
+
+
+LATENESS = Lateness(allowed_lateness_ms=60_000)
+
+
+@settings(max_examples=60)
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(2, 60),
+    shuffle_seed=st.integers(0, 100_000),
+    batch=st.integers(1, 25),
+)
+def test_transitions_do_not_depend_on_arrival_order_duplicates_or_batching(
+    seed: int, n: int, shuffle_seed: int, batch: int
+) -> None:
+    rng = random.Random(seed)
+    t, events = T0, []
+    for k in range(n):
+        t += rng.choice((0, 1_000, 5_000, 30_000))
+        kind = rng.choices(("view", "click", "rating", "dismiss"), (6, 2, 2, 1))[0]
+        events.append(interaction(f"e{k}", f"u{rng.randrange(2)}", f"i{rng.randrange(5)}", kind, t))
+    shuffler = random.Random(shuffle_seed)
+    copies = events + [e for e in events if shuffler.random() < 0.2]
+    # Bounded disorder: every event delayed by less than the allowed lateness, so none is late.
+    arrival = [
+        e
+        for _, _, e in sorted(
+            (e["event_time"] + shuffler.randrange(59_000), k, e) for k, e in enumerate(copies)
+        )
+    ]
+    in_order, shuffled = LocalPipeline(policy=LATENESS), LocalPipeline(policy=LATENESS)
+    in_order.feed(record(e) for e in events)
+    for start in range(0, len(arrival), batch):
+        shuffled.feed(record(e) for e in arrival[start : start + batch])
+    assert shuffled.late == [] and shuffled.applied == len(events)
+    assert _same_neighbours(_neighbours(shuffled), _neighbours(in_order))
+
+
+def test_an_out_of_order_event_retracts_what_it_changed() -> None:
+    pipeline = LocalPipeline()
+    pipeline.feed(
+        record(e)
+        for e in [
+            interaction("1", "u", "a", "view", T0),
+            interaction("3", "u", "c", "view", T0 + 2_000),
+        ]
+    )
+    assert _neighbours(pipeline) == {"a": [("c", 1.0)]}
+    late = pipeline.feed([record(interaction("2", "u", "b", "view", T0 + 1_000))])
+    assert late.transitions == {("a", "c"): -0.5, ("a", "b"): 1.0, ("b", "c"): 1.0}
+    assert _neighbours(pipeline) == {"a": [("b", 2 / 3), ("c", 1 / 3)], "b": [("c", 1.0)]}
+    dismissed = pipeline.feed([record(interaction("4", "u", "b", "dismiss", T0 + 3_000))])
+    # b leaves the sequence, before its dismissal too: a -> c is a direct transition again.
+    assert dismissed.transitions == {("a", "b"): -1.0, ("b", "c"): -1.0, ("a", "c"): 0.5}
+    assert _neighbours(pipeline) == {"a": [("c", 1.0)]}
