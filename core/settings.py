@@ -93,6 +93,10 @@ class KafkaSettings(_Section):
     # The librdkafka/aiokafka default (45 s) makes a new group's join on Tansu slow; see
     # `aether stack up --probe` and docs/benchmarks/README.md.
     session_timeout_ms: int = Field(default=6000, ge=1000)
+    # Retention of the topics that hold user ids (events, impressions, privacy requests, dead
+    # letters, late events), set when the topics are created (streams.topics.ensure_topics):
+    # what a deletion request cannot reach in Kafka is gone after this (features/FEATURES.md).
+    user_data_retention_hours: int = Field(default=7 * 24, ge=1)
 
 
 class RedisSettings(_Section):

@@ -42,7 +42,7 @@ from serving.breaker import CircuitBreaker
 from serving.experiments import Experiments
 from serving.exploration_slots import Explorer, RedisPosteriorReader
 from serving.guards import GuardedFeatures, GuardedPosteriors, GuardedSource, make_breaker
-from serving.impressions import KafkaImpressionLog
+from serving.impressions import KafkaImpressionLog, WithholdingImpressionLog
 from serving.item_discovery import OnlineItemScanner
 from serving.live_state import CatalogueSources, LiveState
 from serving.pipeline import PipelineConfig, RecommendationPipeline
@@ -191,7 +191,11 @@ def build_serving_app(
     pipeline = RecommendationPipeline(
         features=GuardedFeatures(features, breakers["features"], slow_s),
         state=live.build(),
-        impressions=(impressions := KafkaImpressionLog(settings)),
+        impressions=(
+            impressions := WithholdingImpressionLog(
+                KafkaImpressionLog(settings), client, settings.namespace
+            )
+        ),
         config=PipelineConfig(
             candidates=settings.serving.candidates,
             mmr_lambda=settings.serving.mmr_lambda,

@@ -4,6 +4,12 @@ Publishing never fails a request: delivery errors are logged and counted, and th
 local queue absorbs broker hiccups (``queue.buffering.max.ms`` keeps the request path
 non-blocking). Delivered slates are counted by experiment arm
 (``aether_impressions_published_total{arm}``, ``serving.server_metrics``).
+
+Privacy: the slates of a user who opted out are served but not published
+(:class:`WithholdingImpressionLog`, ``aether_impressions_withheld_total{reason}``): their events
+are suppressed by the worker, so an impression would only carry their id into a topic. When the
+worker's marker cannot be read the impression is withheld too (fail closed). A deleted user who
+comes back is a new subject (``streams.privacy``): their later slates are published.
 """
 
 from __future__ import annotations
@@ -11,14 +17,22 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
+import redis
 from confluent_kafka import KafkaException
 
 from core.settings import Settings
 from events import Impression, ImpressionItem, encode
 from serving.domain import RecommendationQuery, Slate
 from serving.interleaving import INTERLEAVING_CONTEXT_KEY, encode_teams
-from serving.server_metrics import IMPRESSIONS_FAILED, IMPRESSIONS_PUBLISHED, arm_label
+from serving.server_metrics import (
+    IMPRESSIONS_FAILED,
+    IMPRESSIONS_PUBLISHED,
+    IMPRESSIONS_WITHHELD,
+    arm_label,
+)
+from streams.privacy import decode_status
 from streams.publish import producer_for
+from streams.statestore import privacy_marker_key
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +119,34 @@ class _DeliveryReport:
         else:
             IMPRESSIONS_FAILED.labels(reason="delivery").inc()
             log.warning("impression delivery failed: %s", err)
+
+
+class WithholdingImpressionLog:
+    """Publishes through ``inner``, except the slates of users whose privacy marker (written by
+    the worker, ``streams.statestore.privacy_marker_key``) says they opted out."""
+
+    def __init__(self, inner: ImpressionLog, client: redis.Redis, namespace: str) -> None:
+        self._inner, self._client, self._namespace = inner, client, namespace
+
+    def publish(self, impression: Impression) -> None:
+        reason = self._withheld(impression.user_id)
+        if reason is None:
+            self._inner.publish(impression)
+        else:
+            IMPRESSIONS_WITHHELD.labels(reason=reason).inc()
+
+    def _withheld(self, user_id: str) -> str | None:
+        try:
+            raw = self._client.get(privacy_marker_key(self._namespace, user_id))
+        except redis.RedisError as exc:
+            log.warning("privacy marker unreadable, impression withheld: %s", exc)
+            return "marker_unreadable"
+        if raw is not None and decode_status(raw).opted_out:
+            return "opted_out"
+        return None
+
+    def flush(self, timeout_s: float = 5.0) -> int:
+        return self._inner.flush(timeout_s)
 
 
 class InMemoryImpressionLog:

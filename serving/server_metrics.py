@@ -69,6 +69,11 @@ IMPRESSIONS_PUBLISHED = Counter(
 IMPRESSIONS_FAILED = Counter(
     "aether_impressions_failed", "Slates that could not be published", ["reason"]
 )
+IMPRESSIONS_WITHHELD = Counter(
+    "aether_impressions_withheld",
+    "Slates served but not published: the user opted out, or their marker could not be read",
+    ["reason"],
+)
 MODEL_INFO = Gauge(
     "aether_model_info", "The model version serving now (value 1)", ["model_version"]
 )

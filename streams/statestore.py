@@ -89,7 +89,7 @@ class RedisStateStore:
         return self._key("stream", "item", item_id)
 
     def _privacy_key(self, user_id: str) -> str:
-        return self._key("stream", "privacy", subject_hash(self._deployment.namespace, user_id))
+        return privacy_marker_key(self._deployment.namespace, user_id)
 
     def _attribution_key(self, partition: int) -> str:
         return self._key("stream", "bandit", "attribution", str(partition))
@@ -271,6 +271,12 @@ class RedisStateStore:
 
     def close(self) -> None:
         self._client.close()
+
+
+def privacy_marker_key(namespace: str, user_id: str) -> str:
+    """The key of a user's privacy marker (``streams.privacy``); serving reads it too, to
+    withhold the impressions of users who opted out (``serving.impressions``)."""
+    return ":".join((stream_slot(namespace), "stream", "privacy", subject_hash(namespace, user_id)))
 
 
 def _decoded(keys: Sequence[K], raws: Sequence[Any], decode: Callable[[bytes], V]) -> dict[K, V]:

@@ -58,8 +58,32 @@ class TopicNames:
         )
 
 
+HOUR_MS = 3_600_000
+ITEM_UPDATES_RETENTION_HOURS = 24  # the repartition hop: consumed within seconds
+
+
+def topic_configs(names: TopicNames, user_data_retention_hours: int) -> dict[str, dict[str, str]]:
+    """Each topic's creation config: a retention for every topic that holds user ids.
+
+    ``events``, ``impressions``, ``privacy``, ``dead-letters`` and ``late-events`` carry user ids:
+    ``user_data_retention_hours``. ``item-updates`` carries event ids and item ids on their way to
+    the item features: a day. ``items`` (the catalogue) is compacted, newest update per item;
+    ``bandit-outcomes`` (request|item ids, arms) and ``drift`` (signals) hold no user id and keep
+    the broker's default.
+    """
+    user_data = {"retention.ms": str(user_data_retention_hours * HOUR_MS)}
+    configs: dict[str, dict[str, str]] = {name: {} for name in names.all()}
+    for name in (names.events, names.impressions, names.privacy, names.dead_letters):
+        configs[name] = dict(user_data)
+    configs[names.late_events] = dict(user_data)
+    configs[names.item_updates] = {"retention.ms": str(ITEM_UPDATES_RETENTION_HOURS * HOUR_MS)}
+    configs[names.items] = {"cleanup.policy": "compact"}
+    return configs
+
+
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> TopicNames:
-    """Create the worker's topics if missing (idempotent), with ``settings.kafka.partitions``."""
+    """Create the worker's topics if missing (idempotent), with ``settings.kafka.partitions`` and
+    :func:`topic_configs` (topics that exist already are left as they are)."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -71,8 +95,9 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> TopicNames:
         raise DependencyUnavailable("kafka", str(exc)) from exc
     missing = [n for n in names.all() if n not in existing]
     if missing:
+        configs = topic_configs(names, settings.kafka.user_data_retention_hours)
         futures = admin.create_topics(
-            [NewTopic(n, settings.kafka.partitions, 1) for n in missing],
+            [NewTopic(n, settings.kafka.partitions, 1, config=configs[n]) for n in missing],
             operation_timeout=timeout_s,
             request_timeout=timeout_s,
         )

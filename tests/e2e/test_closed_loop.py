@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from confluent_kafka import Consumer
+from prometheus_client import REGISTRY
 
 from benchmarks.serve_server import child_env
 from core.settings import Settings
@@ -34,6 +35,7 @@ from serving.client import RecommenderClient
 from serving.server import start_server
 from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
+from streams.routing import partition_for_key
 
 pytestmark = pytest.mark.e2e
 
@@ -162,6 +164,11 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout_s: float = 90.0) 
     raise AssertionError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
+def _withheld_opted_out() -> float:
+    value = REGISTRY.get_sample_value("aether_impressions_withheld_total", {"reason": "opted_out"})
+    return value or 0.0
+
+
 def read_impressions(settings: Settings, request_ids: set[str]) -> dict[str, Impression]:
     """The namespace's logged impressions, read until those of ``request_ids`` are there."""
     consumer = Consumer(
@@ -280,9 +287,25 @@ def test_an_opted_out_user_gets_non_personalised_answers_and_no_new_features(
             assert user not in store.read_users([user]), (
                 "an opted-out user's events became features"
             )
+            withheld_before = _withheld_opted_out()
             generic = client.recommend(user, k=5)
             assert {i.source for i in generic.items} <= {"popular", "fresh", "content", "explore"}
             assert not any(i.explanation.startswith("because you watched") for i in generic.items)
+            # Served, but not published: the impression would carry the user's id into a topic.
+            assert _withheld_opted_out() == withheld_before + 1
+            # A later slate of another user on the same partition is published after it: once
+            # that one is read, the opted-out user's slate would have been read too.
+            partitions = settings.kafka.partitions
+            same = partition_for_key(user.encode(), partitions)
+            other = next(
+                f"u-after-{n}"
+                for n in range(10_000)
+                if partition_for_key(f"u-after-{n}".encode(), partitions) == same
+            )
+            later = client.recommend(other, k=5)
+            logged = read_impressions(settings, {personal.request_id, later.request_id})
+            assert {personal.request_id, later.request_id} <= logged.keys()
+            assert generic.request_id not in logged
     finally:
         running.stop(0)
         app.close()

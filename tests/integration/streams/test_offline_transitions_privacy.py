@@ -1,20 +1,27 @@
 """The worker's other outputs on the real broker and Redis: the offline event log, item
-transitions for retrieval, and privacy requests (opt-out, delete) with a scan of every store."""
+transitions for retrieval, and privacy requests (opt-out, delete) with a scan of every store and
+of every topic (what Kafka still holds of a deleted user is only in topics with a retention)."""
 
 from __future__ import annotations
+
+import time
 
 import orjson
 import pyarrow.parquet as pq
 import pytest
 import redis
+from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 from streams_harness import Lane, consumed, encoded, produce, wait_for
 
+from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog, offline_dir
 from features.schema import USER_VIEW
 from features.store import FeastOnlineStore
 from features.transition_store import InMemoryTransitionStore, stream_slot
 from retrieval.build_retriever import transition_store
 from streams.testing import interaction
+from streams.topics import HOUR_MS, TopicNames
 from streams.transitions import increments_from_sequence
 
 pytestmark = pytest.mark.integration
@@ -54,6 +61,47 @@ def _value_bytes(client: redis.Redis, key: bytes) -> bytes:
     if kind == b"zset":
         return repr(client.zrange(key, 0, -1)).encode()
     return b""
+
+
+def _topics_holding(settings: Settings, needle: bytes, quiet_s: float = 3.0) -> set[str]:
+    """The namespace's topics with a record whose key or value contains ``needle`` (each read
+    to its end: until nothing more arrives for ``quiet_s``)."""
+    names = TopicNames.for_settings(settings).all()
+    consumer = Consumer(
+        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": "privacy-scan"}
+    )
+    try:
+        metadata = consumer.list_topics(timeout=10).topics
+        consumer.assign(
+            [
+                TopicPartition(n, p, 0)
+                for n in names
+                if n in metadata
+                for p in metadata[n].partitions
+            ]
+        )
+        found: set[str] = set()
+        last = time.monotonic()
+        while time.monotonic() - last < quiet_s:
+            message = consumer.poll(0.2)
+            if message is None or message.error() is not None:
+                continue
+            last = time.monotonic()
+            if needle in (message.key() or b"") or needle in (message.value() or b""):
+                found.add(message.topic())
+        return found
+    finally:
+        consumer.close()
+
+
+def _retention_ms(settings: Settings, topics: set[str]) -> dict[str, str | None]:
+    admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
+    futures = admin.describe_configs([ConfigResource("topic", t) for t in sorted(topics)])
+    out: dict[str, str | None] = {}
+    for resource, future in futures.items():
+        entry = future.result(timeout=15).get("retention.ms")
+        out[resource.name] = entry.value if entry is not None else None
+    return out
 
 
 def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
@@ -119,6 +167,17 @@ def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
     parquet = sorted(offline_dir(settings.deployment).rglob("*.parquet"))
     assert parquet and not [p for p in parquet if gone in str(pq.read_table(p).to_pylist())]
     assert log.read(user_ids=[gone]).empty
+
+    # Kafka cannot delete records: the topics that still hold the deleted user's id are the
+    # ones holding user data, and every one of them has the user-data retention.
+    names = TopicNames.for_settings(settings)
+    user_data = {names.events, names.privacy, names.impressions, names.dead_letters}
+    user_data.add(names.late_events)
+    holding = _topics_holding(settings, gone.encode())
+    assert names.events in holding and names.privacy in holding
+    assert holding <= user_data, holding - user_data
+    retention = str(settings.kafka.user_data_retention_hours * HOUR_MS)
+    assert _retention_ms(settings, user_data) == dict.fromkeys(user_data, retention)
 
     # The opted-out user: the new event made no features, no state change, no offline record.
     assert store.read_users([quiet]) == {}
