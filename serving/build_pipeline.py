@@ -46,7 +46,13 @@ from serving.impressions import KafkaImpressionLog, WithholdingImpressionLog
 from serving.item_discovery import OnlineItemScanner
 from serving.live_state import CatalogueSources, LiveState
 from serving.pipeline import PipelineConfig, RecommendationPipeline
-from serving.release import ServingRelease, empty_release, file_release, registry_release
+from serving.release import (
+    ServingRelease,
+    arm_rankers,
+    empty_release,
+    file_release,
+    registry_release,
+)
 from serving.rules import Rules
 from serving.serving_state import RetrievalWiring
 
@@ -188,6 +194,11 @@ def build_serving_app(
     )
 
     _, posterior_config = configs_from_settings(settings)
+    experiments = (
+        Experiments.load(settings.serving.experiments_file)
+        if settings.serving.experiments_file
+        else None
+    )
     pipeline = RecommendationPipeline(
         features=GuardedFeatures(features, breakers["features"], slow_s),
         state=live.build(),
@@ -211,11 +222,8 @@ def build_serving_app(
             posterior_config,
         ),
         rules=Rules.load(settings.serving.rules_file) if settings.serving.rules_file else None,
-        experiments=(
-            Experiments.load(settings.serving.experiments_file)
-            if settings.serving.experiments_file
-            else None
-        ),
+        experiments=experiments,
+        arm_rankers=arm_rankers(registry, experiments.model_versions()) if experiments else None,
     )
     live.on_state = pipeline.swap
     log.info("serving %s", live.release.label)

@@ -33,7 +33,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -48,6 +48,21 @@ class _Strict(BaseModel):
 
 
 RankerName = Literal["sasrec", "popularity"]  # popularity: retrieval order, no model
+# What an arm ranks with: ``popularity``, ``sasrec`` (the promoted release's model) or
+# ``sasrec@<model_version>`` (that registered model, loaded beside the release's; it ranks the
+# candidates the release retrieved). See ``parse_ranker``.
+RANKER_REF = r"^(popularity|sasrec(@[A-Za-z0-9_.:+-]+)?)$"
+RankerRef = Annotated[str, Field(pattern=RANKER_REF)]
+
+
+def parse_ranker(ref: str | None) -> tuple[RankerName | None, str | None]:
+    """``"sasrec@v2"`` → ``("sasrec", "v2")``; ``"popularity"`` → ``("popularity", None)``."""
+    if ref is None:
+        return None, None
+    name, _, version = ref.partition("@")
+    if name not in ("sasrec", "popularity") or (name == "popularity" and version):
+        raise ValueError(f"not a ranker: {ref!r} (popularity, sasrec or sasrec@<model_version>)")
+    return name, version or None  # type: ignore[return-value]
 
 
 # Parameters that choose the same thing, so one experiment owns both: an arm that interleaves
@@ -58,16 +73,23 @@ _CHOOSES = {"interleave": "ranker"}
 class ArmParams(_Strict):
     """What an arm changes in the pipeline; ``None`` means "the pipeline's default".
 
+    ``ranker`` is a ranker reference (``RANKER_REF``): ``sasrec@<model_version>`` puts two
+    trained models side by side in one server, e.g. the promoted one against a candidate.
     ``interleave: [A, B]`` serves a team-draft interleaving of two rankers (``serving.
     interleaving``) instead of one ``ranker``; each slot's team is in the response and the
     impression, so clicks credit the ranker that placed the item. An arm sets one of the two, and
     the experiment that sets either owns both.
     """
 
-    ranker: RankerName | None = None
+    ranker: RankerRef | None = None
     mmr_lambda: float | None = Field(default=None, ge=0.0, le=1.0)
     exploration_slots: int | None = Field(default=None, ge=0)
-    interleave: tuple[RankerName, RankerName] | None = None
+    interleave: tuple[RankerRef, RankerRef] | None = None
+
+    def model_versions(self) -> set[str]:
+        """The registered model versions this arm ranks with (``sasrec@<version>``)."""
+        refs = [self.ranker, *(self.interleave or ())]
+        return {version for _, version in map(parse_ranker, refs) if version}
 
     @model_validator(mode="after")
     def _two_different_rankers(self) -> ArmParams:
@@ -188,6 +210,15 @@ class Experiments:
                 for e in exc.errors()
             )
             raise ConfigError(f"{origin}: {problems}") from exc
+
+    def model_versions(self) -> frozenset[str]:
+        """Every registered model version an arm ranks with: the server loads them at start."""
+        return frozenset(
+            version
+            for experiment in self.spec.experiments
+            for arm in experiment.arms
+            for version in arm.params.model_versions()
+        )
 
     def assign(self, user_id: str, context: Mapping[str, str] | None = None) -> Assignment:
         """The user's arm in every experiment; ``context`` may force arms (module docstring)."""

@@ -5,9 +5,10 @@ retrieval through ``retrieval.merge.CandidateRetriever`` (never empty while elig
 remain); ranker scores when the user has a history, retrieval order otherwise. Every degraded
 step is recorded in ``Slate.fallback_reasons`` and counted, never raised.
 
-An experiment arm may choose the ranker, the MMR strength, the exploration slots, or a team-draft
-interleaving of two rankers (``ArmParams.interleave``; each item's team goes into the response
-and the impression). Explanations are computed for the whole slate at once (``SlateExplainer``).
+An experiment arm may choose the ranker (the release's model, retrieval order, or another
+registered model version loaded beside it: ``arm_rankers``), the MMR strength, the exploration
+slots, or a team-draft interleaving of two rankers (``ArmParams.interleave``; each item's team
+goes into the response and the impression). Explanations are computed for the whole slate at once (``SlateExplainer``).
 
 Each stage is timed here and reported to the pipeline's ``StageObserver``
 (``serving.stage_observer``: the stages and their names); what each answered request served is
@@ -36,7 +37,7 @@ from retrieval.sources import (
     UserEncoder,
 )
 from serving.domain import RecommendationQuery, Slate, SlateItem
-from serving.experiments import Assignment, Experiments
+from serving.experiments import Assignment, Experiments, parse_ranker
 from serving.exploration_slots import EXPLORE_SOURCE, NEW_ITEM_SOURCES, Explorer
 from serving.impressions import ImpressionLog, impression_of
 from serving.interleaving import Team, seed_for, team_draft
@@ -90,12 +91,18 @@ class RecommendationPipeline:
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         observer: StageObserver | None = None,
         state: ServingState | None = None,
+        arm_rankers: Mapping[str, Ranker] | None = None,
     ) -> None:
         self._features = features
         self._impressions = impressions
         self._config = config
         self._rules = rules or Rules()
         self._experiments = experiments or Experiments()
+        # The registered models arms rank with (``sasrec@<version>``), by version.
+        self._arm_rankers = dict(arm_rankers or {})
+        missing = sorted(self._experiments.model_versions() - self._arm_rankers.keys())
+        if missing:
+            raise ValueError(f"experiment arms rank with model versions not loaded: {missing}")
         self._explorer = explorer
         self._clock_ms = clock_ms  # serving time of the impression, never a feature value
         self._observer: StageObserver = observer or PrometheusStageObserver()
@@ -152,9 +159,13 @@ class RecommendationPipeline:
         """The retriever's ``SourceTimer``: each candidate source is a stage of its own."""
         self._observer.stage(source_stage(name), wall_s, cpu_s)
 
-    def _ranker_named(self, state: ServingState, name: str | None) -> Ranker | None:
-        """The arm's ranker: ``popularity`` is retrieval order (no model); else the model."""
-        return None if name == "popularity" else state.release.ranker
+    def _ranker_named(self, state: ServingState, ref: str | None) -> Ranker | None:
+        """The arm's ranker: ``popularity`` is retrieval order (no model), ``sasrec@<version>``
+        that registered model, else the release's model."""
+        name, version = parse_ranker(ref)
+        if name == "popularity":
+            return None
+        return self._arm_rankers[version] if version else state.release.ranker
 
     def recommend(self, query: RecommendationQuery, *, deadline_s: float | None = None) -> Slate:
         started, started_cpu = time.perf_counter(), time.thread_time()
@@ -309,7 +320,8 @@ class RecommendationPipeline:
         item_ids = [c.item_id for c in candidates]
         try:
             scorer = state.view.vector_scorer
-            if scorer is not None and user_vector is not None:
+            # The user vector is the release ranker's: an arm's own model encodes the user itself.
+            if scorer is not None and user_vector is not None and ranker is state.release.ranker:
                 scores = scorer.score(user_vector, item_ids)  # no second encoding
             else:
                 scores = ranker.score(history, item_ids)

@@ -19,12 +19,13 @@ Three kinds:
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.errors import ConfigError, NotFoundError
 from lifecycle.registry import NO_MODEL, Registry, Release
 from ranker.scoring import Ranker, SASRecRanker
 from retrieval.ann import VectorSearcher
@@ -118,6 +119,22 @@ def registry_release(registry: Registry, release: Release, index: ItemIndex) -> 
         serial=release.serial,
         content_map=content_map,
     )
+
+
+def arm_rankers(registry: Registry, versions: Iterable[str]) -> dict[str, SASRecRanker]:
+    """The registered models that experiment arms rank with (``sasrec@<version>``), loaded once
+    when the server starts, each a model in memory beside the release's."""
+    loaded: dict[str, SASRecRanker] = {}
+    for version in sorted(set(versions)):
+        try:
+            entry = registry.model(version)
+        except NotFoundError as exc:
+            raise ConfigError(
+                f"an experiment arm ranks with {version!r}, which is not registered: {exc}. "
+                "Register it (`aether train` registers what it trains) or change the experiments file."
+            ) from exc
+        loaded[version] = SASRecRanker.from_checkpoint(registry.path(entry.path))
+    return loaded
 
 
 def _ranker_from(checkpoint: Path | None) -> SASRecRanker | None:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import ConfigError, SchemaError
-from serving.experiments import Experiment, Experiments
+from serving.experiments import Experiment, Experiments, parse_ranker
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "infra" / "experiments.example.yaml"
 
@@ -208,3 +208,28 @@ def test_the_docstring_examples_run():
 
     result = doctest.testmod(serving.experiments)
     assert result.attempted > 0 and result.failed == 0
+
+
+def _one_experiment(*params: dict) -> Experiments:
+    arms = [{"name": f"a{n}", "weight": 1, "params": p} for n, p in enumerate(params)]
+    return Experiments.from_dict({"experiments": [{"name": "m", "salt": "s", "arms": arms}]})
+
+
+def test_arms_may_rank_with_registered_model_versions():
+    experiments = _one_experiment(
+        {"ranker": "sasrec"},
+        {"ranker": "sasrec@sasrec-v2"},
+        {"interleave": ["sasrec@sasrec-v2", "sasrec@sasrec-v3.1"]},
+        {"interleave": ["popularity", "sasrec"]},
+    )
+    assert experiments.model_versions() == {"sasrec-v2", "sasrec-v3.1"}
+    assert parse_ranker("sasrec@sasrec-v2") == ("sasrec", "sasrec-v2")
+    assert parse_ranker("sasrec") == ("sasrec", None)
+    assert parse_ranker("popularity") == ("popularity", None)
+    assert parse_ranker(None) == (None, None)
+
+
+@pytest.mark.parametrize("ref", ["popularity@v1", "sasrec@", "sasrec@a b", "ease@v1", "@v1"])
+def test_malformed_ranker_references_are_config_errors(ref):
+    with pytest.raises(ConfigError, match="ranker"):
+        _one_experiment({"ranker": ref})

@@ -68,6 +68,7 @@ def make(
     experiments=None,
     mmr_lambda=1.0,
     user_encoder=None,
+    arm_rankers=None,
 ):
     features = features or InMemoryFeatureStore()
     sources = sources or [ListSource("ann", [f"i{n}" for n in range(10)])]
@@ -89,6 +90,7 @@ def make(
         experiments=experiments,
         user_encoder=user_encoder,
         clock_ms=lambda: 1_700_000_000_000,
+        arm_rankers=arm_rankers,
     )
     return pipeline, features, impressions
 
@@ -407,3 +409,41 @@ def test_a_failing_encoder_degrades_to_the_sources_own_encoding():
     features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
     slate = pipeline.recommend(query(k=3))
     assert len(slate.items) == 3 and "encoder_failed" in slate.fallback_reasons
+
+
+class ForwardRanker(ReverseRanker):
+    model_version = "forward-v2"
+
+    def score(self, history, candidates):
+        return -np.arange(len(candidates), dtype=np.float32)  # first candidate scores best
+
+
+def _model_arms() -> Experiments:
+    arms = [
+        {"name": "current", "weight": 1, "params": {"ranker": "sasrec"}},
+        {"name": "candidate", "weight": 1, "params": {"ranker": "sasrec@forward-v2"}},
+    ]
+    return Experiments.from_dict({"experiments": [{"name": "m", "salt": "s", "arms": arms}]})
+
+
+def test_an_arm_ranks_with_the_registered_model_it_names():
+    pipeline, features, _ = make(
+        ranker=ReverseRanker(),
+        experiments=_model_arms(),
+        arm_rankers={"forward-v2": ForwardRanker()},
+    )
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i15",))])
+    current = pipeline.recommend(
+        RecommendationQuery(user_id="u1", k=3, context={"experiment.m": "current"})
+    )
+    candidate = pipeline.recommend(
+        RecommendationQuery(user_id="u1", k=3, context={"experiment.m": "candidate"})
+    )
+    assert current.model_version == "reverse-v1" and candidate.model_version == "forward-v2"
+    assert [i.item_id for i in candidate.items] == ["i0", "i1", "i2"]
+    assert [i.item_id for i in current.items] == ["i9", "i8", "i7"]
+
+
+def test_a_pipeline_refuses_arms_whose_models_it_was_not_given():
+    with pytest.raises(ValueError, match="forward-v2"):
+        make(ranker=ReverseRanker(), experiments=_model_arms())
