@@ -85,6 +85,8 @@ class InMemoryTransitionStore:
 
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None:
         for (anchor, item), weight in increments.items():
+            if abs(weight) <= RETRACTED:
+                continue  # added and retracted within one batch: no member either way
             row = self._weights[anchor]
             row[item] = row.get(item, 0.0) + weight
             self._totals[anchor] += weight
@@ -131,6 +133,8 @@ class RedisTransitionStore:
         anchors: set[str] = set()
         retracted: set[str] = set()
         for (anchor, item), weight in increments.items():
+            if abs(weight) <= RETRACTED:
+                continue  # added and retracted within one batch: no member either way
             pipe.zincrby(self._key(anchor), weight, item)
             pipe.hincrbyfloat(self.totals_key, anchor, weight)
             anchors.add(anchor)

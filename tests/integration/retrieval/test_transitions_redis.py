@@ -75,3 +75,11 @@ def test_redis_keeps_only_the_top_neighbours() -> None:
         if keys:
             client.delete(*keys)
         client.close()
+
+
+def test_retracted_transitions_leave_no_neighbour(store) -> None:
+    store.apply({("a", "b"): 1.0, ("a", "c"): 0.5})
+    store.apply({("a", "c"): -0.5, ("a", "d"): 0.0})  # retracted; added and retracted in a batch
+    assert store.neighbours(["a"], 5) == {"a": [("b", 1.0)]}
+    store.apply({("a", "b"): -1.0})
+    assert store.neighbours(["a"], 5) == {"a": []}

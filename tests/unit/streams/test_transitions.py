@@ -172,3 +172,17 @@ def test_an_out_of_order_event_retracts_what_it_changed() -> None:
     # b leaves the sequence, before its dismissal too: a -> c is a direct transition again.
     assert dismissed.transitions == {("a", "b"): -1.0, ("b", "c"): -1.0, ("a", "c"): 0.5}
     assert _neighbours(pipeline) == {"a": [("c", 1.0)]}
+
+
+def test_a_transition_added_and_retracted_in_one_batch_or_in_two_leaves_no_member() -> None:
+    events = [
+        interaction("1", "u", "a", "view", T0),
+        interaction("2", "u", "b", "view", T0 + 1_000),
+        interaction("3", "u", "b", "dismiss", T0 + 2_000),
+    ]
+    together, apart = LocalPipeline(), LocalPipeline()
+    together.feed(record(e) for e in events)
+    apart.feed(record(e) for e in events[:2])
+    apart.feed(record(e) for e in events[2:])
+    assert _neighbours(together) == _neighbours(apart) == {}
+    assert together.state.transitions.anchors() == apart.state.transitions.anchors() == []
