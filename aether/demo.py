@@ -31,6 +31,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -47,6 +48,9 @@ from events import Interaction, encode
 from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
 
+if TYPE_CHECKING:
+    from serving.build_pipeline import ServingApp
+
 log = logging.getLogger(__name__)
 
 
@@ -60,6 +64,8 @@ class DemoConfig:
     hold: bool = False  # keep the dashboard up after the loop until Enter is pressed
     k: int = 10
     train_minutes: float = 2.0
+    retrain_after: int = 2  # the round after which the ranker is retrained from the log (0: never)
+    retrain_minutes: float = 1.0
     cutoff_quantile: float = 0.9
     seed: int = 0
 
@@ -73,6 +79,7 @@ class RoundReport:
     new_items: int  # items not shown to that user in the previous round
     fallbacks: int
     latencies_ms: list[float] = field(default_factory=list)
+    models: set[str] = field(default_factory=set)  # model_version of the round's responses
 
     @property
     def hit_rate(self) -> float:
@@ -168,6 +175,40 @@ def report_drift(
         say("      the injected drift was NOT detected by the dismiss-share monitor within 30 s")
 
 
+def retrain_from_log(
+    settings: Settings, app: ServingApp, config: DemoConfig, say: Callable[[str], None]
+) -> None:
+    """The learning loop closed: train the ranker again on the worker's own offline log (the
+    events it accepted, the loop's feedback included; no dataset file), register it, promote it
+    with the serving index, and let the running server swap to it (no restart)."""
+    from lifecycle.from_log import log_dataset_name, log_split
+    from lifecycle.publish import register_checkpoint
+    from ranker.fit import fit_and_save
+    from ranker.train import TrainConfig
+
+    before = app.live.release.label
+    split = log_split(settings.deployment, "loo")
+    say(
+        f"      [retrain] ranker from the worker's offline log: {len(split.train):,} users' "
+        f"sequences, up to {config.retrain_minutes:g} min"
+    )
+    out = settings.data_dir / "artifacts" / f"{settings.namespace}_ranker_from_log.pt"
+    result = fit_and_save(
+        split,
+        log_dataset_name(settings.deployment),
+        out,
+        {"max_length": 200},
+        TrainConfig(max_minutes=config.retrain_minutes, seed=config.seed, progress=False),
+    )
+    _, release = register_checkpoint(settings.milvus, settings.deployment, out, promote_it=True)
+    app.refresh()  # what the server's refresh thread does: the promoted pair swaps in
+    say(
+        f"      promoted {release.label if release else '?'} (validation NDCG@10 "
+        f"{result.best_validation_ndcg10:.3f}, {result.train_seconds:.0f}s); serving "
+        f"{app.live.release.label}, was {before}"
+    )
+
+
 def split_at_quantile(
     ratings: pd.DataFrame, quantile: float
 ) -> tuple[pd.DataFrame, pd.DataFrame, int]:
@@ -224,12 +265,14 @@ def run_demo(
     from interactions.movielens import load_movielens
     from interactions.replay import catalog_events, rating_events
     from interactions.sequences import filter_rare_items, leave_one_out
-    from ranker.checkpoint import save_checkpoint
-    from ranker.train import TrainConfig, train_sasrec
-    from retrieval.embeddings import ppmi_svd_embeddings, save_embeddings
-    from retrieval.index import ItemIndex
-    from retrieval.movielens_catalog import catalog_from_movielens, item_rows
-    from serving.build_pipeline import build_serving_app, embeddings_path, ranker_path
+    from lifecycle.publish import publish_index, register_checkpoint
+    from lifecycle.registry import Registry
+    from ranker.fit import fit_and_save
+    from ranker.train import TrainConfig
+    from retrieval.embeddings import ppmi_svd_embeddings
+    from retrieval.item_vectors import ItemVectors
+    from retrieval.movielens_catalog import catalog_from_movielens
+    from serving.build_pipeline import build_serving_app, ranker_path
     from serving.client import RecommenderClient
     from serving.server import start_server
     from streams.publish import make_producer, publish
@@ -262,33 +305,41 @@ def run_demo(
         say("[2/5] worker: turning the past into online features")
         wait_until_caught_up(settings, 900, progress=True)
 
-        say("[3/5] item embeddings into Milvus, ranker training")
+        say("[3/5] ranker training, item embeddings into Milvus, release promoted")
         item_ids, matrix = ppmi_svd_embeddings(
             past["user_id"].tolist(), past["item_id"].tolist(), 64, seed=config.seed
         )
         catalog = catalog_from_movielens(data.items, past)
-        save_path = embeddings_path(settings)
-        save_path.parent.mkdir(parents=True, exist_ok=True)
-        save_embeddings(save_path, item_ids, matrix)
-        # kept open: serving reuses it
-        index = ItemIndex.from_settings(settings.milvus, settings.deployment)
-        index.publish(item_rows(item_ids, matrix, catalog), progress=False)
-        split = leave_one_out(filter_rare_items(past))
-        train_config = TrainConfig(
-            max_minutes=config.train_minutes, seed=config.seed, progress=False
+        registry = Registry.for_deployment(settings.deployment)
+        first = ranker_path(settings)
+        first.parent.mkdir(parents=True, exist_ok=True)
+        result = fit_and_save(
+            leave_one_out(filter_rare_items(past)),
+            config.dataset,
+            first,
+            {"max_length": 200},
+            TrainConfig(max_minutes=config.train_minutes, seed=config.seed, progress=False),
         )
-        result = train_sasrec(split.train, split.validation, {"max_length": 200}, train_config)
-        version = save_checkpoint(
-            ranker_path(settings),
-            result.model,
-            result.vocab,
-            result.metadata(train_config) | {"dataset": config.dataset, "cutoff_ms": cutoff},
+        model, _ = register_checkpoint(
+            settings.milvus, settings.deployment, first, registry=registry
+        )
+        version = model.version
+        published = publish_index(
+            settings.milvus,
+            settings.deployment,
+            ItemVectors(item_ids, matrix, None, "demo: PPMI-SVD of the past ratings"),
+            catalog,
+            model=version,
+            registry=registry,
+            progress=False,
         )
         say(
-            f"      ranker {version}: validation NDCG@10 {result.best_validation_ndcg10:.3f} after {result.epochs_run} epochs ({result.train_seconds:.0f}s)"
+            f"      ranker {version}: validation NDCG@10 {result.best_validation_ndcg10:.3f} "
+            f"after {result.epochs_run} epochs ({result.train_seconds:.0f}s); "
+            f"release {published.release.label if published.release else '?'} promoted"
         )
 
-        app = build_serving_app(settings, index=index)
+        app = build_serving_app(settings)
         server = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
         # The dashboard scrapes this process as the server (its pipeline runs here).
         start_metrics_exporter(
@@ -332,6 +383,7 @@ def run_demo(
                     report.latencies_ms.append((time.perf_counter() - started) * 1000)
                     items = [i.item_id for i in slate.items]
                     report.slates += 1
+                    report.models.add(slate.model_version)
                     report.fallbacks += slate.fallback
                     report.new_items += len(set(items) - shown_before.get(user, set()))
                     shown_before[user] = set(items)
@@ -357,10 +409,13 @@ def run_demo(
                 reports.append(report)
                 p50, p99 = np.percentile(report.latencies_ms, [50, 99])
                 say(
-                    f"      round {round_no}: hits/slate {report.hit_rate:.2f}, dismissals {report.dismissals}, "
+                    f"      round {round_no} (model {', '.join(sorted(report.models))}): "
+                    f"hits/slate {report.hit_rate:.2f}, dismissals {report.dismissals}, "
                     f"new items/slate {report.new_items / report.slates:.1f}, fallbacks {report.fallbacks}, "
                     f"gRPC p50 {p50:.1f} ms p99 {p99:.1f} ms"
                 )
+                if round_no == config.retrain_after and round_no < config.rounds:
+                    retrain_from_log(settings, app, config, say)
         report_drift(dashboard, injected_at_ms, say)
         if config.hold:
             input(f"      the operator page stays up at {dashboard.url}: press Enter to stop ")

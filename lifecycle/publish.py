@@ -102,7 +102,10 @@ def promote(
     """Promote a registered pair; the Milvus alias follows when Milvus answers (serving reads
     the registry, not the alias, so a failure there is only logged)."""
     registry = registry or Registry.for_deployment(deployment)
+    before = registry.promoted()
     release = registry.promote(model=model, index=index)
+    if before is not None and before.index == index:
+        return release  # a new model over the same index: the alias already points there
     collection = registry.index(index).collection
     try:
         with ItemIndex.from_settings(milvus, deployment) as items:

@@ -26,6 +26,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("-k", type=int, default=10, help="slate size")
     parser.add_argument("--train-minutes", type=float, default=2.0, help="ranker training budget")
+    parser.add_argument(
+        "--retrain-after",
+        type=int,
+        default=2,
+        help="round after which the ranker is retrained from the worker's log and promoted "
+        "(0: never)",
+    )
+    parser.add_argument(
+        "--retrain-minutes", type=float, default=1.0, help="budget of the retraining from the log"
+    )
     parser.add_argument("--namespace", default="demo", help="deployment namespace of the demo")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running")
     parser.set_defaults(func=run)
@@ -54,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
             hold=sys.stdin.isatty() and not args.no_hold,
             k=args.k,
             train_minutes=args.train_minutes,
+            retrain_after=args.retrain_after,
+            retrain_minutes=args.retrain_minutes,
         )
         run_demo(settings, config)
     finally:
