@@ -20,4 +20,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "drift-steps": ("benchmarks.drift_steps_cost", "CPU per record of the worker's drift monitors"),
     "experiments": ("benchmarks.experiments", "A/A, A/B and interleaving runs: FP rate and power"),
     "dismissals": ("benchmarks.dismissals", "rankers trained with and without dismissals"),
+    "lifecycle": ("benchmarks.lifecycle", "new item → recommendable; retrain from log, swap"),
 }

@@ -7,9 +7,10 @@ What ``aether experiments report`` and ``aether ope --from-log`` read. Two sourc
   partition assignment: no consumer group is joined (seconds on Tansu: `aether stack up --probe`)
   and nothing is committed, so a read-out never disturbs the worker's groups. ``group.id`` is set
   only because librdkafka requires one.
-* **The offline log** (``features.offline``): every valid interaction the worker wrote. Impressions
-  join it when the offline log keeps them (``OfflineImpressionLog``, not there yet); until then
-  ``read_offline_impressions`` returns ``None`` and the caller reads impressions from Kafka.
+* **The offline log** (``features.offline``): every valid interaction the worker wrote, and every
+  slate it admitted (``features.offline_impressions.OfflineImpressionLog``). A deployment whose
+  worker predates the impression log has none: ``read_offline_impressions`` then returns
+  ``None`` and ``read_traffic`` reads the impressions from Kafka (and says so in ``source``).
 
 A record that does not decode is skipped and counted (the worker dead-letters such events; an
 analysis should not crash on one). Records come back in log order; the analysis orders them by
@@ -21,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -157,32 +158,11 @@ def read_offline_interactions(
 
 
 def read_offline_impressions(deployment: Deployment) -> list[Impression] | None:
-    """The offline log's impressions, or ``None`` while it keeps none (no
-    ``features.offline.OfflineImpressionLog`` yet)."""
-    from features import offline
+    """The offline log's slates (one per request id), or ``None`` when it never logged one."""
+    from features.offline_impressions import OfflineImpressionLog
 
-    log_class = getattr(offline, "OfflineImpressionLog", None)
-    if log_class is None:
-        return None
-    return [_impression(row) for row in _rows(log_class(deployment).read())]
-
-
-def _rows(table: Any) -> Sequence[Any]:
-    to_dict = getattr(table, "to_dict", None)
-    return to_dict("records") if callable(to_dict) else list(table)
-
-
-def _impression(row: Any) -> Impression:
-    if isinstance(row, Impression):
-        return row
-    data = dict(row)
-    for key in ("items", "context"):  # columnar stores keep nested fields as JSON text
-        if isinstance(data.get(key), str):
-            data[key] = json.loads(data[key])
-    if "event_time" not in data and "event_time_ms" in data:
-        data["event_time"] = int(data["event_time_ms"])
-    known = set(Impression.model_fields)
-    return Impression.model_validate({k: v for k, v in data.items() if k in known})
+    log = OfflineImpressionLog(deployment)
+    return log.read_impressions() if log.exists() else None
 
 
 def _missing(value: Any) -> bool:
@@ -193,8 +173,8 @@ SOURCES = ("kafka", "offline")
 
 
 def read_traffic(settings: Settings, source: str, *, timeout_s: float = 60.0) -> LoggedTraffic:
-    """Impressions and events from ``source``: ``kafka``, or ``offline`` (events from the offline
-    log; impressions too once it keeps them, from Kafka until then)."""
+    """Impressions and events from ``source``: ``kafka``, or ``offline`` (both from the offline
+    log; impressions from Kafka when the offline log has none, see the module docstring)."""
     if source == "kafka":
         return read_kafka_traffic(settings, timeout_s=timeout_s)
     if source != "offline":
@@ -203,7 +183,7 @@ def read_traffic(settings: Settings, source: str, *, timeout_s: float = 60.0) ->
     impressions = read_offline_impressions(settings.deployment)
     if impressions is not None:
         return LoggedTraffic(impressions, interactions, 0, "offline")
-    log.warning("the offline log keeps no impressions yet: reading them from Kafka")
+    log.warning("the offline log holds no impressions: reading them from Kafka")
     read = read_topic(
         settings.kafka.bootstrap_servers,
         settings.topic("impressions"),

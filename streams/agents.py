@@ -14,7 +14,9 @@ any point harmless:
    (idempotent: a crash before step 5 re-delivers the request, whose marker is not yet stored,
    and the erasure runs again), then
 3. applied events go to the offline log, rows to the feature history (at-least-once; readers
-   drop re-delivered event ids, see ``streams.sinks``);
+   drop re-delivered event ids, see ``streams.sinks``); a batch of impressions appends its
+   admitted slates to the offline impression log the same way (readers drop re-delivered
+   request ids);
 4. feature rows are written (idempotent: the store keeps the newer row, ties overwrite);
 5. the step's ``StateCommit`` — touched states, privacy markers, watermarks and the batch's item
    transitions — is committed in one transaction (deleted users' states are removed in it);
@@ -104,8 +106,16 @@ class StreamRuntime:
             log.info("privacy: %d deleted, %d opted out", len(privacy.delete), len(privacy.hide))
 
     async def on_impressions(self, records: Sequence[SourceRecord]) -> Effects:
+        """Served slates: one item update per shown item forwarded and, meanwhile, the admitted
+        slates appended to the offline log; both before the commit (as for events)."""
         effects = self.steps.impressions(self.state, records, self._now_ms())
-        await self._emit(effects)
+        if self.sinks is not None:
+            await asyncio.gather(
+                self._emit(effects),
+                _in_thread(self.sinks.log_impressions, effects.applied_impressions),
+            )
+        else:
+            await self._emit(effects)
         self.state.commit(effects.commit)
         self._count(self.topics.impressions, effects)
         return effects

@@ -11,6 +11,7 @@ import redis
 from bandits import configs_from_settings
 from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog
+from features.offline_impressions import OfflineImpressionLog
 from features.store import FeastOnlineStore
 from retrieval.content import MiniLMTextEncoder
 from retrieval.content_index import ContentIndex
@@ -54,7 +55,9 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
         state=state,
         producer=producer,
         sinks=StreamSinks(
-            OfflineEventLog(settings.deployment), FeatureHistory(settings.deployment)
+            OfflineEventLog(settings.deployment),
+            FeatureHistory(settings.deployment),
+            OfflineImpressionLog(settings.deployment),
         ),
         content=content,
     )

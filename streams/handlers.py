@@ -78,6 +78,7 @@ class Effects:
     duplicates: int = 0
     touched: set[str] = field(default_factory=set)  # keys whose state changed
     applied_events: list[Interaction] = field(default_factory=list)  # for the offline log
+    applied_impressions: list[Impression] = field(default_factory=list)  # for the offline log
     transitions: Increments = field(default_factory=dict)  # item -> item weights to add
     suppressed: int = 0  # events of opted-out or deleted users (``streams.privacy``)
     privacy: PrivacyEffects = field(default_factory=PrivacyEffects)  # erasures of the batch
@@ -226,6 +227,7 @@ def handle_impressions(
         if not _admit(decoded.record, slate.event_time_ms, watermarks, policy, effects, now_ms):
             continue
         effects.applied += 1
+        effects.applied_impressions.append(slate)
         for item_id in dict.fromkeys(shown.item_id for shown in slate.items):
             updates.append(
                 ItemUpdate(

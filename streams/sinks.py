@@ -1,6 +1,7 @@
 """Where the worker's applied events and rows go besides the online store (adapters).
 
-* the **offline event log** and the **feature history** (``features.offline``: parquet);
+* the **offline event log** and the **feature history** (``features.offline``: parquet), and
+  the **offline impression log** (``features.offline_impressions``);
 * **privacy erasure** of a user's offline data.
 
 (Item transitions are not a sink: they are exactly-once with the user states, so they ride on the
@@ -9,8 +10,9 @@ state store's commit, ``streams.state_port.StateCommit.transitions``.)
 Delivery guarantees (see ``streams.agents`` for the order of a batch's effects): offline log and
 feature history are appended *before* the state commit, so a crash in between re-delivers the
 batch and appends its events and rows again. That is at-least-once, and safe:
-``OfflineEventLog.read`` drops re-delivered ``event_id``s, and a repeated feature row is the same
-row at the same event time. (Appending after the commit would lose the batch on such a crash,
+``OfflineEventLog.read`` drops re-delivered ``event_id``s, ``OfflineImpressionLog.read``
+re-delivered ``request_id``s, and a repeated feature row is the same row at the same event
+time. (Appending after the commit would lose the batch on such a crash,
 since the re-delivered batch is then skipped by its committed offsets,
 ``streams.state_port.unconsumed_records``.) Not yet done: naming each file by its batch's source
 offsets so that the repeated append replaces the earlier file instead of adding one (issue 21).
@@ -20,21 +22,33 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from events.models import Interaction
+from events.models import Impression, Interaction
 from features.offline import FeatureHistory, OfflineEventLog
+from features.offline_impressions import OfflineImpressionLog
 from features.rows import ItemFeatureRow, UserFeatureRow
 
 
 class StreamSinks:
-    """Offline log and feature history of one namespace (built by ``streams.build_worker``)."""
+    """Offline logs and feature history of one namespace (built by ``streams.build_worker``)."""
 
-    def __init__(self, event_log: OfflineEventLog, history: FeatureHistory) -> None:
+    def __init__(
+        self,
+        event_log: OfflineEventLog,
+        history: FeatureHistory,
+        impressions: OfflineImpressionLog | None = None,
+    ) -> None:
+        """``impressions``: None keeps no slates offline."""
         self.event_log = event_log
         self.history = history
+        self.impressions = impressions
 
     def log_events(self, events: Sequence[Interaction]) -> None:
         if events:
             self.event_log.append(events)
+
+    def log_impressions(self, slates: Sequence[Impression]) -> None:
+        if slates and self.impressions is not None:
+            self.impressions.append(slates)
 
     def log_rows(self, rows: Sequence[UserFeatureRow | ItemFeatureRow]) -> None:
         if rows:
@@ -44,3 +58,5 @@ class StreamSinks:
         """Privacy deletion of the user's offline data (idempotent)."""
         self.event_log.delete_user(user_id)
         self.history.delete_user(user_id)
+        if self.impressions is not None:
+            self.impressions.delete_user(user_id)

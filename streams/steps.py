@@ -5,7 +5,9 @@ step                   batch                               state (loaded through
 =====================  ==================================  =================================
 ``interactions_step``  ``<ns>.events`` + ``<ns>.privacy``  privacy markers and states of the
                        (decoded by ``decode_interactions``)  batch's users, partition watermarks
-``impressions_step``   ``<ns>.impressions``                partition watermarks
+``impressions_step``   ``<ns>.impressions``                partition watermarks (and the
+                                                           privacy markers of the slates'
+                                                           users, for the offline log)
 ``catalog_step``       ``<ns>.items``                      partition watermarks
 ``item_updates_step``  ``<ns>.item-updates``               states of the batch's items
 =====================  ==================================  =================================
@@ -26,7 +28,7 @@ their later events in the batch fold into a fresh state).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -37,7 +39,7 @@ from streams import handlers
 from streams.eventtime import Lateness
 from streams.handlers import DeadLetter, Decoded, Effects, SourceRecord
 from streams.item_features import ItemState, ItemUpdate
-from streams.privacy import PrivacyEffects, handle_privacy, suppresses
+from streams.privacy import PrivacyEffects, PrivacyStatus, handle_privacy, suppresses
 from streams.state_port import InteractionState, StateCommit, StateStore, unconsumed_records
 from streams.topics import TopicNames
 from streams.transitions import DEFAULT_TRANSITION_WINDOW
@@ -176,6 +178,15 @@ def impressions_step(
     return watermarks, _forwarded(effects, batch, watermarks, config.topics.impressions)
 
 
+def loggable_impressions(
+    slates: Sequence[Impression], statuses: Mapping[str, PrivacyStatus]
+) -> list[Impression]:
+    """The admitted slates the offline log may keep: not those of a user who opted out, nor
+    those of a deleted user up to the deletion (the privacy rule for events, ``suppresses``).
+    Serving and attribution are not affected: only what is kept offline."""
+    return [s for s in slates if not suppresses(statuses.get(s.user_id), s.event_time_ms)]
+
+
 def catalog_step(
     watermarks: dict[int, int | None],
     batch: DecodedBatch[CatalogItem],
@@ -259,6 +270,11 @@ class StreamSteps:
         batch = decode_records(records, lambda raw: decode(raw, Impression, max_bytes=limit))
         watermarks = store.load_watermarks(self.config.topics.impressions, batch.partitions)
         _, effects = impressions_step(watermarks, batch, self.config, now_ms)
+        if effects.applied_impressions:
+            statuses = store.load_privacy({s.user_id for s in effects.applied_impressions})
+            effects.applied_impressions = loggable_impressions(
+                effects.applied_impressions, statuses
+            )
         effects.commit.offsets["impressions"] = consumed
         effects.decoded = batch.good
         return effects

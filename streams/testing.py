@@ -23,7 +23,7 @@ import orjson
 
 from bandits.attribution import AttributionConfig
 from bandits.posterior import Outcome, PosteriorConfig
-from events.models import Interaction
+from events.models import Impression, Interaction
 from features.ports import InMemoryFeatureStore
 from features.rows import ItemFeatureRow, UserFeatureRow
 from streams import item_features, user_features
@@ -100,6 +100,7 @@ def merged(parts: Sequence[Effects]) -> Effects:
         total.duplicates += part.duplicates
         total.suppressed += part.suppressed
         total.applied_events += part.applied_events
+        total.applied_impressions += part.applied_impressions
         total.transitions = merge_increments(total.transitions, part.transitions)
         if part.privacy.applied or part.privacy.duplicates or part.privacy.hide:
             total.privacy = part.privacy
@@ -118,6 +119,7 @@ class LocalPipeline:
     state: InMemoryStateStore = field(default_factory=InMemoryStateStore)
     store: InMemoryFeatureStore = field(default_factory=InMemoryFeatureStore)
     event_log: list[Interaction] = field(default_factory=list)  # the offline log's stand-in
+    impression_log: list[Impression] = field(default_factory=list)  # the impression log's
     erased: list[str] = field(default_factory=list)  # users whose offline data was erased
     outcomes: list[Outcome] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
@@ -211,8 +213,10 @@ class LocalPipeline:
         self.store.delete_users(sorted(privacy.delete | privacy.hide))
         for user_id in sorted(privacy.delete):
             self.event_log = [e for e in self.event_log if e.user_id != user_id]
+            self.impression_log = [s for s in self.impression_log if s.user_id != user_id]
             self.erased.append(user_id)
         self.event_log += effects.applied_events
+        self.impression_log += effects.applied_impressions
         self.store.write_users(effects.user_rows)
         self.state.commit(effects.commit)
         self.applied += effects.applied

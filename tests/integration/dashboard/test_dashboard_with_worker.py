@@ -5,10 +5,7 @@ ranker top score shifts half-way; the worker's drift monitors detect the shift a
 
 from __future__ import annotations
 
-import os
 import random
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +13,7 @@ import orjson
 import pytest
 from browser import Dom, dump_dom, wait_for_status
 
+from benchmarks.lifecycle_processes import start_worker
 from core.settings import Settings
 from core.subprocesses import free_loopback_port
 from dashboard.config import config_from_settings
@@ -25,7 +23,6 @@ from streams.publish import producer_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_700_000_000_000
 SLATES, SHIFT_AT = 2_400, 1_200
 
@@ -35,26 +32,11 @@ def worker_metrics(settings: Settings, make_topics, tmp_path: Path) -> Iterator[
     """A real worker for the test's namespace; yields its /metrics URL."""
     make_topics(settings)
     port = free_loopback_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "REDIS_URL": settings.redis.url.get_secret_value(),
-        "AETHER_NAMESPACE": settings.namespace,
-        "AETHER_DATA_DIR": str(settings.data_dir),
-    }
-    with (tmp_path / "worker.log").open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "aether.cli.worker", "--metrics-port", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = start_worker(settings, tmp_path / "worker.log", metrics_port=port)
     try:
         yield f"http://127.0.0.1:{port}/metrics"
     finally:
         worker.kill()
-        worker.wait(10)
 
 
 def publish_traffic(settings: Settings) -> None:

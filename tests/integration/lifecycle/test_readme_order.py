@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
-from cli_processes import Background, aether, wait_until
+from cli_processes import Background, aether, start_worker, wait_until
 
 from core.settings import Settings
 from core.subprocesses import free_loopback_port
@@ -135,14 +135,7 @@ def readme_stack(
         assert "promoted release 1" in indexed, indexed
         # Without embedding the replayed catalogue (9,742 titles, minutes of CPU on two cores);
         # the catalogue agent's embedding is tested in tests/integration/streams.
-        worker = Background.start(
-            settings,
-            tmp / "worker.log",
-            "worker",
-            "--metrics-port",
-            "0",
-            env={"AETHER_STREAM__EMBED_CATALOGUE": "false"},
-        )
+        worker = start_worker(settings, tmp / "worker.log")
         from streams.progress import wait_until_caught_up
 
         # Serve once the worker has caught up: its first catalogue then holds every replayed

@@ -7,9 +7,6 @@ test_new_items.py``."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,6 +14,7 @@ import numpy as np
 import orjson
 import pytest
 
+from benchmarks.lifecycle_processes import start_worker
 from core.settings import Settings
 from retrieval.content_index import ContentIndex, ContentRow
 from retrieval.milvus_lite import hold_milvus_lite
@@ -24,7 +22,6 @@ from streams.publish import producer_for
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_700_000_000_000
 
 
@@ -53,24 +50,7 @@ def test_catalogue_updates_are_embedded_into_the_content_collection(
 
 
 def run_worker_and_read(settings: Settings, tmp_path: Path) -> dict[str, ContentRow]:
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "REDIS_URL": settings.redis.url.get_secret_value(),
-        "MILVUS_URI": settings.milvus.uri,
-        "AETHER_NAMESPACE": settings.namespace,
-        "AETHER_DATA_DIR": str(settings.data_dir),
-        "AETHER_STREAM__EMBED_CATALOGUE": "true",
-    }
-    log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "aether.cli.worker", "--metrics-port", "0"],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = start_worker(settings, tmp_path / "worker.log", embed_catalogue=True)
     producer = producer_for(settings)
     topic = settings.topic("items")
     messages = [
@@ -86,12 +66,11 @@ def run_worker_and_read(settings: Settings, tmp_path: Path) -> dict[str, Content
         rows: dict[str, ContentRow] = {}
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and len(rows) < 3:
-            assert worker.poll() is None, log_path.read_text(errors="replace")
+            assert worker.running, worker.log()
             time.sleep(1)
             with ContentIndex.from_settings(settings.milvus, settings.deployment) as content:
                 rows = {r.item_id: r for r in content.read(["n1", "n2", "n3"], vectors=True)}
     finally:
         worker.kill()
-        worker.wait(10)
-    assert len(rows) == 3, log_path.read_text(errors="replace")
+    assert len(rows) == 3, worker.log()
     return rows

@@ -4,7 +4,7 @@ A MovieLens history (``ml-latest-small``, in event-time order, with serving-styl
 share of its ratings so that attribution and the posteriors have work) is produced into two
 namespaces. One worker runs undisturbed; the other is killed with SIGKILL at random moments
 several times and restarted. After both have drained, every output must be identical: Feast user
-and item rows, item transitions, bandit posteriors, and the offline log.
+and item rows, item transitions, bandit posteriors, and the offline logs (events and slates).
 
 Before the consumed offsets were committed with the state, a re-delivered batch of item updates
 whose event ids the item state had already forgotten (event time runs far ahead within one batch
@@ -28,6 +28,7 @@ from streams_harness import consumed, produce, stored_transitions, wait_for
 
 from core.settings import Settings
 from features.offline import OfflineEventLog
+from features.offline_impressions import OfflineImpressionLog
 from features.store import FeastOnlineStore
 from interactions.movielens import load_movielens
 from interactions.replay import rating_events
@@ -77,6 +78,7 @@ def _outputs(settings: Settings, users: list[str], items: list[str]) -> dict[str
     finally:
         client.close()
     log = OfflineEventLog(settings.deployment).read()
+    slates = OfflineImpressionLog(settings.deployment).read()
     return {
         "users": store.read_users(users),
         "items": store.read_items(items),
@@ -84,6 +86,9 @@ def _outputs(settings: Settings, users: list[str], items: list[str]) -> dict[str
         "posteriors": posteriors,
         "offline_log": sorted(
             zip(log["event_id"], log["event_type"], log["event_time_ms"], strict=True)
+        ),
+        "offline_impressions": sorted(
+            zip(slates["request_id"], slates["event_time_ms"], slates["items"], strict=True)
         ),
     }
 
@@ -134,6 +139,7 @@ def test_sigkill_at_random_moments_changes_no_output(
         expected = _drained(settings, users, items)
         got = _drained(crashed, users, items)
         assert expected["items"] and expected["transitions"] and expected["posteriors"]
+        assert expected["offline_impressions"]
         # Transition weights are float increments summed per batch: batches cut elsewhere sum in
         # another order, which moves the last bit; every pair and its weight must still match.
         want, have = expected.pop("transitions"), got.pop("transitions")

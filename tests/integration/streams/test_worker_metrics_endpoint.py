@@ -5,10 +5,7 @@ impressions, rewards and posterior updates by arm, and the drift monitors' estim
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -18,12 +15,12 @@ import pytest
 from confluent_kafka import Producer
 from prometheus_client.parser import text_string_to_metric_families
 
+from benchmarks.lifecycle_processes import start_worker
 from core.settings import Settings
 from core.subprocesses import free_loopback_port
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[3]
 T0 = 1_700_000_000_000
 
 
@@ -51,22 +48,7 @@ def test_the_worker_exports_its_metrics(
 ) -> None:
     make_topics(settings)
     metrics_port = free_loopback_port()
-    env = {
-        **os.environ,
-        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-        "REDIS_URL": settings.redis.url.get_secret_value(),
-        "AETHER_NAMESPACE": settings.namespace,
-        "AETHER_DATA_DIR": str(settings.data_dir),
-    }
-    log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "aether.cli.worker", "--metrics-port", str(metrics_port)],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    worker = start_worker(settings, tmp_path / "worker.log", metrics_port=metrics_port)
     events = [
         {
             "event_id": f"m-{n}",
@@ -122,7 +104,7 @@ def test_the_worker_exports_its_metrics(
     try:
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
-            assert worker.poll() is None, log_path.read_text(errors="replace")
+            assert worker.running, worker.log()
             text = scrape(metrics_port)
             if text is not None:
                 outcomes = totals(text, "aether_stream_events_total", "outcome", topic=topic)
@@ -136,18 +118,13 @@ def test_the_worker_exports_its_metrics(
                     break
             time.sleep(0.5)
     finally:
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(10)
-    assert text is not None, log_path.read_text(errors="replace")
+        worker.stop(30)
+    assert text is not None, worker.log()
     (tmp_path / "worker.prom").write_text(text)
 
     outcomes = totals(text, "aether_stream_events_total", "outcome", topic=topic)
     applied = len(events) + len(later)
-    assert outcomes.get("applied") == applied, (outcomes, log_path.read_text(errors="replace"))
+    assert outcomes.get("applied") == applied, (outcomes, worker.log())
     assert outcomes.get("dead_letter") == 1
     assert sum(totals(text, "aether_stream_dead_letters_total", "reason").values()) == 1
     assert sum(totals(text, "aether_stream_feature_rows_total", "entity").values()) > 0

@@ -1,0 +1,54 @@
+"""``aether bench lifecycle`` at a tiny size, on the session's broker and Redis: it runs the real
+worker and server end to end and writes figures whose counts agree with each other. Timings are
+not asserted (they are the benchmark's output, docs/benchmarks/lifecycle.md); errors and
+mixed-version responses are correctness, and must be zero."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+from cli_processes import aether
+
+from core.settings import Settings
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+KEYS = {
+    "new_item_recommendable_p50_s",
+    "new_item_recommendable_p99_s",
+    "swap_requests",
+    "swap_errors",
+    "swap_mixed_version_responses",
+    "swap_p99_ms",
+    "train_from_log_s",
+}
+
+
+def test_the_lifecycle_benchmark_writes_consistent_figures(
+    settings: Settings, tmp_path: Path
+) -> None:
+    out = tmp_path / "lifecycle.json"
+    aether(
+        settings,
+        "bench", "lifecycle", "--json", str(out),
+        "--replay-limit", "3000", "--items", "4", "--interval-s", "0.5",
+        "--rps", "20", "--swap-requests", "120", "--after-swap", "30", "--epochs", "1",
+        timeout_s=1800,
+    )  # fmt: skip
+    figures = json.loads(out.read_text())
+    assert set(figures) >= KEYS, sorted(KEYS - set(figures))
+    assert figures["new_items_published"] == 4
+    assert figures["new_items_recommendable"] == 4
+    assert 0 <= figures["new_item_recommendable_p50_s"] <= figures["new_item_recommendable_p99_s"]
+    assert figures["swap_requests"] >= 120
+    assert 30 <= figures["swap_new_release_responses"] <= figures["swap_requests"]
+    assert figures["swap_errors"] == 0
+    assert figures["swap_mixed_version_responses"] == 0
+    assert figures["swap_old_release"] == "retrieval-only@items_v1"
+    assert figures["swap_new_release"].endswith("@items_v1")
+    assert figures["swap_new_release"] != figures["swap_old_release"]
+    assert math.isfinite(figures["swap_p99_ms"]) and figures["train_from_log_s"] > 0
+    assert figures["machine"]
