@@ -7,6 +7,7 @@ stores (which persist them); ``features.ports`` the interfaces they meet at.
 * ``repo``          Feast entities, push/file sources and feature views
 * ``store``         ``feature_store``/``apply_repo`` (Feast config per namespace), ``FeastOnlineStore``
 * ``redis_layout``  Feast's Redis layout: atomic newer-wins writes, one-round-trip batch reads
+* ``feast_wire``    the bytes of that layout (keys, field hashes, values) without importing Feast
 * ``offline``       parquet event log, feature history, ``point_in_time_features``
 * ``bench``         online store latency/throughput benchmark
 """

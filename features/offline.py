@@ -33,7 +33,6 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from feast.errors import FeastError
 
 from core.errors import DependencyUnavailable, SchemaError
 from core.settings import Deployment, RedisSettings
@@ -378,6 +377,8 @@ def point_in_time_features(
             if store is None:
                 store = feature_store(redis_settings, deployment)
             refs = [f"{view}:{name}" for name in features]
+            from feast.errors import FeastError  # lazy: the worker imports this module, not Feast
+
             try:
                 answer = store.get_historical_features(
                     entity_df=asked, features=refs, full_feature_names=True

@@ -8,9 +8,10 @@ Feast 0.67's Redis store (``feast.infra.online_stores.redis``) keeps one Redis h
   ``feast.types.Value`` protobuf (an empty ``Value`` is null);
 * one field ``_ts:<view>`` → a serialized ``google.protobuf.Timestamp``, the row's event time.
 
-We reuse Feast's own key and field-hash functions so the bytes are Feast's by construction; the
-contract test checks that rows written here read back identically through ``get_online_features``
-and that rows pushed through Feast read back identically here.
+The bytes come from ``features.feast_wire``, which writes Feast's formats without importing Feast
+(so the worker and the server never do; a unit test checks them byte for byte against Feast's own
+functions); the contract test checks that rows written here read back identically through
+``get_online_features`` and that rows pushed through Feast read back identically here.
 
 Why write this layout ourselves instead of calling ``FeatureStore.write_to_online_store``: Feast
 drops a write whose timestamp *equals* the stored one (``new <= stored`` is skipped) and reads the
@@ -26,12 +27,23 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
-from feast.protos.feast.types.Value_pb2 import StringList
-from feast.protos.feast.types.Value_pb2 import Value as ValueProto
-from google.protobuf.timestamp_pb2 import Timestamp
+from features.feast_wire import (
+    ENTITY_KEY_SERIALIZATION_VERSION,
+    decode_value,
+    encode_timestamp,
+    encode_value,
+    entity_key,
+    field_hash,
+)
+
+__all__ = [
+    "BATCH_READ_SCRIPT",
+    "CAS_WRITE_SCRIPT",
+    "ENTITY_KEY_SERIALIZATION_VERSION",
+    "FeastRedisLayout",
+    "decode_value",
+    "encode_value",
+]
 
 # KEYS[1] the entity hash; ARGV[1] the view's "_ts:<view>" field; ARGV[2], ARGV[3] the new row's
 # seconds and nanos; ARGV[4..] field/value pairs to HSET. Writes unless the stored timestamp is
@@ -76,7 +88,6 @@ end
 return rows
 """
 
-ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67's default (RepoConfig)
 _KEY_CACHE_SIZE = 200_000
 
 
@@ -91,7 +102,7 @@ class FeastRedisLayout:
         self.join_key = join_key
         self.feature_types = dict(feature_types)
         self._names = list(self.feature_types)
-        self._hashes = [_mmh3(f"{view}:{name}") for name in self._names]
+        self._hashes = [field_hash(f"{view}:{name}") for name in self._names]
         self.ts_field = f"_ts:{view}".encode()
         self.read_fields: list[bytes] = [*self._hashes, self.ts_field]
         self._suffix = project.encode("utf-8")
@@ -107,15 +118,7 @@ class FeastRedisLayout:
         return key
 
     def _serialize_key(self, entity_id: str) -> bytes:
-        entity_key = EntityKeyProto(
-            join_keys=[self.join_key], entity_values=[ValueProto(string_val=entity_id)]
-        )
-        return (
-            serialize_entity_key(
-                entity_key, entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION
-            )
-            + self._suffix
-        )
+        return entity_key(self.join_key, entity_id) + self._suffix
 
     def cas_args(self, record: Mapping[str, Any], event_time_ms: int) -> list[bytes | int]:
         """ARGV for ``CAS_WRITE_SCRIPT``: timestamp, then every feature field and the ts field."""
@@ -126,7 +129,7 @@ class FeastRedisLayout:
             args.append(field)
             args.append(encode_value(self.feature_types[name], record.get(name)))
         args.append(self.ts_field)
-        args.append(Timestamp(seconds=seconds, nanos=nanos).SerializeToString())
+        args.append(encode_timestamp(seconds, nanos))
         return args
 
     def decode(self, values: Sequence[bytes | None]) -> dict[str, Any] | None:
@@ -134,35 +137,3 @@ class FeastRedisLayout:
         if values[-1] is None:  # no "_ts:<view>": never written (or deleted)
             return None
         return {name: decode_value(raw) for name, raw in zip(self._names, values[:-1], strict=True)}
-
-
-def encode_value(kind: str, value: Any) -> bytes:
-    """One feature value as a serialized ``feast.types.Value``; None is the empty (null) Value."""
-    if value is None:
-        return ValueProto().SerializeToString()
-    if kind == "int64":
-        proto = ValueProto(int64_val=int(value))
-    elif kind == "float64":
-        proto = ValueProto(double_val=float(value))
-    elif kind == "string":
-        proto = ValueProto(string_val=str(value))
-    elif kind == "bool":
-        proto = ValueProto(bool_val=bool(value))
-    elif kind == "string_list":
-        proto = ValueProto(string_list_val=StringList(val=value))
-    else:
-        raise ValueError(f"unknown feature kind {kind!r}")
-    return proto.SerializeToString()
-
-
-def decode_value(raw: bytes | None) -> Any:
-    if not raw:
-        return None
-    proto = ValueProto()
-    proto.ParseFromString(raw)
-    which = proto.WhichOneof("val")
-    if which is None or which == "null_val":
-        return None
-    if which == "string_list_val":
-        return list(proto.string_list_val.val)
-    return getattr(proto, which)

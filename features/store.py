@@ -24,18 +24,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
-from feast import FeatureStore, RepoConfig
-from feast.errors import FeastError
-from feast.repo_config import RegistryConfig
 
 from core.errors import ConfigError, DependencyUnavailable
 from core.settings import Deployment, RedisSettings
-from features.redis_layout import BATCH_READ_SCRIPT, CAS_WRITE_SCRIPT, FeastRedisLayout
-from features.repo.definitions import FeatureRepo, build_repo
+from features.redis_layout import (
+    BATCH_READ_SCRIPT,
+    CAS_WRITE_SCRIPT,
+    ENTITY_KEY_SERIALIZATION_VERSION,
+    FeastRedisLayout,
+)
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import (
     ITEM_FEATURE_TYPES,
@@ -51,6 +52,14 @@ from features.schema import (
     user_record_to_row,
     user_row_to_record,
 )
+
+# Feast is imported inside the functions that call it, never at module level: importing it costs
+# seconds of CPU, and the worker and the server (which read and write through ``FeastRedisLayout``)
+# never need it. ``tests/unit/features/test_lazy_imports.py`` keeps it that way.
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
+
+    from features.repo.definitions import FeatureRepo
 
 ReadPath = Literal["redis", "feast"]
 _T = TypeVar("_T")
@@ -91,6 +100,9 @@ def redis_connection_string(url: str) -> str:
 
 
 def repo_config(redis_settings: RedisSettings, deployment: Deployment) -> RepoConfig:
+    from feast import RepoConfig
+    from feast.repo_config import RegistryConfig
+
     registry = feast_dir(deployment) / "registry.db"
     return RepoConfig(
         project=deployment.feast_project,
@@ -101,16 +113,20 @@ def repo_config(redis_settings: RedisSettings, deployment: Deployment) -> RepoCo
             "connection_string": redis_connection_string(redis_settings.url.get_secret_value()),
         },
         offline_store={"type": "file"},
-        entity_key_serialization_version=3,
+        entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
         repo_path=feast_dir(deployment),
     )
 
 
 def feature_repo(deployment: Deployment) -> FeatureRepo:
+    from features.repo.definitions import build_repo
+
     return build_repo(feature_history_dir(deployment))
 
 
 def feature_store(redis_settings: RedisSettings, deployment: Deployment) -> FeatureStore:
+    from feast import FeatureStore
+
     feast_dir(deployment).mkdir(parents=True, exist_ok=True)
     return _feast_call(
         "build the feature store",
@@ -129,6 +145,8 @@ def apply_repo(redis_settings: RedisSettings, deployment: Deployment) -> Feature
 
 
 def _feast_call(what: str, call: Callable[[], _T]) -> _T:
+    from feast.errors import FeastError
+
     try:
         return call()
     except (FeastError, redis.RedisError, OSError) as exc:
