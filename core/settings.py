@@ -133,6 +133,10 @@ class StreamSettings(_Section):
     # The catalogue agent embeds each catalogue update's text (all-MiniLM-L6-v2, loaded on the
     # first update) into the content collection in Milvus, where serving finds new items.
     embed_catalogue: bool = True
+    # Only catalogue updates with an event time at or after this (epoch ms) are embedded: the
+    # catalogue before it was indexed in batch (`aether index` with its content map), so a
+    # replay of that history does not embed it again. None: every update.
+    embed_catalogue_from_ms: int | None = None
 
 
 class ServingSettings(_Section):

@@ -45,6 +45,7 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
         CatalogueContent(
             lambda: ContentIndex.held(settings.milvus, settings.deployment),
             MiniLMTextEncoder,
+            from_ms=settings.stream.embed_catalogue_from_ms,
         )
         if settings.stream.embed_catalogue
         else None

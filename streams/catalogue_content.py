@@ -34,10 +34,14 @@ class CatalogueContent:
         self,
         index: Callable[[], AbstractContextManager[ContentIndex]],
         encoder: Callable[[], TextEncoder],
+        from_ms: int | None = None,
     ) -> None:
         """``index`` and ``encoder`` are built when the first update arrives: a worker that sees
         no catalogue update never loads the model nor opens Milvus. The index is held until
-        ``close`` (``ContentIndex.held``: a Milvus Lite file stays shareable with a server)."""
+        ``close`` (``ContentIndex.held``: a Milvus Lite file stays shareable with a server).
+        ``from_ms``: updates with an earlier event time are not embedded (the catalogue indexed
+        in batch before it, ``settings.stream.embed_catalogue_from_ms``)."""
+        self._from_ms = from_ms
         self._make_index = index
         self._make_encoder = encoder
         self._resources = ExitStack()
@@ -46,6 +50,11 @@ class CatalogueContent:
 
     def write(self, items: Sequence[CatalogItem]) -> int:
         """Embed and upsert ``items``; the number of rows written (0 when Milvus failed)."""
+        if self._from_ms is not None:
+            skipped = [item for item in items if item.event_time_ms < self._from_ms]
+            if skipped:
+                worker_metrics.CONTENT_ROWS.labels("before_from").inc(len(skipped))
+                items = [item for item in items if item.event_time_ms >= self._from_ms]
         if not items:
             return 0
         if self._encoder is None:
