@@ -21,6 +21,7 @@ Everything it starts it stops, except the stack (``--keep-stack`` leaves everyth
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from core.errors import DependencyUnavailable
@@ -49,6 +51,11 @@ from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
 
 if TYPE_CHECKING:
+    from interactions.movielens import MovieLens
+    from lifecycle.publish import Published
+    from retrieval.catalog import ItemCatalog
+    from retrieval.content import TextEncoder
+    from retrieval.index import ItemIndex
     from serving.build_pipeline import ServingApp
 
 log = logging.getLogger(__name__)
@@ -66,6 +73,9 @@ class DemoConfig:
     train_minutes: float = 2.0
     retrain_after: int = 2  # the round after which the ranker is retrained from the log (0: never)
     retrain_minutes: float = 1.0
+    new_items_after: int = 1  # the round after which new titles are published (0: never)
+    new_items: int = 8  # how many: the future's most liked titles first rated after the cut-off
+    content_map_items: int = 600  # titles the text → item-space map is fitted on
     cutoff_quantile: float = 0.9
     seed: int = 0
 
@@ -79,6 +89,8 @@ class RoundReport:
     new_items: int  # items not shown to that user in the previous round
     fallbacks: int
     latencies_ms: list[float] = field(default_factory=list)
+    new_title_slots: int = 0  # slots given to the titles published mid-loop
+    new_title_hits: int = 0  # of those, titles the user liked after the cut-off
     models: set[str] = field(default_factory=set)  # model_version of the round's responses
 
     @property
@@ -99,15 +111,19 @@ def reset_namespace(settings: Settings) -> None:
     shutil.rmtree(registry_dir(settings.deployment), ignore_errors=True)
 
 
-def start_worker(settings: Settings, log_path: Path, metrics_port: int) -> subprocess.Popen:
+def start_worker(
+    settings: Settings, log_path: Path, metrics_port: int, embed_from_ms: int
+) -> subprocess.Popen:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     env = {
         **os.environ,
         "AETHER_NAMESPACE": settings.namespace,
         "AETHER_DATA_DIR": str(settings.data_dir),
-        # The demo indexes its whole catalogue itself (step 3); embedding its 9,742 titles in the
-        # worker as well would cost a minute and a half of CPU on two cores.
-        "AETHER_STREAM__EMBED_CATALOGUE": "false",
+        # The catalogue agent embeds the titles published from the cut-off on (the new items);
+        # the catalogue before it is indexed in batch (step 3): embedding its thousands of
+        # titles in the worker as well would cost minutes of CPU on two cores.
+        "AETHER_STREAM__EMBED_CATALOGUE": "true",
+        "AETHER_STREAM__EMBED_CATALOGUE_FROM_MS": str(embed_from_ms),
     }
     aether = Path(sys.executable).parent / "aether"
     command = (
@@ -175,14 +191,103 @@ def report_drift(
         say("      the injected drift was NOT detected by the dismiss-share monitor within 30 s")
 
 
+def publish_release(
+    settings: Settings,
+    index: ItemIndex,
+    checkpoint: Path,
+    catalog: ItemCatalog,
+    encoder: TextEncoder,
+    items: int,
+) -> Published:
+    """What ``aether train`` + ``aether index --ranker-checkpoint`` leave: the checkpoint
+    registered, its own item embeddings indexed in Milvus with a content map (text → its item
+    space, fitted on ``items`` titles: how new items get a place), the pair promoted."""
+    from lifecycle.publish import publish_index, register_checkpoint
+    from retrieval.content import fit_content_map
+    from retrieval.item_vectors import ranker_item_vectors
+
+    model, _ = register_checkpoint(settings.milvus, settings.deployment, checkpoint)
+    vectors = ranker_item_vectors(checkpoint)
+    content_map = fit_content_map(
+        vectors.item_ids, vectors.matrix, catalog, encoder, max_items=items
+    )
+    return publish_index(
+        settings.milvus,
+        settings.deployment,
+        vectors,
+        catalog,
+        content_map=content_map,
+        model=model.version,
+        progress=False,
+        index=index,
+    )
+
+
+def new_titles(
+    data: MovieLens, future: pd.DataFrame, cutoff: int, count: int
+) -> list[tuple[str, str, tuple[str, ...]]]:
+    """The ``count`` titles first rated after the cut-off that the future liked most: films
+    released while the loop runs, (id, title, categories)."""
+    first = data.ratings.groupby("item_id")["timestamp_ms"].min()
+    new = set(first[first >= cutoff].index)
+    liked = future[(future["rating"] >= 4) & future["item_id"].isin(new)]
+    top = liked.groupby("item_id").size().sort_values(ascending=False, kind="stable")
+    chosen = set(top.index[:count])
+    rows = data.items[data.items["item_id"].isin(chosen)]
+    return [
+        (item, title, tuple(categories))
+        for item, title, categories in zip(
+            rows["item_id"], rows["title"], rows["categories"], strict=True
+        )
+    ]
+
+
+def publish_new_titles(
+    settings: Settings,
+    app: ServingApp,
+    titles: list[tuple[str, str, tuple[str, ...]]],
+    at_ms: int,
+    say: Callable[[str], None],
+) -> None:
+    """Publish ``titles`` on ``<ns>.items`` as catalogue updates at ``at_ms``; the worker's
+    catalogue agent embeds them into the content collection, and the running server places them
+    in its item space at its next catalogue refresh. Waits (at most a minute) until it has."""
+    producer = producer_for(settings)
+    for item, title, categories in titles:
+        body = {"event_id": f"demo:new:{item}", "item_id": item, "title": title,
+                "categories": list(categories), "event_time": at_ms, "created_time": at_ms}  # fmt: skip
+        producer.produce(settings.topic("items"), key=item.encode(), value=orjson.dumps(body))
+    producer.flush(30)
+    published = time.monotonic()
+    say(f"      [new items] {len(titles)} titles published to {settings.topic('items')}:")
+    say("        " + "; ".join(title for _, title, _ in titles))
+    wanted = {item for item, _, _ in titles}
+    placed: set[str] = set()
+    while time.monotonic() - published < 60:
+        app.refresh()
+        placed = wanted & set(app.pipeline.state.view.new_item_ids)
+        if placed == wanted:
+            break
+        time.sleep(1.0)
+    say(
+        f"      {len(placed)} of {len(titles)} embedded by the worker and placed in the serving "
+        f"item space {time.monotonic() - published:.0f} s after publishing (no restart)"
+    )
+
+
 def retrain_from_log(
-    settings: Settings, app: ServingApp, config: DemoConfig, say: Callable[[str], None]
+    settings: Settings,
+    app: ServingApp,
+    index: ItemIndex,
+    config: DemoConfig,
+    catalog: ItemCatalog,
+    encoder: TextEncoder,
+    say: Callable[[str], None],
 ) -> None:
     """The learning loop closed: train the ranker again on the worker's own offline log (the
-    events it accepted, the loop's feedback included; no dataset file), register it, promote it
-    with the serving index, and let the running server swap to it (no restart)."""
+    events it accepted, the loop's feedback included; no dataset file), index its item
+    embeddings, promote the pair, and let the running server swap to it (no restart)."""
     from lifecycle.from_log import log_dataset_name, log_split
-    from lifecycle.publish import register_checkpoint
     from ranker.fit import fit_and_save
     from ranker.train import TrainConfig
 
@@ -200,7 +305,9 @@ def retrain_from_log(
         {"max_length": 200},
         TrainConfig(max_minutes=config.retrain_minutes, seed=config.seed, progress=False),
     )
-    _, release = register_checkpoint(settings.milvus, settings.deployment, out, promote_it=True)
+    release = publish_release(
+        settings, index, out, catalog, encoder, config.content_map_items
+    ).release
     app.refresh()  # what the server's refresh thread does: the promoted pair swaps in
     say(
         f"      promoted {release.label if release else '?'} (validation NDCG@10 "
@@ -265,12 +372,12 @@ def run_demo(
     from interactions.movielens import load_movielens
     from interactions.replay import catalog_events, rating_events
     from interactions.sequences import filter_rare_items, leave_one_out
-    from lifecycle.publish import publish_index, register_checkpoint
-    from lifecycle.registry import Registry
     from ranker.fit import fit_and_save
     from ranker.train import TrainConfig
-    from retrieval.embeddings import ppmi_svd_embeddings
-    from retrieval.item_vectors import ItemVectors
+    from retrieval.content import MiniLMTextEncoder
+    from retrieval.content_index import ContentIndex
+    from retrieval.index import ItemIndex
+    from retrieval.milvus_lite import hold_milvus_lite
     from retrieval.movielens_catalog import catalog_from_movielens
     from serving.build_pipeline import build_serving_app, ranker_path
     from serving.client import RecommenderClient
@@ -285,13 +392,23 @@ def run_demo(
 
     topics = ensure_topics(settings)
     worker_port, server_port = free_loopback_port(), free_loopback_port()
-    worker = start_worker(settings, settings.data_dir / "logs" / "demo-worker.log", worker_port)
+    # This process holds the Milvus Lite file (index, serving) and shares it with the worker's
+    # catalogue agent (retrieval.milvus_lite).
+    milvus = contextlib.ExitStack()
+    milvus.enter_context(hold_milvus_lite(settings.milvus.uri))
+    log_path = settings.data_dir / "logs" / "demo-worker.log"
+    worker = start_worker(settings, log_path, worker_port, embed_from_ms=cutoff)
     server = app = None
     dashboard = start_operator_view(settings, worker_port, server_port)
     say(f"      operator page: {dashboard.url}  (worker and server metrics, drift log)")
     try:
         producer = make_producer(settings.kafka.bootstrap_servers)
-        catalog_messages = catalog_events(config.dataset, data.ratings, data.items)
+        # Point in time: the catalogue as of the cut-off (titles first rated before it).
+        catalog_messages = [
+            m
+            for m in catalog_events(config.dataset, data.ratings, data.items)
+            if m.event_time_ms < cutoff
+        ]
         publish(
             producer,
             topics.items,
@@ -305,12 +422,8 @@ def run_demo(
         say("[2/5] worker: turning the past into online features")
         wait_until_caught_up(settings, 900, progress=True)
 
-        say("[3/5] ranker training, item embeddings into Milvus, release promoted")
-        item_ids, matrix = ppmi_svd_embeddings(
-            past["user_id"].tolist(), past["item_id"].tolist(), 64, seed=config.seed
-        )
+        say("[3/5] ranker training; its item embeddings into Milvus with a content map")
         catalog = catalog_from_movielens(data.items, past)
-        registry = Registry.for_deployment(settings.deployment)
         first = ranker_path(settings)
         first.parent.mkdir(parents=True, exist_ok=True)
         result = fit_and_save(
@@ -320,26 +433,23 @@ def run_demo(
             {"max_length": 200},
             TrainConfig(max_minutes=config.train_minutes, seed=config.seed, progress=False),
         )
-        model, _ = register_checkpoint(
-            settings.milvus, settings.deployment, first, registry=registry
-        )
-        version = model.version
-        published = publish_index(
-            settings.milvus,
-            settings.deployment,
-            ItemVectors(item_ids, matrix, None, "demo: PPMI-SVD of the past ratings"),
-            catalog,
-            model=version,
-            registry=registry,
-            progress=False,
+        encoder = MiniLMTextEncoder()
+        # One client of the Milvus Lite file for this process: publishing and serving share it.
+        index = milvus.enter_context(ItemIndex.from_settings(settings.milvus, settings.deployment))
+        # An earlier run's new titles must not be there already.
+        ContentIndex.from_settings(settings.milvus, settings.deployment, client=index.client).drop()
+        published = publish_release(
+            settings, index, first, catalog, encoder, config.content_map_items
         )
         say(
-            f"      ranker {version}: validation NDCG@10 {result.best_validation_ndcg10:.3f} "
-            f"after {result.epochs_run} epochs ({result.train_seconds:.0f}s); "
-            f"release {published.release.label if published.release else '?'} promoted"
+            f"      ranker: validation NDCG@10 {result.best_validation_ndcg10:.3f} after "
+            f"{result.epochs_run} epochs ({result.train_seconds:.0f}s); release "
+            f"{published.release.label if published.release else '?'} promoted"
         )
+        titles = new_titles(data, future, cutoff, config.new_items)
+        new_ids = {item for item, _, _ in titles}
 
-        app = build_serving_app(settings)
+        app = build_serving_app(settings, index=index)
         server = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
         # The dashboard scrapes this process as the server (its pipeline runs here).
         start_metrics_exporter(
@@ -366,6 +476,7 @@ def run_demo(
         reports: list[RoundReport] = []
         shown_before: dict[str, set[str]] = {}
         feedback_producer = producer_for(settings, **{"linger.ms": 5})
+        example_shown = False
         with RecommenderClient(server.address, timeout_s=5) as client:
             for round_no in range(1, config.rounds + 1):
                 report = RoundReport(round_no, 0, 0, 0, 0, 0)
@@ -392,6 +503,16 @@ def run_demo(
                     )
                     report.hits += hits
                     report.dismissals += dismissals
+                    fresh = [i for i in slate.items if i.item_id in new_ids]
+                    report.new_title_slots += len(fresh)
+                    report.new_title_hits += len({i.item_id for i in fresh} & liked[user])
+                    if fresh and not example_shown:
+                        example_shown = True
+                        title = dict((i, t) for i, t, _ in titles)[fresh[0].item_id]
+                        say(
+                            f"      user {user} gets the new {title!r} "
+                            f"[{fresh[0].source}] {fresh[0].explanation}"
+                        )
                     for event in events:
                         feedback_producer.produce(
                             topics.events, key=user.encode(), value=encode(event)
@@ -411,11 +532,14 @@ def run_demo(
                 say(
                     f"      round {round_no} (model {', '.join(sorted(report.models))}): "
                     f"hits/slate {report.hit_rate:.2f}, dismissals {report.dismissals}, "
-                    f"new items/slate {report.new_items / report.slates:.1f}, fallbacks {report.fallbacks}, "
-                    f"gRPC p50 {p50:.1f} ms p99 {p99:.1f} ms"
+                    f"changed items/slate {report.new_items / report.slates:.1f}, "
+                    f"new-title slots {report.new_title_slots} (liked {report.new_title_hits}), "
+                    f"fallbacks {report.fallbacks}, gRPC p50 {p50:.1f} ms p99 {p99:.1f} ms"
                 )
+                if round_no == config.new_items_after and round_no < config.rounds and titles:
+                    publish_new_titles(settings, app, titles, at_ms + 1_800_000, say)
                 if round_no == config.retrain_after and round_no < config.rounds:
-                    retrain_from_log(settings, app, config, say)
+                    retrain_from_log(settings, app, index, config, catalog, encoder, say)
         report_drift(dashboard, injected_at_ms, say)
         if config.hold:
             input(f"      the operator page stays up at {dashboard.url}: press Enter to stop ")
@@ -431,3 +555,4 @@ def run_demo(
             worker.wait(20)
         except subprocess.TimeoutExpired:
             worker.kill()
+        milvus.close()

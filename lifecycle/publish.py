@@ -13,6 +13,7 @@ registers it first), else the model of the release serving now, else the model r
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,10 +67,20 @@ def publish_index(
     config: IndexConfig | None = None,
     registry: Registry | None = None,
     progress: bool = True,
+    index: ItemIndex | None = None,
 ) -> Published:
-    """Build, register and (``promote``) promote a new index version (module docstring)."""
+    """Build, register and (``promote``) promote a new index version (module docstring).
+
+    ``index``: an open index to build it with (kept open; ``config`` is then its own), for a
+    process that serves from the same Milvus Lite file: a second client of it in one process
+    would share, and on closing drop, the first one's connection."""
     registry = registry or Registry.for_deployment(deployment)
-    with ItemIndex.from_settings(milvus, deployment, config) as index:
+    opened = (
+        contextlib.nullcontext(index)
+        if index is not None
+        else ItemIndex.from_settings(milvus, deployment, config)
+    )
+    with opened as index:
         number = index.build_version(
             item_rows(vectors.item_ids, vectors.matrix, catalog), progress=progress
         )

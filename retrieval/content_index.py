@@ -169,6 +169,11 @@ class ContentIndex:
     def exists(self) -> bool:
         return bool(self._call("has_collection", self._client.has_collection, self.collection))
 
+    def drop(self) -> None:
+        """Remove the collection and every row in it (idempotent)."""
+        if self.exists():
+            self._call("drop", self._client.drop_collection, self.collection)
+
     def ensure(self) -> None:
         """Create and load the collection if it does not exist (idempotent)."""
         if self.exists():

@@ -42,10 +42,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import logging
+
     from aether.demo import DemoConfig, run_demo
     from core.settings import load_settings
     from stack.embedded import EmbeddedStack
 
+    # pymilvus warns on routine client-side decisions (iterator timestamps, reconnects) that
+    # the demo's reader cannot act on; its errors still show.
+    logging.getLogger("pymilvus").setLevel(logging.ERROR)
     stack = EmbeddedStack(load_settings(namespace=args.namespace))
     info = stack.up()
     print(f"stack up: {', '.join(f'{n}={s.address}' for n, s in info.services.items())}")
