@@ -84,7 +84,7 @@ def offline_dir(deployment: Deployment) -> Path:
     return deployment.data_dir.resolve() / "offline" / deployment.namespace
 
 
-class _BatchFolder:
+class BatchFolder:
     """A folder of parquet batch files ``0000000001.parquet, …`` written atomically."""
 
     def __init__(self, folder: Path, schema: pa.Schema) -> None:
@@ -148,6 +148,34 @@ class _BatchFolder:
             ) from exc
         return pa.concat_tables(tables)
 
+    def write_columns(self, columns: dict[str, list[Any]]) -> Path:
+        """One batch file from column lists in this folder's schema (epoch milliseconds go
+        straight into its timestamp columns' type: no cast afterwards)."""
+        arrays = [pa.array(columns[f.name], type=f.type) for f in self.schema]
+        table = pa.Table.from_arrays(arrays, names=self.schema.names)
+        return self.write(lambda _seq: table)
+
+    def read_log(
+        self,
+        key: str,
+        user_ids: Iterable[str] | None,
+        start_ms: int | None,
+        before_ms: int | None,
+    ) -> pd.DataFrame:
+        """An append-only log's rows (``user_id``, ``event_time_ms`` columns) of these users
+        with ``start_ms <= event_time_ms < before_ms``, one per ``key`` (the first copy written
+        wins: a batch appended again after a crash), ordered by (event time, ``key``)."""
+        filters: list[tuple[str, str, Any]] = []
+        if user_ids is not None:
+            filters.append(("user_id", "in", list(user_ids)))
+        if start_ms is not None:
+            filters.append(("event_time_ms", ">=", start_ms))
+        if before_ms is not None:
+            filters.append(("event_time_ms", "<", before_ms))
+        frame = self.read(filters or None).to_pandas()
+        frame = frame.drop_duplicates(subset=key, keep="first")
+        return frame.sort_values(["event_time_ms", key], kind="stable").reset_index(drop=True)
+
     def remove_rows(self, column: str, value: str) -> int:
         """Rewrite every file holding ``column == value`` without those rows; returns rows removed."""
         removed = 0
@@ -169,7 +197,7 @@ class OfflineEventLog:
     """Append-only log of every valid interaction: ``<offline>/events/NNNNNNNNNN.parquet``."""
 
     def __init__(self, deployment: Deployment) -> None:
-        self._files = _BatchFolder(offline_dir(deployment) / "events", EVENT_LOG_SCHEMA)
+        self._files = BatchFolder(offline_dir(deployment) / "events", EVENT_LOG_SCHEMA)
 
     @property
     def folder(self) -> Path:
@@ -192,10 +220,7 @@ class OfflineEventLog:
             columns["request_id"].append(event.request_id)
             context = event.context
             columns["context"].append(json.dumps(context, sort_keys=True) if context else "{}")
-        # Epoch milliseconds go straight into the timestamp column's type (no cast afterwards).
-        arrays = [pa.array(columns[f.name], type=f.type) for f in EVENT_LOG_SCHEMA]
-        table = pa.Table.from_arrays(arrays, names=EVENT_LOG_SCHEMA.names)
-        return self._files.write(lambda _seq: table)
+        return self._files.write_columns(columns)
 
     def read(
         self,
@@ -206,18 +231,7 @@ class OfflineEventLog:
     ) -> pd.DataFrame:
         """Events with ``start_ms <= event_time_ms < before_ms``, de-duplicated by ``event_id``
         (the first copy written wins), ordered by (event time, event id)."""
-        filters: list[tuple[str, str, Any]] = []
-        if user_ids is not None:
-            filters.append(("user_id", "in", list(user_ids)))
-        if start_ms is not None:
-            filters.append(("event_time_ms", ">=", start_ms))
-        if before_ms is not None:
-            filters.append(("event_time_ms", "<", before_ms))
-        frame = self._files.read(filters or None).to_pandas()
-        frame = frame.drop_duplicates(subset="event_id", keep="first")
-        return frame.sort_values(["event_time_ms", "event_id"], kind="stable").reset_index(
-            drop=True
-        )
+        return self._files.read_log("event_id", user_ids, start_ms, before_ms)
 
     def delete_user(self, user_id: str) -> int:
         """Privacy deletion: remove every event of the user; returns how many were removed."""
@@ -246,8 +260,8 @@ class FeatureHistory:
 
     def __init__(self, deployment: Deployment) -> None:
         root = feature_history_dir(deployment)  # the views' file sources point at this folder
-        self._users = _BatchFolder(root / USER_VIEW, USER_HISTORY_SCHEMA)
-        self._items = _BatchFolder(root / ITEM_VIEW, ITEM_HISTORY_SCHEMA)
+        self._users = BatchFolder(root / USER_VIEW, USER_HISTORY_SCHEMA)
+        self._items = BatchFolder(root / ITEM_VIEW, ITEM_HISTORY_SCHEMA)
 
     def append(self, rows: Sequence[UserFeatureRow | ItemFeatureRow]) -> None:
         users = [r for r in rows if isinstance(r, UserFeatureRow)]
@@ -269,7 +283,7 @@ class FeatureHistory:
 
     def _append(
         self,
-        files: _BatchFolder,
+        files: BatchFolder,
         join_key: str,
         features: Sequence[str],
         rows: list[tuple[str, int, dict[str, Any]]],

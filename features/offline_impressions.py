@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from core.settings import Deployment
 from events.models import Impression
-from features.offline import _BatchFolder, offline_dir
+from features.offline import BatchFolder, offline_dir
 
 IMPRESSION_LOG_SCHEMA = pa.schema(
     [
@@ -47,7 +47,7 @@ class OfflineImpressionLog:
     """Append-only log of admitted slates: ``<offline>/impressions/NNNNNNNNNN.parquet``."""
 
     def __init__(self, deployment: Deployment) -> None:
-        self._files = _BatchFolder(offline_dir(deployment) / "impressions", IMPRESSION_LOG_SCHEMA)
+        self._files = BatchFolder(offline_dir(deployment) / "impressions", IMPRESSION_LOG_SCHEMA)
 
     @property
     def folder(self) -> Path:
@@ -73,9 +73,7 @@ class OfflineImpressionLog:
             columns["fallback"].append(slate.fallback)
             columns["items"].append(json.dumps([i.model_dump(mode="json") for i in slate.items]))
             columns["context"].append(json.dumps(slate.context, sort_keys=True))
-        arrays = [pa.array(columns[f.name], type=f.type) for f in IMPRESSION_LOG_SCHEMA]
-        table = pa.Table.from_arrays(arrays, names=IMPRESSION_LOG_SCHEMA.names)
-        return self._files.write(lambda _seq: table)
+        return self._files.write_columns(columns)
 
     def read(
         self,
@@ -87,18 +85,7 @@ class OfflineImpressionLog:
         """Slates with ``start_ms <= event_time_ms < before_ms``, one per ``request_id`` (the
         first copy written wins), ordered by (event time, request id); ``items`` and ``context``
         as JSON text (``read_impressions`` decodes them)."""
-        filters: list[tuple[str, str, Any]] = []
-        if user_ids is not None:
-            filters.append(("user_id", "in", list(user_ids)))
-        if start_ms is not None:
-            filters.append(("event_time_ms", ">=", start_ms))
-        if before_ms is not None:
-            filters.append(("event_time_ms", "<", before_ms))
-        frame = self._files.read(filters or None).to_pandas()
-        frame = frame.drop_duplicates(subset="request_id", keep="first")
-        return frame.sort_values(["event_time_ms", "request_id"], kind="stable").reset_index(
-            drop=True
-        )
+        return self._files.read_log("request_id", user_ids, start_ms, before_ms)
 
     def read_impressions(self, **window: Any) -> list[Impression]:
         """``read(**window)`` as the event model, as the impressions topic carries it."""
