@@ -138,6 +138,11 @@ class StreamSettings(_Section):
     # replay of that history does not embed it again. None: every update.
     embed_catalogue_from_ms: int | None = None
 
+    @field_validator("embed_catalogue_from_ms", mode="before")
+    @classmethod
+    def _empty_is_every_update(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
 
 class ServingSettings(_Section):
     host: str = "127.0.0.1"
