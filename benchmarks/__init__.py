@@ -21,4 +21,5 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "experiments": ("benchmarks.experiments", "A/A, A/B and interleaving runs: FP rate and power"),
     "dismissals": ("benchmarks.dismissals", "rankers trained with and without dismissals"),
     "lifecycle": ("benchmarks.lifecycle", "new item → recommendable; retrain from log, swap"),
+    "live": ("benchmarks.live", "the future replayed through the running system: live vs frozen"),
 }
