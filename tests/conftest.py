@@ -129,9 +129,11 @@ SHARED_STREAM_WORKER_MODULES = tuple(
 #: Units of work of half a minute or more in a ``make test`` run, longest first (from its
 #: ``--durations``; refresh it when the long tail changes: a name that is gone is ignored).
 SLOW_FIRST: tuple[str, ...] = (
+    "tests/integration/lifecycle/test_bench_lifecycle.py",
     MILVUS_SERVER_GROUP,
     "tests/integration/lifecycle/test_readme_order.py",
     SHARED_STREAM_WORKER,
+    "tests/integration/benchmarks/test_bench_live.py",
     "tests/integration/serving/test_processes.py",
     "tests/integration/streams/test_worker_drift.py",
     "tests/integration/lifecycle/test_empty_deployment.py",
@@ -139,6 +141,8 @@ SLOW_FIRST: tuple[str, ...] = (
     "tests/integration/streams/test_partitioners.py",
     "tests/integration/retrieval/test_cli_index.py",
     "tests/integration/streams/test_catalogue_content.py",
+    "tests/e2e/test_new_item_goes_live.py",
+    "tests/integration/streams/test_offline_impressions.py",
     "tests/integration/dashboard/test_dashboard_with_worker.py",
     "tests/integration/serving/test_bench_serve.py",
     "tests/e2e/test_closed_loop.py",
