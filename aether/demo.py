@@ -311,8 +311,8 @@ def retrain_from_log(
     app.refresh()  # what the server's refresh thread does: the promoted pair swaps in
     say(
         f"      promoted {release.label if release else '?'} (validation NDCG@10 "
-        f"{result.best_validation_ndcg10:.3f}, {result.train_seconds:.0f}s); serving "
-        f"{app.live.release.label}, was {before}"
+        f"{result.best_validation_ndcg10:.3f} on the log's own last-item split, "
+        f"{result.train_seconds:.0f}s); serving {app.live.release.label}, was {before}"
     )
 
 
