@@ -447,7 +447,7 @@ def run_demo(
             f"{published.release.label if published.release else '?'} promoted"
         )
         titles = new_titles(data, future, cutoff, config.new_items)
-        new_ids = {item for item, _, _ in titles}
+        new_ids = {item: title for item, title, _ in titles}  # id -> title
 
         app = build_serving_app(settings, index=index)
         server = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
@@ -508,7 +508,7 @@ def run_demo(
                     report.new_title_hits += len({i.item_id for i in fresh} & liked[user])
                     if fresh and not example_shown:
                         example_shown = True
-                        title = dict((i, t) for i, t, _ in titles)[fresh[0].item_id]
+                        title = new_ids[fresh[0].item_id]
                         say(
                             f"      user {user} gets the new {title!r} "
                             f"[{fresh[0].source}] {fresh[0].explanation}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -132,9 +131,7 @@ def start_server(
     timeout_s: float = 240,
 ) -> ServerProcess:
     """``python -m benchmarks.live_server`` for the deployment; returns once it serves."""
-    from core.errors import DependencyUnavailable
     from core.subprocesses import free_loopback_port
-    from serving.client import RecommenderClient
 
     port, metrics_port = free_loopback_port(), free_loopback_port()
     argv = [sys.executable, "-m", "benchmarks.live_server", "--port", str(port)]
@@ -151,20 +148,7 @@ def start_server(
     server = ServerProcess(
         process, f"127.0.0.1:{port}", [f"http://127.0.0.1:{metrics_port}/metrics"], log_path
     )
-    deadline = time.monotonic() + timeout_s
-    with RecommenderClient(server.address) as client:
-        while True:
-            try:
-                client.wait_until_serving(2.0)
-                server.metrics()  # the exporter starts once the gRPC port serves
-                return server
-            except (DependencyUnavailable, OSError):
-                if process.poll() is not None or time.monotonic() > deadline:
-                    server.stop()
-                    raise DependencyUnavailable(
-                        "recommender", f"server did not start:\n{server.log_tail()}"
-                    ) from None
-                time.sleep(0.5)
+    return server.serving(timeout_s)
 
 
 @dataclass

@@ -67,9 +67,7 @@ class ServerProcess:
         extra_env: dict[str, str] | None = None,
         processes: int = 1,
     ) -> ServerProcess:
-        from core.errors import DependencyUnavailable
         from core.subprocesses import free_loopback_port
-        from serving.client import RecommenderClient
 
         port = free_loopback_port()
         metrics_ports = [free_loopback_port() for _ in range(processes)]
@@ -89,22 +87,28 @@ class ServerProcess:
             [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports],
             log_path,
         )
+        return server.serving(timeout_s)
+
+    def serving(self, timeout_s: float) -> ServerProcess:
+        """Wait until the gRPC port and every process's metrics endpoint answer (the exporter
+        starts once the port serves); stop the process and raise when it cannot."""
+        from core.errors import DependencyUnavailable
+        from serving.client import RecommenderClient
+
         deadline = time.monotonic() + timeout_s
-        with RecommenderClient(server.address) as client:
+        with RecommenderClient(self.address) as client:
             while True:
                 try:
                     client.wait_until_serving(2.0)
-                    # Every process serves once its metrics endpoint answers (``BenchWorker``).
-                    server.metrics()
-                    break
+                    self.metrics()
+                    return self
                 except (DependencyUnavailable, OSError):
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        server.stop()
+                    if self.process.poll() is not None or time.monotonic() > deadline:
+                        self.stop()
                         raise DependencyUnavailable(
-                            "recommender", f"server did not start:\n{server.log_tail()}"
+                            "recommender", f"server did not start:\n{self.log_tail()}"
                         ) from None
                     time.sleep(0.5)
-        return server
 
     def metrics_by_process(self) -> list[dict[str, float]]:
         """Each server process's samples."""

@@ -285,10 +285,10 @@ class DriftSteps:
         times they lower go into the commit. Events the monitor will reject as late are
         passed on unflagged (it only counts them) and lower nothing."""
         config = self.config.user_monitor
-        admitted = sorted(
-            (e for e in interactions if admits(state, e.event_time_ms, config)),
-            key=lambda e: (e.event_time_ms, e.event_id),
-        )
+        admitted, late = [], []
+        for event in interactions:
+            (admitted if admits(state, event.event_time_ms, config) else late).append(event)
+        admitted.sort(key=lambda e: (e.event_time_ms, e.event_id))
         keys = {e.event_id: (self._user_field(e.user_id), f"i:{e.item_id}") for e in admitted}
         first = store.load_first_seen(monitor, {k for pair in keys.values() for k in pair})
         lowered: FirstSeen = {}
@@ -307,12 +307,7 @@ class DriftSteps:
             )
         if lowered:
             effects.commit.first_seen[monitor] = lowered
-        if len(admitted) < len(interactions):
-            out.extend(
-                event_from_interaction(e)
-                for e in interactions
-                if not admits(state, e.event_time_ms, config)
-            )
+        out.extend(event_from_interaction(e) for e in late)
         return out
 
     def _user_field(self, user_id: str) -> str:

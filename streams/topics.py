@@ -73,9 +73,14 @@ def topic_configs(names: TopicNames, user_data_retention_hours: int) -> dict[str
     """
     user_data = {"retention.ms": str(user_data_retention_hours * HOUR_MS)}
     configs: dict[str, dict[str, str]] = {name: {} for name in names.all()}
-    for name in (names.events, names.impressions, names.privacy, names.dead_letters):
+    for name in (
+        names.events,
+        names.impressions,
+        names.privacy,
+        names.dead_letters,
+        names.late_events,
+    ):
         configs[name] = dict(user_data)
-    configs[names.late_events] = dict(user_data)
     configs[names.item_updates] = {"retention.ms": str(ITEM_UPDATES_RETENTION_HOURS * HOUR_MS)}
     configs[names.items] = {"cleanup.policy": "compact"}
     return configs
