@@ -21,8 +21,10 @@ and the load average.
 ``events_per_worker_cpu_s``, ``batches_<agent>``, ``load_average``, ``freshness_p50_ms``/
 ``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
 ``freshness_p99_ms_at_<rate>``, the workers' full collector passes over both phases
-(``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``) and ``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers,
-else starts an in-memory Tansu.
+(``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``), the offline logs'
+live files, bytes and appended batches at the end (``offline_log_files``/``_bytes``/``_batches``
+for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offline_log_figures``) and
+``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers, else starts an in-memory Tansu.
 
 ``--faust-floor`` instead runs workers that only consume ``<ns>.events`` in batches and count
 (``aether worker --faust-floor``): Faust's own cost per event, the ceiling for the real agents.
@@ -330,6 +332,12 @@ def command(args: argparse.Namespace) -> int:
             f"mean {1000 * pause_s / max(passes, 1):.1f} ms, "
             f"{stalls:.0f} longer than {1000 * FULL_PASS_STALL_S:.0f} ms"
         )
+        offline = offline_log_figures(settings)
+        print(
+            "offline log: {offline_log_batches} batches in {offline_log_files} files "
+            "({offline_log_bytes:,} bytes); feature history: {feature_history_batches} batches "
+            "in {feature_history_files} files ({feature_history_bytes:,} bytes)".format(**offline)
+        )
         machine = machine_description()
         print(f"machine: {machine}")
         result = {
@@ -346,6 +354,7 @@ def command(args: argparse.Namespace) -> int:
             "load_average": _loadavg(),
             "offered_rates": offered,
             **figures,
+            **offline,
             "machine": machine,
         }
         if args.json:
@@ -364,6 +373,30 @@ def command(args: argparse.Namespace) -> int:
         delete_keys_matching(url, "*" + glob_escape(settings.namespace))
         if tansu_pid is not None:
             stop_process(tansu_pid)
+
+
+def offline_log_figures(settings: Settings) -> dict[str, int]:
+    """Live files, bytes and batches appended of the workers' offline logs
+    (``features.batch_folder``): the event log, the impression log and the feature history (both
+    views), as ``<log>_files``, ``<log>_bytes`` and ``<log>_batches``."""
+    from features.batch_folder import folder_usage
+    from features.offline import offline_dir
+    from features.schema import ITEM_VIEW, USER_VIEW
+    from features.store import feature_history_dir
+
+    offline, history = offline_dir(settings.deployment), feature_history_dir(settings.deployment)
+    logs = {
+        "offline_log": [offline / "events"],
+        "offline_impressions": [offline / "impressions"],
+        "feature_history": [history / USER_VIEW, history / ITEM_VIEW],
+    }
+    figures: dict[str, int] = {}
+    for name, folders in logs.items():
+        usages = [folder_usage(folder) for folder in folders]
+        figures[f"{name}_files"] = sum(u.files for u in usages)
+        figures[f"{name}_bytes"] = sum(u.bytes for u in usages)
+        figures[f"{name}_batches"] = sum(u.batches for u in usages)
+    return figures
 
 
 def faust_floor(

@@ -4,9 +4,11 @@ Storage choice: **parquet files** under ``<data_dir>/offline/<namespace>/``, one
 batch, rather than PostgreSQL. The log is append-only and read in bulk by the trainer and by
 Feast's file offline store, which reads exactly this format; the embedded default needs no server;
 columnar files compress event logs well and make "read one column to find a user" cheap for
-privacy deletions, the only in-place change (a file holding the user is rewritten without them and
-swapped in atomically). Files are named by a sequence number claimed with an atomic hard link, so
-concurrent writers never overwrite each other and replays produce the same files in the same order.
+privacy deletions (a file holding the user is rewritten without them and swapped in atomically).
+Each folder is a ``features.batch_folder.BatchFolder``: files are named by a batch sequence number
+claimed with an atomic hard link, so concurrent writers never overwrite each other, and small
+files are merged size-tiered into files named by their range of batches (crash-safe, rows kept in
+batch order and read exactly once; see that module).
 
 * ``OfflineEventLog``: every valid ``Interaction`` (``events/``); ``read`` drops redelivered
   ``event_id``s (rule 1) and returns events ordered by (event time, event id).
@@ -22,21 +24,17 @@ concurrent writers never overwrite each other and replays produce the same files
 from __future__ import annotations
 
 import json
-import os
-import re
-import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from core.errors import DependencyUnavailable, SchemaError
 from core.settings import Deployment, RedisSettings
 from events.models import Interaction
+from features.batch_folder import BatchFolder
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import (
     CREATED_TIMESTAMP,
@@ -54,7 +52,6 @@ from features.schema import (
 )
 from features.store import feature_history_dir, feature_store
 
-_BATCH_FILE = re.compile(r"^(\d{10})\.parquet$")
 _ARROW_TYPES: dict[str, pa.DataType] = {
     "int64": pa.int64(),
     "float64": pa.float64(),
@@ -82,115 +79,6 @@ EVENT_LOG_SCHEMA = pa.schema(
 
 def offline_dir(deployment: Deployment) -> Path:
     return deployment.data_dir.resolve() / "offline" / deployment.namespace
-
-
-class BatchFolder:
-    """A folder of parquet batch files ``0000000001.parquet, …`` written atomically."""
-
-    def __init__(self, folder: Path, schema: pa.Schema) -> None:
-        self.folder = folder
-        self.schema = schema
-        self._next_seq: int | None = None  # after our last write; None: list the folder
-
-    def files(self) -> list[Path]:
-        if not self.folder.exists():
-            return []
-        return sorted(p for p in self.folder.iterdir() if _BATCH_FILE.match(p.name))
-
-    def write(self, build: Callable[[int], pa.Table]) -> Path:
-        """Publish ``build(seq)`` as the next batch file, ``seq`` being its sequence number.
-
-        ``os.link`` refuses an existing name, so concurrent writers never overwrite each other;
-        the loser rebuilds its table for the next number and tries again.
-        """
-        # Listing the folder costs O(files), and a long-running worker writes one file per batch:
-        # list once, then go on from our own last number. When another writer has taken that
-        # number, ``os.link`` fails and we list again, so a new file still gets a number above
-        # every existing one (numbers are dense: files are rewritten in place, never removed).
-        self.folder.mkdir(parents=True, exist_ok=True)
-        seq = self._next_seq if self._next_seq is not None else self._after_last()
-        tmp = self.folder / f".tmp-{uuid.uuid4().hex}.parquet"
-        try:
-            while True:
-                table = build(seq)
-                # Built with the schema's own types, as the appenders here do: no cast needed.
-                if not table.schema.equals(self.schema):
-                    table = table.cast(self.schema)
-                pq.write_table(table, tmp)
-                target = self.folder / f"{seq:010d}.parquet"
-                try:
-                    os.link(tmp, target)
-                    self._next_seq = seq + 1
-                    return target
-                except FileExistsError:
-                    seq = max(seq + 1, self._after_last())
-        except OSError as exc:
-            self._next_seq = None
-            raise DependencyUnavailable(
-                "offline store", f"cannot write {self.folder}: {exc}"
-            ) from exc
-        finally:
-            tmp.unlink(missing_ok=True)
-
-    def _after_last(self) -> int:
-        files = self.files()
-        return int(files[-1].name[:10]) + 1 if files else 1
-
-    def read(self, filters: list[tuple[str, str, Any]] | None = None) -> pa.Table:
-        files = self.files()
-        if not files:
-            return self.schema.empty_table()
-        try:
-            tables = [pq.read_table(path, schema=self.schema, filters=filters) for path in files]
-        except (OSError, pa.ArrowException) as exc:
-            raise DependencyUnavailable(
-                "offline store", f"cannot read {self.folder}: {exc}"
-            ) from exc
-        return pa.concat_tables(tables)
-
-    def write_columns(self, columns: dict[str, list[Any]]) -> Path:
-        """One batch file from column lists in this folder's schema (epoch milliseconds go
-        straight into its timestamp columns' type: no cast afterwards)."""
-        arrays = [pa.array(columns[f.name], type=f.type) for f in self.schema]
-        table = pa.Table.from_arrays(arrays, names=self.schema.names)
-        return self.write(lambda _seq: table)
-
-    def read_log(
-        self,
-        key: str,
-        user_ids: Iterable[str] | None,
-        start_ms: int | None,
-        before_ms: int | None,
-    ) -> pd.DataFrame:
-        """An append-only log's rows (``user_id``, ``event_time_ms`` columns) of these users
-        with ``start_ms <= event_time_ms < before_ms``, one per ``key`` (the first copy written
-        wins: a batch appended again after a crash), ordered by (event time, ``key``)."""
-        filters: list[tuple[str, str, Any]] = []
-        if user_ids is not None:
-            filters.append(("user_id", "in", list(user_ids)))
-        if start_ms is not None:
-            filters.append(("event_time_ms", ">=", start_ms))
-        if before_ms is not None:
-            filters.append(("event_time_ms", "<", before_ms))
-        frame = self.read(filters or None).to_pandas()
-        frame = frame.drop_duplicates(subset=key, keep="first")
-        return frame.sort_values(["event_time_ms", key], kind="stable").reset_index(drop=True)
-
-    def remove_rows(self, column: str, value: str) -> int:
-        """Rewrite every file holding ``column == value`` without those rows; returns rows removed."""
-        removed = 0
-        for path in self.files():
-            keys = pq.read_table(path, columns=[column]).column(column)
-            hits = sum(1 for key in keys.to_pylist() if key == value)
-            if not hits:
-                continue
-            table = pq.read_table(path, schema=self.schema)
-            kept = table.filter(pc.not_equal(table.column(column), pa.scalar(value)))
-            tmp = path.with_name(f".tmp-{uuid.uuid4().hex}.parquet")
-            pq.write_table(kept, tmp)
-            os.replace(tmp, path)  # atomic: readers see the old file or the new one
-            removed += hits
-        return removed
 
 
 class OfflineEventLog:
@@ -250,13 +138,20 @@ def _history_schema(join_key: str, types: dict[str, str]) -> pa.Schema:
 
 USER_HISTORY_SCHEMA = _history_schema(USER_JOIN_KEY, USER_FEATURE_TYPES)
 ITEM_HISTORY_SCHEMA = _history_schema(ITEM_JOIN_KEY, ITEM_FEATURE_TYPES)
-# created_timestamp = epoch + (file sequence × 1 s) + (row index × 1 µs): write order, not wall
+# created_timestamp = epoch + (batch sequence × 1 s) + (row index × 1 µs): write order, not wall
 # clock, so a replay reproduces it; a batch of up to a million rows keeps the order strict.
+# Merging files keeps the column as written, and new batches are numbered above merged ones.
 _ROWS_PER_SECOND_OF_CREATED = 1_000_000
 
 
 class FeatureHistory:
-    """Every feature row written online, kept for point-in-time joins (the views' file sources)."""
+    """Every feature row written online, kept for point-in-time joins (the views' file sources).
+
+    Feast reads each view's folder whole, live or not: between a merge's publication and the
+    removal of its inputs (or after a crash in between, until the next merge or deletion sweeps
+    them) it reads those rows twice, as identical rows (same entity, event and created
+    timestamps), which a point-in-time join returns once.
+    """
 
     def __init__(self, deployment: Deployment) -> None:
         root = feature_history_dir(deployment)  # the views' file sources point at this folder
@@ -323,10 +218,7 @@ class FeatureHistory:
         """Every entity id with at least one row in the view's history (one column read)."""
         files = self._users if view == USER_VIEW else self._items
         join_key = USER_JOIN_KEY if view == USER_VIEW else ITEM_JOIN_KEY
-        ids: set[str] = set()
-        for path in files.files():
-            ids.update(pq.read_table(path, columns=[join_key]).column(join_key).to_pylist())
-        return ids
+        return set(files.read(columns=[join_key]).column(join_key).to_pylist())
 
 
 def append_feature_history(

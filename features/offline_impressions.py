@@ -1,8 +1,9 @@
 """The offline impression log: every served slate the worker admitted, beside the event log.
 
 ``<data_dir>/offline/<namespace>/impressions/NNNNNNNNNN.parquet``, written by the worker's
-impressions step (``streams.agents.StreamRuntime.on_impressions``) in the same batch files and
-with the same guarantees as ``features.offline.OfflineEventLog``: appended before the batch's
+impressions step (``streams.agents.StreamRuntime.on_impressions``) in the same batch files (and
+merged the same way, ``features.batch_folder``) and with the same guarantees as
+``features.offline.OfflineEventLog``: appended before the batch's
 state commit (at-least-once), so ``read`` drops re-delivered slates by ``request_id`` (one slate
 per request) and the reader sees each admitted slate exactly once. Slates of users who opted out
 or were deleted (through the slate's event time) are not logged, and a deletion erases the
@@ -26,7 +27,8 @@ import pyarrow as pa
 
 from core.settings import Deployment
 from events.models import Impression
-from features.offline import BatchFolder, offline_dir
+from features.batch_folder import BatchFolder
+from features.offline import offline_dir
 
 IMPRESSION_LOG_SCHEMA = pa.schema(
     [

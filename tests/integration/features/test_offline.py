@@ -97,3 +97,36 @@ def test_without_any_history_every_feature_is_null(settings: Settings) -> None:
     result = point_in_time_features(settings.redis, settings.deployment, requests, store=store)
     assert result.item_features__popularity.isna().all()
     assert "user_features__recent_items" not in result
+
+
+def test_a_compacted_history_with_a_crashed_merges_leftovers_joins_the_same(
+    settings: Settings,
+) -> None:
+    """Merged files, and the inputs a merge crashed before removing (Feast reads the folder
+    whole, so it reads those rows twice): the point-in-time answers are those of the rows."""
+    from features.batch_folder import BatchFolder, Compaction
+    from features.offline import USER_HISTORY_SCHEMA
+    from features.schema import USER_VIEW
+    from features.store import feature_history_dir
+
+    store = apply_repo(settings.redis, settings.deployment)
+    history = FeatureHistory(settings.deployment)
+    for n in range(7):  # batches 1-4 merged after the fourth, 5-7 still single files
+        history.append([UserFeatureRow("u1", T + n * 1_000, activity_counts={"click_24h": n})])
+    folder = feature_history_dir(settings.deployment) / USER_VIEW
+    assert [p.name for p in BatchFolder(folder, USER_HISTORY_SCHEMA).files()] == [
+        "0000000001-0000000004.parquet",
+        *(f"{n:010d}.parquet" for n in (5, 6, 7)),
+    ]
+    # A further merge published, inputs 5-7 still there (as a crash before their removal).
+    kept = {n: (folder / f"{n:010d}.parquet").read_bytes() for n in (5, 6, 7)}
+    merged = BatchFolder(folder, USER_HISTORY_SCHEMA, Compaction(fanout=2)).compact()
+    assert merged is not None and merged.name.endswith("-0000000007.parquet")
+    for n, raw in kept.items():
+        (folder / f"{n:010d}.parquet").write_bytes(raw)
+    assert len(history.read(USER_VIEW)) == 7  # the reader ignores the covered inputs
+    requests = pd.DataFrame(
+        {"user_id": ["u1"] * 4, "event_timestamp": at(T, T + 1, T + 3_500, T + 60_000)}
+    )
+    result = point_in_time_features(settings.redis, settings.deployment, requests, store=store)
+    assert values(result.user_features__click_24h) == [None, 0, 3, 6]

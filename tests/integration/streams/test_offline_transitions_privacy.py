@@ -1,9 +1,11 @@
-"""The worker's other outputs on the real broker and Redis: the offline event log, item
-transitions for retrieval, and privacy requests (opt-out, delete) with a scan of every store and
-of every topic (what Kafka still holds of a deleted user is only in topics with a retention)."""
+"""The worker's other outputs on the real broker and Redis: the offline event log (with its many
+small batch files merged as they come), item transitions for retrieval, and privacy requests
+(opt-out, delete) with a scan of every store and of every topic (what Kafka still holds of a
+deleted user is only in topics with a retention)."""
 
 from __future__ import annotations
 
+import math
 import time
 
 import orjson
@@ -15,7 +17,8 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 from streams_harness import Lane, consumed, encoded, produce, wait_for
 
 from core.settings import Settings
-from features.offline import FeatureHistory, OfflineEventLog, offline_dir
+from features.batch_folder import DEFAULT_COMPACTION, BatchFolder, folder_usage, plan_merge
+from features.offline import EVENT_LOG_SCHEMA, FeatureHistory, OfflineEventLog, offline_dir
 from features.schema import USER_VIEW
 from features.store import FeastOnlineStore
 from features.transition_store import InMemoryTransitionStore, stream_slot
@@ -26,6 +29,7 @@ from streams.transitions import increments_from_sequence
 
 pytestmark = pytest.mark.integration
 
+SMALL_BATCHES = 30
 GONE = "zz-deleted-user"  # a distinctive id: any leftover anywhere is found by a substring scan
 QUIET = "opted-out-user"
 SEQUENCES = {
@@ -123,6 +127,22 @@ def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
     history = set(FeatureHistory(settings.deployment).read(USER_VIEW)["user_id"])
     assert {user for user in history if user.startswith(lane.tag)} == set(users)
 
+    # 1b. a quiet worker: many batches of one event each; the log's small files are merged as
+    # they come (features.batch_folder), before the deletion below has to find the user in them
+    chatty = lane.id("chatty")
+    for n in range(SMALL_BATCHES):
+        one = interaction(lane.id(f"chatty{n}"), chatty, lane.id("a"), "view", lane.t0 + 30_000 + n)
+        produce(settings, "events", encoded([one]))
+        wait_for(lambda n=n: len(log.read(user_ids=[chatty])) == n + 1, what=f"batch {n}")
+    usage = folder_usage(log.folder)
+    sizes = [path.stat().st_size for path in BatchFolder(log.folder, EVENT_LOG_SCHEMA).files()]
+    assert usage.batches >= SMALL_BATCHES and usage.files == len(sizes)
+    # The worker's last append took its merge: each file outweighs a third of the newer ones
+    # (DEFAULT_COMPACTION), hence a number of files logarithmic in the bytes logged.
+    assert plan_merge(sizes, DEFAULT_COMPACTION) is None
+    assert usage.files <= 1 + math.log(sum(sizes) / min(sizes)) / math.log(4 / 3)
+    assert usage.files < usage.batches / 3, usage
+
     # 2. transitions equal the offline builder's over each user's sequence
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
     reference = InMemoryTransitionStore()
@@ -166,6 +186,7 @@ def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
     assert store.read_users([gone]) == {}
     parquet = sorted(offline_dir(settings.deployment).rglob("*.parquet"))
     assert parquet and not [p for p in parquet if gone in str(pq.read_table(p).to_pylist())]
+    assert "-" in " ".join(p.name for p in parquet)  # merged files among them
     assert log.read(user_ids=[gone]).empty
 
     # Kafka cannot delete records: the topics that still hold the deleted user's id are the

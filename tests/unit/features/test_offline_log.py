@@ -70,7 +70,8 @@ def test_delete_user_removes_every_event_of_that_user_only(settings: Settings) -
     assert log.delete_user("u1") == 2
     assert list(log.read().event_id) == ["b", "d"]
     assert log.delete_user("u1") == 0
-    assert not [p for p in log.folder.iterdir() if p.name.startswith(".")]  # no temp files left
+    leftovers = [p.name for p in log.folder.iterdir() if p.name.startswith(".")]
+    assert leftovers == [".lock"]  # no temporary file left, only the folder's lock
 
 
 def test_a_batch_number_taken_by_another_writer_is_skipped(settings: Settings) -> None:
@@ -128,10 +129,25 @@ def test_a_writer_that_fell_behind_another_numbers_its_next_file_above_every_fil
     settings: Settings,
 ) -> None:
     ours, theirs = OfflineEventLog(settings.deployment), OfflineEventLog(settings.deployment)
-    ours.append([event("a")])  # ours now continues from 2 without listing the folder
+    ours.append([event("a")])
     for n, event_id in enumerate(["b", "c", "d"]):
         path = theirs.append([event(event_id)])
         assert path is not None and path.name == f"{n + 2:010d}.parquet"
     path = ours.append([event("e")])
     assert path is not None and path.name == "0000000005.parquet"
     assert list(ours.read().event_id) == ["a", "b", "c", "d", "e"]
+
+
+def test_a_redelivered_batch_is_read_once_and_the_first_copy_wins_across_merges(
+    settings: Settings,
+) -> None:
+    log = OfflineEventLog(settings.deployment)
+    log.append([event("e1", value=1.0), event("e2")])
+    for n in range(3, 9):
+        log.append([event(f"e{n}")])
+    log.append([event("e1", value=2.0)])  # the same event id again, after a crash
+    assert len(list(log.folder.glob("[0-9]*.parquet"))) < 8  # merged as they came
+    frame = log.read()
+    assert sorted(frame.event_id) == sorted(["e1", "e2", *(f"e{n}" for n in range(3, 9))])
+    assert frame.set_index("event_id").loc["e1"].value == 1.0
+    assert log.delete_user("u1") == 9 and log.read().empty

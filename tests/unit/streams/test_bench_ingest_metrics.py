@@ -1,6 +1,9 @@
-"""``aether bench ingest`` reads its figures from the workers' Prometheus text; no network here."""
+"""``aether bench ingest`` reads its figures from the workers' Prometheus text and the offline
+logs' folders; no network here."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +63,28 @@ def test_collector_passes_are_timed_by_generation() -> None:
     before = full_passes()
     gc.collect()
     assert full_passes() == before + 1
+
+
+def test_offline_log_figures_count_live_files_bytes_and_batches(tmp_path: Path) -> None:
+    from core.settings import Settings
+    from events.models import Interaction
+    from features.offline import FeatureHistory, OfflineEventLog
+    from features.rows import ItemFeatureRow, UserFeatureRow
+
+    settings = Settings(namespace="bench_figures", data_dir=tmp_path)
+    log = OfflineEventLog(settings.deployment)
+    for n in range(9):  # merged as they come: fewer files than batches
+        log.append(
+            [Interaction(event_id=f"e{n}", event_type="view", user_id="u", item_id="i",
+                         event_time=1_700_000_000_000 + n)]
+        )  # fmt: skip
+    FeatureHistory(settings.deployment).append(
+        [UserFeatureRow("u", 1_700_000_000_000, ("i",)), ItemFeatureRow("i", 1_700_000_000_000)]
+    )
+    figures = bench_ingest.offline_log_figures(settings)
+    files = log.folder.glob("[0-9]*.parquet")
+    assert figures["offline_log_batches"] == 9
+    assert 1 <= figures["offline_log_files"] < 9
+    assert figures["offline_log_bytes"] == sum(p.stat().st_size for p in files)
+    assert (figures["feature_history_files"], figures["feature_history_batches"]) == (2, 2)
+    assert (figures["offline_impressions_files"], figures["offline_impressions_bytes"]) == (0, 0)
