@@ -28,6 +28,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--dataset", default="ml-latest-small", choices=("ml-latest-small", "ml-1m")
     )
     parser.add_argument("--data", default=None, help="dataset folder (default: its usual place)")
+    parser.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="the first N ratings only, in event-time order (as `aether replay --limit N`): the "
+        "baseline and the catalogue's popularity are computed from what was replayed",
+    )
     parser.add_argument("--dim", type=int, default=64, help="embedding size of the baseline")
     vectors = parser.add_mutually_exclusive_group()
     vectors.add_argument("--embeddings", default=None, help=".npz with item_ids + matrix to index")
@@ -85,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"release {promoted.serial} ({promoted.label}) is promoted: nothing to do")
         return 0
     data = load_movielens(args.dataset, args.data)
-    catalog = catalog_from_movielens(data.items, data.ratings)
+    ratings = data.ratings if args.limit is None else data.ratings.iloc[: args.limit]
+    catalog = catalog_from_movielens(data.items, ratings)
     model = None
     if args.ranker_checkpoint:
         vectors = ranker_item_vectors(args.ranker_checkpoint)
@@ -100,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     elif args.embeddings:
         vectors = file_item_vectors(args.embeddings)
     else:
-        vectors = baseline_item_vectors(data.ratings, args.dim, seed=args.seed)
+        vectors = baseline_item_vectors(ratings, args.dim, seed=args.seed)
     text_encoder = None
     if args.content or not args.no_content_map:
         from retrieval.content import MiniLMTextEncoder

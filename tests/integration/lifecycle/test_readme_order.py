@@ -2,7 +2,7 @@
 
     aether stack up
     aether replay --dataset ml-latest-small      (sized: --limit)
-    aether index --dataset ml-latest-small       (sized: --content-map-items)
+    aether index --dataset ml-latest-small       (sized: --limit, --content-map-items)
     aether worker &
     aether serve &
     aether recommend --user …
@@ -130,7 +130,9 @@ def readme_stack(
         aether(settings, "stack", "up")
         aether(settings, "replay", "--dataset", "ml-latest-small", "--limit", str(RATINGS))
         indexed = aether(
-            settings, "index", "--dataset", "ml-latest-small", "--content-map-items", "200"
+            settings,
+            *("index", "--dataset", "ml-latest-small", "--limit", str(RATINGS)),
+            *("--content-map-items", "200"),
         )
         assert "promoted release 1" in indexed, indexed
         # Without embedding the replayed catalogue (9,742 titles, minutes of CPU on two cores);
