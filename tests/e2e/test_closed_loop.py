@@ -16,6 +16,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -43,6 +44,14 @@ T0 = 1_700_000_000_000
 DAY_MS = 86_400_000
 ALPHA = [f"a{n}" for n in range(20)]
 BETA = [f"b{n}" for n in range(20)]
+
+
+def start_serving(settings: Settings) -> tuple[Any, Any]:
+    """The pipeline and a gRPC server on a free port, with a request budget a loaded, shared
+    machine keeps (the default 100 ms lets the ANN source time out into a flagged fallback)."""
+    serving = settings.serving.model_copy(update={"deadline_ms": 3000})
+    app = build_serving_app(settings.model_copy(update={"serving": serving}))
+    return app, start_server(app.pipeline, serving.model_copy(update={"port": 0}))
 
 
 @dataclass
@@ -211,8 +220,7 @@ def test_new_events_change_the_grpc_answer(settings: Settings, worker: SharedWor
     )
     wait_for(lambda: len(store.read_items(ALPHA + BETA)) == 40, "the catalogue in the online store")
 
-    app = build_serving_app(settings)
-    running = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
+    app, running = start_serving(settings)
     try:
         with RecommenderClient(running.address, timeout_s=5) as client:
             client.wait_until_serving()
@@ -264,8 +272,7 @@ def test_an_opted_out_user_gets_non_personalised_answers_and_no_new_features(
     store = FeastOnlineStore(settings.redis, settings.deployment)
     wait_for(lambda: user in store.read_users([user]), "the user's features")
 
-    app = build_serving_app(settings)
-    running = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
+    app, running = start_serving(settings)
     try:
         with RecommenderClient(running.address, timeout_s=5) as client:
             client.wait_until_serving()
