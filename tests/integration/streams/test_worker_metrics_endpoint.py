@@ -79,6 +79,21 @@ def test_the_worker_exports_its_metrics(
         "event_time": T0 + 30_000,
     }
     producer.produce(settings.topic("impressions"), key=b"u0", value=orjson.dumps(slate))
+    assert producer.flush(30) == 0
+    # The later event must not overtake the slate: the worker reads the two topics in no
+    # particular order, and attribution keeps one watermark per partition over both (an
+    # impression read after a later event would be late). So the slate is consumed first.
+    impressions = settings.topic("impressions")
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert worker.running, worker.log()
+        text = scrape(metrics_port)
+        applied = totals(text or "", "aether_stream_events_total", "outcome", topic=impressions)
+        if applied.get("applied", 0) >= 1:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the slate was not consumed within 180 s: {worker.log()}")
     later = [
         {
             "event_id": "m-click",
