@@ -6,17 +6,28 @@
 3. Item embeddings (PPMI-SVD baseline) are indexed in Milvus; the SASRec ranker is trained on the
    same past (a short, time-boxed run; ``aether train`` does the full one).
 4. ``aether serve``'s pipeline answers gRPC requests for users who have ratings after ``T``.
-5. Closed loop: each round, every user's slate is checked against what that user really rated
+   Beside it, a frozen deployment: the online state copied when the worker had applied exactly
+   the past, served by a second pipeline with the same release (``benchmarks.live_headline``).
+5. Headline, live vs frozen features (``aether bench live``'s protocol, a small sample): the
+   ratings after ``T`` of the users *not* in the closed loop are replayed onto Kafka, and before
+   each of a warm user's first ratings after ``T`` is published the live server, the frozen one
+   and the popular slate are asked for 10 items; one line with NDCG@10 of each arm and the gain
+   with its interval, and a plot (``<data_dir>/demo-live.png``).
+6. Closed loop: each round, every user's slate is checked against what that user really rated
    after ``T`` (rated ≥ 4 → a click, ≤ 2 → a dismissal), the feedback goes back to Kafka as
    events with ``request_id``, the worker updates the features, and the next round's slates
-   follow. Per round it reports hit rate, new items per slate, fallbacks and gRPC latency.
+   follow. Per round it reports hit rate, new items per slate, fallbacks and gRPC latency. Its
+   event times start after the last replayed rating (the worker's watermarks are there by then:
+   earlier events would be late), one hour per round.
 
 The operator view runs beside it: the built-in dashboard (``aether dashboard``) scrapes the
 worker's and the server's metrics and reads ``<ns>.drift``; its URL is printed at the start. In
 round ``drift_round`` the demo injects one drift — a broken client that dismisses every item it
 shows — and at the end reports what the worker's drift monitors detected, and when.
 
-Everything it starts it stops, except the stack (``--keep-stack`` leaves everything up).
+Each step says how long it took; the end says how many events the worker counted late (none is
+expected). Everything it starts it stops, except the stack (``--keep-stack`` leaves everything
+up).
 """
 
 from __future__ import annotations
@@ -38,7 +49,8 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from core.errors import DependencyUnavailable
+from benchmarks.live_headline import freeze, frozen_settings, run_headline, serve_frozen
+from core.errors import AetherError, DependencyUnavailable
 from core.metrics_exporter import SERVER_PORT, start_metrics_exporter
 from core.settings import MetricsSettings, Settings
 from core.subprocesses import free_loopback_port
@@ -65,7 +77,7 @@ log = logging.getLogger(__name__)
 class DemoConfig:
     dataset: str = "ml-latest-small"
     data: Path | None = None
-    users: int = 40
+    users: int = 12  # in the closed loop; the other warm users are the headline's
     rounds: int = 4
     drift_round: int = 3  # the round whose feedback is all dismissals (0: no injected drift)
     hold: bool = False  # keep the dashboard up after the loop until Enter is pressed
@@ -77,6 +89,9 @@ class DemoConfig:
     new_items: int = 8  # how many: the future's most liked titles first rated after the cut-off
     content_map_items: int = 600  # titles the text → item-space map is fitted on
     cutoff_quantile: float = 0.9
+    headline: bool = True  # live vs frozen features before the loop (benchmarks.live_headline)
+    headline_events_per_user: int = 10
+    headline_max_seconds: float = 60.0  # the replay stops asking after this long
     seed: int = 0
 
 
@@ -96,6 +111,55 @@ class RoundReport:
     @property
     def hit_rate(self) -> float:
         return self.hits / max(1, self.slates)
+
+
+class Phases:
+    """Wall seconds of each step of the demo, said as each step ends and summed up at the end."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self._say = say
+        self._started = self._mark = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def done(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = now - self._mark
+        self._mark = now
+        self._say(f"      ({name}: {self.seconds[name]:.0f} s)")
+
+    def summary(self) -> str:
+        parts = ", ".join(f"{name} {s:.0f} s" for name, s in self.seconds.items())
+        return f"wall time: {parts}; {time.monotonic() - self._started:.0f} s since step 1"
+
+
+def closed_loop_users(
+    liked: dict[str, set[str]], known: set[str], count: int, seed: int
+) -> list[str]:
+    """The loop's users: a seeded sample of ``count`` users known before the cut-off who liked
+    at least 5 titles after it (the loop's clicks come from those likes)."""
+    candidates = sorted(u for u in liked if u in known and len(liked[u]) >= 5)
+    rng = np.random.default_rng(seed)
+    return sorted(rng.choice(candidates, size=min(count, len(candidates)), replace=False).tolist())
+
+
+def loop_start_ms(cutoff_ms: int, replayed_until_ms: int | None) -> int:
+    """Event time the loop's rounds count from (round ``r`` at ``start + r`` hours): after the
+    last rating replayed before it, so that no partition's watermark is ahead of the loop's
+    events (they would be late, DESIGN.md §4)."""
+    return max(cutoff_ms, replayed_until_ms if replayed_until_ms is not None else cutoff_ms)
+
+
+def worker_late_events(metrics_port: int) -> int | None:
+    """``aether_stream_late_events_total`` of the worker, over every topic (None: no answer)."""
+    from dashboard.scrape import fetch_exposition, parse_exposition
+
+    try:
+        samples = parse_exposition(fetch_exposition(metrics_url("127.0.0.1", metrics_port)))
+    except AetherError:
+        return None
+    return int(
+        sum(v for (name, _), v in samples.items() if name == "aether_stream_late_events_total")
+    )
 
 
 def reset_namespace(settings: Settings) -> None:
@@ -385,10 +449,16 @@ def run_demo(
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
+    phases = Phases(say)
     reset_namespace(settings)
+    frozen_namespace = ""
+    if config.headline:
+        frozen = frozen_settings(settings)
+        frozen_namespace = frozen.namespace
+        reset_namespace(frozen)
     data = load_movielens(config.dataset, config.data)
     past, future, cutoff = split_at_quantile(data.ratings, config.cutoff_quantile)
-    say(f"[1/5] {config.dataset}: {len(past):,} ratings before the cut-off, {len(future):,} after")
+    say(f"[1/6] {config.dataset}: {len(past):,} ratings before the cut-off, {len(future):,} after")
 
     topics = ensure_topics(settings)
     worker_port, server_port = free_loopback_port(), free_loopback_port()
@@ -398,7 +468,7 @@ def run_demo(
     milvus.enter_context(hold_milvus_lite(settings.milvus.uri))
     log_path = settings.data_dir / "logs" / "demo-worker.log"
     worker = start_worker(settings, log_path, worker_port, embed_from_ms=cutoff)
-    server = app = None
+    server = app = frozen_server = frozen_app = None
     dashboard = start_operator_view(settings, worker_port, server_port)
     say(f"      operator page: {dashboard.url}  (worker and server metrics, drift log)")
     try:
@@ -419,10 +489,18 @@ def run_demo(
         publish(
             producer, topics.events, rating_events(config.dataset, past), description="past events"
         )
-        say("[2/5] worker: turning the past into online features")
+        phases.done("data")
+        say("[2/6] worker: turning the past into online features")
         wait_until_caught_up(settings, 900, progress=True)
+        if config.headline:
+            # The worker has applied exactly the past: the frozen deployment's state is this.
+            copied = freeze(settings)
+            say(
+                f"      state at the cut-off copied to namespace {frozen_namespace} ({copied:,} keys)"
+            )
+        phases.done("worker")
 
-        say("[3/5] ranker training; its item embeddings into Milvus with a content map")
+        say("[3/6] ranker training; its item embeddings into Milvus with a content map")
         catalog = catalog_from_movielens(data.items, past)
         first = ranker_path(settings)
         first.parent.mkdir(parents=True, exist_ok=True)
@@ -446,6 +524,7 @@ def run_demo(
             f"{result.epochs_run} epochs ({result.train_seconds:.0f}s); release "
             f"{published.release.label if published.release else '?'} promoted"
         )
+        phases.done("ranker")
         titles = new_titles(data, future, cutoff, config.new_items)
         new_ids = {item: title for item, title, _ in titles}  # id -> title
 
@@ -456,7 +535,14 @@ def run_demo(
             MetricsSettings(host="127.0.0.1", port=server_port),
             default_port=SERVER_PORT,
         )
-        say(f"[4/5] gRPC Recommender on {server.address}")
+        say(f"[4/6] gRPC Recommender on {server.address}")
+        if config.headline:
+            frozen_app, frozen_server = serve_frozen(settings, index)
+            say(
+                f"      frozen deployment on {frozen_server.address}: the same release, the "
+                f"online state of {frozen_namespace} (as of the cut-off, no worker after it)"
+            )
+        phases.done("serve")
 
         liked: dict[str, set[str]] = defaultdict(set)
         disliked: dict[str, set[str]] = defaultdict(set)
@@ -465,13 +551,42 @@ def run_demo(
                 liked[row.user_id].add(row.item_id)
             elif row.rating <= 2:
                 disliked[row.user_id].add(row.item_id)
-        known = set(past["user_id"])
-        candidates = sorted(u for u in liked if u in known and len(liked[u]) >= 5)
-        rng = np.random.default_rng(config.seed)
-        users = sorted(
-            rng.choice(candidates, size=min(config.users, len(candidates)), replace=False).tolist()
+        users = closed_loop_users(liked, set(past["user_id"]), config.users, config.seed)
+
+        replayed_until: int | None = None
+        if config.headline and frozen_server is not None:
+            say("[5/6] headline: live vs frozen features, on the future of the other users")
+            plot = settings.data_dir / "demo-live.png"
+            headline = run_headline(
+                settings,
+                producer,
+                dataset=config.dataset,
+                ratings=data.ratings,
+                cutoff_ms=cutoff,
+                catalogue={m.key.decode() for m in catalog_messages},
+                loop_users=users,
+                live_address=server.address,
+                frozen_address=frozen_server.address,
+                events_per_user=config.headline_events_per_user,
+                max_seconds=config.headline_max_seconds,
+                plot=plot,
+                seed=config.seed,
+                say=say,
+            )
+            replayed_until = headline.replayed_until_ms
+            say(headline.line)
+            say(headline.details)
+            say(f"      plot {plot} (figures: {plot.with_suffix('.json').name})")
+            app.refresh()  # the replayed users and items, before the loop's first round
+        else:
+            say("[5/6] headline skipped (--no-headline)")
+        phases.done("headline")
+
+        clock = loop_start_ms(cutoff, replayed_until)
+        say(
+            f"[6/6] closed loop: {len(users)} users × {config.rounds} rounds, k={config.k}, from "
+            f"event time {pd.Timestamp(clock, unit='ms'):%Y-%m-%d %H:%M}"
         )
-        say(f"[5/5] closed loop: {len(users)} users × {config.rounds} rounds, k={config.k}")
         injected_at_ms: int | None = None
         reports: list[RoundReport] = []
         shown_before: dict[str, set[str]] = {}
@@ -480,7 +595,7 @@ def run_demo(
         with RecommenderClient(server.address, timeout_s=5) as client:
             for round_no in range(1, config.rounds + 1):
                 report = RoundReport(round_no, 0, 0, 0, 0, 0)
-                at_ms = cutoff + round_no * 3_600_000
+                at_ms = clock + round_no * 3_600_000
                 broken = round_no == config.drift_round
                 if broken:
                     injected_at_ms = at_ms
@@ -540,16 +655,25 @@ def run_demo(
                     publish_new_titles(settings, app, titles, at_ms + 1_800_000, say)
                 if round_no == config.retrain_after and round_no < config.rounds:
                     retrain_from_log(settings, app, index, config, catalog, encoder, say)
+        phases.done("loop")
         report_drift(dashboard, injected_at_ms, say)
+        late = worker_late_events(worker_port)
+        say(
+            f"      events the worker counted late (beyond the allowed lateness): "
+            f"{'no answer from its metrics' if late is None else late}"
+        )
+        say(f"      {phases.summary()}")
         if config.hold:
             input(f"      the operator page stays up at {dashboard.url}: press Enter to stop ")
         return reports
     finally:
         dashboard.stop()
-        if server is not None:
-            server.stop(1)
-        if app is not None:
-            app.close()
+        for running in (frozen_server, server):
+            if running is not None:
+                running.stop(1)
+        for built in (frozen_app, app):  # both close the shared index: after the last request
+            if built is not None:
+                built.close()
         worker.terminate()
         try:
             worker.wait(20)

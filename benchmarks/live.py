@@ -32,7 +32,7 @@ server, here the worker, two servers and the replay share the cores), both said 
 ``live_hr10``, ``frozen_ndcg10``, ``frozen_hr10``, ``popular_ndcg10``, ``live_gain_over_frozen``
 and its ``_ci95_low``/``_ci95_high``, ``offline_temporal_ndcg10_same_users``, ``live_p99_ms``,
 ``live_freshness_p99_ms``, ``machine`` and more); ``--plot PATH`` the three arms over replay
-time. ``live_headline`` is the short run the demo shows.
+time. The demo's headline (``benchmarks.live_headline``) runs steps 2–4 on the demo's own stack.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchmarks.live_figures import K, arm_figures, over_replay_time
 from benchmarks.live_offline import diagnosis, offline_figures
@@ -60,6 +60,9 @@ from benchmarks.live_replay import (
 )
 from benchmarks.output import print_figures, write_json
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from serving.client import RecommenderClient
 
 HEADLINE_KEYS = (
     "live_ndcg10",
@@ -153,40 +156,6 @@ def command(args: argparse.Namespace) -> int:
     print(f"machine: {machine}")
     write_json(args.json, result.figures)
     return 0
-
-
-def live_headline(
-    plot: Path | None = None,
-    *,
-    data: Path | None = None,
-    users: int = 40,
-    events_per_user: int = 3,
-    train_minutes: float = 1.5,
-    say: Callable[[str], None] = print,
-) -> LiveResult:
-    """The demo's short run on ml-latest-small (a small sample, said so), with its plot."""
-    config = LiveConfig(
-        dataset="ml-latest-small",
-        data=data,
-        users=users,
-        events_per_user=events_per_user,
-        train_minutes=train_minutes,
-        recall_probe=False,
-        plot=plot,
-        progress=False,
-    )
-    result = run_live(config, say=say)
-    f = result.figures
-    say(
-        f"live vs frozen features, ml-latest-small, SMALL SAMPLE ({f['live_users']} users, "
-        f"{f['live_requests']} requests; ML-1M figures in docs/benchmarks/live.md): NDCG@10 "
-        f"live {f['live_ndcg10']:.3f} / frozen {f['frozen_ndcg10']:.3f} / popular "
-        f"{f['popular_ndcg10']:.3f}; live over frozen {f['live_gain_over_frozen']:+.1%} "
-        f"(95 % CI {f['live_gain_over_frozen_ci95_low']:+.1%} … "
-        f"{f['live_gain_over_frozen_ci95_high']:+.1%}); offline, same requests "
-        f"{f['offline_temporal_ndcg10_same_users']:.3f}"
-    )
-    return result
 
 
 def _ranker(config: LiveConfig, work: Path, say: Callable[[str], None]) -> Any:
@@ -355,25 +324,6 @@ def _run(
         watch_store = FeastOnlineStore(live.redis, live.deployment)  # the watch's own client
         max_exclude = live.serving.max_exclude
 
-        def asker(role: str, popular: bool = False) -> Callable[[Request], Answer]:
-            client = clients[role]
-
-            def ask(request: Request) -> Answer:
-                sent = time.perf_counter()
-                if popular:
-                    slate = client.recommend(
-                        ANONYMOUS_USER, K, exclude_item_ids=popular_excludes(request, max_exclude)
-                    )
-                else:
-                    slate = client.recommend(request.user_id, K)
-                return Answer(
-                    tuple(i.item_id for i in slate.items),
-                    (time.perf_counter() - sent) * 1000,
-                    slate.fallback,
-                )
-
-            return ask
-
         def probe(request: Request) -> tuple[str, ...]:
             slate = clients["live"].recommend(request.user_id, candidates)
             return tuple(i.item_id for i in slate.items)
@@ -388,13 +338,9 @@ def _run(
             future,
             messages,
             requests,
-            produce=lambda m: _produce(producer, topic, m),
+            produce=lambda m: produce_retrying(producer, topic, m),
             flush=lambda: _flush(producer),
-            ask={
-                "live": asker("live"),
-                "frozen": asker("frozen"),
-                "popular": asker("live", popular=True),
-            },
+            ask=grpc_arms(clients["live"], clients["frozen"], max_exclude),
             read_live_rows=live_store.read_users,
             read_watched_rows=watch_store.read_users,
             probe=probe if config.recall_probe else None,
@@ -459,11 +405,39 @@ def _run(
     return LiveResult(figures, log, lines)
 
 
+def grpc_arms(
+    live: RecommenderClient, frozen: RecommenderClient, max_exclude: int
+) -> dict[str, Callable[[Request], Answer]]:
+    """The three arms of the replay over gRPC (``benchmarks.live_replay``): **live** and
+    **frozen** ask their server for the request's user; **popular** asks the live server for a
+    user it has never seen, the user's rated items excluded."""
+
+    def asker(client: RecommenderClient, popular: bool = False) -> Callable[[Request], Answer]:
+        def ask(request: Request) -> Answer:
+            sent = time.perf_counter()
+            if popular:
+                slate = client.recommend(
+                    ANONYMOUS_USER, K, exclude_item_ids=popular_excludes(request, max_exclude)
+                )
+            else:
+                slate = client.recommend(request.user_id, K)
+            return Answer(
+                tuple(i.item_id for i in slate.items),
+                (time.perf_counter() - sent) * 1000,
+                slate.fallback,
+            )
+
+        return ask
+
+    return {"live": asker(live), "frozen": asker(frozen), "popular": asker(live, popular=True)}
+
+
 def _flush(producer: Any) -> None:
     producer.flush(30)
 
 
-def _produce(producer: Any, topic: str, message: Any) -> None:
+def produce_retrying(producer: Any, topic: str, message: Any) -> None:
+    """Produce ``message``, waiting while the producer's local queue is full."""
     while True:
         try:
             producer.produce(topic, value=message.value, key=message.key)
@@ -472,14 +446,19 @@ def _produce(producer: Any, topic: str, message: Any) -> None:
             producer.poll(0.05)
 
 
-def plot_arms(days: Any, by_arm: dict[str, Any], figures: dict[str, Any], path: Path) -> None:
-    """NDCG@10 of each arm per replay-time bin (equal request counts), offline dashed."""
+def plot_arms(
+    days: Any, by_arm: dict[str, Any], figures: dict[str, Any], path: Path, note: str = ""
+) -> None:
+    """NDCG@10 of each arm per replay-time bin (equal request counts), offline dashed;
+    ``note`` leads the title (the demo's "SMALL SAMPLE")."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(9, 4.5), constrained_layout=True)
+    ratio = figures["live_gain_over_frozen"]
+    gain = f"{ratio:+.1%}" if ratio == ratio else "undefined"  # NaN: frozen found no target
     styles = {"live": "-o", "frozen": "-s", "popular": "-^", "offline": "--"}
     for arm, values in by_arm.items():
         label = f"{arm} ({figures.get(f'{arm}_ndcg10', figures.get('offline_temporal_ndcg10_same_users')):.3f} overall)"
@@ -493,8 +472,8 @@ def plot_arms(days: Any, by_arm: dict[str, Any], figures: dict[str, Any], path: 
     ax.set_xlabel("event time after the first request (days; bins of equal request counts)")
     ax.set_ylabel("NDCG@10 of the served slate")
     ax.set_title(
-        f"{figures['dataset']}: {figures['live_requests']:,} requests of {figures['live_users']:,} "
-        f"users, replayed after T (live − frozen {figures['live_gain_over_frozen']:+.1%})"
+        f"{note + ', ' if note else ''}{figures['dataset']}: {figures['live_requests']:,} requests of {figures['live_users']:,} "
+        f"users, replayed after T (live − frozen {gain})"
     )
     ax.legend()
     ax.grid(alpha=0.3)

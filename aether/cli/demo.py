@@ -11,7 +11,12 @@ from aether.cli.common import add_dataset_args
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="closed-loop demo on the embedded stack")
     add_dataset_args(parser)
-    parser.add_argument("--users", type=int, default=40, help="users in the closed loop")
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=12,
+        help="users in the closed loop (the other warm users are the headline's)",
+    )
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument(
         "--drift-round",
@@ -35,6 +40,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--retrain-minutes", type=float, default=1.0, help="budget of the retraining from the log"
+    )
+    parser.add_argument(
+        "--no-headline",
+        action="store_true",
+        help="skip the live-vs-frozen headline (docs/benchmarks/live.md §3)",
     )
     parser.add_argument("--namespace", default="demo", help="deployment namespace of the demo")
     parser.add_argument("--keep-stack", action="store_true", help="leave the stack running")
@@ -71,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
             train_minutes=args.train_minutes,
             retrain_after=args.retrain_after,
             retrain_minutes=args.retrain_minutes,
+            headline=not args.no_headline,
         )
         run_demo(settings, config)
     finally:
