@@ -41,34 +41,32 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import orjson
 import pandas as pd
 
+from aether.demo_changes import new_titles, publish_new_titles, publish_release, retrain_from_log
+from aether.demo_loop import (
+    RoundReport,
+    closed_loop_users,
+    feedback_events,
+    loop_start_ms,
+    split_at_quantile,
+)
+from aether.demo_operators import report_drift, start_operator_view, worker_late_events
 from benchmarks.live_headline import freeze, frozen_settings, run_headline, serve_frozen
-from core.errors import AetherError, DependencyUnavailable
 from core.metrics_exporter import SERVER_PORT, start_metrics_exporter
 from core.settings import MetricsSettings, Settings
 from core.subprocesses import free_loopback_port
-from dashboard.config import DEFAULT_PORT, config_from_settings
-from dashboard.drift_log import DriftEntry
-from dashboard.server import DashboardServer
-from dashboard.targets import explicit_targets, metrics_url
-from events import Interaction, encode
+from events import encode
 from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
 
 if TYPE_CHECKING:
-    from interactions.movielens import MovieLens
-    from lifecycle.publish import Published
-    from retrieval.catalog import ItemCatalog
-    from retrieval.content import TextEncoder
-    from retrieval.index import ItemIndex
-    from serving.build_pipeline import ServingApp
+    pass
 
 log = logging.getLogger(__name__)
 
@@ -95,24 +93,6 @@ class DemoConfig:
     seed: int = 0
 
 
-@dataclass
-class RoundReport:
-    round: int
-    slates: int
-    hits: int
-    dismissals: int
-    new_items: int  # items not shown to that user in the previous round
-    fallbacks: int
-    latencies_ms: list[float] = field(default_factory=list)
-    new_title_slots: int = 0  # slots given to the titles published mid-loop
-    new_title_hits: int = 0  # of those, titles the user liked after the cut-off
-    models: set[str] = field(default_factory=set)  # model_version of the round's responses
-
-    @property
-    def hit_rate(self) -> float:
-        return self.hits / max(1, self.slates)
-
-
 class Phases:
     """Wall seconds of each step of the demo, said as each step ends and summed up at the end."""
 
@@ -130,36 +110,6 @@ class Phases:
     def summary(self) -> str:
         parts = ", ".join(f"{name} {s:.0f} s" for name, s in self.seconds.items())
         return f"wall time: {parts}; {time.monotonic() - self._started:.0f} s since step 1"
-
-
-def closed_loop_users(
-    liked: dict[str, set[str]], known: set[str], count: int, seed: int
-) -> list[str]:
-    """The loop's users: a seeded sample of ``count`` users known before the cut-off who liked
-    at least 5 titles after it (the loop's clicks come from those likes)."""
-    candidates = sorted(u for u in liked if u in known and len(liked[u]) >= 5)
-    rng = np.random.default_rng(seed)
-    return sorted(rng.choice(candidates, size=min(count, len(candidates)), replace=False).tolist())
-
-
-def loop_start_ms(cutoff_ms: int, replayed_until_ms: int | None) -> int:
-    """Event time the loop's rounds count from (round ``r`` at ``start + r`` hours): after the
-    last rating replayed before it, so that no partition's watermark is ahead of the loop's
-    events (they would be late, DESIGN.md §4)."""
-    return max(cutoff_ms, replayed_until_ms if replayed_until_ms is not None else cutoff_ms)
-
-
-def worker_late_events(metrics_port: int) -> int | None:
-    """``aether_stream_late_events_total`` of the worker, over every topic (None: no answer)."""
-    from dashboard.scrape import fetch_exposition, parse_exposition
-
-    try:
-        samples = parse_exposition(fetch_exposition(metrics_url("127.0.0.1", metrics_port)))
-    except AetherError:
-        return None
-    return int(
-        sum(v for (name, _), v in samples.items() if name == "aether_stream_late_events_total")
-    )
 
 
 def reset_namespace(settings: Settings) -> None:
@@ -194,240 +144,6 @@ def start_worker(
         [str(aether), "worker"] if aether.exists() else [sys.executable, "-m", "aether.cli.worker"]
     ) + ["--metrics-port", str(metrics_port)]
     return subprocess.Popen(command, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
-
-
-def start_operator_view(settings: Settings, worker_port: int, server_port: int) -> DashboardServer:
-    """The built-in dashboard on 127.0.0.1:8050 (any free port when that one is taken),
-    scraping the demo's worker and this process (the server) every 2 s."""
-    targets = explicit_targets(
-        [metrics_url("127.0.0.1", worker_port)], [metrics_url("127.0.0.1", server_port)]
-    )
-    for port in (DEFAULT_PORT, 0):
-        config = config_from_settings(settings, port=port, targets=targets, interval_s=2.0)
-        try:
-            dashboard = DashboardServer(config).start()
-        except DependencyUnavailable:
-            continue  # 8050 is taken: any free port
-        return dashboard
-    raise DependencyUnavailable("dashboard", "no port to listen on")
-
-
-def report_drift(
-    dashboard: DashboardServer, injected_at_ms: int | None, say: Callable[[str], None]
-) -> None:
-    """The drift log as the operator page shows it, and whether the injected drift was seen."""
-
-    def injected_caught() -> list[DriftEntry]:
-        return [
-            e
-            for e in dashboard.state.drift.newest_first()
-            if injected_at_ms is not None
-            and e.detection.event_time_ms >= injected_at_ms
-            and e.detection.signal == "event_share"
-            and e.detection.segment == "event_type=dismiss"
-        ]
-
-    # The worker closes the injected round's event-time windows when the next round's events
-    # arrive; the page reads <ns>.drift continuously. Give both a little time.
-    deadline = time.monotonic() + 30
-    while injected_at_ms is not None and not injected_caught() and time.monotonic() < deadline:
-        time.sleep(1)
-    entries = dashboard.state.drift.newest_first()
-    say(f"      drift log ({len(entries)} newest detections, by event time; {dashboard.url}):")
-    for entry in entries[:6]:
-        d = entry.detection
-        say(
-            f"        {d.event_time:%Y-%m-%d %H:%M:%S}  {d.signal}[{d.segment}]"
-            f"  {d.reference:.3g} → {d.statistic:.3g}  ({d.detector})"
-        )
-    if injected_at_ms is None:
-        return
-    caught = injected_caught()
-    if caught:
-        first = min(caught, key=lambda e: e.detection.event_time_ms)
-        d = first.detection
-        say(
-            f"      injected drift detected: {d.signal}[{d.segment}] alarmed at event time"
-            f" {d.event_time:%H:%M:%S}, {d.event_time_ms - injected_at_ms} ms (event time) after"
-            f" the injected round began (ADWIN's estimate {d.reference:.3f} → {d.statistic:.3f})"
-        )
-    else:
-        say("      the injected drift was NOT detected by the dismiss-share monitor within 30 s")
-
-
-def publish_release(
-    settings: Settings,
-    index: ItemIndex,
-    checkpoint: Path,
-    catalog: ItemCatalog,
-    encoder: TextEncoder,
-    items: int,
-) -> Published:
-    """What ``aether train`` + ``aether index --ranker-checkpoint`` leave: the checkpoint
-    registered, its own item embeddings indexed in Milvus with a content map (text → its item
-    space, fitted on ``items`` titles: how new items get a place), the pair promoted."""
-    from lifecycle.publish import publish_index, register_checkpoint
-    from retrieval.content import fit_content_map
-    from retrieval.item_vectors import ranker_item_vectors
-
-    model, _ = register_checkpoint(settings.milvus, settings.deployment, checkpoint)
-    vectors = ranker_item_vectors(checkpoint)
-    content_map = fit_content_map(
-        vectors.item_ids, vectors.matrix, catalog, encoder, max_items=items
-    )
-    return publish_index(
-        settings.milvus,
-        settings.deployment,
-        vectors,
-        catalog,
-        content_map=content_map,
-        model=model.version,
-        progress=False,
-        index=index,
-    )
-
-
-def new_titles(
-    data: MovieLens, future: pd.DataFrame, cutoff: int, count: int
-) -> list[tuple[str, str, tuple[str, ...]]]:
-    """The ``count`` titles first rated after the cut-off that the future liked most: films
-    released while the loop runs, (id, title, categories)."""
-    first = data.ratings.groupby("item_id")["timestamp_ms"].min()
-    new = set(first[first >= cutoff].index)
-    liked = future[(future["rating"] >= 4) & future["item_id"].isin(new)]
-    top = liked.groupby("item_id").size().sort_values(ascending=False, kind="stable")
-    chosen = set(top.index[:count])
-    rows = data.items[data.items["item_id"].isin(chosen)]
-    return [
-        (item, title, tuple(categories))
-        for item, title, categories in zip(
-            rows["item_id"], rows["title"], rows["categories"], strict=True
-        )
-    ]
-
-
-def publish_new_titles(
-    settings: Settings,
-    app: ServingApp,
-    titles: list[tuple[str, str, tuple[str, ...]]],
-    at_ms: int,
-    say: Callable[[str], None],
-) -> None:
-    """Publish ``titles`` on ``<ns>.items`` as catalogue updates at ``at_ms``; the worker's
-    catalogue agent embeds them into the content collection, and the running server places them
-    in its item space at its next catalogue refresh. Waits (at most a minute) until it has."""
-    producer = producer_for(settings)
-    for item, title, categories in titles:
-        body = {"event_id": f"demo:new:{item}", "item_id": item, "title": title,
-                "categories": list(categories), "event_time": at_ms, "created_time": at_ms}  # fmt: skip
-        producer.produce(settings.topic("items"), key=item.encode(), value=orjson.dumps(body))
-    producer.flush(30)
-    published = time.monotonic()
-    say(f"      [new items] {len(titles)} titles published to {settings.topic('items')}:")
-    say("        " + "; ".join(title for _, title, _ in titles))
-    wanted = {item for item, _, _ in titles}
-    placed: set[str] = set()
-    while time.monotonic() - published < 60:
-        app.refresh()
-        placed = wanted & set(app.pipeline.state.view.new_item_ids)
-        if placed == wanted:
-            break
-        time.sleep(1.0)
-    say(
-        f"      {len(placed)} of {len(titles)} embedded by the worker and placed in the serving "
-        f"item space {time.monotonic() - published:.0f} s after publishing (no restart)"
-    )
-
-
-def retrain_from_log(
-    settings: Settings,
-    app: ServingApp,
-    index: ItemIndex,
-    config: DemoConfig,
-    catalog: ItemCatalog,
-    encoder: TextEncoder,
-    say: Callable[[str], None],
-) -> None:
-    """The learning loop closed: train the ranker again on the worker's own offline log (the
-    events it accepted, the loop's feedback included; no dataset file), index its item
-    embeddings, promote the pair, and let the running server swap to it (no restart)."""
-    from lifecycle.from_log import log_dataset_name, log_split
-    from ranker.fit import fit_and_save
-    from ranker.train import TrainConfig
-
-    before = app.live.release.label
-    split = log_split(settings.deployment, "loo")
-    say(
-        f"      [retrain] ranker from the worker's offline log: {len(split.train):,} users' "
-        f"sequences, up to {config.retrain_minutes:g} min"
-    )
-    out = settings.data_dir / "artifacts" / f"{settings.namespace}_ranker_from_log.pt"
-    result = fit_and_save(
-        split,
-        log_dataset_name(settings.deployment),
-        out,
-        {"max_length": 200},
-        TrainConfig(max_minutes=config.retrain_minutes, seed=config.seed, progress=False),
-    )
-    release = publish_release(
-        settings, index, out, catalog, encoder, config.content_map_items
-    ).release
-    app.refresh()  # what the server's refresh thread does: the promoted pair swaps in
-    say(
-        f"      promoted {release.label if release else '?'} (validation NDCG@10 "
-        f"{result.best_validation_ndcg10:.3f} on the log's own last-item split, "
-        f"{result.train_seconds:.0f}s); serving {app.live.release.label}, was {before}"
-    )
-
-
-def split_at_quantile(
-    ratings: pd.DataFrame, quantile: float
-) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    cutoff = int(ratings["timestamp_ms"].quantile(quantile))
-    past = ratings[ratings["timestamp_ms"] < cutoff]
-    future = ratings[ratings["timestamp_ms"] >= cutoff]
-    return past, future, cutoff
-
-
-def feedback_events(
-    user: str,
-    slate_items: list[str],
-    request_id: str,
-    liked: set[str],
-    disliked: set[str],
-    at_ms: int,
-    broken_client: bool = False,
-) -> tuple[list[Interaction], int, int]:
-    """What the user does with a slate, from what they really rated after the cut-off; a broken
-    client (the injected drift) dismisses every item it shows."""
-    events: list[Interaction] = []
-    hits = dismissals = 0
-    for position, item in enumerate(slate_items):
-        kind = (
-            "dismiss"
-            if broken_client
-            else "click"
-            if item in liked
-            else "dismiss"
-            if item in disliked
-            else None
-        )
-        if kind is None:
-            continue
-        hits += kind == "click"
-        dismissals += kind == "dismiss"
-        events.append(
-            Interaction(
-                event_id=f"demo:{request_id}:{item}:{kind}",
-                event_type=kind,
-                user_id=user,
-                item_id=item,
-                event_time=at_ms + position,
-                request_id=request_id,
-                context={"surface": "demo"},
-            )
-        )
-    return events, hits, dismissals
 
 
 def run_demo(

@@ -17,13 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from aether.demo import (
-    closed_loop_users,
-    feedback_events,
-    loop_start_ms,
-    split_at_quantile,
-    worker_late_events,
-)
+from aether.demo_loop import closed_loop_users, feedback_events, loop_start_ms, split_at_quantile
+from aether.demo_operators import worker_late_events
 from benchmarks.live_headline import freeze, frozen_settings, run_headline, serve_frozen
 from benchmarks.live_replay import ARMS
 from benchmarks.live_stack import start_worker, stop

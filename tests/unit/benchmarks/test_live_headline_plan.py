@@ -1,5 +1,5 @@
 """The demo's live-vs-frozen headline (``benchmarks.live_headline``) and the demo's closed loop
-around it (``aether.demo``): the headline never replays a closed-loop user's ratings, never a
+around it (``aether.demo``, ``aether.demo_loop``): the headline never replays a closed-loop user's ratings, never a
 title outside the catalogue at the cut-off, and the loop's events, which come after the replay,
 are never late against the worker's watermarks."""
 
@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from aether.demo import closed_loop_users, feedback_events, loop_start_ms
+from aether.demo_loop import closed_loop_users, feedback_events, loop_start_ms
 from benchmarks.live_headline import frozen_settings, headline_line, headline_plan
 from core.settings import Settings
 from streams.eventtime import Lateness, Verdict, advance, judge
