@@ -50,13 +50,14 @@ import pandas as pd
 
 from aether.demo_changes import new_titles, publish_new_titles, publish_release, retrain_from_log
 from aether.demo_loop import (
+    EventClock,
     RoundReport,
     closed_loop_users,
     feedback_events,
     loop_start_ms,
     split_at_quantile,
 )
-from aether.demo_operators import report_drift, start_operator_view, worker_late_events
+from aether.demo_operators import report_drift, start_operator_view, worker_counters
 from benchmarks.live_headline import freeze, frozen_settings, run_headline, serve_frozen
 from core.metrics_exporter import SERVER_PORT, start_metrics_exporter
 from core.settings import MetricsSettings, Settings
@@ -244,7 +245,8 @@ def run_demo(
         titles = new_titles(data, future, cutoff, config.new_items)
         new_ids = {item: title for item, title, _ in titles}  # id -> title
 
-        app = build_serving_app(settings, index=index)
+        serving_clock = EventClock(cutoff)  # the headline's slates: at the cut-off
+        app = build_serving_app(settings, index=index, clock_ms=serving_clock)
         server = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
         # The dashboard scrapes this process as the server (its pipeline runs here).
         start_metrics_exporter(
@@ -312,6 +314,7 @@ def run_demo(
             for round_no in range(1, config.rounds + 1):
                 report = RoundReport(round_no, 0, 0, 0, 0, 0)
                 at_ms = clock + round_no * 3_600_000
+                serving_clock.now_ms = at_ms
                 broken = round_no == config.drift_round
                 if broken:
                     injected_at_ms = at_ms
@@ -373,11 +376,16 @@ def run_demo(
                     retrain_from_log(settings, app, index, config, catalog, encoder, say)
         phases.done("loop")
         report_drift(dashboard, injected_at_ms, say)
-        late = worker_late_events(worker_port)
-        say(
-            f"      events the worker counted late (beyond the allowed lateness): "
-            f"{'no answer from its metrics' if late is None else late}"
-        )
+        counters = worker_counters(worker_port)
+        if counters is None:
+            say("      the worker's metrics did not answer")
+        else:
+            say(
+                f"      events the worker counted late (beyond the allowed lateness): "
+                f"{counters['late']}; reward attribution decided {counters['decided']:,} shown "
+                f"slots, {counters['rewarded']:,} of them clicked (the exploration posteriors "
+                "learn from these)"
+            )
         say(f"      {phases.summary()}")
         if config.hold:
             input(f"      the operator page stays up at {dashboard.url}: press Enter to stop ")

@@ -94,3 +94,16 @@ def feedback_events(
             )
         )
     return events, hits, dismissals
+
+
+class EventClock:
+    """The demo's serving time: the event time it replays. Impressions are stamped with it, so
+    that they and the loop's feedback share one timeline in the worker's reward attribution (a
+    2026 wall-clock impression would put the attribution watermark years past the replayed
+    feedback, and every click would be late)."""
+
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +46,7 @@ from serving.guards import GuardedFeatures, GuardedPosteriors, GuardedSource, ma
 from serving.impressions import KafkaImpressionLog, WithholdingImpressionLog
 from serving.item_discovery import OnlineItemScanner
 from serving.live_state import CatalogueSources, LiveState
-from serving.pipeline import PipelineConfig, RecommendationPipeline
+from serving.pipeline import PipelineConfig, RecommendationPipeline, wall_clock_ms
 from serving.release import (
     ServingRelease,
     arm_rankers,
@@ -138,10 +139,13 @@ def build_serving_app(
     checkpoint: Path | None = None,
     embeddings: Path | None = None,
     index: ItemIndex | None = None,
+    clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> ServingApp:
     """Wire the pipeline. ``checkpoint``/``embeddings`` pin a release given by hand (the
     registry is then not watched). ``index``: an open ``ItemIndex`` to reuse (it is closed with
-    the app); Milvus Lite cannot be re-opened in the same process after a close and a pause."""
+    the app); Milvus Lite cannot be re-opened in the same process after a close and a pause.
+    ``clock_ms``: serving time, stamped on impressions (a simulation replaying event time, such
+    as the demo, passes its own clock so that impressions and feedback share one timeline)."""
     # Concurrency comes from requests: numeric work inside one request runs on one thread. Left
     # alone, OpenBLAS's spinning pool cost ~25 ms of CPU per request (docs/benchmarks/serving.md).
     threadpool_limits(limits=1)
@@ -224,6 +228,7 @@ def build_serving_app(
         rules=Rules.load(settings.serving.rules_file) if settings.serving.rules_file else None,
         experiments=experiments,
         arm_rankers=arm_rankers(registry, experiments.model_versions()) if experiments else None,
+        clock_ms=clock_ms,
     )
     live.on_state = pipeline.swap
     log.info("serving %s", live.release.label)

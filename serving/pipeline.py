@@ -52,6 +52,12 @@ __all__ = ["PipelineConfig", "RecommendationPipeline", "RetrievalState", "Servin
 
 log = logging.getLogger(__name__)
 
+
+def wall_clock_ms() -> int:
+    """Serving time as the product has it: the wall clock, in epoch milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
 UNCREDITED = frozenset({PINNED_SOURCE, EXPLORE_SOURCE})  # slots no interleaved team placed
 CONTENT_SOURCE = "content"
 
@@ -88,7 +94,7 @@ class RecommendationPipeline:
         explorer: Explorer | None = None,
         item_vectors: Mapping[str, np.ndarray] | None = None,
         user_encoder: UserEncoder | None = None,
-        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        clock_ms: Callable[[], int] = wall_clock_ms,
         observer: StageObserver | None = None,
         state: ServingState | None = None,
         arm_rankers: Mapping[str, Ranker] | None = None,
