@@ -37,9 +37,10 @@ test-integration: $(STAMP) tools
 
 ## Debian tools the tests drive, installed only when missing (one apt run): promtool (package
 ## `prometheus`) checks every /metrics output and the alert rules; chromium renders the dashboard
-## (tests/integration/dashboard); kcat talks to the embedded broker (docs/kafka-clients.md). A tool
-## that cannot be installed makes its tests fail under CI=true.
-TOOLS := promtool:prometheus chromium:chromium kcat:kcat
+## (tests/integration/dashboard); kcat talks to the embedded broker (docs/kafka-clients.md); h2load
+## (package `nghttp2-client`) is `aether bench serve`'s load generator. A tool that cannot be
+## installed makes its tests fail under CI=true.
+TOOLS := promtool:prometheus chromium:chromium kcat:kcat h2load:nghttp2-client
 tools:
 	@missing=""; for pair in $(TOOLS); do command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \

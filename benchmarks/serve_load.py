@@ -27,6 +27,7 @@ class LoadResult:
     fallback_reasons: Counter[str] = field(default_factory=Counter)
     model_versions: Counter[str] = field(default_factory=Counter)
     short_slates: int = 0
+    empty_slates: int = 0
     elapsed_s: float = 0.0
     client_cpu_s: float = 0.0
 
@@ -90,6 +91,7 @@ def offered_load(
                 result.fallback_reasons.update(reply.fallback_reasons)
                 result.model_versions[reply.model_version] += 1
                 result.short_slates += len(reply.items) < k
+                result.empty_slates += not reply.items
             if in_flight[0] == 0 and result.sent == len(users):
                 done.set()
 

@@ -12,6 +12,7 @@ Milvus     a Milvus Lite file in the test's ``tmp_path`` (``milvus_uri``); ``mil
 promtool   ``promtool`` on ``PATH`` (Debian's ``prometheus`` package), fixture ``promtool``
 chromium   Debian's ``chromium`` on ``PATH`` (headless browser tests), fixture ``chromium``
 kcat       Debian's ``kcat`` on ``PATH`` (docs/kafka-clients.md), fixture ``kcat``
+h2load     Debian's ``h2load`` (package ``nghttp2-client``) on ``PATH``, fixture ``h2load``
 =========  ======================================================================================
 
 A service that cannot be had makes the test fail when ``CI=true`` and skip otherwise
@@ -421,6 +422,16 @@ def kcat() -> str:
     path = shutil.which("kcat")
     if path is None:
         service_unavailable("kcat", "not on PATH; `apt-get install kcat` brings it")
+    assert path is not None  # service_unavailable skipped or failed
+    return path
+
+
+@pytest.fixture(scope="session")
+def h2load() -> str:
+    """Path of Debian's ``h2load``, the load generator of ``aether bench serve``."""
+    path = shutil.which("h2load")
+    if path is None:
+        service_unavailable("h2load", "not on PATH; `apt-get install nghttp2-client` brings it")
     assert path is not None  # service_unavailable skipped or failed
     return path
 
