@@ -31,6 +31,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import core.metrics_exporter  # noqa: F401  - first: prometheus_client in its ordinary mode
 from benchmarks.serve_server import ROOT, ServerProcess
 from serving.domain import RecommendationQuery, Slate, SlateItem
 

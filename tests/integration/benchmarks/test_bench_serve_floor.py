@@ -21,8 +21,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_h2load_calls_are_answered_ok_and_counted_alike_by_h2load_and_server(
-    h2load: str, tmp_path: Path
+    h2load: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # As a test process that imported Feast leaves it: the floor server child must still start
+    # with prometheus_client in its ordinary mode (it failed to start in a full suite run).
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     from serving.servicer import slate_to_proto
 
     server = start_floor("bare", tmp_path / "floor.log")
