@@ -17,8 +17,9 @@ the inputs and finds one removed before it opens it lists again (the merged file
 
 **Appends** list the folder (a few dozen names at most, thanks to compaction) and claim the number
 after the highest one with ``os.link``, which refuses an existing name: concurrent writers never
-overwrite each other, and a batch never gets a number inside a merged range (every range ends at a
-number that existed when the writer listed). Numbers stay dense, so ranges are contiguous.
+overwrite each other, and, as no merge runs between an append's listing and its link (the lock,
+below), a batch never gets a number inside a merged range. Numbers stay dense, so ranges are
+contiguous.
 
 **Compaction** (``Compaction``; ``plan_merge``): after each append, at most one merge. The files
 after the last one of ``max_file_bytes`` or more are the candidates; the oldest candidate whose
@@ -37,7 +38,10 @@ swaps it in with ``os.replace`` (atomic), after sweeping the covered inputs a cr
 behind: a deleted user's rows are gone from every file. Merges and removals hold an exclusive
 ``flock`` on ``.lock`` (a merge never waits for it: it skips and the next append tries again), so
 a merge can neither copy rows a removal is erasing nor remove a file a removal rewrote. Appends
-and reads take no lock. ``flock`` needs a local filesystem.
+hold it shared from listing to publishing (so no merge frees a number in between: a batch linked
+under a number a merge had just consumed would sit inside the merged range, ignored, lost — seen
+with three threads appending while another read and removed); reads take no lock. ``flock`` needs
+a local filesystem.
 """
 
 from __future__ import annotations
@@ -231,19 +235,11 @@ class BatchFolder:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f"{_APPEND_TMP}{uuid.uuid4().hex}.parquet"
         try:
-            seq = self._after_last()
-            while True:
-                table = build(seq)
-                # Built with the schema's own types, as the appenders here do: no cast needed.
-                if not table.schema.equals(self.schema):
-                    table = table.cast(self.schema)
-                _write_parquet([table], tmp, self.schema)
-                target = self.folder / f"{seq:010d}.parquet"
-                try:
-                    _publish(tmp, target)
-                    break
-                except FileExistsError:
-                    seq = max(seq + 1, self._after_last())
+            # Shared lock from listing to publishing: otherwise a batch another writer published
+            # under the same number could be merged away in between, the name be free again,
+            # and this batch land inside the merged range (ignored as a merge input: lost).
+            with self._locked(wait=True, shared=True):
+                target = self._publish_next(build, tmp)
         except OSError as exc:
             raise DependencyUnavailable(
                 "offline store", f"cannot write {self.folder}: {exc}"
@@ -256,6 +252,21 @@ class BatchFolder:
             except (OSError, pa.ArrowException) as exc:
                 log.warning("offline store: compaction of %s failed: %s", self.folder, exc)
         return target
+
+    def _publish_next(self, build: Callable[[int], pa.Table], tmp: Path) -> Path:
+        seq = self._after_last()
+        while True:
+            table = build(seq)
+            # Built with the schema's own types, as the appenders here do: no cast needed.
+            if not table.schema.equals(self.schema):
+                table = table.cast(self.schema)
+            _write_parquet([table], tmp, self.schema)
+            target = self.folder / f"{seq:010d}.parquet"
+            try:
+                _publish(tmp, target)
+                return target
+            except FileExistsError:
+                seq = max(seq + 1, self._after_last())
 
     def write_columns(self, columns: dict[str, list[Any]]) -> Path:
         """One batch file from column lists in this folder's schema (epoch milliseconds go
@@ -331,13 +342,15 @@ class BatchFolder:
         return live
 
     @contextlib.contextmanager
-    def _locked(self, *, wait: bool) -> Iterator[bool]:
-        """The folder's exclusive lock (``flock``, released when the descriptor closes, also by
-        a crash); yields False if ``wait`` is False and another holder has it."""
+    def _locked(self, *, wait: bool, shared: bool = False) -> Iterator[bool]:
+        """The folder's lock (``flock``, released when the descriptor closes, also by a crash):
+        exclusive for merges and removals, ``shared`` for appends; yields False if ``wait`` is
+        False and a conflicting holder has it."""
         fd = os.open(self.folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+                mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
+                fcntl.flock(fd, mode | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
                 yield False
                 return
