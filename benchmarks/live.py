@@ -42,7 +42,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,9 @@ from benchmarks.output import print_figures, write_json
 from core.settings import Settings
 
 if TYPE_CHECKING:
+    import pandas as pd
+
+    from interactions.replay import ReplayMessage
     from serving.client import RecommenderClient
 
 HEADLINE_KEYS = (
@@ -334,17 +337,18 @@ def _run(
 
         messages = list(rating_events(config.dataset, future))
         load_before = loadavg()
-        log = replay(
+        log = replay_log(
             future,
             messages,
             requests,
-            produce=lambda m: produce_retrying(producer, topic, m),
-            flush=lambda: _flush(producer),
-            ask=grpc_arms(clients["live"], clients["frozen"], max_exclude),
+            producer=producer,
+            topic=topic,
+            clients=clients,
             read_live_rows=live_store.read_users,
             read_watched_rows=watch_store.read_users,
-            probe=probe if config.recall_probe else None,
+            max_exclude=max_exclude,
             max_seconds=config.max_replay_minutes * 60 if config.max_replay_minutes else None,
+            probe=probe if config.recall_probe else None,
             progress=progress,
         )
         load_after = loadavg()
@@ -405,6 +409,39 @@ def _run(
     return LiveResult(figures, log, lines)
 
 
+def replay_log(
+    future: pd.DataFrame,
+    messages: Sequence[ReplayMessage],
+    requests: Sequence[Request],
+    *,
+    producer: Any,
+    topic: str,
+    clients: Mapping[str, RecommenderClient],
+    read_live_rows: Callable[[list[str]], Mapping[str, object]],
+    read_watched_rows: Callable[[list[str]], Mapping[str, object]],
+    max_exclude: int,
+    max_seconds: float | None,
+    probe: Callable[[Request], tuple[str, ...]] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> ReplayLog:
+    """``replay`` wired to a producer, the live and frozen servers' clients and the live online
+    store, asking the three arms (``benchmarks.live.grpc_arms``): the benchmark's replay and the
+    demo's headline alike."""
+    return replay(
+        future,
+        messages,
+        requests,
+        produce=lambda m: produce_retrying(producer, topic, m),
+        flush=lambda: producer.flush(30),
+        ask=grpc_arms(clients["live"], clients["frozen"], max_exclude),
+        read_live_rows=read_live_rows,
+        read_watched_rows=read_watched_rows,
+        probe=probe,
+        max_seconds=max_seconds,
+        progress=progress,
+    )
+
+
 def grpc_arms(
     live: RecommenderClient, frozen: RecommenderClient, max_exclude: int
 ) -> dict[str, Callable[[Request], Answer]]:
@@ -430,10 +467,6 @@ def grpc_arms(
         return ask
 
     return {"live": asker(live), "frozen": asker(frozen), "popular": asker(live, popular=True)}
-
-
-def _flush(producer: Any) -> None:
-    producer.flush(30)
 
 
 def produce_retrying(producer: Any, topic: str, message: Any) -> None:

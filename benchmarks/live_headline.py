@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,10 +43,8 @@ from benchmarks.live_replay import ReplayLog, Request, plan_requests
 from core.settings import Settings, checked_namespace
 
 if TYPE_CHECKING:
-    from interactions.replay import ReplayMessage
     from retrieval.index import ItemIndex
     from serving.build_pipeline import ServingApp
-    from serving.client import RecommenderClient
     from serving.server import RunningServer
 
 FROZEN_SUFFIX = "_frozen"
@@ -181,7 +179,7 @@ def run_headline(
     up with the past, the frozen server started after ``freeze``; ``producer`` publishes the
     replay to the live deployment's events topic. With ``plot``, also writes the plot there and
     the figures next to it (``.json``)."""
-    from benchmarks.live import plot_arms
+    from benchmarks.live import plot_arms, replay_log
     from benchmarks.output import write_json
     from evaluation.baselines import CatalogueIndex, popularity_counts
     from features.store import FeastOnlineStore
@@ -256,35 +254,4 @@ def run_headline(
             plot_arms(days, by_arm, figures, plot, note="SMALL SAMPLE")
     return Headline(
         figures, log, replayed_until, headline_line(dataset, figures), headline_details(figures)
-    )
-
-
-def replay_log(
-    future: pd.DataFrame,
-    messages: Sequence[ReplayMessage],
-    requests: Sequence[Request],
-    *,
-    producer: Any,
-    topic: str,
-    clients: Mapping[str, RecommenderClient],
-    read_live_rows: Callable[[list[str]], Mapping[str, object]],
-    read_watched_rows: Callable[[list[str]], Mapping[str, object]],
-    max_exclude: int,
-    max_seconds: float | None,
-) -> ReplayLog:
-    """``replay`` wired to a producer, the live and frozen servers' clients and the live online
-    store, asking the three arms as the benchmark does (``benchmarks.live.grpc_arms``)."""
-    from benchmarks.live import grpc_arms, produce_retrying
-    from benchmarks.live_replay import replay
-
-    return replay(
-        future,
-        messages,
-        requests,
-        produce=lambda m: produce_retrying(producer, topic, m),
-        flush=lambda: producer.flush(30),
-        ask=grpc_arms(clients["live"], clients["frozen"], max_exclude),
-        read_live_rows=read_live_rows,
-        read_watched_rows=read_watched_rows,
-        max_seconds=max_seconds,
     )
