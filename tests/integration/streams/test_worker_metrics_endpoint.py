@@ -8,7 +8,9 @@ from __future__ import annotations
 import subprocess
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -30,6 +32,28 @@ def scrape(port: int) -> str | None:
             return reply.read().decode()
     except OSError:
         return None  # not listening yet
+
+
+def scrape_until(
+    worker: Any,
+    port: int,
+    ready: Callable[[str], bool],
+    timeout_s: float = 180.0,
+    *,
+    require: bool = True,
+) -> str | None:
+    """Scrape every half second until ``ready`` holds; the last scrape. With ``require``, not
+    ready within ``timeout_s`` fails the test (else the assertions on the last scrape say why)."""
+    text = None
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        assert worker.running, worker.log()
+        text = scrape(port)
+        if text is not None and ready(text):
+            return text
+        time.sleep(0.5)
+    assert not require, f"not ready within {timeout_s:.0f} s: {worker.log()}"
+    return text
 
 
 def totals(text: str, sample: str, label: str, **where: str) -> dict[str, float]:
@@ -84,16 +108,20 @@ def test_the_worker_exports_its_metrics(
     # particular order, and attribution keeps one watermark per partition over both (an
     # impression read after a later event would be late). So the slate is consumed first.
     impressions = settings.topic("impressions")
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert worker.running, worker.log()
-        text = scrape(metrics_port)
-        applied = totals(text or "", "aether_stream_events_total", "outcome", topic=impressions)
-        if applied.get("applied", 0) >= 1:
-            break
-        time.sleep(0.5)
-    else:
-        raise AssertionError(f"the slate was not consumed within 180 s: {worker.log()}")
+    try:
+        scrape_until(
+            worker,
+            metrics_port,
+            lambda text: (
+                totals(text, "aether_stream_events_total", "outcome", topic=impressions).get(
+                    "applied", 0
+                )
+                >= 1
+            ),
+        )
+    except BaseException:
+        worker.stop(30)
+        raise
     later = [
         {
             "event_id": "m-click",
@@ -114,24 +142,20 @@ def test_the_worker_exports_its_metrics(
     for event in later:
         producer.produce(settings.topic("events"), key=b"u0", value=orjson.dumps(event))
     assert producer.flush(30) == 0
-    text = None
     topic = settings.topic("events")
+
+    def all_counted(text: str) -> bool:
+        outcomes = totals(text, "aether_stream_events_total", "outcome", topic=topic)
+        updates = totals(text, "aether_bandit_posterior_updates_total", "")
+        return bool(
+            outcomes.get("applied", 0) >= len(events) + len(later)
+            and outcomes.get("dead_letter")
+            and updates.get("", 0) >= 2
+            and topic in totals(text, "aether_stream_consumer_lag_records", "topic")
+        )
+
     try:
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline:
-            assert worker.running, worker.log()
-            text = scrape(metrics_port)
-            if text is not None:
-                outcomes = totals(text, "aether_stream_events_total", "outcome", topic=topic)
-                updates = totals(text, "aether_bandit_posterior_updates_total", "")
-                if (
-                    outcomes.get("applied", 0) >= len(events) + len(later)
-                    and outcomes.get("dead_letter")
-                    and updates.get("", 0) >= 2
-                    and topic in totals(text, "aether_stream_consumer_lag_records", "topic")
-                ):
-                    break
-            time.sleep(0.5)
+        text = scrape_until(worker, metrics_port, all_counted, require=False)
     finally:
         worker.stop(30)
     assert text is not None, worker.log()
