@@ -28,6 +28,7 @@ Figures, with the command that produced them: ``docs/benchmarks/lifecycle.md``.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import shutil
 import tempfile
@@ -185,11 +186,10 @@ class Lifecycle:
         import orjson
 
         from benchmarks.lifecycle_probes import ReceivableProbe, new_item_category, percentile
-        from interactions.movielens import load_movielens
         from serving.client import RecommenderClient
         from streams.publish import producer_for
 
-        data = load_movielens(DATASET, self.args.data)
+        data = self.movielens
         t0 = self.new_items_from_ms()
         titles = data.items.sample(n=self.args.items, random_state=0, replace=True)
         producer = producer_for(self.settings)
@@ -309,11 +309,15 @@ class Lifecycle:
             "swap_new_release": new_label,
         }
 
-    def new_items_from_ms(self) -> int:
-        """Event time of the first new title: a day after every replayed update."""
+    @functools.cached_property
+    def movielens(self) -> Any:
         from interactions.movielens import load_movielens
 
-        return int(load_movielens(DATASET, self.args.data).ratings["timestamp_ms"].max()) + DAY_MS
+        return load_movielens(DATASET, self.args.data)
+
+    def new_items_from_ms(self) -> int:
+        """Event time of the first new title: a day after every replayed update."""
+        return int(self.movielens.ratings["timestamp_ms"].max()) + DAY_MS
 
     def _histories(self, count: int) -> dict[str, tuple[str, ...]]:
         """Some replayed users' histories as the server reads them (the online rows)."""
