@@ -77,18 +77,14 @@ def worker_counters(metrics_port: int) -> dict[str, int] | None:
     """The worker's counters the demo reports, each summed over its labels (None: no answer):
     ``late`` (events beyond the allowed lateness, every topic), ``decided`` and ``rewarded``
     (shown slots that reward attribution decided, and those clicked)."""
-    from dashboard.scrape import fetch_exposition, parse_exposition
+    from dashboard.scrape import counter_totals
 
-    try:
-        samples = parse_exposition(fetch_exposition(metrics_url("127.0.0.1", metrics_port)))
-    except AetherError:
-        return None
     names = {
         "late": "aether_stream_late_events_total",
         "decided": "aether_bandit_impressions_total",
         "rewarded": "aether_bandit_rewards_total",
     }
-    return {
-        key: int(sum(v for (sample, _), v in samples.items() if sample == name))
-        for key, name in names.items()
-    }
+    try:
+        return counter_totals(metrics_url("127.0.0.1", metrics_port), names)
+    except AetherError:
+        return None

@@ -13,7 +13,9 @@ items the user already rated filtered out. Two kinds of history:
 
 * ``protocol``: every rated item, as the temporal protocol of ``aether eval`` feeds the model;
 * ``serving``: the items rated <= 2 left out, as serving's ``recent_items`` leaves dismissed
-  items out (and, as serving does, they are still never recommended again).
+  items out (and, as serving does, they are still never recommended again). Serving feeds this
+  history to a ranker trained with ``--dismissals``, and ``recent_interactions`` (every rated
+  item: ``protocol``) to one trained without (``serving.pipeline.model_history``).
 
 Per ranker and history: NDCG@10 and HR@10 over all targets, HR@10 over the targets the user
 liked (rating >= 4, higher is better) and over those the user would dismiss (rating <= 2: how

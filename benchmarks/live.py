@@ -59,6 +59,7 @@ from benchmarks.live_replay import (
     replay,
 )
 from benchmarks.output import print_figures, write_json
+from benchmarks.replay_clock import write_clock
 from core.settings import Settings
 
 if TYPE_CHECKING:
@@ -278,10 +279,9 @@ def _run(
         for settings in deployments.values():
             ensure_topics(settings)
             index_ranker_items(settings, checkpoint_path, data.items, past)
-        for n in range(config.workers):
-            processes.workers.append(
-                start_worker(live, work / f"worker-{n}.log", free_loopback_port())
-            )
+        worker_ports = [free_loopback_port() for _ in range(config.workers)]
+        for n, port in enumerate(worker_ports):
+            processes.workers.append(start_worker(live, work / f"worker-{n}.log", port))
         producer = make_producer(live.kafka.bootstrap_servers)
         topic = live.topic("events")
         items_topic = live.topic("items")
@@ -308,6 +308,10 @@ def _run(
             "AETHER_BANDIT__EXPLORATION_SLOTS": str(config.exploration_slots),
             "AETHER_SERVING__DEADLINE_MS": str(config.deadline_ms),
         }
+        # Serving time is the replay's event time (benchmarks.replay_clock.FileClock): T until
+        # the first request, then each request's own time (replay_log).
+        clock_file = work / "serving-clock"
+        write_clock(clock_file, cutoff)
         servers = {}
         for role, settings in deployments.items():
             servers[role] = start_server(
@@ -316,6 +320,7 @@ def _run(
                 work / f"server-{role}.log",
                 refresh_s=config.refresh_s,
                 extra_env=server_env,
+                clock_file=clock_file,
             )
             processes.servers.append(servers[role])
         candidates = live.serving.candidates
@@ -350,8 +355,10 @@ def _run(
             max_seconds=config.max_replay_minutes * 60 if config.max_replay_minutes else None,
             probe=probe if config.recall_probe else None,
             progress=progress,
+            set_clock=lambda now_ms: write_clock(clock_file, now_ms),
         )
         load_after = loadavg()
+        attribution = attribution_totals(worker_ports)
         for client in clients.values():
             client.close()
         live_store.close()
@@ -396,6 +403,7 @@ def _run(
             "history_ratings": len(past),
             "history_apply_seconds": history_s,
             "frozen_keys_copied": copied,
+            **attribution,
             "loadavg_1m_before_replay": load_before,
             "loadavg_1m_after_replay": load_after,
             "total_seconds": time.perf_counter() - started,
@@ -407,6 +415,26 @@ def _run(
     figures = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in figures.items()}
     lines = diagnosis(figures)
     return LiveResult(figures, log, lines)
+
+
+def attribution_totals(worker_ports: Sequence[int]) -> dict[str, int]:
+    """The live workers' reward attribution at the end of the replay, summed over the group:
+    shown slots decided (clicked or not) and clicked, and events too late for attribution.
+    Slots are decided only when impressions and events share one timeline (the servers'
+    ``FileClock``)."""
+    from dashboard.scrape import counter_totals
+    from dashboard.targets import metrics_url
+
+    names = {
+        "live_attribution_decided_slots": "aether_bandit_impressions_total",
+        "live_attribution_rewarded_slots": "aether_bandit_rewards_total",
+        "live_late_events": "aether_stream_late_events_total",
+    }
+    totals = dict.fromkeys(names, 0)
+    for port in worker_ports:
+        for key, value in counter_totals(metrics_url("127.0.0.1", port), names).items():
+            totals[key] += value
+    return totals
 
 
 def replay_log(
@@ -423,10 +451,11 @@ def replay_log(
     max_seconds: float | None,
     probe: Callable[[Request], tuple[str, ...]] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    set_clock: Callable[[int], None] | None = None,
 ) -> ReplayLog:
     """``replay`` wired to a producer, the live and frozen servers' clients and the live online
     store, asking the three arms (``benchmarks.live.grpc_arms``): the benchmark's replay and the
-    demo's headline alike."""
+    demo's headline alike. ``set_clock``: moves the servers' serving time (``replay``)."""
     return replay(
         future,
         messages,
@@ -439,6 +468,7 @@ def replay_log(
         probe=probe,
         max_seconds=max_seconds,
         progress=progress,
+        set_clock=set_clock,
     )
 
 

@@ -6,9 +6,10 @@ Each step changes one thing, so a loss between two steps has one cause:
 
 1. ``offline_temporal`` — full point-in-time history (every rating before the request), whole
    catalogue, seen items filtered: what ``aether eval``'s temporal protocol computes;
-2. ``offline_served_features`` — the history the live server read (the user's online row:
-   dismissed items removed, at most ``sequence_length`` items) and its exclusions (recent and
-   dismissed items), whole catalogue: the cost of the **features**;
+2. ``offline_served_features`` — the history the live server's model read (the user's online
+   row, ``serving.pipeline.model_history``: at most ``sequence_length`` items, dismissed ones
+   kept or not as the model was trained) and its exclusions (recent and dismissed items), whole
+   catalogue: the cost of the **features**;
 3. ``offline_served_candidates`` — the same scores, ranked among the candidates the live server
    retrieved (its answer to ``k = candidates``, the recall probe) only: the cost of
    **retrieval recall**;
@@ -27,8 +28,10 @@ from benchmarks.live_replay import Served
 from evaluation import metrics
 from evaluation.baselines import CatalogueIndex, RecentPopular
 from evaluation.protocol import SASRecCatalogueScorer, rank_requests
+from features.rows import UserFeatureRow
 from interactions.sequences import EvalCase
 from ranker.checkpoint import Checkpoint
+from serving.pipeline import model_history
 
 
 def offline_figures(
@@ -60,13 +63,14 @@ def offline_figures(
         figures["live_gain_over_offline_ci95_low"] = low
         figures["live_gain_over_offline_ci95_high"] = high
 
+    model_histories = [served_model_history(s, checkpoint) for s in served]
     features_ranks, candidate_ranks, recalled = [], [], []
     targets = np.asarray([catalogue.column(s.request.item_id) for s in served], dtype=np.int64)
     excluded_targets = 0
     for start in range(0, len(served), chunk):
         batch = served[start : start + chunk]
         scores = np.asarray(
-            scorer.score_all([s.live_history for s in batch]), dtype=np.float64
+            scorer.score_all(model_histories[start : start + chunk]), dtype=np.float64
         )  # (B, C)
         for row, s in enumerate(batch):
             excluded = catalogue.columns(list(s.live_history) + list(s.live_dismissed))
@@ -100,8 +104,8 @@ def offline_figures(
         float(
             np.mean(
                 [
-                    len(s.request.history) > len(s.live_history) + len(s.live_dismissed)
-                    for s in served
+                    len(s.request.history) > len(model_history)
+                    for s, model_history in zip(served, model_histories, strict=True)
                 ]
             )
         )
@@ -109,6 +113,18 @@ def offline_figures(
         else float("nan")
     )
     return figures, offline
+
+
+def served_model_history(served: Served, checkpoint: Checkpoint) -> tuple[str, ...]:
+    """The history the live server's model read for ``served`` (``model_history`` of the row)."""
+    row = UserFeatureRow(
+        served.request.user_id,
+        0,
+        recent_items=served.live_history,
+        dismissed_items=served.live_dismissed,
+        recent_interactions=served.live_interactions,
+    )
+    return model_history(checkpoint, row)
 
 
 def diagnosis(figures: dict[str, Any]) -> list[str]:

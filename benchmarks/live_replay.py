@@ -119,6 +119,7 @@ class Served:
     live_row_current: bool  # the live row already showed every earlier rating of the user
     candidates: tuple[str, ...] | None = None  # the recall probe's answer
     freshness_ms: float | None = None  # None: not visible within the timeout
+    live_interactions: tuple[str, ...] = ()  # the live row's recent_interactions when asked
 
 
 @dataclass
@@ -214,8 +215,13 @@ def replay(
     freshness_timeout_s: float = 30.0,
     max_seconds: float | None = None,
     progress: Callable[[int, int], None] | None = None,
+    set_clock: Callable[[int], None] | None = None,
 ) -> ReplayLog:
     """Replay ``future`` (``messages`` = its events, in order) and ask the arms for each request.
+
+    ``set_clock(t)`` is called before the arms are asked, with ``t`` one millisecond before the
+    request's event: the servers' serving time, so that their impressions precede the user's
+    answer in event time (reward attribution credits it to them).
 
     The callables are the I/O (``benchmarks.live`` wires them to Kafka, gRPC and the online
     store; ``read_watched_rows``: the watch thread's own reader), so the order of asking,
@@ -253,7 +259,10 @@ def replay(
             row = read_live_rows([user]).get(user)
             history = tuple(getattr(row, "recent_items", ()) or ())
             dismissed_items = tuple(getattr(row, "dismissed_items", ()) or ())
+            interactions = tuple(getattr(row, "recent_interactions", ()) or ())
             earlier = seen_before.setdefault(user, set())
+            if set_clock is not None:
+                set_clock(request.event_time_ms - 1)
             answers: dict[str, Answer] = {}
             for arm, call in ask.items():
                 try:
@@ -270,6 +279,7 @@ def replay(
                 dismissed_items,
                 earlier <= set(history) | set(dismissed_items),
                 candidates,
+                live_interactions=interactions,
             )
             sent = time.perf_counter()
             for message in batch:

@@ -128,15 +128,19 @@ def start_server(
     *,
     refresh_s: float | None,
     extra_env: dict[str, str],
+    clock_file: Path | None = None,
     timeout_s: float = 240,
 ) -> ServerProcess:
-    """``python -m benchmarks.live_server`` for the deployment; returns once it serves."""
+    """``python -m benchmarks.live_server`` for the deployment; returns once it serves.
+    ``clock_file``: its serving time (``benchmarks.replay_clock.FileClock``)."""
     from core.subprocesses import free_loopback_port
 
     port, metrics_port = free_loopback_port(), free_loopback_port()
     argv = [sys.executable, "-m", "benchmarks.live_server", "--port", str(port)]
     argv += ["--metrics-port", str(metrics_port), "--checkpoint", str(checkpoint)]
     argv += ["--refresh-s", str(refresh_s or 0)]
+    if clock_file is not None:
+        argv += ["--clock-file", str(clock_file)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             argv,

@@ -66,3 +66,13 @@ def fetch_exposition(url: str, timeout_s: float = SCRAPE_TIMEOUT_S) -> str:
 
 def scrape(target: ScrapeTarget, timeout_s: float = SCRAPE_TIMEOUT_S) -> dict[SeriesKey, float]:
     return parse_exposition(fetch_exposition(target.url, timeout_s))
+
+
+def counter_totals(url: str, names: dict[str, str]) -> dict[str, int]:
+    """``{key: metric}`` → ``{key: the metric summed over its labels}`` at ``url``'s exposition
+    (0 for a metric it does not export); raises ``AetherError`` when it does not answer."""
+    samples = parse_exposition(fetch_exposition(url))
+    return {
+        key: int(sum(v for (sample, _), v in samples.items() if sample == name))
+        for key, name in names.items()
+    }

@@ -17,6 +17,9 @@ class UserFeatureRow:
     recent_items: tuple[str, ...] = ()  # oldest first, ≤ sequence_length, dismissed removed
     dismissed_items: tuple[str, ...] = ()
     activity_counts: dict[str, int] = field(default_factory=dict)  # e.g. "click_24h" -> 3
+    # The ranker's input for a model trained on every interaction: as ``recent_items`` with the
+    # dismissed items kept (``()`` in a row written before the field existed).
+    recent_interactions: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

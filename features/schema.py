@@ -50,6 +50,7 @@ USER_FEATURE_TYPES: dict[str, str] = {
     "event_time_ms": "int64",
     "recent_items": "string_list",
     "dismissed_items": "string_list",
+    "recent_interactions": "string_list",
     **{name: "int64" for name in ACTIVITY_COUNT_FEATURES},
 }
 ITEM_FEATURE_TYPES: dict[str, str] = {
@@ -97,6 +98,7 @@ def user_row_to_record(row: UserFeatureRow) -> dict[str, Any]:
         "event_time_ms": row.event_time_ms,
         "recent_items": list(row.recent_items),
         "dismissed_items": list(row.dismissed_items),
+        "recent_interactions": list(row.recent_interactions),
     }
     for name in ACTIVITY_COUNT_FEATURES:
         record[name] = row.activity_counts.get(name)
@@ -114,6 +116,7 @@ def user_record_to_row(user_id: str, record: Mapping[str, Any]) -> UserFeatureRo
             for name in ACTIVITY_COUNT_FEATURES
             if _present(record.get(name))
         },
+        recent_interactions=_strings(record.get("recent_interactions")),
     )
 
 

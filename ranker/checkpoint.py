@@ -28,6 +28,9 @@ FORMAT = "aetherrec.sasrec.v1"
 ENSEMBLE_FORMAT = "aetherrec.sasrec-ensemble.v1"
 # Metadata every member of an ensemble must share: they were fitted on the same data.
 SHARED_METADATA = ("dataset", "split", "cutoff_ms", "validation_cutoff_ms", "temporal_requests")
+# A checkpoint's ``metadata["history"]``: what its training sequences held.
+HISTORY_ALL = "all_interactions"
+HISTORY_WITHOUT_DISMISSED = "without_dismissed"
 
 
 @dataclass
@@ -36,6 +39,21 @@ class Checkpoint:
     vocab: ItemVocabulary
     model_version: str
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def keeps_dismissed(self) -> bool:
+        """Trained on histories with dismissed items in them (``history_keeps_dismissed``)."""
+        return history_keeps_dismissed(self.metadata)
+
+
+def history_keeps_dismissed(metadata: dict[str, Any]) -> bool:
+    """Whether a checkpoint was trained on sequences with dismissed items in them: its
+    ``history`` (``ranker.fit.split_metadata``); a checkpoint older than that key was trained
+    without dismissed items exactly when it counted some ``train_dismissals``."""
+    history = metadata.get("history")
+    if history is not None:
+        return bool(history == HISTORY_ALL)
+    return not metadata.get("train_dismissals")
 
 
 def model_version_of(model: SASRec, vocab: ItemVocabulary, prefix: str = "sasrec") -> str:
@@ -94,6 +112,11 @@ def ensemble_members(members: Sequence[Checkpoint]) -> list[SASRec]:
                     f"ensemble members differ in {key}: {first.metadata.get(key)!r} vs "
                     f"{member.metadata.get(key)!r}"
                 )
+        if history_keeps_dismissed(member.metadata) != history_keeps_dismissed(first.metadata):
+            raise ModelError(
+                f"{member.model_version} and {first.model_version} were trained on different "
+                "histories (one with dismissed items, one without)"
+            )
     return models
 
 
@@ -112,6 +135,9 @@ def save_ensemble_checkpoint(
     metadata = (
         {key: first.metadata.get(key) for key in SHARED_METADATA}
         | {
+            "history": HISTORY_ALL
+            if history_keeps_dismissed(first.metadata)
+            else HISTORY_WITHOUT_DISMISSED,
             "train_seconds": sum(float(m.metadata.get("train_seconds", 0.0)) for m in members),
             "members": [{"model_version": m.model_version, **m.metadata} for m in members],
         }

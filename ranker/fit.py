@@ -18,7 +18,14 @@ import torch
 from core.errors import ConfigError, ModelError
 from interactions.movielens import load_split
 from interactions.sequences import Split
-from ranker.checkpoint import Checkpoint, ensemble_members, load_checkpoint, save_checkpoint
+from ranker.checkpoint import (
+    HISTORY_ALL,
+    HISTORY_WITHOUT_DISMISSED,
+    Checkpoint,
+    ensemble_members,
+    load_checkpoint,
+    save_checkpoint,
+)
 from ranker.data import ItemVocabulary
 from ranker.ensemble import SASRecEnsemble
 from ranker.train import TrainConfig, TrainResult, train_sasrec, validation_metrics
@@ -35,6 +42,8 @@ def split_metadata(split: Split, dataset: str) -> dict[str, Any]:
         "validation_cutoff_ms": split.validation_cutoff_ms,
         "temporal_requests": split.temporal_requests,
         "train_dismissals": sum(len(d) for d in split.train_dismissals.values()),
+        # Serving feeds the model the same kind of sequence (``serving.pipeline.model_history``).
+        "history": HISTORY_WITHOUT_DISMISSED if split.train_dismissals else HISTORY_ALL,
     }
 
 

@@ -50,6 +50,8 @@ class SASRecRanker:
         self.model_version = checkpoint.model_version
         self.metadata = checkpoint.metadata
         self._max_length = checkpoint.model.max_length
+        # Trained on sequences that keep dismissed items (``ranker.fit.split_metadata``)?
+        self.keeps_dismissed = checkpoint.keeps_dismissed
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> SASRecRanker:

@@ -2,7 +2,8 @@
 
 One batched online-feature read for the user, one for the titles used in explanations; candidate
 retrieval through ``retrieval.merge.CandidateRetriever`` (never empty while eligible items
-remain); ranker scores when the user has a history, retrieval order otherwise. Every degraded
+remain); ranker scores when the user has a history (the sequence the model was trained on:
+``model_history``), retrieval order otherwise. Every degraded
 step is recorded in ``Slate.fallback_reasons`` and counted, never raised.
 
 An experiment arm may choose the ranker (the release's model, retrieval order, or another
@@ -56,6 +57,19 @@ log = logging.getLogger(__name__)
 def wall_clock_ms() -> int:
     """Serving time as the product has it: the wall clock, in epoch milliseconds."""
     return time.time_ns() // 1_000_000
+
+
+def model_history(model: object, user: UserFeatureRow | None) -> tuple[str, ...]:
+    """The user's sequence as ``model`` (a ranker or user encoder) was trained on it: every
+    interaction (``recent_interactions``), unless the model says it was trained with dismissed
+    items left out (``keeps_dismissed`` False: ``aether train --dismissals``), then
+    ``recent_items``. A row written before ``recent_interactions`` existed gives
+    ``recent_items`` (features/FEATURES.md)."""
+    if user is None:
+        return ()
+    if getattr(model, "keeps_dismissed", True) and user.recent_interactions:
+        return user.recent_interactions
+    return user.recent_items
 
 
 UNCREDITED = frozenset({PINNED_SOURCE, EXPLORE_SOURCE})  # slots no interleaved team placed
@@ -184,7 +198,7 @@ class RecommendationPipeline:
             user = self._read_user(query.user_id, reasons)
         history = user.recent_items if user else ()
         with timed(observer, "user_vector"):
-            user_vector = self._encode_user(state, history, reasons)
+            user_vector = self._encode_user(state, user, reasons)
         as_of_ms = retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms()
         request = RetrievalRequest(
             k=max(self._config.candidates, query.k),
@@ -220,14 +234,14 @@ class RecommendationPipeline:
             ranker = self._ranker_named(state, assignment.params.ranker)
             model_version = state.release.version_of(ranker)
             with timed(observer, "ranking"):
-                ranked = self._rank(state, ranker, history, user_vector, result.candidates, reasons)
+                ranked = self._rank(state, ranker, user, user_vector, result.candidates, reasons)
             with timed(observer, "rerank"):
                 eligible, slate_items = self._rerank(ranked, query, state, assignment, request)
         else:
             eligible, slate_items, teams, model_version = self._interleave(
                 state,
                 assignment,
-                history,
+                user,
                 user_vector,
                 result.candidates,
                 query,
@@ -292,7 +306,7 @@ class RecommendationPipeline:
             return None
 
     def _encode_user(
-        self, state: ServingState, history: tuple[str, ...], reasons: list[str]
+        self, state: ServingState, user: UserFeatureRow | None, reasons: list[str]
     ) -> np.ndarray | None:
         """The user vector of the ANN and content sources (and of the ranker, when it is the
         encoder); ``None``: the sources encode for themselves (no encoder) or skip (cold user)."""
@@ -300,7 +314,7 @@ class RecommendationPipeline:
         if encoder is None:
             return None
         try:
-            return encoder.encode_user(history)
+            return encoder.encode_user(model_history(encoder, user))
         except Exception:  # a broken encoder must not take the slate down: sources fall back
             log.exception("user encoder failed")
             reasons.append("encoder_failed")
@@ -310,7 +324,7 @@ class RecommendationPipeline:
         self,
         state: ServingState,
         ranker: Ranker | None,
-        history: Sequence[str],
+        user: UserFeatureRow | None,
         user_vector: np.ndarray | None,
         candidates: Sequence[Candidate],
         reasons: list[str],
@@ -321,6 +335,7 @@ class RecommendationPipeline:
                 ScoredItem(c.item_id, float(n - i), _label(c)) for i, c in enumerate(candidates)
             ]
 
+        history = model_history(ranker, user)
         if ranker is None or not history or not candidates:
             return retrieval_order()
         item_ids = [c.item_id for c in candidates]
@@ -359,7 +374,7 @@ class RecommendationPipeline:
         self,
         state: ServingState,
         assignment: Assignment,
-        history: Sequence[str],
+        user: UserFeatureRow | None,
         user_vector: np.ndarray | None,
         candidates: Sequence[Candidate],
         query: RecommendationQuery,
@@ -380,9 +395,7 @@ class RecommendationPipeline:
             ranker = self._ranker_named(state, name)
             versions.append(state.release.version_of(ranker))
             with timed(self._observer, "ranking"):
-                rankings.append(
-                    self._rank(state, ranker, history, user_vector, candidates, reasons)
-                )
+                rankings.append(self._rank(state, ranker, user, user_vector, candidates, reasons))
         with timed(self._observer, "rerank"):
             (allowed_a, items_a), (_, items_b) = (
                 self._diversify(ranked, query, state, assignment) for ranked in rankings

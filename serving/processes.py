@@ -67,6 +67,9 @@ class WorkerOptions:
     embeddings: Path | None = None
     refresh_s: float | None = 5.0  # catalogue refresh period; None: no refresh
     grace_s: float = 5.0
+    # Serving time stamped on impressions; None: the wall clock. A replay of past event time
+    # passes its own (``benchmarks.replay_clock.FileClock``), as the demo does in process.
+    clock_ms: Callable[[], int] | None = None
 
 
 def run_server(
@@ -102,7 +105,10 @@ def _run_app(
     from serving.build_pipeline import build_serving_app
     from serving.server import serve_forever, start_server
 
-    app = build_serving_app(settings, checkpoint=options.checkpoint, embeddings=options.embeddings)
+    clock = {} if options.clock_ms is None else {"clock_ms": options.clock_ms}
+    app = build_serving_app(
+        settings, checkpoint=options.checkpoint, embeddings=options.embeddings, **clock
+    )
     try:
         if prepare is not None:
             prepare(app)

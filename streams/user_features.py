@@ -7,6 +7,8 @@ definitions are in ``features/FEATURES.md``; in short:
 * ``recent_items`` — take the ``2 × sequence_length`` most recent non-dismiss interactions by
   ``(event_time, event_id)``; drop those on dismissed items; collapse consecutive repeats of one
   item; keep the last ``sequence_length``; oldest first.
+* ``recent_interactions`` — the same without dropping dismissed items: what a ranker trained on
+  every interaction reads (``serving.pipeline``).
 * ``dismissed_items`` — the ``sequence_length`` items with the most recent dismiss events, ordered by
   their latest dismiss ``(event_time, event_id)``, oldest first.
 * ``activity_counts`` — ``"<event_type>_<window>"`` for windows 1h/24h/7d: the number of events of that
@@ -100,13 +102,26 @@ def user_row(user_id: str, state: UserState, config: UserFeatureConfig) -> UserF
             item for item, _ in sorted(state.dismissed.items(), key=lambda kv: kv[1])
         ),
         activity_counts=activity_counts(state),
+        recent_interactions=recent_interactions(state, config),
     )
 
 
 def recent_items(state: UserState, config: UserFeatureConfig) -> tuple[str, ...]:
+    return _collapsed_tail(state, config, drop=state.dismissed)
+
+
+def recent_interactions(state: UserState, config: UserFeatureConfig) -> tuple[str, ...]:
+    return _collapsed_tail(state, config, drop={})
+
+
+def _collapsed_tail(
+    state: UserState, config: UserFeatureConfig, drop: dict[str, tuple[int, str]]
+) -> tuple[str, ...]:
+    """The history's items oldest first, those in ``drop`` left out, consecutive repeats
+    collapsed, the last ``sequence_length``."""
     sequence: list[str] = []
     for _, _, item in state.history:
-        if item in state.dismissed or (sequence and sequence[-1] == item):
+        if item in drop or (sequence and sequence[-1] == item):
             continue
         sequence.append(item)
     return tuple(sequence[-config.sequence_length :])

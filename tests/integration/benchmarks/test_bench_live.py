@@ -107,4 +107,7 @@ def test_live_frozen_and_popular_answer_the_same_requests(
             <= figures["live_gain_over_frozen_ci95_high"]
         )
     assert figures["live_hr10"] >= figures["live_ndcg10"]
+    # The servers stamp impressions in the replay's event time, so the worker's reward
+    # attribution decides shown slots (with wall-clock impressions it never decided one).
+    assert figures["live_attribution_decided_slots"] > 0
     assert (tmp_path / "live.png").stat().st_size > 0

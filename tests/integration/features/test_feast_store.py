@@ -42,6 +42,7 @@ def _user_push_frame(t: int, recent: list[str], clicks: int | None) -> pd.DataFr
         event_time_ms=t,
         recent_items=recent,
         dismissed_items=[],
+        recent_interactions=recent,
         click_24h=clicks,
     )
     frame = pd.DataFrame([row])
@@ -75,7 +76,7 @@ def test_rows_pushed_through_feast_read_back_on_both_paths(settings: Settings) -
             ]
         ),
     )
-    expected_user = UserFeatureRow("u1", T, ("a", "b"), (), {"click_24h": 4})
+    expected_user = UserFeatureRow("u1", T, ("a", "b"), (), {"click_24h": 4}, ("a", "b"))
     expected_item = ItemFeatureRow("i1", T, 2.5, T, 10, 1, 0.1, T - 5, "x", ("c",), True)
     for path in ("redis", "feast"):
         store = FeastOnlineStore(

@@ -34,6 +34,7 @@ users = st.builds(
     recent_items=item_lists,
     dismissed_items=item_lists,
     activity_counts=counts,
+    recent_interactions=item_lists,
 )
 items = st.builds(
     ItemFeatureRow,

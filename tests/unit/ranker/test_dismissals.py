@@ -16,7 +16,7 @@ from ranker_synthetic import synthetic_items, synthetic_ratings, write_movielens
 from aether.cli import build_parser
 from interactions.dismissals import with_dismissals
 from interactions.sequences import Split
-from ranker.checkpoint import load_checkpoint
+from ranker.checkpoint import history_keeps_dismissed, load_checkpoint
 from ranker.data import ItemVocabulary, build_training_tensors
 from ranker.dismissals import batch_unlikelihood, dismissal_targets, unlikelihood_loss
 from ranker.train import TrainConfig, score_all_items, train_sasrec
@@ -144,6 +144,12 @@ def test_train_with_dismissals_and_measure_both_rankers_from_the_command_line(tm
         assert args.func(args) == 0
     plain, taught = (load_checkpoint(p).metadata for p in checkpoints.values())
     assert plain["train_dismissals"] == 0 and taught["train_dismissals"] > 0
+    # ... and serving feeds each the history it was trained on (serving.pipeline.model_history)
+    assert (plain["history"], taught["history"]) == ("all_interactions", "without_dismissed")
+    assert history_keeps_dismissed(plain) and not history_keeps_dismissed(taught)
+    assert history_keeps_dismissed({}) and not history_keeps_dismissed(
+        {"train_dismissals": 3}
+    )  # older files
     assert taught["train_config"]["dismissal_weight"] == 0.5
 
     out = tmp_path / "dismissals.json"

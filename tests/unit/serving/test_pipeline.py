@@ -123,6 +123,46 @@ def test_ranker_orders_the_candidates_and_explanations_name_history_titles():
     assert by_source["ann"] == "because you watched Movie 0"
 
 
+class HistoryRecorder(ReverseRanker):
+    """Records the history each call scored with; ``keeps_dismissed`` as a checkpoint says."""
+
+    def __init__(self, keeps_dismissed: bool) -> None:
+        super().__init__()
+        self.keeps_dismissed = keeps_dismissed
+        self.histories: list[tuple[str, ...]] = []
+
+    def score(self, history, candidates):
+        self.histories.append(tuple(history))
+        return super().score(history, candidates)
+
+
+@pytest.mark.parametrize(
+    ("keeps_dismissed", "row_interactions", "expected"),
+    [
+        (True, ("i0", "i5", "i1"), ("i0", "i5", "i1")),  # trained on every interaction
+        (False, ("i0", "i5", "i1"), ("i0", "i1")),  # trained with --dismissals
+        (True, (), ("i0", "i1")),  # a row written before recent_interactions existed
+    ],
+)
+def test_the_ranker_reads_the_history_it_was_trained_on(
+    keeps_dismissed, row_interactions, expected
+):
+    ranker = HistoryRecorder(keeps_dismissed)
+    pipeline, features, _ = make(ranker=ranker)
+    row = UserFeatureRow(
+        "u1",
+        1,
+        recent_items=("i0", "i1"),
+        dismissed_items=("i5",),
+        recent_interactions=row_interactions,
+    )
+    features.write_users([row])
+    slate = pipeline.recommend(query(k=3))
+    assert ranker.histories == [expected]
+    # Exclusions and explanations stay on the product's history: i5 is dismissed, never served.
+    assert not {"i0", "i1", "i5"} & {i.item_id for i in slate.items}
+
+
 def test_unknown_user_gets_a_non_personalised_answer():
     pipeline, _, _ = make(ranker=ReverseRanker())
     slate = pipeline.recommend(query(user="stranger", k=4))

@@ -132,16 +132,24 @@ def oracle_user(events: list[dict], sequence_length: int) -> tuple:
             latest_dismiss[e["item_id"]] = max(latest_dismiss.get(e["item_id"], key(e)), key(e))
     dismissed = sorted(latest_dismiss, key=latest_dismiss.__getitem__)[-sequence_length:]
     sequence: list[str] = []
+    interactions: list[str] = []
     for e in non_dismiss[-2 * sequence_length :]:
         if e["item_id"] not in dismissed and (not sequence or sequence[-1] != e["item_id"]):
             sequence.append(e["item_id"])
+        if not interactions or interactions[-1] != e["item_id"]:
+            interactions.append(e["item_id"])
     latest_minute = max(e["event_time"] for e in events) // MINUTE_MS
     counts = dict.fromkeys(user_features.ACTIVITY_KEYS, 0)
     for window, minutes in user_features.ACTIVITY_WINDOWS_MINUTES.items():
         for e in events:
             if e["event_time"] // MINUTE_MS > latest_minute - minutes:
                 counts[f"{e['event_type']}_{window}"] += 1
-    return tuple(sequence[-sequence_length:]), tuple(dismissed), counts
+    return (
+        tuple(sequence[-sequence_length:]),
+        tuple(dismissed),
+        counts,
+        tuple(interactions[-sequence_length:]),
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -155,7 +163,12 @@ def test_features_match_their_definitions(events: list[dict], seed: int) -> None
         by_item[e["item_id"]].append(e)
     for user_id, row in pipeline.user_rows().items():
         expected = oracle_user(by_user[user_id], CONFIG.sequence_length)
-        assert (row.recent_items, row.dismissed_items, row.activity_counts) == expected
+        assert (
+            row.recent_items,
+            row.dismissed_items,
+            row.activity_counts,
+            row.recent_interactions,
+        ) == expected
         assert row.event_time_ms == max(e["event_time"] for e in by_user[user_id])
     for item_id, item_row in pipeline.item_rows().items():
         item_events = by_item[item_id]
