@@ -42,7 +42,13 @@ from retrieval.sources import CandidateSource
 from serving.breaker import CircuitBreaker
 from serving.experiments import Experiments
 from serving.exploration_slots import Explorer, RedisPosteriorReader
-from serving.guards import GuardedFeatures, GuardedPosteriors, GuardedSource, make_breaker
+from serving.guards import (
+    GuardedFeatures,
+    GuardedPosteriors,
+    GuardedSeenItems,
+    GuardedSource,
+    make_breaker,
+)
 from serving.impressions import KafkaImpressionLog, WithholdingImpressionLog
 from serving.item_discovery import OnlineItemScanner
 from serving.live_state import CatalogueSources, LiveState
@@ -55,6 +61,7 @@ from serving.release import (
     registry_release,
 )
 from serving.rules import Rules
+from serving.seen_items import RedisSeenItems
 from serving.serving_state import RetrievalWiring
 
 log = logging.getLogger(__name__)
@@ -165,7 +172,8 @@ def build_serving_app(
     # One breaker per call site: a call that skips its dependency (a cold user's ANN, say)
     # must not count as a success for a different call that needs it.
     breakers = {
-        name: make_breaker(name) for name in ("features", "posteriors", "ann", "cooccurrence")
+        name: make_breaker(name)
+        for name in ("features", "seen_items", "posteriors", "ann", "cooccurrence")
     }
     slow_s = budget_s / 2
     executor = ThreadPoolExecutor(
@@ -228,6 +236,9 @@ def build_serving_app(
         rules=Rules.load(settings.serving.rules_file) if settings.serving.rules_file else None,
         experiments=experiments,
         arm_rankers=arm_rankers(registry, experiments.model_versions()) if experiments else None,
+        seen=GuardedSeenItems(
+            RedisSeenItems(client, settings.namespace), breakers["seen_items"], slow_s
+        ),
         clock_ms=clock_ms,
     )
     live.on_state = pipeline.swap

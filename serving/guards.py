@@ -22,6 +22,7 @@ from features.rows import ItemFeatureRow, UserFeatureRow
 from retrieval.sources import Candidate, CandidateSource, RetrievalRequest
 from serving.breaker import CircuitBreaker, State
 from serving.exploration_slots import PosteriorReader
+from serving.seen_items import SeenItems
 from serving.server_metrics import set_breaker_state
 
 T = TypeVar("T")
@@ -76,6 +77,16 @@ class GuardedFeatures:
 
     def read_items(self, item_ids: Sequence[str]) -> dict[str, ItemFeatureRow]:
         return guarded(self._breaker, lambda: self._features.read_items(item_ids), self._slow_s)
+
+
+class GuardedSeenItems:
+    def __init__(self, seen: SeenItems, breaker: CircuitBreaker, slow_s: float) -> None:
+        self._seen, self._breaker, self._slow_s = seen, breaker, slow_s
+
+    def seen_among(self, user_id: str, item_ids: Sequence[str]) -> set[str]:
+        return guarded(
+            self._breaker, lambda: self._seen.seen_among(user_id, item_ids), self._slow_s
+        )
 
 
 class GuardedPosteriors:

@@ -44,6 +44,7 @@ from serving.impressions import ImpressionLog, impression_of
 from serving.interleaving import Team, seed_for, team_draft
 from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
 from serving.rules import PINNED_SOURCE, Rules
+from serving.seen_items import SeenItems
 from serving.server_metrics import TOP_SCORE, count_served, set_model_version
 from serving.serving_state import RetrievalState, ServingState, state_from_parts
 from serving.stage_observer import PrometheusStageObserver, StageObserver, source_stage, timed
@@ -112,8 +113,10 @@ class RecommendationPipeline:
         observer: StageObserver | None = None,
         state: ServingState | None = None,
         arm_rankers: Mapping[str, Ranker] | None = None,
+        seen: SeenItems | None = None,
     ) -> None:
         self._features = features
+        self._seen = seen
         self._impressions = impressions
         self._config = config
         self._rules = rules or Rules()
@@ -227,14 +230,15 @@ class RecommendationPipeline:
             result = retrieval.retriever.retrieve(
                 request, timeout_s=max(0.0, retrieval_timeout), on_source=self._observe_source
             )
-        reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
+            reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
+            candidates = self._unseen(query.user_id, result.candidates, reasons)
         request_id = uuid.uuid4().hex
         teams: dict[str, Team] = {}
         if assignment.params.interleave is None:
             ranker = self._ranker_named(state, assignment.params.ranker)
             model_version = state.release.version_of(ranker)
             with timed(observer, "ranking"):
-                ranked = self._rank(state, ranker, user, user_vector, result.candidates, reasons)
+                ranked = self._rank(state, ranker, user, user_vector, candidates, reasons)
             with timed(observer, "rerank"):
                 eligible, slate_items = self._rerank(ranked, query, state, assignment, request)
         else:
@@ -243,7 +247,7 @@ class RecommendationPipeline:
                 assignment,
                 user,
                 user_vector,
-                result.candidates,
+                candidates,
                 query,
                 request,
                 request_id,
@@ -304,6 +308,21 @@ class RecommendationPipeline:
             log.warning("user features unavailable: %s", exc)
             reasons.append("features_unavailable")
             return None
+
+    def _unseen(
+        self, user_id: str, candidates: Sequence[Candidate], reasons: list[str]
+    ) -> Sequence[Candidate]:
+        """``candidates`` without the items the user has interacted with (their seen set: the
+        row's ``recent_items`` holds only the latest; ``serving.seen_items``)."""
+        if self._seen is None or not candidates:
+            return candidates
+        try:
+            seen = self._seen.seen_among(user_id, [c.item_id for c in candidates])
+        except AetherError as exc:
+            log.warning("seen items unavailable: %s", exc)
+            reasons.append("seen_items_unavailable")
+            return candidates
+        return [c for c in candidates if c.item_id not in seen] if seen else candidates
 
     def _encode_user(
         self, state: ServingState, user: UserFeatureRow | None, reasons: list[str]

@@ -100,7 +100,8 @@ class StateCommit:
     """Everything one batch changes, persisted in one atomic write.
 
     ``forget_users`` are removed *before* ``users`` are written (a user deleted in this batch
-    whose later events start a fresh state); ``transitions`` are increments, added.
+    whose later events start a fresh state), their seen sets with them; ``transitions`` are
+    increments, added; ``seen`` is added to each user's seen set.
     """
 
     watermarks: dict[str, dict[int, int | None]] = field(default_factory=dict)  # topic -> p -> wm
@@ -115,6 +116,9 @@ class StateCommit:
     offsets: dict[str, Offsets] = field(default_factory=dict)  # consumer -> consumed input
     drift: dict[str, bytes] = field(default_factory=dict)  # monitor name -> state bytes
     first_seen: dict[str, FirstSeen] = field(default_factory=dict)  # monitor -> lowered keys
+    # user -> items of the batch's applied events, added to the user's seen set (serving never
+    # recommends them again); a set union, so re-delivery and order change nothing
+    seen: dict[str, set[str]] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
@@ -130,6 +134,7 @@ class StateCommit:
             or any(self.offsets.values())
             or self.drift
             or any(self.first_seen.values())
+            or any(self.seen.values())
         )
 
 
@@ -159,6 +164,10 @@ class StateStore(Protocol):
     def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]: ...
 
     def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen: ...
+
+    def load_seen(self, user_id: str) -> set[str]:
+        """The user's seen set (``StateCommit.seen``); empty when they have none."""
+        ...
 
     def commit(self, changes: StateCommit) -> None: ...
 
@@ -199,6 +208,7 @@ class InMemoryStateStore:
         self.offsets: dict[str, Offsets] = {}
         self.drift: dict[str, bytes] = {}
         self.first_seen: dict[str, FirstSeen] = {}
+        self.seen: dict[str, set[str]] = {}
         self.commits = 0
 
     def load_interactions(
@@ -237,12 +247,19 @@ class InMemoryStateStore:
     def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen:
         return _present(self.first_seen.get(monitor, {}), keys)
 
+    def load_seen(self, user_id: str) -> set[str]:
+        return set(self.seen.get(user_id, ()))
+
     def commit(self, changes: StateCommit) -> None:
         for consumer, offsets in changes.offsets.items():
             self.offsets.setdefault(consumer, {}).update(offsets)
         for user_id in changes.forget_users:
             self.users.pop(user_id, None)
+            self.seen.pop(user_id, None)
         self.users.update(changes.users)
+        for user_id, items in changes.seen.items():
+            if items:
+                self.seen.setdefault(user_id, set()).update(items)
         self.items.update(changes.items)
         self.privacy.update(changes.privacy)
         for topic, marks in changes.watermarks.items():

@@ -140,6 +140,13 @@ class RedisStateStore:
             raise DependencyUnavailable("redis", f"cannot read drift first-seen: {exc}") from exc
         return {k: int(v) for k, v in zip(fields, values, strict=True) if v is not None}
 
+    def load_seen(self, user_id: str) -> set[str]:
+        try:
+            members = self._client.smembers(seen_items_key(self._deployment.namespace, user_id))
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read seen items: {exc}") from exc
+        return {m.decode() for m in cast(set[bytes], members)}
+
     def load_interactions(
         self, user_ids: Iterable[str], topic: str, partitions: Iterable[int]
     ) -> InteractionState:
@@ -203,7 +210,11 @@ class RedisStateStore:
         if changes.is_empty():
             return
         pipe = self._client.pipeline(transaction=True)
-        forgotten = [self._user_key(u) for u in sorted(changes.forget_users)]
+        forgotten = [
+            key
+            for u in sorted(changes.forget_users)
+            for key in (self._user_key(u), seen_items_key(self._deployment.namespace, u))
+        ]
         if forgotten:
             pipe.delete(*forgotten)
         values: dict[str, bytes] = {}
@@ -238,6 +249,9 @@ class RedisStateStore:
         for monitor, seen in changes.first_seen.items():
             if seen:
                 pipe.hset(self._first_seen_key(monitor), mapping=seen)
+        for user_id, items in changes.seen.items():
+            if items:
+                pipe.sadd(seen_items_key(self._deployment.namespace, user_id), *sorted(items))
         if changes.transitions:
             self._transitions.queue(pipe, changes.transitions)
         try:
@@ -277,6 +291,12 @@ def privacy_marker_key(namespace: str, user_id: str) -> str:
     """The key of a user's privacy marker (``streams.privacy``); serving reads it too, to
     withhold the impressions of users who opted out (``serving.impressions``)."""
     return ":".join((stream_slot(namespace), "stream", "privacy", subject_hash(namespace, user_id)))
+
+
+def seen_items_key(namespace: str, user_id: str) -> str:
+    """The set of every item a user has interacted with (``StateCommit.seen``); serving reads
+    it to never recommend them again (``serving.seen_items``, features/FEATURES.md)."""
+    return ":".join((stream_slot(namespace), "stream", "seen", subject_hash(namespace, user_id)))
 
 
 def _decoded(keys: Sequence[K], raws: Sequence[Any], decode: Callable[[bytes], V]) -> dict[K, V]:

@@ -160,10 +160,19 @@ def interactions_step(
         forget_users=set(privacy.delete),
         privacy={u: statuses[u] for u in privacy.touched},
         transitions=effects.transitions,
+        seen=seen_by_user(effects.applied_events),
     )
     after = {u: s for u, s in state.users.items() if u not in privacy.delete}
     after.update(users)
     return InteractionState(privacy=statuses, users=after, watermarks=state.watermarks), effects
+
+
+def seen_by_user(events: Iterable[Interaction]) -> dict[str, set[str]]:
+    """Each user's items among ``events`` (every type, dismissals too): their seen-set adds."""
+    seen: dict[str, set[str]] = {}
+    for event in events:
+        seen.setdefault(event.user_id, set()).add(event.item_id)
+    return seen
 
 
 # -- impressions and catalogue: admitted, then forwarded to the item side ------------------------

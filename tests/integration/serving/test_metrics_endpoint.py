@@ -142,7 +142,7 @@ def test_the_server_exports_the_contract_metrics(
     # No ranker checkpoint: retrieval order, which is not a score, so no top score.
     assert value(found["aether_recommend_top_score"], "aether_recommend_top_score_count") == 0
     breakers = samples("aether_breaker_state", "aether_breaker_state", "dependency")
-    assert set(breakers) == {"features", "posteriors", "ann", "cooccurrence"}
+    assert set(breakers) == {"features", "seen_items", "posteriors", "ann", "cooccurrence"}
     assert set(breakers.values()) <= {0.0, 1.0, 2.0}
     arms = Counter(slate.experiment_arm for slate in slates)
     published = samples("aether_impressions_published", "aether_impressions_published_total", "arm")

@@ -23,6 +23,7 @@ from features.schema import USER_VIEW
 from features.store import FeastOnlineStore
 from features.transition_store import InMemoryTransitionStore, stream_slot
 from retrieval.build_retriever import transition_store
+from streams.statestore import seen_items_key
 from streams.testing import interaction
 from streams.topics import HOUR_MS, TopicNames
 from streams.transitions import increments_from_sequence
@@ -64,6 +65,8 @@ def _value_bytes(client: redis.Redis, key: bytes) -> bytes:
         return repr(client.hgetall(key)).encode()
     if kind == b"zset":
         return repr(client.zrange(key, 0, -1)).encode()
+    if kind == b"set":
+        return repr(sorted(client.smembers(key))).encode()
     return b""
 
 
@@ -155,6 +158,10 @@ def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
         assert [i for i, _ in got[anchor]] == [i for i, _ in want[anchor]]
         assert [p for _, p in got[anchor]] == pytest.approx([p for _, p in want[anchor]])
 
+    # 2b. every item a user interacted with is in their seen set (serving.seen_items)
+    gone_seen = seen_items_key(settings.namespace, gone)
+    assert client.smembers(gone_seen) == {lane.id(i).encode() for i in SEQUENCES[GONE]}
+
     # 3. delete one user, opt another out; then events in flight for both, and a sentinel
     t_request = lane.t0 + 60_000
     p1, p2 = lane.id("p1"), lane.id("p2")
@@ -184,6 +191,7 @@ def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
     values = [_value_bytes(client, k) for k in keys]
     assert not [k for k, v in zip(keys, values, strict=True) if gone.encode() in v]
     assert store.read_users([gone]) == {}
+    assert not client.exists(gone_seen)  # the seen set went with the stream state
     parquet = sorted(offline_dir(settings.deployment).rglob("*.parquet"))
     assert parquet and not [p for p in parquet if gone in str(pq.read_table(p).to_pylist())]
     assert "-" in " ".join(p.name for p in parquet)  # merged files among them

@@ -85,7 +85,10 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
     store: StateStore,
 ) -> None:
     store.commit(
-        StateCommit(users={"gone": UserState(latest_ms=1), "kept": UserState(latest_ms=2)})
+        StateCommit(
+            users={"gone": UserState(latest_ms=1), "kept": UserState(latest_ms=2)},
+            seen={"gone": {"old"}, "kept": {"a", "b"}},
+        )
     )
     posterior, writes = apply_outcome(
         PosteriorState(), Outcome("r|a", "a", "*", 1_000, True, "positive"), PosteriorConfig()
@@ -103,8 +106,11 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
             offsets={"interactions": {("events", 3): 12}, "attribution": {("events", 3): 9}},
             drift={"user:3": b"\x78\x01monitor-state"},
             first_seen={"events:3": {"u:ab": 5, "i:a": 7}},
+            seen={"gone": {"new"}, "kept": {"b", "c"}},  # gone's old set deleted first
         )
     )
+    assert (store.load_seen("gone"), store.load_seen("kept")) == ({"new"}, {"a", "b", "c"})
+    assert store.load_seen("nobody") == set()
     assert store.load_drift(["user:3", "user:4"]) == {"user:3": b"\x78\x01monitor-state"}
     assert store.load_first_seen("events:3", ["u:ab", "i:a", "i:b"]) == {"u:ab": 5, "i:a": 7}
     assert store.load_first_seen("events:2", ["u:ab"]) == {}
@@ -121,6 +127,10 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
     assert store.load_posteriors(["a", "b"])["a"].to_dict() == posterior.to_dict()
     store.commit(StateCommit(forget_users={"gone"}))
     assert set(store.load_users(["gone", "kept"])) == {"kept"}
+    assert store.load_seen("gone") == set() and store.load_seen("kept") == {"a", "b", "c"}
+    assert (
+        not StateCommit(seen={"u": {"i"}}).is_empty() and StateCommit(seen={"u": set()}).is_empty()
+    )
     assert StateCommit().is_empty() and not StateCommit(forget_users={"x"}).is_empty()
     assert not StateCommit(drift={"user:0": b"x"}).is_empty()
     assert not StateCommit(first_seen={"events:0": {"i:a": 1}}).is_empty()

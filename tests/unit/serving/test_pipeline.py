@@ -16,6 +16,7 @@ from serving.experiments import Experiments
 from serving.impressions import InMemoryImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
 from serving.rules import Rules
+from serving.seen_items import InMemorySeenItems
 
 CATALOG = ItemCatalog(
     ItemMeta(f"i{n}", title=f"Movie {n}", categories=("Drama",) if n % 2 else ("Comedy",))
@@ -69,6 +70,7 @@ def make(
     mmr_lambda=1.0,
     user_encoder=None,
     arm_rankers=None,
+    seen=None,
 ):
     features = features or InMemoryFeatureStore()
     sources = sources or [ListSource("ann", [f"i{n}" for n in range(10)])]
@@ -91,6 +93,7 @@ def make(
         user_encoder=user_encoder,
         clock_ms=lambda: 1_700_000_000_000,
         arm_rankers=arm_rankers,
+        seen=seen,
     )
     return pipeline, features, impressions
 
@@ -108,6 +111,31 @@ def test_seen_dismissed_and_excluded_items_never_come_back():
     ids = [i.item_id for i in slate.items]
     assert len(ids) == 5 and not {"i0", "i1", "i2", "i3"} & set(ids)
     assert not slate.fallback
+
+
+class BrokenSeenItems:
+    def seen_among(self, user_id, item_ids):
+        raise DependencyUnavailable("redis", "connection refused")
+
+
+def test_items_seen_long_ago_never_come_back_though_the_row_forgot_them():
+    # i1 and i4 left the row's recent_items long ago; the seen set still holds them
+    seen = InMemorySeenItems({"u1": {"i1", "i4", "i0"}})
+    pipeline, features, _ = make(seen=seen)
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
+    slate = pipeline.recommend(query(k=5))
+    ids = [i.item_id for i in slate.items]
+    assert ids == ["i2", "i3", "i5", "i6", "i7"] and not slate.fallback
+    other = pipeline.recommend(query(user="u2", k=2))  # another user's set is not theirs
+    assert [i.item_id for i in other.items] == ["i0", "i1"]
+
+
+def test_an_unreadable_seen_set_serves_the_row_exclusions_flagged():
+    pipeline, features, _ = make(seen=BrokenSeenItems())
+    features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
+    slate = pipeline.recommend(query(k=3))
+    assert [i.item_id for i in slate.items] == ["i1", "i2", "i3"]
+    assert slate.fallback_reasons == ("seen_items_unavailable",)
 
 
 def test_ranker_orders_the_candidates_and_explanations_name_history_titles():
