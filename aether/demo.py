@@ -211,7 +211,7 @@ def run_demo(
         wait_until_caught_up(settings, 900, progress=True)
         if config.headline:
             # The worker has applied exactly the past: the frozen deployment's state is this.
-            copied = freeze(settings)
+            copied = freeze(settings, past["user_id"].astype(str).unique())
             say(
                 f"      state at the cut-off copied to namespace {frozen_namespace} ({copied:,} keys)"
             )

@@ -298,7 +298,10 @@ def _run(
         wait_until_caught_up(live, 3600, progress=config.progress)
         history_s = time.perf_counter() - ingest_started
         copied = clone_online_state(
-            live.redis.url.get_secret_value(), live.namespace, frozen.namespace
+            live.redis.url.get_secret_value(),
+            live.namespace,
+            frozen.namespace,
+            user_ids=past["user_id"].astype(str).unique(),
         )
         say(
             f"history applied by the live worker ({history_s:.0f} s after publishing); "

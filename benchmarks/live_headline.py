@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,17 +56,18 @@ def frozen_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"namespace": namespace})
 
 
-def freeze(settings: Settings) -> int:
-    """Copy the live namespace's online state (Feast rows, stream state, transitions, posteriors)
-    to the frozen namespace, replacing an earlier copy. Call it while nothing writes the live
-    namespace: once the worker has applied exactly the past. Returns the keys copied."""
+def freeze(settings: Settings, user_ids: Iterable[str] = ()) -> int:
+    """Copy the live namespace's online state (Feast rows, stream state, transitions, posteriors,
+    the seen sets of ``user_ids``) to the frozen namespace, replacing an earlier copy. Call it
+    while nothing writes the live namespace: once the worker has applied exactly the past.
+    Returns the keys copied."""
     from benchmarks.live_stack import clone_online_state
     from stack.redis_server import delete_namespace_keys
 
     url = settings.redis.url.get_secret_value()
     frozen = frozen_settings(settings).namespace
     delete_namespace_keys(url, frozen)
-    return clone_online_state(url, settings.namespace, frozen)
+    return clone_online_state(url, settings.namespace, frozen, user_ids)
 
 
 def serve_frozen(settings: Settings, index: ItemIndex) -> tuple[ServingApp, RunningServer]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,11 +96,17 @@ def stop(process: subprocess.Popen[bytes], timeout_s: float = 20) -> None:
         process.wait(5)
 
 
-def clone_online_state(redis_url: str, source: str, target: str, batch: int = 500) -> int:
+def clone_online_state(
+    redis_url: str, source: str, target: str, user_ids: Iterable[str] = (), batch: int = 500
+) -> int:
     """Copy every Redis key of namespace ``source`` to namespace ``target``: ``<source>:*``
     (stream state, transitions, posteriors) and Feast's rows, whose keys end with the project
-    (= the namespace). Returns the keys copied. Run while nothing writes ``source``."""
+    (= the namespace). Keys named by a hash of namespace and user id (the seen sets,
+    ``streams.statestore.seen_items_key``) are re-keyed for ``user_ids``. Returns the keys
+    copied. Run while nothing writes ``source``."""
     import redis
+
+    from streams.statestore import seen_items_key
 
     client = redis.Redis.from_url(redis_url)
     copied = 0
@@ -111,6 +118,10 @@ def clone_online_state(redis_url: str, source: str, target: str, batch: int = 50
         for key in client.scan_iter(match=f"*{source}", count=batch):
             if not key.startswith(prefix):
                 renames.append((key, key[: -len(suffix)] + target.encode()))
+        renames += [
+            (seen_items_key(source, u).encode(), seen_items_key(target, u).encode())
+            for u in user_ids
+        ]
         for start in range(0, len(renames), batch):
             with client.pipeline(transaction=False) as pipe:
                 for old, new in renames[start : start + batch]:

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import redis
 
 from aether.demo_loop import closed_loop_users, feedback_events, loop_start_ms, split_at_quantile
 from aether.demo_operators import worker_counters
@@ -36,6 +37,7 @@ from retrieval.index import ItemIndex
 from retrieval.item_vectors import ranker_item_vectors
 from retrieval.movielens_catalog import catalog_from_movielens
 from serving.build_pipeline import build_serving_app
+from serving.seen_items import RedisSeenItems
 from serving.server import start_server
 from stack.redis_server import delete_namespace_keys
 from streams.progress import wait_until_caught_up
@@ -93,7 +95,14 @@ def test_the_headline_compares_a_live_and_a_frozen_deployment_and_the_loop_comes
             progress=False,
         )
         wait_until_caught_up(settings, 120)
-        assert freeze(settings) > 0
+        assert freeze(settings, past["user_id"].unique()) > 0
+        # The seen sets (keyed by a hash of namespace and user) are re-keyed for the frozen one.
+        seen_client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+        first = past.iloc[0]
+        assert RedisSeenItems(seen_client, frozen_namespace).seen_among(
+            str(first.user_id), [str(first.item_id), "no-such-item"]
+        ) == {str(first.item_id)}
+        seen_client.close()
 
         checkpoint = tmp_path / "ranker.pt"
         fit_and_save(
