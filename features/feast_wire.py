@@ -106,9 +106,39 @@ _NULL = b""  # the empty Value
 
 
 def encode_value(kind: str, value: Any) -> bytes:
-    """One feature value as a serialized ``feast.types.Value``; None is the empty (null) Value."""
+    """One feature value as a serialized ``feast.types.Value``; None is the empty (null) Value.
+
+    The bytes of the members we write are built here directly (tag, varint or fixed64, length
+    prefix): the protobuf runtime's message per value cost the stream worker more than the rest
+    of a row's encoding. Anything outside their plain range (an int64 out of range, a string that
+    is not valid UTF-8, a list item that is not a ``str``) goes through the protobuf message, so
+    errors are protobuf's own; ``tests/unit/features/test_feast_wire.py`` checks the bytes against
+    Feast's ``Value`` for every kind.
+    """
     if value is None:
         return _NULL
+    if kind == "int64":
+        number = int(value)
+        if -_INT64_LIMIT <= number < _INT64_LIMIT:
+            return b"\x20" + _varint(number & _U64_MASK)  # field 4, varint (two's complement)
+    elif kind == "float64":
+        return b"\x29" + _DOUBLE.pack(float(value))  # field 5, fixed64
+    elif kind == "string":
+        text = _utf8(str(value))
+        if text is not None:
+            return b"\x12" + _varint(len(text)) + text  # field 2, length-delimited
+    elif kind == "bool":
+        return b"\x38\x01" if bool(value) else b"\x38\x00"  # field 7, varint
+    elif kind == "string_list":
+        items = [_utf8(v) if type(v) is str else None for v in value]
+        if None not in items:
+            inner = b"".join(b"\x0a" + _varint(len(v)) + v for v in items if v is not None)
+            return b"\x62" + _varint(len(inner)) + inner  # field 12: StringList {1: strings}
+    return _encode_message(kind, value)
+
+
+def _encode_message(kind: str, value: Any) -> bytes:
+    """``encode_value`` through the protobuf message (its checks and errors)."""
     if kind == "int64":
         proto = _Value(int64_val=int(value))
     elif kind == "float64":
@@ -122,6 +152,30 @@ def encode_value(kind: str, value: Any) -> bytes:
     else:
         raise ValueError(f"unknown feature kind {kind!r}")
     return proto.SerializeToString()
+
+
+_INT64_LIMIT = 2**63
+_U64_MASK = 2**64 - 1
+_DOUBLE = struct.Struct("<d")
+
+
+def _varint(number: int) -> bytes:
+    """Protobuf's base-128 varint of a non-negative int."""
+    if number < 0x80:
+        return bytes((number,))
+    out = bytearray()
+    while number > 0x7F:
+        out.append((number & 0x7F) | 0x80)
+        number >>= 7
+    out.append(number)
+    return bytes(out)
+
+
+def _utf8(text: str) -> bytes | None:
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates: protobuf refuses them, with its own error
+        return None
 
 
 def decode_value(raw: bytes | None) -> Any:
@@ -153,4 +207,8 @@ def _decode_with_feast(raw: bytes) -> Any:
 # -- timestamps ------------------------------------------------------------------------------------
 def encode_timestamp(seconds: int, nanos: int) -> bytes:
     """A serialized ``google.protobuf.Timestamp``."""
+    if 0 <= seconds < _INT64_LIMIT and 0 <= nanos < 2**31:  # proto3: zero fields are left out
+        return (b"\x08" + _varint(seconds) if seconds else b"") + (
+            b"\x10" + _varint(nanos) if nanos else b""
+        )
     return Timestamp(seconds=seconds, nanos=nanos).SerializeToString()

@@ -153,6 +153,48 @@ def _feast_call(what: str, call: Callable[[], _T]) -> _T:
         raise DependencyUnavailable("feast", f"cannot {what}: {exc}") from exc
 
 
+# ``CAS_WRITE_SCRIPT`` over the rows of one batch, in order. KEYS: the entity hashes, one per row
+# (an entity may repeat); ARGV[1] the view's "_ts:<view>" field, then per row: seconds, nanos, the
+# number n of field/value arguments that follow, and those n (``FeastRedisLayout.cas_args`` after
+# its first three). Each row is written unless its stored timestamp is strictly newer, exactly as
+# the per-row script decides it. Returns the number of rows written.
+CAS_ROWS_SCRIPT = """
+local ts_field = ARGV[1]
+local i, written = 2, 0
+for k = 1, #KEYS do
+  local new_secs, new_nanos, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local first = i + 3
+  i = first + n
+  local write = true
+  local stored = redis.call('HGET', KEYS[k], ts_field)
+  if stored then
+    local secs, nanos, j, len = 0, 0, 1, #stored
+    while j <= len do
+      local tag = string.byte(stored, j)
+      j = j + 1
+      local value, scale = 0, 1
+      repeat
+        local byte = string.byte(stored, j)
+        j = j + 1
+        value = value + (byte % 128) * scale
+        scale = scale * 128
+      until byte < 128
+      if tag == 8 then secs = value elseif tag == 16 then nanos = value end
+    end
+    if secs > new_secs or (secs == new_secs and nanos > new_nanos) then
+      write = false
+    end
+  end
+  if write then
+    redis.call('HSET', KEYS[k], unpack(ARGV, first, i - 1))
+    written = written + 1
+  end
+end
+return written
+"""
+assert CAS_WRITE_SCRIPT.count("HSET") == 1  # the per-row rule the batch script repeats
+
+
 # -- the online store adapter ---------------------------------------------------------------------
 class FeastOnlineStore:
     """Feast/Redis online features behind ``OnlineFeatureWriter`` and ``OnlineFeatureReader``.
@@ -193,7 +235,7 @@ class FeastOnlineStore:
             join_key=ITEM_JOIN_KEY,
             feature_types=ITEM_FEATURE_TYPES,
         )
-        self._cas = self._client.register_script(CAS_WRITE_SCRIPT)
+        self._cas_rows = self._client.register_script(CAS_ROWS_SCRIPT)
         self._batch_read = self._client.register_script(BATCH_READ_SCRIPT)
         self._item_memo: dict[tuple[str, tuple[bytes | None, ...]], ItemFeatureRow] = {}
 
@@ -238,15 +280,17 @@ class FeastOnlineStore:
             return
 
         def run() -> None:
-            # In order: rows of one entity in one batch apply one after the other, as in memory.
-            with self._client.pipeline(transaction=False) as pipe:
-                for entity_id, event_time_ms, record in rows:
-                    self._cas(
-                        keys=[layout.key(entity_id)],
-                        args=layout.cas_args(record, event_time_ms),
-                        client=pipe,
-                    )
-                pipe.execute()
+            # One script call for the batch, each row compared and written as ``CAS_WRITE_SCRIPT``
+            # does, in order: rows of one entity in one batch apply one after the other, as in
+            # memory. (A pipeline of one call per row cost the worker ~15 µs of CPU per row.)
+            keys: list[bytes] = []
+            args: list[bytes | int] = [layout.ts_field]
+            for entity_id, event_time_ms, record in rows:
+                row = layout.cas_args(record, event_time_ms)  # ts field, secs, nanos, pairs…
+                keys.append(layout.key(entity_id))
+                args += (row[1], row[2], len(row) - 3)
+                args += row[3:]
+            self._cas_rows(keys=keys, args=args)
 
         self._redis(f"write {len(rows)} {layout.view} rows", run)
 

@@ -42,6 +42,32 @@ class TransitionStore(TransitionReader, Protocol):
 RETRACTED = 1e-9
 
 
+# ``RedisTransitionStore.queue`` as one command. KEYS[1] the totals hash, KEYS[2..] one zset per
+# anchor. ARGV: the trim rank, the retraction threshold, the number of increments, the number of
+# anchors; the anchors (field names, in KEYS order from KEYS[2]); (key index, weight, item) per
+# increment; the key index of every anchor, sorted by anchor (trimmed); those of the retracted
+# anchors, sorted. The weights stay the strings the client sent, so Redis adds exactly what the
+# separate commands added.
+QUEUE_SCRIPT = """
+local trim, retracted = ARGV[1], ARGV[2]
+local increments, anchors = tonumber(ARGV[3]), tonumber(ARGV[4])
+local i = 5 + anchors
+for _ = 1, increments do
+  local index = tonumber(ARGV[i])
+  redis.call('ZINCRBY', KEYS[index], ARGV[i + 1], ARGV[i + 2])
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[index + 3], ARGV[i + 1])
+  i = i + 3
+end
+for j = i, i + anchors - 1 do
+  redis.call('ZREMRANGEBYRANK', KEYS[tonumber(ARGV[j])], 0, trim)
+end
+for j = i + anchors, #ARGV do
+  redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[j])], '-inf', retracted)
+end
+return 0
+"""
+
+
 def stream_slot(namespace: str) -> str:
     """``<ns>:{<ns>}``: the prefix of every key the stream worker writes in one transaction.
 
@@ -129,21 +155,40 @@ class RedisTransitionStore:
 
         The stream worker queues them into the ``MULTI`` that commits the user states whose
         seen-ids make a re-delivered event a duplicate (``streams.statestore``): exactly once.
+
+        One ``EVAL`` of :data:`QUEUE_SCRIPT` runs, inside Redis, the commands this used to queue
+        one by one (``ZINCRBY`` and ``HINCRBYFLOAT`` per pair, then the trims) with the same
+        argument strings in the same order, so the stored counts are the same bytes; the client
+        packs and parses one command per batch instead of two per pair
+        (``docs/benchmarks/ingest.md``).
         """
-        anchors: set[str] = set()
+        keys: dict[str, int] = {}  # anchor -> its index in KEYS (from 2; KEYS[1] the totals)
+        triples: list[Any] = []
         retracted: set[str] = set()
         for (anchor, item), weight in increments.items():
             if abs(weight) <= RETRACTED:
                 continue  # added and retracted within one batch: no member either way
-            pipe.zincrby(self._key(anchor), weight, item)
-            pipe.hincrbyfloat(self.totals_key, anchor, weight)
-            anchors.add(anchor)
+            triples += (keys.setdefault(anchor, len(keys) + 2), weight, item)
             if weight < 0:
                 retracted.add(anchor)
-        for anchor in sorted(anchors):  # keep the head only: bounded memory per anchor
-            pipe.zremrangebyrank(self._key(anchor), 0, -(self.max_neighbours + 1))
-        for anchor in sorted(retracted):  # a fully retracted transition leaves no member
-            pipe.zremrangebyscore(self._key(anchor), "-inf", RETRACTED)
+        if not keys:
+            return
+        anchors = list(keys)
+        pipe.execute_command(  # not ``pipe.eval``: a cluster pipeline has none
+            "EVAL",
+            QUEUE_SCRIPT,
+            len(anchors) + 1,
+            self.totals_key,
+            *(self._key(a) for a in anchors),
+            -(self.max_neighbours + 1),
+            RETRACTED,
+            len(triples) // 3,
+            len(anchors),
+            *anchors,
+            *triples,
+            *(keys[a] for a in sorted(anchors)),  # keep the head only: bounded memory per anchor
+            *(keys[a] for a in sorted(retracted)),  # a fully retracted one leaves no member
+        )
 
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None:
         if not increments:

@@ -51,7 +51,7 @@ from streams.bandit_agent import BanditRuntime
 from streams.batching import take_available
 from streams.drift_agent import DriftRuntime
 from streams.eager import EagerWaitFirst
-from streams.handlers import Effects, SourceRecord
+from streams.handlers import Effects, SourceRecord, decoded_by_position
 from streams.lag import LagTracker
 from streams.routing import misrouted, reroute
 from streams.steps import split_user_records
@@ -180,10 +180,11 @@ def create_app(
             done.append(await runtime.on_interactions(interactions))
         if impressions:
             done.append(await runtime.on_impressions(impressions))
+        decoded = decoded_by_position(done)  # decoded once, for every step of the batch
         if bandit is not None:
-            await bandit.on_attribution(records)
+            await bandit.on_attribution(records, decoded)
         if drift is not None:
-            await drift.on_user_records(records, done)
+            await drift.on_user_records(records, done, decoded)
 
     async def on_outcomes(records: Sequence[SourceRecord]) -> None:
         if bandit is not None:

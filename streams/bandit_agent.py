@@ -18,14 +18,14 @@ Keys: see ``streams.statestore``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import Producer
 
 from bandits.posterior import Outcome
 from streams import worker_metrics
 from streams.bandit_steps import AttributionEffects, BanditSteps, encode_outcome
-from streams.handlers import SourceRecord
+from streams.handlers import Position, SourceRecord
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
 
@@ -58,8 +58,11 @@ class BanditRuntime:
         self._last_record: dict[int, float] = {}
 
     # -- agent 1: impressions + interactions + privacy, partitioned by user --------------------
-    async def on_attribution(self, records: Sequence[SourceRecord]) -> list[Outcome]:
-        effects = self.steps.attribution(self.state, records, self._now_ms())
+    async def on_attribution(
+        self, records: Sequence[SourceRecord], decoded: Mapping[Position, object] | None = None
+    ) -> list[Outcome]:
+        """``decoded``: what the batch's feature and impression steps decoded already."""
+        effects = self.steps.attribution(self.state, records, self._now_ms(), decoded)
         await self._publish_and_commit(effects)
         if effects.late:
             worker_metrics.EVENTS.labels("bandit-attribution", "late").inc(effects.late)

@@ -32,7 +32,7 @@ user data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -40,10 +40,11 @@ import orjson
 from bandits.attribution import AttributionConfig, AttributionState, WatermarkTick, attribute
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome, prune_seen
 from core.errors import SchemaError
-from events import decode, decode_interaction
+from events import decode
 from events.models import Impression, Interaction, PrivacyAction, PrivacyRequest
 from streams.eventtime import Lateness, Verdict, judge
-from streams.handlers import SourceRecord
+from streams.fast_decode import decode_interaction
+from streams.handlers import Position, SourceRecord
 from streams.privacy import PrivacyStatus, suppresses
 from streams.state_port import (
     AttributionSnapshot,
@@ -122,10 +123,19 @@ class AttributionEffects:
     commit: StateCommit = field(default_factory=StateCommit)
 
 
-def decode_attribution(records: Sequence[SourceRecord], config: BanditConfig) -> AttributionBatch:
+def decode_attribution(
+    records: Sequence[SourceRecord],
+    config: BanditConfig,
+    decoded: Mapping[Position, object] | None = None,
+) -> AttributionBatch:
+    """``decoded``: events the other steps of the batch decoded already, by (topic, partition,
+    offset) (``streams.handlers.decoded_by_position``); the rest are decoded here."""
     batch = AttributionBatch()
+    known = decoded or {}
     for record in records:
-        event = _decode_source(record, config)
+        event = known.get((record.topic, record.partition, record.offset))
+        if not isinstance(event, Impression | Interaction):
+            event = _decode_source(record, config)
         if event is None:
             continue
         if isinstance(event, PrivacyRequest):
@@ -278,10 +288,14 @@ class BanditSteps:
         self.config = config
 
     def attribution(
-        self, store: StateStore, records: Sequence[SourceRecord], now_ms: int | None
+        self,
+        store: StateStore,
+        records: Sequence[SourceRecord],
+        now_ms: int | None,
+        decoded: Mapping[Position, object] | None = None,
     ) -> AttributionEffects:
         records, consumed = unconsumed_records(store, "attribution", records)
-        batch = decode_attribution(records, self.config)
+        batch = decode_attribution(records, self.config, decoded)
         if not batch.events and not batch.deletions:
             return AttributionEffects()
         state = AttributionInput(

@@ -25,7 +25,7 @@ from events import encode
 from monitoring import PipelineSample
 from streams import worker_metrics
 from streams.drift_steps import DriftEffects, DriftSteps, Estimates
-from streams.handlers import Effects, SourceRecord
+from streams.handlers import Effects, Position, SourceRecord, decoded_by_position
 from streams.lag import LagTracker
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
@@ -65,18 +65,21 @@ class DriftRuntime:
         self._estimates: dict[str, Estimates] = {}
 
     async def on_user_records(
-        self, records: Sequence[SourceRecord], done: Sequence[Effects] = ()
+        self,
+        records: Sequence[SourceRecord],
+        done: Sequence[Effects] = (),
+        decoded: Mapping[Position, Any] | None = None,
     ) -> DriftEffects:
         """A batch of the user-keyed topics, after the steps whose ``Effects`` are ``done``: their
-        dead letters go into the pipeline samples, their decoded events into the monitors."""
+        dead letters go into the pipeline samples, their decoded events (``decoded``, when the
+        caller has them by position already) into the monitors."""
         dead_letters: dict[int, int] = {}
-        decoded: dict[tuple[str, int, int], Any] = {}
         for effects in done:
             for letter in effects.dead_letters:
                 partition = letter.record.partition
                 dead_letters[partition] = dead_letters.get(partition, 0) + 1
-            for d in effects.decoded:
-                decoded[d.record.topic, d.record.partition, d.record.offset] = d.event
+        if decoded is None:
+            decoded = decoded_by_position(done)
         samples = self._samples(records, dead_letters)
         drift = self.steps.user_records(self.state, records, self._now_ms(), samples, decoded)
         await self._publish_and_commit(drift)

@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import ConfigError, SchemaError
-from events import decode, decode_interaction
+from events import decode
 from events.models import DriftDetection, Impression, Interaction
 from monitoring import (
     Batch,
@@ -67,6 +67,7 @@ from monitoring import (
 from monitoring.config import Signal
 from streams.bandit_steps import decode_outcome
 from streams.eventtime import Lateness, Verdict, judge
+from streams.fast_decode import decode_interaction
 from streams.handlers import SourceRecord
 from streams.state_port import FirstSeen, StateCommit, StateStore, unconsumed_records
 from streams.topics import TopicNames
@@ -289,7 +290,8 @@ class DriftSteps:
         for event in interactions:
             (admitted if admits(state, event.event_time_ms, config) else late).append(event)
         admitted.sort(key=lambda e: (e.event_time_ms, e.event_id))
-        keys = {e.event_id: (self._user_field(e.user_id), f"i:{e.item_id}") for e in admitted}
+        users = {u: self._user_field(u) for u in {e.user_id for e in admitted}}  # one hash each
+        keys = {e.event_id: (users[e.user_id], f"i:{e.item_id}") for e in admitted}
         first = store.load_first_seen(monitor, {k for pair in keys.values() for k in pair})
         lowered: FirstSeen = {}
         out = []

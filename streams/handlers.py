@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from core.errors import SchemaError
-from events.models import CatalogItem, Impression, Interaction, to_epoch_ms
+from events.models import CatalogItem, EventType, Impression, Interaction, to_epoch_ms
 from features.rows import ItemFeatureRow, UserFeatureRow
 from streams import item_features, user_features
 from streams.codec import decode_updates, encode_updates
@@ -31,6 +31,7 @@ from streams.transitions import (
     Increments,
     appends_in_order,
     increments_for,
+    increments_of_insertion,
     increments_since,
     snapshot,
 )
@@ -64,6 +65,19 @@ class Decoded(Generic[E]):
     event: E
 
 
+Position = tuple[str, int, int]  # (topic, partition, offset) of a source record
+
+
+def decoded_by_position(done: Iterable[Effects]) -> dict[Position, Any]:
+    """The events that steps of one batch decoded (``Effects.decoded``), by source position:
+    the later steps of the batch (attribution, drift) look them up instead of decoding again."""
+    return {
+        (d.record.topic, d.record.partition, d.record.offset): d.event
+        for effects in done
+        for d in effects.decoded
+    }
+
+
 @dataclass(slots=True)
 class Effects:
     """What one batch asks the outside world to do."""
@@ -83,8 +97,8 @@ class Effects:
     suppressed: int = 0  # events of opted-out or deleted users (``streams.privacy``)
     privacy: PrivacyEffects = field(default_factory=PrivacyEffects)  # erasures of the batch
     commit: StateCommit = field(default_factory=StateCommit)  # persisted last, atomically
-    # The batch's decoded source events with their records, handed on to the drift monitors so
-    # that they need not decode them again (``streams.drift_steps``).
+    # The batch's decoded source events with their records, handed on to attribution and the
+    # drift monitors so that they need not decode them again (``decoded_by_position``).
     decoded: Sequence[Decoded[Any]] = ()
 
 
@@ -178,7 +192,11 @@ def handle_interactions(
             continue
         state = users.setdefault(event.user_id, UserState())
         in_order = appends_in_order(state, event)
-        before = None if in_order else snapshot(state)
+        dismissal = event.event_type is EventType.DISMISS
+        # A dismissal changes the sequence anywhere (snapshot); any other out-of-order event
+        # is one insertion, whose change is local (``increments_of_insertion``).
+        before = snapshot(state) if dismissal else None
+        front = state.history[0] if state.history else None
         _, applied = user_features.apply_interaction(state, event, config)
         if not applied:
             effects.duplicates += 1
@@ -186,11 +204,13 @@ def handle_interactions(
         effects.applied += 1
         effects.touched.add(event.user_id)
         effects.applied_events.append(event)
-        increments = (
-            increments_for(state, event, transition_window)
-            if before is None
-            else increments_since(before, state, transition_window)
-        )
+        if in_order:
+            increments = increments_for(state, event, transition_window)
+        elif before is not None:
+            increments = increments_since(before, state, transition_window)
+        else:
+            entry = (event.event_time_ms, event.event_id, event.item_id)
+            increments = increments_of_insertion(state, entry, front, transition_window)
         for pair, weight in increments.items():
             effects.transitions[pair] = effects.transitions.get(pair, 0.0) + weight
         partition_of[event.user_id] = decoded.record.partition

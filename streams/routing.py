@@ -63,8 +63,22 @@ def murmur2(data: bytes) -> int:
 
 
 def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition a murmur2 partitioner picks for ``key`` (Java's ``toPositive`` then mod)."""
-    return (murmur2(key) & 0x7FFFFFFF) % partitions
+    """The partition a murmur2 partitioner picks for ``key`` (Java's ``toPositive`` then mod).
+
+    Remembered per key: every record of the ``interactions`` agent is checked, and the
+    pure-Python hash cost the worker more CPU than the check is worth (a few µs per record);
+    keys repeat (one per user), and the memory is bounded by clearing it when full.
+    """
+    found = _HOMES.get((key, partitions))
+    if found is None:
+        if len(_HOMES) >= _HOMES_LIMIT:
+            _HOMES.clear()
+        found = _HOMES[key, partitions] = (murmur2(key) & 0x7FFFFFFF) % partitions
+    return found
+
+
+_HOMES: dict[tuple[bytes, int], int] = {}
+_HOMES_LIMIT = 100_000
 
 
 def misrouted(

@@ -33,10 +33,11 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from core.settings import StreamSettings
-from events import decode, decode_interaction
+from events import decode
 from events.models import CatalogItem, Impression, Interaction, PrivacyRequest
 from streams import handlers
 from streams.eventtime import Lateness
+from streams.fast_decode import decode_interaction
 from streams.handlers import DeadLetter, Decoded, Effects, SourceRecord
 from streams.item_features import ItemState, ItemUpdate
 from streams.privacy import PrivacyEffects, PrivacyStatus, handle_privacy, suppresses

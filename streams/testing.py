@@ -29,7 +29,7 @@ from features.rows import ItemFeatureRow, UserFeatureRow
 from streams import item_features, user_features
 from streams.bandit_steps import BanditConfig, BanditSteps, encode_outcome
 from streams.eventtime import Lateness
-from streams.handlers import DeadLetter, Effects, SourceRecord
+from streams.handlers import DeadLetter, Effects, SourceRecord, decoded_by_position
 from streams.item_features import ItemState
 from streams.state_port import InMemoryStateStore
 from streams.steps import StepConfig, StreamSteps, split_user_records
@@ -190,7 +190,7 @@ class LocalPipeline:
     def _on_users(self, batch: list[SourceRecord]) -> Effects:
         """What the worker's ``interactions`` agent does with a batch (``streams.app``)."""
         interactions, impressions = split_user_records(batch, self.topics)
-        parts: list[Effects] = []
+        parts: list[Effects] = []  # as the worker: what a step decoded, later steps reuse
         if interactions:
             parts.append(
                 self._apply(self.steps.interactions(self.state, interactions, self.now_ms))
@@ -198,7 +198,9 @@ class LocalPipeline:
         if impressions:
             parts.append(self._apply(self.steps.impressions(self.state, impressions, self.now_ms)))
         if self.bandit_steps is not None:
-            attributed = self.bandit_steps.attribution(self.state, batch, self.now_ms)
+            attributed = self.bandit_steps.attribution(
+                self.state, batch, self.now_ms, decoded_by_position(parts)
+            )
             self.outcomes += attributed.outcomes
             self._pending_outcomes += attributed.outcomes
             self.state.commit(attributed.commit)

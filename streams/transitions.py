@@ -174,3 +174,49 @@ def increments_since(before: Snapshot, state: UserState, window: int) -> Increme
         transition_sequence(after, state.dismissed),
         window,
     )
+
+
+def increments_of_insertion(
+    state: UserState, entry: tuple[int, str, str], front: tuple[int, str, str] | None, window: int
+) -> Increments:
+    """:func:`increments_since` for the commonest change, without a snapshot: ``entry``, a
+    non-dismissal, was inserted into ``state.history`` (call after applying it), and ``front``
+    is what ``history[0]`` was before (None if empty). The dismissed items did not change.
+
+    Exactly what :func:`increments_since` returns (property-tested, float for float), computed
+    over the few entries around the insertion: the two histories (without and with ``entry``,
+    the dropped front put back) agree before it, and a transition sequence built from an index
+    ``s`` equals the true one after ``[0, s)``'s part except that its first item may be a repeat
+    the true one collapses. If the entries from ``s`` to the insertion yield ``window + 2``
+    sequence items, every target whose increments differ lies at least ``window + 1`` places
+    after that first item, so its predecessor window — and the head, tail and order
+    :func:`sequence_delta` walks — are the same as over the whole histories. Out-of-order events
+    land near the end, so two passes over up to ``history_capacity`` entries become two over a
+    few.
+    """
+    history = state.history
+    at = bisect_left(history, entry)
+    if at == len(history) or history[at] != entry:
+        return {}  # the new entry was the oldest, dropped again at capacity: nothing changed
+    dismissed = state.dismissed
+    found, last = 0, None
+    start = -1
+    for index in range(at - 1, -1, -1):
+        item = history[index][2]
+        if item in dismissed or item == last:
+            continue
+        last = item
+        found += 1
+        if found >= window + 2:
+            start = index
+            break
+    if start < 0:  # the whole histories, the dropped front (if any) put back
+        head = [front] if front is not None and front < history[0] else []
+        before = [*head, *history[:at], *history[at + 1 :]]
+        after = [*head, *history]
+    else:
+        before = [*history[start:at], *history[at + 1 :]]
+        after = history[start:]
+    return sequence_delta(
+        transition_sequence(before, dismissed), transition_sequence(after, dismissed), window
+    )

@@ -185,3 +185,49 @@ def test_timestamp_is_protobufs(seconds: int, nanos: int) -> None:
         encode_timestamp(seconds, nanos)
         == Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
     )
+
+
+def _outcome(encoder: Any, kind: str, value: Any) -> object:
+    try:
+        return encoder(kind, value)
+    except Exception as exc:  # the error type is part of the contract
+        return type(exc)
+
+
+@given(
+    st.sampled_from(KINDS),
+    st.one_of(
+        st.integers(-(2**64), 2**64),
+        st.floats(width=64),
+        st.booleans(),
+        st.text(alphabet=st.characters(blacklist_categories=())),  # lone surrogates too
+        st.lists(
+            st.one_of(st.text(alphabet=st.characters(blacklist_categories=())), st.integers()),
+            max_size=4,
+        ),
+        st.tuples(st.text(), st.text()),
+    ),
+)
+@example("int64", 2**63 - 1)
+@example("int64", -(2**63))
+@example("int64", 2**63)
+@example("string", "\ud800")
+@example("string_list", ["a", "\udfff"])
+def test_the_direct_encoding_equals_the_protobuf_message_on_any_input(
+    kind: str, value: Any
+) -> None:
+    """``encode_value`` builds the bytes itself; what the protobuf message would write (or
+    refuse, with which error) is the reference, for coerced and out-of-range inputs too."""
+    from features.feast_wire import _encode_message
+
+    assert _outcome(encode_value, kind, value) == _outcome(_encode_message, kind, value)
+
+
+@given(st.integers(-(2**63), 2**63 - 1), st.integers(-(2**31), 2**31 - 1))
+@example(2**63 - 1, 999_999_999)
+@example(-1, -1)
+def test_timestamp_is_protobufs_over_the_whole_range(seconds: int, nanos: int) -> None:
+    assert (
+        encode_timestamp(seconds, nanos)
+        == Timestamp(seconds=seconds, nanos=nanos).SerializeToString()
+    )

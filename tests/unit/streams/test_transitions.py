@@ -9,14 +9,19 @@ import random
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from events.models import Interaction
 from streams.eventtime import Lateness
 from streams.testing import LocalPipeline, interaction, record
 from streams.transitions import (
     increments_from_sequence,
+    increments_of_insertion,
+    increments_since,
     merge_increments,
     sequence_delta,
+    snapshot,
     transition_increments,
 )
+from streams.user_features import UserFeatureConfig, UserState, apply_interaction
 
 T0 = 1_700_000_000_000
 items = st.sampled_from([f"i{n}" for n in range(6)])
@@ -186,3 +191,40 @@ def test_a_transition_added_and_retracted_in_one_batch_or_in_two_leaves_no_membe
     apart.feed(record(e) for e in events[2:])
     assert _neighbours(together) == _neighbours(apart) == {}
     assert together.state.transitions.anchors() == apart.state.transitions.anchors() == []
+
+
+@settings(max_examples=300)
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(0, 40),
+    sequence_length=st.integers(1, 6),
+    window=st.integers(1, 4),
+    kind=st.sampled_from(("view", "click", "rating")),
+)
+def test_the_insertion_delta_is_the_whole_histories_delta_float_for_float(
+    seed: int, n: int, sequence_length: int, window: int, kind: str
+) -> None:
+    """``increments_of_insertion`` (a non-dismissal, no snapshot, a few entries around it) must
+    return exactly what ``increments_since`` computes over the whole histories — same pairs,
+    same floats, same order — with capacity drops, repeats and dismissed items."""
+    rng = random.Random(seed)
+    config = UserFeatureConfig(sequence_length=sequence_length)  # capacity 2 × length: drops
+    state, t = UserState(), T0
+    for k in range(n):
+        t += rng.choice((0, 0, 1_000))
+        event_type = rng.choices(("view", "click", "rating", "dismiss"), (6, 2, 2, 1))[0]
+        apply_interaction(state, _event(f"e{k:03d}", f"i{rng.randrange(4)}", event_type, t), config)
+    event = _event(
+        f"x{rng.randrange(100):02d}", f"i{rng.randrange(4)}", kind, rng.randrange(T0, t + 1)
+    )
+    before = snapshot(state)
+    front = state.history[0] if state.history else None
+    _, applied = apply_interaction(state, event, config)
+    assert applied
+    entry = (event.event_time_ms, event.event_id, event.item_id)
+    whole = increments_since(before, state, window)
+    assert list(increments_of_insertion(state, entry, front, window).items()) == list(whole.items())
+
+
+def _event(event_id: str, item: str, event_type: str, t: int) -> Interaction:
+    return Interaction.model_validate(interaction(event_id, "u", item, event_type, t))
