@@ -10,10 +10,13 @@ Each step changes one thing, so a loss between two steps has one cause:
    row, ``serving.pipeline.model_history``: at most ``sequence_length`` items, dismissed ones
    kept or not as the model was trained) and its exclusions (recent and dismissed items), whole
    catalogue: the cost of the **features**;
-3. ``offline_served_candidates`` — the same scores, ranked among the candidates the live server
-   retrieved (its answer to ``k = candidates``, the recall probe) only: the cost of
-   **retrieval recall**;
-4. ``live`` — the served slate: what re-ranking and serving add or lose on top.
+3. ``offline_served_exclusions`` — the same scores with the user's seen set excluded as well
+   (every item rated before the request: what ``serving.seen_items`` drops beyond the row's
+   recent items): the effect of the **exclusions**;
+4. ``offline_served_candidates`` — those scores, ranked among the candidates the live server
+   retrieved (its answer to ``k = candidates``, the recall probe, already without seen items)
+   only: the cost of **retrieval recall**;
+5. ``live`` — the served slate: what re-ranking and serving add or lose on top.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def offline_figures(
         figures["live_gain_over_offline_ci95_high"] = high
 
     model_histories = [served_model_history(s, checkpoint) for s in served]
-    features_ranks, candidate_ranks, recalled = [], [], []
+    features_ranks, exclusions_ranks, candidate_ranks, recalled = [], [], [], []
     targets = np.asarray([catalogue.column(s.request.item_id) for s in served], dtype=np.int64)
     excluded_targets = 0
     for start in range(0, len(served), chunk):
@@ -78,6 +81,9 @@ def offline_figures(
             scores[row, excluded] = -np.inf
         batch_targets = targets[start : start + chunk]
         features_ranks.append(metrics.target_ranks(scores, batch_targets))
+        for row, s in enumerate(batch):  # the seen set: every item rated before the request
+            scores[row, catalogue.columns(list(s.request.history))] = -np.inf
+        exclusions_ranks.append(metrics.target_ranks(scores, batch_targets))
         for row, s in enumerate(batch):
             if s.candidates is None:
                 continue
@@ -93,6 +99,9 @@ def offline_figures(
             )
     features = np.concatenate(features_ranks) if features_ranks else np.zeros(0, np.int64)
     figures["offline_served_features_ndcg10"] = metrics.ndcg_at_k(features, K)
+    figures["offline_served_exclusions_ndcg10"] = metrics.ndcg_at_k(
+        np.concatenate(exclusions_ranks) if exclusions_ranks else np.zeros(0, np.int64), K
+    )
     figures["served_history_excludes_target"] = int(excluded_targets)
     if recalled:
         figures["live_candidate_recall"] = float(np.mean(recalled))
@@ -132,6 +141,7 @@ def diagnosis(figures: dict[str, Any]) -> list[str]:
     steps = [
         ("offline_temporal_ndcg10_same_users", "offline, full history, whole catalogue"),
         ("offline_served_features_ndcg10", "offline, the served features (online row)"),
+        ("offline_served_exclusions_ndcg10", "the same, the seen set excluded too"),
         ("offline_served_candidates_ndcg10", "the same, among the retrieved candidates only"),
         ("live_ndcg10", "served live slate"),
     ]

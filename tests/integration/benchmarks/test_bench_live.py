@@ -107,6 +107,8 @@ def test_live_frozen_and_popular_answer_the_same_requests(
             <= figures["live_gain_over_frozen_ci95_high"]
         )
     assert figures["live_hr10"] >= figures["live_ndcg10"]
+    # Excluding the seen set on top of the row's items never ranks a target lower.
+    assert figures["offline_served_exclusions_ndcg10"] >= figures["offline_served_features_ndcg10"]
     # The servers stamp impressions in the replay's event time, so the worker's reward
     # attribution decides shown slots (with wall-clock impressions it never decided one).
     assert figures["live_attribution_decided_slots"] > 0
