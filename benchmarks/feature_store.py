@@ -41,18 +41,23 @@ T0 = 1_700_000_000_000
 def _user_rows(
     n: int, t: int, rng: np.random.Generator, sequence_length: int
 ) -> list[UserFeatureRow]:
-    return [
-        UserFeatureRow(
-            user_id=f"u{u}",
-            event_time_ms=t,
-            recent_items=tuple(f"i{i}" for i in rng.integers(0, 10_000, sequence_length)),
-            dismissed_items=tuple(f"i{i}" for i in rng.integers(0, 10_000, 5)),
-            activity_counts={
-                name: int(rng.integers(0, 50)) for name in ACTIVITY_COUNT_FEATURES[::2]
-            },
+    rows = []
+    for u in range(n):
+        recent = tuple(f"i{i}" for i in rng.integers(0, 10_000, sequence_length))
+        dismissed = tuple(f"i{i}" for i in rng.integers(0, 10_000, 5))
+        rows.append(
+            UserFeatureRow(
+                user_id=f"u{u}",
+                event_time_ms=t,
+                recent_items=recent,
+                dismissed_items=dismissed,
+                activity_counts={
+                    name: int(rng.integers(0, 50)) for name in ACTIVITY_COUNT_FEATURES[::2]
+                },
+                recent_interactions=recent,  # as many items: what a full row carries
+            )
         )
-        for u in range(n)
-    ]
+    return rows
 
 
 def _item_rows(n: int, t: int, rng: np.random.Generator) -> list[ItemFeatureRow]:
@@ -100,6 +105,7 @@ def _push_frame(rows: list[UserFeatureRow]) -> pd.DataFrame:
             "event_time_ms": [r.event_time_ms for r in rows],
             "recent_items": [list(r.recent_items) for r in rows],
             "dismissed_items": [list(r.dismissed_items) for r in rows],
+            "recent_interactions": [list(r.recent_interactions) for r in rows],
         }
     )
     for name in ACTIVITY_COUNT_FEATURES:
@@ -163,7 +169,12 @@ def _measure(
     for batch in range(write_batches):
         rows = [
             UserFeatureRow(
-                u.user_id, T0 + batch, u.recent_items, u.dismissed_items, u.activity_counts
+                u.user_id,
+                T0 + batch,
+                u.recent_items,
+                u.dismissed_items,
+                u.activity_counts,
+                u.recent_interactions,
             )
             for u in users
         ]
@@ -186,6 +197,7 @@ def _measure(
                 u.recent_items,
                 u.dismissed_items,
                 u.activity_counts,
+                u.recent_interactions,
             )
             for u in users
         ]

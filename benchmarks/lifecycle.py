@@ -36,7 +36,10 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from features.rows import UserFeatureRow
 
 DATASET = "ml-latest-small"
 DAY_MS = 86_400_000
@@ -247,9 +250,10 @@ class Lifecycle:
         from benchmarks.lifecycle_probes import SwapLoad, mixed_responses, percentile
         from ranker.scoring import SASRecRanker
         from serving.client import RecommenderClient
+        from serving.pipeline import model_history
 
-        histories = self._histories(64)
-        users = sorted(histories)
+        rows = self._user_rows(64)
+        users = sorted(rows)
         with RecommenderClient(address, timeout_s=10.0) as client:
             old_label = client.recommend(users[0], 10).model_version
         load = SwapLoad(
@@ -284,6 +288,8 @@ class Lifecycle:
         window_s = time.monotonic() - started
         answers = load.answers
         ranker = SASRecRanker.from_checkpoint(checkpoint)
+        # Each user's history as the server feeds this model (``serving.pipeline.model_history``).
+        histories = {user: model_history(ranker, row) for user, row in rows.items()}
         mixed = mixed_responses(answers, old_label, new_label, _Scorer(ranker), histories)
         errors = [a for a in answers if a.label is None]
         labels = sorted({a.label for a in answers if a.label})
@@ -319,8 +325,8 @@ class Lifecycle:
         """Event time of the first new title: a day after every replayed update."""
         return int(self.movielens.ratings["timestamp_ms"].max()) + DAY_MS
 
-    def _histories(self, count: int) -> dict[str, tuple[str, ...]]:
-        """Some replayed users' histories as the server reads them (the online rows)."""
+    def _user_rows(self, count: int) -> dict[str, UserFeatureRow]:
+        """Some replayed users with a history: their online rows, as the server reads them."""
         from features.offline import OfflineEventLog
         from features.store import FeastOnlineStore
 
@@ -331,7 +337,7 @@ class Lifecycle:
             rows = store.read_users(candidates)
         finally:
             store.close()
-        found = {u: tuple(r.recent_items) for u, r in rows.items() if r.recent_items}
+        found = {u: r for u, r in rows.items() if r.recent_items}
         return dict(sorted(found.items())[:count])
 
     # -- helpers -------------------------------------------------------------------------------
