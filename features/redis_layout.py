@@ -18,8 +18,8 @@ drops a write whose timestamp *equals* the stored one (``new <= stored`` is skip
 stored timestamps in one round trip before writing in a second, so two writers can interleave. The
 stream processors routinely emit several rows with one event time (MovieLens timestamps are whole
 seconds), and the later row carries more events, so it must win, as in ``InMemoryFeatureStore``.
-``CAS_WRITE_SCRIPT`` compares and writes atomically inside Redis, one script call per row, all of a
-batch pipelined into one round trip.
+``CAS_ROWS_SCRIPT`` compares and writes atomically inside Redis, one script call per batch of
+rows.
 """
 
 from __future__ import annotations
@@ -38,42 +38,55 @@ from features.feast_wire import (
 
 __all__ = [
     "BATCH_READ_SCRIPT",
-    "CAS_WRITE_SCRIPT",
+    "CAS_ROWS_SCRIPT",
     "ENTITY_KEY_SERIALIZATION_VERSION",
     "FeastRedisLayout",
     "decode_value",
     "encode_value",
 ]
 
-# KEYS[1] the entity hash; ARGV[1] the view's "_ts:<view>" field; ARGV[2], ARGV[3] the new row's
-# seconds and nanos; ARGV[4..] field/value pairs to HSET. Writes unless the stored timestamp is
-# strictly newer (ties write: the later row wins). Returns 1 if written, 0 if ignored.
-# The stored Timestamp protobuf is decoded here: field 1 (tag 0x08) seconds, field 2 (tag 0x10)
-# nanos, both varints; event times are after 1990, so no negative varints occur.
-CAS_WRITE_SCRIPT = """
-local stored = redis.call('HGET', KEYS[1], ARGV[1])
-if stored then
-  local secs, nanos, i, n = 0, 0, 1, #stored
-  while i <= n do
-    local tag = string.byte(stored, i)
-    i = i + 1
-    local value, scale = 0, 1
-    repeat
-      local byte = string.byte(stored, i)
-      i = i + 1
-      value = value + (byte % 128) * scale
-      scale = scale * 128
-    until byte < 128
-    if tag == 8 then secs = value elseif tag == 16 then nanos = value end
+# Compare-and-set over the rows of one batch, in order. KEYS: the entity hashes, one per row (an
+# entity may repeat); ARGV[1] the view's "_ts:<view>" field, then per row: seconds, nanos, the
+# number n of field/value arguments that follow, and those n (``FeastRedisLayout.cas_args`` after
+# its first three). Each row is written unless its stored timestamp is strictly newer (ties write:
+# the later row wins). Returns the number of rows written. The stored Timestamp protobuf is
+# decoded here: field 1 (tag 0x08) seconds, field 2 (tag 0x10) nanos, both varints; event times
+# are after 1990, so no negative varints occur.
+CAS_ROWS_SCRIPT = """
+local ts_field = ARGV[1]
+local i, written = 2, 0
+for k = 1, #KEYS do
+  local new_secs, new_nanos, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+  local first = i + 3
+  i = first + n
+  local write = true
+  local stored = redis.call('HGET', KEYS[k], ts_field)
+  if stored then
+    local secs, nanos, j, len = 0, 0, 1, #stored
+    while j <= len do
+      local tag = string.byte(stored, j)
+      j = j + 1
+      local value, scale = 0, 1
+      repeat
+        local byte = string.byte(stored, j)
+        j = j + 1
+        value = value + (byte % 128) * scale
+        scale = scale * 128
+      until byte < 128
+      if tag == 8 then secs = value elseif tag == 16 then nanos = value end
+    end
+    if secs > new_secs or (secs == new_secs and nanos > new_nanos) then
+      write = false
+    end
   end
-  local new_secs, new_nanos = tonumber(ARGV[2]), tonumber(ARGV[3])
-  if secs > new_secs or (secs == new_secs and nanos > new_nanos) then
-    return 0
+  if write then
+    redis.call('HSET', KEYS[k], unpack(ARGV, first, i - 1))
+    written = written + 1
   end
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
-return 1
+return written
 """
+
 
 # KEYS: entity hashes; ARGV: the fields to read. One command instead of a pipeline of HMGETs:
 # the client packs and parses one command instead of 200 (the measured difference is in
@@ -121,7 +134,8 @@ class FeastRedisLayout:
         return entity_key(self.join_key, entity_id) + self._suffix
 
     def cas_args(self, record: Mapping[str, Any], event_time_ms: int) -> list[bytes | int]:
-        """ARGV for ``CAS_WRITE_SCRIPT``: timestamp, then every feature field and the ts field."""
+        """One row's part of ``CAS_ROWS_SCRIPT``'s ARGV: the ts field, the timestamp, then every
+        feature field and the ts field."""
         seconds, millis = divmod(event_time_ms, 1000)
         nanos = millis * 1_000_000
         args: list[bytes | int] = [self.ts_field, seconds, nanos]

@@ -33,7 +33,7 @@ from core.errors import ConfigError, DependencyUnavailable
 from core.settings import Deployment, RedisSettings
 from features.redis_layout import (
     BATCH_READ_SCRIPT,
-    CAS_WRITE_SCRIPT,
+    CAS_ROWS_SCRIPT,
     ENTITY_KEY_SERIALIZATION_VERSION,
     FeastRedisLayout,
 )
@@ -153,48 +153,6 @@ def _feast_call(what: str, call: Callable[[], _T]) -> _T:
         raise DependencyUnavailable("feast", f"cannot {what}: {exc}") from exc
 
 
-# ``CAS_WRITE_SCRIPT`` over the rows of one batch, in order. KEYS: the entity hashes, one per row
-# (an entity may repeat); ARGV[1] the view's "_ts:<view>" field, then per row: seconds, nanos, the
-# number n of field/value arguments that follow, and those n (``FeastRedisLayout.cas_args`` after
-# its first three). Each row is written unless its stored timestamp is strictly newer, exactly as
-# the per-row script decides it. Returns the number of rows written.
-CAS_ROWS_SCRIPT = """
-local ts_field = ARGV[1]
-local i, written = 2, 0
-for k = 1, #KEYS do
-  local new_secs, new_nanos, n = tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-  local first = i + 3
-  i = first + n
-  local write = true
-  local stored = redis.call('HGET', KEYS[k], ts_field)
-  if stored then
-    local secs, nanos, j, len = 0, 0, 1, #stored
-    while j <= len do
-      local tag = string.byte(stored, j)
-      j = j + 1
-      local value, scale = 0, 1
-      repeat
-        local byte = string.byte(stored, j)
-        j = j + 1
-        value = value + (byte % 128) * scale
-        scale = scale * 128
-      until byte < 128
-      if tag == 8 then secs = value elseif tag == 16 then nanos = value end
-    end
-    if secs > new_secs or (secs == new_secs and nanos > new_nanos) then
-      write = false
-    end
-  end
-  if write then
-    redis.call('HSET', KEYS[k], unpack(ARGV, first, i - 1))
-    written = written + 1
-  end
-end
-return written
-"""
-assert CAS_WRITE_SCRIPT.count("HSET") == 1  # the per-row rule the batch script repeats
-
-
 # -- the online store adapter ---------------------------------------------------------------------
 class FeastOnlineStore:
     """Feast/Redis online features behind ``OnlineFeatureWriter`` and ``OnlineFeatureReader``.
@@ -280,8 +238,8 @@ class FeastOnlineStore:
             return
 
         def run() -> None:
-            # One script call for the batch, each row compared and written as ``CAS_WRITE_SCRIPT``
-            # does, in order: rows of one entity in one batch apply one after the other, as in
+            # One script call for the batch (``CAS_ROWS_SCRIPT``), each row compared and written
+            # in order: rows of one entity in one batch apply one after the other, as in
             # memory. (A pipeline of one call per row cost the worker ~15 µs of CPU per row.)
             keys: list[bytes] = []
             args: list[bytes | int] = [layout.ts_field]
