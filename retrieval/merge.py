@@ -29,18 +29,19 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from retrieval.catalog import ItemCatalog
 from retrieval.sources import (
     Candidate,
     CandidateSource,
-    Exclusions,
     RetrievalRequest,
     best_first,
 )
 
 log = logging.getLogger(__name__)
+
+FALLBACK_ROUNDS = 3  # fallback calls per request at most (more only when seen items are left out)
 
 RRF_C = 60.0
 
@@ -166,8 +167,44 @@ class CandidateRetriever:
         self.rrf_c = rrf_c
         self.executor = executor
 
-    def _eligible(self, request: RetrievalRequest) -> Callable[[str], bool]:
+    def _fill_from_fallback(
+        self,
+        fallback: CandidateSource,
+        request: RetrievalRequest,
+        merged: list[Candidate],
+        on_source: SourceTimer | None,
+    ) -> bool:
+        """Append the fallback's candidates to ``merged`` up to ``request.k``; True if any.
+
+        Items of its answer the user has seen are left out and not offered again, so it is
+        asked again (``FALLBACK_ROUNDS`` at most) for the rest."""
+        used, taken = False, {c.item_id for c in merged}
+        for _ in range(FALLBACK_ROUNDS):
+            missing = request.k - len(merged)
+            if missing <= 0:
+                break
+            wider = replace(
+                request.exclusions, request=request.exclusions.request | frozenset(taken)
+            )
+            fallback_request = replace(request, k=missing, exclusions=wider)
+            extra = self._ask(fallback, fallback_request, on_source, "fallback") or []
+            eligible = self._eligible(request, [c.item_id for c in extra])
+            kept = [c for c in extra if c.item_id not in taken and eligible(c.item_id)]
+            taken.update(c.item_id for c in extra)
+            used = used or bool(kept)
+            merged.extend(Candidate(c.item_id, 0.0, c.source, (c.source,)) for c in kept)
+            if len(extra) < missing or request.seen_among is None:
+                break  # nothing more to have, or no seen item was left out to replace
+        return used
+
+    def _eligible(
+        self, request: RetrievalRequest, candidates: Sequence[str]
+    ) -> Callable[[str], bool]:
+        """The request's eligibility test for ``candidates``: its exclusions, the items of them
+        the user has seen (``RetrievalRequest.seen_among``, one lookup) and the filters."""
         excluded, filters, catalog = request.exclusions.all(), request.filters, self.catalog
+        if request.seen_among is not None and candidates:
+            excluded = excluded | request.seen_among(list(dict.fromkeys(candidates)))
         if catalog is None:
             return lambda item_id: item_id not in excluded
         passes = catalog.passes
@@ -236,29 +273,13 @@ class CandidateRetriever:
         scale = request.k / self.reference_k
         # ceil: a source with reserved slots keeps at least one even in a short request
         reserved = [math.ceil(p.reserved * scale) for p in self.plans]
-        is_eligible = self._eligible(request)
+        is_eligible = self._eligible(request, [c.item_id for _, found in lists for c in found])
         merged = merge_candidates(
             lists, reserved, request.k, is_eligible, [p.weight for p in self.plans], self.rrf_c
         )
-        used_fallback = False
-        if len(merged) < request.k and self.fallback is not None:
-            taken = frozenset(c.item_id for c in merged)
-            wider = Exclusions(
-                seen=request.exclusions.seen,
-                dismissed=request.exclusions.dismissed,
-                request=request.exclusions.request | taken,
-            )
-            fallback_request = RetrievalRequest(
-                k=request.k - len(merged),
-                history=request.history,
-                user_vector=request.user_vector,
-                exclusions=wider,
-                filters=request.filters,
-                as_of_ms=request.as_of_ms,
-                user_id=request.user_id,
-            )
-            extra = self._ask(self.fallback, fallback_request, on_source, "fallback") or []
-            extra = [c for c in extra if c.item_id not in taken and is_eligible(c.item_id)]
-            used_fallback = bool(extra)
-            merged.extend(Candidate(c.item_id, 0.0, c.source, (c.source,)) for c in extra)
+        used_fallback = (
+            self._fill_from_fallback(self.fallback, request, merged, on_source)
+            if self.fallback is not None
+            else False
+        )
         return RetrievalResult(merged[: request.k], tuple(failed), used_fallback, per_source)

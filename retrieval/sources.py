@@ -12,7 +12,7 @@ transitions), ``popular`` (event-time-decayed popularity), ``fresh`` (recently c
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Protocol, runtime_checkable
@@ -88,21 +88,15 @@ class RetrievalRequest:
     filters: CandidateFilters = field(default_factory=CandidateFilters)
     as_of_ms: int | None = None
     user_id: str | None = None
+    # Which of the given candidates the user has interacted with beyond ``exclusions.seen`` (the
+    # row holds only recent items; serving passes the user's seen set, ``serving.seen_items``).
+    # Asked once per request over every source's candidates, before the merge, so that the
+    # fallback fills what it removes.
+    seen_among: Callable[[Sequence[str]], frozenset[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
-
-    def with_k(self, k: int) -> RetrievalRequest:
-        return RetrievalRequest(
-            k=k,
-            history=self.history,
-            user_vector=self.user_vector,
-            exclusions=self.exclusions,
-            filters=self.filters,
-            as_of_ms=self.as_of_ms,
-            user_id=self.user_id,
-        )
 
 
 @runtime_checkable

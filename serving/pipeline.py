@@ -219,6 +219,7 @@ class RecommendationPipeline:
             ),
             as_of_ms=as_of_ms,
             user_id=query.user_id,
+            seen_among=self._seen_lookup(query.user_id, reasons),
         )
         budget_s = (
             self._config.deadline_s
@@ -230,15 +231,14 @@ class RecommendationPipeline:
             result = retrieval.retriever.retrieve(
                 request, timeout_s=max(0.0, retrieval_timeout), on_source=self._observe_source
             )
-            reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
-            candidates = self._unseen(query.user_id, result.candidates, reasons)
+        reasons.extend(f"source_failed:{name}" for name in result.failed_sources)
         request_id = uuid.uuid4().hex
         teams: dict[str, Team] = {}
         if assignment.params.interleave is None:
             ranker = self._ranker_named(state, assignment.params.ranker)
             model_version = state.release.version_of(ranker)
             with timed(observer, "ranking"):
-                ranked = self._rank(state, ranker, user, user_vector, candidates, reasons)
+                ranked = self._rank(state, ranker, user, user_vector, result.candidates, reasons)
             with timed(observer, "rerank"):
                 eligible, slate_items = self._rerank(ranked, query, state, assignment, request)
         else:
@@ -247,7 +247,7 @@ class RecommendationPipeline:
                 assignment,
                 user,
                 user_vector,
-                candidates,
+                result.candidates,
                 query,
                 request,
                 request_id,
@@ -309,20 +309,26 @@ class RecommendationPipeline:
             reasons.append("features_unavailable")
             return None
 
-    def _unseen(
-        self, user_id: str, candidates: Sequence[Candidate], reasons: list[str]
-    ) -> Sequence[Candidate]:
-        """``candidates`` without the items the user has interacted with (their seen set: the
-        row's ``recent_items`` holds only the latest; ``serving.seen_items``)."""
-        if self._seen is None or not candidates:
-            return candidates
-        try:
-            seen = self._seen.seen_among(user_id, [c.item_id for c in candidates])
-        except AetherError as exc:
-            log.warning("seen items unavailable: %s", exc)
-            reasons.append("seen_items_unavailable")
-            return candidates
-        return [c for c in candidates if c.item_id not in seen] if seen else candidates
+    def _seen_lookup(
+        self, user_id: str, reasons: list[str]
+    ) -> Callable[[Sequence[str]], frozenset[str]] | None:
+        """The retriever's ``seen_among`` for this user: their seen set (``serving.seen_items``;
+        the row's ``recent_items`` holds only the latest). Unreadable: nothing more is excluded
+        and the slate is flagged ``seen_items_unavailable``."""
+        seen = self._seen
+        if seen is None:
+            return None
+
+        def seen_among(item_ids: Sequence[str]) -> frozenset[str]:
+            try:
+                return frozenset(seen.seen_among(user_id, item_ids))
+            except AetherError as exc:
+                log.warning("seen items unavailable: %s", exc)
+                if "seen_items_unavailable" not in reasons:
+                    reasons.append("seen_items_unavailable")
+                return frozenset()
+
+        return seen_among
 
     def _encode_user(
         self, state: ServingState, user: UserFeatureRow | None, reasons: list[str]

@@ -3,9 +3,10 @@
 The worker keeps every item of a user's applied events in a Redis set
 (``streams.statestore.seen_items_key``, written in the transaction that commits the user's
 state); the online row's ``recent_items`` holds only the latest ``sequence_length``, so without
-the set a heavy user is offered again what they rated long ago. One ``SMISMEMBER`` per request
-asks about the retrieved candidates only (``RecommendationPipeline``). A Redis error is the
-caller's to flag: the slate is then served with the row's exclusions alone.
+the set a heavy user is offered again what they rated long ago. The retriever asks once per
+request about every source's candidates, before they are merged (``RetrievalRequest.seen_among``,
+which ``RecommendationPipeline`` wires to this), and once per fallback round. A Redis error is
+the pipeline's to flag: the slate is then served with the row's exclusions alone.
 """
 
 from __future__ import annotations

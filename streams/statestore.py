@@ -251,7 +251,7 @@ class RedisStateStore:
                 pipe.hset(self._first_seen_key(monitor), mapping=seen)
         for user_id, items in changes.seen.items():
             if items:
-                pipe.sadd(seen_items_key(self._deployment.namespace, user_id), *sorted(items))
+                pipe.sadd(seen_items_key(self._deployment.namespace, user_id), *items)
         if changes.transitions:
             self._transitions.queue(pipe, changes.transitions)
         try:

@@ -115,6 +115,27 @@ def test_retriever_never_returns_empty_while_eligible_items_remain() -> None:
     assert result.used_fallback and result.failed_sources == ("broken",)
 
 
+def test_seen_items_are_dropped_before_the_merge_and_the_fallback_fills_their_slots() -> None:
+    catalog = ItemCatalog([ItemMeta(i) for i in ("a1", "a2", "b1", "c1", "d1", "d2")])
+    seen = frozenset({"a1", "c1", "d1"})
+    asked: list[list[str]] = []
+
+    def seen_among(item_ids):
+        asked.append(list(item_ids))
+        return seen & frozenset(item_ids)
+
+    retriever = CandidateRetriever(
+        [SourcePlan(FixedSource("a", "a1 a2 b1"))],
+        catalog=catalog,
+        fallback=PopularSource({"c1": 3.0, "d1": 2.0, "d2": 1.0}, catalog),
+    )
+    result = retriever.retrieve(RetrievalRequest(k=3, seen_among=seen_among))
+    # a1 was seen; the fallback's c1 and d1 too: asked again, it fills the third slot with d2
+    assert [c.item_id for c in result.candidates] == ["a2", "b1", "d2"]
+    assert asked[0] == ["a1", "a2", "b1"]  # one lookup over the sources' candidates
+    assert asked[1:] == [["c1"], ["d1"], ["d2"]] and result.used_fallback  # one per fallback round
+
+
 def test_retriever_is_empty_only_when_nothing_is_eligible() -> None:
     catalog = _catalog()
     retriever = CandidateRetriever([], catalog=catalog, fallback=PopularSource({}, catalog))
