@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, Protocol
 
+import numpy as np
+
 from core.errors import DependencyUnavailable
 
 DEFAULT_MAX_NEIGHBOURS = 200
@@ -32,9 +34,19 @@ class TransitionReader(Protocol):
 
     def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]: ...
 
+    def neighbour_arrays(self, anchors: Sequence[str], n: int) -> dict[str, NeighbourArrays]:
+        """``neighbours`` unsorted, as ``(item ids, probabilities)``: the same ``n`` items per
+        anchor and the same probabilities, ids as ``str`` or ``bytes`` (Redis answers bytes),
+        anchors without neighbours left out. Serving's co-occurrence source reads this."""
+        ...
+
 
 class TransitionStore(TransitionReader, Protocol):
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None: ...
+
+
+# (item ids, probabilities) of one anchor's neighbours, in no set order.
+NeighbourArrays = tuple[Sequence[Any], np.ndarray]
 
 
 # A weight at or below this is a retracted transition (``streams.transitions``: an out-of-order
@@ -125,6 +137,13 @@ class InMemoryTransitionStore:
             for a in anchors
         }
 
+    def neighbour_arrays(self, anchors: Sequence[str], n: int) -> dict[str, NeighbourArrays]:
+        arrays: dict[str, NeighbourArrays] = {}
+        for anchor, pairs in self.neighbours(anchors, n).items():
+            if pairs:
+                arrays[anchor] = ([i for i, _ in pairs], np.array([p for _, p in pairs]))
+        return arrays
+
     def anchors(self) -> list[str]:
         return sorted(a for a, total in self._totals.items() if total > RETRACTED)
 
@@ -200,9 +219,8 @@ class RedisTransitionStore:
         except Exception as exc:
             raise DependencyUnavailable("redis", f"transition update failed: {exc}") from exc
 
-    def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]:
-        if not anchors:
-            return {}
+    def _read(self, anchors: Sequence[str], n: int) -> list[tuple[str, Any, float]]:
+        """``(anchor, raw ZREVRANGE reply, total)`` of each anchor: one round trip."""
         try:
             pipe = self.client.pipeline(transaction=False)
             for anchor in anchors:
@@ -212,11 +230,28 @@ class RedisTransitionStore:
             *ranked, totals = pipe.execute()
         except Exception as exc:
             raise DependencyUnavailable("redis", f"transition read failed: {exc}") from exc
-        result: dict[str, list[tuple[str, float]]] = {}
-        for anchor, rows, total in zip(anchors, ranked, totals, strict=True):
-            denominator = float(total) if total else 0.0
-            result[anchor] = parse_neighbours(rows, denominator) if denominator > 0 else []
-        return result
+        return [
+            (anchor, rows, float(total) if total else 0.0)
+            for anchor, rows, total in zip(anchors, ranked, totals, strict=True)
+        ]
+
+    def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]:
+        if not anchors:
+            return {}
+        return {
+            anchor: parse_neighbours(rows, total) if total > 0 else []
+            for anchor, rows, total in self._read(anchors, n)
+        }
+
+    def neighbour_arrays(self, anchors: Sequence[str], n: int) -> dict[str, NeighbourArrays]:
+        if not anchors:
+            return {}
+        arrays: dict[str, NeighbourArrays] = {}
+        for anchor, rows, total in self._read(anchors, n):
+            if total > 0 and rows:
+                members, weights = _members_and_weights(rows)
+                arrays[anchor] = (members, np.array(weights, dtype=np.float64) / total)
+        return arrays
 
     def owned_keys(self) -> Iterable[str]:
         """Every key this store owns (for cleanup in tests and `aether` maintenance)."""
@@ -234,16 +269,18 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def _members_and_weights(reply: Sequence[Any]) -> tuple[Sequence[Any], Sequence[Any]]:
+    """RESP2 gives ``[member, score, member, score, …]`` (bytes), RESP3 ``[[member, score], …]``."""
+    if reply and isinstance(reply[0], list | tuple):
+        return [row[0] for row in reply], [row[1] for row in reply]
+    return reply[0::2], reply[1::2]
+
+
 def parse_neighbours(reply: Sequence[Any], total: float) -> list[tuple[str, float]]:
     """``ZREVRANGE … WITHSCORES`` reply -> ``[(item, weight / total)]``, best first, ties by id.
 
     RESP2 gives ``[member, score, member, score, …]`` (bytes), RESP3 ``[[member, score], …]``.
     Ordered as ``top_neighbours`` orders; Redis itself breaks ties by descending member."""
-    members: Sequence[Any]
-    weights: Sequence[Any]
-    if reply and isinstance(reply[0], list | tuple):
-        members, weights = [row[0] for row in reply], [row[1] for row in reply]
-    else:
-        members, weights = reply[0::2], reply[1::2]
+    members, weights = _members_and_weights(reply)
     pairs = by_weight_then_id((_text(m), float(w)) for m, w in zip(members, weights, strict=True))
     return [(item, weight / total) for item, weight in pairs]

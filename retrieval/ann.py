@@ -6,6 +6,7 @@ from typing import Protocol
 
 import numpy as np
 
+from retrieval.catalog_index import EligibleItems
 from retrieval.sources import Candidate, CandidateFilters, RetrievalRequest, UserEncoder
 
 
@@ -30,16 +31,22 @@ class AnnSource:
         self.encoder = encoder
         self.name = name
 
-    def candidates(self, request: RetrievalRequest) -> list[Candidate]:
+    def _hits(self, request: RetrievalRequest) -> list[tuple[str, float]]:
         vector = request.user_vector
         if vector is None:
             vector = self.encoder.encode_user(request.history)
         if vector is None:
             return []
-        hits = self.index.search(
+        return self.index.search(
             np.asarray(vector, dtype=np.float32)[None, :],
             request.k,
             filters=request.filters,
             excluded=request.exclusions.all(),
         )[0]
-        return [Candidate(item_id, score, self.name) for item_id, score in hits]
+
+    def candidates(self, request: RetrievalRequest) -> list[Candidate]:
+        return [Candidate(item_id, score, self.name) for item_id, score in self._hits(request)]
+
+    def ranked_indices(self, request: RetrievalRequest, eligible: EligibleItems) -> np.ndarray:
+        """``candidates`` as catalogue rows (the serving path)."""
+        return eligible.index.rows(item_id for item_id, _ in self._hits(request))

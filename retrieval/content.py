@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from retrieval.catalog import ItemCatalog, ItemMeta
+from retrieval.catalog_index import CatalogIndex, EligibleItems
 from retrieval.sources import Candidate, RetrievalRequest, UserEncoder
 
 
@@ -82,6 +83,8 @@ class RidgeMap:
 class ContentSource:
     """Scores cold items (their mapped text embeddings) with the user vector, in process."""
 
+    in_process = True  # no I/O: asked on the request's thread (``retrieval.merge``)
+
     def __init__(
         self,
         item_ids: Sequence[str],
@@ -97,16 +100,31 @@ class ContentSource:
         self.encoder = encoder
         self.catalog = catalog
         self.name = name
+        self._rows: tuple[CatalogIndex, np.ndarray] | None = None  # rows of ``item_ids``
 
-    def candidates(self, request: RetrievalRequest) -> list[Candidate]:
-        if not self.item_ids:
-            return []
+    def _scores(self, request: RetrievalRequest) -> np.ndarray | None:
         vector = request.user_vector
         if vector is None:
             vector = self.encoder.encode_user(request.history)
         if vector is None:
+            return None
+        return self.vectors @ np.asarray(vector, dtype=np.float32)
+
+    def ranked_indices(self, request: RetrievalRequest, eligible: EligibleItems) -> np.ndarray:
+        """``candidates`` as catalogue rows (the serving path)."""
+        scores = self._scores(request) if self.item_ids else None
+        if scores is None:
+            return eligible.keep(np.zeros(0, dtype=np.int64))
+        cached = self._rows
+        if cached is None or cached[0] is not eligible.index:
+            cached = self._rows = (eligible.index, eligible.index.rows_aligned(self.item_ids))
+        rows = cached[1][np.argsort(-scores, kind="stable")]
+        return eligible.keep(rows[rows >= 0])[: request.k]
+
+    def candidates(self, request: RetrievalRequest) -> list[Candidate]:
+        scores = self._scores(request) if self.item_ids else None
+        if scores is None:
             return []
-        scores = self.vectors @ np.asarray(vector, dtype=np.float32)
         found: list[Candidate] = []
         for row in np.argsort(-scores, kind="stable"):
             item_id = self.item_ids[row]

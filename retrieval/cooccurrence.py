@@ -7,8 +7,11 @@ in-memory stores); this source only reads neighbours through ``TransitionReader`
 
 from __future__ import annotations
 
+import numpy as np
+
 from features.transition_store import TransitionReader
 from retrieval.catalog import ItemCatalog
+from retrieval.catalog_index import EligibleItems
 from retrieval.sources import Candidate, RetrievalRequest, best_first
 
 
@@ -31,8 +34,30 @@ class CooccurrenceSource:
         self.per_anchor = per_anchor
         self.name = name
 
+    def _anchors(self, request: RetrievalRequest) -> list[str]:
+        return list(dict.fromkeys(reversed(request.history)))[: self.anchors]  # newest first
+
+    def ranked_indices(self, request: RetrievalRequest, eligible: EligibleItems) -> np.ndarray:
+        """``candidates`` as catalogue rows (the serving path): the same sums, added in the same
+        order (anchor by anchor), so the scores and their order are the same."""
+        recent = self._anchors(request)
+        found = self.store.neighbour_arrays(recent, max(self.per_anchor, request.k))
+        rows, parts = [], []
+        for step, anchor in enumerate(recent):
+            if anchor in found:
+                ids, probabilities = found[anchor]
+                rows.append(eligible.index.rows_aligned(ids))
+                parts.append(self.decay**step * probabilities)
+        if not rows:
+            return eligible.keep(np.zeros(0, dtype=np.int64))
+        all_rows, all_parts = np.concatenate(rows), np.concatenate(parts)
+        known = all_rows >= 0
+        items, position = np.unique(all_rows[known], return_inverse=True)
+        scores = np.bincount(position, weights=all_parts[known], minlength=items.size)
+        return eligible.best_first(items, scores, request.k)
+
     def candidates(self, request: RetrievalRequest) -> list[Candidate]:
-        recent = list(dict.fromkeys(reversed(request.history)))[: self.anchors]  # newest first
+        recent = self._anchors(request)
         if not recent:
             return []
         per_anchor = max(self.per_anchor, request.k)

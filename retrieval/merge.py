@@ -30,8 +30,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, wait
 from dataclasses import dataclass, field, replace
+from typing import Any
 
-from retrieval.catalog import ItemCatalog
+import numpy as np
+
+from retrieval.catalog import ItemCatalog, ItemMeta
+from retrieval.catalog_index import ROW, CatalogIndex, EligibleItems, first_unique
 from retrieval.sources import (
     Candidate,
     CandidateSource,
@@ -40,6 +44,8 @@ from retrieval.sources import (
 )
 
 log = logging.getLogger(__name__)
+
+_NO_ROWS = np.zeros(0, dtype=ROW)
 
 FALLBACK_ROUNDS = 3  # fallback calls per request at most (more only when seen items are left out)
 
@@ -139,8 +145,113 @@ class RetrievalResult:
     per_source: dict[str, int] = field(default_factory=dict)  # raw candidates each source gave
 
 
+def fuse_rows(
+    answers: Sequence[np.ndarray],
+    reserved: Sequence[int],
+    k: int,
+    eligible: np.ndarray,
+    weights: Sequence[float],
+    id_rank: np.ndarray,
+    rrf_c: float = RRF_C,
+) -> FusedRows:
+    """``merge_candidates`` on catalogue rows: each source's answer a row array (best first),
+    ``eligible`` a mask over the rows, ``id_rank`` the rows' item-id order (ties). Equal to it
+    item for item and float for float (the contributions are summed in the same order);
+    ``tests/unit/retrieval/test_fuse_rows.py`` checks it on random lists."""
+    if not len(answers) == len(reserved) == len(weights):
+        raise ValueError("one reserved count and one weight per source list")
+    lists = [kept[eligible[kept]] for kept in (first_unique(a) for a in answers)]
+    if not any(rows.size for rows in lists):
+        return FusedRows.empty()
+    rows = np.concatenate(lists)
+    parts = np.concatenate(
+        [
+            w / (rrf_c + np.arange(r.size, dtype=np.float64))
+            for r, w in zip(lists, weights, strict=True)
+        ]
+    )
+    source_of = np.repeat(np.arange(len(lists)), [r.size for r in lists])
+    items, position = np.unique(rows, return_inverse=True)
+    fused = np.bincount(position, weights=parts)  # in source order, as the object merge adds
+    chosen = np.zeros(items.size, dtype=bool)
+    placed_total, start = 0, 0
+    for ranked_rows, quota in zip(lists, reserved, strict=True):
+        own = position[start : start + ranked_rows.size]
+        start += ranked_rows.size
+        room = min(quota, k - placed_total)
+        if room <= 0:
+            continue
+        picks = own[~chosen[own]][:room]
+        chosen[picks] = True
+        placed_total += picks.size
+    by_score = np.lexsort((id_rank[items], -fused))
+    if placed_total < k:
+        fill = by_score[~chosen[by_score]][: k - placed_total]
+        chosen[fill] = True
+    selected = by_score[chosen[by_score]]
+    return FusedRows(items, fused, selected, position, parts, source_of)
+
+
+@dataclass(frozen=True)
+class FusedRows:
+    """What ``fuse_rows`` decided: ``items[selected]`` (best first) with ``fused`` scores; the
+    contributions (``position``, ``parts``, ``source_of``) name each item's sources."""
+
+    items: np.ndarray
+    fused: np.ndarray
+    selected: np.ndarray
+    position: np.ndarray
+    parts: np.ndarray
+    source_of: np.ndarray
+
+    @classmethod
+    def empty(cls) -> FusedRows:
+        none = np.zeros(0, dtype=np.int64)
+        return cls(none, np.zeros(0), none, none, np.zeros(0), none)
+
+    def candidates(self, ids: Sequence[str], names: Sequence[str]) -> list[Candidate]:
+        """The selected items as ``Candidate``s: source = largest contribution (ties by name),
+        ``sources`` every proposer, largest contribution first."""
+        if not self.selected.size:
+            return []
+        name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"))
+        order = np.lexsort((name_rank[self.source_of], -self.parts, self.position))
+        grouped = self.source_of[order].tolist()
+        starts = np.searchsorted(self.position[order], self.selected).tolist()
+        counts = np.bincount(self.position, minlength=self.items.size)[self.selected].tolist()
+        fused = self.fused[self.selected].tolist()
+        items = self.items[self.selected].tolist()
+        alone = [(name,) for name in names]  # most items have one proposer: one shared tuple
+        result = []
+        for item, score, start, count in zip(items, fused, starts, counts, strict=True):
+            if count == 1:
+                proposers = alone[grouped[start]]
+            else:
+                proposers = tuple(names[s] for s in grouped[start : start + count])
+            result.append(Candidate(ids[item], score, proposers[0], proposers))
+        return result
+
+
+def source_rows(
+    source: CandidateSource, request: RetrievalRequest, eligible: EligibleItems
+) -> np.ndarray:
+    """A source's answer as catalogue rows, best first: ``ranked_indices`` where the source has
+    it (every source of this package), else its ``candidates`` (items the catalogue lacks are
+    left out)."""
+    fast = getattr(source, "ranked_indices", None)
+    if fast is not None:
+        return np.asarray(fast(request, eligible), dtype=ROW)
+    return eligible.index.rows(c.item_id for c in source.candidates(request))
+
+
 class CandidateRetriever:
     """Asks every source for ``k`` items, merges them, falls back when the answer is short.
+
+    Works on catalogue rows (``retrieval.catalog_index``): sources answer row arrays
+    (``ranked_indices``), the request's filters and exclusions are one mask, fusion is
+    ``fuse_rows``; ``Candidate`` objects are made only for the merged items. Without a
+    ``catalog`` (tests, ad-hoc use) the catalogue is the items the sources answered, and only the
+    exclusions apply (there is no metadata to filter on).
 
     ``reserved`` counts are given per ``reference_k`` candidates and scaled to the request's ``k``
     (rounded up).
@@ -160,70 +271,31 @@ class CandidateRetriever:
         give up on a slow one; without it they are asked one after the other."""
         if not plans and fallback is None:
             raise ValueError("at least one source or a fallback is needed")
+        if fallback is not None and catalog is None:
+            raise ValueError("a fallback needs the catalogue (it walks the catalogue's items)")
         self.plans = list(plans)
         self.catalog = catalog
+        self.index = CatalogIndex(catalog) if catalog is not None else None
         self.fallback = fallback
         self.reference_k = reference_k
         self.rrf_c = rrf_c
         self.executor = executor
-
-    def _fill_from_fallback(
-        self,
-        fallback: CandidateSource,
-        request: RetrievalRequest,
-        merged: list[Candidate],
-        on_source: SourceTimer | None,
-    ) -> bool:
-        """Append the fallback's candidates to ``merged`` up to ``request.k``; True if any.
-
-        Items of its answer the user has seen are left out and not offered again, so it is
-        asked again (``FALLBACK_ROUNDS`` at most) for the rest."""
-        used, taken = False, {c.item_id for c in merged}
-        for _ in range(FALLBACK_ROUNDS):
-            missing = request.k - len(merged)
-            if missing <= 0:
-                break
-            wider = replace(
-                request.exclusions, request=request.exclusions.request | frozenset(taken)
-            )
-            fallback_request = replace(request, k=missing, exclusions=wider)
-            extra = self._ask(fallback, fallback_request, on_source, "fallback") or []
-            eligible = self._eligible(request, [c.item_id for c in extra])
-            kept = [c for c in extra if c.item_id not in taken and eligible(c.item_id)]
-            taken.update(c.item_id for c in extra)
-            used = used or bool(kept)
-            merged.extend(Candidate(c.item_id, 0.0, c.source, (c.source,)) for c in kept)
-            if len(extra) < missing or request.seen_among is None:
-                break  # nothing more to have, or no seen item was left out to replace
-        return used
-
-    def _eligible(
-        self, request: RetrievalRequest, candidates: Sequence[str]
-    ) -> Callable[[str], bool]:
-        """The request's eligibility test for ``candidates``: its exclusions, the items of them
-        the user has seen (``RetrievalRequest.seen_among``, one lookup) and the filters."""
-        excluded, filters, catalog = request.exclusions.all(), request.filters, self.catalog
-        if request.seen_among is not None and candidates:
-            excluded = excluded | request.seen_among(list(dict.fromkeys(candidates)))
-        if catalog is None:
-            return lambda item_id: item_id not in excluded
-        passes = catalog.passes
-
-        def is_eligible(item_id: str) -> bool:
-            return item_id not in excluded and passes(item_id, filters)
-
-        return is_eligible
+        self._names = [p.source.name for p in self.plans]
 
     def _ask(
         self,
         source: CandidateSource,
         request: RetrievalRequest,
+        eligible: EligibleItems | None,
         on_source: SourceTimer | None = None,
         name: str | None = None,
-    ) -> list[Candidate] | None:
+    ) -> np.ndarray | list[Candidate] | None:
+        """The source's rows (its candidates, without a catalogue); ``None`` if it failed."""
         started, started_cpu = time.perf_counter(), time.thread_time()
         try:
-            return source.candidates(request)
+            if eligible is None:
+                return source.candidates(request)
+            return source_rows(source, request, eligible)
         except Exception:  # one broken source must not take the slate down
             log.exception("candidate source %s failed", getattr(source, "name", source))
             return None
@@ -236,21 +308,33 @@ class CandidateRetriever:
                 )
 
     def _ask_all(
-        self, request: RetrievalRequest, timeout_s: float | None, on_source: SourceTimer | None
-    ) -> list[list[Candidate] | None]:
-        """Every plan's answer (``None``: failed or not back within ``timeout_s``)."""
+        self,
+        request: RetrievalRequest,
+        eligible: EligibleItems | None,
+        timeout_s: float | None,
+        on_source: SourceTimer | None,
+    ) -> list[Any]:
+        """Every plan's answer (``None``: failed or not back within ``timeout_s``). Sources that
+        wait on a service go to the executor; those computing in process (``in_process``: no
+        I/O, bounded work) run here meanwhile: a hand-off to a thread costs more than they do."""
         if self.executor is None:
-            return [self._ask(plan.source, request, on_source) for plan in self.plans]
-        futures = [
-            self.executor.submit(self._ask, plan.source, request, on_source) for plan in self.plans
+            return [self._ask(p.source, request, eligible, on_source) for p in self.plans]
+        futures = {
+            n: self.executor.submit(self._ask, p.source, request, eligible, on_source)
+            for n, p in enumerate(self.plans)
+            if not getattr(p.source, "in_process", False)
+        }
+        answers = [
+            None if n in futures else self._ask(p.source, request, eligible, on_source)
+            for n, p in enumerate(self.plans)
         ]
-        done, _late = wait(futures, timeout=timeout_s)
-        for plan, future in zip(self.plans, futures, strict=True):
-            if future not in done:
-                log.warning(
-                    "candidate source %s timed out after %.3fs", plan.source.name, timeout_s
-                )
-        return [future.result() if future in done else None for future in futures]
+        done, _late = wait(futures.values(), timeout=timeout_s)
+        for n, future in futures.items():
+            if future in done:
+                answers[n] = future.result()
+            else:
+                log.warning("candidate source %s timed out after %.3fs", self._names[n], timeout_s)
+        return answers
 
     def retrieve(
         self,
@@ -260,26 +344,105 @@ class CandidateRetriever:
     ) -> RetrievalResult:
         """Candidates for ``request``; sources slower than ``timeout_s`` count as failed (only
         with an executor). ``on_source`` is told each source's time (``SourceTimer``)."""
-        lists: list[tuple[str, list[Candidate]]] = []
-        failed: list[str] = []
-        per_source: dict[str, int] = {}
-        answers = self._ask_all(request, timeout_s, on_source)
-        for plan, found in zip(self.plans, answers, strict=True):
-            if found is None:
-                failed.append(plan.source.name)
-                found = []
-            per_source[plan.source.name] = len(found)
-            lists.append((plan.source.name, found))
+        eligible = self.index.eligible(request) if self.index is not None else None
+        answers = self._ask_all(request, eligible, timeout_s, on_source)
+        failed = tuple(n for n, a in zip(self._names, answers, strict=True) if a is None)
+        if eligible is None:  # no catalogue: the answered items are the catalogue
+            eligible = _unfiltered([c for a in answers for c in a or ()], request)
+            answers = [
+                None if a is None else eligible.index.rows(c.item_id for c in a) for a in answers
+            ]
+        rows = [a if a is not None else _NO_ROWS for a in answers]
+        per_source = {n: int(r.size) for n, r in zip(self._names, rows, strict=True)}
+        mask = self._without_seen(request, eligible, rows)
         scale = request.k / self.reference_k
         # ceil: a source with reserved slots keeps at least one even in a short request
         reserved = [math.ceil(p.reserved * scale) for p in self.plans]
-        is_eligible = self._eligible(request, [c.item_id for _, found in lists for c in found])
-        merged = merge_candidates(
-            lists, reserved, request.k, is_eligible, [p.weight for p in self.plans], self.rrf_c
+        fused = fuse_rows(
+            rows,
+            reserved,
+            request.k,
+            mask,
+            [p.weight for p in self.plans],
+            eligible.index.id_rank,
+            self.rrf_c,
         )
+        merged = fused.candidates(eligible.index.ids, self._names)
         used_fallback = (
-            self._fill_from_fallback(self.fallback, request, merged, on_source)
+            self._fill_from_fallback(request, eligible, merged, on_source)
             if self.fallback is not None
             else False
         )
-        return RetrievalResult(merged[: request.k], tuple(failed), used_fallback, per_source)
+        return RetrievalResult(merged[: request.k], failed, used_fallback, per_source)
+
+    def _without_seen(
+        self, request: RetrievalRequest, eligible: EligibleItems, answers: Sequence[np.ndarray]
+    ) -> np.ndarray:
+        """The eligibility mask less the answered items the user has seen
+        (``RetrievalRequest.seen_among``, one lookup)."""
+        if request.seen_among is None:
+            return eligible.mask
+        answered = np.unique(np.concatenate(answers)) if answers else _NO_ROWS
+        answered = answered[eligible.mask[answered]]
+        if not answered.size:
+            return eligible.mask
+        seen = request.seen_among(eligible.index.item_ids(answered))
+        if not seen:
+            return eligible.mask
+        mask = eligible.mask.copy()
+        mask[eligible.index.rows(seen)] = False
+        return mask
+
+    def _fill_from_fallback(
+        self,
+        request: RetrievalRequest,
+        eligible: EligibleItems,
+        merged: list[Candidate],
+        on_source: SourceTimer | None,
+    ) -> bool:
+        """Append the fallback's candidates to ``merged`` up to ``request.k``; True if any.
+
+        Items of its answer the user has seen are left out and not offered again, so it is
+        asked again (``FALLBACK_ROUNDS`` at most) for the rest."""
+        fallback, index = self.fallback, eligible.index
+        assert fallback is not None
+        if len(merged) >= request.k:
+            return False
+        taken = np.zeros(len(index), dtype=bool)
+        taken[index.rows(c.item_id for c in merged)] = True
+        used = False
+        for _ in range(FALLBACK_ROUNDS):
+            missing = request.k - len(merged)
+            if missing <= 0:
+                break
+            taken_ids = frozenset(index.item_ids(np.flatnonzero(taken)))
+            wider = replace(request.exclusions, request=request.exclusions.request | taken_ids)
+            answer = self._ask(
+                fallback,
+                replace(request, k=missing, exclusions=wider),
+                EligibleItems(index, eligible.mask & ~taken),
+                on_source,
+                "fallback",
+            )
+            extra = answer if isinstance(answer, np.ndarray) else _NO_ROWS
+            ok = eligible.mask[extra] & ~taken[extra]
+            if request.seen_among is not None and ok.any():
+                seen = request.seen_among(index.item_ids(extra[ok]))
+                if seen:
+                    ok &= ~np.isin(extra, index.rows(seen))
+            taken[extra] = True
+            kept = index.item_ids(extra[ok])
+            used = used or bool(kept)
+            merged.extend(Candidate(i, 0.0, fallback.name, (fallback.name,)) for i in kept)
+            if extra.size < missing or request.seen_among is None:
+                break  # nothing more to have, or no seen item was left out to replace
+        return used
+
+
+def _unfiltered(answered: Sequence[Candidate], request: RetrievalRequest) -> EligibleItems:
+    """The answered items as a catalogue, all eligible but the request's exclusions (there is
+    no metadata to filter on)."""
+    index = CatalogIndex(ItemCatalog(ItemMeta(c.item_id) for c in answered))
+    mask = np.ones(len(index), dtype=bool)
+    mask[index.rows(request.exclusions.all())] = False
+    return EligibleItems(index, mask)

@@ -15,7 +15,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from retrieval.catalog import ItemCatalog
+from retrieval.catalog_index import CatalogIndex, EligibleItems
 from retrieval.sources import Candidate, RetrievalRequest, best_first
 
 
@@ -90,6 +93,8 @@ class PopularSource:
     eligible item exists: the merger uses it as the never-empty fallback.
     """
 
+    in_process = True  # no I/O: asked on the request's thread (``retrieval.merge``)
+
     def __init__(
         self, scores: Mapping[str, float], catalog: ItemCatalog | None = None, name: str = "popular"
     ) -> None:
@@ -99,6 +104,7 @@ class PopularSource:
         if catalog is not None:
             unseen = sorted(set(catalog) - set(scores))
             self._ranked.extend((item, 0.0) for item in unseen)
+        self._rows: tuple[CatalogIndex, np.ndarray] | None = None  # the ranking as rows
 
     @classmethod
     def from_feature_rows(
@@ -110,6 +116,13 @@ class PopularSource:
     def candidates(self, request: RetrievalRequest) -> list[Candidate]:
         return _scan(self._ranked, request, self.catalog, self.name)
 
+    def ranked_indices(self, request: RetrievalRequest, eligible: EligibleItems) -> np.ndarray:
+        """``candidates`` as catalogue rows (the serving path)."""
+        cached = self._rows
+        if cached is None or cached[0] is not eligible.index:
+            cached = self._rows = (eligible.index, eligible.index.rows(i for i, _ in self._ranked))
+        return eligible.keep(cached[1])[: request.k]
+
 
 class FreshSource:
     """Items created within ``window_ms`` before the request time, newest first.
@@ -117,6 +130,8 @@ class FreshSource:
     The request's ``as_of_ms`` is the reference; without it, the newest created time in the
     catalogue is (never the wall clock). Items created after the reference are not yet visible.
     """
+
+    in_process = True  # no I/O: asked on the request's thread (``retrieval.merge``)
 
     def __init__(
         self, catalog: ItemCatalog, window_ms: int = 30 * 24 * 3600 * 1000, name: str = "fresh"
@@ -127,13 +142,29 @@ class FreshSource:
         ordered = sorted((m.created_time_ms, m.item_id) for m in catalog.values())
         self._created = [created for created, _ in ordered]  # ascending, for bisect
         self._items = [item for _, item in ordered]
+        self._rows: tuple[CatalogIndex, np.ndarray] | None = None  # rows of ``_items``
+
+    def _window(self, request: RetrievalRequest) -> tuple[int, int]:
+        """``_items[start:stop]``: created within the window before the request time."""
+        as_of = request.as_of_ms if request.as_of_ms is not None else self._created[-1]
+        stop = bisect.bisect_right(self._created, as_of)
+        return bisect.bisect_left(self._created, as_of - self.window_ms), stop
+
+    def ranked_indices(self, request: RetrievalRequest, eligible: EligibleItems) -> np.ndarray:
+        """``candidates`` as catalogue rows (the serving path)."""
+        if not self._created:
+            return eligible.keep(np.zeros(0, dtype=np.int64))
+        cached = self._rows
+        if cached is None or cached[0] is not eligible.index:
+            cached = self._rows = (eligible.index, eligible.index.rows_aligned(self._items))
+        start, stop = self._window(request)
+        newest_first = cached[1][start:stop][::-1]
+        return eligible.keep(newest_first[newest_first >= 0])[: request.k]
 
     def candidates(self, request: RetrievalRequest) -> list[Candidate]:
         if not self._created:
             return []
-        as_of = request.as_of_ms if request.as_of_ms is not None else self._created[-1]
-        stop = bisect.bisect_right(self._created, as_of)
-        start = bisect.bisect_left(self._created, as_of - self.window_ms)
+        start, stop = self._window(request)
         newest_first = [
             (self._items[i], float(self._created[i])) for i in range(stop - 1, start - 1, -1)
         ]

@@ -101,6 +101,11 @@ class RetrievalRequest:
 
 @runtime_checkable
 class CandidateSource(Protocol):
+    """``candidates`` is the contract. Optional, for serving (``retrieval.merge``):
+    ``ranked_indices(request, eligible)``, the same answer as catalogue rows
+    (``retrieval.catalog_index``), and ``in_process = True`` for a source that does no I/O (it is
+    then asked on the request's thread, not on the executor)."""
+
     name: str
 
     def candidates(self, request: RetrievalRequest) -> list[Candidate]: ...

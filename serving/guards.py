@@ -15,10 +15,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
+
 from bandits.posterior import BetaPosterior
 from core.errors import DependencyUnavailable
 from features.ports import OnlineFeatureReader
 from features.rows import ItemFeatureRow, UserFeatureRow
+from retrieval.catalog_index import EligibleItems
+from retrieval.merge import source_rows
 from retrieval.sources import Candidate, CandidateSource, RetrievalRequest
 from serving.breaker import CircuitBreaker, State
 from serving.exploration_slots import PosteriorReader
@@ -64,6 +68,11 @@ class GuardedSource:
 
     def candidates(self, request: RetrievalRequest) -> list[Candidate]:
         return guarded(self._breaker, lambda: self._source.candidates(request), self._slow_s)
+
+    def ranked_indices(self, request: RetrievalRequest, eligible: EligibleItems) -> np.ndarray:
+        return guarded(
+            self._breaker, lambda: source_rows(self._source, request, eligible), self._slow_s
+        )
 
 
 class GuardedFeatures:

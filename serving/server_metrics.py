@@ -13,6 +13,7 @@ ever sees.
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -109,10 +110,7 @@ def count_served(
     for reason in reasons:
         FALLBACKS.labels(reason=fallback_reason(reason)).inc()
     for counter, sources in ((CANDIDATES, candidate_sources), (SLATE_ITEMS, slate_sources)):
-        counts: dict[str, int] = {}
-        for source in sources:
-            counts[source] = counts.get(source, 0) + 1
-        for source, count in counts.items():
+        for source, count in collections.Counter(sources).items():
             counter.labels(source=source).inc(count)
 
 

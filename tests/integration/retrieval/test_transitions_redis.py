@@ -83,3 +83,28 @@ def test_retracted_transitions_leave_no_neighbour(store) -> None:
     assert store.neighbours(["a"], 5) == {"a": [("b", 1.0)]}
     store.apply({("a", "b"): -1.0})
     assert store.neighbours(["a"], 5) == {"a": []}
+
+
+def test_the_serving_rows_equal_the_source_candidates(store) -> None:
+    """``neighbour_arrays`` (Redis bytes parsed by numpy) gives the co-occurrence source the
+    same candidates, scores and order on catalogue rows as ``neighbours`` gives it on objects."""
+    import numpy as np
+
+    from retrieval.catalog import ItemCatalog, ItemMeta
+    from retrieval.catalog_index import CatalogIndex
+
+    rng = np.random.default_rng(5)
+    items = [f"m{n}" for n in range(30)]
+    for _ in range(60):  # integer counts: equal probabilities, so ties by item id decide
+        store.apply(increments_from_sequence(list(rng.choice(items, size=6)), window=2))
+    catalog = ItemCatalog(ItemMeta(i, available=n % 4 != 0) for n, i in enumerate(items[:26]))
+    source = CooccurrenceSource(store, catalog=catalog, per_anchor=3)
+    index = CatalogIndex(catalog)
+    compared = 0
+    for _ in range(40):
+        request = RetrievalRequest(k=int(rng.integers(1, 12)), history=tuple(rng.choice(items, 8)))
+        expected = [(c.item_id) for c in source.candidates(request)]
+        rows = source.ranked_indices(request, index.eligible(request))
+        assert index.item_ids(rows) == expected
+        compared += bool(expected)
+    assert compared > 20
