@@ -8,6 +8,13 @@ The stream step is a plain function (bytewax style), called per event by a Faust
 :class:`WatermarkTick`. Impressions and interactions must be co-partitioned by ``user_id``
 (both topics are keyed by ``user_id`` with the same partition count).
 
+Two inputs, two watermarks. The join reads two topics (``<ns>.impressions`` and ``<ns>.events``)
+in no set order: a worker may read far ahead on one of them. So each :class:`Input` keeps its own
+**watermark** (the largest event time seen on it, as in ``streams.eventtime``), and every rule
+below names the input whose watermark it waits for — the input that could still change what it
+decides. (One watermark for both, as before issue 21, judged an impression late whenever the
+events of the same partition had been read further ahead, and vice versa.)
+
 Rules (``window = [impression_ms, impression_ms + window_ms)``, half-open):
 
 * ``click`` / ``add_to_cart`` / ``purchase`` of the shown item inside the window → success.
@@ -15,20 +22,31 @@ Rules (``window = [impression_ms, impression_ms + window_ms)``, half-open):
   does not.
 * ``dismiss`` of the shown item inside the window → failure, decided at once (an explicit
   negative outranks any click in the same window, so the early decision can never change).
-* Nothing inside the window → failure, decided only when the partition **watermark** (the
-  largest event time seen, as in ``streams.eventtime``) minus ``allowed_lateness_ms`` reaches
-  ``impression_ms + window_ms``: from then on any accepted event is at or after the window's
-  end. No wall clock anywhere.
+* Nothing inside the window → failure, decided only when the **events** watermark minus
+  ``allowed_lateness_ms`` reaches ``impression_ms + window_ms``: from then on any accepted
+  interaction is at or after the window's end. Only interactions can change a slot's outcome (a
+  later impression is another slot), so the impressions watermark does not hold it back. No wall
+  clock anywhere.
 * A reward carrying ``request_id`` joins only that slate; one without joins every pending slate
   of the same user that showed the item (view-through).
-* Rewards that arrive before their impression are buffered until the watermark passes them.
-* An event with ``event_time < watermark − allowed_lateness_ms`` is late: not applied, reported
-  as ``Rejected("late")`` (the agent routes it to the late-events topic and counts it). Events
-  too far in the *future* are the agent's dead letters (``streams.eventtime.judge``) upstream.
-  A repeated ``event_id`` (interaction) or ``request_id`` (impression) is ``Rejected("duplicate")``.
+* Rewards that arrive before their impression are buffered until the **impressions** watermark
+  minus lateness passes them: only an impression can still claim a buffered reward, and one
+  older than that would be late.
+* An event with ``event_time < watermark − allowed_lateness_ms`` of **its own input** is late:
+  not applied, reported as ``Rejected("late")`` (the agent routes it to the late-events topic
+  and counts it). Events too far in the *future* are the agent's dead letters
+  (``streams.eventtime.judge``) upstream. A repeated ``event_id`` (interaction) or
+  ``request_id`` (impression) is ``Rejected("duplicate")``; each id is remembered until its own
+  input's watermark minus lateness passes it (a later copy is late then).
+* A :class:`WatermarkTick` moves one input's watermark up (the idleness rule of
+  ``streams.bandit_steps``), or every input's (``input=None``: an offline replay's closing tick).
 
 Hence the emitted set of outcomes, and every final state, depends only on the set of events
-(as long as none arrives beyond the allowed lateness), not on their order, and replays equal.
+and not on how the two inputs interleave, as long as no event arrives beyond the allowed
+lateness behind its own input's watermark; replays equal. The argument: a slot is decided once
+``events watermark − lateness ≥ impression + window``, so every reward inside its window has
+arrived or would be late; a buffered reward is dropped once ``impressions watermark − lateness``
+passes it, so an impression it could match has arrived or would be late.
 """
 
 from __future__ import annotations
@@ -36,6 +54,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from bandits.posterior import DEFAULT_SEGMENT_KEYS, Outcome, segment_of
@@ -53,11 +72,20 @@ class AttributionConfig:
             raise ValueError("window_ms must be > 0 and allowed_lateness_ms >= 0")
 
 
+class Input(StrEnum):
+    """The join's inputs, each with its own watermark."""
+
+    IMPRESSIONS = "impressions"  # ``<ns>.impressions``: events.Impression
+    EVENTS = "events"  # ``<ns>.events``: events.Interaction
+
+
 @dataclass(frozen=True)
 class WatermarkTick:
-    """Advances the partition's event-time clock without carrying data (idle partitions)."""
+    """Advances an input's event-time clock without carrying data (idle inputs); ``input=None``
+    advances every input."""
 
     event_ms: int
+    input: Input | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +126,7 @@ class AttributionState:
     they keep every event O(log n) instead of a scan over the whole state.
     """
 
-    watermark_ms: int | None = None
+    watermarks: dict[Input, int] = field(default_factory=dict)  # absent: nothing seen there yet
     pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     rewards: dict[str, _Reward] = field(default_factory=dict)  # buffered, by event_id
     seen: dict[str, int] = field(default_factory=dict)  # de-dup id -> event time
@@ -106,13 +134,19 @@ class AttributionState:
     _rewards_by_item: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _pending_due: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
     _reward_expiry: list[tuple[int, str]] = field(default_factory=list, repr=False)
-    _seen_expiry: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    _seen_expiry: dict[Input, list[tuple[int, str]]] = field(default_factory=dict, repr=False)
 
-    def horizon(self, config: AttributionConfig) -> int | None:
-        """``watermark − allowed_lateness``: no event older than this will ever be applied."""
-        if self.watermark_ms is None:
+    def horizon(self, source: Input, config: AttributionConfig) -> int | None:
+        """``watermark − allowed_lateness`` of one input: no event of that input older than this
+        will ever be applied."""
+        watermark = self.watermarks.get(source)
+        if watermark is None:
             return None
-        return self.watermark_ms - config.allowed_lateness_ms
+        return watermark - config.allowed_lateness_ms
+
+    def advance_watermark(self, source: Input, event_ms: int) -> None:
+        watermark = self.watermarks.get(source)
+        self.watermarks[source] = event_ms if watermark is None else max(watermark, event_ms)
 
     # -- mutation helpers that keep the indexes in step ------------------------------------
     def put_pending(self, p: _Pending, window_ms: int) -> None:
@@ -143,7 +177,7 @@ class AttributionState:
 
     def mark_seen(self, key: str, event_ms: int) -> None:
         self.seen[key] = event_ms
-        heapq.heappush(self._seen_expiry, (event_ms, key))
+        heapq.heappush(self._seen_expiry.setdefault(_seen_input(key), []), (event_ms, key))
 
     def pop_due(self, horizon: int) -> list[_Pending]:
         """Pending slots whose window closed at or before ``horizon``, oldest first."""
@@ -155,7 +189,7 @@ class AttributionState:
                 due.append(p)
         return due
 
-    def expire_before(self, horizon: int) -> None:
+    def forget_rewards_before(self, horizon: int) -> None:
         while self._reward_expiry and self._reward_expiry[0][0] < horizon:
             _, event_id = heapq.heappop(self._reward_expiry)
             r = self.rewards.pop(event_id)
@@ -163,14 +197,17 @@ class AttributionState:
             ids.discard(event_id)
             if not ids:
                 del self._rewards_by_item[r.item_id]
-        while self._seen_expiry and self._seen_expiry[0][0] < horizon:
-            _, key = heapq.heappop(self._seen_expiry)
+
+    def forget_seen_before(self, source: Input, horizon: int) -> None:
+        expiry = self._seen_expiry.get(source, [])
+        while expiry and expiry[0][0] < horizon:
+            _, key = heapq.heappop(expiry)
             del self.seen[key]
 
     # -- snapshot ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {
-            "watermark_ms": self.watermark_ms,
+            "watermarks": {str(source): w for source, w in sorted(self.watermarks.items())},
             "pending": [vars(p) for _, p in sorted(self.pending.items())],
             "rewards": {k: vars(r) for k, r in sorted(self.rewards.items())},
             "seen": dict(sorted(self.seen.items())),
@@ -178,7 +215,7 @@ class AttributionState:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], config: AttributionConfig) -> AttributionState:
-        state = cls(watermark_ms=data["watermark_ms"])
+        state = cls(watermarks=snapshot_watermarks(data))
         for p in data["pending"]:
             state.put_pending(_Pending(**p), config.window_ms)
         for k, r in data["rewards"].items():
@@ -188,8 +225,21 @@ class AttributionState:
         return state
 
 
+def snapshot_watermarks(data: dict[str, Any]) -> dict[Input, int]:
+    """The input watermarks of a :meth:`AttributionState.to_dict` snapshot, without the rest."""
+    if "watermarks" in data:
+        return {Input(source): int(w) for source, w in data["watermarks"].items()}
+    old = data["watermark_ms"]  # a snapshot from before issue 21: one watermark held both back
+    return {} if old is None else dict.fromkeys(Input, int(old))
+
+
 Output = Outcome | Rejected
 Event = Impression | Interaction | WatermarkTick
+
+
+def _seen_input(key: str) -> Input:
+    """The input of a de-duplication id: ``r:<request_id>`` or ``e:<event_id>``."""
+    return Input.IMPRESSIONS if key.startswith("r:") else Input.EVENTS
 
 
 def _in_window(pending: _Pending, reward: _Reward, config: AttributionConfig) -> bool:
@@ -222,15 +272,18 @@ def attribute(
     state: AttributionState, event: Event, config: AttributionConfig
 ) -> tuple[AttributionState, list[Output]]:
     """Apply one event; mutates and returns ``state`` with the outputs it caused."""
-    event_ms = event.event_ms if isinstance(event, WatermarkTick) else event.event_time_ms
-    horizon = state.horizon(config)
-    outputs: list[Output] = []
     if isinstance(event, WatermarkTick):
-        pass
-    elif horizon is not None and event_ms < horizon:
+        for source in Input if event.input is None else (event.input,):
+            state.advance_watermark(source, event.event_ms)
+        return state, _advance(state, config)
+    event_ms = event.event_time_ms
+    source = Input.IMPRESSIONS if isinstance(event, Impression) else Input.EVENTS
+    horizon = state.horizon(source, config)
+    outputs: list[Output] = []
+    if horizon is not None and event_ms < horizon:
         key = event.request_id if isinstance(event, Impression) else event.event_id
         return state, [Rejected("late", key, event_ms)]
-    elif isinstance(event, Impression):
+    if isinstance(event, Impression):
         if ("r:" + event.request_id) in state.seen:
             return state, [Rejected("duplicate", event.request_id, event_ms)]
         state.mark_seen("r:" + event.request_id, event_ms)
@@ -240,9 +293,7 @@ def attribute(
             return state, [Rejected("duplicate", event.event_id, event_ms)]
         state.mark_seen("e:" + event.event_id, event_ms)
         outputs.extend(_add_reward(state, event, config))
-    state.watermark_ms = (
-        event_ms if state.watermark_ms is None else max(state.watermark_ms, event_ms)
-    )
+    state.advance_watermark(source, event_ms)
     outputs.extend(_advance(state, config))
     return state, outputs
 
@@ -308,16 +359,20 @@ def _add_reward(
 
 
 def _advance(state: AttributionState, config: AttributionConfig) -> list[Output]:
-    """Decide every impression whose window the watermark has passed; prune what can't matter."""
-    horizon = state.horizon(config)
-    if horizon is None:
-        return []
+    """Decide every impression whose window the events watermark has passed; prune what can't
+    matter any more, each by the watermark of the input that could still need it."""
     outputs: list[Output] = []
-    for p in state.pop_due(horizon):
-        outputs.append(_outcome(p, p.positive, "positive" if p.positive else "no_reward"))
-    # A buffered reward before the horizon can't meet a future (non-late) impression, and a
-    # re-delivered id before it would be rejected as late before de-duplication is consulted.
-    state.expire_before(horizon)
+    events_horizon = state.horizon(Input.EVENTS, config)
+    if events_horizon is not None:
+        for p in state.pop_due(events_horizon):
+            outputs.append(_outcome(p, p.positive, "positive" if p.positive else "no_reward"))
+        state.forget_seen_before(Input.EVENTS, events_horizon)
+    impressions_horizon = state.horizon(Input.IMPRESSIONS, config)
+    if impressions_horizon is not None:
+        # A buffered reward before it can't meet a future (non-late) impression, and a
+        # re-delivered id before its input's horizon is rejected as late before de-duplication.
+        state.forget_rewards_before(impressions_horizon)
+        state.forget_seen_before(Input.IMPRESSIONS, impressions_horizon)
     return outputs
 
 

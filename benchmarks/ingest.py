@@ -26,6 +26,17 @@ live files, bytes and appended batches at the end (``offline_log_files``/``_byte
 for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offline_log_figures``) and
 ``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers, else starts an in-memory Tansu.
 
+3. **Scale-out** (``--scale-out``, the default with ``--workers 1``; ``benchmarks.ingest_scale_out``)
+   — after phase 2 the workers stop, and the throughput phase's events go, in a fresh namespace,
+   through two worker processes in one consumer group: ``events_per_s_2workers`` (with
+   ``worker_cpu_s_2workers`` and ``events_per_worker_cpu_s_2workers``). Then every output of the
+   two namespaces for those events (Feast rows of their users and items, item transitions, bandit
+   posteriors; ``stack.namespace_outputs``) must be equal: ``scale_out_state_equal`` (the command
+   exits 1 when not), ``scale_out_differing_outputs`` and the sizes compared
+   (``scale_out_user_rows``, ``_item_rows``, ``_transitions``, ``_posterior_entries``).
+   ``--slate-every N`` adds one serving-style slate per N views to both throughput runs
+   (``slates`` in the JSON), so attribution and the posteriors have work; the default is none.
+
 ``--faust-floor`` instead runs workers that only consume ``<ns>.events`` in batches and count
 (``aether worker --faust-floor``): Faust's own cost per event, the ceiling for the real agents.
 """
@@ -65,6 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="duration of each rate")
     parser.add_argument("--json", help="write the figures here as one flat JSON object")
     parser.add_argument(
+        "--slate-every",
+        type=int,
+        default=0,
+        help="with the throughput events, one serving-style slate per this many views (0: none)",
+    )
+    parser.add_argument(
+        "--scale-out",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also run the throughput events through two workers and compare their state",
+    )
+    parser.add_argument(
         "--faust-floor",
         action="store_true",
         help="throughput of a worker that only consumes and counts (aether worker --faust-floor)",
@@ -97,6 +120,36 @@ def start_workers(
         )
         workers.append((process, port))
     return workers
+
+
+def stop_workers(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
+    """Terminate the workers (kill what does not stop within 20 s) and forget them."""
+    for process, _ in workers:
+        process.terminate()
+    for process, _ in workers:
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    workers.clear()
+
+
+def warm_up(settings: Settings, ports: list[int], clock: list[int]) -> None:
+    """Probe until every worker serves metrics and has applied events of its own partitions:
+    the group has joined and shared the partitions out, so no rebalance falls in the phases."""
+    topic = settings.topic("events")
+    probe = FreshnessProbe(settings, clock)
+    probe.start()
+
+    def joined() -> bool:
+        own = [outcome_counts([port]).get((topic, "applied"), 0) for port in ports]
+        return bool(probe.latencies_ms) and all(own)
+
+    try:
+        _wait(joined, 180, "workers to join and process")
+    finally:
+        probe.stop_flag.set()
+        probe.join()
 
 
 _SAMPLE = re.compile(r"^aether_stream_events_total\{([^}]*)\}\s+([0-9.e+]+)$", re.M)
@@ -224,6 +277,7 @@ def percentile(values: list[float], q: float) -> float:
 
 # -- the benchmark ---------------------------------------------------------------------------------
 def command(args: argparse.Namespace) -> int:
+    from benchmarks.ingest_scale_out import scale_out, serving_slates, settled_outputs
     from core.subprocesses import free_loopback_port, stop_process
     from interactions.movielens import load_movielens
     from interactions.replay import rating_events
@@ -261,12 +315,7 @@ def command(args: argparse.Namespace) -> int:
         clock = [first.event_time_ms]
         if args.faust_floor:
             return faust_floor(args, settings, ports, producer, events)
-        # Wait until every worker serves metrics and the group processes events.
-        probe_once = FreshnessProbe(settings, clock)
-        probe_once.start()
-        _wait(lambda: bool(probe_once.latencies_ms), 120, "workers to join and process")
-        probe_once.stop_flag.set()
-        probe_once.join()
+        warm_up(settings, ports, clock)
         before = outcome_counts(ports)
         baseline = sum(n for (topic, _), n in before.items() if topic == topics.events)
 
@@ -274,8 +323,10 @@ def command(args: argparse.Namespace) -> int:
         batch = _take(events, args.limit)
         in_process = pure_handler_rate(batch, settings.stream.batch_size)
         print(f"pure handlers, in process (no broker, no stores): {in_process:,.0f} events/s")
+        slates = serving_slates(batch, args.slate_every)
         cpu_before, batches_before = worker_usage(ports)
         gc_before = full_collections(ports)
+        publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
         publish(producer, topics.events, batch, total=len(batch), description="throughput")
         produced_s = time.perf_counter() - started
@@ -296,6 +347,11 @@ def command(args: argparse.Namespace) -> int:
             f"worker CPU: {cpu_s:.1f} s = {len(batch) / max(cpu_s, 1e-9):,.0f} events per CPU "
             f"second; batches by agent: {batches}; load average {_loadavg()}"
         )
+        reference = None
+        if args.scale_out and args.workers == 1:
+            reference = settled_outputs(settings, batch)
+        elif args.scale_out:
+            print("scale-out phase skipped: it compares against a one-worker run (--workers 1)")
 
         # Phase 2: freshness at offered rates.
         fractions = [float(x) for x in args.rates.split(",") if x.strip()]
@@ -333,6 +389,11 @@ def command(args: argparse.Namespace) -> int:
             f"{stalls:.0f} longer than {1000 * FULL_PASS_STALL_S:.0f} ms"
         )
         offline = offline_log_figures(settings)
+        load_average = _loadavg()
+        stop_workers(workers)
+        scaled: dict[str, Any] = {}
+        if reference is not None:
+            scaled = scale_out(overrides, batch, slates, reference, work)
         print(
             "offline log: {offline_log_batches} batches in {offline_log_files} files "
             "({offline_log_bytes:,} bytes); feature history: {feature_history_batches} batches "
@@ -347,27 +408,23 @@ def command(args: argparse.Namespace) -> int:
             "events_per_s": round(sustained, 1),
             "workers": args.workers,
             "events": len(batch),
+            "slates": len(slates),
             "handlers_events_per_s": round(in_process, 1),
             "worker_cpu_s": round(cpu_s, 2),
             "events_per_worker_cpu_s": round(len(batch) / max(cpu_s, 1e-9), 1),
             **{f"batches_{agent}": n for agent, n in batches.items()},
-            "load_average": _loadavg(),
+            "load_average": load_average,
             "offered_rates": offered,
             **figures,
             **offline,
+            **scaled,
             "machine": machine,
         }
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        return 0
+        return 0 if scaled.get("scale_out_state_equal", True) else 1
     finally:
-        for process, _ in workers:
-            process.terminate()
-        for process, _ in workers:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_workers(workers)
         url = settings.redis.url.get_secret_value()
         delete_keys_with_prefix(url, f"{settings.namespace}:")
         delete_keys_matching(url, "*" + glob_escape(settings.namespace))

@@ -22,9 +22,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from confluent_kafka import Producer
 
+from bandits.attribution import Input
 from bandits.posterior import Outcome
 from streams import worker_metrics
-from streams.bandit_steps import AttributionEffects, BanditSteps, encode_outcome
+from streams.bandit_steps import AttributionEffects, BanditSteps, InputPartition, encode_outcome
 from streams.handlers import Position, SourceRecord
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
@@ -48,14 +49,16 @@ class BanditRuntime:
         self.state = state
         self.producer = producer
         self._now_ms = now_ms  # processing clock, for the "not from the future" check only
-        # The idleness rule (``bandit_steps.idle_partitions_step``): wall time since each owned
-        # partition's last record. ``assigned_partitions`` (set by ``streams.app``) says which
-        # partitions this worker owns now; without it, those it has seen records from.
+        # The idleness rule (``bandit_steps.idle_inputs_step``): wall time since the last record
+        # of each input topic (impressions, events) of each owned partition.
+        # ``assigned_partitions`` (set by ``streams.app``) says which partitions this worker owns
+        # now; without it, those it has seen records from.
         self.idle_timeout_s = idle_timeout_s
         self.assigned_partitions: Callable[[], Iterable[int]] | None = None
         self._wall_clock = wall_clock
         self._started = wall_clock()
-        self._last_record: dict[int, float] = {}
+        self._last_record: dict[InputPartition, float] = {}
+        self._first_record: dict[int, float] = {}  # partition -> wall time of its first record
 
     # -- agent 1: impressions + interactions + privacy, partitioned by user --------------------
     async def on_attribution(
@@ -83,18 +86,29 @@ class BanditRuntime:
         worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
         count_by_arm(effects.outcomes)
 
-    def idle_split(self, records: Sequence[SourceRecord]) -> tuple[list[int], list[int]]:
-        """``(idle, active)`` owned partitions, after noting the batch's partitions as active."""
+    def idle_split(
+        self, records: Sequence[SourceRecord]
+    ) -> tuple[list[InputPartition], list[InputPartition]]:
+        """``(idle, active)`` inputs of the owned partitions, after noting the batch's own as
+        active. An input without a record yet counts from its partition's first record (a slow
+        start is no silence), or from the worker's start when the partition has had none."""
         now = self._wall_clock()
         for record in records:
-            self._last_record[record.partition] = now
+            source = self.steps.config.input_of(record.topic)
+            if source is not None:
+                self._last_record[(source, record.partition)] = now
+                self._first_record.setdefault(record.partition, now)
         if self.assigned_partitions is not None:
-            owned = set(self.assigned_partitions())
+            partitions = set(self.assigned_partitions())
         else:
-            owned = set(self._last_record)
-        idle = sorted(
-            p for p in owned if now - self._last_record.get(p, self._started) > self.idle_timeout_s
-        )
+            partitions = set(self._first_record)
+        owned = {(source, p) for p in partitions for source in Input}
+
+        def silent_since(source: Input, partition: int) -> float:
+            first = self._first_record.get(partition, self._started)
+            return self._last_record.get((source, partition), first)
+
+        idle = sorted(i for i in owned if now - silent_since(*i) > self.idle_timeout_s)
         return idle, sorted(owned - set(idle))
 
     async def _advance_idle(self, records: Sequence[SourceRecord]) -> list[Outcome]:

@@ -15,11 +15,22 @@ through ``streams.state_port.StateStore`` → step) that the runtime (``streams.
 the harness (``streams.testing``) share.
 
 Attribution feeds every impression and interaction of partition *p* (Faust assigns partition *p*
-of all user-keyed topics to one worker) through ``bandits.attribution.attribute`` in event time
-(watermark − lateness); it de-duplicates impressions by ``request_id`` and rewards by
-``event_id``. Undecodable records are skipped here: the feature and impression steps of the same
-batch send them to the dead-letter topic. Future events are skipped likewise (those steps route
-them). Posteriors are idempotent on ``outcome_id`` and order-insensitive (``bandits.discounted``).
+of all user-keyed topics to one worker) through ``bandits.attribution.attribute`` in event time;
+it de-duplicates impressions by ``request_id`` and rewards by ``event_id``. Undecodable records
+are skipped here: the feature and impression steps of the same batch send them to the
+dead-letter topic. Future events are skipped likewise (those steps route them). Posteriors are
+idempotent on ``outcome_id`` and order-insensitive (``bandits.discounted``).
+
+Watermarks per input (issue 21). The two input topics, ``<ns>.impressions`` and
+``<ns>.events``, are read in no set order, so partition *p*'s state keeps one watermark per
+input (``bandits.attribution.Input``), not one for both: each record is judged late against its
+own topic's watermark, a slot's window is decided by the events watermark (only rewards can
+change it) and buffered rewards are dropped by the impressions watermark (only impressions can
+claim them). The outcome is then the same however the two topics' records interleave, within
+the allowed lateness (``tests/unit/streams/test_bandit_interleaving.py``). The watermarks live in
+the partition's snapshot (``S:bandit:attribution:<p>``), so they are committed with the state
+and the consumed offsets in the batch's one transaction, in the namespace's hash slot, as
+before.
 
 Privacy (``streams.privacy``): impressions and rewards of users that the privacy markers suppress
 are not attributed; a ``delete`` request removes the user's pending impressions and buffered
@@ -37,7 +48,14 @@ from dataclasses import dataclass, field
 
 import orjson
 
-from bandits.attribution import AttributionConfig, AttributionState, WatermarkTick, attribute
+from bandits.attribution import (
+    AttributionConfig,
+    AttributionState,
+    Input,
+    WatermarkTick,
+    attribute,
+    snapshot_watermarks,
+)
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome, prune_seen
 from core.errors import SchemaError
 from events import decode
@@ -56,6 +74,7 @@ from streams.state_port import (
 from streams.topics import TopicNames
 
 UserEvent = Impression | Interaction
+InputPartition = tuple[Input, int]  # one input topic's source partition
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +92,14 @@ class BanditConfig:
         partitions that the item state uses (``streams.eventtime``)."""
         policy = self.policy
         return self.attribution.window_ms + policy.allowed_lateness_ms + policy.dedup_horizon_ms
+
+    def input_of(self, topic: str) -> Input | None:
+        """The attribution input a topic feeds (``None``: privacy, which moves no watermark)."""
+        if topic == self.topics.impressions:
+            return Input.IMPRESSIONS
+        if topic == self.topics.events:
+            return Input.EVENTS
+        return None
 
 
 def encode_outcome(outcome: Outcome) -> bytes:
@@ -195,33 +222,51 @@ def attribution_step(
     return state, effects
 
 
-def idle_partitions_step(
+def idle_inputs_step(
     snapshots: dict[int, AttributionSnapshot],
-    idle: Sequence[int],
-    active: Sequence[int],
+    idle: Sequence[InputPartition],
+    active: Sequence[InputPartition],
     config: BanditConfig,
 ) -> AttributionEffects:
-    """The idleness rule (Flink's ``withIdleness``): each idle partition's watermark moves up to
-    the smallest watermark of the active ones, deciding the impressions whose window that passes.
+    """The idleness rule (Flink's ``withIdleness``), per input topic: an idle input stops holding
+    back its partition. Its watermark moves up to the smallest watermark of the partition's
+    active inputs or, when the whole partition is idle, of all active inputs; what that passes is
+    decided (windows, by the events watermark) or dropped (buffered rewards, by the impressions
+    watermark).
 
-    An idle partition is one with no record for longer than
+    An idle input is one (topic, partition) with no record for longer than
     ``AETHER_STREAM__IDLE_PARTITION_TIMEOUT_S`` (wall time, judged by the runtime); without the
-    rule its pending impressions would wait for its next record forever. The cost: a reward that
-    then arrives on the idle partition within the lateness, for an impression already decided,
-    no longer counts (as in Flink, idleness trades completeness for progress).
+    rule a partition whose events stop would hold its pending impressions forever, and one that
+    never sees an impression would buffer its rewards forever. The cost: a record that then
+    arrives on the idle input within the lateness of its old watermark but behind the new one is
+    late (a reward for an impression already decided no longer counts; as in Flink, idleness
+    trades completeness for progress).
     """
     effects = AttributionEffects()
-    marks = [w for p in active if (w := (snapshots.get(p) or {}).get("watermark_ms")) is not None]
+    marks: dict[int, list[int]] = {}  # partition -> watermarks of its active inputs
+    for source, partition in active:
+        mark = snapshot_watermarks(snapshots.get(partition) or {"watermarks": {}}).get(source)
+        if mark is not None:
+            marks.setdefault(partition, []).append(mark)
     if not marks:
-        return effects  # nothing moves while every partition is idle
-    target = min(marks)
-    for partition in sorted(set(idle) - set(active)):
+        return effects  # nothing moves while every input is idle
+    everywhere = min(min(m) for m in marks.values())
+    idle_by_partition: dict[int, list[Input]] = {}
+    for source, partition in sorted(set(idle) - set(active)):
+        idle_by_partition.setdefault(partition, []).append(source)
+    for partition, sources in sorted(idle_by_partition.items()):
         data = snapshots.get(partition)
-        if data is None or (data["watermark_ms"] is not None and data["watermark_ms"] >= target):
+        if data is None:
+            continue  # nothing seen on the partition: nothing waits
+        target = min(marks[partition]) if partition in marks else everywhere
+        current = snapshot_watermarks(data)
+        behind = [s for s in sources if s not in current or current[s] < target]
+        if not behind:
             continue
         state = AttributionState.from_dict(data, config.attribution)
-        state, outputs = attribute(state, WatermarkTick(target), config.attribution)
-        effects.outcomes += [o for o in outputs if isinstance(o, Outcome)]
+        for source in behind:
+            state, outputs = attribute(state, WatermarkTick(target, source), config.attribution)
+            effects.outcomes += [o for o in outputs if isinstance(o, Outcome)]
         snapshots[partition] = effects.commit.attribution[partition] = state.to_dict()
     return effects
 
@@ -307,13 +352,13 @@ class BanditSteps:
         return effects
 
     def advance_idle(
-        self, store: StateStore, idle: Sequence[int], active: Sequence[int]
+        self, store: StateStore, idle: Sequence[InputPartition], active: Sequence[InputPartition]
     ) -> AttributionEffects:
-        """``idle_partitions_step`` over the stored attribution states."""
+        """``idle_inputs_step`` over the stored attribution states."""
         if not idle or not active:
             return AttributionEffects()
-        snapshots = store.load_attribution([*idle, *active])
-        return idle_partitions_step(snapshots, idle, active, self.config)
+        snapshots = store.load_attribution({p for _, p in [*idle, *active]})
+        return idle_inputs_step(snapshots, idle, active, self.config)
 
     def outcomes(self, store: StateStore, records: Sequence[SourceRecord]) -> PosteriorEffects:
         records, consumed = unconsumed_records(store, "posteriors", records)

@@ -214,16 +214,6 @@ def reference_transitions(events: list[dict[str, Any]]) -> dict[tuple[str, str],
 
 def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
     """Every (anchor, item) weight in the namespace's transition store in Redis."""
-    import redis
+    from stack.namespace_outputs import stored_transitions as stored
 
-    from features.transition_store import transition_key_prefix
-
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    prefix = transition_key_prefix(settings.namespace) + ":i2i:"
-    weights: dict[tuple[str, str], float] = {}
-    for key in client.scan_iter(f"{prefix}*"):
-        anchor = key.decode()[len(prefix) :]
-        for item, weight in client.zrange(key, 0, -1, withscores=True):
-            weights[(anchor, item.decode())] = weight
-    client.close()
-    return weights
+    return stored(settings)

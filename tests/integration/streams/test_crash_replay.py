@@ -23,15 +23,12 @@ from typing import Any
 
 import orjson
 import pytest
-import redis
-from streams_harness import consumed, produce, stored_transitions, wait_for
+from streams_harness import consumed, produce, wait_for
 
 from core.settings import Settings
-from features.offline import OfflineEventLog
-from features.offline_impressions import OfflineImpressionLog
-from features.store import FeastOnlineStore
 from interactions.movielens import load_movielens
 from interactions.replay import rating_events
+from stack.namespace_outputs import namespace_outputs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -65,41 +62,13 @@ def _history() -> tuple[list[tuple[bytes | None, bytes]], list[tuple[bytes | Non
     return events, slates
 
 
-def _outputs(settings: Settings, users: list[str], items: list[str]) -> dict[str, Any]:
-    """Every output of a namespace, in comparable form."""
-    store = FeastOnlineStore(settings.redis, settings.deployment)
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    try:
-        prefix = settings.redis_key("bandit", "posterior") + ":"
-        posteriors = {
-            key.decode()[len(prefix) :]: client.hgetall(key)
-            for key in client.scan_iter(f"{prefix}*")
-        }
-    finally:
-        client.close()
-    log = OfflineEventLog(settings.deployment).read()
-    slates = OfflineImpressionLog(settings.deployment).read()
-    return {
-        "users": store.read_users(users),
-        "items": store.read_items(items),
-        "transitions": stored_transitions(settings),
-        "posteriors": posteriors,
-        "offline_log": sorted(
-            zip(log["event_id"], log["event_type"], log["event_time_ms"], strict=True)
-        ),
-        "offline_impressions": sorted(
-            zip(slates["request_id"], slates["event_time_ms"], slates["items"], strict=True)
-        ),
-    }
-
-
 def _drained(settings: Settings, users: list[str], items: list[str]) -> dict[str, Any]:
     """The outputs once every topic is consumed to its end and nothing changes for 3 s."""
     wait_for(lambda: consumed(settings, TOPICS), timeout_s=240, what=f"{settings.namespace}")
-    before = _outputs(settings, users, items)
+    before = namespace_outputs(settings, users, items)
     while True:
         time.sleep(3)
-        after = _outputs(settings, users, items)
+        after = namespace_outputs(settings, users, items)
         if after == before and consumed(settings, TOPICS):
             return after
         before = after

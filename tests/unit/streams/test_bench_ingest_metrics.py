@@ -88,3 +88,38 @@ def test_offline_log_figures_count_live_files_bytes_and_batches(tmp_path: Path) 
     assert figures["offline_log_bytes"] == sum(p.stat().st_size for p in files)
     assert (figures["feature_history_files"], figures["feature_history_batches"]) == (2, 2)
     assert (figures["offline_impressions_files"], figures["offline_impressions_bytes"]) == (0, 0)
+
+
+def test_scale_out_comparison_names_every_differing_output() -> None:
+    from stack.namespace_outputs import differing_outputs
+
+    one = {"users": {"u": 1}, "transitions": {("a", "b"): 0.1 + 0.2}, "posteriors": {}}
+    # Transition weights summed in another batch order move the last bits: still equal.
+    two = {"users": {"u": 1}, "transitions": {("a", "b"): 0.3}, "posteriors": {}}
+    assert differing_outputs(one, two) == []
+    assert differing_outputs(one, {**two, "users": {"u": 2}}) == ["users"]
+    assert differing_outputs(one, {**two, "transitions": {("a", "b"): 0.31}}) == ["transitions"]
+    assert differing_outputs(one, {**two, "transitions": {}, "posteriors": {"*": {}}}) == [
+        "posteriors",
+        "transitions",
+    ]
+
+
+def test_serving_slates_show_each_nth_viewed_item_just_before_its_view() -> None:
+    import orjson
+
+    from benchmarks.ingest_scale_out import serving_slates
+    from interactions.replay import ReplayMessage
+
+    def event(n: int, kind: str, item: str) -> ReplayMessage:
+        body = {"event_id": f"e{n}", "event_type": kind, "user_id": "7", "item_id": item}
+        return ReplayMessage(b"7", orjson.dumps(body), 1_000 + n)
+
+    messages = [event(0, "view", "5"), event(1, "click", "5"), event(2, "view", "1")]
+    messages += [event(3, "view", "9")]
+    assert serving_slates(messages, 0) == []
+    slates = serving_slates(messages, 2)  # views 0 and 2 of the three
+    bodies = [orjson.loads(s.value) for s in slates]
+    assert [(s.key, s.event_time_ms) for s in slates] == [(b"7", 999), (b"7", 1_002)]
+    assert [[i["item_id"] for i in b["items"]] for b in bodies] == [["5", "1"], ["9", "1"]]
+    assert [b["event_time"] for b in bodies] == [999, 1_002]

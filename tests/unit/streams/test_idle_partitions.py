@@ -1,6 +1,7 @@
-"""The idleness rule (issue 21, item 3): a partition without records for longer than
-``idle_partition_timeout_s`` (wall time) stops holding back attribution; the active partitions'
-smallest watermark decides its pending impressions."""
+"""The idleness rule (issue 21), per input topic: an input (impressions or events of one
+partition) without records for longer than ``idle_partition_timeout_s`` (wall time) stops holding
+back attribution. Its watermark moves up to its partition's active inputs' smallest watermark, or
+all active inputs' when the whole partition is idle."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import itertools
 
 import orjson
 
-from bandits.attribution import AttributionConfig
+from bandits.attribution import AttributionConfig, Input
 from core.settings import Settings, StreamSettings
 from streams.bandit_agent import BanditRuntime
-from streams.bandit_steps import BanditConfig, BanditSteps, idle_partitions_step
+from streams.bandit_steps import BanditConfig, BanditSteps, idle_inputs_step
 from streams.handlers import SourceRecord
 from streams.state_port import InMemoryStateStore
 from streams.testing import interaction
@@ -65,6 +66,11 @@ def _view(partition: int, t: int) -> SourceRecord:
     return SourceRecord(TOPICS.events, partition, next(_OFFSETS), orjson.dumps(body))
 
 
+def _click(partition: int, item: str, t: int) -> SourceRecord:
+    body = interaction(f"c{t}", f"user-{partition}", item, "click", t)
+    return SourceRecord(TOPICS.events, partition, next(_OFFSETS), orjson.dumps(body))
+
+
 def _runtime(timeout_s: float) -> tuple[BanditRuntime, Clock]:
     clock = Clock()
     runtime = BanditRuntime(
@@ -91,7 +97,8 @@ def _run(runtime: BanditRuntime, clock: Clock) -> list[str]:
 def test_an_idle_partition_is_advanced_by_the_active_ones_after_the_timeout() -> None:
     runtime, clock = _runtime(timeout_s=30.0)
     assert _run(runtime, clock) == ["r0|a"]  # decided in the third batch: 40 s of silence
-    assert runtime.state.load_attribution([0])[0]["watermark_ms"] == T0 + 3 * WINDOW
+    marks = runtime.state.load_attribution([0])[0]["watermarks"]
+    assert marks == {"events": T0 + 3 * WINDOW, "impressions": T0 + 3 * WINDOW}
 
 
 def test_before_the_timeout_or_with_the_rule_off_the_idle_partition_holds_back() -> None:
@@ -101,12 +108,66 @@ def test_before_the_timeout_or_with_the_rule_off_the_idle_partition_holds_back()
     assert _run(off, off_clock) == []
 
 
-def test_nothing_moves_while_every_partition_is_idle() -> None:
-    snapshots = {0: {"watermark_ms": T0, "pending": [], "rewards": {}, "seen": {}}}
-    effects = idle_partitions_step(snapshots, idle=[0, 1], active=[], config=CONFIG)
+def test_nothing_moves_while_every_input_is_idle() -> None:
+    snapshots = {0: {"watermarks": {"events": T0}, "pending": [], "rewards": {}, "seen": {}}}
+    idle = [(source, p) for p in (0, 1) for source in Input]
+    effects = idle_inputs_step(snapshots, idle=idle, active=[], config=CONFIG)
     assert effects.commit.is_empty() and not effects.outcomes
+
+
+def test_idleness_is_judged_per_input_topic() -> None:
+    runtime, clock = _runtime(timeout_s=30.0)
+    asyncio.run(runtime.on_attribution([_slate(0, "r0", T0), _view(0, T0)]))
+    clock.now = 40.0
+    idle, active = runtime.idle_split([_slate(0, "r1", T0 + 1)])
+    assert (idle, active) == ([(Input.EVENTS, 0)], [(Input.IMPRESSIONS, 0)])
+
+
+def test_a_quiet_events_topic_stops_holding_back_its_partitions_windows() -> None:
+    """Partition 0's impressions move on while its events stop: after the timeout the events
+    watermark follows the impressions one, and the first slate's window is decided."""
+    for timeout_s, decided in ((30.0, ["r0|a"]), (60.0, [])):
+        runtime, clock = _runtime(timeout_s)
+        outcomes = asyncio.run(runtime.on_attribution([_slate(0, "r0", T0), _view(0, T0)]))
+        clock.now = 40.0
+        outcomes += asyncio.run(runtime.on_attribution([_slate(0, "r1", T0 + 3 * WINDOW)]))
+        assert [o.outcome_id for o in outcomes] == decided
+        marks = runtime.state.load_attribution([0])[0]["watermarks"]
+        assert marks["events"] == (T0 + 3 * WINDOW if decided else T0)
+
+
+def test_a_quiet_impressions_topic_stops_holding_back_the_reward_buffer() -> None:
+    """A partition that shows no slate keeps its clicks buffered for a slate that may still come,
+    until its impressions topic has been idle for the timeout; the buffer is bounded then."""
+    runtime, clock = _runtime(timeout_s=30.0)
+    asyncio.run(runtime.on_attribution([_click(0, "a", T0)]))
+    clock.now = 5.0
+    asyncio.run(runtime.on_attribution([_view(0, T0 + 3 * WINDOW)]))
+    assert list(runtime.state.load_attribution([0])[0]["rewards"]) == [f"c{T0}"]
+    clock.now = 40.0
+    asyncio.run(runtime.on_attribution([_view(0, T0 + 4 * WINDOW)]))
+    snapshot = runtime.state.load_attribution([0])[0]
+    assert snapshot["rewards"] == {}
+    assert snapshot["watermarks"] == {"events": T0 + 4 * WINDOW, "impressions": T0 + 4 * WINDOW}
 
 
 def test_the_setting_defaults_to_thirty_seconds_and_zero_turns_it_off() -> None:
     assert StreamSettings().idle_partition_timeout_s == 30.0
     assert StreamSettings(idle_partition_timeout_s=0).idle_partition_timeout_s == 0
+
+
+def test_an_input_without_records_yet_counts_from_its_partitions_first_record() -> None:
+    """A worker that waits long for its first records must not take the other topic of their
+    partition for idle at once: its watermark would jump ahead and make that topic's records
+    late."""
+    runtime, clock = _runtime(timeout_s=30.0)
+    clock.now = 100.0  # a slow start: 100 s before partition 0's first record
+    assert runtime.idle_split([_slate(0, "r0", T0)]) == (
+        [],
+        [(Input.EVENTS, 0), (Input.IMPRESSIONS, 0)],
+    )
+    clock.now = 131.0
+    assert runtime.idle_split([_slate(0, "r1", T0)]) == (
+        [(Input.EVENTS, 0)],
+        [(Input.IMPRESSIONS, 0)],
+    )

@@ -1,0 +1,101 @@
+"""Every output the stream worker writes for a namespace, read back in comparable form.
+
+Two deployments (namespaces) fed the same events must end with equal outputs however their
+workers cut the stream into batches: after crashes (``tests/integration/streams/
+test_crash_replay.py``) or with the partitions spread over several workers (``aether bench
+ingest``'s scale-out check). Both read them with :func:`namespace_outputs` and compare with
+:func:`differing_outputs`.
+
+Outputs: the Feast online rows of the given users and items, the item transitions and the bandit
+posterior hashes (all of the namespace), and optionally the offline logs (events and slates;
+written in the worker's background thread, so read them once the worker has drained).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, cast
+
+import redis
+
+from core.settings import Settings
+
+# Transition weights are float increments summed per batch: batches cut elsewhere sum in another
+# order, which moves the last bits. Every other output must be equal exactly.
+TRANSITION_REL_TOL = 1e-9
+
+
+def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
+    """Every (anchor, item) weight in the namespace's transition store in Redis."""
+    from features.transition_store import transition_key_prefix
+
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    prefix = transition_key_prefix(settings.namespace) + ":i2i:"
+    weights: dict[tuple[str, str], float] = {}
+    try:
+        for key in client.scan_iter(f"{prefix}*"):
+            anchor = key.decode()[len(prefix) :]
+            members = cast(list[tuple[bytes, float]], client.zrange(key, 0, -1, withscores=True))
+            for item, weight in members:
+                weights[(anchor, item.decode())] = weight
+    finally:
+        client.close()
+    return weights
+
+
+def stored_posteriors(settings: Settings) -> dict[str, dict[bytes, bytes]]:
+    """The posterior hashes serving reads (``bandits.posterior``), by segment."""
+    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    prefix = settings.redis_key("bandit", "posterior") + ":"
+    try:
+        return {
+            key.decode()[len(prefix) :]: cast(dict[bytes, bytes], client.hgetall(key))
+            for key in client.scan_iter(f"{prefix}*")
+        }
+    finally:
+        client.close()
+
+
+def namespace_outputs(
+    settings: Settings, users: Sequence[str], items: Sequence[str], *, offline_logs: bool = True
+) -> dict[str, Any]:
+    """Every output of a namespace (the module docstring lists them), by name."""
+    from features.store import FeastOnlineStore
+
+    store = FeastOnlineStore(settings.redis, settings.deployment)
+    outputs: dict[str, Any] = {
+        "users": store.read_users(list(users)),
+        "items": store.read_items(list(items)),
+        "transitions": stored_transitions(settings),
+        "posteriors": stored_posteriors(settings),
+    }
+    if offline_logs:
+        from features.offline import OfflineEventLog
+        from features.offline_impressions import OfflineImpressionLog
+
+        log = OfflineEventLog(settings.deployment).read()
+        slates = OfflineImpressionLog(settings.deployment).read()
+        outputs["offline_log"] = sorted(
+            zip(log["event_id"], log["event_type"], log["event_time_ms"], strict=True)
+        )
+        outputs["offline_impressions"] = sorted(
+            zip(slates["request_id"], slates["event_time_ms"], slates["items"], strict=True)
+        )
+    return outputs
+
+
+def differing_outputs(expected: dict[str, Any], got: dict[str, Any]) -> list[str]:
+    """The names of the outputs that differ (transition weights within ``TRANSITION_REL_TOL``)."""
+    differ = []
+    for name in sorted(expected.keys() | got.keys()):
+        want, have = expected.get(name), got.get(name)
+        if name == "transitions" and want is not None and have is not None:
+            same = want.keys() == have.keys() and all(
+                math.isclose(want[k], have[k], rel_tol=TRANSITION_REL_TOL) for k in want
+            )
+        else:
+            same = want == have
+        if not same:
+            differ.append(name)
+    return differ

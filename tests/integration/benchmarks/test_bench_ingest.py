@@ -1,0 +1,38 @@
+"""``aether bench ingest`` at a tiny size with real components (the broker, ``aether worker``
+processes, Redis/Feast): the scale-out phase runs the throughput events through two workers in
+one consumer group and finds their state equal to the one-worker run's. Checks keys and the
+equality, never timings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.ingest import ROOT
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def test_two_workers_reach_the_state_one_worker_reaches(
+    kafka_bootstrap: str, redis_url: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "ingest.json"
+    argv = [str(Path(sys.executable).parent / "aether"), "bench", "ingest"]
+    argv += ["--dataset", "ml-latest-small", "--limit", "2000", "--slate-every", "5"]
+    argv += ["--rates", "0.5", "--seconds", "1", "--json", str(out)]
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "REDIS_URL": redis_url}
+    run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    figures = json.loads(out.read_text())
+    assert figures["workers"] == 1 and figures["events"] == 2000 and figures["slates"] > 0
+    assert figures["events_per_s_2workers"] > 0 and figures["worker_cpu_s_2workers"] > 0
+    assert figures["scale_out_state_equal"] is True
+    assert figures["scale_out_differing_outputs"] == []
+    # The comparison covered every kind of output, not empty ones.
+    assert figures["scale_out_user_rows"] > 1 and figures["scale_out_item_rows"] > 1
+    assert figures["scale_out_transitions"] > 0 and figures["scale_out_posterior_entries"] > 0
