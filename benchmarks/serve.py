@@ -283,6 +283,8 @@ def command(args: argparse.Namespace) -> int:
 
     summary = {
         "load_generator": args.load,
+        # at 100 rps offered: every server process and Milvus Lite's server (issue 19)
+        "server_cpu_ms_per_request": figures.get("server_cpu_ms_per_request_at_100rps"),
         "p50_ms_at_200rps": figures.get("p50_ms_at_200rps"),
         "p99_ms_at_200rps": figures.get("p99_ms_at_200rps"),
         "max_rps_within_20ms_p99": max(within_target(plan.rates, figures), default=0),
