@@ -12,7 +12,11 @@ serve`` as child processes, in the README's order:
    1, retrieval only) and ``aether serve --refresh-s``.
 2. **New items**: ``--items`` items published on ``<ns>.items`` every ``--interval-s``; each is
    timed from just before it is produced to the first answer that holds it
-   (``benchmarks.lifecycle_probes.ReceivableProbe``): ``new_item_recommendable_p50_s``/``_p99_s``.
+   (``benchmarks.lifecycle_probes.ReceivableProbe``): ``new_item_recommendable_p50_s``/``_p99_s``;
+   and to the first time the worker's stores hold it (``StoreProbe``: the content row in Milvus,
+   ``new_item_content_row_*``, the online row in Redis, ``new_item_online_row_*``, the first of
+   the two, ``new_item_in_store_*``). Serving's refresh passes meanwhile, from its ``/metrics``:
+   ``serve_refresh_*`` (``refresh_figures``).
 3. **Swap**: a load generator sends ``--rps`` requests per second (``SwapLoad``) while ``aether
    train --from-log --promote`` trains the ranker on the worker's offline log and promotes it
    (``train_from_log_s``: that command's wall time); the load goes on until ``--swap-requests``
@@ -123,6 +127,7 @@ class Lifecycle:
         self.settings = settings
         self.work = work
         self.processes: list[Any] = []
+        self.metrics_port = 0  # aether serve's /metrics, once it runs
 
     def run(self) -> dict[str, Any]:
         try:
@@ -168,6 +173,7 @@ class Lifecycle:
         self.aether(*index)
         print(f"aether index in {time.perf_counter() - started:.0f} s (release 1)")
         port = free_loopback_port()
+        self.metrics_port = free_loopback_port()
         serve = AetherProcess.start(
             settings,
             work / "serve.log",
@@ -175,7 +181,7 @@ class Lifecycle:
             "--port",
             str(port),
             "--metrics-port",
-            "0",
+            str(self.metrics_port),
             "--refresh-s",
             str(self.args.refresh_s),
             env={"AETHER_SERVING__DEADLINE_MS": "3000", "AETHER_BANDIT__EXPLORATION_SLOTS": "0"},
@@ -188,7 +194,14 @@ class Lifecycle:
     def new_items(self, address: str) -> dict[str, Any]:
         import orjson
 
-        from benchmarks.lifecycle_probes import ReceivableProbe, new_item_category, percentile
+        from benchmarks.lifecycle_probes import (
+            ReceivableProbe,
+            StoreProbe,
+            new_item_category,
+            percentile,
+            refresh_figures,
+        )
+        from benchmarks.lifecycle_processes import scrape_metrics, store_lookups
         from serving.client import RecommenderClient
         from streams.publish import producer_for
 
@@ -197,8 +210,18 @@ class Lifecycle:
         titles = data.items.sample(n=self.args.items, random_state=0, replace=True)
         producer = producer_for(self.settings)
         done = threading.Event()
-        with RecommenderClient(address, timeout_s=10.0) as client:
+        metrics_before = scrape_metrics(self.metrics_port)
+        stop_stores = threading.Event()
+        with (
+            RecommenderClient(address, timeout_s=10.0) as client,
+            store_lookups(self.settings) as lookups,
+        ):
             probe = ReceivableProbe(client.recommend)
+            stores = StoreProbe(probe.published, lookups)
+            stores_thread = threading.Thread(
+                target=_repeat, args=(stores.round, stop_stores), name="store-probe", daemon=True
+            )
+            stores_thread.start()
 
             def publish() -> None:
                 for n, row in enumerate(titles.itertuples(index=False)):
@@ -229,11 +252,20 @@ class Lifecycle:
                         break
                 time.sleep(0.05)
             publisher.join()
+            stop_stores.set()
+            stores_thread.join(30)
         latencies = list(probe.receivable_s.values())
         print(
             f"new items: {len(latencies)}/{len(probe.published)} receivable, "
             f"{len(probe.round_s)} probe rounds, {probe.errors} failed probes"
         )
+        in_store = stores.first_found_s()
+        after_store = [s - in_store[i] for i, s in probe.receivable_s.items() if i in in_store]
+        store_figures: dict[str, Any] = {"new_item_store_probe_errors": stores.errors}
+        for store, found in [("in_store", in_store), *sorted(stores.found_s.items())]:
+            store_figures[f"new_item_{store}_found"] = len(found)
+            store_figures[f"new_item_{store}_p50_s"] = percentile(list(found.values()), 50)
+            store_figures[f"new_item_{store}_p99_s"] = percentile(list(found.values()), 99)
         return {
             "new_items_published": len(probe.published),
             "new_items_recommendable": len(latencies),
@@ -243,6 +275,11 @@ class Lifecycle:
             "new_item_probe_errors": probe.errors,
             "new_item_probe_round_p50_s": percentile(probe.round_s, 50),
             "new_item_probe_round_p99_s": percentile(probe.round_s, 99),
+            **store_figures,
+            # per item: from the first store holding it to the first answer holding it
+            "new_item_store_to_recommendable_p50_s": percentile(after_store, 50),
+            "new_item_store_to_recommendable_p99_s": percentile(after_store, 99),
+            **refresh_figures(metrics_before, scrape_metrics(self.metrics_port)),
         }
 
     # -- 3. retrain from the log, promote under load --------------------------------------------
@@ -365,6 +402,14 @@ class _Scorer:
 
     def score(self, history: Any, items: Any) -> Any:
         return self._ranker.score(history, items)
+
+
+def _repeat(step: Any, until: threading.Event, pause_s: float = 0.05) -> None:
+    """``step()`` again and again, ``pause_s`` apart, until ``until`` is set and once more."""
+    while not until.is_set():
+        step()
+        time.sleep(pause_s)
+    step()
 
 
 def _wait(predicate: Any, timeout_s: float, what: str) -> None:

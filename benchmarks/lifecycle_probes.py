@@ -1,5 +1,6 @@
-"""What ``aether bench lifecycle`` measures against a running server: when a new item first
-becomes receivable, and what the responses around a release swap look like.
+"""What ``aether bench lifecycle`` measures against a running system: when a new item's rows reach
+the stores the worker writes, when it first becomes receivable, how long serving's catalogue
+refreshes take, and what the responses around a release swap look like.
 
 **Receivable.** Each new item is published with a category of its own (``bench-new-<n>``); the
 probe asks ``Recommend(k=1, include_categories=[that category])`` until the answer holds the item.
@@ -8,6 +9,18 @@ serving catalogue does (the popular and fresh sources walk the whole catalogue u
 "the first time a request can receive it", measured from just before the item is produced.
 The resolution is one probe round (every pending item asked once, a few requests in flight at a
 time); the rounds' durations are reported with the figures.
+
+**In the stores.** ``StoreProbe`` polls, for every published item not yet found, each store the
+worker writes: the content collection in Milvus (the catalogue agent's embedded row) and the
+online item row in Redis (the item-features agent). The first time each holds the item, measured
+from the same publish instant as above, splits the end-to-end time into the worker's part and
+serving's (its catalogue refresh finds the item in either store).
+
+**Refreshes.** Serving times each background refresh in a Prometheus histogram
+(``aether_catalogue_refresh_seconds``, and per step ``aether_catalogue_refresh_step_seconds``,
+``serving.live_state``); ``refresh_figures`` reads two scrapes of ``/metrics`` and estimates
+quantiles of what happened in between from the buckets, as PromQL's ``histogram_quantile`` does
+(linear inside a bucket: the resolution is the bucket's width).
 
 **Swap.** ``SwapLoad`` sends ``Recommend`` at a fixed rate from several threads (each paces its
 own share; a late request is sent at once, not skipped, so the rate offered is the one asked for
@@ -18,9 +31,10 @@ label with scores that are not that model's, or the old label with the new model
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -70,6 +84,141 @@ class ReceivableProbe:
             return
         if any(i.item_id == item_id for i in slate.items):  # type: ignore[attr-defined]
             self.receivable_s[item_id] = time.monotonic() - published_at
+
+
+@dataclass
+class StoreProbe:
+    """Polls ``lookups`` (store name -> the ids among those asked that the store holds) for the
+    items of ``published`` (``ReceivableProbe.published``) each store does not hold yet."""
+
+    published: Mapping[str, tuple[int, float]]
+    lookups: Mapping[str, Callable[[Sequence[str]], Iterable[str]]]
+    found_s: dict[str, dict[str, float]] = field(default_factory=dict)  # store -> item -> s
+    errors: int = 0
+    clock: Callable[[], float] = time.monotonic  # the clock ``published`` was stamped with
+
+    def round(self) -> None:
+        for store, holds in self.lookups.items():
+            found = self.found_s.setdefault(store, {})
+            pending = [i for i in list(self.published) if i not in found]
+            if not pending:
+                continue
+            try:
+                present = set(holds(pending))
+            except Exception:  # a failed poll is retried next round, and counted
+                self.errors += 1
+                continue
+            now = self.clock()
+            for item in present.intersection(pending):
+                found[item] = now - self.published[item][1]
+
+    def first_found_s(self) -> dict[str, float]:
+        """Per item, when the first of the stores held it."""
+        first: dict[str, float] = {}
+        for found in self.found_s.values():
+            for item, at in found.items():
+                first[item] = min(at, first.get(item, math.inf))
+        return first
+
+
+# -- serving's refreshes ---------------------------------------------------------------------------
+@dataclass
+class Series:
+    """One histogram series of a ``/metrics`` page: cumulative counts by upper bound, and sum."""
+
+    buckets: dict[float, float] = field(default_factory=dict)
+    sum: float = 0.0
+
+    def since(self, before: Series) -> Series:
+        """The observations made after ``before`` was scraped."""
+        return Series(
+            {le: n - before.buckets.get(le, 0.0) for le, n in self.buckets.items()},
+            self.sum - before.sum,
+        )
+
+    @property
+    def count(self) -> float:
+        return self.buckets.get(math.inf, 0.0)
+
+    def mean(self) -> float:
+        return self.sum / self.count if self.count > 0 else math.nan
+
+    def quantile(self, q: float) -> float:
+        """Quantile ``q`` (0..1), linear inside a bucket as PromQL's ``histogram_quantile``;
+        in the ``+Inf`` bucket, its lower bound; NaN with no observations."""
+        if self.count <= 0:
+            return math.nan
+        rank = q * self.count
+        lower, below = 0.0, 0.0
+        for bound in sorted(self.buckets):
+            count = self.buckets[bound]
+            if count >= rank:
+                if math.isinf(bound):
+                    return lower
+                inside = count - below
+                return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+            lower, below = bound, count
+        return lower
+
+
+def histogram_series(metrics_text: str, name: str) -> dict[tuple[tuple[str, str], ...], Series]:
+    """Histogram ``name`` of a ``/metrics`` page, per label set (``le`` left out)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    found: dict[tuple[tuple[str, str], ...], Series] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        if family.name != name:
+            continue
+        for sample in family.samples:
+            labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
+            series = found.setdefault(labels, Series())
+            if sample.name == f"{name}_bucket":
+                series.buckets[float(sample.labels["le"])] = sample.value
+            elif sample.name == f"{name}_sum":
+                series.sum = sample.value
+    return found
+
+
+def refresh_figures(before_text: str, after_text: str) -> dict[str, float]:
+    """Over the refreshes between two scrapes: ``serve_refresh_passes`` and
+    ``serve_refresh_mean_s``/``_p50_s``/``_p99_s`` over all passes; the same per kind of pass
+    (``serve_refresh_full_*``, ``serve_refresh_incremental_*``: the ``pass`` label) and per step
+    (``serve_refresh_<step>_*``)."""
+    figures: dict[str, float] = {}
+    passes = _since(before_text, after_text, "aether_catalogue_refresh_seconds")
+    every = Series()
+    for labels, series in sorted(passes.items()):
+        for le, count in series.buckets.items():
+            every.buckets[le] = every.buckets.get(le, 0.0) + count
+        every.sum += series.sum
+        kind = dict(labels).get("pass")
+        if kind is not None:
+            figures[f"serve_refresh_{kind}_passes"] = series.count
+            figures.update(_summary(f"serve_refresh_{kind}", series))
+    figures["serve_refresh_passes"] = every.count
+    figures.update(_summary("serve_refresh", every))
+    steps = _since(before_text, after_text, "aether_catalogue_refresh_step_seconds")
+    for labels, series in sorted(steps.items()):
+        figures.update(_summary(f"serve_refresh_{dict(labels)['step']}", series))
+    return figures
+
+
+def _since(
+    before_text: str, after_text: str, name: str
+) -> dict[tuple[tuple[str, str], ...], Series]:
+    before = histogram_series(before_text, name)
+    return {
+        labels: series.since(before.get(labels, Series()))
+        for labels, series in histogram_series(after_text, name).items()
+    }
+
+
+def _summary(prefix: str, series: Series) -> dict[str, float]:
+    return {
+        f"{prefix}_mean_s": series.mean(),
+        f"{prefix}_p50_s": series.quantile(0.50),
+        f"{prefix}_p99_s": series.quantile(0.99),
+    }
 
 
 # -- the swap ------------------------------------------------------------------------------------

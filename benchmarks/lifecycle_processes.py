@@ -6,16 +6,23 @@ with its output in a log file; ``start_worker`` is the worker as the tests and t
 want it (a metrics port, the catalogue agent on or off, extra environment). The environment is
 ``benchmarks.serve_server.child_env``: the same broker, Redis, Milvus, namespace and data folder
 as ``settings``.
+
+What the benchmark reads from them besides gRPC: a process's ``/metrics`` page
+(``scrape_metrics``) and the stores the worker writes (``store_lookups``, for
+``benchmarks.lifecycle_probes.StoreProbe``).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import re
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,3 +124,42 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout_s: float = 180.
     while not predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.5)
+
+
+def scrape_metrics(port: int, timeout_s: float = 10.0) -> str:
+    """The ``/metrics`` page a process exports on ``port`` (loopback)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout_s) as page:
+        return str(page.read().decode())
+
+
+Lookup = Callable[[Sequence[str]], Iterable[str]]
+
+
+@contextlib.contextmanager
+def store_lookups(settings: Settings) -> Iterator[dict[str, Lookup]]:
+    """Per store the worker writes, the ids among those asked that it holds: ``content_row``
+    (the content collection, through the Milvus Lite server a running process holds) and
+    ``online_row`` (the online item rows). Each is opened on its first call, in the thread that
+    calls it."""
+    from features.store import FeastOnlineStore
+    from retrieval.content_index import ContentIndex
+
+    opened = contextlib.ExitStack()
+
+    @functools.cache
+    def content() -> ContentIndex:
+        return opened.enter_context(
+            ContentIndex.from_settings(settings.milvus, settings.deployment)
+        )
+
+    @functools.cache
+    def online() -> FeastOnlineStore:
+        store = FeastOnlineStore(settings.redis, settings.deployment)
+        opened.callback(store.close)
+        return store
+
+    with opened:
+        yield {
+            "content_row": lambda ids: [row.item_id for row in content().read(ids)],
+            "online_row": lambda ids: list(online().read_items(ids)),
+        }

@@ -98,8 +98,8 @@ class ServingApp:
     def start_refreshing(self, every_s: float) -> None:
         def loop() -> None:
             while not self._stop.wait(every_s):
-                try:
-                    self.refresh()
+                try:  # what changed since the last pass; everything when due (live_state)
+                    self.live.refresh(full=False)
                 except Exception:  # keep serving the last good state
                     log.exception("catalogue refresh failed; keeping the previous one")
 

@@ -81,22 +81,34 @@ def _meta(item_id: str, row: ItemFeatureRow | None, content: ContentRow | None) 
     return ItemMeta(item_id=item_id)
 
 
-def load_snapshot(
-    features: OnlineFeatureReader,
-    item_ids: Sequence[str],
-    content: Sequence[ContentRow] = (),
-) -> CatalogSnapshot:
-    """Read every item's online row in chunks and compose the catalogue of ``item_ids`` and the
-    ``content`` rows' items (module docstring)."""
-    by_content = {row.item_id: row for row in content}
-    ids = list(dict.fromkeys([*item_ids, *by_content]))
+def read_rows(features: OnlineFeatureReader, item_ids: Sequence[str]) -> dict[str, ItemFeatureRow]:
+    """The online rows of ``item_ids`` that exist, read ``READ_CHUNK`` at a time."""
+    ids = list(item_ids)
     rows: dict[str, ItemFeatureRow] = {}
     for start in range(0, len(ids), READ_CHUNK):
         rows.update(features.read_items(ids[start : start + READ_CHUNK]))
+    return rows
+
+
+def catalogue_ids(item_ids: Iterable[str], content: Iterable[ContentRow]) -> list[str]:
+    """The catalogue's items: ``item_ids``, then the content rows' items, each once."""
+    return list(dict.fromkeys([*item_ids, *(row.item_id for row in content)]))
+
+
+def compose_snapshot(
+    item_ids: Sequence[str],
+    rows: Mapping[str, ItemFeatureRow],
+    content: Sequence[ContentRow] = (),
+) -> CatalogSnapshot:
+    """The catalogue of ``catalogue_ids(item_ids, content)`` from their online ``rows`` (those
+    that exist) and ``content`` rows (module docstring). Pure."""
+    by_content = {row.item_id: row for row in content}
+    ids = catalogue_ids(item_ids, content)
+    own = [rows[i] for i in ids if i in rows]
     catalog = ItemCatalog(_meta(i, rows.get(i), by_content.get(i)) for i in ids)
-    popularity, _ = trending_scores(rows.values())
+    popularity, _ = trending_scores(own)
     newest = [
-        *(row.event_time_ms for row in rows.values()),
+        *(row.event_time_ms for row in own),
         *(row.event_time_ms for row in content),
         *(row.created_time_ms for row in content),
     ]
@@ -105,4 +117,21 @@ def load_snapshot(
         popularity=popularity,
         as_of_ms=max(newest, default=0),
         content=by_content,
+    )
+
+
+def changed_content(before: Mapping[str, ContentRow], after: Mapping[str, ContentRow]) -> set[str]:
+    """Items whose content row was added, removed or changed (vectors aside) between two reads."""
+    return {item for item in before.keys() | after.keys() if before.get(item) != after.get(item)}
+
+
+def load_snapshot(
+    features: OnlineFeatureReader,
+    item_ids: Sequence[str],
+    content: Sequence[ContentRow] = (),
+) -> CatalogSnapshot:
+    """Read every item's online row and compose the catalogue of ``item_ids`` and the
+    ``content`` rows' items (module docstring)."""
+    return compose_snapshot(
+        item_ids, read_rows(features, catalogue_ids(item_ids, content)), content
     )

@@ -50,6 +50,8 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
         if settings.stream.embed_catalogue
         else None
     )
+    if content is not None:
+        content.preload()  # the model's seconds of CPU off the first catalogue update's path
     runtime = StreamRuntime(
         StreamSteps(config),
         writer=FeastOnlineStore(settings.redis, settings.deployment),

@@ -24,6 +24,9 @@ KEYS = {
     "swap_mixed_version_responses",
     "swap_p99_ms",
     "train_from_log_s",
+    "new_item_in_store_p99_s",
+    "new_item_store_to_recommendable_p99_s",
+    "serve_refresh_p99_s",
 }
 
 
@@ -43,6 +46,15 @@ def test_the_lifecycle_benchmark_writes_consistent_figures(
     assert figures["new_items_published"] == 4
     assert figures["new_items_recommendable"] == 4
     assert 0 <= figures["new_item_recommendable_p50_s"] <= figures["new_item_recommendable_p99_s"]
+    # Every item was seen in both stores the worker writes (the split of the time), and serving's
+    # refresh passes during the phase were read back from its /metrics.
+    assert figures["new_item_content_row_found"] == figures["new_item_online_row_found"] == 4
+    assert figures["new_item_in_store_found"] == 4 and figures["new_item_store_probe_errors"] == 0
+    assert figures["serve_refresh_passes"] >= 1
+    assert figures["serve_refresh_passes"] == (
+        figures.get("serve_refresh_full_passes", 0)
+        + figures.get("serve_refresh_incremental_passes", 0)
+    )
     assert figures["swap_requests"] >= 120
     assert 30 <= figures["swap_new_release_responses"] <= figures["swap_requests"]
     # Requests the server sheds when the shared machine is overloaded (RESOURCE_EXHAUSTED) are

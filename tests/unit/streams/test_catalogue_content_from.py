@@ -56,3 +56,20 @@ def test_updates_before_the_from_time_are_not_embedded() -> None:
     assert content.write([item("old2", T0 - 5), item("new", T0), item("newer", T0 + 9)]) == 2
     assert [row.item_id for row in collection.rows] == ["new", "newer"]
     assert len(encoder.texts) == 2 and built == ["encoder", "index"]
+
+
+def test_a_preloaded_encoder_is_loaded_once_and_used_by_the_first_update() -> None:
+    encoder, collection = Encoder(), Collection()
+    loads: list[str] = []
+
+    def make_encoder() -> Encoder:
+        loads.append("encoder")
+        return encoder
+
+    content = CatalogueContent(lambda: contextlib.nullcontext(collection), make_encoder)
+    content.preload()
+    # The update waits for the background load if it is still going, and never starts another.
+    assert content.write([item("a", T0)]) == 1
+    assert content.write([item("b", T0 + 1)]) == 1
+    assert loads == ["encoder"] and len(encoder.texts) == 2
+    assert [row.item_id for row in collection.rows] == ["a", "b"]
