@@ -70,7 +70,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--after-swap", type=int, default=300, help="answers of the new release, at least"
     )
     parser.add_argument("--epochs", type=int, default=3, help="aether train --epochs")
+    parser.add_argument(
+        "--trainer-nice",
+        type=int,
+        default=19,
+        help="CPU priority of the retraining (nice; 0: as serving's): a batch job, on a machine "
+        "it shares with the server it must not starve",
+    )
+    parser.add_argument(
+        "--trainer-threads", type=int, default=1, help="aether train --threads (torch)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder")
+
+
+SWAP_NEIGHBOURHOOD_S = 5.0  # errors this close to the swap are counted apart (``_error_timing``)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -307,7 +320,8 @@ class Lifecycle:
             trained_at = time.perf_counter()
             output = self.aether(
                 "train", "--from-log", "--promote", "--epochs", str(self.args.epochs),
-                "--out", str(checkpoint),
+                "--threads", str(self.args.trainer_threads), "--out", str(checkpoint),
+                nice=self.args.trainer_nice,
             )  # fmt: skip
             train_from_log_s = time.perf_counter() - trained_at
             trained = json.loads(output.strip().splitlines()[-1])
@@ -348,8 +362,11 @@ class Lifecycle:
             "swap_p99_ms": percentile([a.latency_ms for a in answers], 99),
             "swap_rps": len(answers) / window_s,
             "swap_rps_offered": self.args.rps,
+            "trainer_nice": self.args.trainer_nice,
+            "trainer_threads": self.args.trainer_threads,
             "swap_old_release": old_label,
             "swap_new_release": new_label,
+            **_error_timing(answers, new_label, started),
         }
 
     @functools.cached_property
@@ -381,18 +398,40 @@ class Lifecycle:
     def _data(self) -> list[str]:
         return ["--data", self.args.data] if self.args.data else []
 
-    def aether(self, *argv: str) -> str:
+    def aether(self, *argv: str, nice: int = 0) -> str:
+        """``aether *argv`` to its end, ``nice`` added to its CPU niceness."""
         import subprocess
 
         from benchmarks.lifecycle_processes import AETHER
         from benchmarks.serve_server import child_env
 
+        niced = (
+            ["nice", "-n", str(nice)] if nice else []
+        )  # coreutils: no preexec in a threaded parent
         done = subprocess.run(
-            [AETHER, *argv], env=child_env(self.settings), capture_output=True, text=True
+            [*niced, AETHER, *argv], env=child_env(self.settings), capture_output=True, text=True
         )
         if done.returncode != 0:
             raise RuntimeError(f"aether {' '.join(argv)}: {done.stdout}{done.stderr}")
         return done.stdout
+
+
+def _error_timing(answers: Any, new_label: str, started: float) -> dict[str, Any]:
+    """When the failed calls were sent, in seconds from the load's start, against the first
+    answer of the new release (the swap): whether they cluster around it or not."""
+    sent = sorted(a.sent_s - started for a in answers if a.label is None)
+    first_new = min((a.sent_s - started for a in answers if a.label == new_label), default=None)
+    near = (
+        sum(abs(t - first_new) <= SWAP_NEIGHBOURHOOD_S for t in sent)
+        if first_new is not None
+        else None
+    )
+    return {
+        "swap_first_new_release_answer_s": first_new,
+        "swap_errors_first_s": sent[0] if sent else None,
+        "swap_errors_last_s": sent[-1] if sent else None,
+        f"swap_errors_within_{SWAP_NEIGHBOURHOOD_S:.0f}s_of_swap": near,
+    }
 
 
 class _Scorer:
