@@ -249,7 +249,7 @@ def build_serving_app(
         live=live,
         breakers=breakers,
         _closers=[
-            impressions.flush,
+            impressions.close,
             lambda: executor.shutdown(wait=False, cancel_futures=True),
             index.close,
             background.close,

@@ -18,7 +18,7 @@ import logging
 from typing import Protocol
 
 import redis
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from core.settings import Settings
 from events import Impression, ImpressionItem, encode
@@ -104,6 +104,16 @@ class KafkaImpressionLog:
     def flush(self, timeout_s: float = 5.0) -> int:
         return int(self._producer.flush(timeout_s))
 
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush, then stop the producer's threads: a producer left open until the process
+        exits keeps reconnecting (and logging) once the broker is gone. What the flush could not
+        deliver is dropped (counted as failed): ``close`` waits for every queued message."""
+        left = self.flush(timeout_s)
+        if left:  # their delivery reports count them (reason ``purged``)
+            log.warning("%d impressions undelivered at close, dropped", left)
+            self._producer.purge()
+        self._producer.close()
+
 
 class _DeliveryReport:
     """The producer's delivery callback of one slate: counts it under its arm."""
@@ -116,6 +126,8 @@ class _DeliveryReport:
     def __call__(self, err: object, _msg: object) -> None:
         if err is None:
             IMPRESSIONS_PUBLISHED.labels(arm=self._arm).inc()
+        elif getattr(err, "code", lambda: None)() == KafkaError._PURGE_QUEUE:
+            IMPRESSIONS_FAILED.labels(reason="purged").inc()  # dropped at close, logged there
         else:
             IMPRESSIONS_FAILED.labels(reason="delivery").inc()
             log.warning("impression delivery failed: %s", err)
@@ -147,6 +159,13 @@ class WithholdingImpressionLog:
 
     def flush(self, timeout_s: float = 5.0) -> int:
         return self._inner.flush(timeout_s)
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close(timeout_s)
+        else:
+            self._inner.flush(timeout_s)
 
 
 class InMemoryImpressionLog:
