@@ -23,7 +23,9 @@ def _impression(n: int):
         model_version="m",
         fallback=False,
     )
-    return impression_of(RecommendationQuery(user_id=f"u{n}", k=1), slate, at_ms=1_700_000_000_000 + n)
+    return impression_of(
+        RecommendationQuery(user_id=f"u{n}", k=1), slate, at_ms=1_700_000_000_000 + n
+    )
 
 
 def test_close_delivers_what_was_queued_then_refuses_more(settings, make_topics) -> None:
