@@ -76,6 +76,7 @@ log = logging.getLogger(__name__)
 FULL_PASS_EVERY_S = 10.0  # the longest an online-only change waits (module docstring)
 
 _REFRESH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+REFRESH_STEPS = ("registry", "content", "scan", "rows", "compose", "view", "assemble", "swap")
 REFRESH_SECONDS = Histogram(
     "aether_catalogue_refresh_seconds",
     "One refresh of the serving state (release check, catalogue, swap), wall time, by pass",
@@ -88,6 +89,11 @@ REFRESH_STEP_SECONDS = Histogram(
     ["step"],
     buckets=_REFRESH_BUCKETS,
 )
+# Every series exported from the start (0 until it happens), so a scrape shows them all.
+for _kind in ("full", "incremental"):
+    REFRESH_SECONDS.labels(_kind)
+for _step in REFRESH_STEPS:
+    REFRESH_STEP_SECONDS.labels(_step)
 
 
 @contextmanager

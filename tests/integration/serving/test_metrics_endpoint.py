@@ -47,6 +47,8 @@ CONTRACT = {
     "aether_impressions_published": ("counter", {"arm"}),
     "aether_impressions_failed": ("counter", {"reason"}),
     "aether_model_info": ("gauge", {"model_version"}),
+    "aether_catalogue_refresh_seconds": ("histogram", {"pass"}),
+    "aether_catalogue_refresh_step_seconds": ("histogram", {"step"}),
 }
 STAGES = {"features", "user_vector", "retrieval", "ranking", "rerank", "explore"}
 STAGES |= {"explanation", "impression"}
