@@ -53,7 +53,7 @@ class CooccurrenceSource:
         all_rows, all_parts = np.concatenate(rows), np.concatenate(parts)
         known = all_rows >= 0
         items, position = np.unique(all_rows[known], return_inverse=True)
-        scores = np.bincount(position, weights=all_parts[known], minlength=items.size)
+        scores = np.bincount(position, weights=all_parts[known])
         return eligible.best_first(items, scores, request.k)
 
     def candidates(self, request: RetrievalRequest) -> list[Candidate]:

@@ -157,7 +157,7 @@ def fuse_rows(
     """``merge_candidates`` on catalogue rows: each source's answer a row array (best first),
     ``eligible`` a mask over the rows, ``id_rank`` the rows' item-id order (ties). Equal to it
     item for item and float for float (the contributions are summed in the same order);
-    ``tests/unit/retrieval/test_fuse_rows.py`` checks it on random lists."""
+    ``tests/unit/retrieval/test_rows_equal_objects.py`` checks it on random lists."""
     if not len(answers) == len(reserved) == len(weights):
         raise ValueError("one reserved count and one weight per source list")
     lists = [kept[eligible[kept]] for kept in (first_unique(a) for a in answers)]

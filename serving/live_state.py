@@ -22,8 +22,10 @@ writes each catalogue update to the content collection, which is small (new item
 whole on every pass; so an incremental pass re-reads the online rows only of the items whose
 content row was added, changed or removed since the last pass, and of those whose online row is
 missing or older than their content row (the worker writes the two in either order), and
-composes the snapshot from the previous rows plus these. For every change that reaches the
-content collection it builds what a full pass would (``tests/unit/serving/test_live_state.py``).
+composes the snapshot from the previous rows plus these; one that finds nothing changed keeps
+the served state (no snapshot, no new sources: nothing is rebuilt every second). For every
+change that reaches the content collection it builds what a full pass would
+(``tests/unit/serving/test_live_state.py``).
 What it cannot see — online-only changes: popularity from interactions, items known only from
 interactions, an online row written before its content row — waits for the next full pass, at
 most ``full_every_s`` (10 s) later. A pass is full when asked (``refresh()``, ``build()``), when
@@ -147,6 +149,7 @@ class LiveState:
         self._source_failed = False  # in this pass: a source kept its last answer
         self._last_pass = "full"  # or "incremental": the kind of the last pass
         self._snapshot = CatalogSnapshot(ItemCatalog(), {}, 0)
+        self._state: ServingState | None = None  # the last built: kept while nothing changes
         self._failed_serial = 0
 
     @property
@@ -202,7 +205,7 @@ class LiveState:
     def _build(self, full: bool) -> ServingState:
         release = self._release
         try:
-            self._snapshot = self._read_catalogue(release, full or self._full_pass_due(release))
+            snapshot = self._read_catalogue(release, full or self._full_pass_due(release))
         except Exception:
             self._full_at = None  # whatever was half read, the next pass reads everything
             raise
@@ -211,14 +214,20 @@ class LiveState:
             for row in self._content.values()
             if release.item_vectors is None or row.item_id not in release.item_vectors
         ]
+        view = self._view
         with _timed_step("view"):
             text = self._text_vectors(new_rows) if release.content_map is not None else {}
             mapped = frozenset((item, self._text[item][0]) for item in text)
-            if self._view is None or self._view.release is not release or mapped != self._mapped:
+            if view is None or view.release is not release or mapped != self._mapped:
                 self._view = release_view(release, text)
                 self._mapped = mapped
+        if snapshot is None and self._view is view and self._state is not None:
+            return self._state  # nothing changed: the sources over it are kept, not rebuilt
+        assert self._view is not None
+        self._snapshot = snapshot or self._snapshot
         with _timed_step("assemble"):
-            return assemble(self._view, self._snapshot, self._wiring)
+            self._state = assemble(self._view, self._snapshot, self._wiring)
+        return self._state
 
     def _full_pass_due(self, release: ServingRelease) -> bool:
         return (
@@ -228,7 +237,8 @@ class LiveState:
             or self._clock() - self._full_at >= self._full_every_s
         )
 
-    def _read_catalogue(self, release: ServingRelease, full: bool) -> CatalogSnapshot:
+    def _read_catalogue(self, release: ServingRelease, full: bool) -> CatalogSnapshot | None:
+        """The catalogue now; ``None`` after an incremental pass that found nothing changed."""
         features = self._sources.features
         indexed: Sequence[str] = release.item_vectors.item_ids if release.item_vectors else ()
         started = self._clock()
@@ -247,6 +257,9 @@ class LiveState:
             self._last_pass = "full"
         else:
             changed = changed_content(before, self._content) | self._awaiting_rows()
+            self._last_pass = "incremental"
+            if not changed and not self._source_failed:
+                return None
             with _timed_step("rows"):
                 fresh = read_rows(features, sorted(changed))
             self._online = (self._online - changed) | set(fresh)
@@ -254,7 +267,6 @@ class LiveState:
             kept = set(ids)
             rows = {i: row for i, row in self._rows.items() if i in kept and i not in changed}
             self._rows = rows | {i: row for i, row in fresh.items() if i in kept}
-            self._last_pass = "incremental"
         if self._source_failed:  # its last answer may hide changes: the next pass reads all
             self._full_at = None
         with _timed_step("compose"):

@@ -169,3 +169,18 @@ def test_a_failed_content_read_keeps_the_last_catalogue_and_brings_the_full_pass
     online.rows["fan"] = ItemFeatureRow("fan", T + 2, popularity=1.0)  # seen by a full pass only
     state.refresh(full=False)
     assert {"n0", "n1", "fan"} <= set(state.snapshot.catalog)
+
+
+def test_an_incremental_pass_with_nothing_changed_keeps_the_served_state() -> None:
+    online, content, the_release = OnlineRows(), ContentRows(), release()
+    content.rows["n0"] = ContentRow("n0", "first", (), True, T, T)
+    online.rows["n0"] = ItemFeatureRow("n0", T, title="first")
+    state = live(online, content, the_release)
+    state.build()
+    built = state.refresh(full=False)
+    online.reads.clear()
+    assert state.refresh(full=False) is built  # no rows read, no sources rebuilt
+    assert online.reads == []
+    content.rows["n1"] = ContentRow("n1", "second", (), True, T + 1, T + 1)
+    changed = state.refresh(full=False)
+    assert changed is not built and "n1" in changed.retrieval.catalog
