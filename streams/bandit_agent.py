@@ -115,6 +115,10 @@ class BanditRuntime:
         if self.idle_timeout_s <= 0:
             return []
         idle, active = self.idle_split(records)
+        for source in Input:
+            worker_metrics.ATTRIBUTION_IDLE_INPUTS.labels(source.value).set(
+                sum(s is source for s, _ in idle)
+            )
         effects = self.steps.advance_idle(self.state, idle, active)
         if effects.commit.is_empty():
             return []

@@ -66,6 +66,12 @@ DRIFT_STATISTIC = Gauge(
     "The monitored statistic's current estimate (mean over this worker's partition monitors).",
     ["signal", "segment"],
 )
+ATTRIBUTION_IDLE_INPUTS = Gauge(
+    "aether_attribution_idle_inputs",
+    "Owned attribution inputs (one topic of one partition) idle past the idleness timeout at the "
+    "last batch: they no longer hold attribution back (docs/architecture.md, Idle inputs).",
+    ["input"],
+)
 CONTENT_ROWS = Counter(
     "aether_stream_content_rows",
     "Catalogue updates embedded for the content collection: written, unchanged (an older or "

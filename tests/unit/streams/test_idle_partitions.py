@@ -171,3 +171,14 @@ def test_an_input_without_records_yet_counts_from_its_partitions_first_record() 
         [(Input.EVENTS, 0)],
         [(Input.IMPRESSIONS, 0)],
     )
+
+
+def test_the_idle_inputs_are_exported_for_operators() -> None:
+    from streams.worker_metrics import ATTRIBUTION_IDLE_INPUTS
+
+    runtime, clock = _runtime(timeout_s=30.0)
+    asyncio.run(runtime.on_attribution([_slate(0, "r0", T0), _view(0, T0)]))
+    clock.now = 40.0
+    asyncio.run(runtime.on_attribution([_slate(0, "r1", T0 + 1)]))  # events quiet for 40 s
+    assert ATTRIBUTION_IDLE_INPUTS.labels("events")._value.get() == 1
+    assert ATTRIBUTION_IDLE_INPUTS.labels("impressions")._value.get() == 0
