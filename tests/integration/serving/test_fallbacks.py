@@ -72,6 +72,9 @@ def test_dead_redis_and_dead_milvus_still_get_answers(
     running = start_server(app.pipeline, settings.serving.model_copy(update={"port": 0}))
     try:
         with RecommenderClient(running.address, timeout_s=1.0) as client:
+            # The first search opens Milvus' channel: on a loaded machine (the suite's parallel
+            # workers) it can outlast the ANN's 50 ms share of the budget. Healthy means warm.
+            client.recommend("u1", k=5)
             healthy = client.recommend("u1", k=5)
             assert not healthy.fallback and len(healthy.items) == 5
             assert "ann" in {i.source for i in healthy.items}
