@@ -24,8 +24,11 @@ serve`` as child processes, in the README's order:
    against the release it names (``mixed_responses``): ``swap_requests``, ``swap_errors``,
    ``swap_mixed_version_responses``, ``swap_p99_ms``, ``swap_rps`` (what was reached).
 
-The server runs with no exploration slots (a response's scores are then its release's alone)
-and a 3 s request budget (``AETHER_SERVING__DEADLINE_MS``), as the lifecycle tests do.
+The server runs as ``--serve-processes`` processes (default 2, ``serving.processes``: one per
+core; each swaps on its own, and each answer is checked against the release it names), with no
+exploration slots (a response's scores are then its release's alone) and a 3 s request budget
+(``AETHER_SERVING__DEADLINE_MS``), as the lifecycle tests do. The refresh figures are the first
+server process's (``/metrics`` on ``--metrics-port``; process ``i`` exports on that port + ``i``).
 Figures, with the command that produced them: ``docs/benchmarks/lifecycle.md``.
 """
 
@@ -59,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--interval-s", type=float, default=0.25, help="between new items")
     parser.add_argument("--refresh-s", type=float, default=1.0, help="aether serve --refresh-s")
     parser.add_argument("--rps", type=float, default=100.0, help="offered load during the swap")
+    parser.add_argument(
+        "--serve-processes",
+        type=int,
+        default=2,
+        help="aether serve's processes (serving.processes): one Python process is bound to about "
+        "one core by its GIL; two are the deployment for two cores",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -197,7 +207,11 @@ class Lifecycle:
             str(self.metrics_port),
             "--refresh-s",
             str(self.args.refresh_s),
-            env={"AETHER_SERVING__DEADLINE_MS": "3000", "AETHER_BANDIT__EXPLORATION_SLOTS": "0"},
+            env={
+                "AETHER_SERVING__DEADLINE_MS": "3000",
+                "AETHER_BANDIT__EXPLORATION_SLOTS": "0",
+                "AETHER_SERVING__PROCESSES": str(self.args.serve_processes),
+            },
         )
         self.processes.append(serve)
         serve.wait_for_log("serving aetherrec.v1.Recommender", timeout_s=600)
@@ -306,8 +320,8 @@ class Lifecycle:
         users = sorted(rows)
         with RecommenderClient(address, timeout_s=10.0) as client:
             old_label = client.recommend(users[0], 10).model_version
-        load = SwapLoad(
-            lambda: RecommenderClient(address, timeout_s=10.0),
+        load = SwapLoad(  # a connection per thread: the server's processes share connections out
+            lambda: RecommenderClient(address, timeout_s=10.0, own_connection=True),
             users,
             self.args.rps,
             self.args.threads,
@@ -364,6 +378,7 @@ class Lifecycle:
             "swap_rps_offered": self.args.rps,
             "trainer_nice": self.args.trainer_nice,
             "trainer_threads": self.args.trainer_threads,
+            "serve_processes": self.args.serve_processes,
             "swap_old_release": old_label,
             "swap_new_release": new_label,
             **_error_timing(answers, new_label, started),

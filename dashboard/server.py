@@ -58,11 +58,17 @@ class DashboardConfig:
     exposure_window_slots: int = 2_000
 
 
+# A target that has never answered is not warned about for this long: the dashboard usually
+# starts beside the worker and the server, whose /metrics come up seconds later.
+STARTUP_GRACE_S = 30.0
+
+
 @dataclass
 class _TargetHealth:
     up: bool | None = None
     error: str | None = None
     last_success: float | None = None
+    warned: bool = False  # this outage was logged (one warning per outage)
 
 
 @dataclass
@@ -101,6 +107,7 @@ class DashboardServer:
     ) -> None:
         self.config = config
         self._clock = clock
+        self._started = clock()
         self._scrape = scraper
         self.state = DashboardState(
             ScrapeRing(config.history_rounds),
@@ -206,11 +213,16 @@ class DashboardServer:
             except AetherError as exc:
                 results[target.name] = None
                 self.scrape_errors.labels(target=target.name).inc()
-                if health.up is not False:
+                starting = (
+                    health.last_success is None and self._clock() - self._started < STARTUP_GRACE_S
+                )
+                if not health.warned and not starting:
                     log.warning("scrape of %s failed: %s", target.url, exc)
+                    health.warned = True
                 health.up, health.error = False, str(exc)
                 continue
             health.up, health.error, health.last_success = True, None, self._clock()
+            health.warned = False
         with self.state.lock:
             self.state.ring.add(Round.of(self._clock(), results))
 

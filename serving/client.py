@@ -30,17 +30,23 @@ class RecommenderClient:
         tls_ca_file: str | None = None,
         tls_cert_file: str | None = None,
         tls_key_file: str | None = None,
+        own_connection: bool = False,
     ) -> None:
+        """``own_connection``: this client's channel opens its own HTTP/2 connection. gRPC shares
+        one connection among channels to the same address with the same options, and a server of
+        several processes (``serving.processes``) spreads *connections*: a load generator of many
+        clients wants one each."""
         self.address = address
+        options = [("grpc.use_local_subchannel_pool", 1)] if own_connection else None
         self.timeout_s = timeout_s
         self._metadata = bearer_metadata(token) if token else ()
         if tls_ca_file or tls_cert_file:
             credentials = channel_credentials(
                 tls_ca_file, cert_file=tls_cert_file, key_file=tls_key_file
             )
-            self._channel = grpc.secure_channel(address, credentials)
+            self._channel = grpc.secure_channel(address, credentials, options)
         else:
-            self._channel = grpc.insecure_channel(address)
+            self._channel = grpc.insecure_channel(address, options)
         self._stub = pb_grpc.RecommenderStub(self._channel)
 
     def close(self) -> None:
