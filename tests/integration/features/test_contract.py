@@ -1,5 +1,7 @@
-"""One contract, three stores: the in-memory reference, and Feast/Redis read directly and
-through ``FeatureStore.get_online_features``. Every test must pass identically on all three."""
+"""One contract, five stores: the in-memory reference, and Feast/Redis read directly and through
+``FeatureStore.get_online_features``, each on the single Redis and on a local three-master Redis
+Cluster (``redis_cluster_url``: rows of one batch span slots, so the store writes and reads them
+slot by slot). Every test must pass identically on all five."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from core.settings import Settings
+from core.settings import RedisSettings, Settings
 from features.ports import InMemoryFeatureStore
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.store import FeastOnlineStore, apply_repo
@@ -18,18 +20,29 @@ pytestmark = pytest.mark.integration
 T = 1_700_000_000_000
 
 
-@pytest.fixture(params=["memory", "feast-redis", "feast-sdk"])
+@pytest.fixture(
+    params=["memory", "feast-redis", "feast-sdk", "feast-redis-cluster", "feast-sdk-cluster"]
+)
 def make_store(
     request: pytest.FixtureRequest, make_settings: Callable[[], Settings]
 ) -> Iterator[Callable[[], Any]]:
     """Factory of stores of one kind; each call is a fresh, separate namespace."""
     opened: list[FeastOnlineStore] = []
+    on_cluster = request.param.endswith("-cluster")
+    cluster_url = request.getfixturevalue("redis_cluster_url") if on_cluster else ""
 
     def make() -> Any:
         if request.param == "memory":
             return InMemoryFeatureStore()
         settings = make_settings()
-        if request.param == "feast-sdk":
+        if on_cluster:  # the namespace's keys die with the session's cluster
+            settings = Settings(
+                namespace=settings.namespace,
+                data_dir=settings.data_dir,
+                REDIS_URL=cluster_url,
+                redis=RedisSettings(cluster=True),
+            )
+        if request.param.startswith("feast-sdk"):
             feast = apply_repo(settings.redis, settings.deployment)
             store = FeastOnlineStore(
                 settings.redis, settings.deployment, read_path="feast", store=feast

@@ -36,6 +36,7 @@ class Worker:
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
             "REDIS_URL": settings.redis.url.get_secret_value(),
+            "AETHER_REDIS__CLUSTER": "true" if settings.redis.cluster else "false",
             "AETHER_NAMESPACE": settings.namespace,
             "AETHER_DATA_DIR": str(settings.data_dir),
             "AETHER_STREAM__BATCH_SIZE": "50",  # small batches: crashes land mid-stream
@@ -217,3 +218,91 @@ def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
     from stack.namespace_outputs import stored_transitions as stored
 
     return stored(settings)
+
+
+def movielens_history(
+    ratings: int, slate_every: int = 8
+) -> tuple[list[tuple[bytes | None, bytes]], list[tuple[bytes | None, bytes]]]:
+    """The first ``ratings`` MovieLens (``ml-latest-small``) ratings as events in event-time
+    order, and a serving-style slate just before every ``slate_every``-th rating (its item and
+    item "1"), so that attribution and the posteriors have work: ``(events, slates)`` as keyed
+    messages."""
+    from interactions.movielens import load_movielens
+    from interactions.replay import rating_events
+
+    rows = load_movielens("ml-latest-small").ratings.iloc[:ratings]
+    events: list[tuple[bytes | None, bytes]] = [
+        (m.key, m.value) for m in rating_events("ml-latest-small", rows)
+    ]
+    slates: list[tuple[bytes | None, bytes]] = []
+    triples = rows[["user_id", "item_id", "timestamp_ms"]].itertuples(index=False)
+    for n, (user, item, t) in enumerate(triples):
+        if n % slate_every:
+            continue
+        body = {
+            "request_id": f"req-{n}",
+            "user_id": user,
+            "event_time": int(t) - 1,
+            "model_version": "m",
+            "items": [
+                {"item_id": item, "position": 0, "score": 1.0, "source": "ann", "propensity": 0.5},
+                {"item_id": "1", "position": 1, "score": 0.5, "source": "ann", "propensity": 0.5},
+            ],
+        }
+        slates.append((str(user).encode(), orjson.dumps(body)))
+    return events, slates
+
+
+def drained_outputs(
+    settings: Settings,
+    topics: Sequence[str],
+    users: Sequence[str],
+    items: Sequence[str],
+    timeout_s: float = 240,
+) -> dict[str, Any]:
+    """Every output of the namespace (``stack.namespace_outputs``) once the worker's group has
+    consumed ``topics`` to their ends and nothing has changed for 3 s."""
+    from stack.namespace_outputs import namespace_outputs
+
+    wait_for(lambda: consumed(settings, topics), timeout_s=timeout_s, what=settings.namespace)
+    before = namespace_outputs(settings, users, items)
+    while True:
+        time.sleep(3)
+        after = namespace_outputs(settings, users, items)
+        if after == before and consumed(settings, topics):
+            return after
+        before = after
+
+
+def cluster_settings(settings: Settings, cluster_url: str, suffix: str = "c") -> Settings:
+    """``settings`` moved to a namespace of its own (``<ns><suffix>``) on the Redis Cluster at
+    ``cluster_url`` (``AETHER_REDIS__CLUSTER=true``): same broker and data folder."""
+    from core.settings import RedisSettings
+
+    return Settings(
+        namespace=f"{settings.namespace}{suffix}",
+        data_dir=settings.data_dir,
+        KAFKA_BOOTSTRAP_SERVERS=settings.kafka.bootstrap_servers,
+        REDIS_URL=cluster_url,
+        redis=RedisSettings(cluster=True),
+    )
+
+
+def delete_namespace(settings: Settings) -> None:
+    """Every Redis key of the namespace (``<ns>:*`` and Feast's rows, whose keys end with the
+    namespace), through the deployment's client: on a cluster its keys are spread over the
+    masters, which ``stack.redis_server.delete_namespace_keys`` (one node's ``SCAN``) misses."""
+    from features.redis_client import redis_client
+    from stack.redis_server import glob_escape
+
+    client = redis_client(settings.redis)
+    try:
+        for pattern in (
+            f"{glob_escape(settings.namespace)}:*",
+            f"*{glob_escape(settings.namespace)}",
+        ):
+            keys = list(client.scan_iter(match=pattern, count=500))
+            for start in range(0, len(keys), 500):
+                client.delete(*keys[start : start + 500])  # a cluster client splits it by slot
+    finally:
+        client.close()

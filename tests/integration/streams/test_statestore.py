@@ -7,10 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from redis.cluster import RedisCluster
 
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome
-from core.settings import Settings
+from core.settings import RedisSettings, Settings
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus
 from streams.state_port import InMemoryStateStore, StateCommit, StateStore
@@ -30,9 +29,13 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
         # otherwise). Its nodes live for the session only; namespaces keep tests apart.
         url: str = request.getfixturevalue("redis_cluster_url")
         namespace = request.getfixturevalue("namespace")
-        settings = Settings(namespace=namespace, data_dir=tmp_path, REDIS_URL=url)
-        client = RedisCluster.from_url(url)
-        cluster_store = RedisStateStore(settings.redis, settings.deployment, client=client)
+        settings = Settings(
+            namespace=namespace,
+            data_dir=tmp_path,
+            REDIS_URL=url,
+            redis=RedisSettings(cluster=True),
+        )
+        cluster_store = RedisStateStore(settings.redis, settings.deployment)
         try:
             yield cluster_store
         finally:

@@ -12,8 +12,9 @@ from typing import Any
 
 import pytest
 import redis
-from redis.cluster import RedisCluster
 
+from core.settings import RedisSettings
+from features.redis_client import redis_client
 from features.transition_store import RETRACTED, RedisTransitionStore, stream_slot
 
 pytestmark = pytest.mark.integration
@@ -67,7 +68,8 @@ def _contents(client: Any, store: RedisTransitionStore) -> dict[bytes, object]:
 @pytest.fixture(params=["redis", "cluster"])
 def client(request: pytest.FixtureRequest) -> Iterator[Any]:
     if request.param == "cluster":
-        cluster = RedisCluster.from_url(request.getfixturevalue("redis_cluster_url"))
+        url = request.getfixturevalue("redis_cluster_url")
+        cluster = redis_client(RedisSettings(url=url, cluster=True))
         yield cluster
         cluster.close()
         return

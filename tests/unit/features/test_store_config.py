@@ -27,10 +27,29 @@ def test_redis_url_becomes_feast_connection_string(url: str, expected: str) -> N
     assert redis_connection_string(url) == expected
 
 
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("redis://127.0.0.1:7000", "127.0.0.1:7000"),
+        ("redis://node-a:7001/0", "node-a:7001"),
+        ("rediss://app:pw@h:6390", "h:6390,username=app,password=pw,ssl=true"),
+    ],
+)
+def test_a_cluster_node_url_becomes_feast_connection_string_without_db(
+    url: str, expected: str
+) -> None:
+    assert redis_connection_string(url, cluster=True) == expected
+
+
 @pytest.mark.parametrize("url", ["http://h:1/0", "redis://h:1/zero"])
 def test_bad_redis_url_is_a_config_error(url: str) -> None:
     with pytest.raises(ConfigError):
         redis_connection_string(url)
+
+
+def test_a_cluster_url_with_another_database_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="only database 0"):
+        redis_connection_string("redis://h:7000/2", cluster=True)
 
 
 def test_repo_config_is_per_namespace(tmp_path: Path) -> None:
@@ -39,7 +58,19 @@ def test_repo_config_is_per_namespace(tmp_path: Path) -> None:
     assert config.project == "shop_eu"
     assert config.registry.path == str(tmp_path.resolve() / "feast" / "shop_eu" / "registry.db")
     assert config.online_store.connection_string.startswith("127.0.0.1:6379")
+    assert config.online_store.redis_type == "redis"
     assert config.offline_store.type == "file"
+
+
+def test_a_cluster_deployment_gives_feast_its_cluster_client(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AETHER_REDIS__CLUSTER", "true")
+    monkeypatch.setenv("REDIS_URL", "redis://10.0.0.5:7000")
+    settings = Settings(namespace="shop_eu", data_dir=tmp_path)
+    config = repo_config(settings.redis, settings.deployment)
+    assert config.online_store.redis_type == "redis_cluster"
+    assert config.online_store.connection_string == "10.0.0.5:7000"
 
 
 def test_views_hold_exactly_the_schema_features(tmp_path: Path) -> None:
