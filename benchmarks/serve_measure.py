@@ -291,6 +291,44 @@ def server_figures(
             name = _name(found.group(1))
             figures[f"thread_cpu_ms_{name}{suffix}"] = round(1000 * delta(key) / answered, 3)
     figures.update(stage_figures(suffix, delta, after))
+    figures.update(batch_figures(suffix, delta, after))
+    return figures
+
+
+def batch_figures(suffix: str, delta: Delta, after: dict[str, float]) -> dict[str, Any]:
+    """Per batch point of ``serving.batching`` (``aether_serving_batch_size{stage}``, one
+    observation per batch): batches, their mean size, and how many batches had each size
+    (``"1:…"`` = size 1, ``"2:…"`` = 2, ``"3-4:…"``, …, as the histogram's buckets bound them)."""
+    figures: dict[str, Any] = {}
+    for key in after:
+        found = re.fullmatch(r'aether_serving_batch_size_count\{stage="([^"]+)"\}', key)
+        if not found or delta(key) <= 0:
+            continue
+        stage, batches = found.group(1), delta(key)
+        total = delta(f'aether_serving_batch_size_sum{{stage="{stage}"}}')
+        bounds = sorted(
+            float(m.group(1))
+            for k in after
+            if (
+                m := re.fullmatch(
+                    rf'aether_serving_batch_size_bucket\{{le="([0-9.]+)",stage="{stage}"\}}', k
+                )
+            )
+        )
+        cumulative = [
+            delta(f'aether_serving_batch_size_bucket{{le="{b}",stage="{stage}"}}') for b in bounds
+        ]
+        parts, low = [], 1
+        for bound, n, previous in zip(bounds, cumulative, [0.0, *cumulative], strict=False):
+            high = int(bound)
+            if n - previous > 0:
+                parts.append(f"{low if low == high else f'{low}-{high}'}:{int(n - previous)}")
+            low = high + 1
+        if batches - (cumulative[-1] if cumulative else 0) > 0:
+            parts.append(f">{low - 1}:{int(batches - cumulative[-1])}")
+        figures[f"batches_{stage}{suffix}"] = int(batches)
+        figures[f"batch_size_mean_{stage}{suffix}"] = round(total / batches, 2)
+        figures[f"batch_sizes_{stage}{suffix}"] = " ".join(parts)
     return figures
 
 

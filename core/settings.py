@@ -160,6 +160,12 @@ class ServingSettings(_Section):
     max_exclude: int = Field(default=1000, ge=0)
     candidates: int = Field(default=200, ge=1)
     deadline_ms: int = Field(default=100, ge=1)
+    # Micro-batching across concurrent requests (serving/batching.py): requests meeting at the
+    # feature read, the user vector or the ANN search share one call; a batch waits for more at
+    # most this long (never past a request's deadline, never when nothing else is in flight).
+    # 0 = off: each request alone.
+    batch_window_ms: float = Field(default=1.0, ge=0, le=20)
+    batch_max_size: int = Field(default=32, ge=1, le=1024)
     # 1.0 = ranker order (default). Diversity is opt-in (per experiment arm): in the demo's closed
     # loop MMR cost most of the hits (docs/benchmarks/README.md).
     mmr_lambda: float = Field(default=1.0, ge=0.0, le=1.0)

@@ -191,6 +191,63 @@ def last_position_state(model: SASRec, indices: Sequence[int]) -> torch.Tensor:
     return model.ln_final(y)[0]
 
 
+def last_position_states(model: SASRec, histories: Sequence[Sequence[int]]) -> torch.Tensor:
+    """``last_position_state`` of several users in one pass: N histories of known item indices
+    (oldest first, any lengths) -> (N, H). Call in inference mode, model in eval.
+
+    The histories are left-padded to the longest of the batch (not to ``max_length``), each item
+    at the absolute position it has alone (``L - n .. L - 1``), and a padding key is never
+    attended to (its softmax weight is exactly 0, and padding rows attend to themselves, so no
+    row is all-masked and nothing is NaN): every row equals ``last_position_state`` of its
+    history up to float rounding (``tests/unit/ranker/test_scoring.py``). Empty histories get
+    ``ln_final(0)``, as alone.
+    """
+    config = model.config
+    tails = [list(h)[-config.max_length :] for h in histories]
+    lengths = torch.tensor([len(t) for t in tails], dtype=torch.long)
+    states = model.ln_final(torch.zeros(len(tails), config.hidden))  # (N, H): the empty ones
+    n = int(lengths.max()) if tails else 0
+    if n == 0:
+        return states
+    padded = torch.zeros(len(tails), n, dtype=torch.long)  # (N, n), PAD on the left
+    for row, tail in enumerate(tails):
+        if tail:
+            padded[row, n - len(tail) :] = torch.tensor(tail, dtype=torch.long)
+    is_item = padded != PAD  # (N, n)
+    positions = torch.arange(config.max_length - n, config.max_length)
+    x = model.item_embedding(padded) * math.sqrt(config.hidden)
+    x = x + model.position_embedding(positions)[None]  # (N, n, H)
+    allowed = ((~_future(n))[None] & is_item[:, None, :]) | torch.eye(n, dtype=torch.bool)[None]
+    *inner, last = cast("list[Block]", list(model.blocks))
+    for block in inner:
+        x = x + _batched_attention(block.attn, block.ln_attn(x), allowed)
+        x = x + block.ffn(block.ln_ffn(x))
+    y = x[:, -1:] + _batched_attention(last.attn, last.ln_attn(x), allowed[:, -1:])  # (N, 1, H)
+    y = y + last.ffn(last.ln_ffn(y))
+    known = lengths > 0
+    states[known] = model.ln_final(y[:, 0])[known]
+    return states
+
+
+def _batched_attention(
+    attn: CausalSelfAttention, x: torch.Tensor, allowed: torch.Tensor
+) -> torch.Tensor:
+    """``_attention`` over a left-padded batch: x (N, n, H), ``allowed`` (N, q, n) bool for the
+    last ``q`` queries of each row (q = n, or 1 for the last position) -> (N, q, H)."""
+    batch, n, hidden = x.shape
+    queries, heads, size = allowed.shape[1], attn.n_heads, hidden // attn.n_heads
+    weight, bias = attn.qkv.weight, attn.qkv.bias
+    q = F.linear(x[:, n - queries :], weight[:hidden], bias[:hidden])  # (N, q, H)
+    k, v = F.linear(x, weight[hidden:], bias[hidden:]).split(hidden, dim=2)  # (N, n, H) each
+    q = q.view(batch, queries, heads, size).transpose(1, 2)  # (N, heads, q, H/heads)
+    k = k.view(batch, n, heads, size).transpose(1, 2)
+    v = v.view(batch, n, heads, size).transpose(1, 2)
+    scores = (q @ k.transpose(2, 3)) * (1.0 / math.sqrt(size))  # (N, heads, q, n)
+    scores.masked_fill_(~allowed[:, None], float("-inf"))
+    y = torch.softmax(scores, dim=-1) @ v  # (N, heads, q, H/heads)
+    return attn.proj(y.transpose(1, 2).reshape(batch, queries, hidden))
+
+
 def _attention(attn: CausalSelfAttention, x: torch.Tensor, *, last_only: bool) -> torch.Tensor:
     """``CausalSelfAttention`` on one unpadded sequence: (n, H) -> (n, H), or (1, H) for the
     last query only (it may attend to every position). Written out, because for one short

@@ -21,6 +21,7 @@ import torch
 
 from ranker.checkpoint import Checkpoint, load_checkpoint
 from ranker.data import ItemVocabulary, histories_to_array
+from ranker.model import SASRec, last_position_states
 
 UNKNOWN_ITEM_SCORE = -1.0e9
 
@@ -98,6 +99,20 @@ class SASRecRanker:
         Only the last position is computed (``last_position_state``), not the whole padded
         sequence; the vectors agree with ``SASRec.user_vectors`` up to float rounding."""
         return self._model.last_state(self._vocab.encode(history)).numpy().copy()
+
+    @torch.inference_mode()
+    def encode_users(self, histories: Sequence[Sequence[str]]) -> np.ndarray:
+        """(N, H) float32: ``encode_user`` of each history, in one pass over the batch padded to
+        its longest history (``ranker.model.last_position_states``; an ensemble encodes one
+        history at a time); each row equals ``encode_user`` up to float rounding. Serving's
+        micro-batches call it (``serving.batching``)."""
+        indices = [self._vocab.encode(history) for history in histories]
+        model = self._model
+        if not isinstance(model, SASRec):  # an ensemble: one user at a time, as encode_user
+            return np.stack([model.last_state(i).numpy() for i in indices]).reshape(
+                len(indices), -1
+            )
+        return last_position_states(model, indices).numpy().copy()
 
     @torch.inference_mode()
     def item_embeddings(self) -> tuple[list[str], np.ndarray]:

@@ -4,11 +4,21 @@
 top-k search (through the alias, or in one named collection), fetching vectors, counting — and
 the pymilvus error wrapping both share; ``ItemIndex`` adds building, the alias and garbage
 collection. ``PinnedCollection`` is one version as a ``retrieval.ann.VectorSearcher``.
+
+Concurrent one-vector searches can share one Milvus call (``nq`` = their number):
+``batch_searches(submit)`` sends each one-vector search of an exact (FLAT) collection to
+``submit(group, query)`` (serving's ``serving.batching.MicroBatcher``), which answers it from one
+``search_group`` call for the searches of its group (the same collection, filters and
+dimension). Their exclusions differ, so they are not pushed into the shared expression: the
+call over-fetches by each query's exclusions and removes them here, which on an exact index gives
+each query the answer its own search gives (float ties aside). A group of one is searched as
+without batching.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -22,6 +32,30 @@ from retrieval.sources import CandidateFilters
 T = TypeVar("T")
 
 MAX_TOPK = 16384  # Milvus' limit on limit
+EXACT_INDEX = "FLAT"  # post-filtering equals pre-filtering only on an exact search
+
+Hits = list[tuple[str, float]]
+
+
+@dataclass(frozen=True)
+class SearchGroup:
+    """What the searches of one Milvus call share: where, which filter, which dimension."""
+
+    collection: str | None  # None: the alias's active collection
+    filters: CandidateFilters
+    dim: int
+
+
+@dataclass(frozen=True, eq=False)
+class SearchQuery:
+    """One search of a group: its vector, its ``k`` and the ids it must not return."""
+
+    vector: np.ndarray  # (dim,) float32
+    k: int
+    excluded: frozenset[str]
+
+
+SearchSubmit = Callable[[SearchGroup, SearchQuery], Hits]
 
 
 class IndexSearch:
@@ -33,6 +67,12 @@ class IndexSearch:
     _client: Any
     _active: str | None
     _index_types: dict[str, str]
+    _submit: SearchSubmit | None = None  # set by ``batch_searches``
+
+    def batch_searches(self, submit: SearchSubmit | None) -> None:
+        """Send one-vector searches of exact collections to ``submit`` (which answers them
+        from ``search_group``); ``None``: every search is its own call again."""
+        self._submit = submit
 
     def refresh(self) -> str | None:  # pragma: no cover - ItemIndex reads its alias registry
         raise NotImplementedError
@@ -93,20 +133,29 @@ class IndexSearch:
         excluded: Sequence[str] | frozenset[str],
     ) -> list[list[tuple[str, float]]]:
         queries = np.atleast_2d(np.asarray(vectors, dtype=np.float32))
+        filters = filters or CandidateFilters(available_only=False)
+        submit = self._submit
+        if submit is not None and queries.shape[0] == 1 and self._exact(collection):
+            group = SearchGroup(collection, filters, queries.shape[1])
+            return [submit(group, SearchQuery(queries[0], k, frozenset(excluded)))]
+        return self._search_alone(collection, queries, k, filters, excluded)
+
+    def _search_alone(
+        self,
+        collection: str | None,
+        queries: np.ndarray,
+        k: int,
+        filters: CandidateFilters,
+        excluded: Sequence[str] | frozenset[str],
+    ) -> list[list[tuple[str, float]]]:
+        """One Milvus search for ``queries``, the exclusions pushed into its expression."""
         expression, not_pushed = filter_expression(
-            filters or CandidateFilters(available_only=False),
+            filters,
             excluded,
             max_excluded=self.config.max_pushed_exclusions,
         )
         limit = min(MAX_TOPK, k + not_pushed)
-        if collection is not None:
-            hits = self._search_collection(collection, queries, limit, expression)
-        else:
-            try:
-                hits = self._search_active(queries, limit, expression)
-            except NotFoundError:
-                self.refresh()  # the alias moved and the old collection was dropped meanwhile
-                hits = self._search_active(queries, limit, expression)
+        hits = self._hits(collection, queries, limit, expression)
         excluded_set = set(excluded) if not_pushed else set()
         answers = []
         for per_query in hits:
@@ -119,6 +168,50 @@ class IndexSearch:
                 ][:k]
             )
         return answers
+
+    def search_group(self, group: SearchGroup, queries: Sequence[SearchQuery]) -> list[Hits]:
+        """One Milvus search (``nq = len(queries)``) for searches sharing ``group``: each query's
+        top ``k`` without its excluded ids, over-fetched by as many (``batch_searches``). A
+        group of one is searched as without batching (its exclusions pushed)."""
+        if len(queries) == 1:
+            alone = queries[0]
+            vector = np.asarray(alone.vector, dtype=np.float32)[None, :]
+            return self._search_alone(
+                group.collection, vector, alone.k, group.filters, alone.excluded
+            )
+        shared, _ = filter_expression(group.filters, (), max_excluded=0)
+        limit = min(MAX_TOPK, max(q.k + len(q.excluded) for q in queries))
+        matrix = np.stack([np.asarray(q.vector, dtype=np.float32) for q in queries])
+        hits = self._hits(group.collection, matrix, limit, shared)
+        answers = []
+        for query, per_query in zip(queries, hits, strict=True):
+            ids, distances = _ids_and_distances(per_query)
+            excluded = query.excluded
+            answers.append(
+                [
+                    (str(item_id), float(distance))
+                    for item_id, distance in zip(ids, distances, strict=True)
+                    if item_id not in excluded
+                ][: query.k]
+            )
+        return answers
+
+    def _exact(self, collection: str | None) -> bool:
+        """Whether ``collection`` (the active one for ``None``) is searched exactly."""
+        target = collection if collection is not None else self._active
+        return target is not None and self.index_type_of(target) == EXACT_INDEX
+
+    def _hits(
+        self, collection: str | None, queries: np.ndarray, limit: int, expression: str
+    ) -> list[Any]:
+        """Milvus' answer per query, in ``collection`` or the alias's active collection."""
+        if collection is not None:
+            return self._search_collection(collection, queries, limit, expression)
+        try:
+            return self._search_active(queries, limit, expression)
+        except NotFoundError:
+            self.refresh()  # the alias moved and the old collection was dropped meanwhile
+            return self._search_active(queries, limit, expression)
 
     def _search_active(self, queries: np.ndarray, limit: int, expression: str) -> list[Any]:
         collection = self._active

@@ -14,6 +14,8 @@ What it wires (each adapter owned by its package):
 * retrieval: ``retrieval.build_retriever.build_retriever`` over the release's Milvus collection,
   the stream-fed transition store, popularity, freshness and the content source;
 * ranking: the release's SASRec checkpoint, otherwise retrieval order;
+* micro-batching (``serving.batching``, ``serving.batch_window_ms``): concurrent requests share
+  the feature read, the SASRec pass for their user vectors and the Milvus search;
 * impressions: the Kafka impression log.
 """
 
@@ -27,18 +29,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import torch
 from threadpoolctl import threadpool_limits
 
 from bandits import configs_from_settings
 from core.settings import Settings
+from features.ports import OnlineFeatureReader
+from features.redis_client import redis_client
 from features.store import FeastOnlineStore
 from lifecycle.registry import Registry
 from retrieval.build_retriever import transition_store
 from retrieval.content_index import ContentIndex
 from retrieval.index import ItemIndex
 from retrieval.sources import CandidateSource
+from serving.batching import MicroBatcher, RequestBatching
 from serving.breaker import CircuitBreaker
 from serving.experiments import Experiments
 from serving.exploration_slots import Explorer, RedisPosteriorReader
@@ -140,6 +144,20 @@ def initial_release(settings: Settings, registry: Registry, index: ItemIndex) ->
     return empty_release()
 
 
+def request_batching(
+    settings: Settings, features: OnlineFeatureReader, index: ItemIndex
+) -> RequestBatching | None:
+    """The pipeline's micro-batching (``serving.batching``), and the index's searches sent
+    through it; ``None`` when ``serving.batch_window_ms`` is 0."""
+    window_s, max_size = settings.serving.batch_window_ms / 1000, settings.serving.batch_max_size
+    if window_s <= 0:
+        index.batch_searches(None)
+        return None
+    searches = MicroBatcher("ann", index.search_group, window_s=window_s, max_size=max_size)
+    index.batch_searches(searches.submit)
+    return RequestBatching(features, window_s=window_s, max_size=max_size, searches=searches)
+
+
 def build_serving_app(
     settings: Settings,
     *,
@@ -161,11 +179,11 @@ def build_serving_app(
     # Request-path clients time out within the request budget; a breaker per dependency turns a
     # dead one into an immediate fallback (serving.guards).
     budget_s = settings.serving.deadline_ms / 1000
-    url = settings.redis.url.get_secret_value()
-    client = redis.Redis.from_url(url, socket_connect_timeout=budget_s, socket_timeout=budget_s)
-    background = redis.Redis.from_url(
-        url, socket_connect_timeout=BACKGROUND_TIMEOUT_S, socket_timeout=BACKGROUND_TIMEOUT_S
-    )
+    # A single Redis or a Redis Cluster (``AETHER_REDIS__CLUSTER``, features.redis_client). On a
+    # cluster every reader below works unchanged: single-key reads, and pipelines the cluster
+    # client splits by node.
+    client = redis_client(settings.redis, timeout_s=budget_s)
+    background = redis_client(settings.redis, timeout_s=BACKGROUND_TIMEOUT_S)
     features = FeastOnlineStore(settings.redis, settings.deployment, client=client)
     index = index or ItemIndex.from_settings(settings.milvus, settings.deployment)
     content = ContentIndex.from_settings(settings.milvus, settings.deployment, client=index.client)
@@ -205,6 +223,8 @@ def build_serving_app(
         release,
     )
 
+    guarded_features = GuardedFeatures(features, breakers["features"], slow_s)
+    batching = request_batching(settings, guarded_features, index)
     _, posterior_config = configs_from_settings(settings)
     experiments = (
         Experiments.load(settings.serving.experiments_file)
@@ -212,7 +232,8 @@ def build_serving_app(
         else None
     )
     pipeline = RecommendationPipeline(
-        features=GuardedFeatures(features, breakers["features"], slow_s),
+        features=guarded_features,
+        batching=batching,
         state=live.build(),
         impressions=(
             impressions := WithholdingImpressionLog(

@@ -11,6 +11,11 @@ registered model version loaded beside it: ``arm_rankers``), the MMR strength, t
 slots, or a team-draft interleaving of two rankers (``ArmParams.interleave``; each item's team
 goes into the response and the impression). Explanations are computed for the whole slate at once (``SlateExplainer``).
 
+With ``batching`` (``serving.batching``; ``serving.batch_window_ms`` > 0), concurrent requests
+share one feature read, one SASRec pass for their user vectors (per release) and one Milvus
+search; each request's answers are the ones it would have had alone (vectors up to float
+rounding), and a failed batch call degrades each of its requests as the single call would have.
+
 Each stage is timed here and reported to the pipeline's ``StageObserver``
 (``serving.stage_observer``: the stages and their names); what each answered request served is
 counted in ``serving.server_metrics``.
@@ -21,7 +26,8 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -37,6 +43,7 @@ from retrieval.sources import (
     RetrievalRequest,
     UserEncoder,
 )
+from serving.batching import Expected, RequestBatching
 from serving.domain import RecommendationQuery, Slate, SlateItem
 from serving.experiments import Assignment, Experiments, parse_ranker
 from serving.exploration_slots import EXPLORE_SOURCE, NEW_ITEM_SOURCES, Explorer
@@ -114,8 +121,12 @@ class RecommendationPipeline:
         state: ServingState | None = None,
         arm_rankers: Mapping[str, Ranker] | None = None,
         seen: SeenItems | None = None,
+        batching: RequestBatching | None = None,
     ) -> None:
+        """``batching``: share feature reads, user vectors and ANN searches among concurrent
+        requests (its feature reader should be ``features``); ``None``: each request alone."""
         self._features = features
+        self._batching = batching
         self._seen = seen
         self._impressions = impressions
         self._config = config
@@ -197,35 +208,36 @@ class RecommendationPipeline:
         retrieval = state.retrieval
         reasons: list[str] = list(state.release.fallback_reasons)
         assignment = self._experiments.assign(query.user_id, query.context)
-        with timed(observer, "features"):
-            user = self._read_user(query.user_id, reasons)
-        history = user.recent_items if user else ()
-        with timed(observer, "user_vector"):
-            user_vector = self._encode_user(state, user, reasons)
-        as_of_ms = retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms()
-        request = RetrievalRequest(
-            k=max(self._config.candidates, query.k),
-            history=history,
-            user_vector=user_vector,
-            exclusions=Exclusions(
-                seen=frozenset(history),
-                dismissed=frozenset(user.dismissed_items) if user else frozenset(),
-                request=query.exclude_item_ids,
-            ),
-            filters=CandidateFilters(
-                categories=query.filters.include_categories,
-                excluded_categories=query.filters.exclude_categories,
-                available_only=query.filters.available_only,
-            ),
-            as_of_ms=as_of_ms,
-            user_id=query.user_id,
-            seen_among=self._seen_lookup(query.user_id, reasons),
-        )
         budget_s = (
             self._config.deadline_s
             if deadline_s is None
             else min(deadline_s, self._config.deadline_s)
         )
+        with self._on_the_way() as expected:  # ends where the sources are asked (ANN batches)
+            with timed(observer, "features"):
+                user = self._read_user(query.user_id, reasons, started + budget_s)
+            history = user.recent_items if user else ()
+            with timed(observer, "user_vector"):
+                user_vector = self._encode_user(state, user, reasons, started + budget_s, expected)
+            as_of_ms = retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms()
+            request = RetrievalRequest(
+                k=max(self._config.candidates, query.k),
+                history=history,
+                user_vector=user_vector,
+                exclusions=Exclusions(
+                    seen=frozenset(history),
+                    dismissed=frozenset(user.dismissed_items) if user else frozenset(),
+                    request=query.exclude_item_ids,
+                ),
+                filters=CandidateFilters(
+                    categories=query.filters.include_categories,
+                    excluded_categories=query.filters.exclude_categories,
+                    available_only=query.filters.available_only,
+                ),
+                as_of_ms=as_of_ms,
+                user_id=query.user_id,
+                seen_among=self._seen_lookup(query.user_id, reasons),
+            )
         retrieval_timeout = started + budget_s * self._config.retrieval_share - time.perf_counter()
         with timed(observer, "retrieval"):
             result = retrieval.retriever.retrieve(
@@ -301,8 +313,25 @@ class RecommendationPipeline:
         observer.request(time.perf_counter() - started, time.thread_time() - started_cpu)
         return slate
 
-    def _read_user(self, user_id: str, reasons: list[str]) -> UserFeatureRow | None:
+    @contextmanager
+    def _on_the_way(self) -> Iterator[Expected | None]:
+        """With batching: this request counted as on its way to the user-vector and ANN batch
+        points while the block runs (their leaders wait for it, within their window)."""
+        if self._batching is None:
+            yield None
+        else:
+            with self._batching.expected() as expected:
+                yield expected
+
+    def _read_user(
+        self, user_id: str, reasons: list[str], deadline: float
+    ) -> UserFeatureRow | None:
+        """The user's feature row (``deadline``: ``time.perf_counter`` time, for a batch)."""
         try:
+            if self._batching is not None:
+                return self._batching.users.submit(
+                    None, user_id, deadline_s=deadline - time.perf_counter()
+                )
             return self._features.read_users([user_id]).get(user_id)
         except AetherError as exc:
             log.warning("user features unavailable: %s", exc)
@@ -331,15 +360,29 @@ class RecommendationPipeline:
         return seen_among
 
     def _encode_user(
-        self, state: ServingState, user: UserFeatureRow | None, reasons: list[str]
+        self,
+        state: ServingState,
+        user: UserFeatureRow | None,
+        reasons: list[str],
+        deadline: float,
+        expected: Expected | None,
     ) -> np.ndarray | None:
         """The user vector of the ANN and content sources (and of the ranker, when it is the
-        encoder); ``None``: the sources encode for themselves (no encoder) or skip (cold user)."""
+        encoder); ``None``: the sources encode for themselves (no encoder) or skip (cold user).
+        With batching, one pass for the concurrent requests of the same release."""
         encoder = state.release.encoder
         if encoder is None:
             return None
+        history = model_history(encoder, user)
         try:
-            return encoder.encode_user(model_history(encoder, user))
+            if self._batching is not None:
+                return self._batching.vectors.submit(
+                    state.release,
+                    history,
+                    deadline_s=deadline - time.perf_counter(),
+                    expected=expected,
+                )
+            return encoder.encode_user(history)
         except Exception:  # a broken encoder must not take the slate down: sources fall back
             log.exception("user encoder failed")
             reasons.append("encoder_failed")

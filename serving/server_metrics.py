@@ -1,7 +1,8 @@
 """The server's Prometheus metrics, all in one place (docs/metrics.md, section Server, is the
 contract: names, types and labels; alert rules and dashboards are written against it).
 
-Every label is bounded: ``status`` (gRPC code names), ``stage`` (``serving.stage_observer``),
+Every label is bounded: ``status`` (gRPC code names), ``stage`` (``serving.stage_observer``;
+for batch sizes the batch points of ``serving.batching``: ``features``, ``user_vector``, ``ann``),
 ``reason`` (fallback reasons without their detail), ``source`` (candidate source names, plus
 ``pinned`` and ``explore`` slots), ``arm`` (experiment arm labels of the loaded configuration,
 ``none`` outside experiments), ``dependency`` (one breaker per call site), ``model_version``.
@@ -74,6 +75,12 @@ IMPRESSIONS_WITHHELD = Counter(
     "aether_impressions_withheld",
     "Slates served but not published: the user opted out, or their marker could not be read",
     ["reason"],
+)
+BATCH_SIZE = Histogram(
+    "aether_serving_batch_size",
+    "Requests per micro-batch, one observation per batch (serving.batching), by batch point",
+    ["stage"],
+    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 24, 32),
 )
 MODEL_INFO = Gauge(
     "aether_model_info", "The model version serving now (value 1)", ["model_version"]

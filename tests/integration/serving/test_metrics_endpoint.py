@@ -44,6 +44,7 @@ CONTRACT = {
     "aether_recommend_slate_items": ("counter", {"source"}),
     "aether_recommend_top_score": ("histogram", set()),
     "aether_breaker_state": ("gauge", {"dependency"}),
+    "aether_serving_batch_size": ("histogram", {"stage"}),
     "aether_impressions_published": ("counter", {"arm"}),
     "aether_impressions_failed": ("counter", {"reason"}),
     "aether_model_info": ("gauge", {"model_version"}),
@@ -151,6 +152,15 @@ def test_the_server_exports_the_contract_metrics(
     assert set(arms) == {"ranker=a", "ranker=b"} and set(published) <= set(arms)
     assert len(users) <= sum(published.values()) <= answered
     assert all(published[arm] <= arms[arm] for arm in published)
+    # Micro-batching is on by default: every request's feature read and user vector went
+    # through a batch (one request at a time here, so batches of one), and each ANN search of
+    # a user with a vector.
+    batched = samples("aether_serving_batch_size", "aether_serving_batch_size_sum", "stage")
+    batches = samples("aether_serving_batch_size", "aether_serving_batch_size_count", "stage")
+    assert set(batched) == {"features", "user_vector", "ann"}
+    assert batched["features"] == batched["user_vector"] == answered
+    assert 0 < batched["ann"] <= answered
+    assert all(0 < batches[stage] <= batched[stage] for stage in batched)
     info = samples("aether_model_info", "aether_model_info", "model_version")
     assert info == {"retrieval-only": 1.0}
 

@@ -121,3 +121,25 @@ def test_last_position_encoding_equals_the_full_padded_pass(n_blocks, n_heads):
     # the cached vector of an empty history is handed out as a copy
     ranker.encode_user([])[:] = 7.0
     assert not (ranker.encode_user([]) == 7.0).any()
+
+
+@pytest.mark.parametrize(("n_blocks", "n_heads"), [(1, 1), (2, 1), (3, 2)])
+def test_one_batched_pass_gives_each_user_the_vector_it_gets_alone(n_blocks, n_heads):
+    """``encode_users`` (serving's micro-batches) pads ragged histories to the longest and masks
+    the padding: each row must be ``encode_user`` of its history, whatever else is in the batch
+    (empty, unknown-only, over-long histories included)."""
+    torch.manual_seed(10 + n_blocks)
+    vocab = ItemVocabulary(tuple(f"i{k}" for k in range(40)))
+    config = SASRecConfig(n_items=40, max_length=12, hidden=16, n_blocks=n_blocks, n_heads=n_heads)
+    ranker = SASRecRanker(Checkpoint(SASRec(config).eval(), vocab, "sasrec-test"))
+    rng = np.random.default_rng(n_blocks)
+    histories = [[], ["never-seen"], ["i3"], ["i1", "unknown", "i1", "i7"]]
+    histories += [[f"i{k}" for k in rng.integers(0, 40, size=n)] for n in (5, 11, 12, 13, 30)]
+    alone = np.stack([ranker.encode_user(h) for h in histories])
+    forward = list(range(len(histories)))
+    for order in (forward, forward[::-1]):
+        got = ranker.encode_users([histories[i] for i in order])
+        assert got.dtype == np.float32 and got.shape == (len(order), 16)
+        np.testing.assert_allclose(got, alone[order], rtol=1e-5, atol=1e-6)
+    assert ranker.encode_users([["i3"]]).shape == (1, 16)
+    assert ranker.encode_users([]).shape == (0, 16)
