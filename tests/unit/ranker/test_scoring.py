@@ -104,16 +104,11 @@ def test_popularity_fallback_ranks_by_count_and_sinks_unknown_items() -> None:
 def test_last_position_encoding_equals_the_full_padded_pass(n_blocks, n_heads):
     """``encode_user`` computes only the last position of the unpadded items; it must give the
     vector of ``SASRec.user_vectors`` on the left-padded input (what training and eval use)."""
-    torch.manual_seed(n_blocks)
-    vocab = ItemVocabulary(tuple(f"i{k}" for k in range(40)))
-    config = SASRecConfig(n_items=40, max_length=12, hidden=16, n_blocks=n_blocks, n_heads=n_heads)
-    ranker = SASRecRanker(Checkpoint(SASRec(config).eval(), vocab, "sasrec-test"))
-    rng = np.random.default_rng(n_blocks)
-    histories = [[], ["never-seen"], ["i3"], ["i1", "unknown", "i1", "i7"]]
-    histories += [[f"i{k}" for k in rng.integers(0, 40, size=n)] for n in (5, 11, 12, 13, 30)]
+    ranker, histories = _tiny_ranker(n_blocks, n_heads, seed=n_blocks)
+    vocab, max_length = ranker.vocabulary, ranker._model.max_length
     for history in histories:
         with torch.inference_mode():
-            padded = left_pad(vocab.encode(history), config.max_length)[None]
+            padded = left_pad(vocab.encode(history), max_length)[None]
             expected = ranker._model.user_vectors(torch.from_numpy(padded))[0].numpy()
         got = ranker.encode_user(history)
         assert got.dtype == np.float32 and got.shape == (16,)
@@ -128,13 +123,7 @@ def test_one_batched_pass_gives_each_user_the_vector_it_gets_alone(n_blocks, n_h
     """``encode_users`` (serving's micro-batches) pads ragged histories to the longest and masks
     the padding: each row must be ``encode_user`` of its history, whatever else is in the batch
     (empty, unknown-only, over-long histories included)."""
-    torch.manual_seed(10 + n_blocks)
-    vocab = ItemVocabulary(tuple(f"i{k}" for k in range(40)))
-    config = SASRecConfig(n_items=40, max_length=12, hidden=16, n_blocks=n_blocks, n_heads=n_heads)
-    ranker = SASRecRanker(Checkpoint(SASRec(config).eval(), vocab, "sasrec-test"))
-    rng = np.random.default_rng(n_blocks)
-    histories = [[], ["never-seen"], ["i3"], ["i1", "unknown", "i1", "i7"]]
-    histories += [[f"i{k}" for k in rng.integers(0, 40, size=n)] for n in (5, 11, 12, 13, 30)]
+    ranker, histories = _tiny_ranker(n_blocks, n_heads, seed=10 + n_blocks)
     alone = np.stack([ranker.encode_user(h) for h in histories])
     forward = list(range(len(histories)))
     for order in (forward, forward[::-1]):
@@ -143,3 +132,16 @@ def test_one_batched_pass_gives_each_user_the_vector_it_gets_alone(n_blocks, n_h
         np.testing.assert_allclose(got, alone[order], rtol=1e-5, atol=1e-6)
     assert ranker.encode_users([["i3"]]).shape == (1, 16)
     assert ranker.encode_users([]).shape == (0, 16)
+
+
+def _tiny_ranker(n_blocks: int, n_heads: int, *, seed: int) -> tuple[SASRecRanker, list[list[str]]]:
+    """A random 40-item SASRec (histories of at most 12) and histories of every kind: empty,
+    unknown-only, repeated and unknown items, shorter, as long as and longer than the model's."""
+    torch.manual_seed(seed)
+    vocab = ItemVocabulary(tuple(f"i{k}" for k in range(40)))
+    config = SASRecConfig(n_items=40, max_length=12, hidden=16, n_blocks=n_blocks, n_heads=n_heads)
+    ranker = SASRecRanker(Checkpoint(SASRec(config).eval(), vocab, "sasrec-test"))
+    rng = np.random.default_rng(n_blocks)
+    histories = [[], ["never-seen"], ["i3"], ["i1", "unknown", "i1", "i7"]]
+    histories += [[f"i{k}" for k in rng.integers(0, 40, size=n)] for n in (5, 11, 12, 13, 30)]
+    return ranker, histories
