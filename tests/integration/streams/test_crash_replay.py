@@ -46,11 +46,19 @@ SEEDS = [int(seed) for seed in os.environ.get("AETHER_TEST_CRASH_SEEDS", "1").sp
 @pytest.mark.parametrize("backend", ["redis", "cluster"])
 @pytest.mark.parametrize("seed", SEEDS)
 def test_sigkill_at_random_moments_changes_no_output(
-    settings: Settings, start_worker, seed: int, backend: str, request: pytest.FixtureRequest
+    settings: Settings,
+    start_worker,
+    seed: int,
+    backend: str,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """``backend="cluster"``: the killed worker runs on a three-master Redis Cluster, the
     undisturbed one on the single Redis, so its outputs must equal those of another backend
     as well as survive the kills."""
+    # Attribution's idleness rule decides by wall time, which a restarted worker counts anew:
+    # off, so that the outputs depend on the events alone (the rule has its own tests).
+    monkeypatch.setenv("AETHER_STREAM__IDLE_PARTITION_TIMEOUT_S", "0")
     if backend == "cluster":
         crashed = cluster_settings(
             settings, request.getfixturevalue("redis_cluster_url"), f"k{seed}"
