@@ -31,7 +31,7 @@ from core.errors import DependencyUnavailable, NotFoundError
 from core.settings import Deployment, MilvusSettings
 from retrieval.catalog import ItemMeta
 from retrieval.content import TextEncoder, item_text
-from retrieval.milvus_client import import_pymilvus, is_not_found
+from retrieval.milvus_client import is_not_found, open_milvus_client
 from retrieval.milvus_lite import connectable_uri, hold_milvus_lite
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class ContentIndex:
         self._owns_client = client is None
         if client is None:
             try:
-                client = import_pymilvus().MilvusClient(uri=uri, token=token, timeout=timeout_s)
+                client = open_milvus_client(uri, token=token, timeout_s=timeout_s)
             except Exception as exc:
                 raise DependencyUnavailable("milvus", f"cannot connect to {uri}: {exc}") from exc
         self._client = client

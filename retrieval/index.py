@@ -37,7 +37,7 @@ from core.settings import Deployment, MilvusSettings
 from retrieval.index_search import MAX_TOPK, IndexSearch, PinnedCollection
 from retrieval.index_search import _ids_and_distances as _ids_and_distances  # its unit test
 from retrieval.index_types import IndexConfig, ItemRows
-from retrieval.milvus_client import import_pymilvus, is_unimplemented
+from retrieval.milvus_client import is_unimplemented, open_milvus_client
 from retrieval.milvus_lite import connectable_uri
 
 log = logging.getLogger(__name__)
@@ -72,10 +72,7 @@ class ItemIndex(IndexSearch):
         if "://" not in uri:  # Milvus Lite: a local file whose folder may not exist yet
             Path(uri).expanduser().parent.mkdir(parents=True, exist_ok=True)
         try:
-            pymilvus = import_pymilvus()
-            self._client = pymilvus.MilvusClient(
-                uri=uri, token=token, timeout=self.config.timeout_s
-            )
+            self._client = open_milvus_client(uri, token=token, timeout_s=self.config.timeout_s)
         except Exception as exc:  # connection refused, bad URI, Lite failing to start
             raise DependencyUnavailable("milvus", f"cannot connect to {uri}: {exc}") from exc
         try:

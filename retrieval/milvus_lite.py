@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import DependencyUnavailable
+from retrieval.milvus_client import open_milvus_client
 
 log = logging.getLogger(__name__)
 
@@ -185,9 +186,7 @@ def check_milvus(uri: str, token: str = "", timeout_s: float = 10.0) -> str:
         with warnings.catch_warnings():
             # milvus-lite 2.5.1 imports pkg_resources, which warns on every start.
             warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
-            from pymilvus import MilvusClient
-
-            client = MilvusClient(uri=uri, token=token, timeout=timeout_s)
+            client = open_milvus_client(uri, token=token, timeout_s=timeout_s)
     # pymilvus raises MilvusException, or plain errors when the local server fails to start.
     except Exception as exc:
         raise DependencyUnavailable("milvus", f"{uri}: {exc}") from exc
@@ -244,9 +243,7 @@ def embedded_milvus_server(base_dir: Path, attempts: int = 3) -> Iterator[str]:
 def drop_collections(uri: str, prefix: str) -> list[str]:
     """Drop every collection on the server at ``uri`` whose name starts with ``<prefix>_`` (and
     its aliases: a server refuses to drop an aliased collection). Returns the names dropped."""
-    from pymilvus import MilvusClient
-
-    client = MilvusClient(uri=uri, timeout=30)
+    client = open_milvus_client(uri, timeout_s=30)
     dropped = []
     try:
         for name in client.list_collections():
