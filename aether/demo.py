@@ -120,7 +120,9 @@ def reset_namespace(settings: Settings) -> None:
     from lifecycle.registry import registry_dir
     from stack.redis_server import delete_namespace_keys
 
-    delete_namespace_keys(settings.redis.url.get_secret_value(), settings.namespace)
+    delete_namespace_keys(
+        settings.redis.url.get_secret_value(), settings.namespace, cluster=settings.redis.cluster
+    )
     shutil.rmtree(offline_dir(settings.deployment), ignore_errors=True)
     # An earlier run's promoted release would be served instead of this run's files.
     shutil.rmtree(registry_dir(settings.deployment), ignore_errors=True)

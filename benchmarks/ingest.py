@@ -281,7 +281,7 @@ def command(args: argparse.Namespace) -> int:
     from core.subprocesses import free_loopback_port, stop_process
     from interactions.movielens import load_movielens
     from interactions.replay import rating_events
-    from stack.redis_server import delete_keys_matching, delete_keys_with_prefix, glob_escape
+    from stack.redis_server import delete_namespace_keys
     from stack.tansu import kafka_answers, start_tansu
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
@@ -426,8 +426,7 @@ def command(args: argparse.Namespace) -> int:
     finally:
         stop_workers(workers)
         url = settings.redis.url.get_secret_value()
-        delete_keys_with_prefix(url, f"{settings.namespace}:")
-        delete_keys_matching(url, "*" + glob_escape(settings.namespace))
+        delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
         if tansu_pid is not None:
             stop_process(tansu_pid)
 

@@ -94,7 +94,7 @@ def scale_out(
         warm_up,
         worker_usage,
     )
-    from stack.redis_server import delete_keys_matching, delete_keys_with_prefix, glob_escape
+    from stack.redis_server import delete_namespace_keys
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
@@ -133,8 +133,7 @@ def scale_out(
     finally:
         stop_workers(workers)
         url = settings.redis.url.get_secret_value()
-        delete_keys_with_prefix(url, f"{settings.namespace}:")
-        delete_keys_matching(url, "*" + glob_escape(settings.namespace))
+        delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
     differ = differing_outputs(reference, got)
     print(
         f"scale-out state: {len(got['users'])} user rows, {len(got['items'])} item rows, "

@@ -137,7 +137,10 @@ def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     try:
         return Lifecycle(args, settings, work).run()
     finally:
-        delete_namespace_keys(settings.redis.url.get_secret_value(), settings.namespace)
+        redis = settings.redis
+        delete_namespace_keys(
+            redis.url.get_secret_value(), settings.namespace, cluster=redis.cluster
+        )
         if tansu_pid is not None:
             stop_process(tansu_pid)
 

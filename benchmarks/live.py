@@ -224,7 +224,7 @@ def run_live(
         return _run(config, deployments, work, say)
     finally:
         for settings in deployments.values():
-            delete_namespace_keys(redis_url, settings.namespace)
+            delete_namespace_keys(redis_url, settings.namespace, cluster=settings.redis.cluster)
         if tansu_pid is not None:
             stop_process(tansu_pid)
         shutil.rmtree(work, ignore_errors=True)

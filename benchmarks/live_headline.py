@@ -66,7 +66,7 @@ def freeze(settings: Settings, user_ids: Iterable[str] = ()) -> int:
 
     url = settings.redis.url.get_secret_value()
     frozen = frozen_settings(settings).namespace
-    delete_namespace_keys(url, frozen)
+    delete_namespace_keys(url, frozen, cluster=settings.redis.cluster)
     return clone_online_state(url, settings.namespace, frozen, user_ids)
 
 

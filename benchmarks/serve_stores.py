@@ -139,11 +139,10 @@ def write_transitions(settings: Settings, sequences: list[list[str]], keep: int 
 def cleanup(settings: Settings, topics: list[str] | None = None) -> None:
     """Delete the namespace's Redis keys, and ``topics`` (on a broker the benchmark did not start:
     a shared broker should not keep the benchmark's impressions)."""
-    from stack.redis_server import delete_keys_matching, delete_keys_with_prefix, glob_escape
+    from stack.redis_server import delete_namespace_keys
 
     url = settings.redis.url.get_secret_value()
-    delete_keys_with_prefix(url, f"{settings.namespace}:")
-    delete_keys_matching(url, "*" + glob_escape(settings.namespace))
+    delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
     if topics:
         from confluent_kafka.admin import AdminClient
 

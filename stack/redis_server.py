@@ -92,37 +92,47 @@ def start_redis_server(
     return pid
 
 
-def delete_keys_with_prefix(url: str, prefix: str) -> int:
+def delete_keys_with_prefix(url: str, prefix: str, *, cluster: bool = False) -> int:
     """Delete every key starting with ``prefix`` (SCAN, never FLUSHDB); return how many."""
-    return delete_keys_matching(url, glob_escape(prefix) + "*")
+    return delete_keys_matching(url, glob_escape(prefix) + "*", cluster=cluster)
 
 
-def delete_namespace_keys(url: str, namespace: str) -> int:
+def delete_namespace_keys(url: str, namespace: str, *, cluster: bool = False) -> int:
     """Delete a deployment's keys: ``<namespace>:*`` and Feast's online rows, whose keys end with
-    the Feast project (= the namespace)."""
-    return delete_keys_with_prefix(url, f"{namespace}:") + delete_keys_matching(
-        url, "*" + glob_escape(namespace)
+    the Feast project (= the namespace). ``cluster``: ``url`` names a node of a Redis Cluster
+    (``AETHER_REDIS__CLUSTER``), whose keys are spread over every master."""
+    return delete_keys_with_prefix(url, f"{namespace}:", cluster=cluster) + delete_keys_matching(
+        url, "*" + glob_escape(namespace), cluster=cluster
     )
 
 
-def delete_keys_matching(url: str, pattern: str, batch: int = 500) -> int:
-    """Delete every key matching the Redis glob ``pattern`` (SCAN in batches); return how many."""
-    import redis
+def delete_keys_matching(url: str, pattern: str, *, cluster: bool = False, batch: int = 500) -> int:
+    """Delete every key matching the Redis glob ``pattern`` (SCAN in batches, on every master of
+    a cluster); return how many."""
+    from pydantic import SecretStr
 
-    client = redis.Redis.from_url(url)
+    from core.settings import RedisSettings
+    from features.redis_client import redis_client
+
+    client = redis_client(RedisSettings(url=SecretStr(url), cluster=cluster))
     deleted = 0
     try:
         pending: list[bytes] = []
         for key in client.scan_iter(match=pattern, count=batch):
             pending.append(key)
             if len(pending) >= batch:
-                deleted += cast(int, client.delete(*pending))
+                deleted += _delete(client, pending)
                 pending.clear()
         if pending:
-            deleted += cast(int, client.delete(*pending))
+            deleted += _delete(client, pending)
     finally:
         client.close()
     return deleted
+
+
+def _delete(client: object, keys: list[bytes]) -> int:
+    # a cluster client splits a multi-key DELETE by hash slot itself
+    return cast(int, client.delete(*keys))  # type: ignore[attr-defined]
 
 
 def glob_escape(text: str) -> str:

@@ -289,20 +289,8 @@ def cluster_settings(settings: Settings, cluster_url: str, suffix: str = "c") ->
 
 
 def delete_namespace(settings: Settings) -> None:
-    """Every Redis key of the namespace (``<ns>:*`` and Feast's rows, whose keys end with the
-    namespace), through the deployment's client: on a cluster its keys are spread over the
-    masters, which ``stack.redis_server.delete_namespace_keys`` (one node's ``SCAN``) misses."""
-    from features.redis_client import redis_client
-    from stack.redis_server import glob_escape
+    """Every Redis key of the namespace, on every master of a cluster."""
+    from stack.redis_server import delete_namespace_keys
 
-    client = redis_client(settings.redis)
-    try:
-        for pattern in (
-            f"{glob_escape(settings.namespace)}:*",
-            f"*{glob_escape(settings.namespace)}",
-        ):
-            keys = list(client.scan_iter(match=pattern, count=500))
-            for start in range(0, len(keys), 500):
-                client.delete(*keys[start : start + 500])  # a cluster client splits it by slot
-    finally:
-        client.close()
+    url = settings.redis.url.get_secret_value()
+    delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
