@@ -3,8 +3,9 @@
 1. ``aether stack up``: Tansu broker, Redis, Milvus Lite, the Feast repo applied.
 2. The catalogue and the ratings before a cut-off time ``T`` (the 90 % quantile of event time)
    are replayed onto Kafka; ``aether worker`` (Faust) turns them into online features.
-3. Item embeddings (PPMI-SVD baseline) are indexed in Milvus; the SASRec ranker is trained on the
-   same past (a short, time-boxed run; ``aether train`` does the full one).
+3. The SASRec ranker is trained on the same past (a short, time-boxed run; ``aether train`` does
+   the full one) — on its own thread while the worker replays, as it needs only the ratings — and
+   its item embeddings are indexed in Milvus with a content map.
 4. ``aether serve``'s pipeline answers gRPC requests for users who have ratings after ``T``.
    Beside it, a frozen deployment: the online state copied when the worker had applied exactly
    the past, served by a second pipeline with the same release (``benchmarks.live_headline``).
@@ -41,6 +42,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -67,7 +69,7 @@ from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
 
 if TYPE_CHECKING:
-    pass
+    from ranker.train import TrainResult
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +151,35 @@ def start_worker(
     return subprocess.Popen(command, env=env, stdout=log_path.open("ab"), stderr=subprocess.STDOUT)
 
 
+def train_quietly(past: pd.DataFrame, config: DemoConfig, out: Path) -> TrainResult:
+    """The demo's first ranker, on one torch thread (the worker replays on the other core). Its
+    per-epoch log is held back (the worker's progress bar is on screen); step 3 prints the
+    summary."""
+    from interactions.sequences import filter_rare_items, leave_one_out
+    from ranker.fit import fit_and_save
+    from ranker.train import TrainConfig
+
+    ranker_log = logging.getLogger("ranker")
+    level = ranker_log.level
+    ranker_log.setLevel(logging.WARNING)
+    try:
+        return fit_and_save(
+            leave_one_out(filter_rare_items(past)),
+            config.dataset,
+            out,
+            {"max_length": 200},
+            TrainConfig(max_minutes=config.train_minutes, seed=config.seed, progress=False),
+            threads=1,
+        )
+    finally:
+        ranker_log.setLevel(level)
+
+
 def run_demo(
     settings: Settings, config: DemoConfig, say: Callable[[str], None] = print
 ) -> list[RoundReport]:
     from interactions.movielens import load_movielens
     from interactions.replay import catalog_events, rating_events
-    from interactions.sequences import filter_rare_items, leave_one_out
-    from ranker.fit import fit_and_save
-    from ranker.train import TrainConfig
     from retrieval.content import MiniLMTextEncoder
     from retrieval.content_index import ContentIndex
     from retrieval.index import ItemIndex
@@ -209,7 +232,12 @@ def run_demo(
             producer, topics.events, rating_events(config.dataset, past), description="past events"
         )
         phases.done("data")
-        say("[2/6] worker: turning the past into online features")
+        say("[2/6] worker: turning the past into online features (the ranker trains meanwhile)")
+        first = ranker_path(settings)
+        first.parent.mkdir(parents=True, exist_ok=True)
+        trainer = ThreadPoolExecutor(1, thread_name_prefix="demo-train")
+        trained = trainer.submit(train_quietly, past, config, first)
+        trainer.shutdown(wait=False)  # the one task runs on; trained.result() in step 3
         wait_until_caught_up(settings, 900, progress=True)
         if config.headline:
             # The worker has applied exactly the past: the frozen deployment's state is this.
@@ -221,15 +249,7 @@ def run_demo(
 
         say("[3/6] ranker training; its item embeddings into Milvus with a content map")
         catalog = catalog_from_movielens(data.items, past)
-        first = ranker_path(settings)
-        first.parent.mkdir(parents=True, exist_ok=True)
-        result = fit_and_save(
-            leave_one_out(filter_rare_items(past)),
-            config.dataset,
-            first,
-            {"max_length": 200},
-            TrainConfig(max_minutes=config.train_minutes, seed=config.seed, progress=False),
-        )
+        result = trained.result()
         encoder = MiniLMTextEncoder()
         # One client of the Milvus Lite file for this process: publishing and serving share it.
         index = milvus.enter_context(ItemIndex.from_settings(settings.milvus, settings.deployment))
