@@ -35,8 +35,8 @@ def import_pymilvus() -> Any:
 # pymilvus pings every channel every 10 s, idle or not (``keepalive_permit_without_calls``).
 # Milvus Lite's gRPC server keeps gRPC's default ping policy (at most one ping per 5 minutes
 # without data, two strikes) and answers more with GOAWAY "too_many_pings", which kills the
-# connection and any call on it; a client opened right then fails to connect ("Too many pings",
-# seen in CI). A Unix socket to a child process needs no keepalive (its end is a closed socket),
+# connection and any call on it (reproduced here with 1 s pings); CI once failed to connect with
+# "Too many pings" (the CI case itself was not reproduced). A Unix socket to a child process needs no keepalive (its end is a closed socket),
 # so Lite channels send no pings at all; a Milvus server allows pymilvus' pings and keeps them.
 _NO_KEEPALIVE = {
     "grpc.keepalive_time_ms": 2**31 - 1,  # gRPC's "never"

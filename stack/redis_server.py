@@ -121,18 +121,13 @@ def delete_keys_matching(url: str, pattern: str, *, cluster: bool = False, batch
         for key in client.scan_iter(match=pattern, count=batch):
             pending.append(key)
             if len(pending) >= batch:
-                deleted += _delete(client, pending)
+                deleted += cast(int, client.delete(*pending))  # a cluster splits it by slot
                 pending.clear()
         if pending:
-            deleted += _delete(client, pending)
+            deleted += cast(int, client.delete(*pending))
     finally:
         client.close()
     return deleted
-
-
-def _delete(client: object, keys: list[bytes]) -> int:
-    # a cluster client splits a multi-key DELETE by hash slot itself
-    return cast(int, client.delete(*keys))  # type: ignore[attr-defined]
 
 
 def glob_escape(text: str) -> str:
