@@ -31,8 +31,8 @@ from core.errors import DependencyUnavailable, NotFoundError
 from core.settings import Deployment, MilvusSettings
 from retrieval.catalog import ItemMeta
 from retrieval.content import TextEncoder, item_text
-from retrieval.milvus_client import is_not_found, open_milvus_client
-from retrieval.milvus_lite import connectable_uri, hold_milvus_lite
+from retrieval.milvus_client import is_not_found
+from retrieval.milvus_lite import connectable_uri, hold_milvus_lite, open_milvus_client
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -27,9 +27,10 @@ import uuid
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from core.errors import DependencyUnavailable
-from retrieval.milvus_client import open_milvus_client
+from retrieval.milvus_client import import_pymilvus
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,34 @@ _SERVER_SCHEMES = ("http://", "https://", "tcp://", "grpc://", "unix:")
 def is_milvus_lite_uri(uri: str) -> bool:
     """True for a local Milvus Lite file path, False for a server URL."""
     return not uri.startswith(_SERVER_SCHEMES)
+
+
+# pymilvus asks gRPC to ping every channel every 10 s, with or without calls in flight. Milvus
+# Lite's gRPC server keeps gRPC's default ping policy (pings without data at most every 5
+# minutes, two strikes) and answers more with GOAWAY "too_many_pings", which closes the
+# connection and every call on it (reproduced with 1 s pings). CI once failed to connect with
+# "Too many pings"; that case itself was not reproduced. A Unix socket to a local process needs
+# no keepalive (its end is a closed socket), so Lite channels send no pings; a Milvus server
+# permits pymilvus' pings and keeps them.
+_NO_KEEPALIVE = {
+    "grpc.keepalive_time_ms": 2**31 - 1,  # gRPC's "never"
+    "grpc.keepalive_permit_without_calls": False,
+}
+
+
+def grpc_options(uri: str) -> dict[str, object]:
+    """The gRPC channel options ``open_milvus_client`` adds for ``uri``: none for a server, no
+    keepalive pings for a Lite file or the ``unix:`` socket of a Lite file's holder."""
+    lite = is_milvus_lite_uri(uri) or uri.startswith("unix:")
+    return dict(_NO_KEEPALIVE) if lite else {}
+
+
+def open_milvus_client(uri: str, *, token: str = "", timeout_s: float) -> Any:
+    """A ``pymilvus.MilvusClient`` on ``uri`` (a Milvus Lite file, its holder's ``unix:`` socket,
+    or a server URL): the one way the project opens one. Raises what pymilvus raises."""
+    return import_pymilvus().MilvusClient(
+        uri=uri, token=token, timeout=timeout_s, grpc_options=grpc_options(uri)
+    )
 
 
 def milvus_lite_in_use(db_path: Path) -> bool:

@@ -8,7 +8,7 @@ reach the channel pymilvus really opens, on a real Lite server.
 import grpc
 import pytest
 
-from retrieval.milvus_client import open_milvus_client
+from retrieval.milvus_lite import open_milvus_client
 
 pytestmark = pytest.mark.integration
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from retrieval.milvus_client import grpc_options
+from retrieval.milvus_lite import grpc_options
 
 
 @pytest.mark.parametrize("uri", ["/data/milvus.db", "milvus.db", "unix:/tmp/tmpx_milvus.db.sock"])
