@@ -35,7 +35,6 @@ from tqdm import tqdm
 from core.errors import DependencyUnavailable, NotFoundError
 from core.settings import Deployment, MilvusSettings
 from retrieval.index_search import MAX_TOPK, IndexSearch, PinnedCollection
-from retrieval.index_search import _ids_and_distances as _ids_and_distances  # its unit test
 from retrieval.index_types import IndexConfig, ItemRows
 from retrieval.milvus_client import is_unimplemented
 from retrieval.milvus_lite import connectable_uri, open_milvus_client

@@ -5,6 +5,12 @@ top-k search (through the alias, or in one named collection), fetching vectors, 
 the pymilvus error wrapping both share; ``ItemIndex`` adds building, the alias and garbage
 collection. ``PinnedCollection`` is one version as a ``retrieval.ann.VectorSearcher``.
 
+Filters go into Milvus' expression. Excluded ids (the user's history, dismissals, the request's
+own) are over-fetched and removed here on an exact (FLAT) collection, which gives the answer
+pushing them would give and spares Milvus parsing a long ``not in`` list per call; an
+approximate index gets them pushed. Replies are read as arrays
+(``retrieval.milvus_search.search_arrays``), not as pymilvus' per-hit objects.
+
 Concurrent one-vector searches can share one Milvus call (``nq`` = their number):
 ``batch_searches(submit)`` sends each one-vector search of an exact (FLAT) collection to
 ``submit(group, query)`` (serving's ``serving.batching.MicroBatcher``), which answers it from one
@@ -27,6 +33,7 @@ from core.errors import DependencyUnavailable, NotFoundError
 from retrieval.expressions import filter_expression
 from retrieval.index_types import IndexConfig
 from retrieval.milvus_client import is_not_found
+from retrieval.milvus_search import QueryHits, search_arrays
 from retrieval.sources import CandidateFilters
 
 T = TypeVar("T")
@@ -106,8 +113,8 @@ class IndexSearch:
     ) -> list[list[tuple[str, float]]]:
         """Top-``k`` ``(item_id, inner product)`` per query vector, filters pushed into Milvus.
 
-        Excluded ids that could not be pushed (too many, unusual characters) are over-fetched and
-        removed here, so each answer still has up to ``k`` eligible items.
+        Excluded ids are over-fetched and removed here (exact collections, or ids an expression
+        cannot carry) or pushed (approximate ones), so each answer has up to ``k`` eligible items.
         """
         return self._search(None, vectors, k, filters=filters, excluded=excluded)
 
@@ -148,31 +155,25 @@ class IndexSearch:
         filters: CandidateFilters,
         excluded: Sequence[str] | frozenset[str],
     ) -> list[list[tuple[str, float]]]:
-        """One Milvus search for ``queries``, the exclusions pushed into its expression."""
-        expression, not_pushed = filter_expression(
-            filters,
-            excluded,
-            max_excluded=self.config.max_pushed_exclusions,
-        )
+        """One Milvus search for ``queries``. On an exact collection the exclusions are
+        over-fetched and removed here (Milvus would parse a long ``not in`` list on every call); on an approximate
+        one they are pushed into the expression, where the search then looks past them."""
+        if self._exact(collection):
+            expression, not_pushed = filter_expression(filters, (), max_excluded=0)
+            not_pushed = len(excluded)
+        else:
+            expression, not_pushed = filter_expression(
+                filters, excluded, max_excluded=self.config.max_pushed_exclusions
+            )
         limit = min(MAX_TOPK, k + not_pushed)
         hits = self._hits(collection, queries, limit, expression)
-        excluded_set = set(excluded) if not_pushed else set()
-        answers = []
-        for per_query in hits:
-            ids, distances = _ids_and_distances(per_query)
-            answers.append(
-                [
-                    (str(item_id), float(distance))
-                    for item_id, distance in zip(ids, distances, strict=True)
-                    if item_id not in excluded_set
-                ][:k]
-            )
-        return answers
+        removed = frozenset(excluded) if not_pushed else frozenset()
+        return [per_query.without(removed, k).pairs() for per_query in hits]
 
     def search_group(self, group: SearchGroup, queries: Sequence[SearchQuery]) -> list[Hits]:
         """One Milvus search (``nq = len(queries)``) for searches sharing ``group``: each query's
         top ``k`` without its excluded ids, over-fetched by as many (``batch_searches``). A
-        group of one is searched as without batching (its exclusions pushed)."""
+        group of one is searched as without batching."""
         if len(queries) == 1:
             alone = queries[0]
             vector = np.asarray(alone.vector, dtype=np.float32)[None, :]
@@ -183,27 +184,26 @@ class IndexSearch:
         limit = min(MAX_TOPK, max(q.k + len(q.excluded) for q in queries))
         matrix = np.stack([np.asarray(q.vector, dtype=np.float32) for q in queries])
         hits = self._hits(group.collection, matrix, limit, shared)
-        answers = []
-        for query, per_query in zip(queries, hits, strict=True):
-            ids, distances = _ids_and_distances(per_query)
-            excluded = query.excluded
-            answers.append(
-                [
-                    (str(item_id), float(distance))
-                    for item_id, distance in zip(ids, distances, strict=True)
-                    if item_id not in excluded
-                ][: query.k]
-            )
-        return answers
+        return [
+            per_query.without(query.excluded, query.k).pairs()
+            for query, per_query in zip(queries, hits, strict=True)
+        ]
 
     def _exact(self, collection: str | None) -> bool:
         """Whether ``collection`` (the active one for ``None``) is searched exactly."""
-        target = collection if collection is not None else self._active
-        return target is not None and self.index_type_of(target) == EXACT_INDEX
+        if collection is not None:
+            return self.index_type_of(collection) == EXACT_INDEX
+        if self._active is None:
+            return False
+        try:
+            return self.index_type_of(self._active) == EXACT_INDEX
+        except NotFoundError:  # the alias moved and the old collection was dropped meanwhile
+            self.refresh()
+            return self._active is not None and self.index_type_of(self._active) == EXACT_INDEX
 
     def _hits(
         self, collection: str | None, queries: np.ndarray, limit: int, expression: str
-    ) -> list[Any]:
+    ) -> list[QueryHits]:
         """Milvus' answer per query, in ``collection`` or the alias's active collection."""
         if collection is not None:
             return self._search_collection(collection, queries, limit, expression)
@@ -213,7 +213,7 @@ class IndexSearch:
             self.refresh()  # the alias moved and the old collection was dropped meanwhile
             return self._search_active(queries, limit, expression)
 
-    def _search_active(self, queries: np.ndarray, limit: int, expression: str) -> list[Any]:
+    def _search_active(self, queries: np.ndarray, limit: int, expression: str) -> list[QueryHits]:
         collection = self._active
         if collection is None:
             raise NotFoundError(f"alias {self.alias} points at no collection; run `aether index`")
@@ -221,7 +221,7 @@ class IndexSearch:
 
     def _search_collection(
         self, collection: str, queries: np.ndarray, limit: int, expression: str
-    ) -> list[Any]:
+    ) -> list[QueryHits]:
         params: dict[str, Any] = {"metric_type": "IP"}
         index_type = self.index_type_of(collection)
         if index_type == "IVF_FLAT":
@@ -230,12 +230,12 @@ class IndexSearch:
             params["params"] = {"ef": max(self.config.hnsw_ef, limit)}
         return self._call(
             "search",
-            self._client.search,
+            search_arrays,
+            self._client,
             collection,
-            data=queries.tolist(),
+            queries,
             limit=limit,
-            filter=expression,
-            anns_field="embedding",
+            expression=expression,
             search_params=params,
         )
 
@@ -278,16 +278,3 @@ class PinnedCollection:
         excluded: Sequence[str] | frozenset[str] = (),
     ) -> list[list[tuple[str, float]]]:
         return self.index.search_in(self.collection, vectors, k, filters=filters, excluded=excluded)
-
-
-def _ids_and_distances(per_query: Any) -> tuple[Sequence[Any], Sequence[float]]:
-    """One query's hit ids and distances, without building a ``Hit`` dict per result.
-
-    pymilvus 2.6 returns each query's hits as ``HybridHits``, which holds both as plain lists and
-    builds a dict only when a hit is indexed (≈ 0.5 ms for 200 hits); any other shape is read hit
-    by hit.
-    """
-    ids, distances = getattr(per_query, "ids", None), getattr(per_query, "distances", None)
-    if isinstance(ids, list) and isinstance(distances, list) and len(ids) == len(distances):
-        return ids, distances
-    return [h["id"] for h in per_query], [h["distance"] for h in per_query]
