@@ -155,19 +155,19 @@ class IndexSearch:
         filters: CandidateFilters,
         excluded: Sequence[str] | frozenset[str],
     ) -> list[list[tuple[str, float]]]:
-        """One Milvus search for ``queries``. On an exact collection the exclusions are
-        over-fetched and removed here (Milvus would parse a long ``not in`` list on every call); on an approximate
-        one they are pushed into the expression, where the search then looks past them."""
+        """One Milvus search for ``queries``. Exclusions are over-fetched and removed here on
+        an exact collection (the answer pushing them gives, without Milvus parsing a long
+        ``not in`` list per call) and pushed on an approximate one, which then looks past them;
+        ids an expression cannot carry are over-fetched there too."""
         if self._exact(collection):
-            expression, not_pushed = filter_expression(filters, (), max_excluded=0)
-            not_pushed = len(excluded)
+            expression, _ = filter_expression(filters, ())
+            over_fetch = len(excluded)
         else:
-            expression, not_pushed = filter_expression(
+            expression, over_fetch = filter_expression(
                 filters, excluded, max_excluded=self.config.max_pushed_exclusions
             )
-        limit = min(MAX_TOPK, k + not_pushed)
-        hits = self._hits(collection, queries, limit, expression)
-        removed = frozenset(excluded) if not_pushed else frozenset()
+        hits = self._hits(collection, queries, min(MAX_TOPK, k + over_fetch), expression)
+        removed = frozenset(excluded) if over_fetch else frozenset()
         return [per_query.without(removed, k).pairs() for per_query in hits]
 
     def search_group(self, group: SearchGroup, queries: Sequence[SearchQuery]) -> list[Hits]:
