@@ -10,11 +10,13 @@ to ``/aetherrec.v1.Recommender/Recommend`` with ``content-type: application/grpc
 0 byte (not compressed), the message's length as 4 bytes big-endian, the serialized
 ``RecommendRequest`` (``request_body``).
 
-h2load posts one file for every request of a run, so each request body is its own h2load process
-(``plan_processes``): ``bodies`` processes at ``rate / bodies`` requests/s each, one user each (a
-seeded draw per rate). ``--rps`` is per connection (client); ``-m`` (streams in flight per
-connection) is sized so that h2load never holds back a request that is due while the server
-answers within the deadline: the load stays open-loop.
+h2load posts one file for every request of a run, and ``--rps`` paces each connection from the
+moment it opens, so each connection is its own h2load process (``plan_processes``), started at
+its turn of one evenly spaced schedule at the offered rate: one user's body each (a seeded draw
+per rate, ``bodies`` users over the connections), ``--rps`` the rate over the processes. ``-m`` (streams in flight per connection) is sized so that h2load never holds back a request
+that is due while the server answers within the deadline: the load stays open-loop. How closely
+the processes kept the schedule is measured (``send_lag_*``: each request's send time in h2load's
+log less its scheduled time).
 
 h2load does not read ``grpc-status`` (a refused call is an HTTP 200 with the status in its
 trailers), so what the server answered is counted on the server (its status counter), and a
@@ -32,6 +34,7 @@ import resource
 import shutil
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -144,33 +147,50 @@ def parse_summary(stdout: str) -> Summary:
     )
 
 
-# -- the plan: one h2load process per request body ----------------------------------------------
+# -- the plan: one h2load process per connection, one evenly spaced schedule ----------------------
 @dataclass(frozen=True)
 class ProcessPlan:
-    clients: int  # connections (-c)
-    rps_per_client: float  # --rps
-    requests: int  # -n, over its clients
-    max_streams: int  # -m, streams in flight per connection
+    """One h2load process: one connection posting one request body at its turns of the schedule."""
+
+    body: int  # index of the request body it posts
+    offsets_s: tuple[float, ...]  # when its requests are due, s after the rate's start
+    max_streams: int  # -m, streams in flight on its connection
+
+    @property
+    def requests(self) -> int:
+        return len(self.offsets_s)
+
+    @property
+    def rps(self) -> float:
+        """Its ``--rps``: one request per period of its turns."""
+        if len(self.offsets_s) < 2:
+            return 1.0
+        return 1.0 / (self.offsets_s[1] - self.offsets_s[0])
 
 
 def plan_processes(
     rate: float, seconds: float, bodies: int, connections: int, deadline_s: float
 ) -> list[ProcessPlan]:
-    """``rate * seconds`` requests over ``bodies`` processes (fewer if there are fewer requests)
-    and at least ``connections`` connections in all, every connection at the same rate. ``-m``
-    covers every request a connection can have in flight while answers take up to the deadline
-    (plus 0.5 s of slack): h2load then never delays a request that is due."""
+    """``rate * seconds`` requests, due one every ``1 / rate`` s, dealt in turn to
+    ``max(bodies, connections)`` processes (fewer if there are fewer requests); process ``i``
+    posts body ``i % bodies``, its first request due at ``i / rate``, then one every
+    ``processes / rate`` s. ``run_h2load`` starts each process when its first request is due.
+
+    One connection per process, started in turn: ``--rps`` paces each connection from the
+    moment it opens, so connections opened together send together, and until 2026-12-04 (all
+    processes started at once, several connections each) the server saw bursts of up to one
+    request per connection, not a rate (docs/benchmarks/serving.md, section L). ``-m`` covers every request a connection can have in flight while
+    answers take up to the deadline (plus 0.5 s of slack): h2load then never delays a request
+    that is due."""
     total = max(1, round(rate * seconds))
-    processes = max(1, min(bodies, total))
-    per_process = max(1, math.ceil(connections / processes))
-    plans = []
-    for index in range(processes):
-        requests = total // processes + (index < total % processes)
-        clients = max(1, min(per_process, requests))
-        rps = rate / (processes * per_process)
-        streams = max(4, math.ceil(rps * (deadline_s + 0.5)))
-        plans.append(ProcessPlan(clients, rps, requests, streams))
-    return plans
+    processes = max(1, min(max(bodies, connections), total))
+    streams = max(4, math.ceil(rate / processes * (deadline_s + 0.5)))
+    return [
+        ProcessPlan(
+            index % bodies, tuple(n / rate for n in range(index, total, processes)), streams
+        )
+        for index in range(processes)
+    ]
 
 
 def h2load_argv(
@@ -184,9 +204,16 @@ def h2load_argv(
     argv = [executable, url, "-d", str(body_path), "-t", "1"]
     for header in (*GRPC_HEADERS, f"grpc-timeout: {max(1, round(deadline_s * 1000))}m"):
         argv += ["-H", header]
-    argv += ["-c", str(plan.clients), "-m", str(plan.max_streams), "-n", str(plan.requests)]
-    argv += ["--rps", f"{plan.rps_per_client:.6g}", "--log-file", str(log_path)]
+    argv += ["-c", "1", "-m", str(plan.max_streams), "-n", str(plan.requests)]
+    argv += ["--rps", f"{plan.rps:.6g}", "--log-file", str(log_path)]
     return argv
+
+
+def send_lags_ms(plan: ProcessPlan, rows: list[LogRow], start_us: float) -> list[float]:
+    """Each request's send time less its scheduled time (``start_us`` + its offset), ms: how
+    closely the process kept the schedule. Rows pair with offsets in send order."""
+    sent = sorted(r.start_us for r in rows)
+    return [(s - start_us) / 1000 - t * 1000 for s, t in zip(sent, plan.offsets_s, strict=False)]
 
 
 def h2load_executable() -> str:
@@ -209,6 +236,7 @@ class H2loadResult:
     summaries: list[Summary]
     rows: list[LogRow]
     cpu_s: float  # user + system CPU of the h2load processes
+    send_lags_ms: list[float] = field(default_factory=list)  # ``send_lags_ms`` of every request
 
     @property
     def requests(self) -> int:
@@ -226,13 +254,16 @@ class H2loadResult:
     @property
     def window_s(self) -> float:
         """First request sent → last response ended, and at least the schedule's length (as
-        ``serve_load.offered_load`` counts it: h2load sends each connection's first request at
-        once, so ``n`` requests span ``(n - 1) / rate`` of sending)."""
+        ``serve_load.offered_load`` counts it: ``n`` requests are due over ``(n - 1) / rate``)."""
         scheduled = self.requests / self.offered_rps if self.offered_rps > 0 else 0.0
         if not self.rows:
             return scheduled
         first = min(r.start_us for r in self.rows)
         return max(scheduled, (max(r.start_us + r.elapsed_us for r in self.rows) - first) / 1e6)
+
+    def send_lag_ms(self, q: float) -> float:
+        """Percentile ``q`` of the requests' send times less their scheduled times."""
+        return float(np.percentile(self.send_lags_ms, q)) if self.send_lags_ms else float("nan")
 
     def percentile_ms(self, q: float) -> float:
         """Latency of the HTTP answers (2xx), h2load's clock: request sent → response ended."""
@@ -251,30 +282,32 @@ def run_h2load(
     deadline_s: float = 1.0,
     executable: str | None = None,
 ) -> H2loadResult:
-    """``rate * seconds`` Recommend calls at ``rate``/s, spread over one h2load process per body;
-    returns when every process has finished."""
+    """``rate * seconds`` Recommend calls at ``rate``/s, spread over ``plan_processes``' h2load
+    processes; returns when every process has finished."""
     from serving.server import RECOMMEND_METHOD
 
     executable = executable or h2load_executable()
+    url = f"http://{address}{RECOMMEND_METHOD}"
     plans = plan_processes(rate, seconds, len(bodies), connections, deadline_s)
     work.mkdir(parents=True, exist_ok=True)
+    for index, body in enumerate(bodies[: len(plans)]):
+        (work / f"body-{index}.bin").write_bytes(body)
     running = []
     # Children's CPU is counted once they are waited for: h2load's, as the benchmark starts no
     # other child meanwhile (the server child is not waited for until the end).
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start, start_us = time.monotonic(), time.time() * 1e6
     for index, plan in enumerate(plans):
-        body, log = work / f"body-{index}.bin", work / f"h2load-{index}.log"
-        body.write_bytes(bodies[index])
+        log = work / f"h2load-{index}.log"
         log.unlink(missing_ok=True)  # h2load appends
-        argv = h2load_argv(
-            executable, f"http://{address}{RECOMMEND_METHOD}", plan, body, log, deadline_s
-        )
+        argv = h2load_argv(executable, url, plan, work / f"body-{plan.body}.bin", log, deadline_s)
+        time.sleep(max(0.0, start + plan.offsets_s[0] - time.monotonic()))  # its first turn
         process = subprocess.Popen(
             argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
         )
-        running.append((process, log))
-    summaries, rows = [], []
-    for process, log in running:
+        running.append((process, plan, log))
+    summaries, rows, lags = [], [], []
+    for process, plan, log in running:
         try:
             output, _ = process.communicate(timeout=2 * seconds + deadline_s + 60)
         except subprocess.TimeoutExpired:
@@ -284,10 +317,12 @@ def run_h2load(
         if process.returncode != 0:
             raise RuntimeError(f"h2load exited with {process.returncode}:\n{output[-2000:]}")
         summaries.append(parse_summary(output))
-        rows += parse_log(log.read_text())
+        process_rows = parse_log(log.read_text())
+        rows += process_rows
+        lags += send_lags_ms(plan, process_rows, start_us)
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu_s = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
-    return H2loadResult(rate, plans, summaries, rows, cpu_s)
+    return H2loadResult(rate, plans, summaries, rows, cpu_s, lags)
 
 
 @dataclass

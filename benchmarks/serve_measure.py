@@ -165,7 +165,7 @@ def h2load_settings(plan: LoadPlan) -> dict[str, Any]:
     processes = plan_processes(max(plan.rates), plan.seconds, plan.bodies, plan.channels, 1.0)
     return {
         "h2load_bodies": plan.bodies,
-        "h2load_connections": sum(p.clients for p in processes),
+        "h2load_connections": len(processes),
         "sample_rps": plan.sample_rps,
     }
 
@@ -241,6 +241,8 @@ def h2load_rate_figures(
         f"p99_ms{suffix}": round(load.percentile_ms(99), 2),
         f"achieved_rps{suffix}": round(ok / load.window_s, 1) if load.window_s > 0 else 0.0,
         f"requests{suffix}": load.requests,
+        f"send_lag_p50_ms{suffix}": round(load.send_lag_ms(50), 2),
+        f"send_lag_p99_ms{suffix}": round(load.send_lag_ms(99), 2),
         f"h2load_answered{suffix}": load.succeeded,
         f"h2load_failed{suffix}": load.failed,
         f"grpc_ok{suffix}": ok,

@@ -49,6 +49,11 @@ def test_h2load_calls_are_answered_ok_and_counted_alike_by_h2load_and_server(
     assert load.requests == 40 and len(load.plans) == 4
     assert load.succeeded == 40 and load.failed == 0, server.log_tail()
     assert len(load.rows) == 40 and {r.status for r in load.rows} == {200}
+    # One evenly spaced schedule: the processes' sends interleave, one per turn, and each
+    # request's lag behind its turn is measured.
+    assert len(load.send_lags_ms) == 40
+    by_process = sorted((t, i) for i, p in enumerate(load.plans) for t in p.offsets_s)
+    assert [i for _, i in by_process] == [n % 4 for n in range(40)]
     # Every HTTP answer carried the whole constant response (a refused call has no body).
     response = grpc_frame(slate_to_proto(floor_slate()).SerializeToString())
     assert sum(s.data_bytes for s in load.summaries) == 40 * len(response)

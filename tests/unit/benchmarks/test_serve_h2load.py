@@ -8,7 +8,6 @@ at 20 rps, then 60 requests of which the server, stopped after 1 s, answered 20.
 from __future__ import annotations
 
 import itertools
-import math
 from pathlib import Path
 
 import pytest
@@ -29,6 +28,7 @@ from benchmarks.serve_h2load import (
     parse_summary,
     plan_processes,
     request_body,
+    send_lags_ms,
 )
 from benchmarks.serve_load import LoadResult
 from benchmarks.serve_measure import FLOOR, PIPELINE, h2load_rate_figures, within_target
@@ -159,35 +159,43 @@ def test_parse_summary_reads_the_captured_reports() -> None:
     connections=st.integers(1, 32),
     deadline_s=st.floats(0.05, 5),
 )
-def test_plan_sends_every_request_at_the_offered_rate_without_holding_any_back(
+def test_plan_is_one_evenly_spaced_schedule_that_never_holds_a_request_back(
     rate: int, seconds: float, bodies: int, connections: int, deadline_s: float
 ) -> None:
     plans = plan_processes(rate, seconds, bodies, connections, deadline_s)
     total = max(1, round(rate * seconds))
     assert sum(p.requests for p in plans) == total
-    assert 1 <= len(plans) <= min(bodies, total)
+    assert len(plans) == min(max(bodies, connections), total)
     assert max(p.requests for p in plans) - min(p.requests for p in plans) <= 1
-    # Every connection runs at one rate; with every connection open, the rates add up.
-    assert len({p.rps_per_client for p in plans}) == 1
-    full = math.ceil(connections / len(plans))
-    assert plans[0].rps_per_client * full * len(plans) == pytest.approx(rate)
-    if all(p.clients == full for p in plans):
-        assert sum(p.clients for p in plans) >= connections
-    for p in plans:
-        assert 1 <= p.clients <= p.requests
+    # Together the processes send one request every 1 / rate, no two at once.
+    due = sorted(t for p in plans for t in p.offsets_s)
+    assert due == pytest.approx([n / rate for n in range(total)])
+    for index, p in enumerate(plans):
+        assert p.body == index % bodies
+        if p.requests > 1:  # --rps: its turns come every len(plans) / rate
+            assert p.rps * len(plans) == pytest.approx(rate)
         # in flight while answers take up to the deadline: never above -m
-        assert p.max_streams >= p.rps_per_client * deadline_s
+        assert p.max_streams >= rate / len(plans) * deadline_s
 
 
-def test_h2load_argv_posts_grpc_with_the_deadline() -> None:
+def test_h2load_argv_posts_grpc_with_the_deadline_on_one_connection() -> None:
     plan = plan_processes(200, 10, 8, 8, 1.0)[0]
     url = "http://h:1/aetherrec.v1.Recommender/Recommend"
     argv = h2load_argv("h2load", url, plan, Path("b"), Path("l"), 1.0)
     headers = [argv[i + 1] for i, a in enumerate(argv) if a == "-H"]
     assert headers == [*GRPC_HEADERS, "grpc-timeout: 1000m"]
+    assert argv[1] == url
     assert argv[argv.index("-d") + 1] == "b" and argv[argv.index("--log-file") + 1] == "l"
     assert argv[argv.index("--rps") + 1] == "25"
     assert argv[argv.index("-n") + 1] == "250" and argv[argv.index("-c") + 1] == "1"
+
+
+def test_send_lags_pair_each_process_row_with_its_turn_in_send_order() -> None:
+    plan = plan_processes(10, 1, 2, 2, 1.0)[1]  # due at 0.1, 0.3, 0.5, 0.7, 0.9 s
+    start_us = 1_000_000
+    sent = [start_us + round(t * 1e6) + 2_000 for t in plan.offsets_s]  # each 2 ms late
+    rows = [LogRow(s, 200, 500) for s in reversed(sent)]  # the log is in completion order
+    assert send_lags_ms(plan, rows, start_us) == pytest.approx([2.0] * 5)
 
 
 # -- the figures of a rate ------------------------------------------------------------------------
@@ -218,10 +226,13 @@ def test_h2load_figures_count_ok_answers_on_the_server_less_the_sampled_clients(
     after = {ok_key: 100.0 + 18 + 3, PIPELINE.answered: 121.0, refused: 3.0}
     after['aether_recommend_slate_items_total{source="ann"}'] = 210.0
     after['aether_recommend_fallbacks_total{reason="source_failed:ann"}'] = 2.0
+    load = _result(rows, 20)
+    load.send_lags_ms = [1.0] * 19 + [3.0]
     figures = h2load_rate_figures(
-        10, H2loadRate(_result(rows, 20), sampled), before, after, (0.021, 0.0), PIPELINE
+        10, H2loadRate(load, sampled), before, after, (0.021, 0.0), PIPELINE
     )
     s = "_at_10rps"
+    assert figures[f"send_lag_p50_ms{s}"] == 1.0 and figures[f"send_lag_p99_ms{s}"] == 2.62
     assert figures[f"requests{s}"] == 20 and figures[f"h2load_answered{s}"] == 20
     assert figures[f"grpc_ok{s}"] == 18 and figures[f"errors{s}"] == 2
     assert figures[f"errors_RESOURCE_EXHAUSTED{s}"] == 2
