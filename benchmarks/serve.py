@@ -30,7 +30,10 @@ and a share of unknown users, ``k=10``, 1 s deadline (``grpc-timeout``).
 
 ``--floor bare|servicer`` needs no stores: a gRPC server answering a constant 10-item response
 with ``aether serve``'s server settings, loaded at the same rates (``serve_floor``): the CPU per
-request of the server without the pipeline.
+request of the server without the pipeline. Without it, the pipeline's run ends with the
+``servicer`` floor (one process) at 100 rps under the same load generator:
+``floor_server_cpu_ms_per_request`` next to ``server_cpu_ms_per_request`` (``--no-floor``
+skips it).
 
 ``--processes N`` runs the server as ``aether serve`` does with ``serving.processes = N``: a
 supervisor (``serving.processes``) that owns Milvus Lite and ``N`` workers sharing the port with
@@ -47,7 +50,9 @@ did not start: BLAS, gRPC core, librdkafka). ``--server-env KEY=VALUE`` / ``--to
 try server-side settings. ``--pipeline-requests N`` first measures the pipeline's CPU per request
 in the benchmark's own process, one request at a time (``serve_load.pipeline_cpu``).
 
-``--json PATH`` writes one flat object: ``load_generator``, ``p50_ms_at_200rps``,
+``--json PATH`` writes one flat object: ``load_generator``, ``server_cpu_ms_per_request`` (at
+100 rps: every server process and Milvus Lite), ``floor_server_cpu_ms_per_request``,
+``floor_p99_ms``, ``floor_variant``, ``p50_ms_at_200rps``,
 ``p99_ms_at_200rps``, ``max_rps_within_20ms_p99`` (highest offered rate with p99 ≤ 20 ms and
 ≥ 95 % of it answered OK), ``catalogue_items``, ``users``, per-rate ``*_at_<rate>rps`` figures
 (latency, achieved rate, requests, errors by status code, fallbacks, client and server CPU per
@@ -67,9 +72,11 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from benchmarks.serve_floor import measure_floor
 from benchmarks.serve_h2load import h2load_executable
 from benchmarks.serve_load import pipeline_cpu, request_users
 from benchmarks.serve_measure import (
@@ -86,6 +93,9 @@ from benchmarks.serve_stores import cleanup, prepare_stores
 from core.settings import Settings
 
 DEFAULT_CHECKPOINT = ROOT / "artifacts" / "ranker.pt"
+# After the pipeline, the same load at this rate against the floor server
+# (``floor_server_cpu_ms_per_request``; issue 19 compares the pipeline's CPU with it).
+FLOOR_VARIANT, FLOOR_RATE = "servicer", 100
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +167,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=5.0,
         help="h2load: rate of the sampled gRPC client that checks status and slate (0: none)",
+    )
+    parser.add_argument(
+        "--no-floor",
+        action="store_true",
+        help=f"skip the floor measured after the pipeline ({FLOOR_VARIANT} at {FLOOR_RATE} rps)",
     )
     parser.add_argument(
         "--floor",
@@ -273,6 +288,18 @@ def command(args: argparse.Namespace) -> int:
         # What known users were answered with (unknown users always get retrieval order).
         served = measured.model_versions
         model_version = served.most_common(1)[0][0] if checkpoint and served else "none"
+        server.stop()
+        server = None
+        floor = (
+            {}
+            if args.no_floor
+            else measure_floor(
+                FLOOR_VARIANT,
+                replace(plan, rates=[FLOOR_RATE], work=work / "floor"),
+                args.warmup_seconds,
+                args.seed,
+            )
+        )
     finally:
         if server is not None:
             server.stop()
@@ -285,6 +312,12 @@ def command(args: argparse.Namespace) -> int:
         "load_generator": args.load,
         # at 100 rps offered: every server process and Milvus Lite's server (issue 19)
         "server_cpu_ms_per_request": figures.get("server_cpu_ms_per_request_at_100rps"),
+        # the same load against a servicer around a constant slate, one process (serve_floor)
+        "floor_server_cpu_ms_per_request": floor.get(
+            f"server_cpu_ms_per_request_at_{FLOOR_RATE}rps"
+        ),
+        "floor_p99_ms": floor.get(f"p99_ms_at_{FLOOR_RATE}rps"),
+        "floor_variant": FLOOR_VARIANT if floor else "none",
         "p50_ms_at_200rps": figures.get("p50_ms_at_200rps"),
         "p99_ms_at_200rps": figures.get("p99_ms_at_200rps"),
         "max_rps_within_20ms_p99": max(within_target(plan.rates, figures), default=0),
@@ -309,6 +342,12 @@ def command(args: argparse.Namespace) -> int:
     }
     machine = machine_description()
     print_table(plan.rates, figures)
+    if floor:
+        print(
+            f"floor ({FLOOR_VARIANT}, one process) at {FLOOR_RATE} rps: "
+            f"{summary['floor_server_cpu_ms_per_request']} ms of server CPU per request, "
+            f"p99 {summary['floor_p99_ms']} ms"
+        )
     print(f"ranker: {model_version}; machine: {machine}")
     print(f"load generator and server share this machine's {os.cpu_count()} cores")
     result = {

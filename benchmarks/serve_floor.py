@@ -141,20 +141,38 @@ def start_floor(variant: str, log_path: Path, timeout_s: float = 60) -> ServerPr
 
 
 # -- the benchmark ------------------------------------------------------------------------------
+def measure_floor(variant: str, plan: Any, warmup_seconds: float, seed: int) -> dict[str, Any]:
+    """The floor server ``variant`` warmed up, left idle 3 s, then loaded at each rate of
+    ``plan`` (a ``serve_measure.LoadPlan``): its idle and per-rate figures."""
+    from benchmarks.serve_load import request_users
+    from benchmarks.serve_measure import FLOOR, measure_rates, warm_up_and_idle
+
+    users = [f"floor-user-{n}" for n in range(1000)]  # the floor ignores the request
+    plan.work.mkdir(parents=True, exist_ok=True)
+    server = start_floor(variant, plan.work / "floor.log")
+    try:
+        print(f"floor server ({variant}) pid {server.process.pid} at {server.address}")
+        warmup = request_users(users, int(50 * warmup_seconds), 0.0, seed + 999)
+        warm, idle = warm_up_and_idle(server, warmup, plan)
+        print(f"warm-up: {dict(warm.codes)}; idle floor server (3 s, no requests): {idle}")
+        load_before = os.getloadavg()[0]
+        measured = measure_rates(server, users, plan, FLOOR)
+        load_after = os.getloadavg()[0]
+    finally:
+        server.stop()
+    return {
+        **idle,
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(load_after, 2),
+        **measured.figures,
+    }
+
+
 def floor_command(args: argparse.Namespace) -> int:
     """``aether bench serve --floor VARIANT``: the floor server at each offered rate."""
     from benchmarks.machine import machine_description
     from benchmarks.serve_h2load import h2load_executable
-    from benchmarks.serve_load import request_users
-    from benchmarks.serve_measure import (
-        FLOOR,
-        LoadPlan,
-        h2load_settings,
-        measure_rates,
-        print_table,
-        warm_up_and_idle,
-        within_target,
-    )
+    from benchmarks.serve_measure import LoadPlan, h2load_settings, print_table, within_target
     from core.heap import freeze_startup_heap
     from core.settings import load_settings
 
@@ -164,23 +182,11 @@ def floor_command(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="aether-bench-floor-"))
     channels = args.channels or 1
     plan = LoadPlan.from_args(args, channels, work)
-    users = [f"floor-user-{n}" for n in range(1000)]  # the floor ignores the request
-    server = None
     try:
-        server = start_floor(args.floor, work / "floor.log")
-        print(f"floor server ({args.floor}) pid {server.process.pid} at {server.address}")
         freeze_startup_heap()
-        warmup = request_users(users, int(50 * args.warmup_seconds), 0.0, args.seed + 999)
-        warm, idle = warm_up_and_idle(server, warmup, plan)
-        print(f"warm-up: {dict(warm.codes)}; idle server (3 s, no requests): {idle}")
-        load_before = os.getloadavg()[0]
-        measured = measure_rates(server, users, plan, FLOOR)
-        load_after = os.getloadavg()[0]
+        figures = measure_floor(args.floor, plan, args.warmup_seconds, args.seed)
     finally:
-        if server is not None:
-            server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    figures = measured.figures
     machine = machine_description()
     result = {
         "floor": args.floor,
@@ -193,9 +199,6 @@ def floor_command(args: argparse.Namespace) -> int:
         "serving_max_concurrent_rpcs": limits.max_concurrent_rpcs,
         "client_connections": channels,
         **h2load_settings(plan),
-        **idle,
-        "loadavg_1m_before": round(load_before, 2),
-        "loadavg_1m_after": round(load_after, 2),
         **figures,
         "machine": machine,
         "note": f"load generator shares the {os.cpu_count()} cores with the server",
