@@ -21,6 +21,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -63,10 +64,8 @@ class CatalogIndex:
 
     def rows(self, item_ids: Iterable[str]) -> np.ndarray:
         """Row numbers of ``item_ids`` in their order; ids the catalogue lacks are left out."""
-        row_of = self.row_of
-        return np.fromiter(
-            (row for item in item_ids if (row := row_of.get(item)) is not None), dtype=ROW
-        )
+        rows = np.fromiter(map(self.row_of.get, item_ids, repeat(-1)), dtype=ROW)
+        return rows[rows >= 0]
 
     def rows_aligned(self, item_ids: Sequence[str] | Sequence[bytes]) -> np.ndarray:
         """One row number per id, ``-1`` where the catalogue lacks it (ids as str or bytes)."""
@@ -75,7 +74,7 @@ class CatalogIndex:
         row_of: dict[Any, int] = (
             self._row_of_bytes if isinstance(item_ids[0], bytes) else self.row_of
         )
-        return np.fromiter((row_of.get(i, -1) for i in item_ids), dtype=ROW, count=len(item_ids))
+        return np.fromiter(map(row_of.get, item_ids, repeat(-1)), dtype=ROW, count=len(item_ids))
 
     def item_ids(self, rows: Sequence[int] | np.ndarray) -> list[str]:
         ids = self.ids

@@ -113,3 +113,36 @@ def test_picked_rows_equal_the_full_matrix_and_thompson_logs_them(params, budget
     for pick in picks:
         expected = max(float(full[names.index(pick.item_id), pick.slot]), 0.5 / 4_000)
         assert pick.propensity == expected
+
+
+def _vectorised_quadrature(names, posteriors, budget, quad_nodes):
+    """The quadrature as one vectorised computation (no cache): the reference."""
+    from scipy import special
+
+    alpha = np.array([posteriors[n].alpha for n in names])
+    beta = np.array([posteriors[n].beta for n in names])
+    u = (np.arange(quad_nodes) + 0.5) / quad_nodes
+    x = special.betaincinv(alpha[:, None], beta[:, None], u[None, :])
+    exceed = 1.0 - special.betainc(alpha[:, None, None], beta[:, None, None], x[None])
+    exceed[np.arange(len(names)), np.arange(len(names))] = 0.0
+    ways = np.zeros((min(budget, len(names)), len(names), quad_nodes))
+    ways[0] = 1.0
+    for other in range(len(names)):
+        shifted = np.concatenate([np.zeros((1, *ways.shape[1:])), ways[:-1]], axis=0)
+        ways = ways * (1.0 - exceed[other]) + shifted * exceed[other]
+    return ways.mean(axis=2).T
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.lists(st.tuples(st.floats(0.5, 60.0), st.floats(0.5, 400.0)), min_size=1, max_size=8),
+    st.integers(1, 4),
+)
+def test_cached_quadrature_equals_the_vectorised_one_exactly(params, budget):
+    """The per-posterior caches change no bit, asked once or again (a cache hit)."""
+    names = [f"i{k}" for k in range(len(params))]
+    posteriors = {n: BetaPosterior(a, b) for n, (a, b) in zip(names, params, strict=True)}
+    reference = _vectorised_quadrature(names, posteriors, budget, 128)
+    for _ in range(2):
+        got = exact_slot_propensities(names, posteriors, budget, quad_nodes=128)
+        np.testing.assert_array_equal(got, reference)
