@@ -13,9 +13,10 @@ to ``/aetherrec.v1.Recommender/Recommend`` with ``content-type: application/grpc
 h2load posts one file for every request of a run, and ``--rps`` paces each connection from the
 moment it opens, so each connection is its own h2load process (``plan_processes``), started at
 its turn of one evenly spaced schedule at the offered rate: one user's body each (a seeded draw
-per rate, ``bodies`` users over the connections), ``--rps`` the rate over the processes. ``-m`` (streams in flight per connection) is sized so that h2load never holds back a request
-that is due while the server answers within the deadline: the load stays open-loop. How closely
-the processes kept the schedule is measured (``send_lag_*``: each request's send time in h2load's
+per rate, ``bodies`` users over the connections), ``--rps`` the rate over the processes. ``-m``
+(streams in flight per connection) is sized so that h2load never holds back a request that is
+due while the server answers within the deadline: the load stays open-loop. How closely the
+processes kept the schedule is measured (``send_lag_*``: each request's send time in h2load's
 log less its scheduled time).
 
 h2load does not read ``grpc-status`` (a refused call is an HTTP 200 with the status in its
@@ -179,9 +180,9 @@ def plan_processes(
     One connection per process, started in turn: ``--rps`` paces each connection from the
     moment it opens, so connections opened together send together, and until 2026-12-04 (all
     processes started at once, several connections each) the server saw bursts of up to one
-    request per connection, not a rate (docs/benchmarks/serving.md, section L). ``-m`` covers every request a connection can have in flight while
-    answers take up to the deadline (plus 0.5 s of slack): h2load then never delays a request
-    that is due."""
+    request per connection, not a rate (docs/benchmarks/serving.md, section L). ``-m`` covers
+    every request a connection can have in flight while answers take up to the deadline (plus
+    0.5 s of slack): h2load then never delays a request that is due."""
     total = max(1, round(rate * seconds))
     processes = max(1, min(max(bodies, connections), total))
     streams = max(4, math.ceil(rate / processes * (deadline_s + 0.5)))
@@ -211,7 +212,9 @@ def h2load_argv(
 
 def send_lags_ms(plan: ProcessPlan, rows: list[LogRow], start_us: float) -> list[float]:
     """Each request's send time less its scheduled time (``start_us`` + its offset), ms: how
-    closely the process kept the schedule. Rows pair with offsets in send order."""
+    closely the process kept the schedule. Rows pair with offsets in send order (h2load logs a
+    stream that failed too; one it never started is not logged, and the pairs after it are
+    then late by a turn)."""
     sent = sorted(r.start_us for r in rows)
     return [(s - start_us) / 1000 - t * 1000 for s, t in zip(sent, plan.offsets_s, strict=False)]
 
