@@ -10,7 +10,8 @@ for Beta arms, so two numerical methods are offered (``method=``):
 
 * ``"exact"`` — deterministic quadrature of that integral: substitute ``u = F_i(x)``, take
   ``quad_nodes`` midpoints in ``u`` and get the "exactly j others exceed" term from a
-  Poisson-binomial recursion over the other arms. Cost ``O(n · nodes)`` Beta CDFs per row, so
+  Poisson-binomial recursion over the other arms. Cost ``O(n · nodes)`` Beta CDFs per row
+  (cached per pair of posteriors: serving asks for the same arms again and again), so
   it is the default (``"auto"``) for up to ``EXACT_MAX_CANDIDATES`` candidates;
   ``thompson_explore`` computes only the picked items' rows, which is what keeps it cheap on the
   request path; a test checks it against a large Monte Carlo run.

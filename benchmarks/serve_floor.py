@@ -29,11 +29,14 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import core.metrics_exporter  # noqa: F401  - first: prometheus_client in its ordinary mode
 from benchmarks.serve_server import ROOT, ServerProcess
 from serving.domain import RecommendationQuery, Slate, SlateItem
+
+if TYPE_CHECKING:
+    from benchmarks.serve_measure import LoadPlan
 
 VARIANTS = ("bare", "servicer")
 
@@ -141,7 +144,7 @@ def start_floor(variant: str, log_path: Path, timeout_s: float = 60) -> ServerPr
 
 
 # -- the benchmark ------------------------------------------------------------------------------
-def measure_floor(variant: str, plan: Any, warmup_seconds: float, seed: int) -> dict[str, Any]:
+def measure_floor(variant: str, plan: LoadPlan, warmup_seconds: float, seed: int) -> dict[str, Any]:
     """The floor server ``variant`` warmed up, left idle 3 s, then loaded at each rate of
     ``plan`` (a ``serve_measure.LoadPlan``): its idle and per-rate figures."""
     from benchmarks.serve_load import request_users
