@@ -208,7 +208,8 @@ class AttributionState:
     def to_dict(self) -> dict[str, Any]:
         return {
             "watermarks": {str(source): w for source, w in sorted(self.watermarks.items())},
-            "pending": [vars(p) for _, p in sorted(self.pending.items())],
+            # copies: a pending slot changes later (``positive``), a snapshot must not with it
+            "pending": [dict(vars(p)) for _, p in sorted(self.pending.items())],
             "rewards": {k: vars(r) for k, r in sorted(self.rewards.items())},
             "seen": dict(sorted(self.seen.items())),
         }

@@ -25,7 +25,13 @@ from confluent_kafka import Producer
 from bandits.attribution import Input
 from bandits.posterior import Outcome
 from streams import worker_metrics
-from streams.bandit_steps import AttributionEffects, BanditSteps, InputPartition, encode_outcome
+from streams.bandit_steps import (
+    AttributionEffects,
+    BanditSteps,
+    InputPartition,
+    LiveAttribution,
+    encode_outcome,
+)
 from streams.handlers import Position, SourceRecord
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
@@ -59,13 +65,16 @@ class BanditRuntime:
         self._started = wall_clock()
         self._last_record: dict[InputPartition, float] = {}
         self._first_record: dict[int, float] = {}  # partition -> wall time of its first record
+        # The attribution states this worker committed last (``LiveAttribution``): a batch
+        # rebuilds a partition's state from its snapshot only when the stored one changed.
+        self._live = LiveAttribution()
 
     # -- agent 1: impressions + interactions + privacy, partitioned by user --------------------
     async def on_attribution(
         self, records: Sequence[SourceRecord], decoded: Mapping[Position, object] | None = None
     ) -> list[Outcome]:
         """``decoded``: what the batch's feature and impression steps decoded already."""
-        effects = self.steps.attribution(self.state, records, self._now_ms(), decoded)
+        effects = self.steps.attribution(self.state, records, self._now_ms(), decoded, self._live)
         await self._publish_and_commit(effects)
         if effects.late:
             worker_metrics.EVENTS.labels("bandit-attribution", "late").inc(effects.late)
@@ -83,6 +92,7 @@ class BanditRuntime:
         if effects.outcomes:
             await flush_or_raise(self.producer, "outcomes")
         self.state.commit(effects.commit)
+        self._live.committed(effects)
         worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
         count_by_arm(effects.outcomes)
 
@@ -119,7 +129,7 @@ class BanditRuntime:
             worker_metrics.ATTRIBUTION_IDLE_INPUTS.labels(source.value).set(
                 sum(s is source for s, _ in idle)
             )
-        effects = self.steps.advance_idle(self.state, idle, active)
+        effects = self.steps.advance_idle(self.state, idle, active, self._live)
         if effects.commit.is_empty():
             return []
         await self._publish_and_commit(effects)
