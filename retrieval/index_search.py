@@ -8,8 +8,8 @@ collection. ``PinnedCollection`` is one version as a ``retrieval.ann.VectorSearc
 Filters go into Milvus' expression. Excluded ids (the user's history, dismissals, the request's
 own) are over-fetched and removed here on an exact (FLAT) collection, which gives the answer
 pushing them would give and spares Milvus parsing a long ``not in`` list per call; an
-approximate index gets them pushed. Replies are read as arrays
-(``retrieval.milvus_search.search_arrays``), not as pymilvus' per-hit objects.
+approximate index gets them pushed. Replies are read straight from Milvus' reply
+(``retrieval.milvus_search.search_arrays``), not through pymilvus' per-hit objects.
 
 Concurrent one-vector searches can share one Milvus call (``nq`` = their number):
 ``batch_searches(submit)`` sends each one-vector search of an exact (FLAT) collection to
@@ -33,15 +33,13 @@ from core.errors import DependencyUnavailable, NotFoundError
 from retrieval.expressions import filter_expression
 from retrieval.index_types import IndexConfig
 from retrieval.milvus_client import is_not_found
-from retrieval.milvus_search import QueryHits, search_arrays
+from retrieval.milvus_search import Hits, first_hits, search_arrays
 from retrieval.sources import CandidateFilters
 
 T = TypeVar("T")
 
 MAX_TOPK = 16384  # Milvus' limit on limit
 EXACT_INDEX = "FLAT"  # post-filtering equals pre-filtering only on an exact search
-
-Hits = list[tuple[str, float]]
 
 
 @dataclass(frozen=True)
@@ -168,7 +166,7 @@ class IndexSearch:
             )
         hits = self._hits(collection, queries, min(MAX_TOPK, k + over_fetch), expression)
         removed = frozenset(excluded) if over_fetch else frozenset()
-        return [per_query.without(removed, k).pairs() for per_query in hits]
+        return [first_hits(per_query, removed, k) for per_query in hits]
 
     def search_group(self, group: SearchGroup, queries: Sequence[SearchQuery]) -> list[Hits]:
         """One Milvus search (``nq = len(queries)``) for searches sharing ``group``: each query's
@@ -185,43 +183,41 @@ class IndexSearch:
         matrix = np.stack([np.asarray(q.vector, dtype=np.float32) for q in queries])
         hits = self._hits(group.collection, matrix, limit, shared)
         return [
-            per_query.without(query.excluded, query.k).pairs()
+            first_hits(per_query, query.excluded, query.k)
             for query, per_query in zip(queries, hits, strict=True)
         ]
 
     def _exact(self, collection: str | None) -> bool:
         """Whether ``collection`` (the active one for ``None``) is searched exactly."""
-        if collection is not None:
-            return self.index_type_of(collection) == EXACT_INDEX
-        if self._active is None:
-            return False
-        try:
-            return self.index_type_of(self._active) == EXACT_INDEX
-        except NotFoundError:  # the alias moved and the old collection was dropped meanwhile
-            self.refresh()
-            return self._active is not None and self.index_type_of(self._active) == EXACT_INDEX
+        return self._in(collection, lambda c: self.index_type_of(c) == EXACT_INDEX)
 
     def _hits(
         self, collection: str | None, queries: np.ndarray, limit: int, expression: str
-    ) -> list[QueryHits]:
+    ) -> list[Hits]:
         """Milvus' answer per query, in ``collection`` or the alias's active collection."""
-        if collection is not None:
-            return self._search_collection(collection, queries, limit, expression)
-        try:
-            return self._search_active(queries, limit, expression)
-        except NotFoundError:
-            self.refresh()  # the alias moved and the old collection was dropped meanwhile
-            return self._search_active(queries, limit, expression)
+        return self._in(
+            collection, lambda c: self._search_collection(c, queries, limit, expression)
+        )
 
-    def _search_active(self, queries: np.ndarray, limit: int, expression: str) -> list[QueryHits]:
-        collection = self._active
-        if collection is None:
+    def _in(self, collection: str | None, fn: Callable[[str], T]) -> T:
+        """``fn(collection)``; for ``None``, ``fn`` of the alias's active collection, asked again
+        after re-reading the alias if that collection was dropped meanwhile (the alias moved)."""
+        if collection is not None:
+            return fn(collection)
+        try:
+            return fn(self._active_collection())
+        except NotFoundError:
+            self.refresh()
+            return fn(self._active_collection())
+
+    def _active_collection(self) -> str:
+        if self._active is None:
             raise NotFoundError(f"alias {self.alias} points at no collection; run `aether index`")
-        return self._search_collection(collection, queries, limit, expression)
+        return self._active
 
     def _search_collection(
         self, collection: str, queries: np.ndarray, limit: int, expression: str
-    ) -> list[QueryHits]:
+    ) -> list[Hits]:
         params: dict[str, Any] = {"metric_type": "IP"}
         index_type = self.index_type_of(collection)
         if index_type == "IVF_FLAT":

@@ -1,8 +1,10 @@
-"""Milvus searches answered as arrays, without pymilvus' per-hit objects.
+"""Milvus searches answered as plain (id, score) lists, without pymilvus' per-hit objects.
 
 ``MilvusClient.search`` turns every hit of Milvus' reply into Python objects (``SearchResult``
 → ``HybridHits`` → a ``Hit`` per result), which on serving's path (200–400 hits per request)
-is most of the ANN source's client CPU (issue 19; no benchmark figure recorded yet).
+was most of the ANN source's client CPU (issue 19; docs/benchmarks/serving.md section L: 0.85 →
+0.58 ms of thread CPU per search, together with removing exclusions on the client,
+``retrieval.index_search``).
 
 ``search_arrays`` sends the request ``MilvusClient.search`` would send (built by pymilvus'
 ``Prepare.search_requests_with_expr``, with the consistency timestamp and call metadata pymilvus
@@ -16,33 +18,21 @@ an upgrade that changes them fails there.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from retrieval.milvus_client import import_pymilvus
 
+# One query's hits, best first: (item id, inner product).
+Hits = list[tuple[str, float]]
 
-@dataclass(frozen=True, slots=True)
-class QueryHits:
-    """One query's hits, best first: ``ids[i]`` scored ``scores[i]`` (inner product)."""
 
-    ids: list[str]
-    scores: np.ndarray  # float64
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def without(self, excluded: frozenset[str] | set[str], k: int) -> QueryHits:
-        """The first ``k`` hits whose id is not ``excluded``."""
-        if not excluded:
-            return QueryHits(self.ids[:k], self.scores[:k])
-        keep = [n for n, item in enumerate(self.ids) if item not in excluded][:k]
-        return QueryHits([self.ids[n] for n in keep], self.scores[keep])
-
-    def pairs(self) -> list[tuple[str, float]]:
-        return list(zip(self.ids, self.scores.tolist(), strict=True))
+def first_hits(hits: Hits, excluded: frozenset[str] | set[str], k: int) -> Hits:
+    """The first ``k`` of ``hits`` whose id is not ``excluded`` (an over-fetched answer cut)."""
+    if not excluded:
+        return hits[:k]
+    return [hit for hit in hits if hit[0] not in excluded][:k]
 
 
 def search_arrays(
@@ -55,8 +45,8 @@ def search_arrays(
     search_params: dict[str, Any],
     anns_field: str = "embedding",
     timeout: float | None = None,
-) -> list[QueryHits]:
-    """``client.search(collection, data=queries, …)``'s hits, one ``QueryHits`` per query row.
+) -> list[Hits]:
+    """``client.search(collection, data=queries, …)``'s hits, one list per query row.
 
     Raises what pymilvus raises for a failed call (``MilvusException`` for a non-success status,
     ``grpc.RpcError`` for a failed RPC); the caller classifies it
@@ -88,18 +78,17 @@ def search_arrays(
     return split_hits(reply.results, len(queries))
 
 
-def split_hits(results: Any, queries: int) -> list[QueryHits]:
-    """A ``schema_pb2.SearchResultData`` as one ``QueryHits`` per query (``topks`` says how
-    many hits each has; a reply without hits has no ``topks``)."""
+def split_hits(results: Any, queries: int) -> list[Hits]:
+    """A ``schema_pb2.SearchResultData`` as each query's hits (``topks`` says how many each
+    has; a reply without hits has no ``topks``). Scores are Milvus' float32 values, widened."""
     ids_field = results.ids
     if ids_field.HasField("str_id"):
-        ids = list(ids_field.str_id.data)
+        ids: list[str] = list(ids_field.str_id.data)
     else:
         ids = [str(i) for i in ids_field.int_id.data]
-    scores = np.asarray(results.scores, dtype=np.float64)
-    counts = list(results.topks) or [0] * queries
+    pairs = list(zip(ids, results.scores, strict=True))
     hits, start = [], 0
-    for count in counts:
-        hits.append(QueryHits(ids[start : start + count], scores[start : start + count]))
+    for count in list(results.topks) or [0] * queries:
+        hits.append(pairs[start : start + count])
         start += count
     return hits

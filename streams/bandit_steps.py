@@ -43,7 +43,7 @@ user data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -141,9 +141,6 @@ class AttributionBatch:
 class AttributionInput:
     privacy: dict[str, PrivacyStatus] = field(default_factory=dict)
     snapshots: dict[int, AttributionSnapshot] = field(default_factory=dict)  # absent: fresh
-    # Partitions' states already built, equal to their snapshot (``LiveAttribution``): used in
-    # place of rebuilding them from the snapshot, and taken out of here when used.
-    states: dict[int, AttributionState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -160,7 +157,7 @@ class LiveAttribution:
 
     A batch touching a partition otherwise reads its snapshot and rebuilds the state from it
     (``AttributionState.from_dict``): every de-dup id and buffered reward within the lateness,
-    about half a megabyte per partition on an ML-1M replay, rebuilt on every batch. A state
+    rebuilt on every batch (docs/benchmarks/ingest.md). A state
     held here is used instead, but only while the stored snapshot is still the one it was
     committed as (compared when the snapshot is read): a write by another worker after a
     rebalance, an idle advance, a deletion or a failed commit leaves the two different, and the
@@ -172,24 +169,11 @@ class LiveAttribution:
     def __init__(self) -> None:
         self._held: dict[int, tuple[AttributionSnapshot, AttributionState]] = {}
 
-    def take(
-        self, snapshots: Mapping[int, AttributionSnapshot], partitions: Iterable[int]
-    ) -> dict[int, AttributionState]:
-        """The held states of ``partitions`` still equal to their stored ``snapshots``; the
-        others are dropped."""
-        taken = {}
-        for partition in partitions:
-            held = self._held.pop(partition, None)
-            if held is not None and held[0] == snapshots.get(partition):
-                taken[partition] = held[1]
-        return taken
-
-    def give_back(
-        self, snapshots: Mapping[int, AttributionSnapshot], states: Mapping[int, AttributionState]
-    ) -> None:
-        """States taken but not changed: still equal to their snapshots."""
-        for partition, state in states.items():
-            self._held[partition] = (snapshots[partition], state)
+    def take(self, partition: int, snapshot: AttributionSnapshot) -> AttributionState | None:
+        """The state held for ``partition`` if it is still the stored ``snapshot`` (taken out:
+        the caller changes it); ``None`` otherwise, and a stale one is dropped."""
+        held = self._held.pop(partition, None)
+        return held[1] if held is not None and held[0] == snapshot else None
 
     def committed(self, effects: AttributionEffects) -> None:
         """After ``effects.commit`` is stored: its states are the stored snapshots now."""
@@ -237,9 +221,23 @@ def _decode_source(record: SourceRecord, config: BanditConfig) -> UserEvent | Pr
         return None  # dead-lettered by the step that owns the topic
 
 
+def _partition_state(
+    live: LiveAttribution | None, partition: int, data: AttributionSnapshot, config: BanditConfig
+) -> AttributionState:
+    """``partition``'s state kept in ``live`` while it is still ``data``, else rebuilt from it."""
+    kept = live.take(partition, data) if live is not None else None
+    return kept if kept is not None else AttributionState.from_dict(data, config.attribution)
+
+
 def attribution_step(
-    state: AttributionInput, batch: AttributionBatch, config: BanditConfig, now_ms: int | None
+    state: AttributionInput,
+    batch: AttributionBatch,
+    config: BanditConfig,
+    now_ms: int | None,
+    live: LiveAttribution | None = None,
 ) -> tuple[AttributionInput, AttributionEffects]:
+    """``live``: states kept from earlier batches, used in place of rebuilding a partition's
+    state from its snapshot while they are still that snapshot."""
     by_partition: dict[int, list[UserEvent]] = {}
     for partition, event in batch.events:
         if judge(None, event.event_time_ms, config.policy, now_ms) is Verdict.FUTURE:
@@ -255,14 +253,10 @@ def attribution_step(
         ]
     effects = AttributionEffects()
     for partition in sorted(set(by_partition) | set(batch.deletions)):
-        held = state.states.pop(partition, None)
-        if held is not None and partition not in batch.deletions:
-            partition_state = held
-        else:
-            data = state.snapshots.get(partition) or AttributionState().to_dict()
-            if partition in batch.deletions:
-                data = forget_users(data, set(batch.deletions[partition]))
-            partition_state = AttributionState.from_dict(data, config.attribution)
+        data = state.snapshots.get(partition) or AttributionState().to_dict()
+        if partition in batch.deletions:
+            data = forget_users(data, set(batch.deletions[partition]))
+        partition_state = _partition_state(live, partition, data, config)
         for event in by_partition.get(partition, ()):
             partition_state, outputs = attribute(partition_state, event, config.attribution)
             for output in outputs:
@@ -282,7 +276,7 @@ def idle_inputs_step(
     idle: Sequence[InputPartition],
     active: Sequence[InputPartition],
     config: BanditConfig,
-    states: dict[int, AttributionState] | None = None,
+    live: LiveAttribution | None = None,
 ) -> AttributionEffects:
     """The idleness rule (Flink's ``withIdleness``), per input topic: an idle input stops holding
     back its partition. Its watermark moves up to the smallest watermark of the partition's
@@ -319,8 +313,7 @@ def idle_inputs_step(
         behind = [s for s in sources if s not in current or current[s] < target]
         if not behind:
             continue
-        held = states.pop(partition, None) if states is not None else None
-        state = held if held is not None else AttributionState.from_dict(data, config.attribution)
+        state = _partition_state(live, partition, data, config)
         for source in behind:
             state, outputs = attribute(state, WatermarkTick(target, source), config.attribution)
             effects.outcomes += [o for o in outputs if isinstance(o, Outcome)]
@@ -404,16 +397,12 @@ class BanditSteps:
         batch = decode_attribution(records, self.config, decoded)
         if not batch.events and not batch.deletions:
             return AttributionEffects()
-        snapshots = store.load_attribution(batch.partitions())
         state = AttributionInput(
             privacy=store.load_privacy(batch.user_ids()),
-            snapshots=dict(snapshots),
-            states=live.take(snapshots, batch.partitions()) if live is not None else {},
+            snapshots=store.load_attribution(batch.partitions()),
         )
-        _, effects = attribution_step(state, batch, self.config, now_ms)
+        _, effects = attribution_step(state, batch, self.config, now_ms, live)
         effects.commit.offsets["attribution"] = consumed
-        if live is not None:
-            live.give_back(snapshots, state.states)  # taken, not touched: still current
         return effects
 
     def advance_idle(
@@ -427,12 +416,7 @@ class BanditSteps:
         if not idle or not active:
             return AttributionEffects()
         snapshots = store.load_attribution({p for _, p in [*idle, *active]})
-        if live is None:
-            return idle_inputs_step(snapshots, idle, active, self.config)
-        states = live.take(snapshots, snapshots)
-        effects = idle_inputs_step(dict(snapshots), idle, active, self.config, states)
-        live.give_back(snapshots, states)  # taken, not touched: still current
-        return effects
+        return idle_inputs_step(snapshots, idle, active, self.config, live)
 
     def outcomes(self, store: StateStore, records: Sequence[SourceRecord]) -> PosteriorEffects:
         records, consumed = unconsumed_records(store, "posteriors", records)

@@ -64,8 +64,8 @@ def test_search_arrays_equals_milvus_client_search(index, expression) -> None:
     )
     assert len(got) == len(expected) == 3
     for mine, theirs in zip(got, expected, strict=True):
-        assert mine.ids == [hit["id"] for hit in theirs]
-        assert mine.scores.tolist() == [hit["distance"] for hit in theirs]
+        assert [i for i, _ in mine] == [hit["id"] for hit in theirs]
+        assert [s for _, s in mine] == [hit["distance"] for hit in theirs]
     if expression == 'item_id in ["nothing"]':
         assert all(len(h) == 0 for h in got)
     else:

@@ -9,7 +9,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bandits.attribution import AttributionState, Input
-from streams.bandit_steps import BanditSteps, LiveAttribution, encode_outcome
+from streams.bandit_steps import (
+    AttributionEffects,
+    BanditSteps,
+    LiveAttribution,
+    encode_outcome,
+)
 from streams.handlers import SourceRecord
 from streams.state_port import InMemoryStateStore
 from tests.unit.streams.test_bandit_interleaving import (
@@ -86,9 +91,10 @@ def test_kept_states_give_what_rebuilt_states_give(logs, data) -> None:
 def test_a_changed_snapshot_is_not_taken_and_an_unchanged_one_is() -> None:
     live = LiveAttribution()
     state = AttributionState()
-    snapshot = state.to_dict()
-    live.give_back({3: snapshot}, {3: state})
-    assert live.take({3: dict(snapshot)}, [3]) == {3: state}  # equal, read back from the store
-    live.give_back({3: snapshot}, {3: state})
+    effects = AttributionEffects(states={3: state})
+    effects.commit.attribution[3] = snapshot = state.to_dict()
+    live.committed(effects)
+    assert live.take(3, dict(snapshot)) is state  # equal, read back from the store
+    live.committed(effects)
     changed = {**snapshot, "seen": {"e:x": 1}}
-    assert live.take({3: changed}, [3]) == {} and len(live) == 0  # dropped, rebuilt by the caller
+    assert live.take(3, changed) is None and len(live) == 0  # dropped, rebuilt by the caller
