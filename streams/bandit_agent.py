@@ -93,6 +93,10 @@ class BanditRuntime:
             await flush_or_raise(self.producer, "outcomes")
         self.state.commit(effects.commit)
         self._live.committed(effects)
+        live = self._live
+        worker_metrics.ATTRIBUTION_STATES.labels("kept").inc(live.kept)
+        worker_metrics.ATTRIBUTION_STATES.labels("rebuilt").inc(live.rebuilt)
+        live.kept = live.rebuilt = 0
         worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
         count_by_arm(effects.outcomes)
 

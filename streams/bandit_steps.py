@@ -168,12 +168,17 @@ class LiveAttribution:
 
     def __init__(self) -> None:
         self._held: dict[int, tuple[AttributionSnapshot, AttributionState]] = {}
+        self.kept = self.rebuilt = 0  # states handed out, and refused (counted for metrics)
 
     def take(self, partition: int, snapshot: AttributionSnapshot) -> AttributionState | None:
         """The state held for ``partition`` if it is still the stored ``snapshot`` (taken out:
         the caller changes it); ``None`` otherwise, and a stale one is dropped."""
         held = self._held.pop(partition, None)
-        return held[1] if held is not None and held[0] == snapshot else None
+        if held is not None and held[0] == snapshot:
+            self.kept += 1
+            return held[1]
+        self.rebuilt += 1
+        return None
 
     def committed(self, effects: AttributionEffects) -> None:
         """After ``effects.commit`` is stored: its states are the stored snapshots now."""

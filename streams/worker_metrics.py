@@ -72,6 +72,14 @@ ATTRIBUTION_IDLE_INPUTS = Gauge(
     "last batch: they no longer hold attribution back (docs/architecture.md, Idle inputs).",
     ["input"],
 )
+ATTRIBUTION_STATES = Counter(
+    "aether_attribution_states",
+    "Attribution states a batch worked on: kept from the worker's last commit, or rebuilt from "
+    "the stored snapshot (docs/architecture.md, States kept between batches).",
+    ["source"],
+)
+for _source in ("kept", "rebuilt"):  # both series from the start: a scrape shows both
+    ATTRIBUTION_STATES.labels(_source)
 CONTENT_ROWS = Counter(
     "aether_stream_content_rows",
     "Catalogue updates embedded for the content collection: written, unchanged (an older or "

@@ -180,6 +180,9 @@ def test_the_worker_exports_its_metrics(
     assert totals(text, "aether_bandit_rewards_total", "arm") == {"arm=A": 1}
     assert totals(text, "aether_bandit_dismissals_total", "arm") == {"arm=A": 0}
     assert totals(text, "aether_bandit_posterior_updates_total", "") == {"": 2}
+    # Each partition's first attribution batch rebuilds its state from the store.
+    states = totals(text, "aether_attribution_states_total", "source")
+    assert set(states) == {"kept", "rebuilt"} and states["rebuilt"] >= 1, states
     # The events' drift monitor has estimates (the slate's window stays open: nothing later on
     # its impressions partition moves that monitor's event time past it).
     signals = totals(text, "aether_drift_statistic", "signal", segment="event_type=click")

@@ -98,3 +98,4 @@ def test_a_changed_snapshot_is_not_taken_and_an_unchanged_one_is() -> None:
     live.committed(effects)
     changed = {**snapshot, "seen": {"e:x": 1}}
     assert live.take(3, changed) is None and len(live) == 0  # dropped, rebuilt by the caller
+    assert (live.kept, live.rebuilt) == (1, 1)  # what the worker exports as a metric
