@@ -118,12 +118,35 @@ class _Reward:
     dismiss: bool
 
 
+@dataclass(frozen=True, slots=True)
+class AttributionDelta:
+    """What changed in one partition's state since its last delta (:meth:`AttributionState.delta`).
+
+    A store writes it in place of the whole state, so a batch's write costs what the batch
+    changed, not what the state holds (``streams.statestore``). ``pending``, ``rewards`` and
+    ``seen`` map each changed entry to its new value in :meth:`AttributionState.to_dict`'s form,
+    or to None where it was removed; ``whole``: the maps hold the entire state, and whatever is
+    stored is replaced (the first delta of a state built from a snapshot or from nothing).
+    ``version`` names the stored state this delta leads to (``streams.bandit_steps.LiveAttribution``).
+    """
+
+    version: str
+    watermarks: dict[str, int]
+    pending: dict[tuple[str, str], dict[str, Any] | None]
+    rewards: dict[str, dict[str, Any] | None]
+    seen: dict[str, int | None]
+    whole: bool
+
+
 @dataclass
 class AttributionState:
-    """Everything one partition needs; serialisable with :meth:`to_dict` (changelog/snapshot).
+    """Everything one partition needs; serialisable with :meth:`to_dict` (snapshot) and, since
+    its last delta, :meth:`delta` (what a batch changed).
 
     The underscored indexes and expiry heaps are derived data (rebuilt by :meth:`from_dict`);
-    they keep every event O(log n) instead of a scan over the whole state.
+    they keep every event O(log n) instead of a scan over the whole state. ``_changed`` holds
+    the keys of ``pending``, ``rewards`` and ``seen`` touched since the last delta (None: every
+    key, until the first delta).
     """
 
     watermarks: dict[Input, int] = field(default_factory=dict)  # absent: nothing seen there yet
@@ -135,6 +158,9 @@ class AttributionState:
     _pending_due: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
     _reward_expiry: list[tuple[int, str]] = field(default_factory=list, repr=False)
     _seen_expiry: dict[Input, list[tuple[int, str]]] = field(default_factory=dict, repr=False)
+    _changed: tuple[set[tuple[str, str]], set[str], set[str]] | None = field(
+        default=None, repr=False
+    )
 
     def horizon(self, source: Input, config: AttributionConfig) -> int | None:
         """``watermark − allowed_lateness`` of one input: no event of that input older than this
@@ -152,23 +178,34 @@ class AttributionState:
     def put_pending(self, p: _Pending, window_ms: int) -> None:
         key = (p.request_id, p.item_id)
         self.pending[key] = p
+        if self._changed is not None:
+            self._changed[0].add(key)
         self._pending_by_user.setdefault(p.user_id, set()).add(key)
         heapq.heappush(self._pending_due, (p.impression_ms + window_ms, *key))
 
     def drop_pending(self, key: tuple[str, str]) -> _Pending | None:
         p = self.pending.pop(key, None)
         if p is not None:
+            if self._changed is not None:
+                self._changed[0].add(key)
             keys = self._pending_by_user[p.user_id]
             keys.discard(key)
             if not keys:
                 del self._pending_by_user[p.user_id]
         return p
 
+    def mark_positive(self, key: tuple[str, str]) -> None:
+        self.pending[key].positive = True
+        if self._changed is not None:
+            self._changed[0].add(key)
+
     def pending_of_user(self, user_id: str) -> list[tuple[str, str]]:
         return sorted(self._pending_by_user.get(user_id, ()))
 
     def put_reward(self, event_id: str, r: _Reward) -> None:
         self.rewards[event_id] = r
+        if self._changed is not None:
+            self._changed[1].add(event_id)
         self._rewards_by_item.setdefault(r.item_id, set()).add(event_id)
         heapq.heappush(self._reward_expiry, (r.event_ms, event_id))
 
@@ -177,6 +214,8 @@ class AttributionState:
 
     def mark_seen(self, key: str, event_ms: int) -> None:
         self.seen[key] = event_ms
+        if self._changed is not None:
+            self._changed[2].add(key)
         heapq.heappush(self._seen_expiry.setdefault(_seen_input(key), []), (event_ms, key))
 
     def pop_due(self, horizon: int) -> list[_Pending]:
@@ -193,6 +232,8 @@ class AttributionState:
         while self._reward_expiry and self._reward_expiry[0][0] < horizon:
             _, event_id = heapq.heappop(self._reward_expiry)
             r = self.rewards.pop(event_id)
+            if self._changed is not None:
+                self._changed[1].add(event_id)
             ids = self._rewards_by_item[r.item_id]
             ids.discard(event_id)
             if not ids:
@@ -203,6 +244,8 @@ class AttributionState:
         while expiry and expiry[0][0] < horizon:
             _, key = heapq.heappop(expiry)
             del self.seen[key]
+            if self._changed is not None:
+                self._changed[2].add(key)
 
     # -- snapshot ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -214,6 +257,32 @@ class AttributionState:
             "seen": dict(sorted(self.seen.items())),
         }
 
+    def delta(self, version: str) -> AttributionDelta:
+        """The changes since the last delta (all of the state on the first), leading to the
+        stored state ``version``; the next delta starts from here."""
+        watermarks = {str(source): w for source, w in sorted(self.watermarks.items())}
+        if self._changed is None:
+            delta = AttributionDelta(
+                version,
+                watermarks,
+                {k: dict(vars(p)) for k, p in self.pending.items()},
+                {k: vars(r) for k, r in self.rewards.items()},
+                dict(self.seen),
+                whole=True,
+            )
+        else:
+            pending, rewards, seen = self._changed
+            delta = AttributionDelta(
+                version,
+                watermarks,
+                {k: None if (p := self.pending.get(k)) is None else dict(vars(p)) for k in pending},
+                {k: None if (r := self.rewards.get(k)) is None else vars(r) for k in rewards},
+                {k: self.seen.get(k) for k in seen},
+                whole=False,
+            )
+        self._changed = (set(), set(), set())
+        return delta
+
     @classmethod
     def from_dict(cls, data: dict[str, Any], config: AttributionConfig) -> AttributionState:
         state = cls(watermarks=snapshot_watermarks(data))
@@ -224,6 +293,28 @@ class AttributionState:
         for k, t in data["seen"].items():
             state.mark_seen(k, int(t))
         return state
+
+
+def apply_delta(data: dict[str, Any] | None, delta: AttributionDelta) -> dict[str, Any]:
+    """The :meth:`AttributionState.to_dict` snapshot ``data`` (None: nothing stored) after
+    ``delta``: what a store that keeps whole snapshots holds once it has written the delta."""
+    if delta.whole or data is None:
+        pending: dict[tuple[str, str], dict[str, Any] | None] = {}
+        rewards: dict[str, dict[str, Any] | None] = {}
+        seen: dict[str, int | None] = {}
+    else:
+        pending = {(p["request_id"], p["item_id"]): p for p in data["pending"]}
+        rewards = dict(data["rewards"])
+        seen = dict(data["seen"])
+    pending.update(delta.pending)
+    rewards.update(delta.rewards)
+    seen.update(delta.seen)
+    return {
+        "watermarks": dict(delta.watermarks),
+        "pending": [dict(p) for _, p in sorted(pending.items()) if p is not None],
+        "rewards": {k: dict(r) for k, r in sorted(rewards.items()) if r is not None},
+        "seen": {k: t for k, t in sorted(seen.items()) if t is not None},
+    }
 
 
 def snapshot_watermarks(data: dict[str, Any]) -> dict[Input, int]:
@@ -355,7 +446,7 @@ def _add_reward(
             state.drop_pending(key)
             outputs.append(_outcome(pending, False, "dismiss"))
         else:
-            pending.positive = True
+            state.mark_positive(key)
     return outputs
 
 

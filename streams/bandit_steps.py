@@ -28,9 +28,16 @@ own topic's watermark, a slot's window is decided by the events watermark (only 
 change it) and buffered rewards are dropped by the impressions watermark (only impressions can
 claim them). The outcome is then the same however the two topics' records interleave, within
 the allowed lateness (``tests/unit/streams/test_bandit_interleaving.py``). The watermarks live in
-the partition's snapshot (``S:bandit:attribution:<p>``), so they are committed with the state
+the partition's state (``S:bandit:attribution:<p>:state``), so they are committed with the state
 and the consumed offsets in the batch's one transaction, in the namespace's hash slot, as
 before.
+
+Cost per batch (issue 21, item 5). A partition's state holds every de-dup id and buffered
+reward within the lateness, and every pending slot within the window: far more than a batch
+touches. So a batch writes only what it changed (``AttributionState.delta``), and a worker keeps
+the states it committed (:class:`LiveAttribution`) and reads only their versions
+(``StateStore.load_attribution_heads``) to know they are still current; a state is read whole
+and rebuilt only when another writer changed it, and then written whole once.
 
 Privacy (``streams.privacy``): impressions and rewards of users that the privacy markers suppress
 are not attributed; a ``delete`` request removes the user's pending impressions and buffered
@@ -43,7 +50,8 @@ user data.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import orjson
@@ -54,7 +62,6 @@ from bandits.attribution import (
     Input,
     WatermarkTick,
     attribute,
-    snapshot_watermarks,
 )
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome, prune_seen
 from core.errors import SchemaError
@@ -65,6 +72,7 @@ from streams.fast_decode import decode_interaction
 from streams.handlers import Position, SourceRecord
 from streams.privacy import PrivacyStatus, suppresses
 from streams.state_port import (
+    AttributionHead,
     AttributionSnapshot,
     PosteriorWrites,
     StateCommit,
@@ -141,6 +149,8 @@ class AttributionBatch:
 class AttributionInput:
     privacy: dict[str, PrivacyStatus] = field(default_factory=dict)
     snapshots: dict[int, AttributionSnapshot] = field(default_factory=dict)  # absent: fresh
+    # States still current (``LiveAttribution.take``), used instead of their snapshots.
+    kept: dict[int, AttributionState] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -148,45 +158,55 @@ class AttributionEffects:
     outcomes: list[Outcome] = field(default_factory=list)  # produced keyed by item, then commit
     late: int = 0
     commit: StateCommit = field(default_factory=StateCommit)
-    # The state behind each ``commit.attribution`` snapshot, for ``LiveAttribution.committed``.
+    # The state behind each ``commit.attribution`` delta, for ``LiveAttribution.committed``.
     states: dict[int, AttributionState] = field(default_factory=dict)
 
 
 class LiveAttribution:
     """The attribution states a worker committed last, kept between batches.
 
-    A batch touching a partition otherwise reads its snapshot and rebuilds the state from it
+    Without it a batch touching a partition reads the partition's whole state and rebuilds it
     (``AttributionState.from_dict``): every de-dup id and buffered reward within the lateness,
-    rebuilt on every batch (docs/benchmarks/ingest.md). A state
-    held here is used instead, but only while the stored snapshot is still the one it was
-    committed as (compared when the snapshot is read): a write by another worker after a
-    rebalance, an idle advance, a deletion or a failed commit leaves the two different, and the
-    state is rebuilt from the store as before. A state is taken out while a batch works on it
-    and put back only once its commit succeeded (``committed``), so a batch that fails leaves
-    nothing half applied here.
+    on every batch. A state held here is used instead while the stored state is still the
+    version it was committed as (``take``, given the stored ``AttributionHead.version``): a
+    write by another worker after a rebalance, or by this one in a batch that failed, stores
+    another version, and the state is then read and rebuilt from the store. Versions name their
+    writer (a random id per instance) and count its commits, so no two writers share one. A
+    state is taken out while a batch works on it and put back only once its commit succeeded
+    (``committed``), so a batch that fails leaves nothing half applied here.
     """
 
     def __init__(self) -> None:
-        self._held: dict[int, tuple[AttributionSnapshot, AttributionState]] = {}
+        self._held: dict[int, tuple[str, AttributionState]] = {}
+        self._writer = uuid.uuid4().hex[:16]
+        self._commits = 0
         self.kept = self.rebuilt = 0  # states handed out, and refused (counted for metrics)
 
-    def take(self, partition: int, snapshot: AttributionSnapshot) -> AttributionState | None:
-        """The state held for ``partition`` if it is still the stored ``snapshot`` (taken out:
-        the caller changes it); ``None`` otherwise, and a stale one is dropped."""
+    def next_version(self) -> str:
+        self._commits += 1
+        return f"{self._writer}:{self._commits}"
+
+    def take(self, partition: int, head: AttributionHead | None) -> AttributionState | None:
+        """The state held for ``partition`` if it is the stored version (taken out: the caller
+        changes it); ``None`` otherwise, and a stale one is dropped."""
         held = self._held.pop(partition, None)
-        if held is not None and held[0] == snapshot:
+        if held is not None and head is not None and held[0] == head.version:
             self.kept += 1
             return held[1]
         self.rebuilt += 1
         return None
 
     def committed(self, effects: AttributionEffects) -> None:
-        """After ``effects.commit`` is stored: its states are the stored snapshots now."""
+        """After ``effects.commit`` is stored: its states are the stored versions now."""
         for partition, state in effects.states.items():
-            self._held[partition] = (effects.commit.attribution[partition], state)
+            self._held[partition] = (effects.commit.attribution[partition].version, state)
 
     def __len__(self) -> int:
         return len(self._held)
+
+
+def _version(live: LiveAttribution | None) -> str:
+    return live.next_version() if live is not None else uuid.uuid4().hex
 
 
 def decode_attribution(
@@ -226,14 +246,6 @@ def _decode_source(record: SourceRecord, config: BanditConfig) -> UserEvent | Pr
         return None  # dead-lettered by the step that owns the topic
 
 
-def _partition_state(
-    live: LiveAttribution | None, partition: int, data: AttributionSnapshot, config: BanditConfig
-) -> AttributionState:
-    """``partition``'s state kept in ``live`` while it is still ``data``, else rebuilt from it."""
-    kept = live.take(partition, data) if live is not None else None
-    return kept if kept is not None else AttributionState.from_dict(data, config.attribution)
-
-
 def attribution_step(
     state: AttributionInput,
     batch: AttributionBatch,
@@ -241,8 +253,8 @@ def attribution_step(
     now_ms: int | None,
     live: LiveAttribution | None = None,
 ) -> tuple[AttributionInput, AttributionEffects]:
-    """``live``: states kept from earlier batches, used in place of rebuilding a partition's
-    state from its snapshot while they are still that snapshot."""
+    """``state.kept``: states still current, used in place of rebuilding them from their
+    snapshots; ``live`` names the versions the commit writes."""
     by_partition: dict[int, list[UserEvent]] = {}
     for partition, event in batch.events:
         if judge(None, event.event_time_ms, config.policy, now_ms) is Verdict.FUTURE:
@@ -258,10 +270,13 @@ def attribution_step(
         ]
     effects = AttributionEffects()
     for partition in sorted(set(by_partition) | set(batch.deletions)):
-        data = state.snapshots.get(partition) or AttributionState().to_dict()
-        if partition in batch.deletions:
-            data = forget_users(data, set(batch.deletions[partition]))
-        partition_state = _partition_state(live, partition, data, config)
+        partition_state = state.kept.pop(partition, None)
+        if partition_state is None:
+            data = state.snapshots.get(partition) or AttributionState().to_dict()
+            partition_state = AttributionState.from_dict(data, config.attribution)
+        if partition in batch.deletions:  # rare: rebuilt without them, and written whole
+            data = forget_users(partition_state.to_dict(), set(batch.deletions[partition]))
+            partition_state = AttributionState.from_dict(data, config.attribution)
         for event in by_partition.get(partition, ()):
             partition_state, outputs = attribute(partition_state, event, config.attribution)
             for output in outputs:
@@ -269,18 +284,17 @@ def attribution_step(
                     effects.outcomes.append(output)
                 elif output.reason == "late":
                     effects.late += 1
-        state.snapshots[partition] = effects.commit.attribution[partition] = (
-            partition_state.to_dict()
-        )
+        effects.commit.attribution[partition] = partition_state.delta(_version(live))
         effects.states[partition] = partition_state
     return state, effects
 
 
 def idle_inputs_step(
-    snapshots: dict[int, AttributionSnapshot],
+    heads: Mapping[int, AttributionHead],
     idle: Sequence[InputPartition],
     active: Sequence[InputPartition],
     config: BanditConfig,
+    state_of: Callable[[int], AttributionState],
     live: LiveAttribution | None = None,
 ) -> AttributionEffects:
     """The idleness rule (Flink's ``withIdleness``), per input topic: an idle input stops holding
@@ -288,6 +302,9 @@ def idle_inputs_step(
     active inputs or, when the whole partition is idle, of all active inputs; what that passes is
     decided (windows, by the events watermark) or dropped (buffered rewards, by the impressions
     watermark).
+
+    ``heads``: the stored states' watermarks (absent: nothing stored); ``state_of(partition)``:
+    a stored state, asked for only where a watermark moves; ``live`` as in ``attribution_step``.
 
     An idle input is one (topic, partition) with no record for longer than
     ``AETHER_STREAM__IDLE_PARTITION_TIMEOUT_S`` (wall time, judged by the runtime); without the
@@ -300,7 +317,8 @@ def idle_inputs_step(
     effects = AttributionEffects()
     marks: dict[int, list[int]] = {}  # partition -> watermarks of its active inputs
     for source, partition in active:
-        mark = snapshot_watermarks(snapshots.get(partition) or {"watermarks": {}}).get(source)
+        head = heads.get(partition)
+        mark = head.watermarks.get(source) if head is not None else None
         if mark is not None:
             marks.setdefault(partition, []).append(mark)
     if not marks:
@@ -310,19 +328,19 @@ def idle_inputs_step(
     for source, partition in sorted(set(idle) - set(active)):
         idle_by_partition.setdefault(partition, []).append(source)
     for partition, sources in sorted(idle_by_partition.items()):
-        data = snapshots.get(partition)
-        if data is None:
+        head = heads.get(partition)
+        if head is None:
             continue  # nothing seen on the partition: nothing waits
         target = min(marks[partition]) if partition in marks else everywhere
-        current = snapshot_watermarks(data)
+        current = head.watermarks
         behind = [s for s in sources if s not in current or current[s] < target]
         if not behind:
             continue
-        state = _partition_state(live, partition, data, config)
+        state = state_of(partition)
         for source in behind:
             state, outputs = attribute(state, WatermarkTick(target, source), config.attribution)
             effects.outcomes += [o for o in outputs if isinstance(o, Outcome)]
-        snapshots[partition] = effects.commit.attribution[partition] = state.to_dict()
+        effects.commit.attribution[partition] = state.delta(_version(live))
         effects.states[partition] = state
     return effects
 
@@ -402,9 +420,17 @@ class BanditSteps:
         batch = decode_attribution(records, self.config, decoded)
         if not batch.events and not batch.deletions:
             return AttributionEffects()
+        partitions = batch.partitions()
+        kept: dict[int, AttributionState] = {}
+        if live is not None:
+            heads = store.load_attribution_heads(partitions)
+            for p in sorted(partitions):
+                if (held := live.take(p, heads.get(p))) is not None:
+                    kept[p] = held
         state = AttributionInput(
             privacy=store.load_privacy(batch.user_ids()),
-            snapshots=store.load_attribution(batch.partitions()),
+            snapshots=store.load_attribution(partitions - kept.keys()),
+            kept=kept,
         )
         _, effects = attribution_step(state, batch, self.config, now_ms, live)
         effects.commit.offsets["attribution"] = consumed
@@ -420,8 +446,16 @@ class BanditSteps:
         """``idle_inputs_step`` over the stored attribution states (``live``: as ``attribution``)."""
         if not idle or not active:
             return AttributionEffects()
-        snapshots = store.load_attribution({p for _, p in [*idle, *active]})
-        return idle_inputs_step(snapshots, idle, active, self.config, live)
+        heads = store.load_attribution_heads({p for _, p in [*idle, *active]})
+
+        def state_of(partition: int) -> AttributionState:
+            held = live.take(partition, heads[partition]) if live is not None else None
+            if held is not None:
+                return held
+            data = store.load_attribution([partition])[partition]
+            return AttributionState.from_dict(data, self.config.attribution)
+
+        return idle_inputs_step(heads, idle, active, self.config, state_of, live)
 
     def outcomes(self, store: StateStore, records: Sequence[SourceRecord]) -> PosteriorEffects:
         records, consumed = unconsumed_records(store, "posteriors", records)

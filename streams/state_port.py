@@ -29,6 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from bandits.attribution import AttributionDelta, Input, apply_delta, snapshot_watermarks
 from bandits.posterior import PosteriorState
 from features.transition_store import InMemoryTransitionStore
 from streams.item_features import ItemState
@@ -48,7 +49,8 @@ class _Positioned(Protocol):
 R = TypeVar("R", bound=_Positioned)
 
 # ``bandits.attribution.AttributionState.to_dict()`` of one source partition: the step rebuilds
-# the state with its config (``from_dict``), so the store keeps the plain, JSON-able snapshot.
+# the state with its config (``from_dict``), so the store hands out the plain, JSON-able
+# snapshot; it is written as deltas (``AttributionDelta``), each batch's changes only.
 AttributionSnapshot = dict[str, Any]
 # (posterior hash key parts after the namespace, field) -> absolute value (``PosteriorWrite``)
 PosteriorWrites = dict[tuple[tuple[str, ...], str], str]
@@ -95,6 +97,15 @@ class InteractionState:
     watermarks: dict[int, int | None] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class AttributionHead:
+    """The small part of a stored attribution state: which version it is (the last delta's
+    ``version``; None for a snapshot written before deltas) and its input watermarks."""
+
+    version: str | None
+    watermarks: dict[Input, int]
+
+
 @dataclass(slots=True)
 class StateCommit:
     """Everything one batch changes, persisted in one atomic write.
@@ -110,7 +121,7 @@ class StateCommit:
     items: dict[str, ItemState] = field(default_factory=dict)
     privacy: dict[str, PrivacyStatus] = field(default_factory=dict)
     transitions: Mapping[tuple[str, str], float] = field(default_factory=dict)
-    attribution: dict[int, AttributionSnapshot] = field(default_factory=dict)  # source partition
+    attribution: dict[int, AttributionDelta] = field(default_factory=dict)  # source partition
     posteriors: dict[str, PosteriorState] = field(default_factory=dict)  # item id
     posterior_writes: PosteriorWrites = field(default_factory=dict)
     offsets: dict[str, Offsets] = field(default_factory=dict)  # consumer -> consumed input
@@ -157,6 +168,10 @@ class StateStore(Protocol):
 
     def load_attribution(self, partitions: Iterable[int]) -> dict[int, AttributionSnapshot]: ...
 
+    def load_attribution_heads(self, partitions: Iterable[int]) -> dict[int, AttributionHead]:
+        """Versions and watermarks of the stored attribution states, without the states."""
+        ...
+
     def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]: ...
 
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets: ...
@@ -202,6 +217,7 @@ class InMemoryStateStore:
         self.privacy: dict[str, PrivacyStatus] = {}
         self.watermarks: dict[str, dict[int, int | None]] = {}
         self.attribution: dict[int, AttributionSnapshot] = {}
+        self.attribution_versions: dict[int, str] = {}
         self.posteriors: dict[str, PosteriorState] = {}
         self.posterior_hashes: dict[tuple[str, ...], dict[str, str]] = {}
         self.transitions = InMemoryTransitionStore()
@@ -235,6 +251,12 @@ class InMemoryStateStore:
     def load_attribution(self, partitions: Iterable[int]) -> dict[int, AttributionSnapshot]:
         return _present(self.attribution, partitions)
 
+    def load_attribution_heads(self, partitions: Iterable[int]) -> dict[int, AttributionHead]:
+        return {
+            p: AttributionHead(self.attribution_versions.get(p), snapshot_watermarks(data))
+            for p, data in _present(self.attribution, partitions).items()
+        }
+
     def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]:
         return _present(self.posteriors, item_ids)
 
@@ -266,7 +288,9 @@ class InMemoryStateStore:
             stored = self.watermarks.setdefault(topic, {})
             stored.update({p: wm for p, wm in marks.items() if wm is not None})
         self.transitions.apply(changes.transitions)
-        self.attribution.update(changes.attribution)
+        for partition, delta in changes.attribution.items():
+            self.attribution[partition] = apply_delta(self.attribution.get(partition), delta)
+            self.attribution_versions[partition] = delta.version
         self.posteriors.update(changes.posteriors)
         for (parts, name), value in changes.posterior_writes.items():
             self.posterior_hashes.setdefault(parts, {})[name] = value

@@ -24,8 +24,12 @@ layout is written down in ``docs/architecture.md``). With ``S = <ns>:{<ns>}:stre
 ``<topic>:<partition>``), the hash ``S:offsets`` (field ``<consumer>|<topic>|<partition>``: the
 next source offset each step has to consume, ``streams.state_port``), the privacy markers
 ``S:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker must not hold
-their id), ``S:bandit:attribution:<source partition>`` and ``S:bandit:item:<item_id>`` (JSON of
-the bandit states' ``to_dict``), ``S:drift:<monitor>`` (``monitoring.state_codec`` bytes of one
+their id), the hash ``S:bandit:attribution:<source partition>:state`` (one source partition's
+attribution state, written as deltas: field ``v`` its version, ``w`` its watermarks, and one
+field per entry, ``p<JSON [request id, item id]>`` a pending slot, ``r<event id>`` a buffered
+reward, ``s<de-dup id>`` a seen id; ``_attribution_fields``), ``S:bandit:item:<item_id>`` (JSON
+of a posterior state's ``to_dict``; ``S:bandit:attribution:<source partition>`` is the JSON
+snapshot a worker from before the deltas wrote, read until the first delta replaces it), ``S:drift:<monitor>`` (``monitoring.state_codec`` bytes of one
 drift monitor, ``streams.drift_steps``), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>``
 or ``i:<item_id>``: the earliest event time that monitor admitted for it) and the transition keys of ``features.transition_store`` (same
 tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
@@ -41,6 +45,7 @@ from typing import Any, TypeVar, cast
 import orjson
 import redis
 
+from bandits.attribution import AttributionDelta, snapshot_watermarks
 from bandits.posterior import PosteriorState
 from core.errors import DependencyUnavailable
 from core.settings import Deployment, RedisSettings
@@ -50,6 +55,7 @@ from streams.codec import decode_item_state, decode_user_state, encode_item_stat
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus, decode_status, encode_status, subject_hash
 from streams.state_port import (
+    AttributionHead,
     AttributionSnapshot,
     FirstSeen,
     InteractionState,
@@ -92,6 +98,10 @@ class RedisStateStore:
         return privacy_marker_key(self._deployment.namespace, user_id)
 
     def _attribution_key(self, partition: int) -> str:
+        return self._key("stream", "bandit", "attribution", str(partition), "state")
+
+    def _legacy_attribution_key(self, partition: int) -> str:
+        """Where a worker from before the deltas kept the JSON snapshot (read, then replaced)."""
         return self._key("stream", "bandit", "attribution", str(partition))
 
     def _posterior_key(self, item_id: str) -> str:
@@ -118,8 +128,46 @@ class RedisStateStore:
 
     def load_attribution(self, partitions: Iterable[int]) -> dict[int, AttributionSnapshot]:
         parts = sorted(set(partitions))
-        raws = self._mget([self._attribution_key(p) for p in parts])
-        return _decoded(parts, raws, orjson.loads)
+        if not parts:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for p in parts:
+            pipe.hgetall(self._attribution_key(p))
+            pipe.get(self._legacy_attribution_key(p))
+        try:
+            replies = cast(list[Any], pipe.execute())
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read attribution: {exc}") from exc
+        loaded: dict[int, AttributionSnapshot] = {}
+        for p, fields, legacy in zip(parts, replies[::2], replies[1::2], strict=True):
+            if fields:
+                loaded[p] = _attribution_snapshot(fields)
+            elif legacy:
+                loaded[p] = orjson.loads(legacy)
+        return loaded
+
+    def load_attribution_heads(self, partitions: Iterable[int]) -> dict[int, AttributionHead]:
+        parts = sorted(set(partitions))
+        if not parts:
+            return {}
+        pipe = self._client.pipeline(transaction=False)
+        for p in parts:
+            pipe.hmget(self._attribution_key(p), ["v", "w"])
+        try:
+            replies = cast(list[Any], pipe.execute())
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read attribution: {exc}") from exc
+        heads = {
+            p: AttributionHead(
+                version.decode(), snapshot_watermarks({"watermarks": orjson.loads(marks)})
+            )
+            for p, (version, marks) in zip(parts, replies, strict=True)
+            if version is not None
+        }
+        if missing := [p for p in parts if p not in heads]:  # none, or only before the deltas
+            for p, data in self.load_attribution(missing).items():
+                heads[p] = AttributionHead(None, snapshot_watermarks(data))
+        return heads
 
     def load_posteriors(self, item_ids: Iterable[str]) -> dict[str, PosteriorState]:
         ids = sorted(set(item_ids))
@@ -222,8 +270,6 @@ class RedisStateStore:
             values[self._item_key(item_id)] = encode_item_state(item)
         for user_id, status in changes.privacy.items():
             values[self._privacy_key(user_id)] = encode_status(status)
-        for partition, snapshot in changes.attribution.items():
-            values[self._attribution_key(partition)] = orjson.dumps(snapshot)
         for item_id, posterior in changes.posteriors.items():
             values[self._posterior_key(item_id)] = orjson.dumps(posterior.to_dict())
         for monitor, state in changes.drift.items():
@@ -241,6 +287,8 @@ class RedisStateStore:
         }
         if offsets:
             pipe.hset(self._offsets_key, mapping=offsets)
+        for partition, delta in sorted(changes.attribution.items()):
+            self._queue_attribution(pipe, partition, delta)
         for monitor, seen in changes.first_seen.items():
             if seen:
                 pipe.hset(self._first_seen_key(monitor), mapping=seen)
@@ -254,6 +302,17 @@ class RedisStateStore:
             pipe.execute()
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot persist stream state: {exc}") from exc
+
+    def _queue_attribution(self, pipe: Any, partition: int, delta: AttributionDelta) -> None:
+        """One partition's delta: its changed fields set, its removed ones deleted; a whole
+        delta replaces the hash (and the snapshot of a worker from before the deltas)."""
+        key = self._attribution_key(partition)
+        put, drop = _attribution_fields(delta)
+        if delta.whole:
+            pipe.delete(key, self._legacy_attribution_key(partition))
+        elif drop:
+            pipe.hdel(key, *drop)
+        pipe.hset(key, mapping=put)
 
     def _write_posteriors(self, writes: PosteriorWrites) -> None:
         """Posterior hashes, serving's keys (``bandits.posterior``), before the transaction.
@@ -296,6 +355,49 @@ def seen_items_key(namespace: str, user_id: str) -> str:
 
 def _decoded(keys: Sequence[K], raws: Sequence[Any], decode: Callable[[bytes], V]) -> dict[K, V]:
     return {k: decode(raw) for k, raw in zip(keys, raws, strict=True) if raw}
+
+
+def _attribution_fields(delta: AttributionDelta) -> tuple[dict[str, bytes], list[str]]:
+    """An attribution delta as the fields of its hash (module docstring): the ones to set, the
+    ones to delete."""
+    put: dict[str, bytes] = {"v": delta.version.encode(), "w": orjson.dumps(delta.watermarks)}
+    drop: list[str] = []
+    entries = chain(
+        (("p" + orjson.dumps(k).decode(), p) for k, p in delta.pending.items()),
+        (("r" + k, r) for k, r in delta.rewards.items()),
+        (("s" + k, t) for k, t in delta.seen.items()),
+    )
+    for name, value in entries:
+        if value is None:
+            drop.append(name)
+        else:
+            put[name] = orjson.dumps(value)
+    return put, drop
+
+
+def _attribution_snapshot(fields: dict[bytes, bytes]) -> AttributionSnapshot:
+    """The ``AttributionState.to_dict`` snapshot an attribution hash holds."""
+    pending: list[tuple[Any, Any]] = []
+    rewards: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    watermarks: dict[str, int] = {}
+    for raw_name, value in fields.items():
+        name = raw_name.decode()
+        kind, rest = name[:1], name[1:]
+        if kind == "p":
+            pending.append((tuple(orjson.loads(rest)), orjson.loads(value)))
+        elif kind == "r":
+            rewards[rest] = orjson.loads(value)
+        elif kind == "s":
+            seen[rest] = int(value)
+        elif name == "w":
+            watermarks = orjson.loads(value)
+    return {
+        "watermarks": watermarks,
+        "pending": [p for _, p in sorted(pending)],
+        "rewards": dict(sorted(rewards.items())),
+        "seen": dict(sorted(seen.items())),
+    }
 
 
 def _offset_field(consumer: str, tp: tuple[str, int]) -> str:

@@ -6,17 +6,22 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 
+from bandits.attribution import AttributionConfig, AttributionState, Input, attribute
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome
 from core.settings import RedisSettings, Settings
+from events.models import Impression, ImpressionItem, Interaction
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus
-from streams.state_port import InMemoryStateStore, StateCommit, StateStore
+from streams.state_port import AttributionHead, InMemoryStateStore, StateCommit, StateStore
 from streams.statestore import RedisStateStore
 from streams.user_features import UserState
 
 pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000_000
 
 
 @pytest.fixture(params=["memory", "redis", "cluster"])
@@ -24,6 +29,15 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore
     if request.param == "memory":
         yield InMemoryStateStore()
         return
+    yield from _redis_store(request, tmp_path)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisStateStore]:
+    yield from _redis_store(request, tmp_path)
+
+
+def _redis_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RedisStateStore]:
     if request.param == "cluster":
         # A three-master Redis Cluster: every commit must stay in one hash slot (CROSSSLOT
         # otherwise). Its nodes live for the session only; namespaces keep tests apart.
@@ -96,13 +110,15 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
     posterior, writes = apply_outcome(
         PosteriorState(), Outcome("r|a", "a", "*", 1_000, True, "positive"), PosteriorConfig()
     )
-    snapshot = {"watermark_ms": 7, "pending": [], "rewards": {}, "seen": {"r:x": 7}}
+    attribution = AttributionState()
+    attribution.advance_watermark(Input.IMPRESSIONS, 7)
+    attribution.mark_seen("r:x", 7)
     store.commit(
         StateCommit(
             forget_users={"gone", "never-stored"},
             users={"gone": UserState(latest_ms=50)},  # after the deletion: a fresh state
             items={"a": ItemState(latest_ms=3, clicks=2, title="A")},
-            attribution={3: snapshot},
+            attribution={3: attribution.delta("w:1")},
             posteriors={"a": posterior},
             posterior_writes={(w.hash_parts, w.field): w.value for w in writes},
             transitions={("a", "b"): 1.0},
@@ -126,7 +142,7 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
         "kept": UserState(latest_ms=2),
     }
     assert store.load_items(["a", "b"]) == {"a": ItemState(latest_ms=3, clicks=2, title="A")}
-    assert store.load_attribution([3, 4]) == {3: snapshot}
+    assert store.load_attribution([3, 4]) == {3: attribution.to_dict()}
     assert store.load_posteriors(["a", "b"])["a"].to_dict() == posterior.to_dict()
     store.commit(StateCommit(forget_users={"gone"}))
     assert set(store.load_users(["gone", "kept"])) == {"kept"}
@@ -139,3 +155,66 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
     assert not StateCommit(first_seen={"events:0": {"i:a": 1}}).is_empty()
     assert StateCommit(first_seen={"events:0": {}}).is_empty()
     store.commit(StateCommit())  # nothing to do: fine
+
+
+def test_attribution_deltas_add_change_and_remove_entries_and_a_whole_one_replaces(
+    store: StateStore,
+) -> None:
+    config = AttributionConfig(window_ms=1_000, allowed_lateness_ms=100)
+    state = AttributionState()
+    slate = Impression(
+        request_id="r|1",  # ids may hold any character: they are part of the field names
+        user_id="u1",
+        event_time=T0,
+        model_version="m",
+        items=(ImpressionItem(item_id="a", position=0, score=1.0, source="ann", propensity=0.5),),
+    )
+    for event in (
+        slate,
+        Interaction(
+            event_id="c:1", event_type="click", user_id="u2", item_id="z", event_time=T0 + 10
+        ),
+    ):
+        state, _ = attribute(state, event, config)
+    assert store.load_attribution_heads([0]) == {}
+    store.commit(StateCommit(attribution={0: state.delta("w:1")}))
+    assert store.load_attribution([0, 1]) == {0: state.to_dict()}
+    click = Interaction(
+        event_id="c:2", event_type="click", user_id="u1", item_id="a", event_time=T0 + 500
+    )
+    state, _ = attribute(state, click, config)  # the slot turns positive: a changed entry
+    state, outcomes = attribute(
+        state,
+        Interaction(
+            event_id="v", event_type="view", user_id="u3", item_id="q", event_time=T0 + 2_000
+        ),
+        config,
+    )
+    assert [o.success for o in outcomes] == [True]  # decided: the slot and old ids go
+    delta = state.delta("w:2")
+    assert not delta.whole and None in delta.pending.values() and None in delta.seen.values()
+    store.commit(StateCommit(attribution={0: delta}))
+    assert store.load_attribution([0]) == {0: state.to_dict()}
+    assert store.load_attribution_heads([0, 1]) == {
+        0: AttributionHead("w:2", {Input.IMPRESSIONS: T0, Input.EVENTS: T0 + 2_000})
+    }
+    fresh = AttributionState()
+    fresh.mark_seen("e:only", 5)
+    store.commit(StateCommit(attribution={0: fresh.delta("w:3")}))  # whole: replaces it all
+    assert store.load_attribution([0]) == {0: fresh.to_dict()}
+
+
+def test_a_snapshot_from_before_the_deltas_is_read_and_then_replaced(
+    redis_store: RedisStateStore,
+) -> None:
+    store = redis_store
+    legacy = {"watermarks": {"events": 50}, "pending": [], "rewards": {}, "seen": {"e:a": 50}}
+    key = store._legacy_attribution_key(2)
+    store._client.set(key, orjson.dumps(legacy))
+    assert store.load_attribution([2]) == {2: legacy}
+    assert store.load_attribution_heads([2]) == {2: AttributionHead(None, {Input.EVENTS: 50})}
+    state = AttributionState.from_dict(legacy, AttributionConfig())
+    store.commit(StateCommit(attribution={2: state.delta("w:1")}))
+    assert store._client.exists(key) == 0
+    assert store.load_attribution([2]) == {2: legacy}
+    assert store.load_attribution_heads([2])[2].version == "w:1"

@@ -12,6 +12,7 @@ from bandits.attribution import (
     AttributionState,
     Rejected,
     WatermarkTick,
+    apply_delta,
     attribute,
     replay,
 )
@@ -140,6 +141,30 @@ def test_replay_is_deterministic_and_state_round_trips(events):
     assert (o1, p1.to_dict()) == (o2, p2.to_dict())
     assert AttributionState.from_dict(s1.to_dict(), NEVER_LATE).to_dict() == s1.to_dict()
     assert PosteriorState.from_dict(p1.to_dict()).to_dict() == p1.to_dict()
+
+
+@settings(max_examples=150, deadline=None)
+@given(event_sets(), st.data())
+def test_deltas_written_one_after_another_hold_the_state(events, data):
+    """A store that writes each batch's delta (``AttributionState.delta``) holds the state's
+    snapshot after every batch: what was added, decided, marked positive, forgotten or expired
+    is in the deltas, and the first delta of a rebuilt state replaces what was stored."""
+    config = AttributionConfig(
+        window_ms=WINDOW, allowed_lateness_ms=data.draw(st.sampled_from([0, MIN, 5 * MIN]))
+    )
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(events)), max_size=4)))
+    state, stored, start = AttributionState(), None, 0
+    for n, stop in enumerate([*cuts, len(events)]):
+        for event in events[start:stop]:
+            state, _ = attribute(state, event, config)
+        start = stop
+        if data.draw(st.booleans()):  # a worker that rebuilt the state from the store
+            state = AttributionState.from_dict(state.to_dict(), config)
+        delta = state.delta(f"v{n}")
+        stored = apply_delta(stored, delta)
+        assert stored == state.to_dict() and delta.version == f"v{n}"
+    state, _ = attribute(state, CLOSE, config)
+    assert apply_delta(stored, state.delta("closed")) == state.to_dict()
 
 
 def test_window_is_half_open():

@@ -208,7 +208,7 @@ def test_a_snapshot_from_before_per_topic_watermarks_holds_both_topics_at_its_wa
     effects = steps.attribution(store, records, now_ms=END)
     assert effects.late == 1  # the slate is behind the impressions watermark it inherited
     assert [(o.outcome_id, o.success) for o in effects.outcomes] == [("r0|a", True)]
-    assert effects.commit.attribution[0]["watermarks"] == {
+    assert effects.commit.attribution[0].watermarks == {
         "events": T0 + WINDOW + LATENESS,
         "impressions": T0,
     }

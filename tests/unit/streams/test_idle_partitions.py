@@ -10,12 +10,12 @@ import itertools
 
 import orjson
 
-from bandits.attribution import AttributionConfig, Input
+from bandits.attribution import AttributionConfig, AttributionState, Input
 from core.settings import Settings, StreamSettings
 from streams.bandit_agent import BanditRuntime
 from streams.bandit_steps import BanditConfig, BanditSteps, idle_inputs_step
 from streams.handlers import SourceRecord
-from streams.state_port import InMemoryStateStore
+from streams.state_port import AttributionHead, InMemoryStateStore
 from streams.testing import interaction
 from streams.topics import TopicNames
 
@@ -109,9 +109,13 @@ def test_before_the_timeout_or_with_the_rule_off_the_idle_partition_holds_back()
 
 
 def test_nothing_moves_while_every_input_is_idle() -> None:
-    snapshots = {0: {"watermarks": {"events": T0}, "pending": [], "rewards": {}, "seen": {}}}
+    heads = {0: AttributionHead("v1", {Input.EVENTS: T0})}
     idle = [(source, p) for p in (0, 1) for source in Input]
-    effects = idle_inputs_step(snapshots, idle=idle, active=[], config=CONFIG)
+
+    def state_of(partition: int) -> AttributionState:
+        raise AssertionError(f"partition {partition}'s state read although nothing moves")
+
+    effects = idle_inputs_step(heads, idle=idle, active=[], config=CONFIG, state_of=state_of)
     assert effects.commit.is_empty() and not effects.outcomes
 
 

@@ -1,7 +1,8 @@
 """``LiveAttribution``: a worker keeps the attribution states it committed instead of rebuilding
-them from their snapshots every batch. Whatever the batches, with idle advances between them and
-another writer changing a stored snapshot, the outcomes and every committed snapshot are those of
-the worker that rebuilds each state from the store."""
+them from the store every batch, and writes each batch's delta only. Whatever the batches, with
+idle advances between them, another writer changing a stored state and commits that are lost,
+the outcomes and every stored state are those of the worker that rebuilds each state from the
+store and writes it whole."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from streams.bandit_steps import (
     encode_outcome,
 )
 from streams.handlers import SourceRecord
-from streams.state_port import InMemoryStateStore
+from streams.state_port import AttributionHead, InMemoryStateStore
 from tests.unit.streams.test_bandit_interleaving import (
     ATTRIBUTION,
     CONFIG,
@@ -61,6 +62,7 @@ def _run(batches, live, idle_after, foreign_after, fail_after):
             rebuilt = AttributionState.from_dict(store.attribution[0], ATTRIBUTION)
             rebuilt.rewards.clear()
             store.attribution[0] = rebuilt.to_dict()
+            store.attribution_versions[0] = "another-writer:1"
     records = [
         SourceRecord(TOPICS.bandit_outcomes, 0, n, encode_outcome(o))
         for n, o in enumerate(outcomes)
@@ -88,14 +90,20 @@ def test_kept_states_give_what_rebuilt_states_give(logs, data) -> None:
     assert kept == rebuilt
 
 
-def test_a_changed_snapshot_is_not_taken_and_an_unchanged_one_is() -> None:
+def test_a_state_is_taken_only_while_the_stored_version_is_its_own() -> None:
     live = LiveAttribution()
     state = AttributionState()
     effects = AttributionEffects(states={3: state})
-    effects.commit.attribution[3] = snapshot = state.to_dict()
+    effects.commit.attribution[3] = delta = state.delta(live.next_version())
     live.committed(effects)
-    assert live.take(3, dict(snapshot)) is state  # equal, read back from the store
+    assert live.take(3, AttributionHead(delta.version, {})) is state  # read back from the store
     live.committed(effects)
-    changed = {**snapshot, "seen": {"e:x": 1}}
-    assert live.take(3, changed) is None and len(live) == 0  # dropped, rebuilt by the caller
-    assert (live.kept, live.rebuilt) == (1, 1)  # what the worker exports as a metric
+    assert live.take(3, AttributionHead("another-writer:1", {})) is None  # dropped: rebuilt
+    assert len(live) == 0 and live.take(3, None) is None
+    assert (live.kept, live.rebuilt) == (1, 2)  # what the worker exports as a metric
+
+
+def test_versions_of_two_workers_never_meet() -> None:
+    one, two = LiveAttribution(), LiveAttribution()
+    versions = [one.next_version() for _ in range(3)] + [two.next_version() for _ in range(3)]
+    assert len(set(versions)) == 6
