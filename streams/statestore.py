@@ -27,12 +27,13 @@ next source offset each step has to consume, ``streams.state_port``), the privac
 their id), the hash ``S:bandit:attribution:<source partition>:state`` (one source partition's
 attribution state, written as deltas: field ``v`` its version, ``w`` its watermarks, and one
 field per entry, ``p<JSON [request id, item id]>`` a pending slot, ``r<event id>`` a buffered
-reward, ``s<de-dup id>`` a seen id; ``_attribution_fields``), ``S:bandit:item:<item_id>`` (JSON
-of a posterior state's ``to_dict``; ``S:bandit:attribution:<source partition>`` is the JSON
-snapshot a worker from before the deltas wrote, read until the first delta replaces it), ``S:drift:<monitor>`` (``monitoring.state_codec`` bytes of one
-drift monitor, ``streams.drift_steps``), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>``
-or ``i:<item_id>``: the earliest event time that monitor admitted for it) and the transition keys of ``features.transition_store`` (same
-tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
+reward, ``s<de-dup id>`` a seen id; ``_attribution_fields``; the JSON snapshot
+``S:bandit:attribution:<source partition>`` of a worker from before the deltas is read until the
+first delta replaces it), ``S:bandit:item:<item_id>`` (JSON of a posterior state's ``to_dict``),
+``S:drift:<monitor>`` (``monitoring.state_codec`` bytes of one drift monitor,
+``streams.drift_steps``), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>`` or
+``i:<item_id>``: the earliest event time that monitor admitted for it) and the transition keys of
+``features.transition_store`` (same tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
 (layout of ``bandits.posterior``, read by serving).
 """
 
@@ -134,10 +135,7 @@ class RedisStateStore:
         for p in parts:
             pipe.hgetall(self._attribution_key(p))
             pipe.get(self._legacy_attribution_key(p))
-        try:
-            replies = cast(list[Any], pipe.execute())
-        except redis.RedisError as exc:
-            raise DependencyUnavailable("redis", f"cannot read attribution: {exc}") from exc
+        replies = _executed(pipe, "attribution")
         loaded: dict[int, AttributionSnapshot] = {}
         for p, fields, legacy in zip(parts, replies[::2], replies[1::2], strict=True):
             if fields:
@@ -153,10 +151,7 @@ class RedisStateStore:
         pipe = self._client.pipeline(transaction=False)
         for p in parts:
             pipe.hmget(self._attribution_key(p), ["v", "w"])
-        try:
-            replies = cast(list[Any], pipe.execute())
-        except redis.RedisError as exc:
-            raise DependencyUnavailable("redis", f"cannot read attribution: {exc}") from exc
+        replies = _executed(pipe, "attribution")
         heads = {
             p: AttributionHead(
                 version.decode(), snapshot_watermarks({"watermarks": orjson.loads(marks)})
@@ -351,6 +346,14 @@ def seen_items_key(namespace: str, user_id: str) -> str:
     """The set of every item a user has interacted with (``StateCommit.seen``); serving reads
     it to never recommend them again (``serving.seen_items``, features/FEATURES.md)."""
     return ":".join((stream_slot(namespace), "stream", "seen", subject_hash(namespace, user_id)))
+
+
+def _executed(pipe: Any, what: str) -> list[Any]:
+    """A read pipeline's replies; a Redis error becomes ``DependencyUnavailable``."""
+    try:
+        return cast(list[Any], pipe.execute())
+    except redis.RedisError as exc:
+        raise DependencyUnavailable("redis", f"cannot read {what}: {exc}") from exc
 
 
 def _decoded(keys: Sequence[K], raws: Sequence[Any], decode: Callable[[bytes], V]) -> dict[K, V]:
