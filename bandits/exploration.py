@@ -106,12 +106,10 @@ def exact_slot_propensities(
         return np.zeros((len(picked), 0))
     alpha, beta = _params(candidates, posteriors, prior)
     # exceed[other, i, g] = P(theta_other > x[i, g]) at the picked arms' quantiles x: (n, r, nodes)
-    exceed = np.stack(
-        [
-            np.stack([_exceeding(alpha[o], beta[o], alpha[i], beta[i], quad_nodes) for i in picked])
-            for o in range(n)
-        ]
-    )
+    exceed = np.empty((n, len(picked), quad_nodes))
+    for o in range(n):
+        for k, i in enumerate(picked):
+            exceed[o, k] = _exceeding(alpha[o], beta[o], alpha[i], beta[i], quad_nodes)
     exceed[picked, np.arange(len(picked))] = 0.0  # an arm never competes with itself
     # ways[m, i, g] = P(exactly m of the arms folded so far, other than i, exceed x[i, g])
     ways = np.zeros((slots, len(picked), quad_nodes))
