@@ -37,8 +37,14 @@ for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offli
    ``--slate-every N`` adds one serving-style slate per N views to both throughput runs
    (``slates`` in the JSON), so attribution and the posteriors have work; the default is none.
 
-``--faust-floor`` instead runs workers that only consume ``<ns>.events`` in batches and count
-(``aether worker --faust-floor``): Faust's own cost per event, the ceiling for the real agents.
+4. **Faust's floor in the same run** (``--floor``, the default) — last, the throughput phase's
+   events go, in a fresh namespace, through one worker that only consumes ``<ns>.events`` in
+   batches and counts (``aether worker --faust-floor``): Faust's own cost per event on this
+   machine now, the ceiling for the real agents. ``faust_floor_events_per_s``,
+   ``faust_floor_events_per_worker_cpu_s`` and ``share_of_faust_floor`` (the full worker's events
+   per CPU second over the floor's): a figure that moves less from machine to machine than either.
+
+``--faust-floor`` instead runs only such workers (``--workers`` of them) and reports their figures.
 """
 
 from __future__ import annotations
@@ -86,6 +92,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also run the throughput events through two workers and compare their state",
+    )
+    parser.add_argument(
+        "--floor",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="end with Faust's floor (a worker that only consumes and counts) on the same events",
     )
     parser.add_argument(
         "--faust-floor",
@@ -394,6 +406,14 @@ def command(args: argparse.Namespace) -> int:
         scaled: dict[str, Any] = {}
         if reference is not None:
             scaled = scale_out(overrides, batch, slates, reference, work)
+        floor_figures: dict[str, Any] = {}
+        if args.floor:
+            floor_figures = floor_in_fresh_namespace(overrides, batch, work)
+            share = (
+                len(batch) / max(cpu_s, 1e-9) / floor_figures["faust_floor_events_per_worker_cpu_s"]
+            )
+            floor_figures["share_of_faust_floor"] = round(share, 3)
+            print(f"the full worker's events per CPU second are {100 * share:.0f} % of the floor's")
         print(
             "offline log: {offline_log_batches} batches in {offline_log_files} files "
             "({offline_log_bytes:,} bytes); feature history: {feature_history_batches} batches "
@@ -418,6 +438,7 @@ def command(args: argparse.Namespace) -> int:
             **figures,
             **offline,
             **scaled,
+            **floor_figures,
             "machine": machine,
         }
         if args.json:
@@ -459,23 +480,12 @@ def faust_floor(
     args: argparse.Namespace, settings: Settings, ports: list[int], producer: Any, events: Any
 ) -> int:
     """Throughput of workers that only consume ``<ns>.events`` and count (no features)."""
-    from streams.publish import publish
-
-    topic = settings.topic("events")
     warm = _take(events, 100)
-    publish(producer, topic, warm, total=len(warm), description="warm-up")
-    _wait(lambda: settled(ports, topic, None, len(warm)), 120, "workers to join and consume")
     batch = _take(events, args.limit)
-    cpu_before, _ = worker_usage(ports)
-    started = time.perf_counter()
-    publish(producer, topic, batch, total=len(batch), description="floor")
-    _wait(lambda: settled(ports, topic, None, len(warm) + len(batch)), 1800, "all consumed")
-    elapsed = time.perf_counter() - started
-    cpu_s = worker_usage(ports)[0] - cpu_before
-    rate = len(batch) / elapsed
+    rate, cpu_s = _floor_rate(settings, ports, producer, warm, batch)
     print(
-        f"faust floor: {len(batch)} events in {elapsed:.1f} s = {rate:,.0f} events/s consumed "
-        f"and counted by {args.workers} worker(s); worker CPU {cpu_s:.1f} s = "
+        f"faust floor: {len(batch)} events in {len(batch) / rate:.1f} s = {rate:,.0f} events/s "
+        f"consumed and counted by {args.workers} worker(s); worker CPU {cpu_s:.1f} s = "
         f"{len(batch) / max(cpu_s, 1e-9):,.0f} events per CPU second; load average {_loadavg()}"
     )
     if args.json:
@@ -490,6 +500,63 @@ def faust_floor(
         }
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return 0
+
+
+def floor_in_fresh_namespace(
+    overrides: dict[str, Any], batch: list[Any], work: Path
+) -> dict[str, Any]:
+    """Phase 4: ``batch`` through one floor worker (``aether worker --faust-floor``) in a fresh
+    namespace; its events per second and per worker CPU second."""
+    from stack.redis_server import delete_namespace_keys
+    from streams.publish import make_producer
+    from streams.topics import ensure_topics
+
+    settings = Settings(
+        **{
+            **overrides,
+            "namespace": f"bench{uuid.uuid4().hex[:8]}",
+            "data_dir": work / ".aether-floor",
+        }
+    )
+    logs = work / "floor"
+    logs.mkdir(exist_ok=True)
+    workers = []
+    try:
+        ensure_topics(settings)
+        workers = start_workers(settings, 1, logs, ("--faust-floor",))
+        producer = make_producer(settings.kafka.bootstrap_servers)
+        ports = [port for _, port in workers]
+        rate, cpu_s = _floor_rate(settings, ports, producer, batch[:100], batch)
+    finally:
+        stop_workers(workers)
+        url = settings.redis.url.get_secret_value()
+        delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
+    per_cpu_s = len(batch) / max(cpu_s, 1e-9)
+    print(
+        f"faust floor (same events, fresh namespace, 1 worker): {rate:,.0f} events/s, "
+        f"{per_cpu_s:,.0f} events per CPU second"
+    )
+    return {
+        "faust_floor_events_per_s": round(rate, 1),
+        "faust_floor_events_per_worker_cpu_s": round(per_cpu_s, 1),
+    }
+
+
+def _floor_rate(
+    settings: Settings, ports: list[int], producer: Any, warm: list[Any], batch: list[Any]
+) -> tuple[float, float]:
+    """Floor workers joined with ``warm``, then ``batch`` consumed: (events/s, worker CPU s)."""
+    from streams.publish import publish
+
+    topic = settings.topic("events")
+    publish(producer, topic, warm, total=len(warm), description="warm-up")
+    _wait(lambda: settled(ports, topic, None, len(warm)), 120, "workers to join and consume")
+    cpu_before, _ = worker_usage(ports)
+    started = time.perf_counter()
+    publish(producer, topic, batch, total=len(batch), description="floor")
+    _wait(lambda: settled(ports, topic, None, len(warm) + len(batch)), 1800, "all consumed")
+    elapsed = time.perf_counter() - started
+    return len(batch) / elapsed, worker_usage(ports)[0] - cpu_before
 
 
 def _loadavg() -> str:

@@ -1,7 +1,7 @@
 """``aether bench ingest`` at a tiny size with real components (the broker, ``aether worker``
 processes, Redis/Feast): the scale-out phase runs the throughput events through two workers in
-one consumer group and finds their state equal to the one-worker run's. Checks keys and the
-equality, never timings."""
+one consumer group and finds their state equal to the one-worker run's, and the floor phase runs
+them through a worker that only counts. Checks keys and the equality, never timings."""
 
 from __future__ import annotations
 
@@ -36,3 +36,9 @@ def test_two_workers_reach_the_state_one_worker_reaches(
     # The comparison covered every kind of output, not empty ones.
     assert figures["scale_out_user_rows"] > 1 and figures["scale_out_item_rows"] > 1
     assert figures["scale_out_transitions"] > 0 and figures["scale_out_posterior_entries"] > 0
+    # Faust's floor on the same events, in the same run, and the full worker's share of it.
+    floor = figures["faust_floor_events_per_worker_cpu_s"]
+    assert floor > 0 and figures["faust_floor_events_per_s"] > 0
+    assert figures["share_of_faust_floor"] == pytest.approx(
+        figures["events_per_worker_cpu_s"] / floor, rel=0.01
+    )
