@@ -138,6 +138,15 @@ class AttributionDelta:
     whole: bool
 
 
+@dataclass(slots=True)
+class _Changes:
+    """Keys touched since a state's last delta (``AttributionState._changed``)."""
+
+    pending: set[tuple[str, str]] = field(default_factory=set)
+    rewards: set[str] = field(default_factory=set)
+    seen: set[str] = field(default_factory=set)
+
+
 @dataclass
 class AttributionState:
     """Everything one partition needs; serialisable with :meth:`to_dict` (snapshot) and, since
@@ -158,9 +167,7 @@ class AttributionState:
     _pending_due: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
     _reward_expiry: list[tuple[int, str]] = field(default_factory=list, repr=False)
     _seen_expiry: dict[Input, list[tuple[int, str]]] = field(default_factory=dict, repr=False)
-    _changed: tuple[set[tuple[str, str]], set[str], set[str]] | None = field(
-        default=None, repr=False
-    )
+    _changed: _Changes | None = field(default=None, repr=False)
 
     def horizon(self, source: Input, config: AttributionConfig) -> int | None:
         """``watermark − allowed_lateness`` of one input: no event of that input older than this
@@ -179,7 +186,7 @@ class AttributionState:
         key = (p.request_id, p.item_id)
         self.pending[key] = p
         if self._changed is not None:
-            self._changed[0].add(key)
+            self._changed.pending.add(key)
         self._pending_by_user.setdefault(p.user_id, set()).add(key)
         heapq.heappush(self._pending_due, (p.impression_ms + window_ms, *key))
 
@@ -187,7 +194,7 @@ class AttributionState:
         p = self.pending.pop(key, None)
         if p is not None:
             if self._changed is not None:
-                self._changed[0].add(key)
+                self._changed.pending.add(key)
             keys = self._pending_by_user[p.user_id]
             keys.discard(key)
             if not keys:
@@ -197,7 +204,7 @@ class AttributionState:
     def mark_positive(self, key: tuple[str, str]) -> None:
         self.pending[key].positive = True
         if self._changed is not None:
-            self._changed[0].add(key)
+            self._changed.pending.add(key)
 
     def pending_of_user(self, user_id: str) -> list[tuple[str, str]]:
         return sorted(self._pending_by_user.get(user_id, ()))
@@ -205,7 +212,7 @@ class AttributionState:
     def put_reward(self, event_id: str, r: _Reward) -> None:
         self.rewards[event_id] = r
         if self._changed is not None:
-            self._changed[1].add(event_id)
+            self._changed.rewards.add(event_id)
         self._rewards_by_item.setdefault(r.item_id, set()).add(event_id)
         heapq.heappush(self._reward_expiry, (r.event_ms, event_id))
 
@@ -215,7 +222,7 @@ class AttributionState:
     def mark_seen(self, key: str, event_ms: int) -> None:
         self.seen[key] = event_ms
         if self._changed is not None:
-            self._changed[2].add(key)
+            self._changed.seen.add(key)
         heapq.heappush(self._seen_expiry.setdefault(_seen_input(key), []), (event_ms, key))
 
     def pop_due(self, horizon: int) -> list[_Pending]:
@@ -233,7 +240,7 @@ class AttributionState:
             _, event_id = heapq.heappop(self._reward_expiry)
             r = self.rewards.pop(event_id)
             if self._changed is not None:
-                self._changed[1].add(event_id)
+                self._changed.rewards.add(event_id)
             ids = self._rewards_by_item[r.item_id]
             ids.discard(event_id)
             if not ids:
@@ -245,7 +252,7 @@ class AttributionState:
             _, key = heapq.heappop(expiry)
             del self.seen[key]
             if self._changed is not None:
-                self._changed[2].add(key)
+                self._changed.seen.add(key)
 
     # -- snapshot ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -271,16 +278,22 @@ class AttributionState:
                 whole=True,
             )
         else:
-            pending, rewards, seen = self._changed
+            changed = self._changed
             delta = AttributionDelta(
                 version,
                 watermarks,
-                {k: None if (p := self.pending.get(k)) is None else dict(vars(p)) for k in pending},
-                {k: None if (r := self.rewards.get(k)) is None else vars(r) for k in rewards},
-                {k: self.seen.get(k) for k in seen},
+                {
+                    k: None if (p := self.pending.get(k)) is None else dict(vars(p))
+                    for k in changed.pending
+                },
+                {
+                    k: None if (r := self.rewards.get(k)) is None else vars(r)
+                    for k in changed.rewards
+                },
+                {k: self.seen.get(k) for k in changed.seen},
                 whole=False,
             )
-        self._changed = (set(), set(), set())
+        self._changed = _Changes()
         return delta
 
     @classmethod

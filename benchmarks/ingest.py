@@ -107,6 +107,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- the machine ----------------------------------------------------------------------------------
+def fresh_settings(overrides: dict[str, Any], data_dir: Path) -> Settings:
+    """``overrides`` in a namespace of their own (``bench<hex>``), state under ``data_dir``."""
+    return Settings(
+        **{**overrides, "namespace": f"bench{uuid.uuid4().hex[:8]}", "data_dir": data_dir}
+    )
+
+
 def start_workers(
     settings: Settings, count: int, log_dir: Path, extra: tuple[str, ...] = ()
 ) -> list[tuple[subprocess.Popen[bytes], int]]:
@@ -307,12 +314,10 @@ def command(args: argparse.Namespace) -> int:
         tansu_pid = start_tansu(port, work / "tansu.log")
         bootstrap = f"127.0.0.1:{port}"
     overrides: dict[str, Any] = {
-        "namespace": f"bench{uuid.uuid4().hex[:8]}",
-        "data_dir": work / ".aether",
         "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
         "REDIS_URL": base.redis.url.get_secret_value(),
     }
-    settings = Settings(**overrides)
+    settings = fresh_settings(overrides, work / ".aether")
     workers = []
     try:
         topics = ensure_topics(settings)
@@ -355,8 +360,9 @@ def command(args: argparse.Namespace) -> int:
             f"throughput: {len(batch)} events in {elapsed:.1f} s = {sustained:,.0f} events/s "
             f"end to end with {args.workers} worker(s) (produced in {produced_s:.1f} s)"
         )
+        per_cpu_s = len(batch) / max(cpu_s, 1e-9)
         print(
-            f"worker CPU: {cpu_s:.1f} s = {len(batch) / max(cpu_s, 1e-9):,.0f} events per CPU "
+            f"worker CPU: {cpu_s:.1f} s = {per_cpu_s:,.0f} events per CPU "
             f"second; batches by agent: {batches}; load average {_loadavg()}"
         )
         reference = None
@@ -408,10 +414,8 @@ def command(args: argparse.Namespace) -> int:
             scaled = scale_out(overrides, batch, slates, reference, work)
         floor_figures: dict[str, Any] = {}
         if args.floor:
-            floor_figures = floor_in_fresh_namespace(overrides, batch, work)
-            share = (
-                len(batch) / max(cpu_s, 1e-9) / floor_figures["faust_floor_events_per_worker_cpu_s"]
-            )
+            floor_figures = floor_in_fresh_namespace(overrides, producer, batch, work)
+            share = per_cpu_s / floor_figures["faust_floor_events_per_worker_cpu_s"]
             floor_figures["share_of_faust_floor"] = round(share, 3)
             print(f"the full worker's events per CPU second are {100 * share:.0f} % of the floor's")
         print(
@@ -431,7 +435,7 @@ def command(args: argparse.Namespace) -> int:
             "slates": len(slates),
             "handlers_events_per_s": round(in_process, 1),
             "worker_cpu_s": round(cpu_s, 2),
-            "events_per_worker_cpu_s": round(len(batch) / max(cpu_s, 1e-9), 1),
+            "events_per_worker_cpu_s": round(per_cpu_s, 1),
             **{f"batches_{agent}": n for agent, n in batches.items()},
             "load_average": load_average,
             "offered_rates": offered,
@@ -503,28 +507,20 @@ def faust_floor(
 
 
 def floor_in_fresh_namespace(
-    overrides: dict[str, Any], batch: list[Any], work: Path
+    overrides: dict[str, Any], producer: Any, batch: list[Any], work: Path
 ) -> dict[str, Any]:
     """Phase 4: ``batch`` through one floor worker (``aether worker --faust-floor``) in a fresh
     namespace; its events per second and per worker CPU second."""
     from stack.redis_server import delete_namespace_keys
-    from streams.publish import make_producer
     from streams.topics import ensure_topics
 
-    settings = Settings(
-        **{
-            **overrides,
-            "namespace": f"bench{uuid.uuid4().hex[:8]}",
-            "data_dir": work / ".aether-floor",
-        }
-    )
+    settings = fresh_settings(overrides, work / ".aether-floor")
     logs = work / "floor"
     logs.mkdir(exist_ok=True)
     workers = []
     try:
         ensure_topics(settings)
         workers = start_workers(settings, 1, logs, ("--faust-floor",))
-        producer = make_producer(settings.kafka.bootstrap_servers)
         ports = [port for _, port in workers]
         rate, cpu_s = _floor_rate(settings, ports, producer, batch[:100], batch)
     finally:

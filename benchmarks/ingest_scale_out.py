@@ -16,7 +16,6 @@ serving-style slate per N views (:func:`serving_slates`, produced before the eve
 from __future__ import annotations
 
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +86,7 @@ def scale_out(
     from benchmarks.ingest import (
         _loadavg,
         _wait,
+        fresh_settings,
         outcome_counts,
         settled,
         start_workers,
@@ -98,13 +98,7 @@ def scale_out(
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
-    settings = Settings(
-        **{
-            **overrides,
-            "namespace": f"bench{uuid.uuid4().hex[:8]}",
-            "data_dir": work / f".aether-{WORKERS}workers",
-        }
-    )
+    settings = fresh_settings(overrides, work / f".aether-{WORKERS}workers")
     workers = []
     try:
         topics = ensure_topics(settings)
