@@ -24,6 +24,7 @@ items remain. A failing source (e.g. Milvus down) is logged and skipped, never r
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -138,11 +139,70 @@ class SourcePlan:
 
 
 @dataclass(frozen=True)
+class MergedRows:
+    """The merged candidates as arrays, best first: what serving ranks without making a Python
+    object per candidate (issue 19). ``rows`` are catalogue rows (``ids[row]`` the item),
+    ``scores`` the fused scores (0 for the fallback's items), ``credited[n]`` the index into
+    ``names`` of the source credited with item ``n`` (``Candidate.source``: the largest
+    contribution, ties by name; the fallback is the last name), ``proposed`` one bool column per
+    name: who proposed each item. ``candidates()`` gives the same as ``Candidate``s."""
+
+    rows: np.ndarray
+    scores: np.ndarray
+    credited: np.ndarray
+    proposed: np.ndarray
+    ids: Sequence[str]
+    names: tuple[str, ...]
+    fused: FusedRows
+
+    def __len__(self) -> int:
+        return int(self.rows.size)
+
+    @property
+    def item_ids(self) -> list[str]:
+        ids = self.ids
+        return [ids[row] for row in self.rows.tolist()]
+
+    def sources(self) -> list[str]:
+        """Each item's credited source."""
+        names = self.names
+        return [names[n] for n in self.credited.tolist()]
+
+    def by_source(self) -> dict[str, int]:
+        """How many items each source is credited with (sources credited with none left out)."""
+        by_name: dict[str, int] = {}  # the fallback may share a source's name (popular)
+        for name, n in zip(self.names, np.bincount(self.credited, minlength=len(self.names))):
+            if n:
+                by_name[name] = by_name.get(name, 0) + int(n)
+        return by_name
+
+    def proposed_by(self, name: str) -> np.ndarray:
+        """Per item, whether a source named ``name`` proposed it (all False for a name not
+        asked)."""
+        columns = [n for n, source in enumerate(self.names) if source == name]
+        return self.proposed[:, columns].any(axis=1)
+
+    def candidates(self) -> list[Candidate]:
+        *names, fallback = self.names
+        merged = self.fused.candidates(self.ids, names)
+        extra = self.rows[len(merged) :].tolist()
+        merged.extend(Candidate(self.ids[row], 0.0, fallback, (fallback,)) for row in extra)
+        return merged
+
+
+@dataclass(frozen=True)
 class RetrievalResult:
-    candidates: list[Candidate]
+    """``merged``: the candidates as arrays (serving's path); ``candidates``: the same as
+    ``Candidate`` objects, made on first use (the object contract, tests, offline benchmarks)."""
+
+    merged: MergedRows
     failed_sources: tuple[str, ...] = ()
     used_fallback: bool = False
     per_source: dict[str, int] = field(default_factory=dict)  # raw candidates each source gave
+
+    @functools.cached_property
+    def candidates(self) -> list[Candidate]:
+        return self.merged.candidates()
 
 
 def fuse_rows(
@@ -209,15 +269,33 @@ class FusedRows:
         none = np.zeros(0, dtype=np.int64)
         return cls(none, np.zeros(0), none, none, np.zeros(0), none)
 
+    def _by_contribution(self, names: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The contributions' sources grouped by item, each item's largest first (ties by
+        name), and where each selected item's group starts."""
+        name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"))
+        order = np.lexsort((name_rank[self.source_of], -self.parts, self.position))
+        return self.source_of[order], np.searchsorted(self.position[order], self.selected)
+
+    def credited(self, names: Sequence[str]) -> np.ndarray:
+        """Per selected item, the index of its source: the largest contribution (ties by name)."""
+        if not self.selected.size:
+            return self.selected
+        grouped, starts = self._by_contribution(names)
+        return grouped[starts]
+
+    def proposed(self, sources: int) -> np.ndarray:
+        """(selected items, ``sources``) bool: which sources proposed each selected item."""
+        hit = np.zeros((self.items.size, sources), dtype=bool)
+        hit[self.position, self.source_of] = True
+        return hit[self.selected]
+
     def candidates(self, ids: Sequence[str], names: Sequence[str]) -> list[Candidate]:
         """The selected items as ``Candidate``s: source = largest contribution (ties by name),
         ``sources`` every proposer, largest contribution first."""
         if not self.selected.size:
             return []
-        name_rank = np.argsort(np.argsort(np.array(names, dtype=object), kind="stable"))
-        order = np.lexsort((name_rank[self.source_of], -self.parts, self.position))
-        grouped = self.source_of[order].tolist()
-        starts = np.searchsorted(self.position[order], self.selected).tolist()
+        grouped_rows, start_rows = self._by_contribution(names)
+        grouped, starts = grouped_rows.tolist(), start_rows.tolist()
         counts = np.bincount(self.position, minlength=self.items.size)[self.selected].tolist()
         fused = self.fused[self.selected].tolist()
         items = self.items[self.selected].tolist()
@@ -367,13 +445,30 @@ class CandidateRetriever:
             eligible.index.id_rank,
             self.rrf_c,
         )
-        merged = fused.candidates(eligible.index.ids, self._names)
-        used_fallback = (
-            self._fill_from_fallback(request, eligible, merged, on_source)
+        rows = fused.items[fused.selected]
+        extra = (
+            self._fill_from_fallback(request, eligible, rows, on_source)
             if self.fallback is not None
-            else False
+            else _NO_ROWS
         )
-        return RetrievalResult(merged[: request.k], failed, used_fallback, per_source)
+        fallback = len(self._names)  # the fallback's index in ``names``
+        merged = MergedRows(
+            rows=np.concatenate([rows, extra]),
+            scores=np.concatenate([fused.fused[fused.selected], np.zeros(extra.size)]),
+            credited=np.concatenate(
+                [fused.credited(self._names), np.full(extra.size, fallback, dtype=ROW)]
+            ),
+            proposed=np.vstack(
+                [
+                    np.pad(fused.proposed(fallback), ((0, 0), (0, 1))),
+                    np.eye(1, fallback + 1, fallback, dtype=bool).repeat(extra.size, axis=0),
+                ]
+            ),
+            ids=eligible.index.ids,
+            names=(*self._names, self.fallback.name if self.fallback else "fallback"),
+            fused=fused,
+        )
+        return RetrievalResult(merged, failed, bool(extra.size), per_source)
 
     def _without_seen(
         self, request: RetrievalRequest, eligible: EligibleItems, answers: Sequence[np.ndarray]
@@ -397,22 +492,23 @@ class CandidateRetriever:
         self,
         request: RetrievalRequest,
         eligible: EligibleItems,
-        merged: list[Candidate],
+        merged: np.ndarray,
         on_source: SourceTimer | None,
-    ) -> bool:
-        """Append the fallback's candidates to ``merged`` up to ``request.k``; True if any.
+    ) -> np.ndarray:
+        """The fallback's rows to append to the ``merged`` rows, up to ``request.k`` in all.
 
         Items of its answer the user has seen are left out and not offered again, so it is
         asked again (``FALLBACK_ROUNDS`` at most) for the rest."""
         fallback, index = self.fallback, eligible.index
         assert fallback is not None
-        if len(merged) >= request.k:
-            return False
+        if merged.size >= request.k:
+            return _NO_ROWS
         taken = np.zeros(len(index), dtype=bool)
-        taken[index.rows(c.item_id for c in merged)] = True
-        used = False
+        taken[merged] = True
+        added: list[np.ndarray] = []
+        count = merged.size
         for _ in range(FALLBACK_ROUNDS):
-            missing = request.k - len(merged)
+            missing = request.k - count
             if missing <= 0:
                 break
             taken_ids = frozenset(index.item_ids(np.flatnonzero(taken)))
@@ -431,12 +527,12 @@ class CandidateRetriever:
                 if seen:
                     ok &= ~np.isin(extra, index.rows(seen))
             taken[extra] = True
-            kept = index.item_ids(extra[ok])
-            used = used or bool(kept)
-            merged.extend(Candidate(i, 0.0, fallback.name, (fallback.name,)) for i in kept)
+            kept = extra[ok][:missing]
+            added.append(kept)
+            count += kept.size
             if extra.size < missing or request.seen_among is None:
                 break  # nothing more to have, or no seen item was left out to replace
-        return used
+        return np.concatenate(added) if added else _NO_ROWS
 
 
 def _unfiltered(answered: Sequence[Candidate], request: RetrievalRequest) -> EligibleItems:

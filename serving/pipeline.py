@@ -36,8 +36,8 @@ from core.errors import AetherError
 from features.ports import OnlineFeatureReader
 from features.rows import UserFeatureRow
 from ranker.scoring import Ranker
+from retrieval.merge import MergedRows
 from retrieval.sources import (
-    Candidate,
     CandidateFilters,
     Exclusions,
     RetrievalRequest,
@@ -250,7 +250,7 @@ class RecommendationPipeline:
             ranker = self._ranker_named(state, assignment.params.ranker)
             model_version = state.release.version_of(ranker)
             with timed(observer, "ranking"):
-                ranked = self._rank(state, ranker, user, user_vector, result.candidates, reasons)
+                ranked = self._rank(state, ranker, user, user_vector, result.merged, reasons)
             with timed(observer, "rerank"):
                 eligible, slate_items = self._rerank(ranked, query, state, assignment, request)
         else:
@@ -259,7 +259,7 @@ class RecommendationPipeline:
                 assignment,
                 user,
                 user_vector,
-                result.candidates,
+                result.merged,
                 query,
                 request,
                 request_id,
@@ -307,9 +307,7 @@ class RecommendationPipeline:
         )
         with timed(observer, "impression"):
             self._log_impression(query, slate)
-        count_served(
-            reasons, (c.source for c in result.candidates), (item.source for item in items)
-        )
+        count_served(reasons, result.merged.by_source(), (item.source for item in items))
         observer.request(time.perf_counter() - started, time.thread_time() - started_cpu)
         return slate
 
@@ -394,24 +392,29 @@ class RecommendationPipeline:
         ranker: Ranker | None,
         user: UserFeatureRow | None,
         user_vector: np.ndarray | None,
-        candidates: Sequence[Candidate],
+        merged: MergedRows,
         reasons: list[str],
     ) -> list[ScoredItem]:
+        """The merged candidates as ``ScoredItem``s, best first: by the ranker's scores, or in
+        retrieval order (scores n … 1) without a ranker or a history."""
+        item_ids, labels = merged.item_ids, _labels(merged)
+
         def retrieval_order() -> list[ScoredItem]:
-            n = len(candidates)
+            n = len(item_ids)
             return [
-                ScoredItem(c.item_id, float(n - i), _label(c)) for i, c in enumerate(candidates)
+                ScoredItem(item, float(n - i), label)
+                for i, (item, label) in enumerate(zip(item_ids, labels, strict=True))
             ]
 
         history = model_history(ranker, user)
-        if ranker is None or not history or not candidates:
+        if ranker is None or not history or not item_ids:
             return retrieval_order()
-        item_ids = [c.item_id for c in candidates]
         try:
             scorer = state.view.vector_scorer
             # The user vector is the release ranker's: an arm's own model encodes the user itself.
             if scorer is not None and user_vector is not None and ranker is state.release.ranker:
-                scores = scorer.score(user_vector, item_ids)  # no second encoding
+                # no second encoding, no lookup per candidate
+                scores = scorer.score_rows(user_vector, merged.ids, merged.rows)
             else:
                 scores = ranker.score(history, item_ids)
         except Exception:  # a broken model must not take the slate down
@@ -423,7 +426,7 @@ class RecommendationPipeline:
             TOP_SCORE.observe(float(values.max()))
         order = np.argsort(-values, kind="stable").tolist()
         scored = values.tolist()
-        return [ScoredItem(candidates[i].item_id, scored[i], _label(candidates[i])) for i in order]
+        return [ScoredItem(item_ids[i], scored[i], labels[i]) for i in order]
 
     def _rerank(
         self,
@@ -444,7 +447,7 @@ class RecommendationPipeline:
         assignment: Assignment,
         user: UserFeatureRow | None,
         user_vector: np.ndarray | None,
-        candidates: Sequence[Candidate],
+        candidates: MergedRows,
         query: RecommendationQuery,
         request: RetrievalRequest,
         request_id: str,
@@ -560,9 +563,12 @@ class RecommendationPipeline:
         self._impressions.publish(impression_of(query, slate, at_ms=self._clock_ms()))
 
 
-def _label(candidate: Candidate) -> str:
-    """The source a slate item is credited to and explained by: the largest contributor to its
+def _labels(merged: MergedRows) -> list[str]:
+    """The source each candidate is credited to and explained by: the largest contributor to its
     fused score, except that an item the ``content`` source proposed is a new item (that source
     covers only items the serving index lacks) and is explained as one ("new, similar to X"),
     whichever source's vote weighed more (in a small catalogue, the popular source's tail)."""
-    return CONTENT_SOURCE if CONTENT_SOURCE in candidate.sources else candidate.source
+    labels = merged.sources()
+    for n in np.flatnonzero(merged.proposed_by(CONTENT_SOURCE)).tolist():
+        labels[n] = CONTENT_SOURCE
+    return labels

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
@@ -111,13 +111,14 @@ def set_model_version(version: str) -> None:
 
 
 def count_served(
-    reasons: Iterable[str], candidate_sources: Iterable[str], slate_sources: Iterable[str]
+    reasons: Iterable[str], candidates_by_source: Mapping[str, int], slate_sources: Iterable[str]
 ) -> None:
     """One answered request: its fallback reasons, candidates and slots by source."""
     for reason in reasons:
         FALLBACKS.labels(reason=fallback_reason(reason)).inc()
-    for counter, sources in ((CANDIDATES, candidate_sources), (SLATE_ITEMS, slate_sources)):
-        for source, count in collections.Counter(sources).items():
+    slots = collections.Counter(slate_sources)
+    for counter, counts in ((CANDIDATES, candidates_by_source), (SLATE_ITEMS, slots)):
+        for source, count in counts.items():
             counter.labels(source=source).inc(count)
 
 

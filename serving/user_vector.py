@@ -52,6 +52,8 @@ class VectorScorer:
                 added.append(np.asarray(vector, dtype=np.float32))
         # One extra row of zeros for unknown candidates, overwritten below: no per-item branch.
         self._matrix = np.vstack([base, *(v[None, :] for v in added), np.zeros_like(base[:1])])
+        # Catalogue row -> matrix row, per catalogue (``score_rows``): its ``ids`` list and map.
+        self._maps: dict[int, tuple[Sequence[str], np.ndarray]] = {}
 
     def score(self, user_vector: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
         """(len(candidates),) float32, higher is better."""
@@ -59,6 +61,28 @@ class VectorScorer:
         rows = np.fromiter(
             (self._row.get(c, unknown) for c in candidates), dtype=np.intp, count=len(candidates)
         )
+        return self._scores(user_vector, rows)
+
+    def score_rows(
+        self, user_vector: np.ndarray, ids: Sequence[str], rows: np.ndarray
+    ) -> np.ndarray:
+        """``score(user_vector, [ids[r] for r in rows])``: candidates as rows of a catalogue
+        whose items are ``ids`` (``retrieval.catalog_index.CatalogIndex.ids``), mapped to the
+        ranker's rows once per catalogue instead of once per candidate."""
+        return self._scores(user_vector, self._rows_of(ids)[rows])
+
+    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
+        cached = self._maps.get(id(ids))
+        if cached is not None and cached[0] is ids:
+            return cached[1]
+        unknown = len(self._matrix) - 1
+        rows = np.fromiter((self._row.get(i, unknown) for i in ids), dtype=np.intp, count=len(ids))
+        if len(self._maps) >= 4:  # a few catalogue snapshots at a time (refreshes swap them)
+            self._maps.clear()
+        self._maps[id(ids)] = (ids, rows)
+        return rows
+
+    def _scores(self, user_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         scores = self._matrix[rows] @ np.asarray(user_vector, dtype=np.float32)
-        scores[rows == unknown] = UNKNOWN_ITEM_SCORE
+        scores[rows == len(self._matrix) - 1] = UNKNOWN_ITEM_SCORE
         return scores

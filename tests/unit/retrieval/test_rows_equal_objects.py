@@ -10,6 +10,7 @@ fused score (to the bit), source and every proposer, in order.
 
 from __future__ import annotations
 
+import collections
 import itertools
 
 import numpy as np
@@ -136,6 +137,7 @@ def test_600_requests_get_the_same_candidates_on_rows_as_on_objects():
         rows = retriever.retrieve(request)
         objects = reference_retrieve(plans, catalog, popular, request)
         assert rows.candidates == objects, request
+        assert described_by_arrays(rows.merged) == described_by_objects(objects), request
         fallbacks += rows.used_fallback
     assert fallbacks > 20  # the fallback path was exercised, not only the merge
 
@@ -152,9 +154,28 @@ def test_a_source_without_rows_is_read_through_its_candidates():
     mixed = [*plans, SourcePlan(ObjectsOnly(), 5, 1.0)]
     retriever = CandidateRetriever(mixed, catalog=catalog, fallback=popular)
     for request in requests(ids, 60, seed=3):
-        assert retriever.retrieve(request).candidates == reference_retrieve(
-            mixed, catalog, popular, request
-        )
+        result = retriever.retrieve(request)
+        objects = reference_retrieve(mixed, catalog, popular, request)
+        assert result.candidates == objects
+        assert described_by_arrays(result.merged) == described_by_objects(objects)
+
+
+def described_by_arrays(merged):
+    """What serving reads of the merged candidates (``MergedRows``), one tuple per item."""
+    proposers = [
+        frozenset(name for name, hit in zip(merged.names, row, strict=True) if hit)
+        for row in merged.proposed.tolist()
+    ]
+    described = list(
+        zip(merged.item_ids, merged.scores.tolist(), merged.sources(), proposers, strict=True)
+    )
+    counts = collections.Counter(merged.sources())
+    assert merged.by_source() == counts and len(merged) == len(described)
+    return described
+
+
+def described_by_objects(candidates):
+    return [(c.item_id, c.score, c.source, frozenset(c.sources)) for c in candidates]
 
 
 ITEMS = [f"i{n}" for n in range(12)]
