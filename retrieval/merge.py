@@ -171,9 +171,10 @@ class MergedRows:
     def by_source(self) -> dict[str, int]:
         """How many items each source is credited with (sources credited with none left out)."""
         by_name: dict[str, int] = {}  # the fallback may share a source's name (popular)
-        for name, n in zip(self.names, np.bincount(self.credited, minlength=len(self.names))):
+        counts = np.bincount(self.credited, minlength=len(self.names)).tolist()
+        for name, n in zip(self.names, counts, strict=True):
             if n:
-                by_name[name] = by_name.get(name, 0) + int(n)
+                by_name[name] = by_name.get(name, 0) + n
         return by_name
 
     def proposed_by(self, name: str) -> np.ndarray:
