@@ -181,7 +181,7 @@ class MergedRows:
         """Per item, whether a source named ``name`` proposed it (all False for a name not
         asked)."""
         columns = [n for n, source in enumerate(self.names) if source == name]
-        return self.proposed[:, columns].any(axis=1)
+        return np.asarray(self.proposed[:, columns].any(axis=1))
 
     def candidates(self) -> list[Candidate]:
         *names, fallback = self.names
