@@ -28,9 +28,10 @@ Python gRPC client (``Recommend.future``), 0.5–2.4 ms of CPU per request on th
 latency from the *scheduled* send time, every answer checked. Requests go to known users (seeded)
 and a share of unknown users, ``k=10``, 1 s deadline (``grpc-timeout``).
 
-``--floor bare|servicer`` needs no stores: a gRPC server answering a constant 10-item response
-with ``aether serve``'s server settings, loaded at the same rates (``serve_floor``): the CPU per
-request of the server without the pipeline. Without it, the pipeline's run ends with the
+``--floor bare|servicer|aio`` needs no stores: a gRPC server answering a constant 10-item
+response with ``aether serve``'s server settings, loaded at the same rates (``serve_floor``): the
+CPU per request of the server without the pipeline (``aio``: the bare server on ``grpc.aio``).
+Without it, the pipeline's run ends with the
 ``servicer`` floor (one process) at 100 rps under the same load generator:
 ``floor_server_cpu_ms_per_request`` next to ``server_cpu_ms_per_request`` (``--no-floor``
 skips it).
@@ -175,10 +176,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--floor",
-        choices=("bare", "servicer"),
+        choices=("bare", "servicer", "aio"),
         help="no pipeline, no stores: a gRPC server answering a constant 10-item response "
         "(bare: grpc.server alone; servicer: aether serve's server and servicer around a "
-        "constant pipeline), loaded at the same rates: the server's floor CPU per request",
+        "constant pipeline; aio: bare on grpc.aio), loaded at the same rates: the server's "
+        "floor CPU per request",
     )
     parser.add_argument("--unknown-share", type=float, default=0.1, help="requests for new users")
     parser.add_argument("-k", type=int, default=10)

@@ -12,7 +12,10 @@ Two variants:
   parses each request and serializes the response) — the floor issue 19 cites;
 * ``servicer``: ``serving.server.start_server`` (the status, auth and error interceptors, request
   validation, proto mapping) around a pipeline that returns a constant slate: the production
-  server without the pipeline.
+  server without the pipeline;
+* ``aio``: ``bare`` on ``grpc.aio`` (one asyncio loop, a coroutine handler, no thread pool): what
+  the server would cost per call without the sync server's hand-off from its polling thread to a
+  worker thread (issue 19 asks to measure ``grpc.aio`` against the thread pool).
 
 The benchmark needs no stores (no Redis, Kafka or Milvus): it starts the child, warms it up, and
 loads it at each offered rate as ``aether bench serve`` loads the real server
@@ -38,7 +41,7 @@ from serving.domain import RecommendationQuery, Slate, SlateItem
 if TYPE_CHECKING:
     from benchmarks.serve_measure import LoadPlan
 
-VARIANTS = ("bare", "servicer")
+VARIANTS = ("bare", "servicer", "aio")
 
 
 def floor_slate(k: int = 10) -> Slate:
@@ -76,6 +79,11 @@ class ConstantPipeline:
 # -- the server child -------------------------------------------------------------------------------
 def serve(variant: str, port: int, metrics_port: int) -> None:
     """Serve the floor on 127.0.0.1:``port`` until SIGINT/SIGTERM."""
+    if variant == "aio":
+        import asyncio
+
+        asyncio.run(serve_aio(port, metrics_port))
+        return
     from concurrent import futures
 
     import grpc
@@ -126,6 +134,61 @@ def serve(variant: str, port: int, metrics_port: int) -> None:
     freeze_startup_heap()  # as serving.processes.run_server does
     print(f"floor ({variant}) serving on {running.address}", flush=True)
     serve_forever(running, grace_s=2.0)
+
+
+async def serve_aio(port: int, metrics_port: int) -> None:
+    """The ``bare`` floor on ``grpc.aio``, until SIGINT/SIGTERM."""
+    import asyncio
+    import signal
+
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1.health import aio as health_aio
+    from prometheus_client import REGISTRY, Counter
+
+    from benchmarks.serve_server import ThreadCpuCollector
+    from core.heap import freeze_startup_heap
+    from core.metrics_exporter import start_metrics_exporter
+    from core.settings import MetricsSettings, load_settings
+    from serving.proto import recommender_pb2_grpc as pb_grpc
+    from serving.server import MAX_MESSAGE_BYTES
+    from serving.servicer import slate_to_proto
+
+    answered = Counter("aether_bench_floor_answers", "Recommend calls the floor's handler answered")
+    limits = load_settings().serving
+    response = slate_to_proto(floor_slate())
+
+    class Floor(pb_grpc.RecommenderServicer):
+        async def Recommend(self, request: Any, context: Any) -> Any:  # type: ignore[override]
+            answered.inc()
+            return response
+
+    server = grpc.aio.server(
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    pb_grpc.add_RecommenderServicer_to_server(Floor(), server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    REGISTRY.register(ThreadCpuCollector())
+    start_metrics_exporter(
+        MetricsSettings(host="127.0.0.1", port=metrics_port), default_port=metrics_port
+    )
+    freeze_startup_heap()
+    print(f"floor (aio) serving on 127.0.0.1:{bound}", flush=True)
+    stopped = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopped.set)
+    await stopped.wait()
+    await server.stop(2.0)
 
 
 def start_floor(variant: str, log_path: Path, timeout_s: float = 60) -> ServerProcess:

@@ -20,15 +20,16 @@ from benchmarks.serve_server import ROOT
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.parametrize("variant", ["bare", "aio"])
 def test_h2load_calls_are_answered_ok_and_counted_alike_by_h2load_and_server(
-    h2load: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    variant: str, h2load: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # As a test process that imported Feast leaves it: the floor server child must still start
     # with prometheus_client in its ordinary mode (it failed to start in a full suite run).
     monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
     from serving.servicer import slate_to_proto
 
-    server = start_floor("bare", tmp_path / "floor.log")
+    server = start_floor(variant, tmp_path / "floor.log")
     try:
         bodies = [request_body(f"user-{n}", 10) for n in range(4)]
         before, cpu_before = server.metrics(), server.cpu_seconds()
