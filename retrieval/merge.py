@@ -328,9 +328,10 @@ class CandidateRetriever:
 
     Works on catalogue rows (``retrieval.catalog_index``): sources answer row arrays
     (``ranked_indices``), the request's filters and exclusions are one mask, fusion is
-    ``fuse_rows``; ``Candidate`` objects are made only for the merged items. Without a
-    ``catalog`` (tests, ad-hoc use) the catalogue is the items the sources answered, and only the
-    exclusions apply (there is no metadata to filter on).
+    ``fuse_rows``; the merged items are answered as arrays (``MergedRows``, what serving
+    ranks), and ``Candidate`` objects are made only when ``RetrievalResult.candidates`` is
+    read. Without a ``catalog`` (tests, ad-hoc use) the catalogue is the items the sources
+    answered, and only the exclusions apply (there is no metadata to filter on).
 
     ``reserved`` counts are given per ``reference_k`` candidates and scaled to the request's ``k``
     (rounded up).
