@@ -155,10 +155,32 @@ class MergedRows:
     names: tuple[str, ...]
     fused: FusedRows
 
+    @classmethod
+    def of(
+        cls, fused: FusedRows, fallback_rows: np.ndarray, ids: Sequence[str], names: Sequence[str]
+    ) -> MergedRows:
+        """The fused items (``fuse_rows``), then the fallback's rows; ``names``: the sources',
+        the fallback's last."""
+        fallback = len(names) - 1
+        fallback_proposed = np.zeros((fallback_rows.size, fallback + 1), dtype=bool)
+        fallback_proposed[:, fallback] = True
+        return cls(
+            rows=np.concatenate([fused.items[fused.selected], fallback_rows]),
+            scores=np.concatenate([fused.fused[fused.selected], np.zeros(fallback_rows.size)]),
+            credited=np.concatenate(
+                [fused.credited(names[:fallback]), np.full(fallback_rows.size, fallback, ROW)]
+            ),
+            proposed=np.vstack(
+                [np.pad(fused.proposed(fallback), ((0, 0), (0, 1))), fallback_proposed]
+            ),
+            ids=ids,
+            names=tuple(names),
+            fused=fused,
+        )
+
     def __len__(self) -> int:
         return int(self.rows.size)
 
-    @property
     def item_ids(self) -> list[str]:
         ids = self.ids
         return [ids[row] for row in self.rows.tolist()]
@@ -447,29 +469,13 @@ class CandidateRetriever:
             eligible.index.id_rank,
             self.rrf_c,
         )
-        rows = fused.items[fused.selected]
         extra = (
-            self._fill_from_fallback(request, eligible, rows, on_source)
+            self._fill_from_fallback(request, eligible, fused.items[fused.selected], on_source)
             if self.fallback is not None
             else _NO_ROWS
         )
-        fallback = len(self._names)  # the fallback's index in ``names``
-        merged = MergedRows(
-            rows=np.concatenate([rows, extra]),
-            scores=np.concatenate([fused.fused[fused.selected], np.zeros(extra.size)]),
-            credited=np.concatenate(
-                [fused.credited(self._names), np.full(extra.size, fallback, dtype=ROW)]
-            ),
-            proposed=np.vstack(
-                [
-                    np.pad(fused.proposed(fallback), ((0, 0), (0, 1))),
-                    np.eye(1, fallback + 1, fallback, dtype=bool).repeat(extra.size, axis=0),
-                ]
-            ),
-            ids=eligible.index.ids,
-            names=(*self._names, self.fallback.name if self.fallback else "fallback"),
-            fused=fused,
-        )
+        names = (*self._names, self.fallback.name if self.fallback else "fallback")
+        merged = MergedRows.of(fused, extra, eligible.index.ids, names)
         return RetrievalResult(merged, failed, bool(extra.size), per_source)
 
     def _without_seen(

@@ -97,8 +97,9 @@ def search_request(
     field for field (``tests/unit/retrieval/test_search_request.py``), made from a template
     built once per collection, field, parameters (``params_json``: ``search_params`` as JSON),
     limit and expression: what varies per call (the vectors, the consistency timestamp) is set
-    on a copy. Building it afresh cost a quarter of the ANN source's client CPU per request
-    (docs/benchmarks/serving.md, section M)."""
+    on a copy, instead of pymilvus' parameter checks and conversions running on every search
+    (docs/benchmarks/serving.md, section M: no saving could be told from that machine's
+    noise)."""
     from pymilvus.grpc_gen import common_pb2, milvus_pb2
 
     request = milvus_pb2.SearchRequest()

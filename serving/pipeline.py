@@ -397,7 +397,7 @@ class RecommendationPipeline:
     ) -> list[ScoredItem]:
         """The merged candidates as ``ScoredItem``s, best first: by the ranker's scores, or in
         retrieval order (scores n … 1) without a ranker or a history."""
-        item_ids, labels = merged.item_ids, _labels(merged)
+        item_ids, labels = merged.item_ids(), _labels(merged)
 
         def retrieval_order() -> list[ScoredItem]:
             n = len(item_ids)

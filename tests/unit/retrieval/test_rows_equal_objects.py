@@ -167,7 +167,7 @@ def described_by_arrays(merged):
         for row in merged.proposed.tolist()
     ]
     described = list(
-        zip(merged.item_ids, merged.scores.tolist(), merged.sources(), proposers, strict=True)
+        zip(merged.item_ids(), merged.scores.tolist(), merged.sources(), proposers, strict=True)
     )
     counts = collections.Counter(merged.sources())
     assert merged.by_source() == counts and len(merged) == len(described)
