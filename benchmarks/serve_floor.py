@@ -95,7 +95,7 @@ def serve(variant: str, port: int, metrics_port: int) -> None:
     from core.metrics_exporter import start_metrics_exporter
     from core.settings import MetricsSettings, load_settings
     from serving.proto import recommender_pb2_grpc as pb_grpc
-    from serving.server import MAX_MESSAGE_BYTES, RunningServer, serve_forever, start_server
+    from serving.server import RunningServer, serve_forever, server_options, start_server
     from serving.servicer import slate_to_proto
 
     answered = Counter("aether_bench_floor_answers", "Recommend calls the floor's handler answered")
@@ -114,11 +114,7 @@ def serve(variant: str, port: int, metrics_port: int) -> None:
         server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix="grpc"),
             maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.so_reuseport", 0),
-            ],
+            options=server_options(),
         )
         pb_grpc.add_RecommenderServicer_to_server(Floor(), server)
         health_servicer = health.HealthServicer()
@@ -151,7 +147,7 @@ async def serve_aio(port: int, metrics_port: int) -> None:
     from core.metrics_exporter import start_metrics_exporter
     from core.settings import MetricsSettings, load_settings
     from serving.proto import recommender_pb2_grpc as pb_grpc
-    from serving.server import MAX_MESSAGE_BYTES
+    from serving.server import server_options
     from serving.servicer import slate_to_proto
 
     answered = Counter("aether_bench_floor_answers", "Recommend calls the floor's handler answered")
@@ -165,11 +161,7 @@ async def serve_aio(port: int, metrics_port: int) -> None:
 
     server = grpc.aio.server(
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(),
     )
     pb_grpc.add_RecommenderServicer_to_server(Floor(), server)
     health_servicer = health_aio.HealthServicer()

@@ -34,6 +34,15 @@ RECOMMEND_METHOD = f"/{SERVICE_NAME}/Recommend"
 MAX_MESSAGE_BYTES = 1 * 1024 * 1024
 
 
+def server_options(*, reuse_port: bool = False) -> list[tuple[str, int]]:
+    """The gRPC channel options of ``aether serve``'s server: message-size caps, SO_REUSEPORT."""
+    return [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
+    ]
+
+
 @dataclass
 class RunningServer:
     server: grpc.Server
@@ -69,11 +78,7 @@ def start_server(
         futures.ThreadPoolExecutor(max_workers=limits.max_workers, thread_name_prefix="grpc"),
         interceptors=interceptors,
         maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ],
+        options=server_options(reuse_port=reuse_port),
     )
     status_counter.watch(server)
     pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(pipeline, limits), server)
