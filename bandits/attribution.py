@@ -154,8 +154,8 @@ class AttributionState:
 
     The underscored indexes and expiry heaps are derived data (rebuilt by :meth:`from_dict`);
     they keep every event O(log n) instead of a scan over the whole state. ``_changed`` holds
-    the keys of ``pending``, ``rewards`` and ``seen`` touched since the last delta (None: every
-    key, until the first delta).
+    the keys of ``pending``, ``rewards`` and ``seen`` touched since the last delta; until the
+    first delta (``_whole``) every key is in it.
     """
 
     watermarks: dict[Input, int] = field(default_factory=dict)  # absent: nothing seen there yet
@@ -167,7 +167,8 @@ class AttributionState:
     _pending_due: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
     _reward_expiry: list[tuple[int, str]] = field(default_factory=list, repr=False)
     _seen_expiry: dict[Input, list[tuple[int, str]]] = field(default_factory=dict, repr=False)
-    _changed: _Changes | None = field(default=None, repr=False)
+    _changed: _Changes = field(default_factory=_Changes, repr=False)
+    _whole: bool = field(default=True, repr=False)  # no delta yet: the next one is the whole
 
     def horizon(self, source: Input, config: AttributionConfig) -> int | None:
         """``watermark − allowed_lateness`` of one input: no event of that input older than this
@@ -185,16 +186,14 @@ class AttributionState:
     def put_pending(self, p: _Pending, window_ms: int) -> None:
         key = (p.request_id, p.item_id)
         self.pending[key] = p
-        if self._changed is not None:
-            self._changed.pending.add(key)
+        self._changed.pending.add(key)
         self._pending_by_user.setdefault(p.user_id, set()).add(key)
         heapq.heappush(self._pending_due, (p.impression_ms + window_ms, *key))
 
     def drop_pending(self, key: tuple[str, str]) -> _Pending | None:
         p = self.pending.pop(key, None)
         if p is not None:
-            if self._changed is not None:
-                self._changed.pending.add(key)
+            self._changed.pending.add(key)
             keys = self._pending_by_user[p.user_id]
             keys.discard(key)
             if not keys:
@@ -203,16 +202,14 @@ class AttributionState:
 
     def mark_positive(self, key: tuple[str, str]) -> None:
         self.pending[key].positive = True
-        if self._changed is not None:
-            self._changed.pending.add(key)
+        self._changed.pending.add(key)
 
     def pending_of_user(self, user_id: str) -> list[tuple[str, str]]:
         return sorted(self._pending_by_user.get(user_id, ()))
 
     def put_reward(self, event_id: str, r: _Reward) -> None:
         self.rewards[event_id] = r
-        if self._changed is not None:
-            self._changed.rewards.add(event_id)
+        self._changed.rewards.add(event_id)
         self._rewards_by_item.setdefault(r.item_id, set()).add(event_id)
         heapq.heappush(self._reward_expiry, (r.event_ms, event_id))
 
@@ -221,8 +218,7 @@ class AttributionState:
 
     def mark_seen(self, key: str, event_ms: int) -> None:
         self.seen[key] = event_ms
-        if self._changed is not None:
-            self._changed.seen.add(key)
+        self._changed.seen.add(key)
         heapq.heappush(self._seen_expiry.setdefault(_seen_input(key), []), (event_ms, key))
 
     def pop_due(self, horizon: int) -> list[_Pending]:
@@ -239,8 +235,7 @@ class AttributionState:
         while self._reward_expiry and self._reward_expiry[0][0] < horizon:
             _, event_id = heapq.heappop(self._reward_expiry)
             r = self.rewards.pop(event_id)
-            if self._changed is not None:
-                self._changed.rewards.add(event_id)
+            self._changed.rewards.add(event_id)
             ids = self._rewards_by_item[r.item_id]
             ids.discard(event_id)
             if not ids:
@@ -251,8 +246,7 @@ class AttributionState:
         while expiry and expiry[0][0] < horizon:
             _, key = heapq.heappop(expiry)
             del self.seen[key]
-            if self._changed is not None:
-                self._changed.seen.add(key)
+            self._changed.seen.add(key)
 
     # -- snapshot ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -268,32 +262,23 @@ class AttributionState:
         """The changes since the last delta (all of the state on the first), leading to the
         stored state ``version``; the next delta starts from here."""
         watermarks = {str(source): w for source, w in sorted(self.watermarks.items())}
-        if self._changed is None:
-            delta = AttributionDelta(
-                version,
-                watermarks,
-                {k: dict(vars(p)) for k, p in self.pending.items()},
-                {k: vars(r) for k, r in self.rewards.items()},
-                dict(self.seen),
-                whole=True,
-            )
-        else:
-            changed = self._changed
-            delta = AttributionDelta(
-                version,
-                watermarks,
-                {
-                    k: None if (p := self.pending.get(k)) is None else dict(vars(p))
-                    for k in changed.pending
-                },
-                {
-                    k: None if (r := self.rewards.get(k)) is None else vars(r)
-                    for k in changed.rewards
-                },
-                {k: self.seen.get(k) for k in changed.seen},
-                whole=False,
-            )
-        self._changed = _Changes()
+        keys = (
+            _Changes(set(self.pending), set(self.rewards), set(self.seen))
+            if self._whole
+            else self._changed
+        )
+        delta = AttributionDelta(
+            version,
+            watermarks,
+            {
+                k: None if (p := self.pending.get(k)) is None else dict(vars(p))
+                for k in keys.pending
+            },
+            {k: None if (r := self.rewards.get(k)) is None else vars(r) for k in keys.rewards},
+            {k: self.seen.get(k) for k in keys.seen},
+            whole=self._whole,
+        )
+        self._changed, self._whole = _Changes(), False
         return delta
 
     @classmethod
