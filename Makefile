@@ -18,22 +18,29 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/aether demo
 
-## The whole test suite (unit, integration, end-to-end) against real services, on $(WORKERS)
-## pytest-xdist workers: the suite mostly waits (broker group joins, server start-ups), so more
-## workers than cores pay off. Tests that share a costly fixture stay on one worker, and the longest
-## units start first (the scheduler in tests/conftest.py). `make test WORKERS=0` runs it in this one
-## process.
+## The whole test suite (unit, integration, end-to-end) against real services, in two phases.
+## First every test not marked `solo`, on $(WORKERS) pytest-xdist workers: the suite mostly waits
+## (broker group joins, server start-ups), so more workers than cores pay off. Tests that share a
+## costly fixture stay on one worker, and the longest units start first (the scheduler in
+## tests/conftest.py). Then the `solo` tests, one at a time in one process: benchmarks and crash
+## replays, CPU-bound with several processes each, which on a slow machine starved the rest (and
+## themselves) when they ran beside it. Both phases always run; either failing fails the target.
+## `make test WORKERS=0` runs the first phase in one process too.
 WORKERS ?= 4
-PYTEST  := $(BIN)/python -m pytest -q -n $(WORKERS) --dist loadscope
+PYTEST  := $(BIN)/python -m pytest -q
+# $(call two_phases,PATHS): exit status 5 is "no test collected" (a phase may be empty).
+two_phases = $(PYTEST) -n $(WORKERS) --dist loadscope -m "not solo" $(1); first=$$?; \
+	$(PYTEST) -n 0 -m solo $(1); solo=$$?; \
+	for rc in $$first $$solo; do [ $$rc = 0 ] || [ $$rc = 5 ] || exit 1; done
 
 test: $(STAMP) tools
-	$(PYTEST)
+	$(call two_phases,)
 
 test-unit: $(STAMP) tools
-	$(PYTEST) tests/unit
+	$(call two_phases,tests/unit)
 
 test-integration: $(STAMP) tools
-	$(PYTEST) tests/integration tests/e2e
+	$(call two_phases,tests/integration tests/e2e)
 
 ## Debian tools the tests drive, installed only when missing (one apt run): promtool (package
 ## `prometheus`) checks every /metrics output and the alert rules; chromium renders the dashboard

@@ -238,7 +238,7 @@ def run_demo(
         trainer = ThreadPoolExecutor(1, thread_name_prefix="demo-train")
         trained = trainer.submit(train_quietly, past, config, first)
         trainer.shutdown(wait=False)  # the one task runs on; trained.result() in step 3
-        wait_until_caught_up(settings, 900, progress=True)
+        wait_until_caught_up(settings, 180, progress=True)
         if config.headline:
             # The worker has applied exactly the past: the frozen deployment's state is this.
             copied = freeze(settings, past["user_id"].astype(str).unique())

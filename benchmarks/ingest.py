@@ -125,6 +125,12 @@ def start_workers(
         "REDIS_URL": settings.redis.url.get_secret_value(),
         "AETHER_NAMESPACE": settings.namespace,
         "AETHER_DATA_DIR": str(settings.data_dir),
+        # Attribution's idleness rule decides by wall time (an input silent for 30 s stops
+        # holding its partition back), so with it on, which rewards are decided depends on how
+        # fast the machine is: off, the outputs depend on the events alone, and the scale-out
+        # phase can require two workers to reach one worker's state (its cost is one clock read
+        # per batch, so the figures do not move).
+        "AETHER_STREAM__IDLE_PARTITION_TIMEOUT_S": "0",
     }
     workers = []
     for n in range(count):

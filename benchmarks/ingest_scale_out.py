@@ -5,7 +5,8 @@ Redis) consume the very events of the throughput phase, which ran with one worke
 measured as in that phase, and then both namespaces' outputs (``stack.namespace_outputs``: the
 Feast rows of every user and item of those events, the item transitions, the bandit posteriors)
 must be equal: spreading the partitions over workers may change how the stream is cut into
-batches, never the state. The offline logs are left out: they are written in each worker's
+batches, never the state (the workers run with attribution's wall-time idleness rule off, see
+``benchmarks.ingest.start_workers``, so the state is a function of the events). The offline logs are left out: they are written in each worker's
 background thread and the one-worker namespace's also holds the freshness phase's events.
 
 The replay has no slates, so without ``--slate-every N`` attribution has no work and the

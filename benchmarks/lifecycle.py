@@ -190,7 +190,7 @@ class Lifecycle:
             env={"AETHER_STREAM__EMBED_CATALOGUE_FROM_MS": str(self.new_items_from_ms())},
         )
         self.processes.append(worker)
-        wait_until_caught_up(settings, 3600)
+        wait_until_caught_up(settings, 300)
         print(f"replayed and drained in {time.perf_counter() - started:.0f} s")
         started = time.perf_counter()
         index = ["index", "--dataset", DATASET, *self._data(), "--content-map-items", "500"]

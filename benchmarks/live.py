@@ -295,7 +295,7 @@ def _run(
         )
         publish(producer, topic, rating_events(config.dataset, past), description="history < T")
         ingest_started = time.perf_counter()
-        wait_until_caught_up(live, 3600, progress=config.progress)
+        wait_until_caught_up(live, 300, progress=config.progress)
         history_s = time.perf_counter() - ingest_started
         copied = clone_online_state(
             live.redis.url.get_secret_value(),

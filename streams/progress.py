@@ -7,6 +7,7 @@ sleeping for a guessed time.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 
 from confluent_kafka import Consumer, TopicPartition
 from tqdm import tqdm
@@ -17,8 +18,10 @@ from core.settings import Settings
 WORKER_INPUTS = ("events", "items", "impressions", "item-updates")
 
 
-def committed_lag(settings: Settings, topics: list[str]) -> int:
-    """Messages in ``topics`` not yet committed by the worker's consumer group."""
+def group_offsets(settings: Settings, topics: list[str]) -> tuple[int, int]:
+    """``(committed, end)``: the worker's consumer group's committed offsets and the topics' end
+    offsets, each summed over every partition of ``topics`` (a partition never committed counts
+    0)."""
     consumer = Consumer(
         {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": settings.consumer_group}
     )
@@ -27,31 +30,53 @@ def committed_lag(settings: Settings, topics: list[str]) -> int:
             TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
         ]
         committed = consumer.committed(partitions, timeout=10)
-        lag = 0
+        done = end = 0
         for tp in committed:
             _low, high = consumer.get_watermark_offsets(tp, timeout=10)
-            lag += high - max(tp.offset, 0)
-        return lag
+            done += min(max(tp.offset, 0), high)
+            end += high
+        return done, end
     finally:
         consumer.close()
 
 
-def wait_until_caught_up(settings: Settings, timeout_s: float, *, progress: bool = False) -> None:
-    """Block until the worker has committed everything on its input topics."""
-    topics = [settings.topic(t) for t in WORKER_INPUTS]
-    deadline = time.monotonic() + timeout_s
+def wait_until_caught_up(
+    settings: Settings,
+    stall_s: float,
+    *,
+    progress: bool = False,
+    inputs: Sequence[str] = WORKER_INPUTS,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Block until the worker has committed everything on its ``inputs`` (topic names without
+    the namespace; by default all of them).
+
+    Raises ``DependencyUnavailable`` when the worker has committed nothing new for ``stall_s``
+    seconds while still behind: a slow or busy machine only makes the wait longer, a stuck or
+    dead worker ends it."""
+    topics = [settings.topic(t) for t in inputs]
     bar = None
-    while (lag := committed_lag(settings, topics)) > 0:
+    best = -1
+    last_progress = clock()
+    while True:
+        done, end = group_offsets(settings, topics)
+        lag = end - done
+        if lag <= 0:
+            break
+        if done > best:
+            best, last_progress = done, clock()
         if progress and bar is None:
             bar = tqdm(total=lag, desc="worker", unit="msg")
         if bar is not None:
             bar.total = max(bar.total, bar.n + lag)  # item updates are produced as it goes
             bar.update(max(0, bar.total - lag - bar.n))
-        if time.monotonic() > deadline:
+        if clock() - last_progress > stall_s:
             raise DependencyUnavailable(
-                "worker", f"still {lag} messages behind after {timeout_s:.0f}s"
+                "worker",
+                f"still {lag} messages behind, and nothing committed in the last {stall_s:.0f}s",
             )
-        time.sleep(1.0)
+        sleep(1.0)
     if bar is not None:
         bar.update(bar.total - bar.n)
         bar.close()

@@ -106,7 +106,8 @@ def _testcontainers(name: str) -> Any:
 
 # -- several workers (pytest-xdist) -------------------------------------------------------------
 # `make test` runs the suite on several workers (`-n 4 --dist loadscope`, see the Makefile): most
-# of its time is spent waiting on services, not computing. Each worker has its own session
+# of its time is spent waiting on services, not computing. The ``solo`` tests (benchmarks, crash
+# replays) are not among them: the Makefile runs them afterwards, one at a time. Each worker has its own session
 # fixtures (its own Tansu broker; the Redis is shared, and namespaces keep tests apart). The
 # scheduler below hands out whole modules, so a module-scoped fixture is set up once, and keeps
 # every ``[server]`` test on one worker, where they share the one embedded Milvus server: it takes
@@ -128,18 +129,15 @@ SHARED_STREAM_WORKER_MODULES = tuple(
     for name in ("test_worker", "test_bandit_stream", "test_offline_transitions_privacy")
 )
 
-#: Units of work of half a minute or more in a ``make test`` run, longest first (from its
-#: ``--durations``; refresh it when the long tail changes: a name that is gone is ignored).
+#: Units of work of half a minute or more in ``make test``'s parallel phase, longest first (from
+#: its ``--durations``; refresh it when the long tail changes: a name that is gone is ignored).
 SLOW_FIRST: tuple[str, ...] = (
-    "tests/integration/lifecycle/test_bench_lifecycle.py",
     MILVUS_SERVER_GROUP,
     "tests/integration/lifecycle/test_readme_order.py",
     SHARED_STREAM_WORKER,
-    "tests/integration/benchmarks/test_bench_live.py",
     "tests/integration/serving/test_processes.py",
     "tests/integration/streams/test_worker_drift.py",
     "tests/integration/lifecycle/test_empty_deployment.py",
-    "tests/integration/streams/test_crash_replay.py",
     "tests/integration/streams/test_worker_cluster.py",
     "tests/integration/streams/test_partitioners.py",
     "tests/integration/retrieval/test_cli_index.py",
@@ -147,7 +145,6 @@ SLOW_FIRST: tuple[str, ...] = (
     "tests/e2e/test_new_item_goes_live.py",
     "tests/integration/streams/test_offline_impressions.py",
     "tests/integration/dashboard/test_dashboard_with_worker.py",
-    "tests/integration/serving/test_bench_serve.py",
     "tests/e2e/test_closed_loop.py",
     "tests/integration/streams/test_worker_metrics_endpoint.py",
 )

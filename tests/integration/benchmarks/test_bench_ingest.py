@@ -15,7 +15,7 @@ import pytest
 
 from benchmarks.ingest import ROOT
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.solo]
 
 
 def test_two_workers_reach_the_state_one_worker_reaches(

@@ -18,7 +18,7 @@ from benchmarks.live_replay import ARMS
 from core.settings import Settings
 from interactions.movielens import default_path
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.solo]
 
 FLAT_KEYS = (
     "live_users",

@@ -17,7 +17,7 @@ from benchmarks.serve_h2load import grpc_frame, h2load_with_sample, request_body
 from benchmarks.serve_measure import FLOOR, h2load_rate_figures
 from benchmarks.serve_server import ROOT
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.solo]
 
 
 @pytest.mark.parametrize("variant", ["bare", "aio"])

@@ -43,7 +43,7 @@ from stack.redis_server import delete_namespace_keys
 from streams.progress import wait_until_caught_up
 from streams.publish import make_producer, producer_for, publish
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.solo]
 
 # ml-latest-small's first 40 users and five more who rate after the demo's cut-off.
 SLICE = {str(u) for u in range(1, 41)} | {"112", "475", "511", "601", "15"}

@@ -14,9 +14,14 @@ from cli_processes import aether
 
 from core.settings import Settings
 
-# Two server processes, a worker, a broker and a retraining on two cores beside the rest of the
-# suite: the global 600 s is too short under a loaded CI run.
-pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
+# Two server processes, a worker, a broker and a retraining on two cores: the global 600 s is
+# too short on a slow CI machine, even with the machine to itself (``solo``).
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.solo,
+    pytest.mark.timeout(1500),
+]
 
 KEYS = {
     "new_item_recommendable_p50_s",

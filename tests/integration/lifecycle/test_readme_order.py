@@ -144,7 +144,7 @@ def readme_stack(
         # item's row, and the first answer can be checked (every answer is an impression the
         # worker applies, which, until the stream side of issue 17 is fixed, takes the shown
         # items out of trending: tests/unit/serving/test_catalog_view.py).
-        wait_until_caught_up(settings, 600)
+        wait_until_caught_up(settings, 300)
         serve = Background.start(
             settings,
             tmp / "serve.log",

@@ -15,7 +15,7 @@ from benchmarks.serve_server import ServerProcess
 from benchmarks.serve_stores import Prepared
 from core.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.solo]
 
 
 def test_open_loop_load_against_the_server_process(

@@ -258,13 +258,15 @@ def drained_outputs(
     topics: Sequence[str],
     users: Sequence[str],
     items: Sequence[str],
-    timeout_s: float = 240,
+    stall_s: float = 240,
 ) -> dict[str, Any]:
     """Every output of the namespace (``stack.namespace_outputs``) once the worker's group has
-    consumed ``topics`` to their ends and nothing has changed for 3 s."""
+    consumed ``topics`` to their ends and nothing has changed for 3 s. Fails when the group has
+    committed nothing for ``stall_s`` (a slow machine only makes the wait longer)."""
     from stack.namespace_outputs import namespace_outputs
+    from streams.progress import wait_until_caught_up
 
-    wait_for(lambda: consumed(settings, topics), timeout_s=timeout_s, what=settings.namespace)
+    wait_until_caught_up(settings, stall_s, inputs=topics)
     before = namespace_outputs(settings, users, items)
     while True:
         time.sleep(3)

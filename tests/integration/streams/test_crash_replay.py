@@ -36,7 +36,7 @@ from streams_harness import (
 
 from core.settings import Settings
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.solo]
 
 RATINGS = 2_500  # ≈ 6,000 events and 300 slates: long enough for three kills mid-stream
 TOPICS = ("events", "impressions", "item-updates", "bandit-outcomes")
