@@ -105,19 +105,19 @@ def _testcontainers(name: str) -> Any:
 
 
 # -- several workers (pytest-xdist) -------------------------------------------------------------
-# `make test` runs the suite on several workers (`-n 4 --dist loadscope`, see the Makefile): most
-# of its time is spent waiting on services, not computing. The ``solo`` tests (benchmarks, crash
-# replays) are not among them: the Makefile runs them afterwards, one at a time. Each worker has its own session
-# fixtures (its own Tansu broker; the Redis is shared, and namespaces keep tests apart). The
-# scheduler below hands out whole modules, so a module-scoped fixture is set up once, and keeps
+# `make test` runs the suite on several workers (`-n 4 --dist loadscope`, see the Makefile): most of
+# its time is spent waiting on services, not computing. The ``solo`` tests (benchmarks, crash
+# replays) are not among them: the Makefile runs them afterwards, one at a time. Each worker has its
+# own session fixtures (its own Tansu broker; the Redis is shared, and namespaces keep tests apart).
+# The scheduler below hands out whole modules, so a module-scoped fixture is set up once, and keeps
 # every ``[server]`` test on one worker, where they share the one embedded Milvus server: it takes
 # minutes to start under load, and two cannot run at once (its embedded etcd always listens on
-# localhost:2380). The modules that share one stream worker stay together too. It starts the
-# longest units first (``SLOW_FIRST``, then the other integration and end-to-end modules, then the
-# unit tests), so that no unit of minutes starts near the end of a run; xdist alone would start
-# the units with the most tests first. It decides from node ids alone: the controller process
-# collects nothing, and pytest 9 ignores the node-id rewrite that xdist's own
-# ``loadgroup``/``xdist_group`` relies on.
+# localhost:2380). The modules that share one stream worker stay together too. It starts the longest
+# units first (``SLOW_FIRST``, then the other integration and end-to-end modules, then the unit
+# tests), so that no unit of minutes starts near the end of a run; xdist alone would start the units
+# with the most tests first. It decides from node ids alone: the controller process collects
+# nothing, and pytest 9 ignores the node-id rewrite that xdist's own ``loadgroup``/``xdist_group``
+# relies on.
 
 MILVUS_SERVER_GROUP = "milvus-server"
 
