@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -136,6 +136,10 @@ class AttributionDelta:
     rewards: dict[str, dict[str, Any] | None]
     seen: dict[str, int | None]
     whole: bool
+    # Always whole, as the watermarks: how many outcomes the partition has numbered, and the
+    # last batch's outcomes (``AttributionState.stamp``).
+    serial: int = 0
+    outbox: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -167,6 +171,12 @@ class AttributionState:
     _pending_due: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
     _reward_expiry: list[tuple[int, str]] = field(default_factory=list, repr=False)
     _seen_expiry: dict[Input, list[tuple[int, str]]] = field(default_factory=dict, repr=False)
+    # The outbox: the outcomes the last batch decided, numbered (``stamp``), committed with the
+    # state and produced after the commit; a worker that rebuilds the state from the store
+    # produces them again (it cannot know whether they went out), and the posteriors skip them
+    # by number. ``serial``: the outcomes numbered so far.
+    serial: int = 0
+    outbox: list[dict[str, Any]] = field(default_factory=list)
     _changed: _Changes = field(default_factory=_Changes, repr=False)
     _whole: bool = field(default=True, repr=False)  # no delta yet: the next one is the whole
 
@@ -256,7 +266,22 @@ class AttributionState:
             "pending": [dict(vars(p)) for _, p in sorted(self.pending.items())],
             "rewards": {k: vars(r) for k, r in sorted(self.rewards.items())},
             "seen": dict(sorted(self.seen.items())),
+            "serial": self.serial,
+            "outbox": [dict(o) for o in self.outbox],
         }
+
+    def stamp(self, outcomes: list[Outcome], origin: int) -> list[Outcome]:
+        """``outcomes`` (this batch's, in decision order) numbered in partition ``origin``'s
+        sequence; they become the outbox, replacing the last batch's (produced by now)."""
+        numbered = [
+            replace(o, origin=origin, serial=self.serial + n) for n, o in enumerate(outcomes)
+        ]
+        self.serial += len(numbered)
+        self.outbox = [asdict(o) for o in numbered]
+        return numbered
+
+    def outbox_outcomes(self) -> list[Outcome]:
+        return [Outcome(**o) for o in self.outbox]
 
     def delta(self, version: str) -> AttributionDelta:
         """The changes since the last delta (all of the state on the first), leading to the
@@ -277,13 +302,19 @@ class AttributionState:
             {k: None if (r := self.rewards.get(k)) is None else vars(r) for k in keys.rewards},
             {k: self.seen.get(k) for k in keys.seen},
             whole=self._whole,
+            serial=self.serial,
+            outbox=[dict(o) for o in self.outbox],
         )
         self._changed, self._whole = _Changes(), False
         return delta
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], config: AttributionConfig) -> AttributionState:
-        state = cls(watermarks=snapshot_watermarks(data))
+        state = cls(
+            watermarks=snapshot_watermarks(data),
+            serial=int(data.get("serial", 0)),
+            outbox=[dict(o) for o in data.get("outbox", [])],
+        )
         for p in data["pending"]:
             state.put_pending(_Pending(**p), config.window_ms)
         for k, r in data["rewards"].items():
@@ -312,6 +343,8 @@ def apply_delta(data: dict[str, Any] | None, delta: AttributionDelta) -> dict[st
         "pending": [dict(p) for _, p in sorted(pending.items()) if p is not None],
         "rewards": {k: dict(r) for k, r in sorted(rewards.items()) if r is not None},
         "seen": {k: t for k, t in sorted(seen.items()) if t is not None},
+        "serial": delta.serial,
+        "outbox": [dict(o) for o in delta.outbox],
     }
 
 

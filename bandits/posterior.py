@@ -136,6 +136,12 @@ class Outcome:
     # posteriors ignore them.
     arm: str = ""
     source: str = ""
+    # Where attribution decided it: its source partition, and the outcome's number in that
+    # partition's sequence (``AttributionState.stamp``; -1: not numbered). Attribution commits
+    # the numbers with its state before producing, and after a crash produces the same
+    # outcomes again with the same numbers, so the posteriors skip them exactly (``marks``).
+    origin: int = -1
+    serial: int = -1
 
 
 @dataclass(frozen=True)
@@ -149,14 +155,19 @@ class PosteriorWrite:
 
 @dataclass
 class PosteriorState:
-    """All posteriors of one aggregation partition plus the outcome ids already applied.
+    """All posteriors of one aggregation partition plus what was applied already.
 
-    ``seen`` is pruned by the caller with :func:`prune_seen` below a watermark: an outcome older
-    than the allowed lateness cannot be re-delivered without being rejected upstream.
+    ``marks``: per attribution partition (``Outcome.origin``), the highest ``Outcome.serial``
+    applied. One partition's outcomes of one item arrive in serial order (one producer, keyed by
+    item), and those produced again after a crash carry their first numbers, so a serial at or
+    below the mark is a duplicate however long ago its id was forgotten. ``seen`` de-duplicates
+    outcomes without a number by id; it is pruned by the caller with :func:`prune_seen` below a
+    watermark.
     """
 
     counts: dict[tuple[str, str], ItemCounts] = field(default_factory=dict)
     seen: dict[str, int] = field(default_factory=dict)
+    marks: dict[int, int] = field(default_factory=dict)
 
     def posterior(
         self, item_id: str, segment: str, config: PosteriorConfig, at_ms: int | None = None
@@ -173,6 +184,7 @@ class PosteriorState:
                 for (seg, item), c in sorted(self.counts.items())
             ],
             "seen": dict(sorted(self.seen.items())),
+            "marks": {str(p): n for p, n in sorted(self.marks.items())},
         }
 
     @classmethod
@@ -181,7 +193,11 @@ class PosteriorState:
             (seg, item): ItemCounts(DiscountedSum.from_list(s), DiscountedSum.from_list(f))
             for seg, item, s, f in data.get("counts", [])
         }
-        return cls(counts=counts, seen={k: int(v) for k, v in data.get("seen", {}).items()})
+        return cls(
+            counts=counts,
+            seen={k: int(v) for k, v in data.get("seen", {}).items()},
+            marks={int(p): int(n) for p, n in data.get("marks", {}).items()},
+        )
 
 
 def posterior_hash_parts(segment: str) -> tuple[str, ...]:
@@ -196,6 +212,10 @@ def apply_outcome(
 
     Mutates and returns ``state`` (the caller owns it, as in bytewax's ``stateful_map``).
     """
+    if outcome.origin >= 0:
+        if outcome.serial <= state.marks.get(outcome.origin, -1):
+            return state, []
+        state.marks[outcome.origin] = outcome.serial
     if outcome.outcome_id in state.seen:
         return state, []
     state.seen[outcome.outcome_id] = outcome.impression_ms

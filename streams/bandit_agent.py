@@ -4,10 +4,12 @@ Attribution runs inside the ``interactions`` agent (``streams.app``), after the 
 impression steps of the same batch, so each user-keyed record crosses Faust once;
 ``bandit_posteriors`` consumes ``<ns>.bandit-outcomes`` (key item). Order of effects:
 
-* ``on_attribution``: the decided outcomes are produced, keyed by item, to
-  ``<ns>.bandit-outcomes`` and flushed, then the partition states are committed. A crash in
-  between re-attributes the batch and re-emits the same ``outcome_id``s, which
-  ``bandits.posterior.apply_outcome`` ignores.
+* ``on_attribution``: the partition states are committed with the decided outcomes, numbered
+  per source partition, as their outbox; then the outcomes are produced, keyed by item, to
+  ``<ns>.bandit-outcomes`` and flushed. A worker that rebuilds a state from the store (after a
+  crash, a rebalance or a failed batch) first produces its stored outbox again; the posteriors
+  skip an outcome whose number they have applied (``bandits.posterior.apply_outcome``), however
+  long ago its id was forgotten.
 * ``on_outcomes``: one commit holds the per-item states and the posterior hashes in the layout
   ``bandits.posterior`` defines (absolute values: writing them again is harmless). Serving reads
   them with ``posterior_read_plan``.
@@ -81,17 +83,15 @@ class BanditRuntime:
         return effects.outcomes + await self._advance_idle(records)
 
     async def _publish_and_commit(self, effects: AttributionEffects) -> None:
-        """Outcomes are flushed before the state commit, so a crash re-sends, never loses, them."""
-        for outcome in effects.outcomes:
-            produce_waiting(
-                self.producer,
-                self.topics.bandit_outcomes,
-                encode_outcome(outcome),
-                outcome.item_id.encode(),
-            )
-        if effects.outcomes:
-            await flush_or_raise(self.producer, "outcomes")
+        """The outboxes of states rebuilt from the store go out first (their batch's worker may
+        have stopped before producing them); then the commit, whose outbox holds this batch's
+        numbered outcomes; then those. A crash anywhere produces some outcomes again, with their
+        numbers, which the posteriors skip (``bandits.posterior.apply_outcome``); none is lost.
+        The states become ``live`` only once their outcomes are out: after a failure here the
+        next batch rebuilds them, and so produces their outbox again."""
+        await self._produce(effects.reemit)
         self.state.commit(effects.commit)
+        await self._produce(effects.outcomes)
         self._live.committed(effects)
         live = self._live
         worker_metrics.ATTRIBUTION_STATES.labels("kept").inc(live.kept)
@@ -99,6 +99,17 @@ class BanditRuntime:
         live.kept = live.rebuilt = 0
         worker_metrics.EVENTS.labels("bandit-attribution", "outcome").inc(len(effects.outcomes))
         count_by_arm(effects.outcomes)
+
+    async def _produce(self, outcomes: Sequence[Outcome]) -> None:
+        for outcome in outcomes:
+            produce_waiting(
+                self.producer,
+                self.topics.bandit_outcomes,
+                encode_outcome(outcome),
+                outcome.item_id.encode(),
+            )
+        if outcomes:
+            await flush_or_raise(self.producer, "outcomes")
 
     def idle_split(
         self, records: Sequence[SourceRecord]

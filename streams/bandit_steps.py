@@ -155,7 +155,12 @@ class AttributionInput:
 
 @dataclass(slots=True)
 class AttributionEffects:
-    outcomes: list[Outcome] = field(default_factory=list)  # produced keyed by item, then commit
+    # Numbered (``AttributionState.stamp``) and held in the commit's outbox: produced, keyed by
+    # item, once the commit is stored.
+    outcomes: list[Outcome] = field(default_factory=list)
+    # The stored outboxes of the states this batch rebuilt from the store (a restart, another
+    # writer, a failed batch): maybe never produced, so produced (again) before the commit.
+    reemit: list[Outcome] = field(default_factory=list)
     late: int = 0
     commit: StateCommit = field(default_factory=StateCommit)
     # The state behind each ``commit.attribution`` delta, for ``LiveAttribution.committed``.
@@ -274,16 +279,19 @@ def attribution_step(
         if partition_state is None:
             data = state.snapshots.get(partition) or AttributionState().to_dict()
             partition_state = AttributionState.from_dict(data, config.attribution)
+            effects.reemit += partition_state.outbox_outcomes()
         if partition in batch.deletions:  # rare: rebuilt without them, and written whole
             data = forget_users(partition_state.to_dict(), set(batch.deletions[partition]))
             partition_state = AttributionState.from_dict(data, config.attribution)
+        decided: list[Outcome] = []
         for event in by_partition.get(partition, ()):
             partition_state, outputs = attribute(partition_state, event, config.attribution)
             for output in outputs:
                 if isinstance(output, Outcome):
-                    effects.outcomes.append(output)
+                    decided.append(output)
                 elif output.reason == "late":
                     effects.late += 1
+        effects.outcomes += partition_state.stamp(decided, partition)
         effects.commit.attribution[partition] = partition_state.delta(_version(live))
         effects.states[partition] = partition_state
     return state, effects
@@ -337,9 +345,11 @@ def idle_inputs_step(
         if not behind:
             continue
         state = state_of(partition)
+        decided: list[Outcome] = []
         for source in behind:
             state, outputs = attribute(state, WatermarkTick(target, source), config.attribution)
-            effects.outcomes += [o for o in outputs if isinstance(o, Outcome)]
+            decided += [o for o in outputs if isinstance(o, Outcome)]
+        effects.outcomes += state.stamp(decided, partition)
         effects.commit.attribution[partition] = state.delta(_version(live))
         effects.states[partition] = state
     return effects
@@ -447,15 +457,20 @@ class BanditSteps:
         if not idle or not active:
             return AttributionEffects()
         heads = store.load_attribution_heads({p for _, p in [*idle, *active]})
+        reemit: list[Outcome] = []
 
         def state_of(partition: int) -> AttributionState:
             held = live.take(partition, heads[partition]) if live is not None else None
             if held is not None:
                 return held
             data = store.load_attribution([partition])[partition]
-            return AttributionState.from_dict(data, self.config.attribution)
+            rebuilt = AttributionState.from_dict(data, self.config.attribution)
+            reemit.extend(rebuilt.outbox_outcomes())
+            return rebuilt
 
-        return idle_inputs_step(heads, idle, active, self.config, state_of, live)
+        effects = idle_inputs_step(heads, idle, active, self.config, state_of, live)
+        effects.reemit = reemit
+        return effects
 
     def outcomes(self, store: StateStore, records: Sequence[SourceRecord]) -> PosteriorEffects:
         records, consumed = unconsumed_records(store, "posteriors", records)

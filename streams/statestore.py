@@ -25,7 +25,8 @@ layout is written down in ``docs/architecture.md``). With ``S = <ns>:{<ns>}:stre
 next source offset each step has to consume, ``streams.state_port``), the privacy markers
 ``S:privacy:<sha256 of the user id>`` (``streams.privacy``: a deleted user's marker must not hold
 their id), the hash ``S:bandit:attribution:<source partition>:state`` (one source partition's
-attribution state, written as deltas: field ``v`` its version, ``w`` its watermarks, and one
+attribution state, written as deltas: field ``v`` its version, ``w`` its watermarks, ``n``
+the outcomes it has numbered and ``o`` its outbox (JSON: the last batch's outcomes), and one
 field per entry, ``p<JSON [request id, item id]>`` a pending slot, ``r<event id>`` a buffered
 reward, ``s<de-dup id>`` a seen id; ``_attribution_fields``; the JSON snapshot
 ``S:bandit:attribution:<source partition>`` of a worker from before the deltas is read until the
@@ -363,7 +364,12 @@ def _decoded(keys: Sequence[K], raws: Sequence[Any], decode: Callable[[bytes], V
 def _attribution_fields(delta: AttributionDelta) -> tuple[dict[str, bytes], list[str]]:
     """An attribution delta as the fields of its hash (module docstring): the ones to set, the
     ones to delete."""
-    put: dict[str, bytes] = {"v": delta.version.encode(), "w": orjson.dumps(delta.watermarks)}
+    put: dict[str, bytes] = {
+        "v": delta.version.encode(),
+        "w": orjson.dumps(delta.watermarks),
+        "n": str(delta.serial).encode(),
+        "o": orjson.dumps(delta.outbox),
+    }
     drop: list[str] = []
     entries = chain(
         (("p" + orjson.dumps(k).decode(), p) for k, p in delta.pending.items()),
@@ -384,6 +390,7 @@ def _attribution_snapshot(fields: dict[bytes, bytes]) -> AttributionSnapshot:
     rewards: dict[str, Any] = {}
     seen: dict[str, int] = {}
     watermarks: dict[str, int] = {}
+    serial, outbox = 0, []
     for raw_name, value in fields.items():
         name = raw_name.decode()
         kind, rest = name[:1], name[1:]
@@ -395,11 +402,17 @@ def _attribution_snapshot(fields: dict[bytes, bytes]) -> AttributionSnapshot:
             seen[rest] = int(value)
         elif name == "w":
             watermarks = orjson.loads(value)
+        elif name == "n":
+            serial = int(value)
+        elif name == "o":
+            outbox = orjson.loads(value)
     return {
         "watermarks": watermarks,
         "pending": [p for _, p in sorted(pending)],
         "rewards": dict(sorted(rewards.items())),
         "seen": dict(sorted(seen.items())),
+        "serial": serial,
+        "outbox": outbox,
     }
 
 

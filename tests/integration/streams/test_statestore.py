@@ -216,5 +216,29 @@ def test_a_snapshot_from_before_the_deltas_is_read_and_then_replaced(
     state = AttributionState.from_dict(legacy, AttributionConfig())
     store.commit(StateCommit(attribution={2: state.delta("w:1")}))
     assert store._client.exists(key) == 0
-    assert store.load_attribution([2]) == {2: legacy}
+    # the same state, now with the (empty) outbox the legacy snapshot did not have
+    assert store.load_attribution([2]) == {2: {**legacy, "serial": 0, "outbox": []}}
     assert store.load_attribution_heads([2])[2].version == "w:1"
+
+
+def test_the_outbox_and_the_posterior_marks_round_trip(redis_store: RedisStateStore) -> None:
+    """Attribution's numbered outcomes (its outbox) and the posteriors' marks per source
+    partition are stored with their states and read back as they were."""
+    store = redis_store
+    state = AttributionState()
+    outcomes = [
+        Outcome("r1|a", "a", "*", 1_000, True, "positive"),
+        Outcome("r2|b", "b", "*", 2_000, False, "no_reward", propensity=0.25),
+    ]
+    first = state.stamp(outcomes[:1], origin=3)
+    numbered = state.stamp(outcomes, origin=3)
+    assert [(o.origin, o.serial) for o in first + numbered] == [(3, 0), (3, 1), (3, 2)]
+    store.commit(StateCommit(attribution={3: state.delta("w:1")}))
+    loaded = store.load_attribution([3])[3]
+    assert loaded == state.to_dict() and loaded["serial"] == 3
+    assert AttributionState.from_dict(loaded, AttributionConfig()).outbox_outcomes() == numbered
+    posterior, config = PosteriorState(), PosteriorConfig()
+    for outcome in numbered:
+        apply_outcome(posterior, outcome, config)
+    store.commit(StateCommit(posteriors={"a": posterior}))
+    assert store.load_posteriors(["a"])["a"].marks == {3: 2}

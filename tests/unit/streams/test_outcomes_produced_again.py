@@ -1,35 +1,84 @@
-"""A known gap in exactly-once (docs/architecture.md, *Exactly-once input*): bandit outcomes that
-attribution produces again after a crash count twice when the posteriors have already forgotten
-their ids.
+"""Bandit outcomes count once whatever moment a worker dies at (issue 21, item 0).
 
-Attribution flushes a batch's outcomes, then commits its state; a worker killed in between
-decides the same batch again after its restart and produces the same outcomes again, at new
-offsets of ``<ns>.bandit-outcomes``. The posteriors step skips them only by ``outcome_id``,
-remembered within ``BanditConfig.seen_margin_ms`` of the item's newest outcome. Here one batch
-decides two slates of the same item three days apart (as a replay does), so the older outcome's
-id is forgotten as soon as the pair is applied. The crash replay test
-(``tests/integration/streams/test_crash_replay.py``) found this on a real worker; this test shows
-it without one. It is ``xfail(strict=True)``: the fix planned there (outcomes committed with
-attribution's state and numbered per source partition) makes it pass, and then the marker must
-go.
+Attribution commits a batch's outcomes, numbered per source partition, with its state (the
+outbox), then produces them; a worker that rebuilds a state from the store produces its outbox
+again first. The posteriors skip an outcome whose number they have applied. Before this, the
+outcomes were produced and then the state committed; a worker killed in between decided the batch
+again after its restart, and the posteriors skipped the outcomes only by id, remembered within
+``BanditConfig.seen_margin_ms`` of the item's newest outcome, so in a replay (event time far
+ahead within a batch) an outcome counted twice: the crash replay test
+(``tests/integration/streams/test_crash_replay.py``) found one item's failure count doubled.
+
+Here one batch decides two slates of the same item three days apart, so the older outcome's id is
+forgotten as soon as the pair is applied, and the worker dies at each point of its batch in turn.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 import orjson
 import pytest
 
 from core.settings import Settings
-from streams.bandit_steps import BanditConfig, BanditSteps, encode_outcome
+from streams.bandit_agent import BanditRuntime
+from streams.bandit_steps import BanditConfig, BanditSteps
 from streams.handlers import SourceRecord
-from streams.state_port import InMemoryStateStore
+from streams.state_port import InMemoryStateStore, StateCommit
 from streams.testing import interaction
 from streams.topics import TopicNames
 
 T0 = 1_700_000_000_000
 DAY_MS = 86_400_000
+HOUR_MS = 3_600_000
 TOPICS = TopicNames.for_settings(Settings(namespace="unit"))
 CONFIG = BanditConfig(TOPICS)
+
+
+class Killed(Exception):
+    """The worker died here."""
+
+
+class Store(InMemoryStateStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_commits = 0
+
+    def commit(self, changes: StateCommit) -> None:
+        if self.fail_commits:
+            self.fail_commits -= 1
+            raise Killed("before the commit")
+        super().commit(changes)
+
+
+class Producer:
+    """Appends to ``log`` (the topic, shared by every worker); dies at its ``die_at``-th
+    message."""
+
+    def __init__(self, log: list[bytes], die_at: int | None = None) -> None:
+        self.log, self.die_at, self.count = log, die_at, 0
+
+    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+        assert topic == TOPICS.bandit_outcomes
+        if self.count == self.die_at:
+            raise Killed(f"at outcome {self.count}")
+        self.count += 1
+        self.log.append(value)
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def _worker(store: Store, log: list[bytes], die_at: int | None = None) -> BanditRuntime:
+    return BanditRuntime(
+        BanditSteps(CONFIG),
+        state=store,
+        producer=Producer(log, die_at),  # type: ignore[arg-type]
+        now_ms=lambda: T0 + 10 * DAY_MS,
+    )
 
 
 def _slate(request_id: str, t: int) -> bytes:
@@ -46,42 +95,58 @@ def _slate(request_id: str, t: int) -> bytes:
     )
 
 
-def _attribution_batch() -> list[SourceRecord]:
-    """Two slates of item ``i1`` three days apart, then an event two hours after the second
-    that moves the events watermark past both windows: one batch decides both."""
-    later = T0 + 3 * DAY_MS
-    view = interaction("e1", "u1", "i2", "view", later + 2 * 3_600_000)
-    return [
-        SourceRecord(TOPICS.impressions, 0, 0, _slate("r-old", T0), b"u1"),
-        SourceRecord(TOPICS.impressions, 0, 1, _slate("r-new", later), b"u1"),
-        SourceRecord(TOPICS.events, 0, 0, orjson.dumps(view), b"u1"),
-    ]
+def _view(event_id: str, t: int, offset: int) -> SourceRecord:
+    value = orjson.dumps(interaction(event_id, "u1", "i2", "view", t))
+    return SourceRecord(TOPICS.events, 0, offset, value, b"u1")
 
 
-def _posteriors_after(produced_times: int) -> dict[tuple[str, ...], dict[str, str]]:
-    """The posterior hashes once the outcomes of one attribution batch were produced
-    ``produced_times`` times (each time at new offsets, each delivery applied and committed)."""
-    store, steps = InMemoryStateStore(), BanditSteps(CONFIG)
-    offset = 0
-    for _ in range(produced_times):
-        # The worker is killed after the flush, before the commit: attribution's state stays
-        # the stored one, and its restart decides the same batch again.
-        outcomes = steps.attribution(store, _attribution_batch(), now_ms=None).outcomes
-        assert sorted(o.outcome_id for o in outcomes) == ["r-new|i1", "r-old|i1"]
-        records = []
-        for outcome in outcomes:
-            records.append(SourceRecord(TOPICS.bandit_outcomes, 0, offset, encode_outcome(outcome)))
-            offset += 1
-        store.commit(steps.outcomes(store, records).commit)
-    return store.posterior_hashes
+LATER = T0 + 3 * DAY_MS
+# Two slates of item i1 three days apart, then a view that moves the events watermark past both
+# windows: one batch decides both.
+BATCH = [
+    SourceRecord(TOPICS.impressions, 0, 0, _slate("r-old", T0), b"u1"),
+    SourceRecord(TOPICS.impressions, 0, 1, _slate("r-new", LATER), b"u1"),
+    _view("e1", LATER + 2 * HOUR_MS, 0),
+]
+# The partition's next batch: decides nothing new.
+NEXT = [_view("e2", LATER + 3 * HOUR_MS, 1)]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known gap: outcomes produced again after a crash count twice once their ids are "
-    "forgotten (docs/architecture.md)",
+def _posteriors(crash: str | None) -> tuple[dict[tuple[str, ...], dict[str, str]], int]:
+    """The posterior hashes after ``BATCH`` and ``NEXT``, the first worker dying at ``crash``
+    during ``BATCH`` and a fresh one taking over (Kafka delivers what was not committed again);
+    and how many outcome messages were produced."""
+    store, log = Store(), []
+    die_at = {"at the first outcome": 0, "at the second outcome": 1}.get(crash or "")
+    first = _worker(store, log, die_at)
+    if crash == "before the commit":
+        store.fail_commits = 1
+    try:
+        asyncio.run(first.on_attribution(BATCH))
+    except Killed:
+        first = _worker(store, log)  # the restart: nothing kept in memory
+        asyncio.run(first.on_attribution(BATCH))  # delivered again (skipped if committed)
+    if crash == "after the batch":  # everything done; the next worker starts from the store
+        first = _worker(store, log)
+    asyncio.run(first.on_attribution(NEXT))
+    posteriors = _worker(store, [])
+    for n, value in enumerate(log):  # one batch each: ids are forgotten between batches
+        asyncio.run(posteriors.on_outcomes([SourceRecord(TOPICS.bandit_outcomes, 0, n, value)]))
+    return store.posterior_hashes, len(log)
+
+
+@pytest.mark.parametrize(
+    ("crash", "messages"),
+    [
+        ("before the commit", 2),  # nothing went out: decided again, with the same numbers
+        ("at the first outcome", 2),  # committed, nothing out: the outbox goes out
+        ("at the second outcome", 3),  # one out, then the whole outbox again
+        ("after the batch", 4),  # both out, then the outbox again
+    ],
 )
-def test_outcomes_produced_again_after_a_crash_count_once() -> None:
-    once = _posteriors_after(1)
-    assert once  # the outcomes reached the posteriors
-    assert _posteriors_after(2) == once
+def test_outcomes_count_once_whenever_the_worker_dies(crash: str, messages: int) -> None:
+    expected, produced = _posteriors(None)
+    assert expected and produced == 2  # both slates decided, each outcome produced once
+    got, produced_with_crash = _posteriors(crash)
+    assert produced_with_crash == messages
+    assert got == expected
