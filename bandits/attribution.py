@@ -176,7 +176,7 @@ class AttributionState:
     # produces them again (it cannot know whether they went out), and the posteriors skip them
     # by number. ``serial``: the outcomes numbered so far.
     serial: int = 0
-    outbox: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[Outcome] = field(default_factory=list)
     _changed: _Changes = field(default_factory=_Changes, repr=False)
     _whole: bool = field(default=True, repr=False)  # no delta yet: the next one is the whole
 
@@ -267,21 +267,17 @@ class AttributionState:
             "rewards": {k: vars(r) for k, r in sorted(self.rewards.items())},
             "seen": dict(sorted(self.seen.items())),
             "serial": self.serial,
-            "outbox": [dict(o) for o in self.outbox],
+            "outbox": [asdict(o) for o in self.outbox],
         }
 
     def stamp(self, outcomes: list[Outcome], origin: int) -> list[Outcome]:
         """``outcomes`` (this batch's, in decision order) numbered in partition ``origin``'s
         sequence; they become the outbox, replacing the last batch's (produced by now)."""
-        numbered = [
+        self.outbox = [
             replace(o, origin=origin, serial=self.serial + n) for n, o in enumerate(outcomes)
         ]
-        self.serial += len(numbered)
-        self.outbox = [asdict(o) for o in numbered]
-        return numbered
-
-    def outbox_outcomes(self) -> list[Outcome]:
-        return [Outcome(**o) for o in self.outbox]
+        self.serial += len(self.outbox)
+        return self.outbox
 
     def delta(self, version: str) -> AttributionDelta:
         """The changes since the last delta (all of the state on the first), leading to the
@@ -303,7 +299,7 @@ class AttributionState:
             {k: self.seen.get(k) for k in keys.seen},
             whole=self._whole,
             serial=self.serial,
-            outbox=[dict(o) for o in self.outbox],
+            outbox=[asdict(o) for o in self.outbox],
         )
         self._changed, self._whole = _Changes(), False
         return delta
@@ -313,7 +309,7 @@ class AttributionState:
         state = cls(
             watermarks=snapshot_watermarks(data),
             serial=int(data.get("serial", 0)),
-            outbox=[dict(o) for o in data.get("outbox", [])],
+            outbox=[Outcome(**o) for o in data.get("outbox", [])],
         )
         for p in data["pending"]:
             state.put_pending(_Pending(**p), config.window_ms)

@@ -90,6 +90,10 @@ class BanditRuntime:
         The states become ``live`` only once their outcomes are out: after a failure here the
         next batch rebuilds them, and so produces their outbox again."""
         await self._produce(effects.reemit)
+        if effects.reemit:  # an operator sees restarts and rebalances re-send outboxes
+            worker_metrics.EVENTS.labels("bandit-attribution", "outcome_again").inc(
+                len(effects.reemit)
+            )
         self.state.commit(effects.commit)
         await self._produce(effects.outcomes)
         self._live.committed(effects)

@@ -279,7 +279,7 @@ def attribution_step(
         if partition_state is None:
             data = state.snapshots.get(partition) or AttributionState().to_dict()
             partition_state = AttributionState.from_dict(data, config.attribution)
-            effects.reemit += partition_state.outbox_outcomes()
+            effects.reemit += list(partition_state.outbox)
         if partition in batch.deletions:  # rare: rebuilt without them, and written whole
             data = forget_users(partition_state.to_dict(), set(batch.deletions[partition]))
             partition_state = AttributionState.from_dict(data, config.attribution)
@@ -465,7 +465,7 @@ class BanditSteps:
                 return held
             data = store.load_attribution([partition])[partition]
             rebuilt = AttributionState.from_dict(data, self.config.attribution)
-            reemit.extend(rebuilt.outbox_outcomes())
+            reemit.extend(rebuilt.outbox)
             return rebuilt
 
         effects = idle_inputs_step(heads, idle, active, self.config, state_of, live)

@@ -21,15 +21,20 @@ WORKER_INPUTS = ("events", "items", "impressions", "item-updates")
 def group_offsets(settings: Settings, topics: list[str]) -> tuple[int, int]:
     """``(committed, end)``: the worker's consumer group's committed offsets and the topics' end
     offsets, each summed over every partition of ``topics`` (a partition never committed counts
-    0)."""
+    0; a topic that does not exist yet, nothing). Reads, never commits."""
     consumer = Consumer(
-        {"bootstrap.servers": settings.kafka.bootstrap_servers, "group.id": settings.consumer_group}
+        {
+            "bootstrap.servers": settings.kafka.bootstrap_servers,
+            "group.id": settings.consumer_group,
+            "enable.auto.commit": False,
+        }
     )
     try:
+        metadata = consumer.list_topics(timeout=10).topics
         partitions = [
-            TopicPartition(t, p) for t in topics for p in range(settings.kafka.partitions)
+            TopicPartition(t, p) for t in topics if t in metadata for p in metadata[t].partitions
         ]
-        committed = consumer.committed(partitions, timeout=10)
+        committed = consumer.committed(partitions, timeout=10) if partitions else []
         done = end = 0
         for tp in committed:
             _low, high = consumer.get_watermark_offsets(tp, timeout=10)

@@ -180,26 +180,10 @@ def store_matches(
 
 def consumed(settings: Settings, topics: Sequence[str]) -> bool:
     """True when the worker's group has committed every partition of ``topics`` to its end."""
-    names = [settings.topic(t) for t in topics]
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.kafka.bootstrap_servers,
-            "group.id": settings.consumer_group,  # committed offsets only read, never changed
-            "enable.auto.commit": False,
-        }
-    )
-    try:
-        metadata = consumer.list_topics(timeout=10)
-        wanted = [
-            TopicPartition(name, p) for name in names for p in metadata.topics[name].partitions
-        ]
-        for committed in consumer.committed(wanted, timeout=10):
-            _, high = consumer.get_watermark_offsets(committed, timeout=10)
-            if high > 0 and committed.offset < high:
-                return False
-        return True
-    finally:
-        consumer.close()
+    from streams.progress import group_offsets
+
+    done, end = group_offsets(settings, [settings.topic(t) for t in topics])
+    return done >= end
 
 
 def reference_transitions(events: list[dict[str, Any]]) -> dict[tuple[str, str], float]:

@@ -236,7 +236,7 @@ def test_the_outbox_and_the_posterior_marks_round_trip(redis_store: RedisStateSt
     store.commit(StateCommit(attribution={3: state.delta("w:1")}))
     loaded = store.load_attribution([3])[3]
     assert loaded == state.to_dict() and loaded["serial"] == 3
-    assert AttributionState.from_dict(loaded, AttributionConfig()).outbox_outcomes() == numbered
+    assert AttributionState.from_dict(loaded, AttributionConfig()).outbox == numbered
     posterior, config = PosteriorState(), PosteriorConfig()
     for outcome in numbered:
         apply_outcome(posterior, outcome, config)

@@ -19,6 +19,7 @@ import asyncio
 
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from core.settings import Settings
 from streams.bandit_agent import BanditRuntime
@@ -147,6 +148,14 @@ def _posteriors(crash: str | None) -> tuple[dict[tuple[str, ...], dict[str, str]
 def test_outcomes_count_once_whenever_the_worker_dies(crash: str, messages: int) -> None:
     expected, produced = _posteriors(None)
     assert expected and produced == 2  # both slates decided, each outcome produced once
+    again_before = _sent_again()
     got, produced_with_crash = _posteriors(crash)
     assert produced_with_crash == messages
     assert got == expected
+    # the operator's view: the restarted worker re-sent the committed outbox (both outcomes)
+    assert _sent_again() - again_before == (0 if crash == "before the commit" else 2)
+
+
+def _sent_again() -> float:
+    labels = {"topic": "bandit-attribution", "outcome": "outcome_again"}
+    return REGISTRY.get_sample_value("aether_stream_events_total", labels) or 0.0
