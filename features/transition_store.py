@@ -11,22 +11,48 @@ them in any order gives the same counts. ``RedisTransitionStore`` keeps only the
 unless a neighbour sits near the cut).
 
 Redis keys (``transition_key_prefix``): ``<ns>:{<ns>}:retrieval:i2i:<anchor>`` (zset item ->
-weight) and ``<ns>:{<ns>}:retrieval:i2i_total`` (hash anchor -> total weight); the ``{<ns>}``
-hash tag puts them in the slot of the stream state they commit with (``stream_slot``).
+weight), ``<ns>:{<ns>}:retrieval:i2i_total`` (hash anchor -> total weight) and
+``<ns>:{<ns>}:retrieval:i2i_stamp`` (hash anchor -> the stamp of the write that last changed its
+neighbours); the ``{<ns>}`` hash tag puts them in the slot of the stream state they commit with
+(``stream_slot``).
+
+Stamps let a reader keep what it parsed (``TransitionReader.changed_neighbours``): every write
+gives each anchor it touches a new stamp, unique with overwhelming probability (random 64 bits per
+write, so a namespace deleted and rebuilt never repeats one), and a reader that names the stamp it
+holds gets the neighbours again only if they changed. Serving's co-occurrence source keeps each
+anchor's neighbours as catalogue rows under their stamp, so a request parses only the anchors
+written since (``retrieval.cooccurrence``).
 """
 
 from __future__ import annotations
 
+import functools
+import itertools
+import os
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from operator import itemgetter
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
+from redis.commands.core import Script
 
 from core.errors import DependencyUnavailable
+from features.redis_client import registered_script
 
 DEFAULT_MAX_NEIGHBOURS = 200
+_NONE = np.zeros(0, dtype=np.float64)
+
+
+# (item ids, probabilities) of one anchor's neighbours, in no set order.
+NeighbourArrays = tuple[Sequence[Any], np.ndarray]
+
+
+class StampedNeighbours(NamedTuple):
+    """One anchor's answer to ``changed_neighbours``."""
+
+    stamp: Any  # of the write that last changed the anchor; None: none recorded (never cache)
+    arrays: NeighbourArrays | None  # None: unchanged since the stamp the reader named
 
 
 class TransitionReader(Protocol):
@@ -34,19 +60,20 @@ class TransitionReader(Protocol):
 
     def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]: ...
 
-    def neighbour_arrays(self, anchors: Sequence[str], n: int) -> dict[str, NeighbourArrays]:
-        """``neighbours`` unsorted, as ``(item ids, probabilities)``: the same ``n`` items per
-        anchor and the same probabilities, ids as ``str`` or ``bytes`` (Redis answers bytes),
-        anchors without neighbours left out. Serving's co-occurrence source reads this."""
+    def changed_neighbours(
+        self, anchors: Sequence[str], n: int, held: Sequence[Any]
+    ) -> list[StampedNeighbours]:
+        """Per anchor, its stamp and — unless ``held`` (one stamp or None per anchor) names that
+        stamp — its neighbours as in ``neighbours``, unsorted, as ``(item ids, probabilities)``:
+        the same ``n`` items and the same probabilities, ids as ``str`` or ``bytes`` (Redis
+        answers bytes), empty for an anchor without neighbours. One atomic read, so a stamp
+        always describes the neighbours it comes with. Serving's co-occurrence source reads
+        this."""
         ...
 
 
 class TransitionStore(TransitionReader, Protocol):
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None: ...
-
-
-# (item ids, probabilities) of one anchor's neighbours, in no set order.
-NeighbourArrays = tuple[Sequence[Any], np.ndarray]
 
 
 # A weight at or below this is a retracted transition (``streams.transitions``: an out-of-order
@@ -55,19 +82,19 @@ RETRACTED = 1e-9
 
 
 # ``RedisTransitionStore.queue`` as one command. KEYS[1] the totals hash, KEYS[2..] one zset per
-# anchor. ARGV: the trim rank, the retraction threshold, the number of increments, the number of
-# anchors; the anchors (field names, in KEYS order from KEYS[2]); (key index, weight, item) per
-# increment; the key index of every anchor, sorted by anchor (trimmed); those of the retracted
-# anchors, sorted. The weights stay the strings the client sent, so Redis adds exactly what the
-# separate commands added.
+# anchor, the last KEYS the stamps hash. ARGV: the trim rank, the retraction threshold, the number
+# of increments, the number of anchors, this write's stamp; the anchors (field names, in KEYS order
+# from KEYS[2]); (key index, weight, item) per increment; the key index of every anchor, sorted by
+# anchor (trimmed); those of the retracted anchors, sorted. The weights stay the strings the
+# client sent, so Redis adds exactly what the separate commands added.
 QUEUE_SCRIPT = """
 local trim, retracted = ARGV[1], ARGV[2]
-local increments, anchors = tonumber(ARGV[3]), tonumber(ARGV[4])
-local i = 5 + anchors
+local increments, anchors, stamp = tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local i = 6 + anchors
 for _ = 1, increments do
   local index = tonumber(ARGV[i])
   redis.call('ZINCRBY', KEYS[index], ARGV[i + 1], ARGV[i + 2])
-  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[index + 3], ARGV[i + 1])
+  redis.call('HINCRBYFLOAT', KEYS[1], ARGV[index + 4], ARGV[i + 1])
   i = i + 3
 end
 for j = i, i + anchors - 1 do
@@ -76,7 +103,33 @@ end
 for j = i + anchors, #ARGV do
   redis.call('ZREMRANGEBYSCORE', KEYS[tonumber(ARGV[j])], '-inf', retracted)
 end
+for j = 6, 5 + anchors do
+  redis.call('HSET', KEYS[#KEYS], ARGV[j], stamp)
+end
 return 0
+"""
+
+# ``RedisTransitionStore.changed_neighbours``. KEYS[1] the stamps hash, KEYS[2] the totals hash,
+# KEYS[2 + a] anchor a's zset. ARGV[1] the last rank to read (n - 1), ARGV[1 + a] anchor a,
+# ARGV[1 + m + a] the stamp the reader holds for it ('' for none). Per anchor: {stamp} when it is
+# the one held, else {stamp or '', total or '0', ZREVRANGE ... WITHSCORES}.
+READ_SCRIPT = """
+local m = #KEYS - 2
+local answers = {}
+for a = 1, m do
+  local anchor = ARGV[1 + a]
+  local stamp = redis.call('HGET', KEYS[1], anchor)
+  if stamp and stamp == ARGV[1 + m + a] then
+    answers[a] = {stamp}
+  else
+    answers[a] = {
+      stamp or '',
+      redis.call('HGET', KEYS[2], anchor) or '0',
+      redis.call('ZREVRANGE', KEYS[2 + a], 0, ARGV[1], 'WITHSCORES'),
+    }
+  end
+end
+return answers
 """
 
 
@@ -120,11 +173,15 @@ class InMemoryTransitionStore:
     def __init__(self) -> None:
         self._weights: dict[str, dict[str, float]] = defaultdict(dict)
         self._totals: dict[str, float] = defaultdict(float)
+        self._stamps: dict[str, int] = {}
+        self._writes = itertools.count(1)
 
     def apply(self, increments: Mapping[tuple[str, str], float]) -> None:
+        stamp = next(self._writes)
         for (anchor, item), weight in increments.items():
             if abs(weight) <= RETRACTED:
                 continue  # added and retracted within one batch: no member either way
+            self._stamps[anchor] = stamp
             row = self._weights[anchor]
             row[item] = row.get(item, 0.0) + weight
             self._totals[anchor] += weight
@@ -137,12 +194,19 @@ class InMemoryTransitionStore:
             for a in anchors
         }
 
-    def neighbour_arrays(self, anchors: Sequence[str], n: int) -> dict[str, NeighbourArrays]:
-        arrays: dict[str, NeighbourArrays] = {}
-        for anchor, pairs in self.neighbours(anchors, n).items():
-            if pairs:
-                arrays[anchor] = ([i for i, _ in pairs], np.array([p for _, p in pairs]))
-        return arrays
+    def changed_neighbours(
+        self, anchors: Sequence[str], n: int, held: Sequence[Any]
+    ) -> list[StampedNeighbours]:
+        answers = []
+        for anchor, stamp in zip(anchors, held, strict=True):
+            current = self._stamps.get(anchor)
+            if current is not None and current == stamp:
+                answers.append(StampedNeighbours(current, None))
+                continue
+            pairs = top_neighbours(self._weights.get(anchor, {}), self._totals.get(anchor, 0.0), n)
+            arrays = ([i for i, _ in pairs], np.array([p for _, p in pairs], dtype=np.float64))
+            answers.append(StampedNeighbours(current, arrays))
+        return answers
 
     def anchors(self) -> list[str]:
         return sorted(a for a, total in self._totals.items() if total > RETRACTED)
@@ -168,6 +232,10 @@ class RedisTransitionStore:
     @property
     def totals_key(self) -> str:
         return f"{self.prefix}:i2i_total"
+
+    @property
+    def stamps_key(self) -> str:
+        return f"{self.prefix}:i2i_stamp"
 
     def queue(self, pipe: Any, increments: Mapping[tuple[str, str], float]) -> None:
         """Queue the commands that add ``increments`` into ``pipe`` (the caller executes it).
@@ -196,13 +264,15 @@ class RedisTransitionStore:
         pipe.execute_command(  # not ``pipe.eval``: a cluster pipeline has none
             "EVAL",
             QUEUE_SCRIPT,
-            len(anchors) + 1,
+            len(anchors) + 2,
             self.totals_key,
             *(self._key(a) for a in anchors),
+            self.stamps_key,
             -(self.max_neighbours + 1),
             RETRACTED,
             len(triples) // 3,
             len(anchors),
+            os.urandom(8).hex(),  # this write's stamp (module doc)
             *anchors,
             *triples,
             *(keys[a] for a in sorted(anchors)),  # keep the head only: bounded memory per anchor
@@ -243,15 +313,33 @@ class RedisTransitionStore:
             for anchor, rows, total in self._read(anchors, n)
         }
 
-    def neighbour_arrays(self, anchors: Sequence[str], n: int) -> dict[str, NeighbourArrays]:
+    def changed_neighbours(
+        self, anchors: Sequence[str], n: int, held: Sequence[Any]
+    ) -> list[StampedNeighbours]:
         if not anchors:
-            return {}
-        arrays: dict[str, NeighbourArrays] = {}
-        for anchor, rows, total in self._read(anchors, n):
-            if total > 0 and rows:
-                members, weights = _members_and_weights(rows)
-                arrays[anchor] = (members, np.array(weights, dtype=np.float64) / total)
-        return arrays
+            return []
+        try:
+            replies = self._read_script(
+                keys=[self.stamps_key, self.totals_key, *(self._key(a) for a in anchors)],
+                args=[n - 1, *anchors, *(b"" if h is None else h for h in held)],
+            )
+        except Exception as exc:
+            raise DependencyUnavailable("redis", f"transition read failed: {exc}") from exc
+        answers = []
+        for reply in replies:
+            stamp = reply[0] or None  # b"": no stamp recorded
+            if len(reply) == 1:
+                answers.append(StampedNeighbours(stamp, None))
+                continue
+            total = float(reply[1])
+            members, weights = _members_and_weights(reply[2]) if total > 0 else ((), ())
+            arrays = (members, np.array(weights, dtype=np.float64) / total if members else _NONE)
+            answers.append(StampedNeighbours(stamp, arrays))
+        return answers
+
+    @functools.cached_property
+    def _read_script(self) -> Script:
+        return registered_script(self.client, READ_SCRIPT)
 
     def owned_keys(self) -> Iterable[str]:
         """Every key this store owns (for cleanup in tests and `aether` maintenance)."""

@@ -1,6 +1,8 @@
 """The transition store contract, run against the in-memory store and real Redis."""
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import redis
@@ -13,9 +15,9 @@ from streams.transitions import increments_from_sequence, transition_increments
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(params=["memory", "redis"])
-def store(request):
-    if request.param == "memory":
+@contextmanager
+def _store(kind: str) -> Iterator[InMemoryTransitionStore | RedisTransitionStore]:
+    if kind == "memory":
         yield InMemoryTransitionStore()
         return
     client = redis.Redis(host="127.0.0.1", port=6379)
@@ -30,6 +32,12 @@ def store(request):
             client.delete(*keys)
         assert not list(redis_store.owned_keys())
         client.close()
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request):
+    with _store(request.param) as made:
+        yield made
 
 
 def test_neighbours_are_transition_probabilities(store) -> None:
@@ -86,8 +94,9 @@ def test_retracted_transitions_leave_no_neighbour(store) -> None:
 
 
 def test_the_serving_rows_equal_the_source_candidates(store) -> None:
-    """``neighbour_arrays`` (Redis bytes parsed by numpy) gives the co-occurrence source the
-    same candidates, scores and order on catalogue rows as ``neighbours`` gives it on objects."""
+    """``changed_neighbours`` (Redis bytes parsed by numpy, kept under their stamps between
+    requests) gives the co-occurrence source the same candidates, scores and order on catalogue
+    rows as ``neighbours`` gives it on objects, while writes go on between the requests."""
     import numpy as np
 
     from retrieval.catalog import ItemCatalog, ItemMeta
@@ -101,10 +110,61 @@ def test_the_serving_rows_equal_the_source_candidates(store) -> None:
     source = CooccurrenceSource(store, catalog=catalog, per_anchor=3)
     index = CatalogIndex(catalog)
     compared = 0
-    for _ in range(40):
+    for round_ in range(40):
+        if round_ % 5 == 4:  # a write between requests: its anchors must be read again
+            store.apply(increments_from_sequence(list(rng.choice(items, size=4)), window=2))
         request = RetrievalRequest(k=int(rng.integers(1, 12)), history=tuple(rng.choice(items, 8)))
         expected = [(c.item_id) for c in source.candidates(request)]
         rows = source.ranked_indices(request, index.eligible(request))
         assert index.item_ids(rows) == expected
         compared += bool(expected)
     assert compared > 20
+
+
+@pytest.fixture(params=["memory", "redis", "cluster"])
+def stamped_store(request):
+    """The stores again, and the namespace's store on a Redis Cluster (the read is a script:
+    its keys share the stream's slot)."""
+    if request.param != "cluster":
+        with _store(request.param) as made:
+            yield made
+        return
+    from core.settings import RedisSettings
+    from features.redis_client import redis_client
+    from features.transition_store import redis_transition_store
+
+    url = request.getfixturevalue("redis_cluster_url")
+    client = redis_client(RedisSettings(url=url, cluster=True))
+    cluster_store = redis_transition_store(client, f"tr{uuid.uuid4().hex[:8]}")
+    try:
+        yield cluster_store
+    finally:
+        for key in list(cluster_store.owned_keys()):
+            client.delete(key)
+        client.close()
+
+
+def test_changed_neighbours_answer_only_what_changed_since_the_stamp_held(stamped_store) -> None:
+    store = stamped_store
+    store.apply({("a", "b"): 2.0, ("a", "c"): 1.0, ("x", "y"): 1.0})
+    first = store.changed_neighbours(["a", "x", "none"], 5, [None, None, None])
+    assert first[2].stamp is None and list(first[2].arrays[0]) == []  # never written: no stamp
+    ids, probabilities = first[0].arrays
+    assert dict(zip([_text(i) for i in ids], probabilities.tolist(), strict=True)) == {
+        "b": 2 / 3,
+        "c": 1 / 3,
+    }
+    stamps = [answer.stamp for answer in first]
+    same = store.changed_neighbours(["a", "x"], 5, stamps[:2])
+    assert [answer.arrays for answer in same] == [None, None]  # nothing to parse
+    assert [answer.stamp for answer in same] == stamps[:2]
+
+    store.apply({("a", "c"): -1.0})  # a retraction changes "a" alone
+    after = store.changed_neighbours(["a", "x"], 5, stamps[:2])
+    assert after[0].stamp != stamps[0] and after[1] == same[1]
+    assert [_text(i) for i in after[0].arrays[0]] == ["b"]
+    assert after[0].arrays[1].tolist() == [1.0]
+
+
+def _text(item) -> str:
+    return item.decode() if isinstance(item, bytes) else item

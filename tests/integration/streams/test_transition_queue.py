@@ -55,9 +55,12 @@ def _batches(seed: int) -> list[dict[tuple[str, str], float]]:
 
 
 def _contents(client: Any, store: RedisTransitionStore) -> dict[bytes, object]:
+    """Every key but the stamps (random per write; the reference commands wrote none)."""
     found: dict[bytes, object] = {}
     for key in sorted(store.owned_keys()):
         raw = key.encode() if isinstance(key, str) else key
+        if raw == store.stamps_key.encode():
+            continue
         if client.type(raw) == b"zset":
             found[raw] = client.execute_command("ZRANGE", raw, 0, -1, "WITHSCORES")
         else:
@@ -86,8 +89,10 @@ def test_one_script_leaves_the_bytes_the_separate_commands_left(client: Any, see
         namespace = f"tq{uuid.uuid4().hex[:8]}"
         stores.append(RedisTransitionStore(client, f"{stream_slot(namespace)}:retrieval", 4))
     scripted, reference = stores
+    touched: set[str] = set()
     try:
         for batch in _batches(seed):
+            touched |= {anchor for (anchor, _), w in batch.items() if abs(w) > RETRACTED}
             for store, queue in ((scripted, scripted.queue), (reference, None)):
                 pipe = client.pipeline(transaction=True)
                 if queue is None:
@@ -99,6 +104,8 @@ def test_one_script_leaves_the_bytes_the_separate_commands_left(client: Any, see
         rename = {k: k.replace(reference.prefix.encode(), scripted.prefix.encode()) for k in theirs}
         assert mine == {rename[k]: v for k, v in theirs.items()}
         assert len(mine) > 5  # the batches did write (anchors, totals)
+        stamped = client.hgetall(scripted.stamps_key)  # every anchor written has a stamp
+        assert {field.decode() for field in stamped} == touched
     finally:
         for store in stores:
             for key in list(store.owned_keys()):
