@@ -456,7 +456,7 @@ class CandidateRetriever:
             ]
         rows = [a if a is not None else _NO_ROWS for a in answers]
         per_source = {n: int(r.size) for n, r in zip(self._names, rows, strict=True)}
-        mask = self._without_seen(request, eligible, rows)
+        mask, seen_all = self._without_seen(request, eligible, rows)
         scale = request.k / self.reference_k
         # ceil: a source with reserved slots keeps at least one even in a short request
         reserved = [math.ceil(p.reserved * scale) for p in self.plans]
@@ -470,7 +470,13 @@ class CandidateRetriever:
             self.rrf_c,
         )
         extra = (
-            self._fill_from_fallback(request, eligible, fused.items[fused.selected], on_source)
+            self._fill_from_fallback(
+                request,
+                EligibleItems(eligible.index, mask) if seen_all else eligible,
+                fused.items[fused.selected],
+                on_source,
+                ask_seen=not seen_all,
+            )
             if self.fallback is not None
             else _NO_ROWS
         )
@@ -480,21 +486,31 @@ class CandidateRetriever:
 
     def _without_seen(
         self, request: RetrievalRequest, eligible: EligibleItems, answers: Sequence[np.ndarray]
-    ) -> np.ndarray:
-        """The eligibility mask less the answered items the user has seen
-        (``RetrievalRequest.seen_among``, one lookup)."""
+    ) -> tuple[np.ndarray, bool]:
+        """The eligibility mask less the items the user has seen, and whether it lacks every seen
+        item: the whole seen set when the request can read it (``seen_whole``), else the answered
+        items among it (``seen_among``, one lookup)."""
+        index = eligible.index
+        whole = request.seen_whole() if request.seen_whole is not None else None
+        if whole is not None:
+            if not whole:
+                return eligible.mask, True
+            seen_rows = index.rows_aligned(list(whole))  # type: ignore[arg-type]
+            mask = eligible.mask.copy()
+            mask[seen_rows[seen_rows >= 0]] = False
+            return mask, True
         if request.seen_among is None:
-            return eligible.mask
+            return eligible.mask, request.seen_whole is None
         answered = np.unique(np.concatenate(answers)) if answers else _NO_ROWS
         answered = answered[eligible.mask[answered]]
         if not answered.size:
-            return eligible.mask
-        seen = request.seen_among(eligible.index.item_ids(answered))
+            return eligible.mask, False
+        seen = request.seen_among(index.item_ids(answered))
         if not seen:
-            return eligible.mask
+            return eligible.mask, False
         mask = eligible.mask.copy()
-        mask[eligible.index.rows(seen)] = False
-        return mask
+        mask[index.rows(seen)] = False
+        return mask, False
 
     def _fill_from_fallback(
         self,
@@ -502,17 +518,21 @@ class CandidateRetriever:
         eligible: EligibleItems,
         merged: np.ndarray,
         on_source: SourceTimer | None,
+        *,
+        ask_seen: bool,
     ) -> np.ndarray:
         """The fallback's rows to append to the ``merged`` rows, up to ``request.k`` in all.
 
-        Items of its answer the user has seen are left out and not offered again, so it is
-        asked again (``FALLBACK_ROUNDS`` at most) for the rest."""
+        With ``ask_seen`` (``eligible`` does not exclude every seen item), items of its answer
+        the user has seen are left out (``seen_among``) and not offered again, so it is asked
+        again (``FALLBACK_ROUNDS`` at most) for the rest."""
         fallback, index = self.fallback, eligible.index
         assert fallback is not None
         if merged.size >= request.k:
             return _NO_ROWS
         taken = np.zeros(len(index), dtype=bool)
         taken[merged] = True
+        seen_among = request.seen_among if ask_seen else None
         added: list[np.ndarray] = []
         count = merged.size
         for _ in range(FALLBACK_ROUNDS):
@@ -530,15 +550,15 @@ class CandidateRetriever:
             )
             extra = answer if isinstance(answer, np.ndarray) else _NO_ROWS
             ok = eligible.mask[extra] & ~taken[extra]
-            if request.seen_among is not None and ok.any():
-                seen = request.seen_among(index.item_ids(extra[ok]))
+            if seen_among is not None and ok.any():
+                seen = seen_among(index.item_ids(extra[ok]))
                 if seen:
                     ok &= ~np.isin(extra, index.rows(seen))
             taken[extra] = True
             kept = extra[ok][:missing]
             added.append(kept)
             count += kept.size
-            if extra.size < missing or request.seen_among is None:
+            if extra.size < missing or seen_among is None:
                 break  # nothing more to have, or no seen item was left out to replace
         return np.concatenate(added) if added else _NO_ROWS
 

@@ -12,7 +12,7 @@ transitions), ``popular`` (event-time-decayed popularity), ``fresh`` (recently c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Protocol, runtime_checkable
@@ -93,6 +93,10 @@ class RetrievalRequest:
     # Asked once per request over every source's candidates, before the merge, so that the
     # fallback fills what it removes.
     seen_among: Callable[[Sequence[str]], frozenset[str]] | None = None
+    # Optional, for the rows path: the user's whole seen set (ids as str or bytes) when it is
+    # small enough to read at once, else None (then ``seen_among`` is asked). Read once, after
+    # the sources answered; the fallback then never proposes a seen item.
+    seen_whole: Callable[[], Collection[str] | Collection[bytes] | None] | None = None
 
     def __post_init__(self) -> None:
         if self.k < 1:

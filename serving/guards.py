@@ -12,7 +12,7 @@ Breaker states are exported as the ``aether_breaker_state{dependency}`` gauge (0
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -95,6 +95,11 @@ class GuardedSeenItems:
     def seen_among(self, user_id: str, item_ids: Sequence[str]) -> set[str]:
         return guarded(
             self._breaker, lambda: self._seen.seen_among(user_id, item_ids), self._slow_s
+        )
+
+    def members_if_at_most(self, user_id: str, limit: int) -> Collection[str] | None:
+        return guarded(
+            self._breaker, lambda: self._seen.members_if_at_most(user_id, limit), self._slow_s
         )
 
 

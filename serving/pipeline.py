@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 
@@ -51,7 +51,7 @@ from serving.impressions import ImpressionLog, impression_of
 from serving.interleaving import Team, seed_for, team_draft
 from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
 from serving.rules import PINNED_SOURCE, Rules
-from serving.seen_items import SeenItems
+from serving.seen_items import WHOLE_SET_LIMIT, SeenItems
 from serving.server_metrics import TOP_SCORE, count_served, set_model_version
 from serving.serving_state import RetrievalState, ServingState, state_from_parts
 from serving.stage_observer import PrometheusStageObserver, StageObserver, source_stage, timed
@@ -220,6 +220,7 @@ class RecommendationPipeline:
             with timed(observer, "user_vector"):
                 user_vector = self._encode_user(state, user, reasons, started + budget_s, expected)
             as_of_ms = retrieval.as_of_ms if retrieval.as_of_ms is not None else self._clock_ms()
+            seen_whole, seen_among = self._seen_lookup(query.user_id, reasons)
             request = RetrievalRequest(
                 k=max(self._config.candidates, query.k),
                 history=history,
@@ -236,7 +237,8 @@ class RecommendationPipeline:
                 ),
                 as_of_ms=as_of_ms,
                 user_id=query.user_id,
-                seen_among=self._seen_lookup(query.user_id, reasons),
+                seen_whole=seen_whole,
+                seen_among=seen_among,
             )
         retrieval_timeout = started + budget_s * self._config.retrieval_share - time.perf_counter()
         with timed(observer, "retrieval"):
@@ -338,24 +340,38 @@ class RecommendationPipeline:
 
     def _seen_lookup(
         self, user_id: str, reasons: list[str]
-    ) -> Callable[[Sequence[str]], frozenset[str]] | None:
-        """The retriever's ``seen_among`` for this user: their seen set (``serving.seen_items``;
-        the row's ``recent_items`` holds only the latest). Unreadable: nothing more is excluded
-        and the slate is flagged ``seen_items_unavailable``."""
+    ) -> tuple[
+        Callable[[], Collection[str] | None] | None,
+        Callable[[Sequence[str]], frozenset[str]] | None,
+    ]:
+        """The retriever's ``seen_whole`` and ``seen_among`` for this user: their seen set
+        (``serving.seen_items``; the row's ``recent_items`` holds only the latest), whole when
+        it is small. Unreadable: nothing more is excluded and the slate is flagged
+        ``seen_items_unavailable``."""
         seen = self._seen
         if seen is None:
-            return None
+            return None, None
+
+        def unreadable(exc: AetherError) -> None:
+            log.warning("seen items unavailable: %s", exc)
+            if "seen_items_unavailable" not in reasons:
+                reasons.append("seen_items_unavailable")
+
+        def seen_whole() -> Collection[str] | None:
+            try:
+                return seen.members_if_at_most(user_id, WHOLE_SET_LIMIT)
+            except AetherError as exc:
+                unreadable(exc)
+                return ()
 
         def seen_among(item_ids: Sequence[str]) -> frozenset[str]:
             try:
                 return frozenset(seen.seen_among(user_id, item_ids))
             except AetherError as exc:
-                log.warning("seen items unavailable: %s", exc)
-                if "seen_items_unavailable" not in reasons:
-                    reasons.append("seen_items_unavailable")
+                unreadable(exc)
                 return frozenset()
 
-        return seen_among
+        return seen_whole, seen_among
 
     def _encode_user(
         self,

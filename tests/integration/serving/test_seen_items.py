@@ -32,8 +32,13 @@ def test_serving_sees_what_the_worker_committed_and_nothing_after_a_deletion(
         assert reader.seen_among("u2", ["i1", "i3"]) == {"i3"}
         assert reader.seen_among("stranger", ["i1"]) == set()
         assert reader.seen_among("u1", []) == set()
+        # read whole when small enough (one script), else nothing: candidates are asked instead
+        assert sorted(reader.members_if_at_most("u1", 3)) == [b"i1", b"i2", b"i9"]
+        assert reader.members_if_at_most("u1", 2) is None
+        assert list(reader.members_if_at_most("stranger", 2)) == []
         store.commit(StateCommit(forget_users={"u1"}))
         assert reader.seen_among("u1", ["i1", "i2", "i9"]) == set()
+        assert list(reader.members_if_at_most("u1", 3)) == []
     finally:
         store.close()
         client.close()
@@ -44,3 +49,5 @@ def test_an_unreachable_redis_is_a_dependency_error() -> None:
     client = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
     with pytest.raises(DependencyUnavailable):
         RedisSeenItems(client, "nowhere").seen_among("u1", ["i1"])
+    with pytest.raises(DependencyUnavailable):
+        RedisSeenItems(client, "nowhere").members_if_at_most("u1", 10)

@@ -35,11 +35,20 @@ def reference_retrieve(
     return merged[: request.k]
 
 
+def _whole_seen(request: RetrievalRequest) -> frozenset[str] | None:
+    """The user's whole seen set, when the request gives it (``seen_whole``)."""
+    whole = request.seen_whole() if request.seen_whole is not None else None
+    return None if whole is None else frozenset(whole)  # type: ignore[arg-type]
+
+
 def _eligible(
     request: RetrievalRequest, catalog: ItemCatalog, candidates: Sequence[str]
 ) -> Callable[[str], bool]:
     excluded, filters = request.exclusions.all(), request.filters
-    if request.seen_among is not None and candidates:
+    whole = _whole_seen(request)
+    if whole is not None:
+        excluded = excluded | whole
+    elif request.seen_among is not None and candidates:
         excluded = excluded | request.seen_among(list(dict.fromkeys(candidates)))
     return lambda item_id: item_id not in excluded and catalog.passes(item_id, filters)
 
@@ -51,15 +60,17 @@ def _fill_from_fallback(
     merged: list[Candidate],
 ) -> None:
     taken = {c.item_id for c in merged}
+    whole = _whole_seen(request)  # known whole: the fallback is never offered a seen item
     for _ in range(FALLBACK_ROUNDS):
         missing = request.k - len(merged)
         if missing <= 0:
             break
-        wider = replace(request.exclusions, request=request.exclusions.request | frozenset(taken))
+        unwanted = frozenset(taken) | (whole or frozenset())
+        wider = replace(request.exclusions, request=request.exclusions.request | unwanted)
         extra = fallback.candidates(replace(request, k=missing, exclusions=wider))
         eligible = _eligible(request, catalog, [c.item_id for c in extra])
         kept = [c for c in extra if c.item_id not in taken and eligible(c.item_id)]
         taken.update(c.item_id for c in extra)
         merged.extend(Candidate(c.item_id, 0.0, c.source, (c.source,)) for c in kept)
-        if len(extra) < missing or request.seen_among is None:
+        if len(extra) < missing or whole is not None or request.seen_among is None:
             break

@@ -126,6 +126,8 @@ def requests(ids: list[str], count: int, seed: int = 11):
             as_of_ms=int(rng.integers(0, 100)) * DAY_MS,
             user_id=f"u{n}",
             seen_among=None if n % 5 == 0 else (lambda items, s=seen: s & frozenset(items)),
+            # read whole (1, 2), too large to read whole (3), or not offered (0, 4)
+            seen_whole={1: lambda s=seen: s, 2: lambda s=seen: s, 3: lambda: None}.get(n % 5),
         )
 
 

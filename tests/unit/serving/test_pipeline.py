@@ -117,10 +117,21 @@ class BrokenSeenItems:
     def seen_among(self, user_id, item_ids):
         raise DependencyUnavailable("redis", "connection refused")
 
+    def members_if_at_most(self, user_id, limit):
+        raise DependencyUnavailable("redis", "connection refused")
 
-def test_items_seen_long_ago_never_come_back_though_the_row_forgot_them():
+
+class LargeSeenItems(InMemorySeenItems):
+    """Every set counts as too large to read whole: candidates are asked about instead."""
+
+    def members_if_at_most(self, user_id, limit):
+        return None
+
+
+@pytest.mark.parametrize("kind", [InMemorySeenItems, LargeSeenItems])
+def test_items_seen_long_ago_never_come_back_though_the_row_forgot_them(kind):
     # i1 and i4 left the row's recent_items long ago; the seen set still holds them
-    seen = InMemorySeenItems({"u1": {"i1", "i4", "i0"}})
+    seen = kind({"u1": {"i1", "i4", "i0"}})
     pipeline, features, _ = make(seen=seen)
     features.write_users([UserFeatureRow("u1", 1, recent_items=("i0",))])
     slate = pipeline.recommend(query(k=5))
