@@ -73,17 +73,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _execute(app: Any, loglevel: str) -> int:
+    worker = worker_class()(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def worker_class() -> type:
+    """Faust's ``Worker``, less its terminal spinner, and freezing the start-up heap."""
     import faust
 
     class Worker(faust.Worker):  # type: ignore[misc]
+        def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+            # Faust's spinner turns on every log record, so at WARNING (ours) it adds a handler
+            # and sets the root logger to DEBUG: then every debug call of aiokafka, Faust and
+            # mode in the consume loop builds a record and runs the handlers, for a spinner that
+            # stops once the worker has started. Without it the root keeps ``loglevel``.
+            self.spinner = None
+            super().on_setup_root_logger(logger, level)
+
         async def on_startup_finished(self) -> None:
             await super().on_startup_finished()
             # Everything built so far lives as long as the worker (core.heap).
             log.info("%d start-up objects out of the collector's reach", freeze_startup_heap())
 
-    worker = Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
-    return 0
+    return Worker
 
 
 if __name__ == "__main__":  # python -m aether.cli.worker
