@@ -137,11 +137,23 @@ def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
         one = interaction(lane.id(f"chatty{n}"), chatty, lane.id("a"), "view", lane.t0 + 30_000 + n)
         produce(settings, "events", encoded([one]))
         wait_for(lambda n=n: len(log.read(user_ids=[chatty])) == n + 1, what=f"batch {n}")
+
+    def sizes_now() -> list[int]:
+        return [path.stat().st_size for path in BatchFolder(log.folder, EVENT_LOG_SCHEMA).files()]
+
+    def merged() -> bool:
+        try:
+            return plan_merge(sizes_now(), DEFAULT_COMPACTION) is None
+        except FileNotFoundError:  # listed, then merged away: look again
+            return False
+
+    # The worker's last append takes its merge: each file then outweighs a third of the newer
+    # ones (DEFAULT_COMPACTION), hence a number of files logarithmic in the bytes logged. A
+    # batch is readable once published, a moment before that merge: wait for it.
+    wait_for(merged, what="the last append's merge")
     usage = folder_usage(log.folder)
-    sizes = [path.stat().st_size for path in BatchFolder(log.folder, EVENT_LOG_SCHEMA).files()]
+    sizes = sizes_now()
     assert usage.batches >= SMALL_BATCHES and usage.files == len(sizes)
-    # The worker's last append took its merge: each file outweighs a third of the newer ones
-    # (DEFAULT_COMPACTION), hence a number of files logarithmic in the bytes logged.
     assert plan_merge(sizes, DEFAULT_COMPACTION) is None
     assert usage.files <= 1 + math.log(sum(sizes) / min(sizes)) / math.log(4 / 3)
     assert usage.files < usage.batches / 3, usage
