@@ -289,44 +289,36 @@ class RedisTransitionStore:
         except Exception as exc:
             raise DependencyUnavailable("redis", f"transition update failed: {exc}") from exc
 
-    def _read(self, anchors: Sequence[str], n: int) -> list[tuple[str, Any, float]]:
-        """``(anchor, raw ZREVRANGE reply, total)`` of each anchor: one round trip."""
+    def _read(self, anchors: Sequence[str], n: int, held: Sequence[Any]) -> list[Any]:
+        """:data:`READ_SCRIPT`'s answer per anchor (one round trip, atomic): ``[stamp]`` when
+        ``held`` names it, else ``[stamp or b"", total, raw ZREVRANGE … WITHSCORES reply]``."""
         try:
-            pipe = self.client.pipeline(transaction=False)
-            for anchor in anchors:
-                # Raw reply (no ``withscores=`` option, so redis-py builds no pairs): parsed below.
-                pipe.execute_command("ZREVRANGE", self._key(anchor), 0, n - 1, "WITHSCORES")
-            pipe.hmget(self.totals_key, list(anchors))
-            *ranked, totals = pipe.execute()
+            return list(
+                self._read_script(
+                    keys=[self.stamps_key, self.totals_key, *(self._key(a) for a in anchors)],
+                    args=[n - 1, *anchors, *(b"" if h is None else h for h in held)],
+                )
+            )
         except Exception as exc:
             raise DependencyUnavailable("redis", f"transition read failed: {exc}") from exc
-        return [
-            (anchor, rows, float(total) if total else 0.0)
-            for anchor, rows, total in zip(anchors, ranked, totals, strict=True)
-        ]
 
     def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]:
         if not anchors:
             return {}
-        return {
-            anchor: parse_neighbours(rows, total) if total > 0 else []
-            for anchor, rows, total in self._read(anchors, n)
-        }
+        replies = self._read(anchors, n, [None] * len(anchors))  # no stamp held: all answered
+        found = {}
+        for anchor, (_, raw_total, rows) in zip(anchors, replies, strict=True):
+            total = float(raw_total)
+            found[anchor] = parse_neighbours(rows, total) if total > 0 else []
+        return found
 
     def changed_neighbours(
         self, anchors: Sequence[str], n: int, held: Sequence[Any]
     ) -> list[StampedNeighbours]:
         if not anchors:
             return []
-        try:
-            replies = self._read_script(
-                keys=[self.stamps_key, self.totals_key, *(self._key(a) for a in anchors)],
-                args=[n - 1, *anchors, *(b"" if h is None else h for h in held)],
-            )
-        except Exception as exc:
-            raise DependencyUnavailable("redis", f"transition read failed: {exc}") from exc
         answers = []
-        for reply in replies:
+        for reply in self._read(anchors, n, held):
             stamp = reply[0] or None  # b"": no stamp recorded
             if len(reply) == 1:
                 answers.append(StampedNeighbours(stamp, None))

@@ -456,7 +456,7 @@ class CandidateRetriever:
             ]
         rows = [a if a is not None else _NO_ROWS for a in answers]
         per_source = {n: int(r.size) for n, r in zip(self._names, rows, strict=True)}
-        mask, seen_all = self._without_seen(request, eligible, rows)
+        mask, ask_seen = self._without_seen(request, eligible, rows)
         scale = request.k / self.reference_k
         # ceil: a source with reserved slots keeps at least one even in a short request
         reserved = [math.ceil(p.reserved * scale) for p in self.plans]
@@ -472,10 +472,10 @@ class CandidateRetriever:
         extra = (
             self._fill_from_fallback(
                 request,
-                EligibleItems(eligible.index, mask) if seen_all else eligible,
+                eligible if ask_seen else EligibleItems(eligible.index, mask),
                 fused.items[fused.selected],
                 on_source,
-                ask_seen=not seen_all,
+                ask_seen,
             )
             if self.fallback is not None
             else _NO_ROWS
@@ -486,31 +486,31 @@ class CandidateRetriever:
 
     def _without_seen(
         self, request: RetrievalRequest, eligible: EligibleItems, answers: Sequence[np.ndarray]
-    ) -> tuple[np.ndarray, bool]:
-        """The eligibility mask less the items the user has seen, and whether it lacks every seen
-        item: the whole seen set when the request can read it (``seen_whole``), else the answered
-        items among it (``seen_among``, one lookup)."""
+    ) -> tuple[np.ndarray, Callable[[Sequence[str]], frozenset[str]] | None]:
+        """The eligibility mask less the items the user has seen, and the lookup the fallback
+        must still ask (None: the mask lacks every seen item, or there is no lookup): the whole
+        seen set when the request can read it (``seen_whole``), else the answered items among it
+        (``seen_among``, one lookup)."""
         index = eligible.index
         whole = request.seen_whole() if request.seen_whole is not None else None
         if whole is not None:
             if not whole:
-                return eligible.mask, True
+                return eligible.mask, None
             seen_rows = index.rows_aligned(list(whole))  # type: ignore[arg-type]
             mask = eligible.mask.copy()
             mask[seen_rows[seen_rows >= 0]] = False
-            return mask, True
-        if request.seen_among is None:
-            return eligible.mask, request.seen_whole is None
+            return mask, None
+        seen_among = request.seen_among
+        if seen_among is None:
+            return eligible.mask, None
         answered = np.unique(np.concatenate(answers)) if answers else _NO_ROWS
         answered = answered[eligible.mask[answered]]
-        if not answered.size:
-            return eligible.mask, False
-        seen = request.seen_among(index.item_ids(answered))
+        seen = seen_among(index.item_ids(answered)) if answered.size else None
         if not seen:
-            return eligible.mask, False
+            return eligible.mask, seen_among
         mask = eligible.mask.copy()
         mask[index.rows(seen)] = False
-        return mask, False
+        return mask, seen_among
 
     def _fill_from_fallback(
         self,
@@ -518,21 +518,19 @@ class CandidateRetriever:
         eligible: EligibleItems,
         merged: np.ndarray,
         on_source: SourceTimer | None,
-        *,
-        ask_seen: bool,
+        seen_among: Callable[[Sequence[str]], frozenset[str]] | None,
     ) -> np.ndarray:
         """The fallback's rows to append to the ``merged`` rows, up to ``request.k`` in all.
 
-        With ``ask_seen`` (``eligible`` does not exclude every seen item), items of its answer
-        the user has seen are left out (``seen_among``) and not offered again, so it is asked
-        again (``FALLBACK_ROUNDS`` at most) for the rest."""
+        With ``seen_among`` (``eligible`` does not exclude every seen item), items of its answer
+        the user has seen are left out and not offered again, so it is asked again
+        (``FALLBACK_ROUNDS`` at most) for the rest."""
         fallback, index = self.fallback, eligible.index
         assert fallback is not None
         if merged.size >= request.k:
             return _NO_ROWS
         taken = np.zeros(len(index), dtype=bool)
         taken[merged] = True
-        seen_among = request.seen_among if ask_seen else None
         added: list[np.ndarray] = []
         count = merged.size
         for _ in range(FALLBACK_ROUNDS):

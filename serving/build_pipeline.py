@@ -66,6 +66,7 @@ from serving.release import (
 )
 from serving.rules import Rules
 from serving.seen_items import RedisSeenItems
+from serving.server_metrics import CountedTransitions
 from serving.serving_state import RetrievalWiring
 
 log = logging.getLogger(__name__)
@@ -219,7 +220,9 @@ def build_serving_app(
             content=content,
             scanner=OnlineItemScanner(background, settings.deployment),
         ),
-        RetrievalWiring(transition_store(settings.deployment, client), guard, executor),
+        RetrievalWiring(
+            CountedTransitions(transition_store(settings.deployment, client)), guard, executor
+        ),
         release,
     )
 

@@ -23,7 +23,7 @@ from core.errors import DependencyUnavailable
 from features.redis_client import RedisClient, registered_script
 from streams.statestore import seen_items_key
 
-# A seen set up to this size is read whole (99 % of ML-1M's users rated at most this many).
+# A seen set up to this size is read whole (a larger one: the candidates are asked about).
 WHOLE_SET_LIMIT = 1_000
 
 # KEYS[1] the seen set, ARGV[1] the limit: its members, or nil when it holds more.

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import grpc
 from prometheus_client import Counter, Gauge, Histogram
 
+from features.transition_store import StampedNeighbours, TransitionStore
 from serving.breaker import STATE_CODES, State
 
 REQUESTS = Counter(
@@ -54,6 +55,12 @@ CANDIDATES = Counter(
 )
 SLATE_ITEMS = Counter(
     "aether_recommend_slate_items", "Slots served, by the source of the item", ["source"]
+)
+COOCCURRENCE_ANCHORS = Counter(
+    "aether_recommend_cooccurrence_anchors",
+    "Co-occurrence anchors asked for: neighbours kept from an earlier read (kept), or read "
+    "because written since or not kept yet (read)",
+    ["outcome"],
 )
 TOP_SCORE = Histogram(
     "aether_recommend_top_score",
@@ -184,3 +191,32 @@ def _code(context: grpc.ServicerContext) -> grpc.StatusCode | None:
     """The code set on the call (by ``abort`` or ``set_code``), if any."""
     code = getattr(context, "code", lambda: None)()
     return code if isinstance(code, grpc.StatusCode) else None
+
+
+class CountedTransitions:
+    """The stream's transition store as serving reads it, counting in
+    ``aether_recommend_cooccurrence_anchors_total`` which anchors' neighbours the co-occurrence
+    source kept from an earlier read and which it had to read (``changed_neighbours``): a
+    ``read`` share near 1 while the stream is quiet means the stamps are not being written."""
+
+    def __init__(self, store: TransitionStore) -> None:
+        self._store = store
+        self._kept = COOCCURRENCE_ANCHORS.labels(outcome="kept")
+        self._read = COOCCURRENCE_ANCHORS.labels(outcome="read")
+
+    def apply(self, increments: Mapping[tuple[str, str], float]) -> None:
+        self._store.apply(increments)
+
+    def neighbours(self, anchors: Sequence[str], n: int) -> dict[str, list[tuple[str, float]]]:
+        return self._store.neighbours(anchors, n)
+
+    def changed_neighbours(
+        self, anchors: Sequence[str], n: int, held: Sequence[Any]
+    ) -> list[StampedNeighbours]:
+        answers = self._store.changed_neighbours(anchors, n, held)
+        kept = sum(answer.arrays is None for answer in answers)
+        if kept:
+            self._kept.inc(kept)
+        if len(answers) > kept:
+            self._read.inc(len(answers) - kept)
+        return answers

@@ -53,6 +53,7 @@ import dataclasses
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -251,6 +252,16 @@ def _decode_source(record: SourceRecord, config: BanditConfig) -> UserEvent | Pr
         return None  # dead-lettered by the step that owns the topic
 
 
+def rebuilt_state(
+    data: dict[str, Any], config: AttributionConfig, reemit: list[Outcome]
+) -> AttributionState:
+    """A partition's state rebuilt from the store; its stored outbox joins ``reemit``: the worker
+    that committed it may have stopped before producing it (``AttributionEffects.reemit``)."""
+    state = AttributionState.from_dict(data, config)
+    reemit.extend(state.outbox)
+    return state
+
+
 def attribution_step(
     state: AttributionInput,
     batch: AttributionBatch,
@@ -278,8 +289,7 @@ def attribution_step(
         partition_state = state.kept.pop(partition, None)
         if partition_state is None:
             data = state.snapshots.get(partition) or AttributionState().to_dict()
-            partition_state = AttributionState.from_dict(data, config.attribution)
-            effects.reemit += list(partition_state.outbox)
+            partition_state = rebuilt_state(data, config.attribution, effects.reemit)
         if partition in batch.deletions:  # rare: rebuilt without them, and written whole
             data = forget_users(partition_state.to_dict(), set(batch.deletions[partition]))
             partition_state = AttributionState.from_dict(data, config.attribution)
@@ -464,9 +474,7 @@ class BanditSteps:
             if held is not None:
                 return held
             data = store.load_attribution([partition])[partition]
-            rebuilt = AttributionState.from_dict(data, self.config.attribution)
-            reemit.extend(rebuilt.outbox)
-            return rebuilt
+            return rebuilt_state(data, self.config.attribution, reemit)
 
         effects = idle_inputs_step(heads, idle, active, self.config, state_of, live)
         effects.reemit = reemit
