@@ -19,7 +19,7 @@ holds every indexed and every new item, so serving has none.)
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any
@@ -58,6 +58,7 @@ class CatalogIndex:
         }
         self._masks: dict[CandidateFilters, np.ndarray] = {}
         self._lock = threading.Lock()
+        self._category_bits: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -80,6 +81,20 @@ class CatalogIndex:
         ids = self.ids
         return [ids[row] for row in np.asarray(rows).tolist()]
 
+    def category_rows(self, category: str) -> np.ndarray:
+        """The rows of the items in ``category`` (none for a category no item has)."""
+        return self._category_rows.get(category, _NO_ROWS)
+
+    @property
+    def category_bits(self) -> np.ndarray:
+        """Each row's categories as a bitset, ``(rows, words)`` uint64
+        (``category_bits``): what MMR's similarity takes, built on first use."""
+        if self._category_bits is None:
+            bits = category_bits([self.catalog[i].categories for i in self.ids])
+            bits.flags.writeable = False
+            self._category_bits = bits
+        return self._category_bits
+
     def filter_mask(self, filters: CandidateFilters) -> np.ndarray:
         """Read-only mask of the rows passing ``filters`` (``ItemCatalog.passes``), cached."""
         mask = self._masks.get(filters)
@@ -95,11 +110,11 @@ class CatalogIndex:
     def _build_mask(self, filters: CandidateFilters) -> np.ndarray:
         mask = self.available.copy() if filters.available_only else np.ones(len(self), bool)
         for category in filters.excluded_categories:
-            mask[self._category_rows.get(category, _NO_ROWS)] = False
+            mask[self.category_rows(category)] = False
         if filters.categories:
             wanted = np.zeros(len(self), dtype=bool)
             for category in filters.categories:
-                wanted[self._category_rows.get(category, _NO_ROWS)] = True
+                wanted[self.category_rows(category)] = True
             mask &= wanted
         return mask
 
@@ -111,6 +126,30 @@ class CatalogIndex:
             if items:
                 mask[self.rows(items)] = False
         return EligibleItems(self, mask)
+
+
+def category_bits(categories: Sequence[Collection[str]]) -> np.ndarray:
+    """Category sets as bitmasks, ``(n, words)`` uint64 (64 categories per word), so that an
+    intersection is AND + popcount, which needs no BLAS (``serving.rerank.similarity_of``; a
+    float matmul there hands a tiny product to a multi-threaded BLAS, which was 10x slower on a
+    busy machine: docs/benchmarks/serving.md, "MMR re-ranking alone"). Bit ``c`` is the
+    ``c``-th category in order of appearance."""
+    vocabulary: dict[str, int] = {}
+    rows: list[int] = []
+    cols: list[int] = []
+    for row, cats in enumerate(categories):
+        for c in cats:
+            rows.append(row)
+            cols.append(vocabulary.setdefault(c, len(vocabulary)))
+    words = max(1, -(-len(vocabulary) // 64))
+    bits = np.zeros((len(categories), words), dtype=np.uint64)
+    col = np.asarray(cols, dtype=np.uint64)
+    np.bitwise_or.at(
+        bits,
+        (np.asarray(rows, dtype=np.intp), (col // 64).astype(np.intp)),
+        np.left_shift(np.uint64(1), col % np.uint64(64)),
+    )
+    return bits
 
 
 _NO_ROWS = np.zeros(0, dtype=ROW)

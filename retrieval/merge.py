@@ -151,13 +151,17 @@ class MergedRows:
     scores: np.ndarray
     credited: np.ndarray
     proposed: np.ndarray
-    ids: Sequence[str]
+    index: CatalogIndex
     names: tuple[str, ...]
     fused: FusedRows
 
     @classmethod
     def of(
-        cls, fused: FusedRows, fallback_rows: np.ndarray, ids: Sequence[str], names: Sequence[str]
+        cls,
+        fused: FusedRows,
+        fallback_rows: np.ndarray,
+        index: CatalogIndex,
+        names: Sequence[str],
     ) -> MergedRows:
         """The fused items (``fuse_rows``), then the fallback's rows; ``names``: the sources',
         the fallback's last."""
@@ -173,10 +177,15 @@ class MergedRows:
             proposed=np.vstack(
                 [np.pad(fused.proposed(fallback), ((0, 0), (0, 1))), fallback_proposed]
             ),
-            ids=ids,
+            index=index,
             names=tuple(names),
             fused=fused,
         )
+
+    @property
+    def ids(self) -> list[str]:
+        """The catalogue's item ids: ``ids[row]`` is the item of a row."""
+        return self.index.ids
 
     def __len__(self) -> int:
         return int(self.rows.size)
@@ -481,7 +490,7 @@ class CandidateRetriever:
             else _NO_ROWS
         )
         names = (*self._names, self.fallback.name if self.fallback else "fallback")
-        merged = MergedRows.of(fused, extra, eligible.index.ids, names)
+        merged = MergedRows.of(fused, extra, eligible.index, names)
         return RetrievalResult(merged, failed, bool(extra.size), per_source)
 
     def _without_seen(

@@ -17,6 +17,8 @@ import hashlib
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from bandits.exploration import EXACT_MAX_CANDIDATES, ExplorationSlot, thompson_explore
 from bandits.posterior import (
     BetaPosterior,
@@ -26,6 +28,7 @@ from bandits.posterior import (
     segment_of,
 )
 from core.errors import DependencyUnavailable
+from serving.ranked import RankedRows
 from serving.rerank import ScoredItem
 
 EXPLORE_SOURCE = "explore"
@@ -75,14 +78,16 @@ def request_seed(request_id: str) -> int:
 
 
 def exploration_pool(
-    ranked: Sequence[ScoredItem], exploit: Sequence[ScoredItem], size: int = EXACT_MAX_CANDIDATES
+    ranked: RankedRows, exploit: Sequence[ScoredItem], size: int = EXACT_MAX_CANDIDATES
 ) -> list[str]:
-    """New items first, then the best-ranked others; none already in the exploit part."""
-    taken = {i.item_id for i in exploit}
-    rest = [i for i in ranked if i.item_id not in taken]
-    new = [i.item_id for i in rest if i.source in NEW_ITEM_SOURCES]
-    others = [i.item_id for i in rest if i.source not in NEW_ITEM_SOURCES]
-    return list(dict.fromkeys([*new[: size // 2], *others]))[:size]
+    """New items first (at most half the pool), then the best-ranked others; none already in
+    the exploit part. Ids are made for the pool's items only."""
+    rest = ~np.isin(ranked.rows, ranked.index.rows(i.item_id for i in exploit))
+    new = ranked.labelled(NEW_ITEM_SOURCES)
+    positions = np.concatenate(
+        [np.flatnonzero(rest & new)[: size // 2], np.flatnonzero(rest & ~new)[:size]]
+    )
+    return ranked.item_ids(positions)[:size]
 
 
 class Explorer:
@@ -99,7 +104,7 @@ class Explorer:
     def fill(
         self,
         slate: Sequence[ScoredItem],
-        ranked: Sequence[ScoredItem],
+        ranked: RankedRows,
         k: int,
         budget: int,
         *,

@@ -49,7 +49,14 @@ from serving.experiments import Assignment, Experiments, parse_ranker
 from serving.exploration_slots import EXPLORE_SOURCE, NEW_ITEM_SOURCES, Explorer
 from serving.impressions import ImpressionLog, impression_of
 from serving.interleaving import Team, seed_for, team_draft
-from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank
+from serving.ranked import RankedRows
+from serving.rerank import (
+    ScoredItem,
+    UnitVectors,
+    categories_from_catalog,
+    mmr_select,
+    similarity_of,
+)
 from serving.rules import PINNED_SOURCE, Rules
 from serving.seen_items import WHOLE_SET_LIMIT, SeenItems
 from serving.server_metrics import TOP_SCORE, count_served, set_model_version
@@ -276,11 +283,13 @@ class RecommendationPipeline:
                 i: m.title for i in history[-50:] if (m := retrieval.catalog.get(i)) and m.title
             }
             # An explored new item is explained as new ("new, similar to X"), not as exploration.
-            origin = {i.item_id: i.source for i in eligible if i.source in NEW_ITEM_SOURCES}
+            explored = [i.item_id for i in slate_items if i.source == EXPLORE_SOURCE]
+            origin = eligible.source_of(explored) if explored else {}
             explanations = state.view.explainer.explain_slate(
                 [
-                    (item.item_id, origin.get(item.item_id, item.source))
+                    (item.item_id, origin[item.item_id])
                     if item.source == EXPLORE_SOURCE
+                    and origin.get(item.item_id) in NEW_ITEM_SOURCES
                     else (item.item_id, item.source)
                     for item in slate_items
                 ],
@@ -410,20 +419,17 @@ class RecommendationPipeline:
         user_vector: np.ndarray | None,
         merged: MergedRows,
         reasons: list[str],
-    ) -> list[ScoredItem]:
-        """The merged candidates as ``ScoredItem``s, best first: by the ranker's scores, or in
-        retrieval order (scores n … 1) without a ranker or a history."""
-        item_ids, labels = merged.item_ids(), _labels(merged)
+    ) -> RankedRows:
+        """The merged candidates best first: by the ranker's scores, or in retrieval order
+        (scores n … 1) without a ranker or a history. Arrays only (``RankedRows``)."""
+        labels, names = _labels(merged)
 
-        def retrieval_order() -> list[ScoredItem]:
-            n = len(item_ids)
-            return [
-                ScoredItem(item, float(n - i), label)
-                for i, (item, label) in enumerate(zip(item_ids, labels, strict=True))
-            ]
+        def retrieval_order() -> RankedRows:
+            scores = np.arange(len(merged), 0, -1, dtype=np.float64)
+            return RankedRows(merged.index, merged.rows, scores, labels, names)
 
         history = model_history(ranker, user)
-        if ranker is None or not history or not item_ids:
+        if ranker is None or not history or not len(merged):
             return retrieval_order()
         try:
             scorer = state.view.vector_scorer
@@ -432,7 +438,7 @@ class RecommendationPipeline:
                 # no second encoding, no lookup per candidate
                 scores = scorer.score_rows(user_vector, merged.ids, merged.rows)
             else:
-                scores = ranker.score(history, item_ids)
+                scores = ranker.score(history, merged.item_ids())
         except Exception:  # a broken model must not take the slate down
             log.exception("ranker failed; serving retrieval order")
             reasons.append("ranker_failed")
@@ -440,18 +446,17 @@ class RecommendationPipeline:
         values = np.asarray(scores, dtype=np.float64)
         if values.size:
             TOP_SCORE.observe(float(values.max()))
-        order = np.argsort(-values, kind="stable").tolist()
-        scored = values.tolist()
-        return [ScoredItem(item_ids[i], scored[i], labels[i]) for i in order]
+        order = np.argsort(-values, kind="stable")
+        return RankedRows(merged.index, merged.rows[order], values[order], labels[order], names)
 
     def _rerank(
         self,
-        ranked: list[ScoredItem],
+        ranked: RankedRows,
         query: RecommendationQuery,
         state: ServingState,
         assignment: Assignment,
         request: RetrievalRequest,
-    ) -> tuple[list[ScoredItem], list[ScoredItem]]:
+    ) -> tuple[RankedRows, list[ScoredItem]]:
         """Business rules and diversity, in the order of ``serving.rules``:
         filters → boosts → MMR with category caps → pins. Returns (eligible ranked, slate)."""
         allowed, items = self._diversify(ranked, query, state, assignment)
@@ -468,7 +473,7 @@ class RecommendationPipeline:
         request: RetrievalRequest,
         request_id: str,
         reasons: list[str],
-    ) -> tuple[list[ScoredItem], list[ScoredItem], dict[str, Team], str]:
+    ) -> tuple[RankedRows, list[ScoredItem], dict[str, Team], str]:
         """Team-draft interleaving of the arm's two rankers (``serving.interleaving``).
 
         Each ranker's list goes through the same filters, boosts and MMR as a normal slate; the
@@ -503,25 +508,20 @@ class RecommendationPipeline:
 
     def _diversify(
         self,
-        ranked: list[ScoredItem],
+        ranked: RankedRows,
         query: RecommendationQuery,
         state: ServingState,
         assignment: Assignment,
-    ) -> tuple[list[ScoredItem], list[ScoredItem]]:
-        """Filters → boosts → MMR with category caps. Returns (eligible ranked, top k)."""
-        categories_of = categories_from_catalog(state.retrieval.catalog)
-        allowed = self._rules.apply_before_rerank(ranked, categories_of)
+    ) -> tuple[RankedRows, list[ScoredItem]]:
+        """Filters → boosts → MMR with category caps (``diversify``)."""
         mmr_lambda = assignment.params.mmr_lambda
-        items = mmr_rerank(
-            allowed,
+        return diversify(
+            ranked,
+            self._rules,
             query.k,
             lambda_=self._config.mmr_lambda if mmr_lambda is None else mmr_lambda,
-            categories_of=categories_of,
-            vectors=state.view.item_vectors,
-            category_caps=self._rules.category_caps,
-            default_cap=self._rules.default_cap,
+            vectors=state.view.row_vectors(ranked.index) if state.view.item_vectors else None,
         )
-        return allowed, items
 
     def _pin(
         self,
@@ -549,7 +549,7 @@ class RecommendationPipeline:
     def _explore(
         self,
         slate: list[ScoredItem],
-        eligible: list[ScoredItem],
+        eligible: RankedRows,
         query: RecommendationQuery,
         assignment: Assignment,
         request_id: str,
@@ -579,12 +579,49 @@ class RecommendationPipeline:
         self._impressions.publish(impression_of(query, slate, at_ms=self._clock_ms()))
 
 
-def _labels(merged: MergedRows) -> list[str]:
-    """The source each candidate is credited to and explained by: the largest contributor to its
-    fused score, except that an item the ``content`` source proposed is a new item (that source
-    covers only items the serving index lacks) and is explained as one ("new, similar to X"),
-    whichever source's vote weighed more (in a small catalogue, the popular source's tail)."""
-    labels = merged.sources()
-    for n in np.flatnonzero(merged.proposed_by(CONTENT_SOURCE)).tolist():
-        labels[n] = CONTENT_SOURCE
-    return labels
+def diversify(
+    ranked: RankedRows, rules: Rules, k: int, *, lambda_: float, vectors: UnitVectors | None
+) -> tuple[RankedRows, list[ScoredItem]]:
+    """Filters → boosts → MMR with category caps, on arrays (``serving.rules`` steps 1-3).
+    Returns (the eligible ranked, the top ``k`` as ``ScoredItem``s). Categories and ``vectors``
+    (``ReleaseView.row_vectors``) are the catalogue's, per row, precomputed per snapshot; equal
+    to ``Rules.apply_before_rerank`` then ``mmr_rerank`` on ``ScoredItem``s
+    (``tests/unit/serving/test_ranked_rows_equal_objects.py``)."""
+    index = ranked.index
+    allowed = rules.on(index).apply(ranked)
+    rows = allowed.rows
+
+    def similarity(order: np.ndarray) -> np.ndarray:
+        picked = rows[order]
+        unit = None if vectors is None else (vectors[0][picked], vectors[1][picked])
+        return similarity_of(picked.size, index.category_bits[picked], unit)
+
+    def categories_at(position: int) -> tuple[str, ...]:
+        return index.catalog[index.ids[rows[position]]].categories
+
+    positions = mmr_select(
+        allowed.scores,
+        k,
+        lambda_=lambda_,
+        similarity=similarity,
+        categories_at=categories_at,
+        category_caps=rules.category_caps,
+        default_cap=rules.default_cap,
+    )
+    return allowed, allowed.items(positions)
+
+
+def _labels(merged: MergedRows) -> tuple[np.ndarray, tuple[str, ...]]:
+    """The source each candidate is credited to and explained by, as indices into the names
+    returned: the largest contributor to its fused score, except that an item the ``content``
+    source proposed is a new item (that source covers only items the serving index lacks) and
+    is explained as one ("new, similar to X"), whichever source's vote weighed more (in a small
+    catalogue, the popular source's tail)."""
+    labels = merged.credited.copy()
+    names = merged.names
+    content = merged.proposed_by(CONTENT_SOURCE)
+    if content.any():
+        if CONTENT_SOURCE not in names:
+            names = (*names, CONTENT_SOURCE)
+        labels[content] = names.index(CONTENT_SOURCE)
+    return labels, names

@@ -22,6 +22,11 @@ that maximises::
   the earlier item in the input.
 
 Cost: one ``(n, n)`` similarity matrix per call, then ``O(n)`` numpy work per pick.
+
+Two entry points, one algorithm: ``mmr_select`` works on arrays (scores, and a similarity built
+from category bitsets and unit vectors: ``similarity_of``), as serving calls it with its
+catalogue's rows (``serving.pipeline.diversify``); ``mmr_rerank`` takes ``ScoredItem``s and
+builds those arrays from the items.
 ``python -m serving.rerank`` times ``k = 50`` from ``n = 200``; its figures are in
 docs/benchmarks/serving.md ("MMR re-ranking alone").
 
@@ -43,8 +48,11 @@ from typing import Literal
 
 import numpy as np
 
+from retrieval.catalog_index import category_bits
+
 CategoriesOf = Callable[[str], Collection[str] | None]
 Normalisation = Literal["minmax", "rank"]
+UnitVectors = tuple[np.ndarray, np.ndarray]  # (unit rows (n, d) float32, has_vector (n,) bool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,34 +105,42 @@ def similarity_matrix(
     categories: Sequence[Collection[str]] | None,
     vectors: Mapping[str, np.ndarray] | None,
 ) -> np.ndarray:
-    """Pairwise similarity ``(n, n)`` in ``[0, 1]`` over one candidate pool (module docstring).
+    """Pairwise similarity ``(n, n)`` in ``[0, 1]`` over one candidate pool (module docstring):
+    ``similarity_of`` the pool's category bitsets and unit vectors."""
+    bits = category_bits(categories) if categories is not None else None
+    unit = unit_vectors(item_ids, vectors) if vectors is not None else None
+    return similarity_of(len(item_ids), bits, unit)
 
-    Built once per request; few full-matrix passes, because at n = 200 each pass costs about as
-    much as the whole greedy loop.
-    """
-    n = len(item_ids)
+
+def unit_vectors(item_ids: Sequence[str], vectors: Mapping[str, np.ndarray]) -> UnitVectors | None:
+    """``(unit, has_vector)``: each item's vector scaled to length 1, ``(n, d)`` float32 (zero
+    where the item has none, or a zero vector), and which items have one; ``None`` when none
+    has."""
+    found = [vectors.get(i) for i in item_ids]
+    has_vector = np.array([v is not None for v in found], dtype=bool)
+    if not has_vector.any():
+        return None
+    zero = np.zeros(len(next(v for v in found if v is not None)))
+    matrix = np.array([zero if v is None else v for v in found], dtype=np.float32)
+    return unit_rows(matrix), has_vector
+
+
+def unit_rows(matrix: np.ndarray) -> np.ndarray:
+    """Each row scaled to length 1 (zero rows stay zero)."""
+    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
+
+
+def similarity_of(n: int, bits: np.ndarray | None, unit: UnitVectors | None) -> np.ndarray:
+    """Pairwise similarity ``(n, n)`` of ``n`` items from their category bitsets
+    (``category_bits``, or rows of a catalogue's) and unit vectors (``(unit, has_vector)``, as
+    ``unit_vectors``); either may be ``None`` (no such data). Built once per request; few
+    full-matrix passes, because at n = 200 each pass costs about as much as the whole greedy
+    loop."""
     jaccard = has_categories = cosine = has_vector = None
-    if categories is not None:
-        vocabulary: dict[str, int] = {}
-        rows: list[int] = []
-        cols: list[int] = []
-        for row, cats in enumerate(categories):
-            for c in cats:
-                rows.append(row)
-                cols.append(vocabulary.setdefault(c, len(vocabulary)))
-        # Category sets as bitmasks (64 categories per word): intersections are AND + popcount,
-        # which needs no BLAS. A float matmul here hands a tiny product to a multi-threaded BLAS,
-        # which was 10x slower on a busy machine (see the report of ``python -m serving.rerank``).
-        words = max(1, -(-len(vocabulary) // 64))
-        bits = np.zeros((n, words), dtype=np.uint64)
-        col = np.asarray(cols, dtype=np.uint64)
-        np.bitwise_or.at(
-            bits,
-            (np.asarray(rows, dtype=np.intp), (col // 64).astype(np.intp)),
-            np.left_shift(np.uint64(1), col % np.uint64(64)),
-        )
+    if bits is not None:
         sizes = np.bitwise_count(bits).sum(axis=1).astype(np.float32)
-        if words == 1:
+        if bits.shape[1] == 1:
             overlap = np.bitwise_count(bits[:, 0][:, None] & bits[:, 0][None, :]).astype(np.float32)
         else:
             overlap = np.bitwise_count(bits[:, None, :] & bits[None, :, :]).sum(axis=2)
@@ -133,16 +149,10 @@ def similarity_matrix(
         union = np.maximum(sizes[:, None] + sizes[None, :] - overlap, 1.0)
         jaccard = np.divide(overlap, union, out=overlap)
         has_categories = sizes > 0
-    if vectors is not None:
-        found = [vectors.get(i) for i in item_ids]
-        has_vector = np.array([v is not None for v in found])
-        if has_vector.any():
-            zero = np.zeros(len(next(v for v in found if v is not None)))
-            matrix = np.array([zero if v is None else v for v in found], dtype=np.float32)
-            norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-            unit = np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
-            # Rows without a vector are zero, so their cosine is 0 (= "no evidence").
-            cosine = np.clip(unit @ unit.T, 0.0, 1.0)
+    if unit is not None and unit[1].any():
+        matrix, has_vector = unit
+        # Rows without a vector are zero, so their cosine is 0 (= "no evidence").
+        cosine = np.clip(matrix @ matrix.T, 0.0, 1.0)
     if jaccard is None or has_categories is None:
         return cosine if cosine is not None else np.zeros((n, n))
     if cosine is None or has_vector is None:
@@ -175,53 +185,95 @@ def mmr_rerank(
 
     Without ``categories_of`` and ``vectors`` there is no similarity, so the result is the
     relevance order (with caps, if any). Items are returned unchanged (raw ranker scores).
+    ``mmr_select`` on the items' scores, categories and vectors.
+    """
+    item_ids = [item.item_id for item in items]
+    categories: list[tuple[str, ...]] | None = None
+
+    def categories_at(n: int) -> tuple[str, ...]:
+        nonlocal categories
+        if categories is None:
+            assert categories_of is not None
+            categories = [tuple(categories_of(i) or ()) for i in item_ids]
+        return categories[n]
+
+    def similarity(order: np.ndarray) -> np.ndarray:
+        ids = [item_ids[n] for n in order.tolist()]
+        cats = [categories_at(n) for n in order.tolist()] if categories_of is not None else None
+        return similarity_matrix(ids, cats, vectors)
+
+    picked = mmr_select(
+        np.asarray([item.score for item in items], dtype=np.float64),
+        k,
+        lambda_=lambda_,
+        similarity=similarity if categories_of is not None or vectors is not None else None,
+        categories_at=categories_at if categories_of is not None else None,
+        normalisation=normalisation,
+        category_caps=category_caps,
+        default_cap=default_cap,
+    )
+    return [items[n] for n in picked]
+
+
+def mmr_select(
+    scores: np.ndarray,
+    k: int,
+    *,
+    lambda_: float = 0.7,
+    similarity: Callable[[np.ndarray], np.ndarray] | None = None,
+    categories_at: Callable[[int], Collection[str]] | None = None,
+    normalisation: Normalisation = "minmax",
+    category_caps: Mapping[str, int] | None = None,
+    default_cap: int | None = None,
+) -> list[int]:
+    """MMR on arrays: the positions (into ``scores``) of the ``k`` items picked, in slate order.
+
+    ``similarity(order)``: the ``(n, n)`` similarity of the items in that order (called only
+    when diversity counts); ``categories_at(position)``: an item's categories, asked only for
+    items the greedy loop reaches when there are caps. Serving passes rows of its catalogue's
+    precomputed bitsets and vectors (``serving.pipeline``), ``mmr_rerank`` those of its items.
     """
     if not 0.0 <= lambda_ <= 1.0:
         raise ValueError(f"lambda_ must be in [0, 1], got {lambda_}")
     if k < 0:
         raise ValueError(f"k must be >= 0, got {k}")
-    n = len(items)
+    n = int(scores.size)
     if n == 0 or k == 0:
         return []
     # Work in score order (stable), so that equal MMR values go to the more relevant item, then
     # to the earlier one; with lambda_ = 0 the first pick is still the best-scored item.
-    order = np.argsort(-np.asarray([item.score for item in items], dtype=np.float64), kind="stable")
-    items = [items[i] for i in order]
+    order = np.argsort(-scores, kind="stable")
     capped = bool(category_caps) or default_cap is not None
-    if capped and categories_of is None:
+    if capped and categories_at is None:
         raise ValueError("category caps need categories_of")
     diversity_weight = 1.0 - lambda_
-    use_similarity = diversity_weight > 0 and (categories_of is not None or vectors is not None)
+    use_similarity = diversity_weight > 0 and similarity is not None
     if not use_similarity and not capped:
         # The greedy loop would take the items in exactly this order (the serving default,
         # lambda 1 without caps): skip the per-pick numpy work and the category lookups.
-        return items[:k]
+        return order[:k].tolist()
     # Taken (or cap-blocked) items get relevance -inf, so they can never win argmax again.
-    relevance = lambda_ * normalise_relevance([item.score for item in items], normalisation)
-    item_ids = [item.item_id for item in items]
-    item_categories = (
-        [tuple(categories_of(i) or ()) for i in item_ids] if categories_of is not None else None
-    )
-    similarity = similarity_matrix(item_ids, item_categories, vectors) if use_similarity else None
-
+    relevance = lambda_ * normalise_relevance(scores[order], normalisation)
+    matrix = similarity(order) if use_similarity and similarity is not None else None
+    positions = order.tolist()
     max_similarity = np.zeros(n)
     per_category: dict[str, int] = {}
-    chosen: list[ScoredItem] = []
+    chosen: list[int] = []
     while len(chosen) < k:
         objective = relevance - diversity_weight * max_similarity if use_similarity else relevance
         j = int(np.argmax(objective))  # first maximum: ties go to input order
         if relevance[j] == -np.inf:
             break  # nothing eligible left
         relevance[j] = -np.inf
-        if capped and item_categories is not None:
-            cats = item_categories[j]
+        if capped and categories_at is not None:
+            cats = tuple(categories_at(positions[j]))
             if any(per_category.get(c, 0) >= _cap(c, category_caps, default_cap) for c in cats):
                 continue  # would exceed a cap; never eligible again in this slate
             for c in cats:
                 per_category[c] = per_category.get(c, 0) + 1
-        chosen.append(items[j])
-        if similarity is not None:
-            np.maximum(max_similarity, similarity[j], out=max_similarity)
+        chosen.append(positions[j])
+        if matrix is not None:
+            np.maximum(max_similarity, matrix[j], out=max_similarity)
     return chosen
 
 

@@ -14,6 +14,12 @@ Order in the pipeline (each step takes and returns ``ScoredItem`` lists, best fi
 4. ``rules.pin(items, k, categories_of, eligible=..., now_ms=...)`` — put promoted items at
    fixed positions, only if they are eligible for this request (= ``rules.apply_after_rerank``).
 
+Serving runs steps 1-3 on arrays instead (issue 19): ``rules.on(catalogue_index)`` compiles the
+filters and boosts into masks over one catalogue snapshot's rows (``CatalogueRules``), and
+``serving.pipeline.diversify`` runs them and ``serving.rerank.mmr_select`` on the ranked rows,
+making ``ScoredItem``s only for the slate; the object methods above stay the specification
+(``tests/unit/serving/test_ranked_rows_equal_objects.py`` holds the two equal).
+
 Boosts: ``multiply`` is sign-safe, ``score + (multiply - 1) * |score|``, so a boost of 1.2 raises
 a negative logit too (plain multiplication would lower it); ``add`` is added afterwards. Every
 matching boost applies, in file order.
@@ -35,9 +41,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
+from retrieval.catalog_index import CatalogIndex
+from serving.ranked import RankedRows
 from serving.rerank import CategoriesOf, ScoredItem
 from serving.yaml_file import read_yaml
 
@@ -136,6 +145,17 @@ class Rules:
 
     def __init__(self, spec: RulesFile | None = None) -> None:
         self.spec = spec or RulesFile()
+        self._on: dict[int, CatalogueRules] = {}
+
+    def on(self, index: CatalogIndex) -> CatalogueRules:
+        """Steps 1-2 over the rows of ``index`` (one catalogue snapshot), compiled on first use."""
+        compiled = self._on.get(id(index))
+        if compiled is None or compiled.index is not index:
+            compiled = CatalogueRules(self.spec, index)
+            if len(self._on) >= 4:  # a few snapshots at a time (refreshes swap them)
+                self._on.clear()
+            self._on[id(index)] = compiled
+        return compiled
 
     @classmethod
     def load(cls, path: str | Path) -> Rules:
@@ -262,6 +282,45 @@ class Rules:
         if category in self.spec.caps.per_category:
             return self.spec.caps.per_category[category]
         return self.spec.caps.default if self.spec.caps.default is not None else float("inf")
+
+
+class CatalogueRules:
+    """Steps 1-2 (``Rules.filter``, then ``Rules.boost``) on ``RankedRows``: the filters as one
+    mask over a catalogue's rows, each boost as the mask of the rows it matches, so a request
+    pays a few array operations instead of a category lookup per candidate. Equal to
+    ``Rules.apply_before_rerank`` on the same items, scores to the bit
+    (``tests/unit/serving/test_rules.py``)."""
+
+    def __init__(self, spec: RulesFile, index: CatalogIndex) -> None:
+        self.index = index
+        filters = spec.filters
+        self._allowed: np.ndarray | None = None
+        if filters.exclude_item_ids or filters.exclude_categories:
+            allowed = np.ones(len(index), dtype=bool)
+            allowed[index.rows(filters.exclude_item_ids)] = False
+            for category in filters.exclude_categories:
+                allowed[index.category_rows(category)] = False
+            self._allowed = allowed
+        self._boosts: list[tuple[np.ndarray, float, float]] = []
+        for boost in spec.boosts:
+            matches = np.zeros(len(index), dtype=bool)
+            matches[index.rows(boost.item_ids)] = True
+            for category in boost.categories:
+                matches[index.category_rows(category)] = True
+            self._boosts.append((matches, boost.multiply, boost.add))
+
+    def apply(self, ranked: RankedRows) -> RankedRows:
+        """The allowed items, boosted and re-sorted best first (stable, as ``Rules.boost``)."""
+        if self._allowed is not None:
+            ranked = ranked.take(np.flatnonzero(self._allowed[ranked.rows]))
+        if not self._boosts:
+            return ranked
+        scores = ranked.scores.copy()
+        for matches, multiply, add in self._boosts:  # in file order, as ``Boost.apply``
+            hit = matches[ranked.rows]
+            score = scores[hit]
+            scores[hit] = score + (multiply - 1.0) * np.abs(score) + add
+        return ranked.rescored(scores).take(np.argsort(-scores, kind="stable"))
 
 
 def _describe(exc: ValidationError) -> str:

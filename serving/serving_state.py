@@ -28,12 +28,14 @@ from features.transition_store import TransitionStore
 from ranker.scoring import Ranker
 from retrieval.build_retriever import DEFAULT_PLAN, build_retriever
 from retrieval.catalog import ItemCatalog
+from retrieval.catalog_index import CatalogIndex
 from retrieval.content import ContentSource
 from retrieval.merge import CandidateRetriever
 from retrieval.sources import CandidateSource, UserEncoder
 from serving.catalog_view import CatalogSnapshot
 from serving.explain import SlateExplainer
 from serving.release import ServingRelease
+from serving.rerank import UnitVectors, unit_vectors
 from serving.user_vector import EmbeddingRanker, VectorScorer
 
 
@@ -56,6 +58,22 @@ class ReleaseView:
     item_vectors: Mapping[str, np.ndarray] | None = None  # indexed + new: MMR, explanations
     explainer: SlateExplainer = field(default_factory=lambda: SlateExplainer(None))
     vector_scorer: VectorScorer | None = None
+    # MMR's unit vectors per catalogue snapshot (``row_vectors``); never copied by ``replace``.
+    _row_vectors: dict[int, tuple[CatalogIndex, UnitVectors | None]] = field(
+        default_factory=dict, init=False, repr=False
+    )
+
+    def row_vectors(self, index: CatalogIndex) -> UnitVectors | None:
+        """``item_vectors`` of ``index``'s rows for MMR (``serving.rerank.unit_vectors`` of its
+        ids: unit rows and which have a vector; None when none has), built once per snapshot."""
+        held = self._row_vectors.get(id(index))
+        if held is not None and held[0] is index:
+            return held[1]
+        vectors = unit_vectors(index.ids, self.item_vectors) if self.item_vectors else None
+        if len(self._row_vectors) >= 4:  # a few snapshots at a time (refreshes swap them)
+            self._row_vectors.clear()
+        self._row_vectors[id(index)] = (index, vectors)
+        return vectors
 
 
 def release_view(

@@ -18,6 +18,7 @@ from serving.domain import RecommendationQuery
 from serving.exploration_slots import Explorer, InMemoryPosteriorReader, exploration_pool
 from serving.impressions import InMemoryImpressionLog
 from serving.pipeline import PipelineConfig, RecommendationPipeline, RetrievalState
+from serving.ranked import RankedRows
 from serving.rerank import ScoredItem
 
 ITEMS = [f"i{n}" for n in range(8)]
@@ -75,8 +76,8 @@ def test_exploration_takes_the_last_slots_and_ranked_items_keep_propensity_one()
 
 def test_new_items_are_in_the_exploration_pool():
     ranked = [ScoredItem(i, 1.0, "ann") for i in ITEMS] + [ScoredItem("new1", 0.0, "fresh")]
-    pool = exploration_pool(ranked, ranked[:2], size=4)
-    assert pool[0] == "new1" and len(pool) == 4 and not {"i0", "i1"} & set(pool)
+    pool = exploration_pool(RankedRows.of_items(ranked), ranked[:2], size=4)
+    assert pool == ["new1", "i2", "i3", "i4"]  # new first, then the best others; none exploited
 
 
 def test_logged_propensities_match_the_observed_frequencies():
