@@ -147,9 +147,7 @@ def test_600_requests_equal_the_object_path():
         seen["diversified"] += [i.item_id for i in slate] != [
             i.item_id for i in allowed_objects[:k]
         ]
-        seen["new in pool"] += any(
-            s in NEW_ITEM_SOURCES for s in allowed.source_of(pool).values()
-        )
+        seen["new in pool"] += any(s in NEW_ITEM_SOURCES for s in allowed.source_of(pool).values())
     # the cases this test is about did occur
     assert min(seen.values()) >= 20, seen
 
