@@ -30,7 +30,7 @@ import functools
 import itertools
 import os
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from operator import itemgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -53,6 +53,10 @@ class StampedNeighbours(NamedTuple):
 
     stamp: Any  # of the write that last changed the anchor; None: none recorded (never cache)
     arrays: NeighbourArrays | None  # None: unchanged since the stamp the reader named
+
+
+# ``batch_reads``: (n, (anchors, held stamps)) -> that read's answers, from a batch of reads.
+ReadSubmit = Callable[[int, tuple[tuple[str, ...], tuple[Any, ...]]], list["StampedNeighbours"]]
 
 
 class TransitionReader(Protocol):
@@ -225,6 +229,7 @@ class RedisTransitionStore:
         self.client = client
         self.prefix = prefix
         self.max_neighbours = max_neighbours
+        self._submit: ReadSubmit | None = None
 
     def _key(self, anchor: str) -> str:
         return f"{self.prefix}:i2i:{anchor}"
@@ -317,16 +322,29 @@ class RedisTransitionStore:
     ) -> list[StampedNeighbours]:
         if not anchors:
             return []
-        answers = []
-        for reply in self._read(anchors, n, held):
-            stamp = reply[0] or None  # b"": no stamp recorded
-            if len(reply) == 1:
-                answers.append(StampedNeighbours(stamp, None))
-                continue
-            total = float(reply[1])
-            members, weights = _members_and_weights(reply[2]) if total > 0 else ((), ())
-            arrays = (members, np.array(weights, dtype=np.float64) / total if members else _NONE)
-            answers.append(StampedNeighbours(stamp, arrays))
+        if self._submit is not None:
+            return self._submit(n, (tuple(anchors), tuple(held)))
+        return _stamped(self._read(anchors, n, held))
+
+    def batch_reads(self, submit: ReadSubmit | None) -> None:
+        """Send each ``changed_neighbours`` read to ``submit(n, (anchors, held))`` (serving's
+        ``serving.batching.MicroBatcher``), which answers the reads that meet there with one
+        script call (``read_batch``); ``None``: each read alone."""
+        self._submit = submit
+
+    def read_batch(
+        self, n: int, reads: Sequence[tuple[Sequence[str], Sequence[Any]]]
+    ) -> list[list[StampedNeighbours]]:
+        """``changed_neighbours(anchors, n, held)`` of each of ``reads`` from one script call
+        (one round trip, atomic): their anchors one after the other; every key of the namespace
+        shares one hash slot, so this holds on a Redis Cluster too."""
+        replies = self._read(
+            [a for anchors, _ in reads for a in anchors], n, [h for _, held in reads for h in held]
+        )
+        answers, start = [], 0
+        for anchors, _ in reads:
+            answers.append(_stamped(replies[start : start + len(anchors)]))
+            start += len(anchors)
         return answers
 
     @functools.cached_property
@@ -336,6 +354,21 @@ class RedisTransitionStore:
     def owned_keys(self) -> Iterable[str]:
         """Every key this store owns (for cleanup in tests and `aether` maintenance)."""
         yield from (_text(k) for k in self.client.scan_iter(match=f"{self.prefix}:i2i*"))
+
+
+def _stamped(replies: Sequence[Any]) -> list[StampedNeighbours]:
+    """:data:`READ_SCRIPT`'s replies as ``StampedNeighbours``, one per anchor."""
+    answers = []
+    for reply in replies:
+        stamp = reply[0] or None  # b"": no stamp recorded
+        if len(reply) == 1:
+            answers.append(StampedNeighbours(stamp, None))
+            continue
+        total = float(reply[1])
+        members, weights = _members_and_weights(reply[2]) if total > 0 else ((), ())
+        arrays = (members, np.array(weights, dtype=np.float64) / total if members else _NONE)
+        answers.append(StampedNeighbours(stamp, arrays))
+    return answers
 
 
 def redis_transition_store(

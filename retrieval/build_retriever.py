@@ -74,7 +74,7 @@ def choose_user_encoder(
 
 def transition_store(
     deployment: Deployment, redis_client: Any, max_neighbours: int = 200
-) -> TransitionStore:
+) -> RedisTransitionStore:
     """The Redis transition store under this deployment's namespace."""
     prefix = transition_key_prefix(deployment.namespace)  # the worker's (stream-slot) keys
     return RedisTransitionStore(redis_client, prefix, max_neighbours)

@@ -1,10 +1,16 @@
 """Micro-batching across concurrent requests: one call for the requests that meet at a point.
 
-Requests run on the gRPC worker threads, each through the whole pipeline. At three points their
+Requests run on the gRPC worker threads, each through the whole pipeline. At five points their
 work is the same call with different arguments, and one call for several of them costs little
 more than one: the user feature rows (one Redis round trip for every user), the user vectors (one
-SASRec pass over the ragged histories, ``SASRecRanker.encode_users``) and the ANN search (one
-Milvus search with ``nq`` = the batch, ``retrieval.index_search.IndexSearch.search_group``).
+SASRec pass over the ragged histories, ``SASRecRanker.encode_users``), the ANN search (one
+Milvus search with ``nq`` = the batch, ``retrieval.index_search.IndexSearch.search_group``), the
+co-occurrence neighbours (one script call for every request's anchors,
+``features.transition_store.RedisTransitionStore.read_batch``) and the posteriors of the
+exploration pools (one Redis pipeline, ``serving.exploration_slots.RedisPosteriorReader
+.read_batch``). The pipeline calls the first two itself; the other three are sent here by the
+ANN index, the transition store and the posterior reader (``batch_searches``, ``batch_reads``:
+``serving.build_pipeline.request_batching`` wires them).
 
 ``MicroBatcher`` has no thread of its own (leader/follower): the first request to reach a point
 with no batch open for its key opens one and becomes its leader; requests that reach the point
@@ -17,6 +23,11 @@ call for everyone on its own thread and hands each member its answer. It waits
 * otherwise until the batch is full (``max_size``), or nobody can join any more, or the window
   (``window_s``, ``serving.batch_window_ms``) has passed since it opened, or the earliest
   deadline of its members has come, whichever is first.
+
+Requests are counted as expected at the user-vector and ANN points only (``RequestBatching
+.expected``); at the co-occurrence and posterior points nobody is, so a read waits only while
+another read of its key runs, and joins the reads that arrive meanwhile: batching there costs an
+idle server nothing.
 
 A batch never mixes keys: the pipeline keys user vectors by the serving release the request
 read (``ServingState.release``), so each vector comes from the encoder of the release whose

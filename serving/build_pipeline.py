@@ -37,6 +37,7 @@ from core.settings import Settings
 from features.ports import OnlineFeatureReader
 from features.redis_client import redis_client
 from features.store import FeastOnlineStore
+from features.transition_store import RedisTransitionStore
 from lifecycle.registry import Registry
 from retrieval.build_retriever import transition_store
 from retrieval.content_index import ContentIndex
@@ -146,16 +147,31 @@ def initial_release(settings: Settings, registry: Registry, index: ItemIndex) ->
 
 
 def request_batching(
-    settings: Settings, features: OnlineFeatureReader, index: ItemIndex
+    settings: Settings,
+    features: OnlineFeatureReader,
+    index: ItemIndex,
+    transitions: RedisTransitionStore,
+    posteriors: RedisPosteriorReader,
 ) -> RequestBatching | None:
-    """The pipeline's micro-batching (``serving.batching``), and the index's searches sent
-    through it; ``None`` when ``serving.batch_window_ms`` is 0."""
+    """The pipeline's micro-batching (``serving.batching``), with the index's searches, the
+    co-occurrence reads and the posterior reads sent through it; ``None`` when
+    ``serving.batch_window_ms`` is 0."""
     window_s, max_size = settings.serving.batch_window_ms / 1000, settings.serving.batch_max_size
     if window_s <= 0:
         index.batch_searches(None)
+        transitions.batch_reads(None)
+        posteriors.batch_reads(None)
         return None
     searches = MicroBatcher("ann", index.search_group, window_s=window_s, max_size=max_size)
     index.batch_searches(searches.submit)
+    neighbours = MicroBatcher(
+        "cooccurrence", transitions.read_batch, window_s=window_s, max_size=max_size
+    )
+    transitions.batch_reads(neighbours.submit)
+    posterior_reads = MicroBatcher(
+        "posteriors", posteriors.read_batch, window_s=window_s, max_size=max_size
+    )
+    posteriors.batch_reads(posterior_reads.submit)
     return RequestBatching(features, window_s=window_s, max_size=max_size, searches=searches)
 
 
@@ -212,6 +228,7 @@ def build_serving_app(
     else:
         release = initial_release(settings, registry, index)
         watched = registry
+    transitions = transition_store(settings.deployment, client)
     live = LiveState(
         CatalogueSources(
             features=FeastOnlineStore(settings.redis, settings.deployment, client=background),
@@ -220,15 +237,14 @@ def build_serving_app(
             content=content,
             scanner=OnlineItemScanner(background, settings.deployment),
         ),
-        RetrievalWiring(
-            CountedTransitions(transition_store(settings.deployment, client)), guard, executor
-        ),
+        RetrievalWiring(CountedTransitions(transitions), guard, executor),
         release,
     )
 
     guarded_features = GuardedFeatures(features, breakers["features"], slow_s)
-    batching = request_batching(settings, guarded_features, index)
     _, posterior_config = configs_from_settings(settings)
+    posteriors = RedisPosteriorReader(client, settings.redis_key, posterior_config)
+    batching = request_batching(settings, guarded_features, index, transitions, posteriors)
     experiments = (
         Experiments.load(settings.serving.experiments_file)
         if settings.serving.experiments_file
@@ -250,11 +266,7 @@ def build_serving_app(
             deadline_s=budget_s,
         ),
         explorer=Explorer(
-            GuardedPosteriors(
-                RedisPosteriorReader(client, settings.redis_key, posterior_config),
-                breakers["posteriors"],
-                slow_s,
-            ),
+            GuardedPosteriors(posteriors, breakers["posteriors"], slow_s),
             posterior_config,
         ),
         rules=Rules.load(settings.serving.rules_file) if settings.serving.rules_file else None,

@@ -14,7 +14,7 @@ the slate keeps its ranked items and the pipeline records a fallback reason.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,25 +41,52 @@ class PosteriorReader(Protocol):
     ) -> dict[str, BetaPosterior]: ...
 
 
+# ``RedisPosteriorReader.batch_reads``: (None, (item ids, segment, at_ms)) -> that read's answer.
+PosteriorSubmit = Callable[[None, tuple[tuple[str, ...], str, int]], dict[str, BetaPosterior]]
+
+
 class RedisPosteriorReader:
-    """Reads the posteriors the stream worker writes (layout: ``bandits.posterior``)."""
+    """Reads the posteriors the stream worker writes (layout: ``bandits.posterior``): one
+    pipeline per read, or per batch of concurrent reads (``batch_reads``)."""
 
     def __init__(self, client: Any, redis_key: Any, config: PosteriorConfig) -> None:
         self._client = client
         self._redis_key = redis_key
         self._config = config
+        self._submit: PosteriorSubmit | None = None
+
+    def batch_reads(self, submit: PosteriorSubmit | None) -> None:
+        """Send each ``read`` to ``submit(None, (item_ids, segment, at_ms))`` (serving's
+        ``serving.batching.MicroBatcher``), which answers the reads that meet there from one
+        pipeline (``read_batch``); ``None``: each read alone."""
+        self._submit = submit
 
     def read(self, item_ids: Sequence[str], segment: str, at_ms: int) -> dict[str, BetaPosterior]:
-        plan = posterior_read_plan(item_ids, segment, self._redis_key)
+        if self._submit is not None:
+            return self._submit(None, (tuple(item_ids), segment, at_ms))
+        return self.read_batch(None, [(item_ids, segment, at_ms)])[0]
+
+    def read_batch(
+        self, _key: None, reads: Sequence[tuple[Sequence[str], str, int]]
+    ) -> list[dict[str, BetaPosterior]]:
+        """``read`` of each of ``reads`` from one pipeline (one round trip)."""
+        plans = [posterior_read_plan(ids, segment, self._redis_key) for ids, segment, _ in reads]
         try:
             pipe = self._client.pipeline(transaction=False)
-            for key, fields in plan:
+            for key, fields in (step for plan in plans for step in plan):
                 pipe.hmget(key, fields)
             replies = pipe.execute()
         except Exception as exc:  # redis.RedisError and connection failures
             raise DependencyUnavailable("redis", f"posteriors: {exc}") from exc
-        segment_values = replies[1] if len(replies) > 1 else None
-        return decode_posteriors(item_ids, replies[0], self._config, at_ms, segment_values)
+        answers, start = [], 0
+        for (item_ids, _, at_ms), plan in zip(reads, plans, strict=True):
+            mine = replies[start : start + len(plan)]
+            start += len(plan)
+            segment_values = mine[1] if len(mine) > 1 else None
+            answers.append(
+                decode_posteriors(item_ids, mine[0], self._config, at_ms, segment_values)
+            )
+        return answers
 
 
 class InMemoryPosteriorReader:
@@ -81,13 +108,17 @@ def exploration_pool(
     ranked: RankedRows, exploit: Sequence[ScoredItem], size: int = EXACT_MAX_CANDIDATES
 ) -> list[str]:
     """New items first (at most half the pool), then the best-ranked others; none already in
-    the exploit part. Ids are made for the pool's items only."""
-    rest = ~np.isin(ranked.rows, ranked.index.rows(i.item_id for i in exploit))
+    the exploit part. Only the first few positions of each kind are looked at."""
+    taken = {ranked.index.row_of.get(item.item_id) for item in exploit}
     new = ranked.labelled(NEW_ITEM_SOURCES)
-    positions = np.concatenate(
-        [np.flatnonzero(rest & new)[: size // 2], np.flatnonzero(rest & ~new)[:size]]
-    )
-    return ranked.item_ids(positions)[:size]
+    picks: list[int] = []
+    for positions, limit in ((np.flatnonzero(new), size // 2), (np.flatnonzero(~new), size)):
+        ahead = positions[: limit + len(taken)]  # enough, whichever of them are taken
+        rows = ranked.rows[ahead].tolist()
+        picks += [p for p, row in zip(ahead.tolist(), rows, strict=True) if row not in taken][
+            :limit
+        ]
+    return ranked.item_ids(picks)[:size]
 
 
 class Explorer:

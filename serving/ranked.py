@@ -68,8 +68,8 @@ class RankedRows:
 
     def labelled(self, names: Collection[str]) -> np.ndarray:
         """Per item, whether its source is one of ``names``."""
-        codes = [n for n, name in enumerate(self.names) if name in names]
-        return np.isin(self.labels, codes)
+        table = np.fromiter((name in names for name in self.names), dtype=bool)
+        return table[self.labels]
 
     def item_ids(self, positions: Sequence[int] | np.ndarray) -> list[str]:
         ids, rows = self.index.ids, self.rows
@@ -90,10 +90,11 @@ class RankedRows:
         ]
 
     def source_of(self, item_ids: Collection[str]) -> dict[str, str]:
-        """The source label of each of ``item_ids`` among these items (first occurrence)."""
-        wanted = self.index.rows(item_ids)
+        """The source label of each of ``item_ids`` that is among these items (a slate's few)."""
         found: dict[str, str] = {}
-        for position in np.flatnonzero(np.isin(self.rows, wanted)).tolist():
-            item = self.index.ids[self.rows[position]]
-            found.setdefault(item, self.names[self.labels[position]])
+        for item_id in item_ids:
+            row = self.index.row_of.get(item_id)
+            at = np.flatnonzero(self.rows == row)[:1] if row is not None else ()
+            if len(at):
+                found[item_id] = self.names[self.labels[at[0]]]
         return found

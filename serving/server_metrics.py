@@ -2,7 +2,8 @@
 contract: names, types and labels; alert rules and dashboards are written against it).
 
 Every label is bounded: ``status`` (gRPC code names), ``stage`` (``serving.stage_observer``;
-for batch sizes the batch points of ``serving.batching``: ``features``, ``user_vector``, ``ann``),
+for batch sizes the batch points of ``serving.batching``: ``features``, ``user_vector``, ``ann``,
+``cooccurrence``, ``posteriors``),
 ``reason`` (fallback reasons without their detail), ``source`` (candidate source names, plus
 ``pinned`` and ``explore`` slots), ``arm`` (experiment arm labels of the loaded configuration,
 ``none`` outside experiments), ``dependency`` (one breaker per call site), ``model_version``.

@@ -1,5 +1,6 @@
 """The transition store contract, run against the in-memory store and real Redis."""
 
+import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,6 +11,7 @@ import redis
 from features.transition_store import InMemoryTransitionStore, RedisTransitionStore
 from retrieval.cooccurrence import CooccurrenceSource
 from retrieval.sources import RetrievalRequest
+from serving.batching import MicroBatcher
 from streams.transitions import increments_from_sequence, transition_increments
 
 pytestmark = pytest.mark.integration
@@ -125,6 +127,16 @@ def test_the_serving_rows_equal_the_source_candidates(store) -> None:
 def stamped_store(request):
     """The stores again, and the namespace's store on a Redis Cluster (the read is a script:
     its keys share the stream's slot)."""
+    yield from _stamped_store(request)
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def redis_store(request):
+    """The Redis stores of ``stamped_store`` (batched reads are Redis's)."""
+    yield from _stamped_store(request)
+
+
+def _stamped_store(request):
     if request.param != "cluster":
         with _store(request.param) as made:
             yield made
@@ -164,6 +176,61 @@ def test_changed_neighbours_answer_only_what_changed_since_the_stamp_held(stampe
     assert after[0].stamp != stamps[0] and after[1] == same[1]
     assert [_text(i) for i in after[0].arrays[0]] == ["b"]
     assert after[0].arrays[1].tolist() == [1.0]
+
+
+def test_a_batch_of_reads_answers_each_read_as_alone(redis_store) -> None:
+    store = redis_store
+    store.apply({("a", "b"): 2.0, ("a", "c"): 1.0, ("x", "y"): 1.0, ("z", "a"): 3.0})
+    first = store.changed_neighbours(["a", "x", "z"], 5, [None] * 3)
+    stamp_a, stamp_x, stamp_z = (answer.stamp for answer in first)
+    reads = [
+        (("a", "x"), (None, None)),
+        (("z", "none", "a"), (stamp_z, None, stamp_a)),  # held: the stamp alone comes back
+        (("x", "a"), (b"an older stamp", stamp_a)),
+        (("a",), (None,)),  # an anchor read twice in one batch
+    ]
+    alone = [_plain(store.changed_neighbours(list(a), 5, list(h))) for a, h in reads]
+    assert alone[1][0] == (stamp_z, None) and alone[2][0] == (stamp_x, (["y"], [1.0]))
+    assert [_plain(answer) for answer in store.read_batch(5, reads)] == alone
+
+    # Through serving's batcher: concurrent reads share one call and get their own answers.
+    calls: list[int] = []
+
+    def read_batch(n, batch):
+        calls.append(len(batch))
+        return store.read_batch(n, batch)
+
+    batcher = MicroBatcher("cooccurrence", read_batch, window_s=2.0)
+    store.batch_reads(batcher.submit)
+    on_the_way = batcher.expect()  # the first reader waits for the others, within the window
+    got: dict[int, list] = {}
+    start = threading.Barrier(len(reads))
+
+    def ask(n: int) -> None:
+        anchors, held = reads[n]
+        start.wait()
+        got[n] = _plain(store.changed_neighbours(list(anchors), 5, list(held)))
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(reads))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    on_the_way.done()
+    store.batch_reads(None)
+    assert [got[n] for n in range(len(reads))] == alone
+    assert max(calls) >= 2, calls  # reads did share a call
+
+
+def _plain(answers) -> list:
+    """``StampedNeighbours`` without arrays: (stamp, None | (ids, probabilities))."""
+    return [
+        (
+            a.stamp,
+            None if a.arrays is None else ([_text(i) for i in a.arrays[0]], a.arrays[1].tolist()),
+        )
+        for a in answers
+    ]
 
 
 def _text(item) -> str:
