@@ -154,12 +154,14 @@ def test_the_server_exports_the_contract_metrics(
     assert all(published[arm] <= arms[arm] for arm in published)
     # Micro-batching is on by default: every request's feature read and user vector went
     # through a batch (one request at a time here, so batches of one), and each ANN search of
-    # a user with a vector.
+    # a user with a vector, each co-occurrence read of a user with a history and each
+    # exploration pool's posterior read.
     batched = samples("aether_serving_batch_size", "aether_serving_batch_size_sum", "stage")
     batches = samples("aether_serving_batch_size", "aether_serving_batch_size_count", "stage")
-    assert set(batched) == {"features", "user_vector", "ann"}
+    assert set(batched) == {"features", "user_vector", "ann", "cooccurrence", "posteriors"}
     assert batched["features"] == batched["user_vector"] == answered
-    assert 0 < batched["ann"] <= answered
+    for stage in ("ann", "cooccurrence", "posteriors"):
+        assert 0 < batched[stage] <= answered, stage
     assert all(0 < batches[stage] <= batched[stage] for stage in batched)
     info = samples("aether_model_info", "aether_model_info", "model_version")
     assert info == {"retrieval-only": 1.0}
