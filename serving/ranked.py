@@ -32,7 +32,7 @@ class RankedRows:
 
     @classmethod
     def of_items(cls, items: Sequence[ScoredItem], index: CatalogIndex | None = None) -> RankedRows:
-        """``items`` as arrays, in their order (tests and offline callers); without ``index``, a
+        """``items`` as arrays, in their order (for tests); without ``index``, a
         catalogue of these items alone (no categories)."""
         if index is None:
             index = CatalogIndex(ItemCatalog(ItemMeta(i.item_id) for i in items))

@@ -1,17 +1,16 @@
 """The transition store contract, run against the in-memory store and real Redis."""
 
-import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
 import redis
+from batched_reads import read_concurrently
 
 from features.transition_store import InMemoryTransitionStore, RedisTransitionStore
 from retrieval.cooccurrence import CooccurrenceSource
 from retrieval.sources import RetrievalRequest
-from serving.batching import MicroBatcher
 from streams.transitions import increments_from_sequence, transition_increments
 
 pytestmark = pytest.mark.integration
@@ -194,31 +193,14 @@ def test_a_batch_of_reads_answers_each_read_as_alone(redis_store) -> None:
     assert [_plain(answer) for answer in store.read_batch(5, reads)] == alone
 
     # Through serving's batcher: concurrent reads share one call and get their own answers.
-    calls: list[int] = []
-
-    def read_batch(n, batch):
-        calls.append(len(batch))
-        return store.read_batch(n, batch)
-
-    batcher = MicroBatcher("cooccurrence", read_batch, window_s=2.0)
-    store.batch_reads(batcher.submit)
-    on_the_way = batcher.expect()  # the first reader waits for the others, within the window
-    got: dict[int, list] = {}
-    start = threading.Barrier(len(reads))
-
-    def ask(n: int) -> None:
-        anchors, held = reads[n]
-        start.wait()
-        got[n] = _plain(store.changed_neighbours(list(anchors), 5, list(held)))
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(reads))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    on_the_way.done()
-    store.batch_reads(None)
-    assert [got[n] for n in range(len(reads))] == alone
+    got, calls = read_concurrently(
+        "cooccurrence",
+        store.read_batch,
+        store.batch_reads,
+        lambda anchors, held: _plain(store.changed_neighbours(list(anchors), 5, list(held))),
+        reads,
+    )
+    assert got == alone
     assert max(calls) >= 2, calls  # reads did share a call
 
 

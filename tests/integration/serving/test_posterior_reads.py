@@ -3,15 +3,14 @@ alone, directly and through serving's batcher (``RedisPosteriorReader.batch_read
 
 from __future__ import annotations
 
-import threading
 import uuid
 
 import pytest
 import redis
+from batched_reads import read_concurrently
 
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome
 from core.errors import DependencyUnavailable
-from serving.batching import MicroBatcher
 from serving.exploration_slots import RedisPosteriorReader
 
 pytestmark = pytest.mark.integration
@@ -59,31 +58,10 @@ def test_a_batch_of_reads_answers_each_read_as_alone(reader: RedisPosteriorReade
     assert alone[1]["c"] != alone[0]["a"] and set(alone[1]) == {"a", "c"}
     assert reader.read_batch(None, READS) == alone
 
-    calls: list[int] = []
-
-    def read_batch(key, batch):
-        calls.append(len(batch))
-        return reader.read_batch(key, batch)
-
-    batcher = MicroBatcher("posteriors", read_batch, window_s=2.0)
-    reader.batch_reads(batcher.submit)
-    on_the_way = batcher.expect()  # the first reader waits for the others, within the window
-    got: dict[int, dict] = {}
-    start = threading.Barrier(len(READS))
-
-    def ask(n: int) -> None:
-        ids, segment, at = READS[n]
-        start.wait()
-        got[n] = reader.read(ids, segment, at)
-
-    threads = [threading.Thread(target=ask, args=(n,)) for n in range(len(READS))]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    on_the_way.done()
-    reader.batch_reads(None)
-    assert [got[n] for n in range(len(READS))] == alone
+    got, calls = read_concurrently(
+        "posteriors", reader.read_batch, reader.batch_reads, reader.read, READS
+    )
+    assert got == alone
     assert max(calls) >= 2, calls  # reads did share a pipeline
 
 
