@@ -24,7 +24,7 @@ from serving.ranked import RankedRows
 from serving.rerank import ScoredItem, categories_from_catalog, mmr_rerank, unit_vectors
 from serving.rules import Rules
 
-CATEGORIES = [f"c{n}" for n in range(70)]  # more than 64: bitsets of two words
+CATEGORIES = [f"c{n}" for n in range(200)]  # more than 64: bitsets of several words
 SOURCES = ("ann", "cooccurrence", "popular", "fresh", "content")
 N_ITEMS = 400
 
@@ -101,6 +101,7 @@ def test_600_requests_equal_the_object_path():
     rng = np.random.default_rng(19)
     catalog, vectors = catalogue(rng)
     index = CatalogIndex(catalog)
+    assert index.category_bits.shape[1] >= 2  # the catalogue's bitsets take several words
     categories_of = categories_from_catalog(catalog)
     row_vectors = unit_vectors(index.ids, vectors)
     seen = {"filtered": 0, "boosted": 0, "capped": 0, "diversified": 0, "new in pool": 0}
