@@ -36,6 +36,7 @@ from core.errors import AetherError
 from features.ports import OnlineFeatureReader
 from features.rows import UserFeatureRow
 from ranker.scoring import Ranker
+from retrieval.catalog_index import CatalogIndex
 from retrieval.merge import MergedRows
 from retrieval.sources import (
     CandidateFilters,
@@ -520,7 +521,7 @@ class RecommendationPipeline:
             self._rules,
             query.k,
             lambda_=self._config.mmr_lambda if mmr_lambda is None else mmr_lambda,
-            vectors=state.view.row_vectors(ranked.index) if state.view.item_vectors else None,
+            vectors_of=state.view.row_vectors,
         )
 
     def _pin(
@@ -580,11 +581,17 @@ class RecommendationPipeline:
 
 
 def diversify(
-    ranked: RankedRows, rules: Rules, k: int, *, lambda_: float, vectors: UnitVectors | None
+    ranked: RankedRows,
+    rules: Rules,
+    k: int,
+    *,
+    lambda_: float,
+    vectors_of: Callable[[CatalogIndex], UnitVectors | None],
 ) -> tuple[RankedRows, list[ScoredItem]]:
     """Filters → boosts → MMR with category caps, on arrays (``serving.rules`` steps 1-3).
-    Returns (the eligible ranked, the top ``k`` as ``ScoredItem``s). Categories and ``vectors``
-    (``ReleaseView.row_vectors``) are the catalogue's, per row, precomputed per snapshot; equal
+    Returns (the eligible ranked, the top ``k`` as ``ScoredItem``s). Categories and vectors
+    (``vectors_of``: ``ReleaseView.row_vectors``) are the catalogue's, per row, derived per
+    snapshot and only when MMR weighs diversity (the default λ = 1 never asks); equal
     to ``Rules.apply_before_rerank`` then ``mmr_rerank`` on ``ScoredItem``s
     (``tests/unit/serving/test_ranked_rows_equal_objects.py``)."""
     index = ranked.index
@@ -593,6 +600,7 @@ def diversify(
 
     def similarity(order: np.ndarray) -> np.ndarray:
         picked = rows[order]
+        vectors = vectors_of(index)
         unit = None if vectors is None else (vectors[0][picked], vectors[1][picked])
         return similarity_of(picked.size, index.category_bits[picked], unit)
 

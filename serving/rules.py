@@ -45,6 +45,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from core.errors import ConfigError
+from core.per_snapshot import PerSnapshot
 from retrieval.catalog_index import CatalogIndex
 from serving.ranked import RankedRows
 from serving.rerank import CategoriesOf, ScoredItem
@@ -145,17 +146,10 @@ class Rules:
 
     def __init__(self, spec: RulesFile | None = None) -> None:
         self.spec = spec or RulesFile()
-        self._on: dict[int, CatalogueRules] = {}
-
-    def on(self, index: CatalogIndex) -> CatalogueRules:
-        """Steps 1-2 over the rows of ``index`` (one catalogue snapshot), compiled on first use."""
-        compiled = self._on.get(id(index))
-        if compiled is None or compiled.index is not index:
-            compiled = CatalogueRules(self.spec, index)
-            if len(self._on) >= 4:  # a few snapshots at a time (refreshes swap them)
-                self._on.clear()
-            self._on[id(index)] = compiled
-        return compiled
+        # Steps 1-2 over the rows of one catalogue snapshot, compiled on its first use.
+        self.on: PerSnapshot[CatalogIndex, CatalogueRules] = PerSnapshot(
+            lambda index: CatalogueRules(self.spec, index)
+        )
 
     @classmethod
     def load(cls, path: str | Path) -> Rules:
@@ -292,7 +286,6 @@ class CatalogueRules:
     (``tests/unit/serving/test_rules.py``)."""
 
     def __init__(self, spec: RulesFile, index: CatalogIndex) -> None:
-        self.index = index
         filters = spec.filters
         self._allowed: np.ndarray | None = None
         if filters.exclude_item_ids or filters.exclude_categories:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.per_snapshot import PerSnapshot
 from features.transition_store import TransitionStore
 from ranker.scoring import Ranker
 from retrieval.build_retriever import DEFAULT_PLAN, build_retriever
@@ -58,22 +59,18 @@ class ReleaseView:
     item_vectors: Mapping[str, np.ndarray] | None = None  # indexed + new: MMR, explanations
     explainer: SlateExplainer = field(default_factory=lambda: SlateExplainer(None))
     vector_scorer: VectorScorer | None = None
-    # MMR's unit vectors per catalogue snapshot (``row_vectors``); never copied by ``replace``.
-    _row_vectors: dict[int, tuple[CatalogIndex, UnitVectors | None]] = field(
-        default_factory=dict, init=False, repr=False
-    )
+    # MMR's unit vectors of a catalogue snapshot's rows (``serving.rerank.unit_vectors`` of its
+    # ids; None when no item has a vector), built on the snapshot's first diversified request.
+    # Not an init field, so ``replace`` gives a new view a cache of its own.
+    row_vectors: PerSnapshot[CatalogIndex, UnitVectors | None] = field(init=False, repr=False)
 
-    def row_vectors(self, index: CatalogIndex) -> UnitVectors | None:
-        """``item_vectors`` of ``index``'s rows for MMR (``serving.rerank.unit_vectors`` of its
-        ids: unit rows and which have a vector; None when none has), built once per snapshot."""
-        held = self._row_vectors.get(id(index))
-        if held is not None and held[0] is index:
-            return held[1]
-        vectors = unit_vectors(index.ids, self.item_vectors) if self.item_vectors else None
-        if len(self._row_vectors) >= 4:  # a few snapshots at a time (refreshes swap them)
-            self._row_vectors.clear()
-        self._row_vectors[id(index)] = (index, vectors)
-        return vectors
+    def __post_init__(self) -> None:
+        vectors = self.item_vectors
+        object.__setattr__(
+            self,
+            "row_vectors",
+            PerSnapshot(lambda index: unit_vectors(index.ids, vectors) if vectors else None),
+        )
 
 
 def release_view(

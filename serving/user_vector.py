@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from core.per_snapshot import PerSnapshot
 from ranker.scoring import UNKNOWN_ITEM_SCORE
 
 
@@ -52,8 +53,8 @@ class VectorScorer:
                 added.append(np.asarray(vector, dtype=np.float32))
         # One extra row of zeros for unknown candidates, overwritten below: no per-item branch.
         self._matrix = np.vstack([base, *(v[None, :] for v in added), np.zeros_like(base[:1])])
-        # Catalogue row -> matrix row, per catalogue (``score_rows``): its ``ids`` list and map.
-        self._maps: dict[int, tuple[Sequence[str], np.ndarray]] = {}
+        # Catalogue row -> matrix row, per catalogue snapshot (its ``ids`` list: ``score_rows``).
+        self._rows_of: PerSnapshot[Sequence[str], np.ndarray] = PerSnapshot(self._matrix_rows)
 
     def score(self, user_vector: np.ndarray, candidates: Sequence[str]) -> np.ndarray:
         """(len(candidates),) float32, higher is better."""
@@ -71,16 +72,9 @@ class VectorScorer:
         ranker's rows once per catalogue instead of once per candidate."""
         return self._scores(user_vector, self._rows_of(ids)[rows])
 
-    def _rows_of(self, ids: Sequence[str]) -> np.ndarray:
-        cached = self._maps.get(id(ids))
-        if cached is not None and cached[0] is ids:
-            return cached[1]
+    def _matrix_rows(self, ids: Sequence[str]) -> np.ndarray:
         unknown = len(self._matrix) - 1
-        rows = np.fromiter((self._row.get(i, unknown) for i in ids), dtype=np.intp, count=len(ids))
-        if len(self._maps) >= 4:  # a few catalogue snapshots at a time (refreshes swap them)
-            self._maps.clear()
-        self._maps[id(ids)] = (ids, rows)
-        return rows
+        return np.fromiter((self._row.get(i, unknown) for i in ids), dtype=np.intp, count=len(ids))
 
     def _scores(self, user_vector: np.ndarray, rows: np.ndarray) -> np.ndarray:
         scores = self._matrix[rows] @ np.asarray(user_vector, dtype=np.float32)

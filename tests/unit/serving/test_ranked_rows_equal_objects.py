@@ -113,7 +113,11 @@ def test_600_requests_equal_the_object_path():
         with_vectors = bool(rng.random() < 0.7)
 
         allowed, slate = diversify(
-            ranked, rules, k, lambda_=lambda_, vectors=row_vectors if with_vectors else None
+            ranked,
+            rules,
+            k,
+            lambda_=lambda_,
+            vectors_of=lambda _index, given=row_vectors if with_vectors else None: given,
         )
 
         items = ranked.items()
@@ -157,8 +161,21 @@ def test_an_empty_ranking_and_a_ranking_filtered_away():
     catalog = ItemCatalog([ItemMeta("a", categories=("x",)), ItemMeta("b", categories=("x",))])
     index = CatalogIndex(catalog)
     empty = RankedRows(index, np.zeros(0, np.int64), np.zeros(0), np.zeros(0, np.intp), ("ann",))
-    assert diversify(empty, Rules(), 5, lambda_=0.5, vectors=None)[1] == []
+    assert diversify(empty, Rules(), 5, lambda_=0.5, vectors_of=lambda _index: None)[1] == []
     ranked = RankedRows.of_items([ScoredItem("a", 2.0, "ann"), ScoredItem("b", 1.0, "ann")], index)
     rules = Rules.from_dict({"filters": {"exclude_categories": ["x"]}})
-    allowed, slate = diversify(ranked, rules, 5, lambda_=0.5, vectors=None)
+    allowed, slate = diversify(ranked, rules, 5, lambda_=0.5, vectors_of=lambda _index: None)
     assert len(allowed) == 0 and slate == []
+
+
+def test_the_default_weight_derives_no_similarity():
+    catalog = ItemCatalog([ItemMeta("a", categories=("x",)), ItemMeta("b", categories=("y",))])
+    index = CatalogIndex(catalog)
+    ranked = RankedRows.of_items([ScoredItem("a", 2.0, "ann"), ScoredItem("b", 1.0, "ann")], index)
+
+    def no_vectors(_index):
+        raise AssertionError("λ = 1 without caps must not derive the catalogue's vectors")
+
+    _, slate = diversify(ranked, Rules(), 2, lambda_=1.0, vectors_of=no_vectors)
+    assert [i.item_id for i in slate] == ["a", "b"]
+    assert index._category_bits is None  # nor its category bitsets
