@@ -153,8 +153,8 @@ class StreamRuntime:
 
     # -- effects -------------------------------------------------------------------------------
     async def _emit(self, effects: Effects) -> None:
-        for item_id, payload in effects.forwards:
-            self._produce(self.topics.item_updates, payload, item_id.encode())
+        for forward in effects.forwards:
+            self._produce(self.topics.item_updates, forward.payload, None, forward.partition)
         for letter in effects.dead_letters:
             record = letter.record
             payload = encode_dead_letter(
@@ -172,8 +172,10 @@ class StreamRuntime:
         if effects.forwards or effects.dead_letters or effects.late:
             await self._flush()
 
-    def _produce(self, topic: str, value: bytes, key: bytes | None) -> None:
-        produce_waiting(self.producer, topic, value, key)
+    def _produce(
+        self, topic: str, value: bytes, key: bytes | None, partition: int | None = None
+    ) -> None:
+        produce_waiting(self.producer, topic, value, key, partition)
 
     async def _flush(self) -> None:
         await flush_or_raise(self.producer, "output messages")

@@ -16,7 +16,7 @@ agent                  consumes                             does
                                                             ``BanditRuntime.on_attribution``:
                                                             reward attribution → bandit-outcomes
 ``catalog``            ``<ns>.items`` (key item)            forwards catalogue updates
-``item_features``      ``<ns>.item-updates`` (key item)     item features
+``item_features``      ``<ns>.item-updates`` (by item)      item features
 ``bandit_posteriors``  ``<ns>.bandit-outcomes`` (key item)  posteriors (``streams.bandit_agent``),
                                                             then the outcome drift monitors
 =====================  ===================================  ====================================

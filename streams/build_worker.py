@@ -36,7 +36,7 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
     # rows are written slot by slot (docs/architecture.md, "Redis key layout and Redis Cluster").
     state = RedisStateStore(settings.redis, settings.deployment)
     topics = TopicNames.for_settings(settings)
-    config = StepConfig.from_settings(settings.stream, topics)
+    config = StepConfig.from_settings(settings.stream, topics, settings.kafka.partitions)
     producer = output_producer(
         settings.kafka.bootstrap_servers,
         settings.stream.max_event_bytes,

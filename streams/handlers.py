@@ -24,6 +24,7 @@ from streams import item_features, user_features
 from streams.codec import decode_updates, encode_updates
 from streams.eventtime import Lateness, Verdict, advance, judge
 from streams.item_features import ItemState, ItemUpdate
+from streams.partitioning import partition_for_key
 from streams.privacy import PrivacyEffects
 from streams.state_port import StateCommit
 from streams.transitions import (
@@ -78,14 +79,22 @@ def decoded_by_position(done: Iterable[Effects]) -> dict[Position, Any]:
     }
 
 
+@dataclass(frozen=True, slots=True)
+class Forward:
+    """One message to ``<ns>.item-updates``: updates of items that all live on ``partition``."""
+
+    partition: int
+    payload: bytes  # grouped ItemUpdates (``streams.codec.encode_updates``)
+
+
 @dataclass(slots=True)
 class Effects:
     """What one batch asks the outside world to do."""
 
     user_rows: list[UserFeatureRow] = field(default_factory=list)
     item_rows: list[ItemFeatureRow] = field(default_factory=list)
-    # (item_id, grouped ItemUpdate bytes): one message per item per batch (``_forward``)
-    forwards: list[tuple[str, bytes]] = field(default_factory=list)
+    # grouped item updates: one message per item-updates partition per batch (``_forward``)
+    forwards: list[Forward] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     late: list[SourceRecord] = field(default_factory=list)
     applied: int = 0
@@ -116,22 +125,25 @@ def decode_batch(
     return good, bad
 
 
-def _forward(effects: Effects, updates: Iterable[ItemUpdate]) -> None:
-    """Group a batch's item updates by item: one repartition message per item (or a few, for a
-    very large group) instead of one per update. Each message still lists every update with its
-    ``event_id``, so the item side de-duplicates and folds them exactly as before; grouping only
-    cuts the number of messages the item agent consumes (the per-message cost of a Faust hop
-    was the largest part of the worker's time, ``docs/benchmarks/ingest.md``)."""
-    by_item: dict[str, list[ItemUpdate]] = {}
+def _forward(effects: Effects, updates: Iterable[ItemUpdate], partitions: int) -> None:
+    """Group a batch's item updates by the ``<ns>.item-updates`` partition their item belongs to
+    (murmur2 of the item id, as a keyed produce would pick): one message per partition (or a
+    few, for a very large group) instead of one per update or per item. Each message still lists
+    every update with its ``event_id`` and source offset, in the batch's order, so the item side
+    de-duplicates and folds them exactly as before; grouping only cuts the number of messages the
+    item agent consumes (the per-message cost of a Faust hop is most of what a message costs the
+    worker, ``docs/benchmarks/ingest.md``)."""
+    by_partition: dict[int, list[ItemUpdate]] = {}
     for update in updates:
-        group = by_item.get(update.item_id)
+        partition = partition_for_key(update.item_id.encode(), partitions)
+        group = by_partition.get(partition)
         if group is None:
-            by_item[update.item_id] = [update]
+            by_partition[partition] = [update]
         else:
             group.append(update)
-    for item_id, group in by_item.items():
+    for partition, group in sorted(by_partition.items()):
         for payload in encode_updates(group):
-            effects.forwards.append((item_id, payload))
+            effects.forwards.append(Forward(partition, payload))
 
 
 def _source_of(record: SourceRecord) -> dict[str, Any]:
@@ -171,6 +183,8 @@ def handle_interactions(
     watermarks: MutableMapping[int, int | None],
     policy: Lateness,
     config: UserFeatureConfig,
+    *,
+    partitions: int,
     now_ms: int | None = None,
     transition_window: int = DEFAULT_TRANSITION_WINDOW,
 ) -> Effects:
@@ -224,7 +238,7 @@ def handle_interactions(
                 **_source_of(decoded.record),
             )
         )
-    _forward(effects, updates)
+    _forward(effects, updates, partitions)
     for user_id in sorted(effects.touched):
         state = users[user_id]
         cutoff = policy.dedup_cutoff(watermarks.get(partition_of[user_id]))
@@ -237,6 +251,8 @@ def handle_impressions(
     batch: Sequence[Decoded[Impression]],
     watermarks: MutableMapping[int, int | None],
     policy: Lateness,
+    *,
+    partitions: int,
     now_ms: int | None = None,
 ) -> Effects:
     """Admit impressions and forward one item update per (slate, item)."""
@@ -258,7 +274,7 @@ def handle_impressions(
                     **_source_of(decoded.record),
                 )
             )
-    _forward(effects, updates)
+    _forward(effects, updates, partitions)
     return effects
 
 
@@ -266,6 +282,8 @@ def handle_catalog(
     batch: Sequence[Decoded[CatalogItem]],
     watermarks: MutableMapping[int, int | None],
     policy: Lateness,
+    *,
+    partitions: int,
     now_ms: int | None = None,
 ) -> Effects:
     """Admit catalogue updates and forward them to the item side."""
@@ -291,7 +309,7 @@ def handle_catalog(
                 **_source_of(decoded.record),
             )
         )
-    _forward(effects, updates)
+    _forward(effects, updates, partitions)
     return effects
 
 

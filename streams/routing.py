@@ -30,55 +30,8 @@ from collections.abc import Sequence
 from confluent_kafka import Producer
 
 from streams.handlers import SourceRecord
+from streams.partitioning import partition_for_key
 from streams.publish import flush_or_raise, produce_waiting
-
-_SEED = 0x9747B28C
-_M = 0x5BD1E995
-_MASK = 0xFFFFFFFF
-
-
-def murmur2(data: bytes) -> int:
-    """Kafka's murmur2 (Java ``Utils.murmur2``, librdkafka's ``murmur2``), as an unsigned int."""
-    length = len(data)
-    h = (_SEED ^ length) & _MASK
-    for i in range(0, length - length % 4, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
-    tail = length % 4
-    base = length - tail
-    if tail == 3:
-        h ^= data[base + 2] << 16
-    if tail >= 2:
-        h ^= data[base + 1] << 8
-    if tail >= 1:
-        h ^= data[base]
-        h = (h * _M) & _MASK
-    h ^= h >> 13
-    h = (h * _M) & _MASK
-    h ^= h >> 15
-    return h
-
-
-def partition_for_key(key: bytes, partitions: int) -> int:
-    """The partition a murmur2 partitioner picks for ``key`` (Java's ``toPositive`` then mod).
-
-    Remembered per key: every record of the ``interactions`` agent is checked, and the
-    pure-Python hash cost the worker more CPU than the check is worth (a few µs per record);
-    keys repeat (one per user), and the memory is bounded by clearing it when full.
-    """
-    found = _HOMES.get((key, partitions))
-    if found is None:
-        if len(_HOMES) >= _HOMES_LIMIT:
-            _HOMES.clear()
-        found = _HOMES[key, partitions] = (murmur2(key) & 0x7FFFFFFF) % partitions
-    return found
-
-
-_HOMES: dict[tuple[bytes, int], int] = {}
-_HOMES_LIMIT = 100_000
 
 
 def misrouted(

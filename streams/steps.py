@@ -58,14 +58,18 @@ class StepConfig:
     features: UserFeatureConfig = field(default_factory=UserFeatureConfig)
     max_event_bytes: int = 64 * 1024
     transition_window: int = DEFAULT_TRANSITION_WINDOW
+    partitions: int = 1  # of every topic (``settings.kafka.partitions``): item updates go by it
 
     @classmethod
-    def from_settings(cls, stream: StreamSettings, topics: TopicNames) -> StepConfig:
+    def from_settings(
+        cls, stream: StreamSettings, topics: TopicNames, partitions: int
+    ) -> StepConfig:
         return cls(
             topics=topics,
             policy=lateness_policy(stream),
             features=UserFeatureConfig(sequence_length=stream.sequence_length),
             max_event_bytes=stream.max_event_bytes,
+            partitions=partitions,
         )
 
 
@@ -149,6 +153,7 @@ def interactions_step(
         state.watermarks,
         config.policy,
         config.features,
+        partitions=config.partitions,
         now_ms=now_ms,
         transition_window=config.transition_window,
     )
@@ -184,7 +189,9 @@ def impressions_step(
     now_ms: int | None = None,
 ) -> tuple[dict[int, int | None], Effects]:
     """Admit slates and forward one item update per (slate, item)."""
-    effects = handlers.handle_impressions(batch.good, watermarks, config.policy, now_ms)
+    effects = handlers.handle_impressions(
+        batch.good, watermarks, config.policy, partitions=config.partitions, now_ms=now_ms
+    )
     return watermarks, _forwarded(effects, batch, watermarks, config.topics.impressions)
 
 
@@ -204,7 +211,9 @@ def catalog_step(
     now_ms: int | None = None,
 ) -> tuple[dict[int, int | None], Effects]:
     """Admit catalogue updates and forward them to the item side."""
-    effects = handlers.handle_catalog(batch.good, watermarks, config.policy, now_ms)
+    effects = handlers.handle_catalog(
+        batch.good, watermarks, config.policy, partitions=config.partitions, now_ms=now_ms
+    )
     return watermarks, _forwarded(effects, batch, watermarks, config.topics.items)
 
 

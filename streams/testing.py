@@ -29,7 +29,7 @@ from features.rows import ItemFeatureRow, UserFeatureRow
 from streams import item_features, user_features
 from streams.bandit_steps import BanditConfig, BanditSteps, encode_outcome
 from streams.eventtime import Lateness
-from streams.handlers import DeadLetter, Effects, SourceRecord, decoded_by_position
+from streams.handlers import DeadLetter, Effects, Forward, SourceRecord, decoded_by_position
 from streams.item_features import ItemState
 from streams.state_port import InMemoryStateStore
 from streams.steps import StepConfig, StreamSteps, split_user_records
@@ -127,7 +127,7 @@ class LocalPipeline:
     applied: int = 0
     duplicates: int = 0
     suppressed: int = 0
-    _pending_updates: list[tuple[str, bytes]] = field(default_factory=list)
+    _pending_updates: list[Forward] = field(default_factory=list)
     _pending_outcomes: list[Outcome] = field(default_factory=list)
     _offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # next offset to assign
 
@@ -232,9 +232,9 @@ class LocalPipeline:
         if queued:
             records = [
                 self._positioned(
-                    SourceRecord(self.topics.item_updates, 0, 0, raw, item_id.encode())
+                    SourceRecord(self.topics.item_updates, forward.partition, 0, forward.payload)
                 )
-                for item_id, raw in queued
+                for forward in queued
             ]
             effects = self.steps.item_updates(self.state, records)
             self.dead_letters += effects.dead_letters

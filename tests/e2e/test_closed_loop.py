@@ -36,7 +36,7 @@ from serving.client import RecommenderClient
 from serving.server import start_server
 from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
-from streams.routing import partition_for_key
+from streams.partitioning import partition_for_key
 
 pytestmark = pytest.mark.e2e
 

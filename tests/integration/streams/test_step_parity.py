@@ -171,7 +171,11 @@ class RecordingProducer:
         self.sent: list[tuple[str, bytes, bytes | None]] = []
         self._next: dict[str, int] = {}  # topic -> next offset, as the broker appends
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int = 0
+    ) -> None:
+        # One partition (the steps' default ``StepConfig.partitions``): every record lands on 0.
+        assert partition == 0, partition
         self.sent.append((topic, value, key))
 
     def poll(self, timeout: float) -> int:

@@ -1,4 +1,5 @@
-"""Grouped repartition records: one message per item per batch, same item state as one per update."""
+"""Grouped repartition records: one message per item-updates partition per batch, the same item
+state as one record per update."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from events.models import Interaction
 from streams import handlers
 from streams.codec import decode_update, decode_updates, encode_update, encode_updates
 from streams.eventtime import Lateness
-from streams.handlers import Decoded, SourceRecord
+from streams.handlers import Decoded, Forward, SourceRecord
 from streams.item_features import ItemState, ItemUpdate
+from streams.partitioning import partition_for_key
 from streams.testing import EVENTS, LocalPipeline, interaction, record
 from streams.user_features import UserFeatureConfig
 
@@ -60,19 +62,28 @@ def _events(*specs: tuple[str, str, str, str]) -> list[Decoded[Interaction]]:
     return out
 
 
-def test_a_batch_forwards_one_message_per_item() -> None:
+def test_a_batch_forwards_one_message_per_partition_each_item_on_its_murmur2_partition() -> None:
     batch = _events(
         ("e1", "u1", "i1", "view"),
         ("e2", "u2", "i1", "click"),
         ("e3", "u1", "i2", "view"),
         ("e4", "u3", "i1", "view"),
         ("e4", "u3", "i1", "view"),  # a duplicate is not forwarded again
+        *[(f"x{n}", "u4", f"item-{n}", "view") for n in range(40)],
     )
-    effects = handlers.handle_interactions(batch, {}, {}, Lateness(), UserFeatureConfig())
-    assert [item for item, _ in effects.forwards] == ["i1", "i2"]
-    grouped = {item: decode_updates(payload) for item, payload in effects.forwards}
-    assert [u.event_id for u in grouped["i1"]] == ["e1", "e2", "e4"]
-    assert [u.event_id for u in grouped["i2"]] == ["e3"]
+    effects = handlers.handle_interactions(
+        batch, {}, {}, Lateness(), UserFeatureConfig(), partitions=4
+    )
+    partitions = [forward.partition for forward in effects.forwards]
+    assert partitions == sorted(set(partitions)) == [0, 1, 2, 3]  # 42 items, one message each
+    by_item: dict[str, list[str]] = {}
+    for forward in effects.forwards:
+        for update in decode_updates(forward.payload):
+            assert forward.partition == partition_for_key(update.item_id.encode(), 4)
+            by_item.setdefault(update.item_id, []).append(update.event_id)
+    assert by_item["i1"] == ["e1", "e2", "e4"]  # in the batch's order
+    assert by_item["i2"] == ["e3"]
+    assert len(by_item) == 42
 
 
 @given(st.lists(st.sampled_from(range(6)), min_size=1, max_size=30))
@@ -81,10 +92,12 @@ def test_grouped_forwarding_gives_the_item_state_of_one_record_per_update(picks:
     re-delivered groups included (the item state de-duplicates by event id)."""
     types = ["view", "click", "rating", "dismiss", "purchase", "view"]
     batch = _events(*[(f"e{p}", f"u{p % 2}", f"i{p % 3}", types[p]) for p in picks])
-    effects = handlers.handle_interactions(batch, {}, {}, Lateness(), UserFeatureConfig())
+    effects = handlers.handle_interactions(
+        batch, {}, {}, Lateness(), UserFeatureConfig(), partitions=2
+    )
     grouped_records = [
-        SourceRecord("item-updates", 0, n, payload)
-        for n, (_, payload) in enumerate(effects.forwards)
+        SourceRecord("item-updates", forward.partition, n, forward.payload)
+        for n, forward in enumerate(effects.forwards)
     ]
     decoded, bad = handlers.decode_batch(grouped_records * 2, handlers.decode_item_updates)
     assert not bad
@@ -103,7 +116,7 @@ def test_grouped_forwarding_gives_the_item_state_of_one_record_per_update(picks:
 
 def test_a_corrupt_grouped_record_is_a_dead_letter() -> None:
     pipeline = LocalPipeline()
-    pipeline._pending_updates.append(("i1", b'[{"k": "interaction"}]'))  # no item id
+    pipeline._pending_updates.append(Forward(0, b'[{"k": "interaction"}]'))  # no item id
     pipeline.drain()
     assert [letter.reason for letter in pipeline.dead_letters] == ["invalid_item_update"]
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from streams.handlers import SourceRecord
-from streams.routing import misrouted, murmur2, partition_for_key
+from streams.partitioning import murmur2, partition_for_key
+from streams.routing import misrouted
 
 
 # Kafka's own test vectors (clients' UtilsTest.testMurmur2), as signed 32-bit Java ints.
