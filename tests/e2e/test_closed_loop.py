@@ -34,9 +34,9 @@ from retrieval.movielens_catalog import item_rows
 from serving.build_pipeline import build_serving_app, embeddings_path
 from serving.client import RecommenderClient
 from serving.server import start_server
+from streams.partitioning import partition_for_key
 from streams.progress import wait_until_caught_up
 from streams.publish import producer_for
-from streams.partitioning import partition_for_key
 
 pytestmark = pytest.mark.e2e
 

@@ -19,8 +19,8 @@ from confluent_kafka import Producer
 from streams_harness import T0, consumed, read_topic, wait_for
 
 from core.settings import Settings
-from streams.publish import new_producer
 from streams.partitioning import partition_for_key
+from streams.publish import new_producer
 from streams.testing import interaction
 from streams.topics import ensure_topics
 
