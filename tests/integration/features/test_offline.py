@@ -111,22 +111,22 @@ def test_a_compacted_history_with_a_crashed_merges_leftovers_joins_the_same(
 
     store = apply_repo(settings.redis, settings.deployment)
     history = FeatureHistory(settings.deployment)
-    for n in range(7):  # batches 1-4 merged after the fourth, 5-7 still single files
+    for n in range(11):  # batches 1-8 merged after the eighth (fanout 8), 9-11 single files
         history.append([UserFeatureRow("u1", T + n * 1_000, activity_counts={"click_24h": n})])
     folder = feature_history_dir(settings.deployment) / USER_VIEW
     assert [p.name for p in BatchFolder(folder, USER_HISTORY_SCHEMA).files()] == [
-        "0000000001-0000000004.parquet",
-        *(f"{n:010d}.parquet" for n in (5, 6, 7)),
+        "0000000001-0000000008.parquet",
+        *(f"{n:010d}.parquet" for n in (9, 10, 11)),
     ]
-    # A further merge published, inputs 5-7 still there (as a crash before their removal).
-    kept = {n: (folder / f"{n:010d}.parquet").read_bytes() for n in (5, 6, 7)}
+    # A further merge published, inputs 9-11 still there (as a crash before their removal).
+    kept = {n: (folder / f"{n:010d}.parquet").read_bytes() for n in (9, 10, 11)}
     merged = BatchFolder(folder, USER_HISTORY_SCHEMA, Compaction(fanout=2)).compact()
-    assert merged is not None and merged.name.endswith("-0000000007.parquet")
+    assert merged is not None and merged.name.endswith("-0000000011.parquet")
     for n, raw in kept.items():
         (folder / f"{n:010d}.parquet").write_bytes(raw)
-    assert len(history.read(USER_VIEW)) == 7  # the reader ignores the covered inputs
+    assert len(history.read(USER_VIEW)) == 11  # the reader ignores the covered inputs
     requests = pd.DataFrame(
         {"user_id": ["u1"] * 4, "event_timestamp": at(T, T + 1, T + 3_500, T + 60_000)}
     )
     result = point_in_time_features(settings.redis, settings.deployment, requests, store=store)
-    assert values(result.user_features__click_24h) == [None, 0, 3, 6]
+    assert values(result.user_features__click_24h) == [None, 0, 3, 10]

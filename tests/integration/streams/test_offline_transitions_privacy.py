@@ -147,16 +147,17 @@ def test_offline_log_transitions_and_privacy_requests(lane: Lane) -> None:
         except FileNotFoundError:  # listed, then merged away: look again
             return False
 
-    # The worker's last append takes its merge: each file then outweighs a third of the newer
-    # ones (DEFAULT_COMPACTION), hence a number of files logarithmic in the bytes logged. A
+    # The worker's last append takes its merge: each file then outweighs 1/(fanout − 1) of the
+    # newer ones (DEFAULT_COMPACTION), hence a number of files logarithmic in the bytes logged. A
     # batch is readable once published, a moment before that merge: wait for it.
     wait_for(merged, what="the last append's merge")
     usage = folder_usage(log.folder)
     sizes = sizes_now()
     assert usage.batches >= SMALL_BATCHES and usage.files == len(sizes)
     assert plan_merge(sizes, DEFAULT_COMPACTION) is None
-    assert usage.files <= 1 + math.log(sum(sizes) / min(sizes)) / math.log(4 / 3)
-    assert usage.files < usage.batches / 3, usage
+    fanout = DEFAULT_COMPACTION.fanout
+    assert usage.files <= 1 + math.log(sum(sizes) / min(sizes)) / math.log(fanout / (fanout - 1))
+    assert usage.files < usage.batches / 2, usage
 
     # 2. transitions equal the offline builder's over each user's sequence
     client = redis.Redis.from_url(settings.redis.url.get_secret_value())
