@@ -26,7 +26,7 @@ Layers (top to bottom; lower layers import nothing above them and no I/O client)
 Data flow: ``<ns>.events`` (key user) → user features + one item update per applied event →
 ``<ns>.item-updates`` (key item; also fed by ``<ns>.impressions`` and ``<ns>.items``) → item
 features. Applied events also go to the offline log and the item transitions; ``<ns>.privacy``
-requests are handled with the events; impressions + rewards → ``<ns>.bandit-outcomes`` (key item) →
+requests are handled with the events; impressions + rewards → ``<ns>.bandit-outcomes`` (by item) →
 bandit posteriors. Definitions and semantics: ``features/FEATURES.md``. Crash-safety argument:
 ``streams.statestore``, ``streams.agents`` and ``streams.sinks``.
 """

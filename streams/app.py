@@ -17,7 +17,7 @@ agent                  consumes                             does
                                                             reward attribution → bandit-outcomes
 ``catalog``            ``<ns>.items`` (key item)            forwards catalogue updates
 ``item_features``      ``<ns>.item-updates`` (by item)      item features
-``bandit_posteriors``  ``<ns>.bandit-outcomes`` (key item)  posteriors (``streams.bandit_agent``),
+``bandit_posteriors``  ``<ns>.bandit-outcomes`` (by item)   posteriors (``streams.bandit_agent``),
                                                             then the outcome drift monitors
 =====================  ===================================  ====================================
 

@@ -2,11 +2,11 @@
 
 Attribution runs inside the ``interactions`` agent (``streams.app``), after the feature and
 impression steps of the same batch, so each user-keyed record crosses Faust once;
-``bandit_posteriors`` consumes ``<ns>.bandit-outcomes`` (key item). Order of effects:
+``bandit_posteriors`` consumes ``<ns>.bandit-outcomes`` (by item). Order of effects:
 
 * ``on_attribution``: the partition states are committed with the decided outcomes, numbered
-  per source partition, as their outbox; then the outcomes are produced, keyed by item, to
-  ``<ns>.bandit-outcomes`` and flushed. A worker that rebuilds a state from the store (after a
+  per source partition, as their outbox; then the outcomes are produced to
+  ``<ns>.bandit-outcomes``, one array per partition of their items, and flushed. A worker that rebuilds a state from the store (after a
   crash, a rebalance or a failed batch) first produces its stored outbox again; the posteriors
   skip an outcome whose number they have applied (``bandits.posterior.apply_outcome``), however
   long ago its id was forgotten.
@@ -32,7 +32,7 @@ from streams.bandit_steps import (
     BanditSteps,
     InputPartition,
     LiveAttribution,
-    encode_outcome,
+    outcome_messages,
 )
 from streams.handlers import Position, SourceRecord
 from streams.publish import flush_or_raise, produce_waiting
@@ -105,12 +105,13 @@ class BanditRuntime:
         count_by_arm(effects.outcomes)
 
     async def _produce(self, outcomes: Sequence[Outcome]) -> None:
-        for outcome in outcomes:
+        for message in outcome_messages(outcomes, self.steps.config.partitions):
             produce_waiting(
                 self.producer,
                 self.topics.bandit_outcomes,
-                encode_outcome(outcome),
-                outcome.item_id.encode(),
+                message.payload,
+                None,
+                partition=message.partition,
             )
         if outcomes:
             await flush_or_raise(self.producer, "outcomes")

@@ -6,7 +6,7 @@ step                   batch                                       state (throug
 ``attribution_step``   ``<ns>.impressions`` + ``<ns>.events`` +    ``AttributionState`` per
                        ``<ns>.privacy`` (keyed by user)            source partition number, and
                                                                    the users' privacy markers
-``outcomes_step``      ``<ns>.bandit-outcomes`` (key item)         ``PosteriorState`` per item
+``outcomes_step``      ``<ns>.bandit-outcomes`` (by item)          ``PosteriorState`` per item
 =====================  ==========================================  ===========================
 
 Both wrap the pure functions of ``bandits`` (``bandits/__init__.py`` draws the pipeline) and
@@ -68,9 +68,11 @@ from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_ou
 from core.errors import SchemaError
 from events import decode
 from events.models import Impression, Interaction, PrivacyAction, PrivacyRequest
+from streams.codec import json_arrays
 from streams.eventtime import Lateness, Verdict, judge
 from streams.fast_decode import decode_interaction
-from streams.handlers import Position, SourceRecord
+from streams.handlers import Forward, Position, SourceRecord
+from streams.partitioning import by_partition
 from streams.privacy import PrivacyStatus, suppresses
 from streams.state_port import (
     AttributionHead,
@@ -93,6 +95,7 @@ class BanditConfig:
     posterior: PosteriorConfig = field(default_factory=PosteriorConfig)
     policy: Lateness = field(default_factory=Lateness)
     max_event_bytes: int = 64 * 1024
+    partitions: int = 1  # of ``<ns>.bandit-outcomes`` (``settings.kafka.partitions``)
 
     @property
     def seen_margin_ms(self) -> int:
@@ -115,9 +118,33 @@ def encode_outcome(outcome: Outcome) -> bytes:
     return orjson.dumps(dataclasses.asdict(outcome))
 
 
-def decode_outcome(raw: bytes) -> Outcome:
+def outcome_messages(outcomes: Sequence[Outcome], partitions: int) -> list[Forward]:
+    """Outcomes as ``<ns>.bandit-outcomes`` messages: one JSON array per partition of their
+    items (murmur2 of the item id, as a keyed produce would pick; a few arrays for a very large
+    group), each item's outcomes in their order. The posteriors fold them exactly as one record
+    per outcome; the posteriors agent just consumes a few records per batch instead of one per
+    outcome (a slate of k items decides k outcomes)."""
+    return [
+        Forward(partition, payload)
+        for partition, group in by_partition(outcomes, _item_of, partitions)
+        for payload in json_arrays(encode_outcome(o) for o in group)
+    ]
+
+
+def _item_of(outcome: Outcome) -> str:
+    return outcome.item_id
+
+
+def decode_outcome_record(raw: bytes) -> list[Outcome]:
+    """A ``<ns>.bandit-outcomes`` record: a JSON array of outcomes (``outcome_messages``) or, as
+    written before outcomes were grouped, one outcome object."""
     try:
-        return Outcome(**orjson.loads(raw))
+        body = orjson.loads(raw)
+        if isinstance(body, dict):
+            return [Outcome(**body)]
+        if not isinstance(body, list) or not body:
+            raise ValueError("neither an outcome nor a non-empty array of outcomes")
+        return [Outcome(**one) for one in body]
     except (ValueError, TypeError) as exc:
         raise SchemaError(f"bad bandit outcome: {exc}", reason="invalid_outcome") from None
 
@@ -387,7 +414,7 @@ def decode_outcomes(records: Sequence[SourceRecord]) -> OutcomeBatch:
     batch = OutcomeBatch()
     for record in records:
         try:
-            batch.outcomes.append(decode_outcome(record.value))
+            batch.outcomes += decode_outcome_record(record.value)
         except SchemaError:
             batch.bad += 1
     return batch

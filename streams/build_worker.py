@@ -72,6 +72,7 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
         posterior=posterior,
         policy=config.policy,
         max_event_bytes=config.max_event_bytes,
+        partitions=settings.kafka.partitions,
     )
     bandit = BanditRuntime(
         BanditSteps(bandit_config),

@@ -7,7 +7,7 @@ Everything is compact JSON (orjson) so that states stay inspectable with ``redis
 from __future__ import annotations
 
 import base64
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -26,16 +26,20 @@ def encode_update(update: ItemUpdate) -> bytes:
 def encode_updates(
     updates: Sequence[ItemUpdate], max_bytes: int = FORWARD_MAX_BYTES
 ) -> list[bytes]:
-    """Updates of one item as JSON arrays: as few messages as keep each near ``max_bytes``.
+    """Updates as JSON arrays: as few messages as keep each near ``max_bytes``."""
+    return json_arrays((orjson.dumps(_update_body(u)) for u in updates), max_bytes)
 
-    A message holds at least one update, so a single update larger than ``max_bytes`` (a big
+
+def json_arrays(bodies: Iterable[bytes], max_bytes: int = FORWARD_MAX_BYTES) -> list[bytes]:
+    """Encoded JSON values joined into JSON arrays, as few as keep each near ``max_bytes``.
+
+    An array holds at least one value, so a single value larger than ``max_bytes`` (a big
     catalogue record) still travels, alone.
     """
     messages: list[bytes] = []
     parts: list[bytes] = []
     size = 2
-    for update in updates:
-        body = orjson.dumps(_update_body(update))
+    for body in bodies:
         if parts and size + len(body) + 1 > max_bytes:
             messages.append(b"[" + b",".join(parts) + b"]")
             parts, size = [], 2

@@ -65,7 +65,7 @@ from monitoring import (
     to_bytes,
 )
 from monitoring.config import Signal
-from streams.bandit_steps import decode_outcome
+from streams.bandit_steps import decode_outcome_record
 from streams.eventtime import Lateness, Verdict, judge
 from streams.fast_decode import decode_interaction
 from streams.handlers import SourceRecord
@@ -188,21 +188,22 @@ class DriftSteps:
         batches: dict[str, _PartitionBatch] = {}  # by monitor
         for record in records:
             try:
-                outcome = decode_outcome(record.value)
+                outcomes = decode_outcome_record(record.value)
             except SchemaError:
                 continue  # counted as a dead letter by the posteriors step
             batch = batches.setdefault(f"outcomes:{record.partition}", _PartitionBatch())
-            batch.outcomes.append(
-                SlotOutcome(
-                    outcome.impression_ms,
-                    outcome.outcome_id,
-                    outcome.arm or "none",
-                    outcome.source or "unknown",
-                    outcome.success,
-                    outcome.reason == "dismiss",
+            for outcome in outcomes:
+                batch.outcomes.append(
+                    SlotOutcome(
+                        outcome.impression_ms,
+                        outcome.outcome_id,
+                        outcome.arm or "none",
+                        outcome.source or "unknown",
+                        outcome.success,
+                        outcome.reason == "dismiss",
+                    )
                 )
-            )
-            batch.saw(outcome.impression_ms)
+                batch.saw(outcome.impression_ms)
         effects = self._step(batches, {}, store, self.config.outcome_monitor)
         effects.commit.offsets["drift_outcomes"] = consumed
         return effects

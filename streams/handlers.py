@@ -24,7 +24,7 @@ from streams import item_features, user_features
 from streams.codec import decode_updates, encode_updates
 from streams.eventtime import Lateness, Verdict, advance, judge
 from streams.item_features import ItemState, ItemUpdate
-from streams.partitioning import partition_for_key
+from streams.partitioning import by_partition
 from streams.privacy import PrivacyEffects
 from streams.state_port import StateCommit
 from streams.transitions import (
@@ -81,10 +81,11 @@ def decoded_by_position(done: Iterable[Effects]) -> dict[Position, Any]:
 
 @dataclass(frozen=True, slots=True)
 class Forward:
-    """One message to ``<ns>.item-updates``: updates of items that all live on ``partition``."""
+    """One message to an internal re-keyed topic (``<ns>.item-updates``, ``<ns>.bandit-outcomes``):
+    a JSON array of records whose keys all belong on ``partition``."""
 
     partition: int
-    payload: bytes  # grouped ItemUpdates (``streams.codec.encode_updates``)
+    payload: bytes
 
 
 @dataclass(slots=True)
@@ -133,17 +134,13 @@ def _forward(effects: Effects, updates: Iterable[ItemUpdate], partitions: int) -
     de-duplicates and folds them exactly as before; grouping only cuts the number of messages the
     item agent consumes (the per-message cost of a Faust hop is most of what a message costs the
     worker, ``docs/benchmarks/ingest.md``)."""
-    by_partition: dict[int, list[ItemUpdate]] = {}
-    for update in updates:
-        partition = partition_for_key(update.item_id.encode(), partitions)
-        group = by_partition.get(partition)
-        if group is None:
-            by_partition[partition] = [update]
-        else:
-            group.append(update)
-    for partition, group in sorted(by_partition.items()):
+    for partition, group in by_partition(updates, _item_of, partitions):
         for payload in encode_updates(group):
             effects.forwards.append(Forward(partition, payload))
+
+
+def _item_of(update: ItemUpdate) -> str:
+    return update.item_id
 
 
 def _source_of(record: SourceRecord) -> dict[str, Any]:

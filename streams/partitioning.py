@@ -8,6 +8,11 @@ the partition their item belongs to (``streams.handlers``), one message per part
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from typing import TypeVar
+
+T = TypeVar("T")
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -55,3 +60,19 @@ def partition_for_key(key: bytes, partitions: int) -> int:
 
 _HOMES: dict[tuple[bytes, int], int] = {}
 _HOMES_LIMIT = 100_000
+
+
+def by_partition(
+    values: Iterable[T], key_of: Callable[[T], str], partitions: int
+) -> list[tuple[int, list[T]]]:
+    """``values`` grouped by the partition of their key, partitions ascending, each group in the
+    order of ``values`` (so one key's values keep their order within their partition)."""
+    groups: dict[int, list[T]] = {}
+    for value in values:
+        partition = partition_for_key(key_of(value).encode(), partitions)
+        group = groups.get(partition)
+        if group is None:
+            groups[partition] = [value]
+        else:
+            group.append(value)
+    return sorted(groups.items())

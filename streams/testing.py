@@ -27,7 +27,7 @@ from events.models import Impression, Interaction
 from features.ports import InMemoryFeatureStore
 from features.rows import ItemFeatureRow, UserFeatureRow
 from streams import item_features, user_features
-from streams.bandit_steps import BanditConfig, BanditSteps, encode_outcome
+from streams.bandit_steps import BanditConfig, BanditSteps, outcome_messages
 from streams.eventtime import Lateness
 from streams.handlers import DeadLetter, Effects, Forward, SourceRecord, decoded_by_position
 from streams.item_features import ItemState
@@ -242,9 +242,12 @@ class LocalPipeline:
             self.state.commit(effects.commit)
         outcomes, self._pending_outcomes = self._pending_outcomes, []
         if outcomes and self.bandit_steps is not None:
+            partitions = self.bandit_steps.config.partitions
             records = [
-                self._positioned(SourceRecord(self.topics.bandit_outcomes, 0, 0, encode_outcome(o)))
-                for o in outcomes
+                self._positioned(
+                    SourceRecord(self.topics.bandit_outcomes, message.partition, 0, message.payload)
+                )
+                for message in outcome_messages(outcomes, partitions)
             ]
             self.state.commit(self.bandit_steps.outcomes(self.state, records).commit)
 

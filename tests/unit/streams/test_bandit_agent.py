@@ -10,17 +10,20 @@ import pytest
 
 from bandits.attribution import AttributionConfig, AttributionState, attribute
 from bandits.posterior import Outcome, decode_counts_value, posterior_hash_parts
+from core.errors import SchemaError
 from core.settings import Settings
 from events.models import Impression, Interaction
 from streams.bandit_agent import BanditRuntime
 from streams.bandit_steps import (
     BanditConfig,
     BanditSteps,
-    decode_outcome,
+    decode_outcome_record,
     encode_outcome,
     forget_users,
+    outcome_messages,
 )
 from streams.handlers import SourceRecord
+from streams.partitioning import partition_for_key
 from streams.privacy import PrivacyStatus
 from streams.state_port import InMemoryStateStore
 from streams.testing import interaction, privacy_request
@@ -33,10 +36,12 @@ WINDOW = 10 * 60_000
 
 class FakeProducer:
     def __init__(self) -> None:
-        self.sent: list[tuple[str, bytes, bytes | None]] = []
+        self.sent: list[tuple[str, bytes, int]] = []
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
-        self.sent.append((topic, value, key))
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int = -1
+    ) -> None:
+        self.sent.append((topic, value, partition))
 
     def poll(self, timeout: float) -> int:
         return 0
@@ -80,7 +85,53 @@ def test_outcomes_become_posterior_hashes_once() -> None:
     hashed = state.posterior_hashes[posterior_hash_parts("*")]
     stored = {item: decode_counts_value(v)[:2] for item, v in hashed.items()}
     assert stored == {"a": pytest.approx((1.0, 1.0)), "b": pytest.approx((0.0, 1.0))}
-    assert decode_outcome(encode_outcome(outcomes[0])) == outcomes[0]
+    assert decode_outcome_record(encode_outcome(outcomes[0])) == [outcomes[0]]
+
+
+def test_grouped_outcome_messages_fold_as_one_record_per_outcome() -> None:
+    """One message per partition of the outcomes' items, each item on its murmur2 partition in
+    its order; the posteriors come out as from one legacy record per outcome."""
+    outcomes = [_outcome(f"r{n}", f"item-{n % 7}", n % 3 == 0, T0 + n) for n in range(60)]
+    messages = outcome_messages(outcomes, 4)
+    assert [m.partition for m in messages] == sorted({m.partition for m in messages})
+    assert len(messages) == len({partition_for_key(o.item_id.encode(), 4) for o in outcomes})
+    decoded = []
+    for message in messages:
+        for outcome in decode_outcome_record(message.payload):
+            assert message.partition == partition_for_key(outcome.item_id.encode(), 4)
+            decoded.append(outcome)
+    for item in {o.item_id for o in outcomes}:
+        assert [o for o in decoded if o.item_id == item] == [
+            o for o in outcomes if o.item_id == item
+        ]
+
+    def posteriors(records: list[SourceRecord]) -> dict[str, dict[str, bytes]]:
+        state = InMemoryStateStore()
+        bandit, _ = _runtime(state)
+        asyncio.run(bandit.on_outcomes(records))
+        return state.posterior_hashes[posterior_hash_parts("*")]
+
+    grouped = [
+        SourceRecord(TOPICS.bandit_outcomes, m.partition, n, m.payload)
+        for n, m in enumerate(messages)
+    ]
+    single = [
+        SourceRecord(TOPICS.bandit_outcomes, 0, n, encode_outcome(o))
+        for n, o in enumerate(outcomes)
+    ]
+    assert posteriors(grouped) == posteriors(single)
+
+
+@pytest.mark.parametrize("raw", [b"[]", b"[1]", b'{"outcome_id": "x"}', b"not json", b"3"])
+def test_a_corrupt_outcome_record_is_counted_bad(raw: bytes) -> None:
+    with pytest.raises(SchemaError) as raised:
+        decode_outcome_record(raw)
+    assert raised.value.reason == "invalid_outcome"
+    state = InMemoryStateStore()
+    bandit, _ = _runtime(state)
+    good = encode_outcome(_outcome("r1", "a", True, T0))
+    records = [SourceRecord(TOPICS.bandit_outcomes, 0, n, v) for n, v in enumerate([raw, good])]
+    assert asyncio.run(bandit.on_outcomes(records)) == 1  # the good record still applies
 
 
 def test_a_deleted_user_leaves_no_pending_impressions_or_buffered_rewards() -> None:
@@ -133,7 +184,7 @@ def _next_offset() -> int:
     return next(_OFFSETS)
 
 
-def test_attribution_emits_outcomes_keyed_by_item_and_respects_privacy() -> None:
+def test_attribution_emits_outcomes_by_item_and_respects_privacy() -> None:
     state = InMemoryStateStore()
     state.privacy["quiet"] = PrivacyStatus(opted_out=True)  # stored by the interactions step
     bandit, producer = _runtime(state)
@@ -152,5 +203,8 @@ def test_attribution_emits_outcomes_keyed_by_item_and_respects_privacy() -> None
     outcomes = asyncio.run(bandit.on_attribution([delete, closing]))
     # r2|a was forgotten with its user; r1|a is decided when the watermark passes its window.
     assert [(o.outcome_id, o.success) for o in outcomes] == [("r1|a", True)]
-    assert [(topic, key) for topic, _, key in producer.sent] == [(TOPICS.bandit_outcomes, b"a")]
+    # on item a's partition (the runtime's steps have one partition)
+    assert [(topic, partition) for topic, _, partition in producer.sent] == [
+        (TOPICS.bandit_outcomes, 0)
+    ]
     assert "gone" not in str(state.attribution)

@@ -30,7 +30,9 @@ class FakeProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int = -1
+    ) -> None:
         self.sent.append((topic, value))
 
     def poll(self, timeout: float) -> int:

@@ -10,7 +10,9 @@ ahead within a batch) an outcome counted twice: the crash replay test
 (``tests/integration/streams/test_crash_replay.py``) found one item's failure count doubled.
 
 Here one batch decides two slates of the same item three days apart, so the older outcome's id is
-forgotten as soon as the pair is applied, and the worker dies at each point of its batch in turn.
+forgotten as soon as the pair is applied, and a slate of an item on another partition, so the
+batch's outcomes go out as two messages (``outcome_messages``: one per partition); the worker dies
+at each point of its batch in turn.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from core.settings import Settings
 from streams.bandit_agent import BanditRuntime
 from streams.bandit_steps import BanditConfig, BanditSteps
 from streams.handlers import SourceRecord
+from streams.partitioning import partition_for_key
 from streams.state_port import InMemoryStateStore, StateCommit
 from streams.testing import interaction
 from streams.topics import TopicNames
@@ -33,7 +36,8 @@ T0 = 1_700_000_000_000
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 TOPICS = TopicNames.for_settings(Settings(namespace="unit"))
-CONFIG = BanditConfig(TOPICS)
+CONFIG = BanditConfig(TOPICS, partitions=4)
+OTHER = "i3"  # on another partition of ``<ns>.bandit-outcomes`` than i1 (asserted below)
 
 
 class Killed(Exception):
@@ -59,7 +63,9 @@ class Producer:
     def __init__(self, log: list[bytes], die_at: int | None = None) -> None:
         self.log, self.die_at, self.count = log, die_at, 0
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None) -> None:
+    def produce(
+        self, topic: str, value: bytes, key: bytes | None = None, partition: int = -1
+    ) -> None:
         assert topic == TOPICS.bandit_outcomes
         if self.count == self.die_at:
             raise Killed(f"at outcome {self.count}")
@@ -82,7 +88,7 @@ def _worker(store: Store, log: list[bytes], die_at: int | None = None) -> Bandit
     )
 
 
-def _slate(request_id: str, t: int) -> bytes:
+def _slate(request_id: str, t: int, item: str = "i1") -> bytes:
     return orjson.dumps(
         {
             "request_id": request_id,
@@ -90,7 +96,7 @@ def _slate(request_id: str, t: int) -> bytes:
             "event_time": t,
             "model_version": "m",
             "items": [
-                {"item_id": "i1", "position": 0, "score": 1.0, "source": "ann", "propensity": 0.5}
+                {"item_id": item, "position": 0, "score": 1.0, "source": "ann", "propensity": 0.5}
             ],
         }
     )
@@ -107,6 +113,7 @@ LATER = T0 + 3 * DAY_MS
 BATCH = [
     SourceRecord(TOPICS.impressions, 0, 0, _slate("r-old", T0), b"u1"),
     SourceRecord(TOPICS.impressions, 0, 1, _slate("r-new", LATER), b"u1"),
+    SourceRecord(TOPICS.impressions, 0, 2, _slate("r-other", LATER, OTHER), b"u1"),
     _view("e1", LATER + 2 * HOUR_MS, 0),
 ]
 # The partition's next batch: decides nothing new.
@@ -118,7 +125,7 @@ def _posteriors(crash: str | None) -> tuple[dict[tuple[str, ...], dict[str, str]
     during ``BATCH`` and a fresh one taking over (Kafka delivers what was not committed again);
     and how many outcome messages were produced."""
     store, log = Store(), []
-    die_at = {"at the first outcome": 0, "at the second outcome": 1}.get(crash or "")
+    die_at = {"at the first message": 0, "at the second message": 1}.get(crash or "")
     first = _worker(store, log, die_at)
     if crash == "before the commit":
         store.fail_commits = 1
@@ -140,20 +147,21 @@ def _posteriors(crash: str | None) -> tuple[dict[tuple[str, ...], dict[str, str]
     ("crash", "messages"),
     [
         ("before the commit", 2),  # nothing went out: decided again, with the same numbers
-        ("at the first outcome", 2),  # committed, nothing out: the outbox goes out
-        ("at the second outcome", 3),  # one out, then the whole outbox again
+        ("at the first message", 2),  # committed, nothing out: the outbox goes out
+        ("at the second message", 3),  # one out, then the whole outbox again
         ("after the batch", 4),  # both out, then the outbox again
     ],
 )
 def test_outcomes_count_once_whenever_the_worker_dies(crash: str, messages: int) -> None:
+    assert partition_for_key(b"i1", 4) != partition_for_key(OTHER.encode(), 4)
     expected, produced = _posteriors(None)
-    assert expected and produced == 2  # both slates decided, each outcome produced once
+    assert expected and produced == 2  # three outcomes decided, two partitions: two messages
     again_before = _sent_again()
     got, produced_with_crash = _posteriors(crash)
     assert produced_with_crash == messages
     assert got == expected
-    # the operator's view: the restarted worker re-sent the committed outbox (both outcomes)
-    assert _sent_again() - again_before == (0 if crash == "before the commit" else 2)
+    # the operator's view: the restarted worker re-sent the committed outbox (three outcomes)
+    assert _sent_again() - again_before == (0 if crash == "before the commit" else 3)
 
 
 def _sent_again() -> float:
