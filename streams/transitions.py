@@ -199,6 +199,15 @@ def increments_of_insertion(
     if at == len(history) or history[at] != entry:
         return {}  # the new entry was the oldest, dropped again at capacity: nothing changed
     dismissed = state.dismissed
+    item = entry[2]
+    if (
+        item in dismissed
+        or _neighbour(history, range(at - 1, -1, -1), dismissed) == item
+        or _neighbour(history, range(at + 1, len(history)), dismissed) == item
+    ):
+        # Not in the sequence, or next to a copy of its own item (a click or rating of what
+        # was viewed at the same time): the repeat collapses, the sequence does not change.
+        return {}
     found, last = 0, None
     start = -1
     for index in range(at - 1, -1, -1):
@@ -220,3 +229,14 @@ def increments_of_insertion(
     return sequence_delta(
         transition_sequence(before, dismissed), transition_sequence(after, dismissed), window
     )
+
+
+def _neighbour(
+    history: Sequence[tuple[int, str, str]], indices: Iterable[int], dismissed: Collection[str]
+) -> str | None:
+    """The first item at ``indices`` of ``history`` that is in the transition sequence."""
+    for index in indices:
+        item = history[index][2]
+        if item not in dismissed:
+            return item
+    return None
