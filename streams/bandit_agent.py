@@ -6,10 +6,10 @@ impression steps of the same batch, so each user-keyed record crosses Faust once
 
 * ``on_attribution``: the partition states are committed with the decided outcomes, numbered
   per source partition, as their outbox; then the outcomes are produced to
-  ``<ns>.bandit-outcomes``, one array per partition of their items, and flushed. A worker that rebuilds a state from the store (after a
-  crash, a rebalance or a failed batch) first produces its stored outbox again; the posteriors
-  skip an outcome whose number they have applied (``bandits.posterior.apply_outcome``), however
-  long ago its id was forgotten.
+  ``<ns>.bandit-outcomes``, one array per partition of their items, and flushed. A worker that
+  rebuilds a state from the store (after a crash, a rebalance or a failed batch) first produces
+  its stored outbox again; the posteriors skip an outcome whose number they have applied
+  (``bandits.posterior.apply_outcome``), however long ago its id was forgotten.
 * ``on_outcomes``: one commit holds the per-item states and the posterior hashes in the layout
   ``bandits.posterior`` defines (absolute values: writing them again is harmless). Serving reads
   them with ``posterior_read_plan``.

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from core.errors import DependencyUnavailable
+from core.errors import ConfigError, DependencyUnavailable
 from core.settings import Settings
 
 
@@ -88,16 +88,24 @@ def topic_configs(names: TopicNames, user_data_retention_hours: int) -> dict[str
 
 def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> TopicNames:
     """Create the worker's topics if missing (idempotent), with ``settings.kafka.partitions`` and
-    :func:`topic_configs` (topics that exist already are left as they are)."""
+    :func:`topic_configs` (topics that exist already are left as they are).
+
+    A topic that exists with another partition count is a ``ConfigError``: the worker places
+    records by that count (re-routed user records, item updates and outcomes grouped per
+    partition, ``streams.partitioning``), so the two must agree."""
     from confluent_kafka import KafkaError, KafkaException
     from confluent_kafka.admin import AdminClient, NewTopic
 
     names = TopicNames.for_settings(settings)
     admin = AdminClient({"bootstrap.servers": settings.kafka.bootstrap_servers})
     try:
-        existing = set(admin.list_topics(timeout=timeout_s).topics)
+        existing = admin.list_topics(timeout=timeout_s).topics
     except KafkaException as exc:
         raise DependencyUnavailable("kafka", str(exc)) from exc
+    check_partition_counts(
+        {n: len(existing[n].partitions) for n in names.all() if n in existing},
+        settings.kafka.partitions,
+    )
     missing = [n for n in names.all() if n not in existing]
     if missing:
         configs = topic_configs(names, settings.kafka.user_data_retention_hours)
@@ -113,3 +121,14 @@ def ensure_topics(settings: Settings, timeout_s: float = 15.0) -> TopicNames:
                 if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                     raise DependencyUnavailable("kafka", f"cannot create {name}: {exc}") from exc
     return names
+
+
+def check_partition_counts(counts: dict[str, int], partitions: int) -> None:
+    """Raise ``ConfigError`` naming the topics whose partition count is not ``partitions``."""
+    wrong = {name: count for name, count in sorted(counts.items()) if count != partitions}
+    if wrong:
+        found = ", ".join(f"{name}: {count}" for name, count in wrong.items())
+        raise ConfigError(
+            f"topics exist with another partition count than AETHER_KAFKA__PARTITIONS="
+            f"{partitions} ({found}); set it to theirs, or recreate the topics"
+        )
