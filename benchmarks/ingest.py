@@ -18,7 +18,10 @@ CPU seconds (``process_cpu_seconds_total``) and events per worker CPU second, wh
 and the load average.
 
 ``--json PATH`` writes one flat object: ``events_per_s``, ``worker_cpu_s``,
-``events_per_worker_cpu_s``, ``batches_<agent>``, ``load_average``, ``freshness_p50_ms``/
+``events_per_worker_cpu_s``, ``batches_<agent>``, ``stage_cpu_us_per_event_<stage>`` (phase 1's
+worker CPU per event in each stage of ``streams.worker_metrics.STAGES``, from
+``aether_stream_stage_cpu_seconds``, and ``_rest``: Faust's consumption, the event loop and the
+metrics), ``load_average``, ``freshness_p50_ms``/
 ``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
 ``freshness_p99_ms_at_<rate>``, the workers' full collector passes over both phases
 (``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``), the offline logs'
@@ -180,6 +183,9 @@ def warm_up(settings: Settings, ports: list[int], clock: list[int]) -> None:
 _SAMPLE = re.compile(r"^aether_stream_events_total\{([^}]*)\}\s+([0-9.e+]+)$", re.M)
 _BATCHES = re.compile(r'^aether_stream_batch_seconds_count\{agent="([^"]*)"\}\s+([0-9.e+]+)$', re.M)
 _CPU = re.compile(r"^process_cpu_seconds_total\s+([0-9.e+]+)$", re.M)
+_STAGE_CPU = re.compile(
+    r'^aether_stream_stage_cpu_seconds_total\{stage="([^"]*)"\}\s+([0-9.e+]+)$', re.M
+)
 
 
 def _scrape(port: int) -> str:
@@ -200,6 +206,29 @@ def worker_usage(ports: list[int]) -> tuple[float, dict[str, int]]:
         for agent, value in _BATCHES.findall(text):
             batches[agent] = batches.get(agent, 0) + int(float(value))
     return cpu, batches
+
+
+def stage_cpu_seconds(ports: list[int]) -> dict[str, float]:
+    """CPU seconds used so far in each stage of batch handling (``aether_stream_stage_cpu_seconds``,
+    ``streams.worker_metrics.STAGES``), summed over the workers."""
+    stages: dict[str, float] = {}
+    for port in ports:
+        for stage, value in _STAGE_CPU.findall(_scrape(port)):
+            stages[stage] = stages.get(stage, 0.0) + float(value)
+    return stages
+
+
+def stage_split(
+    before: dict[str, float], after: dict[str, float], cpu_s: float, events: int
+) -> dict[str, float]:
+    """µs of worker CPU per event in each stage between two readings, and ``rest``: the process's
+    CPU outside every stage (Faust's consumption, the event loop, metrics)."""
+    split = {
+        stage: 1e6 * (after.get(stage, 0.0) - before.get(stage, 0.0)) / max(events, 1)
+        for stage in sorted(after)
+    }
+    split["rest"] = 1e6 * cpu_s / max(events, 1) - sum(split.values())
+    return split
 
 
 _GC_FULL = re.compile(
@@ -348,6 +377,7 @@ def command(args: argparse.Namespace) -> int:
         print(f"pure handlers, in process (no broker, no stores): {in_process:,.0f} events/s")
         slates = serving_slates(batch, args.slate_every)
         cpu_before, batches_before = worker_usage(ports)
+        stages_before = stage_cpu_seconds(ports)
         gc_before = full_collections(ports)
         publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
@@ -360,6 +390,9 @@ def command(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         sustained = len(batch) / elapsed
         cpu_after, batches_after = worker_usage(ports)
+        stages = stage_split(
+            stages_before, stage_cpu_seconds(ports), cpu_after - cpu_before, len(batch)
+        )
         cpu_s = cpu_after - cpu_before
         batches = {a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())}
         print(
@@ -370,6 +403,10 @@ def command(args: argparse.Namespace) -> int:
         print(
             f"worker CPU: {cpu_s:.1f} s = {per_cpu_s:,.0f} events per CPU "
             f"second; batches by agent: {batches}; load average {_loadavg()}"
+        )
+        print(
+            "worker CPU per event by stage (µs): "
+            + ", ".join(f"{stage} {us:.1f}" for stage, us in stages.items())
         )
         reference = None
         if args.scale_out and args.workers == 1:
@@ -443,6 +480,7 @@ def command(args: argparse.Namespace) -> int:
             "worker_cpu_s": round(cpu_s, 2),
             "events_per_worker_cpu_s": round(per_cpu_s, 1),
             **{f"batches_{agent}": n for agent, n in batches.items()},
+            **{f"stage_cpu_us_per_event_{stage}": round(us, 2) for stage, us in stages.items()},
             "load_average": load_average,
             "offered_rates": offered,
             **figures,

@@ -34,7 +34,9 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
+from events.models import Impression
 from features.ports import OnlineFeatureWriter
+from features.rows import ItemFeatureRow
 from streams import worker_metrics
 from streams.catalogue_content import CatalogueContent
 from streams.codec import encode_dead_letter
@@ -44,6 +46,7 @@ from streams.publish import flush_or_raise, produce_waiting
 from streams.sinks import StreamSinks
 from streams.state_port import StateStore
 from streams.steps import StreamSteps
+from streams.worker_metrics import stage_cpu
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +76,14 @@ class StreamRuntime:
     # -- one method per agent ------------------------------------------------------------------
     async def on_interactions(self, records: Sequence[SourceRecord]) -> Effects:
         """A batch of ``<ns>.events`` and ``<ns>.privacy`` records (requests act first)."""
-        effects = self.steps.interactions(self.state, records, self._now_ms())
+        with stage_cpu("user_step"):
+            effects = self.steps.interactions(self.state, records, self._now_ms())
         # Parquet and erasure I/O run in a thread while the producer flush is awaited.
         await asyncio.gather(self._emit(effects), _in_thread(self._offline, effects))
-        self.writer.write_users(effects.user_rows)
-        self.state.commit(effects.commit)
+        with stage_cpu("feature_rows"):
+            self.writer.write_users(effects.user_rows)
+        with stage_cpu("state_commit"):
+            self.state.commit(effects.commit)
         observe_freshness(records, self.topics.events)
         self._count(self.topics.events, effects)
         count_by_type(effects)
@@ -91,8 +97,9 @@ class StreamRuntime:
         """Erasure first, so a deleted user's events after the deletion survive it."""
         self._erase(effects.privacy)
         if self.sinks is not None:
-            self.sinks.log_events(effects.applied_events)
-            self.sinks.log_rows(effects.user_rows)
+            with stage_cpu("offline_sinks"):
+                self.sinks.log_events(effects.applied_events)
+                self.sinks.log_rows(effects.user_rows)
 
     def _erase(self, privacy: PrivacyEffects) -> None:
         """Privacy side effects of a batch; all idempotent (they may run again after a crash)."""
@@ -108,22 +115,25 @@ class StreamRuntime:
     async def on_impressions(self, records: Sequence[SourceRecord]) -> Effects:
         """Served slates: one item update per shown item forwarded and, meanwhile, the admitted
         slates appended to the offline log; both before the commit (as for events)."""
-        effects = self.steps.impressions(self.state, records, self._now_ms())
+        with stage_cpu("user_step"):
+            effects = self.steps.impressions(self.state, records, self._now_ms())
         if self.sinks is not None:
             await asyncio.gather(
                 self._emit(effects),
-                _in_thread(self.sinks.log_impressions, effects.applied_impressions),
+                _in_thread(self._log_impressions, effects.applied_impressions),
             )
         else:
             await self._emit(effects)
-        self.state.commit(effects.commit)
+        with stage_cpu("state_commit"):
+            self.state.commit(effects.commit)
         self._count(self.topics.impressions, effects)
         return effects
 
     async def on_catalog(self, records: Sequence[SourceRecord]) -> Effects:
         """Catalogue updates: forwarded to the item side and, with a content writer, embedded
         into the content collection (in a thread, meanwhile), both before the commit."""
-        effects = self.steps.catalog(self.state, records, self._now_ms())
+        with stage_cpu("item_step"):
+            effects = self.steps.catalog(self.state, records, self._now_ms())
         if self.content is not None:
             late = {(r.partition, r.offset) for r in effects.late}
             admitted = [
@@ -134,25 +144,44 @@ class StreamRuntime:
             await asyncio.gather(self._emit(effects), _in_thread(self.content.write, admitted))
         else:
             await self._emit(effects)
-        self.state.commit(effects.commit)
+        with stage_cpu("state_commit"):
+            self.state.commit(effects.commit)
         self._count(self.topics.items, effects)
         return effects
 
     async def on_item_updates(self, records: Sequence[SourceRecord]) -> Effects:
-        effects = self.steps.item_updates(self.state, records)
+        with stage_cpu("item_step"):
+            effects = self.steps.item_updates(self.state, records)
         if self.sinks is not None:
-            await asyncio.gather(
-                self._emit(effects), _in_thread(self.sinks.log_rows, effects.item_rows)
-            )
+            await asyncio.gather(self._emit(effects), _in_thread(self._log_rows, effects.item_rows))
         else:
             await self._emit(effects)
-        self.writer.write_items(effects.item_rows)
-        self.state.commit(effects.commit)
+        with stage_cpu("feature_rows"):
+            self.writer.write_items(effects.item_rows)
+        with stage_cpu("state_commit"):
+            self.state.commit(effects.commit)
         self._count(self.topics.item_updates, effects)
         return effects
 
+    # -- the offline sinks, in a worker thread ----------------------------------------------------
+    def _log_impressions(self, slates: Sequence[Impression]) -> None:
+        assert self.sinks is not None
+        with stage_cpu("offline_sinks"):
+            self.sinks.log_impressions(slates)
+
+    def _log_rows(self, rows: Sequence[ItemFeatureRow]) -> None:
+        assert self.sinks is not None
+        with stage_cpu("offline_sinks"):
+            self.sinks.log_rows(rows)
+
     # -- effects -------------------------------------------------------------------------------
     async def _emit(self, effects: Effects) -> None:
+        with stage_cpu("produce"):
+            self._produce_outputs(effects)
+        if effects.forwards or effects.dead_letters or effects.late:
+            await self._flush()
+
+    def _produce_outputs(self, effects: Effects) -> None:
         for forward in effects.forwards:
             self._produce(self.topics.item_updates, forward.payload, None, forward.partition)
         for letter in effects.dead_letters:
@@ -169,8 +198,6 @@ class StreamRuntime:
             self._produce(self.topics.dead_letters, payload, record.key)
         for record in effects.late:
             self._produce(self.topics.late_events, record.value, record.key)
-        if effects.forwards or effects.dead_letters or effects.late:
-            await self._flush()
 
     def _produce(
         self, topic: str, value: bytes, key: bytes | None, partition: int | None = None

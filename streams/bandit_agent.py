@@ -37,6 +37,7 @@ from streams.bandit_steps import (
 from streams.handlers import Position, SourceRecord
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
+from streams.worker_metrics import stage_cpu
 
 NO_ARM = "none"  # the arm label of slates served outside any experiment (as serving's metrics)
 
@@ -76,7 +77,10 @@ class BanditRuntime:
         self, records: Sequence[SourceRecord], decoded: Mapping[Position, object] | None = None
     ) -> list[Outcome]:
         """``decoded``: what the batch's feature and impression steps decoded already."""
-        effects = self.steps.attribution(self.state, records, self._now_ms(), decoded, self._live)
+        with stage_cpu("attribution"):
+            effects = self.steps.attribution(
+                self.state, records, self._now_ms(), decoded, self._live
+            )
         await self._publish_and_commit(effects)
         if effects.late:
             worker_metrics.EVENTS.labels("bandit-attribution", "late").inc(effects.late)
@@ -94,7 +98,8 @@ class BanditRuntime:
             worker_metrics.EVENTS.labels("bandit-attribution", "outcome_again").inc(
                 len(effects.reemit)
             )
-        self.state.commit(effects.commit)
+        with stage_cpu("state_commit"):
+            self.state.commit(effects.commit)
         await self._produce(effects.outcomes)
         self._live.committed(effects)
         live = self._live
@@ -105,14 +110,15 @@ class BanditRuntime:
         count_by_arm(effects.outcomes)
 
     async def _produce(self, outcomes: Sequence[Outcome]) -> None:
-        for message in outcome_messages(outcomes, self.steps.config.partitions):
-            produce_waiting(
-                self.producer,
-                self.topics.bandit_outcomes,
-                message.payload,
-                None,
-                partition=message.partition,
-            )
+        with stage_cpu("produce"):
+            for message in outcome_messages(outcomes, self.steps.config.partitions):
+                produce_waiting(
+                    self.producer,
+                    self.topics.bandit_outcomes,
+                    message.payload,
+                    None,
+                    partition=message.partition,
+                )
         if outcomes:
             await flush_or_raise(self.producer, "outcomes")
 
@@ -149,7 +155,8 @@ class BanditRuntime:
             worker_metrics.ATTRIBUTION_IDLE_INPUTS.labels(source.value).set(
                 sum(s is source for s, _ in idle)
             )
-        effects = self.steps.advance_idle(self.state, idle, active, self._live)
+        with stage_cpu("attribution"):
+            effects = self.steps.advance_idle(self.state, idle, active, self._live)
         if effects.commit.is_empty():
             return []
         await self._publish_and_commit(effects)
@@ -157,12 +164,14 @@ class BanditRuntime:
 
     # -- agent 2: outcomes, partitioned by item ------------------------------------------------
     async def on_outcomes(self, records: Sequence[SourceRecord]) -> int:
-        effects = self.steps.outcomes(self.state, records)
+        with stage_cpu("posteriors"):
+            effects = self.steps.outcomes(self.state, records)
         topic = self.topics.bandit_outcomes
         if effects.bad:
             worker_metrics.EVENTS.labels(topic, "dead_letter").inc(effects.bad)
         if effects.applied or effects.duplicates:
-            self.state.commit(effects.commit)
+            with stage_cpu("state_commit"):
+                self.state.commit(effects.commit)
             worker_metrics.EVENTS.labels(topic, "applied").inc(effects.applied)
             worker_metrics.EVENTS.labels(topic, "duplicate").inc(effects.duplicates)
             worker_metrics.POSTERIOR_UPDATES.inc(effects.applied)

@@ -29,6 +29,7 @@ from streams.handlers import Effects, Position, SourceRecord, decoded_by_positio
 from streams.lag import LagTracker
 from streams.publish import flush_or_raise, produce_waiting
 from streams.state_port import StateStore
+from streams.worker_metrics import stage_cpu
 
 
 @dataclass(slots=True)
@@ -80,13 +81,15 @@ class DriftRuntime:
                 dead_letters[partition] = dead_letters.get(partition, 0) + 1
         if decoded is None:
             decoded = decoded_by_position(done)
-        samples = self._samples(records, dead_letters)
-        drift = self.steps.user_records(self.state, records, self._now_ms(), samples, decoded)
+        with stage_cpu("drift"):
+            samples = self._samples(records, dead_letters)
+            drift = self.steps.user_records(self.state, records, self._now_ms(), samples, decoded)
         await self._publish_and_commit(drift)
         return drift
 
     async def on_outcome_records(self, records: Sequence[SourceRecord]) -> DriftEffects:
-        effects = self.steps.outcome_records(self.state, records)
+        with stage_cpu("drift"):
+            effects = self.steps.outcome_records(self.state, records)
         await self._publish_and_commit(effects)
         return effects
 
@@ -131,7 +134,8 @@ class DriftRuntime:
             )
         if effects.detections:
             await flush_or_raise(self.producer, "drift detections")
-        self.state.commit(effects.commit)
+        with stage_cpu("state_commit"):
+            self.state.commit(effects.commit)
         for detection in effects.detections:
             worker_metrics.DRIFT_DETECTIONS.labels(
                 detection.signal, detection.segment, detection.detector

@@ -180,6 +180,14 @@ def test_the_worker_exports_its_metrics(
     assert totals(text, "aether_bandit_rewards_total", "arm") == {"arm=A": 1}
     assert totals(text, "aether_bandit_dismissals_total", "arm") == {"arm=A": 0}
     assert totals(text, "aether_bandit_posterior_updates_total", "") == {"": 2}
+    # CPU by stage: every stage this traffic runs counted some, and only the known stages.
+    stages = totals(text, "aether_stream_stage_cpu_seconds_total", "stage")
+    from streams.worker_metrics import STAGES
+
+    assert set(stages) <= set(STAGES), stages
+    ran = {"user_step", "item_step", "attribution", "posteriors", "drift", "feature_rows"}
+    ran |= {"state_commit", "produce", "offline_sinks"}
+    assert {stage for stage, seconds in stages.items() if seconds > 0} == ran, stages
     # Each partition's first attribution batch rebuilds its state from the store.
     states = totals(text, "aether_attribution_states_total", "source")
     assert set(states) == {"kept", "rebuilt"} and states["rebuilt"] >= 1, states

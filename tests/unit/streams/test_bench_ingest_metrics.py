@@ -17,9 +17,12 @@ aether_stream_batch_seconds_count{agent="item_features"} 12.0
 aether_stream_events_total{outcome="applied",topic="b.events"} 900.0
 aether_stream_events_total{outcome="duplicate",topic="b.events"} 100.0
 aether_stream_events_total{outcome="applied",topic="b.item-updates"} 850.0
+aether_stream_stage_cpu_seconds_total{stage="user_step"} 4.0
+aether_stream_stage_cpu_seconds_total{stage="drift"} 1.5
 """,
     2: """process_cpu_seconds_total 2.25
 aether_stream_batch_seconds_count{agent="interactions"} 2.0
+aether_stream_stage_cpu_seconds_total{stage="user_step"} 0.5
 aether_stream_events_total{outcome="applied",topic="b.events"} 50.0
 """,
     3: "",  # not serving yet
@@ -35,6 +38,14 @@ def test_worker_cpu_and_batches_are_summed_over_workers() -> None:
     cpu, batches = bench_ingest.worker_usage([1, 2, 3])
     assert cpu == pytest.approx(14.75)
     assert batches == {"interactions": 42, "item_features": 12}
+
+
+def test_stage_cpu_is_summed_over_workers_and_split_per_event_with_the_rest() -> None:
+    after = bench_ingest.stage_cpu_seconds([1, 2, 3])
+    assert after == {"user_step": 4.5, "drift": 1.5}
+    split = bench_ingest.stage_split({"user_step": 0.5}, after, cpu_s=10.0, events=100_000)
+    # µs per event: (4.5 − 0.5) s and 1.5 s over 100,000 events; the rest of the 10 s is Faust's
+    assert split == pytest.approx({"drift": 15.0, "user_step": 40.0, "rest": 45.0})
 
 
 def test_settled_waits_for_the_item_side_unless_there_is_none() -> None:
@@ -123,3 +134,23 @@ def test_serving_slates_show_each_nth_viewed_item_just_before_its_view() -> None
     assert [(s.key, s.event_time_ms) for s in slates] == [(b"7", 999), (b"7", 1_002)]
     assert [[i["item_id"] for i in b["items"]] for b in bodies] == [["5", "1"], ["9", "1"]]
     assert [b["event_time"] for b in bodies] == [999, 1_002]
+
+
+def test_stage_cpu_counts_this_threads_cpu_in_the_block_for_known_stages_only() -> None:
+    import time
+
+    from streams.worker_metrics import STAGE_CPU, stage_cpu
+
+    def counted() -> float:
+        return STAGE_CPU.labels("drift")._value.get()
+
+    before = counted()
+    with stage_cpu("drift"):
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:  # CPU, not sleep: sleeping costs no CPU
+            pass
+    with stage_cpu("drift"):
+        time.sleep(0.05)
+    assert 0.02 <= counted() - before < 0.05
+    with pytest.raises(ValueError, match="unknown stage"), stage_cpu("faust"):
+        pass
