@@ -115,7 +115,11 @@ class StreamSettings(_Section):
     allowed_lateness_ms: int = Field(default=60_000, ge=0)
     dedup_horizon_ms: int = Field(default=24 * 3600 * 1000, ge=0)
     sequence_length: int = Field(default=200, ge=1, le=10_000)
-    batch_size: int = Field(default=2000, ge=1)
+    batch_size: int = Field(default=500, ge=1)
+    # A batch whose first record is older than catch_up_lag_s (a backlog) takes up to
+    # catch_up_batch_size events (streams.batching.CatchUp).
+    catch_up_batch_size: int = Field(default=2000, ge=1)
+    catch_up_lag_s: float = Field(default=1.0, ge=0)
     batch_timeout_s: float = Field(default=0.05, gt=0)
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     max_future_skew_ms: int = Field(default=24 * 3600 * 1000, ge=0)

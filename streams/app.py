@@ -27,8 +27,9 @@ per partition in a ``LagTracker``; a one-second timer exports the consumer lag g
 
 Attribution and the posteriors agent run when a ``BanditRuntime`` is given (``streams.build_worker``
 always gives one). Every agent consumes in batches that close as soon as nothing more is queued
-(``streams.batching.take_available``: at most ``batch_size`` events, ``batch_timeout_s`` only a
-safety bound on waiting). The user-keyed topics share one agent, because Faust's own cost per
+(``streams.batching.take_available``: at most ``batch_size`` events, ``catch_up_batch_size`` in a
+backlog, ``batch_timeout_s`` only a safety bound on waiting). The user-keyed topics share one
+agent, because Faust's own cost per
 message and stream is most of the worker's time (``docs/benchmarks/ingest.md``): three agents
 over them (features, impressions, attribution) had each event cross Faust twice.
 """
@@ -48,7 +49,7 @@ from core.settings import Settings
 from streams import worker_metrics
 from streams.agents import StreamRuntime, timed
 from streams.bandit_agent import BanditRuntime
-from streams.batching import take_available
+from streams.batching import CatchUp, take_available
 from streams.drift_agent import DriftRuntime
 from streams.eager import EagerWaitFirst
 from streams.handlers import Effects, SourceRecord, decoded_by_position
@@ -143,12 +144,13 @@ def create_app(
     topics = runtime.topics
     batch_size = settings.stream.batch_size
     within = settings.stream.batch_timeout_s
+    catch_up = catch_up_of(settings)
     lag = drift.lag if drift is not None else LagTracker()
     lag.highwater = lambda topic, partition: app.consumer.highwater(TP(topic, partition))
 
     def batched(name: str, handle: Callable[[Sequence[SourceRecord]], Awaitable[Any]]) -> Any:
         async def agent(stream: faust.StreamT[Any]) -> None:
-            async for events in take_available(stream, batch_size, within):
+            async for events in take_available(stream, batch_size, within, catch_up=catch_up):
                 records = [_record(event) for event in events]
                 with timed(name):
                     await handle(records)
@@ -239,15 +241,21 @@ def create_floor_app(settings: Settings) -> faust.App:
     )
     batch_size = settings.stream.batch_size
     within = settings.stream.batch_timeout_s
+    catch_up = catch_up_of(settings)
 
     async def floor(stream: faust.StreamT[Any]) -> None:
-        async for events in take_available(stream, batch_size, within):
+        async for events in take_available(stream, batch_size, within, catch_up=catch_up):
             with timed("floor"):
                 records = [_record(event) for event in events]
             worker_metrics.EVENTS.labels(topic, "applied").inc(len(records))
 
     app.agent(source, name="floor")(floor)
     return app
+
+
+def catch_up_of(settings: Settings) -> CatchUp:
+    stream = settings.stream
+    return CatchUp(max_size=stream.catch_up_batch_size, lag_s=stream.catch_up_lag_s)
 
 
 def _record(event: faust.EventT[Any]) -> SourceRecord:

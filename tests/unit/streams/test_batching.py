@@ -13,7 +13,7 @@ from typing import Any
 import faust
 import pytest
 
-from streams.batching import take_available
+from streams.batching import CatchUp, take_available
 
 GUARD_S = 20.0  # fails the test instead of hanging it; far below the 600 s batch window used
 
@@ -31,9 +31,9 @@ def new_stream() -> tuple[Any, Any]:
     return channel, channel.stream()
 
 
-async def send(channel: Any, values: range) -> None:
+async def send(channel: Any, values: range, timestamp: float | None = None) -> None:
     for value in values:
-        await channel.send(value=value)
+        await channel.send(value=value, timestamp=timestamp)
 
 
 def run(test: Callable[[], Awaitable[None]]) -> None:
@@ -109,8 +109,38 @@ def test_a_batch_is_acked_only_when_the_next_one_is_asked_for() -> None:
 def test_max_size_must_be_positive() -> None:
     async def test() -> None:
         _, stream = new_stream()
-        with pytest.raises(ValueError, match="max_size must be at least 1"):
+        with pytest.raises(ValueError, match="batch sizes must be at least 1"):
             async for _ in take_available(stream, 0, within=1):
                 pass
+
+    run(test)
+
+
+@pytest.mark.parametrize(
+    ("appended_s_ago", "sizes"),
+    [
+        (0.5, [10, 10, 5]),  # near real time: the small cap
+        (5.0, [20, 5]),  # a backlog: the catching-up cap
+    ],
+)
+def test_a_batch_whose_first_record_is_old_takes_the_catching_up_size(
+    appended_s_ago: float, sizes: list[int]
+) -> None:
+    now = 1_800_000_000.0
+
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(25), timestamp=now - appended_s_ago)
+            seen, got = 0, []
+            catch_up = CatchUp(max_size=20, lag_s=1.0)
+            async for events in take_available(
+                stream, 10, within=600, catch_up=catch_up, clock=lambda: now
+            ):
+                got.append(len(events))
+                seen += len(events)
+                if seen >= 25:
+                    break
+            assert got == sizes
 
     run(test)
