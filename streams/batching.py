@@ -82,7 +82,7 @@ async def take_available(
         if len(events) >= limit:
             ready.set()
             taken.clear()
-            await stream.wait(taken)  # type: ignore[arg-type]  # no more than max_size a batch
+            await stream.wait(taken)  # type: ignore[arg-type]  # no more than the limit a batch
         elif queue.empty():
             ready.set()
         return value
