@@ -34,9 +34,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
-from events.models import Impression
 from features.ports import OnlineFeatureWriter
-from features.rows import ItemFeatureRow
 from streams import worker_metrics
 from streams.catalogue_content import CatalogueContent
 from streams.codec import encode_dead_letter
@@ -97,9 +95,8 @@ class StreamRuntime:
         """Erasure first, so a deleted user's events after the deletion survive it."""
         self._erase(effects.privacy)
         if self.sinks is not None:
-            with stage_cpu("offline_sinks"):
-                self.sinks.log_events(effects.applied_events)
-                self.sinks.log_rows(effects.user_rows)
+            self.sinks.log_events(effects.applied_events)
+            self.sinks.log_rows(effects.user_rows)
 
     def _erase(self, privacy: PrivacyEffects) -> None:
         """Privacy side effects of a batch; all idempotent (they may run again after a crash)."""
@@ -120,7 +117,7 @@ class StreamRuntime:
         if self.sinks is not None:
             await asyncio.gather(
                 self._emit(effects),
-                _in_thread(self._log_impressions, effects.applied_impressions),
+                _in_thread(self.sinks.log_impressions, effects.applied_impressions),
             )
         else:
             await self._emit(effects)
@@ -153,7 +150,9 @@ class StreamRuntime:
         with stage_cpu("item_step"):
             effects = self.steps.item_updates(self.state, records)
         if self.sinks is not None:
-            await asyncio.gather(self._emit(effects), _in_thread(self._log_rows, effects.item_rows))
+            await asyncio.gather(
+                self._emit(effects), _in_thread(self.sinks.log_rows, effects.item_rows)
+            )
         else:
             await self._emit(effects)
         with stage_cpu("feature_rows"):
@@ -162,17 +161,6 @@ class StreamRuntime:
             self.state.commit(effects.commit)
         self._count(self.topics.item_updates, effects)
         return effects
-
-    # -- the offline sinks, in a worker thread ----------------------------------------------------
-    def _log_impressions(self, slates: Sequence[Impression]) -> None:
-        assert self.sinks is not None
-        with stage_cpu("offline_sinks"):
-            self.sinks.log_impressions(slates)
-
-    def _log_rows(self, rows: Sequence[ItemFeatureRow]) -> None:
-        assert self.sinks is not None
-        with stage_cpu("offline_sinks"):
-            self.sinks.log_rows(rows)
 
     # -- effects -------------------------------------------------------------------------------
     async def _emit(self, effects: Effects) -> None:

@@ -71,7 +71,7 @@ from streams.codec import json_arrays
 from streams.eventtime import Lateness, Verdict, judge
 from streams.fast_decode import decode_interaction
 from streams.handlers import Forward, Position, SourceRecord
-from streams.partitioning import by_partition
+from streams.partitioning import ITEM_ID, by_partition
 from streams.privacy import PrivacyStatus, suppresses
 from streams.state_port import (
     AttributionHead,
@@ -127,13 +127,9 @@ def outcome_messages(outcomes: Sequence[Outcome], partitions: int) -> list[Forwa
     outcome (a slate of k items decides k outcomes)."""
     return [
         Forward(partition, payload)
-        for partition, group in by_partition(outcomes, _item_of, partitions)
+        for partition, group in by_partition(outcomes, ITEM_ID, partitions)
         for payload in json_arrays(encode_outcome(o) for o in group)
     ]
-
-
-def _item_of(outcome: Outcome) -> str:
-    return outcome.item_id
 
 
 def decode_outcome_record(raw: bytes) -> list[Outcome]:

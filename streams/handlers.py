@@ -24,7 +24,7 @@ from streams import item_features, user_features
 from streams.codec import decode_updates, encode_updates
 from streams.eventtime import Lateness, Verdict, advance, judge
 from streams.item_features import ItemState, ItemUpdate
-from streams.partitioning import by_partition
+from streams.partitioning import ITEM_ID, by_partition
 from streams.privacy import PrivacyEffects
 from streams.state_port import StateCommit
 from streams.transitions import (
@@ -134,13 +134,9 @@ def _forward(effects: Effects, updates: Iterable[ItemUpdate], partitions: int) -
     de-duplicates and folds them exactly as before; grouping only cuts the number of messages the
     item agent consumes (the per-message cost of a Faust hop is most of what a message costs the
     worker, ``docs/benchmarks/ingest.md``)."""
-    for partition, group in by_partition(updates, _item_of, partitions):
+    for partition, group in by_partition(updates, ITEM_ID, partitions):
         for payload in encode_updates(group):
             effects.forwards.append(Forward(partition, payload))
-
-
-def _item_of(update: ItemUpdate) -> str:
-    return update.item_id
 
 
 def _source_of(record: SourceRecord) -> dict[str, Any]:

@@ -9,6 +9,7 @@ the partition their item belongs to (``streams.handlers``), one message per part
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from operator import attrgetter
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -76,3 +77,6 @@ def by_partition(
         else:
             group.append(value)
     return sorted(groups.items())
+
+
+ITEM_ID: Callable[[object], str] = attrgetter("item_id")  # key of item updates and outcomes

@@ -31,6 +31,7 @@ from events.models import Impression, Interaction
 from features.offline import FeatureHistory, OfflineEventLog
 from features.offline_impressions import OfflineImpressionLog
 from features.rows import ItemFeatureRow, UserFeatureRow
+from streams.worker_metrics import stage_cpu
 
 
 class StreamSinks:
@@ -47,17 +48,21 @@ class StreamSinks:
         self.history = history
         self.impressions = impressions
 
+    # Each append counts its CPU as the ``offline_sinks`` stage (``streams.worker_metrics``).
     def log_events(self, events: Sequence[Interaction]) -> None:
         if events:
-            self.event_log.append(events)
+            with stage_cpu("offline_sinks"):
+                self.event_log.append(events)
 
     def log_impressions(self, slates: Sequence[Impression]) -> None:
         if slates and self.impressions is not None:
-            self.impressions.append(slates)
+            with stage_cpu("offline_sinks"):
+                self.impressions.append(slates)
 
     def log_rows(self, rows: Sequence[UserFeatureRow | ItemFeatureRow]) -> None:
         if rows:
-            self.history.append(rows)
+            with stage_cpu("offline_sinks"):
+                self.history.append(rows)
 
     def erase_user(self, user_id: str) -> None:
         """Privacy deletion of the user's offline data (idempotent)."""
