@@ -121,6 +121,9 @@ class StreamSettings(_Section):
     catch_up_batch_size: int = Field(default=2000, ge=1)
     catch_up_lag_s: float = Field(default=1.0, ge=0)
     batch_timeout_s: float = Field(default=0.05, gt=0)
+    # Faust's queue of fetched events per agent (its stream_buffer_maxsize); one poll of the
+    # consumer takes at most a fifth of it, so a delivery never waits for room (streams.app).
+    buffer_events: int = Field(default=32_768, ge=16)
     max_event_bytes: int = Field(default=64 * 1024, ge=256)
     max_future_skew_ms: int = Field(default=24 * 3600 * 1000, ge=0)
     # How every producer the project owns partitions keys (streams.publish.new_producer):

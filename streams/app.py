@@ -36,6 +36,7 @@ over them (features, impressions, attribution) had each event cross Faust twice.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from time import monotonic
 from typing import Any
@@ -62,6 +63,21 @@ from streams.steps import split_user_records
 # consume at 1500, a few ms at 20), which would dominate feature freshness; a short wait costs only
 # some idle fetch requests.
 FETCH_MAX_WAIT_MS = 20
+
+
+def poll_records(buffer_events: int) -> int:
+    """Most records one consumer poll returns, so that a delivery never waits for queue room.
+
+    Fetched records wait in a queue per agent (Faust's ``stream_buffer_maxsize``, our
+    ``AETHER_STREAM__BUFFER_EVENTS``). Faust stops polling a partition once the queue holds 80 % of
+    its size (``mode``'s ``FlowControlQueue``: size / 1.25) but delivers the rest of the poll it
+    is in; when that overflows the queue, each further delivery waits for a free slot through a
+    task and a race (``mode``'s ``wait_first``, ``streams.eager``). With Faust's defaults (4,096,
+    and no limit on a poll: everything fetched, up to 1 MiB per partition) that was nearly every
+    event of a backlog. A poll of at most the last fifth never overflows (docs/benchmarks/
+    ingest.md, session 23).
+    """
+    return max(1, buffer_events - math.ceil(buffer_events / 1.25))
 
 
 class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -129,6 +145,8 @@ def _faust_app(settings: Settings) -> faust.App:
         web_enabled=False,
         autodiscover=False,
         Monitor=_PerBatchMonitor,
+        stream_buffer_maxsize=settings.stream.buffer_events,
+        broker_max_poll_records=poll_records(settings.stream.buffer_events),
     )
     app.transport.Consumer = _LowLatencyConsumer  # type: ignore[misc]  # this app only
     return app
