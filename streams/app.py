@@ -120,6 +120,28 @@ class _PerBatchMonitor(Monitor):
         return None
 
 
+class _BytesSchema(faust.Schema):
+    """Each record's key and value as the broker's bytes, straight into Faust's event.
+
+    Faust's own ``Schema`` runs key and value through its codec registry per message (``raw``
+    hands the bytes back) and looks up the event class in the app's settings each time; the
+    agents decode the bytes themselves (``streams.steps``), so this one skips both.
+    """
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        new_event = app.conf.Event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return new_event(app, message.key, message.value, message.headers, message)
+
+        return decode
+
+
+def raw_topic(app: faust.App, *names: str) -> Any:
+    """``names`` as one Faust source whose events carry the records' bytes (``_BytesSchema``)."""
+    return app.topic(*names, schema=_BytesSchema(key_type=bytes, value_type=bytes))
+
+
 def broker_url(bootstrap_servers: str) -> str:
     """``host:port[,host:port]`` → Faust's ``kafka://host:port;kafka://host:port``."""
     hosts = [h.strip() for h in bootstrap_servers.split(",") if h.strip()]
@@ -225,10 +247,7 @@ def create_app(
     if bandit is not None:
         agents.append(("bandit_posteriors", (topics.bandit_outcomes,), on_outcomes))
     for name, names, handle in agents:
-        source = app.topic(
-            *names, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
-        )
-        app.agent(source, name=name)(batched(name, handle))
+        app.agent(raw_topic(app, *names), name=name)(batched(name, handle))
 
     @app.timer(interval=1.0)
     async def export_lag() -> None:
@@ -254,9 +273,7 @@ def create_floor_app(settings: Settings) -> faust.App:
     """
     app = _faust_app(settings)
     topic = settings.topic("events")
-    source = app.topic(
-        topic, key_type=bytes, value_type=bytes, value_serializer="raw", key_serializer="raw"
-    )
+    source = raw_topic(app, topic)
     batch_size = settings.stream.batch_size
     within = settings.stream.batch_timeout_s
     catch_up = catch_up_of(settings)
