@@ -166,7 +166,11 @@ class AttributionState:
     pending: dict[tuple[str, str], _Pending] = field(default_factory=dict)
     rewards: dict[str, _Reward] = field(default_factory=dict)  # buffered, by event_id
     seen: dict[str, int] = field(default_factory=dict)  # de-dup id -> event time
-    _pending_by_user: dict[str, set[tuple[str, str]]] = field(default_factory=dict, repr=False)
+    # (user, item) -> keys of that user's pending slots showing that item: the only ones an
+    # event without a request id can reward (``_in_window``).
+    _pending_by_user_item: dict[tuple[str, str], set[tuple[str, str]]] = field(
+        default_factory=dict, repr=False
+    )
     _rewards_by_item: dict[str, set[str]] = field(default_factory=dict, repr=False)
     _pending_due: list[tuple[int, str, str]] = field(default_factory=list, repr=False)
     _reward_expiry: list[tuple[int, str]] = field(default_factory=list, repr=False)
@@ -197,25 +201,27 @@ class AttributionState:
         key = (p.request_id, p.item_id)
         self.pending[key] = p
         self._changed.pending.add(key)
-        self._pending_by_user.setdefault(p.user_id, set()).add(key)
+        self._pending_by_user_item.setdefault((p.user_id, p.item_id), set()).add(key)
         heapq.heappush(self._pending_due, (p.impression_ms + window_ms, *key))
 
     def drop_pending(self, key: tuple[str, str]) -> _Pending | None:
         p = self.pending.pop(key, None)
         if p is not None:
             self._changed.pending.add(key)
-            keys = self._pending_by_user[p.user_id]
+            keys = self._pending_by_user_item[p.user_id, p.item_id]
             keys.discard(key)
             if not keys:
-                del self._pending_by_user[p.user_id]
+                del self._pending_by_user_item[p.user_id, p.item_id]
         return p
 
     def mark_positive(self, key: tuple[str, str]) -> None:
         self.pending[key].positive = True
         self._changed.pending.add(key)
 
-    def pending_of_user(self, user_id: str) -> list[tuple[str, str]]:
-        return sorted(self._pending_by_user.get(user_id, ()))
+    def pending_of(self, user_id: str, item_id: str) -> list[tuple[str, str]]:
+        """Keys of the user's pending slots that show the item, in key order."""
+        keys = self._pending_by_user_item.get((user_id, item_id))
+        return sorted(keys) if keys else []
 
     def put_reward(self, event_id: str, r: _Reward) -> None:
         self.rewards[event_id] = r
@@ -463,7 +469,7 @@ def _add_reward(
     if reward.request_id is not None:
         candidates: Iterable[tuple[str, str]] = [(reward.request_id, reward.item_id)]
     else:
-        candidates = state.pending_of_user(reward.user_id)
+        candidates = state.pending_of(reward.user_id, reward.item_id)
     outputs: list[Output] = []
     for key in candidates:
         pending = state.pending.get(key)

@@ -154,7 +154,7 @@ def test_a_deleted_user_leaves_no_pending_impressions_or_buffered_rewards() -> N
         attribute(state, click, config)
     data = forget_users(state.to_dict(), {"gone"})
     assert "gone" not in str(data) and "kept" in str(data)
-    assert AttributionState.from_dict(data, config).pending_of_user("kept")
+    assert AttributionState.from_dict(data, config).pending_of("kept", "a")
 
 
 def _slate(request_id: str, user: str, item: str, t: int) -> SourceRecord:
