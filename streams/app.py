@@ -44,6 +44,7 @@ from typing import Any
 import faust
 from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.transport.producer import ProducerBuffer
 from faust.types import TP
 
 from core.settings import Settings
@@ -92,6 +93,29 @@ class _LowLatencyConsumer(EagerWaitFirst, faust_aiokafka.Consumer):
 
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return _LowLatencyConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+
+class _UnthreadedBuffer(ProducerBuffer):
+    """Faust's producer buffer, sized without a settings lookup.
+
+    The conductor awaits ``wait_until_ebb`` for every delivered message, and Faust's ``size``
+    reads ``app.conf.producer_threaded`` each time (a settings registry lookup that was a few
+    per cent of the worker's CPU). The worker never sends through Faust's producer, which is
+    never threaded here (``_Producer``), so the size is the pending queue's length.
+    """
+
+    @property
+    def size(self) -> int:
+        return len(self.pending._queue)  # type: ignore[attr-defined]
+
+
+class _Producer(faust_aiokafka.Producer):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.app.conf.producer_threaded:
+            buffer = _UnthreadedBuffer(loop=self.loop, beacon=self.beacon)
+            buffer.app = self.app
+            self.buffer = buffer
 
 
 class _PerBatchMonitor(Monitor):
@@ -171,6 +195,7 @@ def _faust_app(settings: Settings) -> faust.App:
         broker_max_poll_records=poll_records(settings.stream.buffer_events),
     )
     app.transport.Consumer = _LowLatencyConsumer  # type: ignore[misc]  # this app only
+    app.transport.Producer = _Producer  # type: ignore[misc]
     return app
 
 

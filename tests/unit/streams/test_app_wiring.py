@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -14,6 +15,7 @@ from core.settings import Settings
 from streams.app import (
     _LowLatencyConsumer,
     _PerBatchMonitor,
+    _UnthreadedBuffer,
     create_app,
     create_floor_app,
     poll_records,
@@ -102,3 +104,16 @@ def test_a_poll_that_starts_before_the_pause_fits_in_the_queue(size: int) -> Non
     for _ in range(poll_records(size)):  # the largest poll, all of it delivered
         deliver()
     assert paused  # and the partition is paused for the next poll
+
+
+def test_the_producer_buffer_counts_what_waits_without_a_settings_lookup(tmp_path: Path) -> None:
+    async def check() -> None:
+        app = create_floor_app(settings(tmp_path))
+        buffer = app.producer.buffer
+        assert isinstance(buffer, _UnthreadedBuffer) and buffer.app is app
+        assert buffer.size == 0
+        buffer.pending.put_nowait(SimpleNamespace())  # what Faust's ``put`` does, unthreaded
+        assert buffer.size == 1
+        await buffer.wait_until_ebb()  # under max_messages: returns at once
+
+    asyncio.run(check())
