@@ -224,9 +224,14 @@ class StreamRuntime:
 def observe_freshness(records: Sequence[SourceRecord], topic: str) -> None:
     """Broker timestamp → features committed, per record of ``topic``."""
     now = time.time()
-    for record in records:
-        if record.topic == topic and record.timestamp_ms is not None:
-            worker_metrics.FRESHNESS.observe(max(0.0, now - record.timestamp_ms / 1000))
+    worker_metrics.observe_many(
+        worker_metrics.FRESHNESS,
+        (
+            max(0.0, now - record.timestamp_ms / 1000)
+            for record in records
+            if record.topic == topic and record.timestamp_ms is not None
+        ),
+    )
 
 
 def count_by_type(effects: Effects) -> None:
