@@ -16,7 +16,7 @@ import sys
 from typing import Any
 
 from aether.cli.common import run_standalone
-from core.heap import freeze_startup_heap
+from core.heap import collect_young_less_often, freeze_startup_heap
 from core.metrics_exporter import WORKER_PORT, start_metrics_exporter
 from core.settings import MetricsSettings, load_settings
 
@@ -95,6 +95,7 @@ def worker_class() -> type:
             await super().on_startup_finished()
             # Everything built so far lives as long as the worker (core.heap).
             log.info("%d start-up objects out of the collector's reach", freeze_startup_heap())
+            collect_young_less_often()
 
     return Worker
 

@@ -1,4 +1,5 @@
-"""``core.heap.freeze_startup_heap``: the start-up heap leaves the collector, nothing leaks."""
+"""``core.heap``: the start-up heap leaves the collector, the young generation is collected less
+often, nothing leaks."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.heap import freeze_startup_heap
+from core.heap import YOUNG_THRESHOLD, collect_young_less_often, freeze_startup_heap
 
 
 class Node:
@@ -41,3 +42,18 @@ def test_cycles_created_after_the_freeze_are_still_collected() -> None:
     del a, b
     gc.collect()
     assert probe() is None
+
+
+def test_a_worker_collects_its_young_generation_less_often_and_still_frees_cycles() -> None:
+    previous = collect_young_less_often()
+    try:
+        assert gc.get_threshold()[0] == YOUNG_THRESHOLD > previous[0]
+        a, b = Node(), Node()
+        a.other, b.other = b, a
+        probe = weakref.ref(a)
+        del a, b
+        assert probe() is not None  # only the collector frees a cycle
+        alive = [Node() for _ in range(2 * YOUNG_THRESHOLD)]  # net allocations trigger it
+        assert probe() is None and len(alive) == 2 * YOUNG_THRESHOLD
+    finally:
+        gc.set_threshold(*previous)
