@@ -65,8 +65,11 @@ def to_epoch_ms(moment: datetime) -> int:
 _MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def from_epoch_ms(ms: int) -> datetime:
-    return datetime(1970, 1, 1, tzinfo=UTC) + ms * _MS
+    return _EPOCH + ms * _MS
 
 
 def _parse_event_time(value: Any) -> datetime:

@@ -24,7 +24,7 @@ of the *set* of applied updates; definitions in ``features/FEATURES.md``, their 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from features.rows import ItemFeatureRow
 from features.schema import (
@@ -41,9 +41,13 @@ HOUR_MS = 3_600_000  # the width of a popularity bucket
 UpdateKind = Literal["interaction", "impression", "catalog"]
 
 
-@dataclass(frozen=True, slots=True)
-class ItemUpdate:
-    """One re-keyed input of an item's state (the repartition topic's payload)."""
+class ItemUpdate(NamedTuple):
+    """One re-keyed input of an item's state (the repartition topic's payload).
+
+    A named tuple, immutable as a frozen dataclass, because one is built per applied event on the
+    user side and once more when the item side decodes it: a tuple is built in a third of the
+    time (``docs/benchmarks/ingest.md``, session 23).
+    """
 
     kind: UpdateKind
     item_id: str

@@ -33,6 +33,8 @@ updates = st.builds(
     categories=st.lists(st.text(max_size=5), max_size=3).map(tuple),
     created_time_ms=st.none() | st.integers(0, 2**53),
     available=st.booleans(),
+    source=st.sampled_from(["", "events:0", "impressions:3"]),
+    source_offset=st.integers(-1, 2**53),
 )
 
 
