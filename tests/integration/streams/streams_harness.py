@@ -186,6 +186,14 @@ def consumed(settings: Settings, topics: Sequence[str]) -> bool:
     return done >= end
 
 
+def consumed_share(settings: Settings, topic: str) -> float:
+    """The share of ``topic``'s records the worker's group has committed (0 before any)."""
+    from streams.progress import group_offsets
+
+    done, end = group_offsets(settings, [settings.topic(topic)])
+    return done / end if end else 0.0
+
+
 def reference_transitions(events: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
     """Item transitions an uninterrupted in-order run adds (the pure pipeline's increments)."""
     pipeline = LocalPipeline()

@@ -28,6 +28,7 @@ import pytest
 from streams_harness import (
     cluster_settings,
     consumed,
+    consumed_share,
     delete_namespace,
     drained_outputs,
     movielens_history,
@@ -38,7 +39,7 @@ from core.settings import Settings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.solo]
 
-RATINGS = 2_500  # ≈ 6,000 events and 300 slates: long enough for three kills mid-stream
+RATINGS = 8_000  # ≈ 19,000 events and 1,000 slates: long enough for three kills mid-stream
 TOPICS = ("events", "impressions", "item-updates", "bandit-outcomes")
 SEEDS = [int(seed) for seed in os.environ.get("AETHER_TEST_CRASH_SEEDS", "1").split(",")]
 
@@ -81,8 +82,14 @@ def test_sigkill_at_random_moments_changes_no_output(
             produce(target, "impressions", slates)
             produce(target, "events", events)
         kills = 0
-        for _ in range(3):
-            time.sleep(rng.uniform(2.0, 8.0))  # after the group join, while batches flow
+        # Random moments while the backlog is worked through: past a random share of the events
+        # (as committed), plus a random fraction of a second. Moments drawn in wall time alone
+        # fell after the drain once the worker got faster.
+        for share in sorted(rng.uniform(0.05, 0.5) for _ in range(3)):
+            deadline = time.monotonic() + 120
+            while consumed_share(crashed, "events") < share and time.monotonic() < deadline:
+                time.sleep(0.05)
+            time.sleep(rng.uniform(0.0, 0.5))
             if consumed(crashed, TOPICS):
                 break  # drained already: a later kill would test nothing
             worker.kill9()
