@@ -62,10 +62,8 @@ def to_epoch_ms(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1_000 + delta.microseconds // 1_000
 
 
-_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - datetime(1970, 1, 1, tzinfo=UTC)
-
-
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = datetime(1970, 1, 1, 0, 0, 0, 1000, tzinfo=UTC) - _EPOCH
 
 
 def from_epoch_ms(ms: int) -> datetime:

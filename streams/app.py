@@ -75,8 +75,9 @@ def poll_records(buffer_events: int) -> int:
     is in; when that overflows the queue, each further delivery waits for a free slot through a
     task and a race (``mode``'s ``wait_first``, ``streams.eager``). With Faust's defaults (4,096,
     and no limit on a poll: everything fetched, up to 1 MiB per partition) that was nearly every
-    event of a backlog. A poll of at most the last fifth never overflows (docs/benchmarks/
-    ingest.md, session 23).
+    event of a backlog. A poll of at most the last fifth that starts before the pause never
+    overflows; one can only for a partition that had no delivery since the queue passed 80 %,
+    once (its first delivery pauses it). docs/benchmarks/ingest.md, session 23.
     """
     return max(1, buffer_events - math.ceil(buffer_events / 1.25))
 
@@ -110,6 +111,8 @@ class _UnthreadedBuffer(ProducerBuffer):
 
 
 class _Producer(faust_aiokafka.Producer):
+    """Faust's producer with an ``_UnthreadedBuffer`` (this app only, as the consumer)."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         if not self.app.conf.producer_threaded:

@@ -153,8 +153,9 @@ def observe_many(histogram: Histogram, amounts: Iterable[float]) -> None:
     A worker batch observes the freshness of up to thousands of records; ``observe`` takes the
     value's lock twice per record. This counts the batch first (a value goes to the first bucket
     whose upper bound is at least it, as ``observe`` does) and then increments each bucket once,
-    through ``prometheus_client``'s own (private) bucket values; a unit test holds the exposition
-    equal to per-value ``observe``.
+    through ``prometheus_client``'s own (private) bucket values; a property test holds the
+    buckets and the count equal to per-value ``observe`` (``tests/unit/streams/
+    test_observe_many.py``).
     """
     bounds = histogram._upper_bounds  # type: ignore[attr-defined]
     counts: dict[int, int] = {}
