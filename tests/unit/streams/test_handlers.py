@@ -129,6 +129,9 @@ ids = st.text(min_size=1, max_size=8)
         item_id=ids,
         event_id=ids,
         event_time_ms=st.integers(0, 2**53),
+        created_time_ms=st.none() | st.integers(0, 2**53),
+        source=st.sampled_from(["", "events:1"]),
+        source_offset=st.integers(-1, 2**53),  # a Kafka offset
     )
 )
 def test_item_update_codec_round_trips(update: ItemUpdate) -> None:
