@@ -118,7 +118,7 @@ class StreamSettings(_Section):
     batch_size: int = Field(default=500, ge=1)
     # A batch whose first record is older than catch_up_lag_s (a backlog) takes up to
     # catch_up_batch_size events (streams.batching.CatchUp).
-    catch_up_batch_size: int = Field(default=2000, ge=1)
+    catch_up_batch_size: int = Field(default=5000, ge=1)
     catch_up_lag_s: float = Field(default=1.0, ge=0)
     batch_timeout_s: float = Field(default=0.05, gt=0)
     # Faust's queue of fetched events per agent (its stream_buffer_maxsize); one poll of the
