@@ -40,7 +40,7 @@ from streams.catalogue_content import CatalogueContent
 from streams.codec import encode_dead_letter
 from streams.handlers import Effects, SourceRecord
 from streams.privacy import PrivacyEffects
-from streams.publish import flush_or_raise, produce_waiting
+from streams.publish import flush_or_raise, produce_forwards, produce_waiting
 from streams.sinks import StreamSinks
 from streams.state_port import StateStore
 from streams.steps import StreamSteps
@@ -170,8 +170,7 @@ class StreamRuntime:
             await self._flush()
 
     def _produce_outputs(self, effects: Effects) -> None:
-        for forward in effects.forwards:
-            self._produce(self.topics.item_updates, forward.payload, None, forward.partition)
+        produce_forwards(self.producer, self.topics.item_updates, effects.forwards)
         for letter in effects.dead_letters:
             record = letter.record
             payload = encode_dead_letter(
@@ -187,10 +186,8 @@ class StreamRuntime:
         for record in effects.late:
             self._produce(self.topics.late_events, record.value, record.key)
 
-    def _produce(
-        self, topic: str, value: bytes, key: bytes | None, partition: int | None = None
-    ) -> None:
-        produce_waiting(self.producer, topic, value, key, partition)
+    def _produce(self, topic: str, value: bytes, key: bytes | None) -> None:
+        produce_waiting(self.producer, topic, value, key)
 
     async def _flush(self) -> None:
         await flush_or_raise(self.producer, "output messages")

@@ -46,6 +46,7 @@ from faust.sensors.monitor import Monitor
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.transport.producer import ProducerBuffer
 from faust.types import TP
+from mode.utils.queues import FlowControlQueue
 
 from core.settings import Settings
 from streams import worker_metrics
@@ -71,7 +72,7 @@ def poll_records(buffer_events: int) -> int:
 
     Fetched records wait in a queue per agent (Faust's ``stream_buffer_maxsize``, our
     ``AETHER_STREAM__BUFFER_EVENTS``). Faust stops polling a partition once the queue holds 80 % of
-    its size (``mode``'s ``FlowControlQueue``: size / 1.25) but delivers the rest of the poll it
+    its size (``mode``'s ``FlowControlQueue``: size / ``pressure_high_ratio``) but delivers the rest of the poll it
     is in; when that overflows the queue, each further delivery waits for a free slot through a
     task and a race (``mode``'s ``wait_first``, ``streams.eager``). With Faust's defaults (4,096,
     and no limit on a poll: everything fetched, up to 1 MiB per partition) that was nearly every
@@ -79,7 +80,7 @@ def poll_records(buffer_events: int) -> int:
     overflows; one can only for a partition that had no delivery since the queue passed 80 %,
     once (its first delivery pauses it). docs/benchmarks/ingest.md, session 23.
     """
-    return max(1, buffer_events - math.ceil(buffer_events / 1.25))
+    return max(1, buffer_events - math.floor(buffer_events / FlowControlQueue.pressure_high_ratio))
 
 
 class _LowLatencyConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

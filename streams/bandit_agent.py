@@ -35,7 +35,7 @@ from streams.bandit_steps import (
     outcome_messages,
 )
 from streams.handlers import Position, SourceRecord
-from streams.publish import flush_or_raise, produce_waiting
+from streams.publish import flush_or_raise, produce_forwards
 from streams.state_port import StateStore
 from streams.worker_metrics import stage_cpu
 
@@ -111,14 +111,8 @@ class BanditRuntime:
 
     async def _produce(self, outcomes: Sequence[Outcome]) -> None:
         with stage_cpu("produce"):
-            for message in outcome_messages(outcomes, self.steps.config.partitions):
-                produce_waiting(
-                    self.producer,
-                    self.topics.bandit_outcomes,
-                    message.payload,
-                    None,
-                    partition=message.partition,
-                )
+            messages = outcome_messages(outcomes, self.steps.config.partitions)
+            produce_forwards(self.producer, self.topics.bandit_outcomes, messages)
         if outcomes:
             await flush_or_raise(self.producer, "outcomes")
 

@@ -12,6 +12,7 @@ from tqdm import tqdm
 from core.errors import DependencyUnavailable
 from core.settings import Settings
 from interactions.replay import ReplayMessage
+from streams.handlers import Forward
 
 # "murmur2_random" is what Java clients and kafkajs do (murmur2 of the key, random for a null
 # key), so records of one key land on one partition whoever produced them.
@@ -86,6 +87,13 @@ def produce_waiting(
             return
         except BufferError:
             producer.poll(0.05)
+
+
+def produce_forwards(producer: Producer, topic: str, forwards: Iterable[Forward]) -> None:
+    """Produce each grouped message (item updates, outcomes) to the partition its records'
+    keys belong on (``streams.partitioning``)."""
+    for forward in forwards:
+        produce_waiting(producer, topic, forward.payload, None, forward.partition)
 
 
 async def flush_or_raise(producer: Producer, what: str, timeout_s: float = 30.0) -> None:
