@@ -19,7 +19,7 @@ alive then. A worker batch keeps thousands of fresh objects alive while it is ha
 batch's records and decoded events, Faust's queue of fetched events), so at 700 most of what a
 collection scans survives it, is promoted, and is scanned again by the middle generation's
 collections. Collecting after 20,000 lets most of a batch's objects die first (reference
-counting frees them, not the collector): 5–7 % more events per worker CPU second in three
+counting frees them, not the collector): 2–11 % more events per worker CPU second in two
 alternating pairs of ``aether bench ingest`` runs (docs/benchmarks/ingest.md, session 23).
 Garbage cycles are still collected, only later; memory held by them grows by at most that many
 objects.

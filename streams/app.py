@@ -101,8 +101,8 @@ class _UnthreadedBuffer(ProducerBuffer):
     """Faust's producer buffer, sized without a settings lookup.
 
     The conductor awaits ``wait_until_ebb`` for every delivered message, and Faust's ``size``
-    reads ``app.conf.producer_threaded`` each time (a settings registry lookup that was a few
-    per cent of the worker's CPU). The worker never sends through Faust's producer, which is
+    reads ``app.conf.producer_threaded`` each time, through the settings registry's
+    ``__getattribute__``. The worker never sends through Faust's producer, which is
     never threaded here (``_Producer``), so the size is the pending queue's length.
     """
 
