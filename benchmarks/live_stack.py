@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.serve_server import ROOT, ServerProcess, child_env
+from benchmarks.serve_server import ROOT, ServerProcess, child_env, start_on_free_ports
 from core.settings import Settings
 
 ROLES = ("live", "frozen")
@@ -144,26 +144,17 @@ def start_server(
 ) -> ServerProcess:
     """``python -m benchmarks.live_server`` for the deployment; returns once it serves.
     ``clock_file``: its serving time (``benchmarks.replay_clock.FileClock``)."""
-    from core.subprocesses import free_loopback_port
+    env = {**child_env(settings), **extra_env}
 
-    port, metrics_port = free_loopback_port(), free_loopback_port()
-    argv = [sys.executable, "-m", "benchmarks.live_server", "--port", str(port)]
-    argv += ["--metrics-port", str(metrics_port), "--checkpoint", str(checkpoint)]
-    argv += ["--refresh-s", str(refresh_s or 0)]
-    if clock_file is not None:
-        argv += ["--clock-file", str(clock_file)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env={**child_env(settings), **extra_env},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    server = ServerProcess(
-        process, f"127.0.0.1:{port}", [f"http://127.0.0.1:{metrics_port}/metrics"], log_path
-    )
-    return server.serving(timeout_s)
+    def launch(port: int, metrics_ports: list[int]) -> ServerProcess:
+        argv = [sys.executable, "-m", "benchmarks.live_server", "--port", str(port)]
+        argv += ["--metrics-port", str(metrics_ports[0]), "--checkpoint", str(checkpoint)]
+        argv += ["--refresh-s", str(refresh_s or 0)]
+        if clock_file is not None:
+            argv += ["--clock-file", str(clock_file)]
+        return ServerProcess.launch(argv, port, metrics_ports, log_path, env=env)
+
+    return start_on_free_ports(launch, exporters=1, timeout_s=timeout_s)
 
 
 @dataclass

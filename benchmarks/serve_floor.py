@@ -26,16 +26,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import core.metrics_exporter  # noqa: F401  - first: prometheus_client in its ordinary mode
-from benchmarks.serve_server import ROOT, ServerProcess
+from benchmarks.serve_server import ServerProcess, start_on_free_ports
 from serving.domain import RecommendationQuery, Slate, SlateItem
 
 if TYPE_CHECKING:
@@ -185,17 +185,13 @@ async def serve_aio(port: int, metrics_port: int) -> None:
 
 def start_floor(variant: str, log_path: Path, timeout_s: float = 60) -> ServerProcess:
     """The floor's server child, serving."""
-    from core.subprocesses import free_loopback_port
 
-    port, metrics_port = free_loopback_port(), free_loopback_port()
-    argv = [sys.executable, "-m", "benchmarks.serve_floor", "--variant", variant]
-    argv += ["--port", str(port), "--metrics-port", str(metrics_port)]
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(argv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-    server = ServerProcess(
-        process, f"127.0.0.1:{port}", [f"http://127.0.0.1:{metrics_port}/metrics"], log_path
-    )
-    return server.serving(timeout_s)
+    def launch(port: int, metrics_ports: list[int]) -> ServerProcess:
+        argv = [sys.executable, "-m", "benchmarks.serve_floor", "--variant", variant]
+        argv += ["--port", str(port), "--metrics-port", str(metrics_ports[0])]
+        return ServerProcess.launch(argv, port, metrics_ports, log_path)
+
+    return start_on_free_ports(launch, exporters=1, timeout_s=timeout_s)
 
 
 # -- the benchmark ------------------------------------------------------------------------------
@@ -275,6 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     args = parser.parse_args(argv)
+    # INFO: the exporter's "Prometheus metrics on" line, which start_floor waits for
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     serve(args.variant, args.port, args.metrics_port)
     return 0
 

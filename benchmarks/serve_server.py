@@ -15,6 +15,7 @@ processes under them (Milvus Lite).
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import re
 import subprocess
@@ -48,6 +49,49 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+# what ``core.metrics_exporter.start_metrics_exporter`` logs
+_EXPORTER_LISTENS = "Prometheus metrics on"
+_EXPORTER_FAILED = "metrics exporter cannot listen"
+
+
+class PortTaken(Exception):
+    """Another process listens on a port the server was given."""
+
+
+def start_on_free_ports(
+    launch: Callable[[int, list[int]], ServerProcess],
+    *,
+    exporters: int,
+    timeout_s: float,
+    attempts: int = 3,
+) -> ServerProcess:
+    """``launch(port, metrics_ports)`` on free loopback ports, serving. A port free when chosen
+    can be taken before the server binds it (by another test's server, say); then the server is
+    stopped and launched again on other ports, up to ``attempts`` times."""
+    from core.errors import DependencyUnavailable
+    from core.subprocesses import free_loopback_port
+
+    for attempt in range(1, attempts + 1):
+        port, *metrics_ports = distinct(free_loopback_port, 1 + exporters)
+        try:
+            return launch(port, metrics_ports).serving(timeout_s)
+        except PortTaken as taken:
+            if attempt == attempts:
+                raise DependencyUnavailable("recommender", str(taken)) from None
+    raise AssertionError("unreachable")
+
+
+def distinct(pick: Callable[[], int], count: int) -> list[int]:
+    """``count`` different values of ``pick()`` (free ports: the OS may hand out one twice, as
+    each probe closes its socket)."""
+    chosen: list[int] = []
+    while len(chosen) < count:
+        value = pick()
+        if value not in chosen:
+            chosen.append(value)
+    return chosen
+
+
 # -- the server process ---------------------------------------------------------------------------
 @dataclass
 class ServerProcess:
@@ -67,31 +111,41 @@ class ServerProcess:
         extra_env: dict[str, str] | None = None,
         processes: int = 1,
     ) -> ServerProcess:
-        from core.subprocesses import free_loopback_port
-
-        port = free_loopback_port()
-        metrics_ports = [free_loopback_port() for _ in range(processes)]
         env = {**child_env(settings), **(extra_env or {})}
-        argv = [sys.executable, "-m", "benchmarks.serve_server", "--port", str(port)]
-        argv += ["--metrics-ports", ",".join(str(p) for p in metrics_ports)]
-        argv += ["--processes", str(processes)]
-        argv += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-ranker"]
-        argv += ["--torch-threads", str(torch_threads)] if torch_threads else []
+
+        def launch(port: int, metrics_ports: list[int]) -> ServerProcess:
+            argv = [sys.executable, "-m", "benchmarks.serve_server", "--port", str(port)]
+            argv += ["--metrics-ports", ",".join(str(p) for p in metrics_ports)]
+            argv += ["--processes", str(processes)]
+            argv += ["--checkpoint", str(checkpoint)] if checkpoint else ["--no-ranker"]
+            argv += ["--torch-threads", str(torch_threads)] if torch_threads else []
+            return cls.launch(argv, port, metrics_ports, log_path, env=env)
+
+        return start_on_free_ports(launch, exporters=processes, timeout_s=timeout_s)
+
+    @classmethod
+    def launch(
+        cls,
+        argv: list[str],
+        port: int,
+        metrics_ports: list[int],
+        log_path: Path,
+        env: dict[str, str] | None = None,
+    ) -> ServerProcess:
+        """Run ``argv`` (a server on ``port`` exporting on ``metrics_ports``), logging to
+        ``log_path``; not yet serving."""
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
             )
-        server = cls(
-            process,
-            f"127.0.0.1:{port}",
-            [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports],
-            log_path,
-        )
-        return server.serving(timeout_s)
+        urls = [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports]
+        return cls(process, f"127.0.0.1:{port}", urls, log_path)
 
     def serving(self, timeout_s: float) -> ServerProcess:
-        """Wait until the gRPC port and every process's metrics endpoint answer (the exporter
-        starts once the port serves); stop the process and raise when it cannot."""
+        """Wait until the gRPC port serves and every process's own exporter listens (its log line
+        names the URL; only then is a scrape of that port this server's); stop the process and
+        raise ``DependencyUnavailable`` when it cannot start, ``PortTaken`` when an exporter
+        could not listen."""
         from core.errors import DependencyUnavailable
         from serving.client import RecommenderClient
 
@@ -100,15 +154,24 @@ class ServerProcess:
             while True:
                 try:
                     client.wait_until_serving(2.0)
-                    self.metrics()
-                    return self
+                    if self._exporters_listening():
+                        self.metrics()
+                        return self
                 except (DependencyUnavailable, OSError):
-                    if self.process.poll() is not None or time.monotonic() > deadline:
-                        self.stop()
-                        raise DependencyUnavailable(
-                            "recommender", f"server did not start:\n{self.log_tail()}"
-                        ) from None
-                    time.sleep(0.5)
+                    pass
+                if _EXPORTER_FAILED in self.log_path.read_text(errors="replace"):
+                    self.stop()
+                    raise PortTaken(f"a metrics port was taken:\n{self.log_tail()}")
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise DependencyUnavailable(
+                        "recommender", f"server did not start:\n{self.log_tail()}"
+                    )
+                time.sleep(0.5)
+
+    def _exporters_listening(self) -> bool:
+        log = self.log_path.read_text(errors="replace")
+        return all(f"{_EXPORTER_LISTENS} {url}" in log for url in self.metrics_urls)
 
     def metrics_by_process(self) -> list[dict[str, float]]:
         """Each server process's samples."""
@@ -288,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ranker", action="store_true")
     parser.add_argument("--torch-threads", type=int)
     args = parser.parse_args(argv)
+    # INFO: the exporters' "Prometheus metrics on" lines, which ServerProcess.serving waits for
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     settings = load_settings()
     serving = settings.serving.model_copy(update={"port": args.port, "processes": args.processes})
     settings = settings.model_copy(update={"serving": serving})

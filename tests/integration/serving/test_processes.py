@@ -89,3 +89,34 @@ def test_aether_serve_with_two_processes_answers_and_stops_gracefully(
         code = serve.wait(60)
     assert code == 0, log_path.read_text(errors="replace")
     assert not milvus_lite_in_use(Path(settings.milvus.uri))
+
+
+def test_a_metrics_port_taken_before_the_server_binds_it_is_chosen_again(
+    settings: Settings, tiny_stores: Prepared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another gRPC server takes the metrics port between its choice and the exporter's bind
+    (another test's server, as once in CI): the benchmark's server starts again on other ports
+    instead of scraping the other server."""
+    from concurrent import futures
+
+    import grpc
+
+    import core.subprocesses
+
+    squatter = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    taken = squatter.add_insecure_port("127.0.0.1:0")
+    squatter.start()
+    free = core.subprocesses.free_loopback_port
+    picks = iter([free(), taken])  # the first launch: its gRPC port, then the taken one
+    monkeypatch.setattr(
+        core.subprocesses, "free_loopback_port", lambda: next(picks, None) or free()
+    )
+    try:
+        server = ServerProcess.start(settings, None, tmp_path / "server.log")
+        try:
+            assert server.metrics_urls != [f"http://127.0.0.1:{taken}/metrics"]
+            assert any(key.startswith("aether_bench_thread_cpu") for key in server.metrics())
+        finally:
+            server.stop()
+    finally:
+        squatter.stop(None)
