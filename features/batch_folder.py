@@ -17,12 +17,12 @@ the inputs and finds one removed before it opens it lists again (the merged file
 
 **Appends** list the folder (a few dozen names at most, thanks to compaction) and claim the number
 after the highest one with ``os.link``, which refuses an existing name: concurrent writers never
-overwrite each other, and, as no merge runs between an append's listing and its link (the lock,
-below), a batch never gets a number inside a merged range. Numbers stay dense, so ranges are
-contiguous.
+overwrite each other, and, as no merged input is removed between an append's listing and its
+link (the locks, below), a batch never gets a number inside a merged range. Numbers stay dense,
+so ranges are contiguous.
 
-**Compaction** (``Compaction``; ``plan_merge``): after each append, at most one merge. The files
-after the last one of ``max_file_bytes`` or more are the candidates; the oldest candidate whose
+**Compaction** (``Compaction``; ``plan_merge``): after each append, at most one merge (in the
+background: as many as the policy asks for, below). The files after the last one of ``max_file_bytes`` or more are the candidates; the oldest candidate whose
 newer files add up to at least ``fanout − 1`` times its own size is merged with all of them (at
 most ``max_merge_files`` files). With equal batches that is a base-``fanout`` counter: ``fanout``
 files of one size become one file of the next, at most ``fanout − 1`` files per size, so ``n``
@@ -38,10 +38,18 @@ swaps it in with ``os.replace`` (atomic), after sweeping the covered inputs a cr
 behind: a deleted user's rows are gone from every file. Merges and removals hold an exclusive
 ``flock`` on ``.lock`` (a merge never waits for it: it skips and the next append tries again), so
 a merge can neither copy rows a removal is erasing nor remove a file a removal rewrote. Appends
-hold it shared from listing to publishing (so no merge frees a number in between: a batch linked
-under a number a merge had just consumed would sit inside the merged range, ignored, lost — seen
-with three threads appending while another read and removed); reads take no lock. ``flock`` needs
-a local filesystem.
+take another lock, ``.numbers.lock``, shared from listing to publishing, and whatever removes a
+merged input (a merge, a sweep) takes it exclusive for the removal only: no number is freed
+between an append's listing and its link (a batch linked under a number a merge had just consumed
+would sit inside the merged range, ignored, lost — seen with three threads appending while another
+read and removed), yet an append never waits for a merge's reading, writing and flushing, only for
+its unlinks. Reads take no lock. ``flock`` needs a local filesystem.
+
+**In the background** (``Compaction.background``): the append returns once its batch is
+published, and the folder's compaction thread takes the merges (as many as the policy asks for),
+so a stream worker's batch never waits for one (a merge with its flushes to disk took up to 50 ms
+for the event log's batches on this project's machines). A process that stops mid-merge leaves
+what a crash leaves: nothing lost, swept by the next merge.
 """
 
 from __future__ import annotations
@@ -51,6 +59,7 @@ import fcntl
 import logging
 import os
 import re
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -69,7 +78,8 @@ from core.errors import ConfigError, DependencyUnavailable
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(\d{10})(?:-(\d{10}))?\.parquet$")
-_LOCK = ".lock"
+_LOCK = ".lock"  # merges and removals
+_NUMBERS_LOCK = ".numbers.lock"  # appends (shared) against freeing batch numbers (exclusive)
 _APPEND_TMP = ".tmp-"  # an append in progress (any process): swept only when stale
 _MERGE_TMP = ".compact-"  # a merge in progress: only the lock holder writes one
 _REWRITE_TMP = ".rewrite-"  # a removal in progress: likewise
@@ -93,6 +103,7 @@ class Compaction:
     fanout: int = 8
     max_file_bytes: int = 32 * 1024 * 1024
     max_merge_files: int = 32
+    background: bool = False  # merges in the folder's own thread (module docstring)
 
     def __post_init__(self) -> None:
         if self.fanout < 2 or self.max_file_bytes < 1 or self.max_merge_files < 2:
@@ -100,6 +111,7 @@ class Compaction:
 
 
 DEFAULT_COMPACTION = Compaction()
+BACKGROUND_COMPACTION = Compaction(background=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,6 +224,7 @@ class BatchFolder:
         self.folder = folder
         self.schema = schema
         self.compaction = compaction
+        self._thread: _CompactionThread | None = None
 
     # -- listing -----------------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -227,7 +240,8 @@ class BatchFolder:
     # -- appending ---------------------------------------------------------------------------
     def write(self, build: Callable[[int], pa.Table]) -> Path:
         """Publish ``build(seq)`` as the next batch file, ``seq`` being its sequence number, then
-        run one compaction step (whose failure is logged: the batch is published either way).
+        run one compaction step, or wake the folder's compaction thread (``background``); a
+        failed merge is logged: the batch is published either way.
 
         ``os.link`` refuses an existing name, so concurrent writers never overwrite each other;
         the loser rebuilds its table for the next number and tries again.
@@ -238,7 +252,7 @@ class BatchFolder:
             # Shared lock from listing to publishing: otherwise a batch another writer published
             # under the same number could be merged away in between, the name be free again,
             # and this batch land inside the merged range (ignored as a merge input: lost).
-            with self._locked(wait=True, shared=True):
+            with self._locked(_NUMBERS_LOCK, wait=True, shared=True):
                 target = self._publish_next(build, tmp)
         except OSError as exc:
             raise DependencyUnavailable(
@@ -246,12 +260,32 @@ class BatchFolder:
             ) from exc
         finally:
             tmp.unlink(missing_ok=True)
-        if self.compaction is not None:
-            try:
-                self.compact()
-            except (OSError, pa.ArrowException) as exc:
-                log.warning("offline store: compaction of %s failed: %s", self.folder, exc)
+        if self.compaction is not None and self.compaction.background:
+            self._background().wake()
+        elif self.compaction is not None:
+            self._compact_logged()
         return target
+
+    def _compact_logged(self) -> Path | None:
+        try:
+            return self.compact()
+        except (OSError, pa.ArrowException) as exc:
+            log.warning("offline store: compaction of %s failed: %s", self.folder, exc)
+            return None
+
+    def _background(self) -> _CompactionThread:
+        with _THREADS_LOCK:
+            thread = self._thread
+            if thread is None or not thread.is_alive():
+                thread = self._thread = _CompactionThread(self)
+                thread.start()
+            return thread
+
+    def wait_compacted(self, timeout_s: float = 60.0) -> bool:
+        """Background compaction: wait until every merge asked for so far is done (True), or
+        ``timeout_s`` passed (False). At once without a background thread."""
+        thread = self._thread
+        return thread is None or thread.idle(timeout_s)
 
     def _publish_next(self, build: Callable[[int], pa.Table], tmp: Path) -> Path:
         seq = self._after_last()
@@ -281,7 +315,7 @@ class BatchFolder:
         compaction off, or another process holds the folder's lock)."""
         if self.compaction is None or not self.folder.exists():
             return None
-        with self._locked(wait=False) as held:
+        with self._locked(_LOCK, wait=False) as held:
             if not held:
                 return None
             live = self._sweep()
@@ -306,9 +340,16 @@ class BatchFolder:
         _publish(tmp, target)
         _fsync(self.folder)
         _remove(tmp)
-        for span in inputs:
-            _remove(span.path)
+        self._free_numbers(inputs)
         return target
+
+    def _free_numbers(self, covered: Sequence[Span]) -> None:
+        """Remove merged inputs; their numbers are free again once they go, so never between an
+        append's listing and its link (module docstring)."""
+        if covered:
+            with self._locked(_NUMBERS_LOCK, wait=True):
+                for span in covered:
+                    _remove(span.path)
 
     def _rechunked(self, inputs: Sequence[Span]) -> Iterator[pa.Table]:
         """The inputs' rows in order, in row groups of about ``_MERGE_ROW_GROUP_ROWS``."""
@@ -328,8 +369,7 @@ class BatchFolder:
         """Under the lock: remove what merges left behind (covered inputs, merge and rewrite
         temporaries) and stale append temporaries; the live spans."""
         live, covered = live_spans(_spans(self.folder))
-        for span in covered:
-            _remove(span.path)
+        self._free_numbers(covered)
         stale_before = time.time() - _STALE_APPEND_S
         with os.scandir(self.folder) as entries:
             for entry in entries:
@@ -342,11 +382,11 @@ class BatchFolder:
         return live
 
     @contextlib.contextmanager
-    def _locked(self, *, wait: bool, shared: bool = False) -> Iterator[bool]:
-        """The folder's lock (``flock``, released when the descriptor closes, also by a crash):
-        exclusive for merges and removals, ``shared`` for appends; yields False if ``wait`` is
-        False and a conflicting holder has it."""
-        fd = os.open(self.folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    def _locked(self, name: str, *, wait: bool, shared: bool = False) -> Iterator[bool]:
+        """One of the folder's locks (``flock``, released when the descriptor closes, also by a
+        crash; module docstring): exclusive, or ``shared``; yields False if ``wait`` is False and
+        a conflicting holder has it."""
+        fd = os.open(self.folder / name, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             try:
                 mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
@@ -413,7 +453,7 @@ class BatchFolder:
         if not self.folder.exists():
             return 0
         removed = 0
-        with self._locked(wait=True):
+        with self._locked(_LOCK, wait=True):
             for span in self._sweep():
                 hits = pc.fill_null(pc.equal(_column(span.path, column), value), False)
                 count = pc.sum(hits).as_py() or 0
@@ -427,6 +467,41 @@ class BatchFolder:
                 _replace(tmp, span.path)
                 removed += count
         return removed
+
+
+_THREADS_LOCK = threading.Lock()  # starting a folder's compaction thread
+
+
+class _CompactionThread(threading.Thread):
+    """A folder's background merges: woken after each append, it merges until the policy asks
+    for no more. A daemon: a process that exits mid-merge leaves what a crash leaves."""
+
+    def __init__(self, folder: BatchFolder) -> None:
+        super().__init__(name=f"compaction-{folder.folder.name}", daemon=True)
+        self._folder = folder
+        self._changed = threading.Condition()
+        self._asked = 0  # wake-ups so far
+        self._served = 0  # wake-ups whose merges are done
+
+    def wake(self) -> None:
+        with self._changed:
+            self._asked += 1
+            self._changed.notify_all()
+
+    def idle(self, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self._served >= self._asked, timeout_s)
+
+    def run(self) -> None:
+        while True:
+            with self._changed:
+                self._changed.wait_for(lambda: self._asked > self._served)
+                asked = self._asked
+            while self._folder._compact_logged() is not None:
+                pass
+            with self._changed:
+                self._served = asked
+                self._changed.notify_all()
 
 
 def folder_usage(folder: Path) -> FolderUsage:

@@ -265,7 +265,8 @@ def test_many_small_batches_leave_a_logarithmic_number_of_files(tmp_path: Path) 
     assert usage.batches == 300
     assert usage.files == len(folder.files()) <= 3 * (math.ceil(math.log(300, 4)) + 1)
     assert usage.bytes == sum(p.stat().st_size for p in folder.files())
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [".lock"]
+    locks = [".lock", ".numbers.lock"]  # no temporary file left, only the folder's locks
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == locks
 
 
 def test_without_compaction_every_batch_keeps_its_file(tmp_path: Path) -> None:
@@ -305,7 +306,8 @@ def test_a_crash_between_publishing_a_merge_and_removing_its_inputs_is_read_once
     assert "0000000001-0000000002.parquet" in names and "0000000001.parquet" in names
     assert _ids(folder) == ["a", "b"]
     assert folder.remove_rows("user_id", "u1") == 1  # sweeps the inputs first
-    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock", "0000000001-0000000002.parquet"]
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == [".lock", ".numbers.lock", "0000000001-0000000002.parquet"]
     assert _ids(folder) == ["b"]
 
 
@@ -321,8 +323,11 @@ def test_deletion_sweeps_stale_append_temporaries_only(tmp_path: Path) -> None:
     assert not stale.exists() and fresh.exists()  # fresh: perhaps another writer's, mid-append
 
 
-def test_concurrent_writers_a_reader_and_deletions_see_every_row_once(tmp_path: Path) -> None:
-    compaction = Compaction(fanout=2)
+@pytest.mark.parametrize("background", [False, True])
+def test_concurrent_writers_a_reader_and_deletions_see_every_row_once(
+    tmp_path: Path, background: bool
+) -> None:
+    compaction = Compaction(fanout=2, background=background)
     writers, batches = 3, 25
     failures: list[BaseException] = []
     done = threading.Event()
@@ -332,6 +337,7 @@ def test_concurrent_writers_a_reader_and_deletions_see_every_row_once(tmp_path: 
         try:
             for n in range(batches):
                 folder.write_columns({"row_id": [f"w{w}-{n}"], "user_id": [f"user{w}"]})
+            assert folder.wait_compacted()
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 
@@ -360,3 +366,68 @@ def test_concurrent_writers_a_reader_and_deletions_see_every_row_once(tmp_path: 
     assert not failures, failures
     ids = _ids(BatchFolder(tmp_path, SCHEMA))
     assert sorted(ids) == sorted(f"w{w}-{n}" for w in range(writers) for n in range(batches))
+
+
+@contextlib.contextmanager
+def merges_held() -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Every merge stops before writing its file, until ``release`` is set; ``started`` is set
+    once one has stopped there."""
+    started, release = threading.Event(), threading.Event()
+    real = batch_folder._write_parquet
+
+    def held(tables: Any, path: Path, schema: pa.Schema, *, durable: bool = False) -> None:
+        if path.name.startswith(batch_folder._MERGE_TMP):
+            started.set()
+            assert release.wait(30), "the test never released the merge"
+        real(tables, path, schema, durable=durable)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(batch_folder, "_write_parquet", held)
+        try:
+            yield started, release
+        finally:
+            release.set()
+
+
+def test_an_append_does_not_wait_for_a_merge_in_progress(tmp_path: Path) -> None:
+    """Appends wait only for a merge's unlinks, not its reading, writing and flushing (the
+    folder's two locks)."""
+    merging = BatchFolder(tmp_path, SCHEMA, Compaction(fanout=2))
+    appending = BatchFolder(tmp_path, SCHEMA, compaction=None)  # another process's appender
+    appending.write_columns({"row_id": ["a"], "user_id": ["u1"]})
+    appending.write_columns({"row_id": ["b"], "user_id": ["u1"]})
+    with merges_held() as (started, release):
+        merge = threading.Thread(target=merging.compact)
+        merge.start()
+        assert started.wait(30)
+        append = threading.Thread(
+            target=appending.write_columns, args=({"row_id": ["c"], "user_id": ["u2"]},)
+        )
+        append.start()
+        append.join(30)
+        appended_during_the_merge = not append.is_alive()
+        release.set()
+        merge.join(30)
+        append.join(30)
+    assert appended_during_the_merge
+    assert [p.name for p in appending.files()] == [
+        "0000000001-0000000002.parquet",
+        "0000000003.parquet",
+    ]
+    assert _ids(appending) == ["a", "b", "c"]
+
+
+def test_background_compaction_merges_after_the_append_has_returned(tmp_path: Path) -> None:
+    folder = BatchFolder(tmp_path, SCHEMA, Compaction(fanout=2, background=True))
+    assert folder.wait_compacted()  # nothing asked yet
+    with merges_held() as (started, release):
+        for n in range(4):  # each returns with the merges it asked for still held
+            folder.write_columns({"row_id": [f"r{n}"], "user_id": ["u1"]})
+        assert started.wait(30)
+        assert len(folder.files()) > 1
+        assert _ids(folder) == ["r0", "r1", "r2", "r3"]  # readable while merges wait
+        release.set()
+        assert folder.wait_compacted()
+    # every merge the policy asked for (1+2, then 3+4, then the two) ran in the thread
+    assert [p.name for p in folder.files()] == ["0000000001-0000000004.parquet"]
+    assert _ids(folder) == ["r0", "r1", "r2", "r3"]
