@@ -21,8 +21,8 @@ overwrite each other, and, as no merged input is removed between an append's lis
 link (the locks, below), a batch never gets a number inside a merged range. Numbers stay dense,
 so ranges are contiguous.
 
-**Compaction** (``Compaction``; ``plan_merge``): after each append, at most one merge (in the
-background: as many as the policy asks for, below). The files after the last one of ``max_file_bytes`` or more are the candidates; the oldest candidate whose
+**Compaction** (``Compaction``; ``plan_merge``): after each append, at most one merge. The files
+after the last one of ``max_file_bytes`` or more are the candidates; the oldest candidate whose
 newer files add up to at least ``fanout − 1`` times its own size is merged with all of them (at
 most ``max_merge_files`` files). With equal batches that is a base-``fanout`` counter: ``fanout``
 files of one size become one file of the next, at most ``fanout − 1`` files per size, so ``n``
@@ -43,13 +43,8 @@ merged input (a merge, a sweep) takes it exclusive for the removal only: no numb
 between an append's listing and its link (a batch linked under a number a merge had just consumed
 would sit inside the merged range, ignored, lost — seen with three threads appending while another
 read and removed), yet an append never waits for a merge's reading, writing and flushing, only for
-its unlinks. Reads take no lock. ``flock`` needs a local filesystem.
-
-**In the background** (``Compaction.background``): the append returns once its batch is
-published, and the folder's compaction thread takes the merges (as many as the policy asks for),
-so a stream worker's batch never waits for one (a merge with its flushes to disk took up to 50 ms
-for the event log's batches on this project's machines). A process that stops mid-merge leaves
-what a crash leaves: nothing lost, swept by the next merge.
+its unlinks (a worker's batch waits for its own appends' merges, not for another worker's).
+Reads take no lock. ``flock`` needs a local filesystem.
 """
 
 from __future__ import annotations
@@ -59,7 +54,6 @@ import fcntl
 import logging
 import os
 import re
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -103,7 +97,6 @@ class Compaction:
     fanout: int = 8
     max_file_bytes: int = 32 * 1024 * 1024
     max_merge_files: int = 32
-    background: bool = False  # merges in the folder's own thread (module docstring)
 
     def __post_init__(self) -> None:
         if self.fanout < 2 or self.max_file_bytes < 1 or self.max_merge_files < 2:
@@ -111,7 +104,6 @@ class Compaction:
 
 
 DEFAULT_COMPACTION = Compaction()
-BACKGROUND_COMPACTION = Compaction(background=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +216,6 @@ class BatchFolder:
         self.folder = folder
         self.schema = schema
         self.compaction = compaction
-        self._thread: _CompactionThread | None = None
 
     # -- listing -----------------------------------------------------------------------------
     def files(self) -> list[Path]:
@@ -240,8 +231,7 @@ class BatchFolder:
     # -- appending ---------------------------------------------------------------------------
     def write(self, build: Callable[[int], pa.Table]) -> Path:
         """Publish ``build(seq)`` as the next batch file, ``seq`` being its sequence number, then
-        run one compaction step, or wake the folder's compaction thread (``background``); a
-        failed merge is logged: the batch is published either way.
+        run one compaction step (whose failure is logged: the batch is published either way).
 
         ``os.link`` refuses an existing name, so concurrent writers never overwrite each other;
         the loser rebuilds its table for the next number and tries again.
@@ -260,32 +250,12 @@ class BatchFolder:
             ) from exc
         finally:
             tmp.unlink(missing_ok=True)
-        if self.compaction is not None and self.compaction.background:
-            self._background().wake()
-        elif self.compaction is not None:
-            self._compact_logged()
+        if self.compaction is not None:
+            try:
+                self.compact()
+            except (OSError, pa.ArrowException) as exc:
+                log.warning("offline store: compaction of %s failed: %s", self.folder, exc)
         return target
-
-    def _compact_logged(self) -> Path | None:
-        try:
-            return self.compact()
-        except (OSError, pa.ArrowException) as exc:
-            log.warning("offline store: compaction of %s failed: %s", self.folder, exc)
-            return None
-
-    def _background(self) -> _CompactionThread:
-        with _THREADS_LOCK:
-            thread = self._thread
-            if thread is None or not thread.is_alive():
-                thread = self._thread = _CompactionThread(self)
-                thread.start()
-            return thread
-
-    def wait_compacted(self, timeout_s: float = 60.0) -> bool:
-        """Background compaction: wait until every merge asked for so far is done (True), or
-        ``timeout_s`` passed (False). At once without a background thread."""
-        thread = self._thread
-        return thread is None or thread.idle(timeout_s)
 
     def _publish_next(self, build: Callable[[int], pa.Table], tmp: Path) -> Path:
         seq = self._after_last()
@@ -467,41 +437,6 @@ class BatchFolder:
                 _replace(tmp, span.path)
                 removed += count
         return removed
-
-
-_THREADS_LOCK = threading.Lock()  # starting a folder's compaction thread
-
-
-class _CompactionThread(threading.Thread):
-    """A folder's background merges: woken after each append, it merges until the policy asks
-    for no more. A daemon: a process that exits mid-merge leaves what a crash leaves."""
-
-    def __init__(self, folder: BatchFolder) -> None:
-        super().__init__(name=f"compaction-{folder.folder.name}", daemon=True)
-        self._folder = folder
-        self._changed = threading.Condition()
-        self._asked = 0  # wake-ups so far
-        self._served = 0  # wake-ups whose merges are done
-
-    def wake(self) -> None:
-        with self._changed:
-            self._asked += 1
-            self._changed.notify_all()
-
-    def idle(self, timeout_s: float) -> bool:
-        with self._changed:
-            return self._changed.wait_for(lambda: self._served >= self._asked, timeout_s)
-
-    def run(self) -> None:
-        while True:
-            with self._changed:
-                self._changed.wait_for(lambda: self._asked > self._served)
-                asked = self._asked
-            while self._folder._compact_logged() is not None:
-                pass
-            with self._changed:
-                self._served = asked
-                self._changed.notify_all()
 
 
 def folder_usage(folder: Path) -> FolderUsage:

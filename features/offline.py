@@ -34,7 +34,7 @@ import pyarrow as pa
 from core.errors import DependencyUnavailable, SchemaError
 from core.settings import Deployment, RedisSettings
 from events.models import Interaction
-from features.batch_folder import DEFAULT_COMPACTION, BatchFolder, Compaction
+from features.batch_folder import BatchFolder
 from features.rows import ItemFeatureRow, UserFeatureRow
 from features.schema import (
     CREATED_TIMESTAMP,
@@ -84,11 +84,8 @@ def offline_dir(deployment: Deployment) -> Path:
 class OfflineEventLog:
     """Append-only log of every valid interaction: ``<offline>/events/NNNNNNNNNN.parquet``."""
 
-    def __init__(
-        self, deployment: Deployment, compaction: Compaction | None = DEFAULT_COMPACTION
-    ) -> None:
-        """``compaction``: the worker's merges in the background (``features.batch_folder``)."""
-        self._files = BatchFolder(offline_dir(deployment) / "events", EVENT_LOG_SCHEMA, compaction)
+    def __init__(self, deployment: Deployment) -> None:
+        self._files = BatchFolder(offline_dir(deployment) / "events", EVENT_LOG_SCHEMA)
 
     @property
     def folder(self) -> Path:
@@ -156,12 +153,10 @@ class FeatureHistory:
     timestamps), which a point-in-time join returns once.
     """
 
-    def __init__(
-        self, deployment: Deployment, compaction: Compaction | None = DEFAULT_COMPACTION
-    ) -> None:
+    def __init__(self, deployment: Deployment) -> None:
         root = feature_history_dir(deployment)  # the views' file sources point at this folder
-        self._users = BatchFolder(root / USER_VIEW, USER_HISTORY_SCHEMA, compaction)
-        self._items = BatchFolder(root / ITEM_VIEW, ITEM_HISTORY_SCHEMA, compaction)
+        self._users = BatchFolder(root / USER_VIEW, USER_HISTORY_SCHEMA)
+        self._items = BatchFolder(root / ITEM_VIEW, ITEM_HISTORY_SCHEMA)
 
     def append(self, rows: Sequence[UserFeatureRow | ItemFeatureRow]) -> None:
         users = [r for r in rows if isinstance(r, UserFeatureRow)]

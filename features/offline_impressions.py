@@ -27,7 +27,7 @@ import pyarrow as pa
 
 from core.settings import Deployment
 from events.models import Impression
-from features.batch_folder import DEFAULT_COMPACTION, BatchFolder, Compaction
+from features.batch_folder import BatchFolder
 from features.offline import offline_dir
 
 IMPRESSION_LOG_SCHEMA = pa.schema(
@@ -48,12 +48,8 @@ IMPRESSION_LOG_SCHEMA = pa.schema(
 class OfflineImpressionLog:
     """Append-only log of admitted slates: ``<offline>/impressions/NNNNNNNNNN.parquet``."""
 
-    def __init__(
-        self, deployment: Deployment, compaction: Compaction | None = DEFAULT_COMPACTION
-    ) -> None:
-        self._files = BatchFolder(
-            offline_dir(deployment) / "impressions", IMPRESSION_LOG_SCHEMA, compaction
-        )
+    def __init__(self, deployment: Deployment) -> None:
+        self._files = BatchFolder(offline_dir(deployment) / "impressions", IMPRESSION_LOG_SCHEMA)
 
     @property
     def folder(self) -> Path:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from bandits import configs_from_settings
 from core.settings import Settings
-from features.batch_folder import BACKGROUND_COMPACTION
 from features.offline import FeatureHistory, OfflineEventLog
 from features.offline_impressions import OfflineImpressionLog
 from features.store import FeastOnlineStore
@@ -59,11 +58,10 @@ def build_runtimes(settings: Settings) -> tuple[StreamRuntime, BanditRuntime, Dr
         writer=FeastOnlineStore(settings.redis, settings.deployment),
         state=state,
         producer=producer,
-        # Merges off the batches' path: a batch waits for its appends only (features.batch_folder).
         sinks=StreamSinks(
-            OfflineEventLog(settings.deployment, BACKGROUND_COMPACTION),
-            FeatureHistory(settings.deployment, BACKGROUND_COMPACTION),
-            OfflineImpressionLog(settings.deployment, BACKGROUND_COMPACTION),
+            OfflineEventLog(settings.deployment),
+            FeatureHistory(settings.deployment),
+            OfflineImpressionLog(settings.deployment),
         ),
         content=content,
     )

@@ -17,11 +17,10 @@ since the re-delivered batch is then skipped by its committed offsets,
 ``streams.state_port.unconsumed_records``.) Not yet done: naming each file by its batch's source
 offsets so that the repeated append replaces the earlier file instead of adding one (issue 21).
 
-Each append writes one parquet file; the worker's folders merge them size-tiered in their own
-threads (``features.batch_folder.BACKGROUND_COMPACTION``, built by ``streams.build_worker``), so
-a quiet worker's many tiny batch files are merged as they come while no batch waits for a merge,
-and a crash at any step of a merge leaves every row readable exactly once. Erasure takes the
-folder's lock, so a merge never brings erased rows back.
+Each append writes one parquet file and then takes one size-tiered compaction step
+(``features.batch_folder``): a quiet worker's many tiny batch files are merged as they come, at
+most one merge per append, and a crash at any step of a merge leaves every row readable exactly
+once. Erasure takes the folder's lock, so a merge never brings erased rows back.
 """
 
 from __future__ import annotations
