@@ -315,6 +315,12 @@ class BenchWorker:
         from core.settings import MetricsSettings
         from serving.processes import run_server
 
+        # INFO: the exporter's "Prometheus metrics on" line, which ServerProcess.serving waits
+        # for (a no-op in a supervisor's worker, whose logging is configured already)
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
+
         def prepare(app: Any) -> None:
             if self.torch_threads:  # after build_serving_app, which sets one thread
                 import torch
@@ -351,10 +357,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ranker", action="store_true")
     parser.add_argument("--torch-threads", type=int)
     args = parser.parse_args(argv)
-    # INFO: the exporters' "Prometheus metrics on" lines, which ServerProcess.serving waits for
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     settings = load_settings()
     serving = settings.serving.model_copy(update={"port": args.port, "processes": args.processes})
     settings = settings.model_copy(update={"serving": serving})
