@@ -11,7 +11,8 @@ Replays MovieLens (ML-1M by default, ``interactions.replay`` mapping) through th
    item features (item updates are the second hop, so this is end to end).
 2. **Freshness** — at each offered rate (fractions of the sustained rate, ``--rates``) the replay
    continues, paced, for ``--seconds``; meanwhile a probe produces one event for a fresh user every
-   ~20 ms and polls the online store until that user's row is visible: produce → visible latency.
+   20 ms, on schedule (open loop: ``FreshnessProbe``), and polls the online store until each
+   user's row is visible: produce → visible latency.
 
 Throughput on a shared machine moves with its other load, so phase 1 also reports the workers'
 CPU seconds (``process_cpu_seconds_total``) and events per worker CPU second, which move less,
@@ -23,7 +24,8 @@ worker CPU per event in each stage of ``streams.worker_metrics.STAGES``, from
 ``aether_stream_stage_cpu_seconds``, and ``_rest``: Faust's consumption, the event loop and the
 metrics), ``load_average``, ``freshness_p50_ms``/
 ``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
-``freshness_p99_ms_at_<rate>``, the workers' full collector passes over both phases
+``freshness_p50_ms_at_<rate>``, ``freshness_p99_ms_at_<rate>``, ``freshness_probes_at_<rate>``
+and ``freshness_lost_probes_at_<rate>`` (not visible within 10 s), the workers' full collector passes over both phases
 (``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``), the offline logs'
 live files, bytes and appended batches at the end (``offline_log_files``/``_bytes``/``_batches``
 for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offline_log_figures``) and
@@ -280,46 +282,73 @@ def settled(
 
 # -- the probe -----------------------------------------------------------------------------------
 class FreshnessProbe(threading.Thread):
-    """Produce an event for a fresh user, poll until its feature row is visible, repeat."""
+    """Every ``interval_s``, produce an event for a fresh user, and poll the online store until
+    each probe's feature row is visible: produce → visible latency, in ``latencies_ms``.
+
+    Open loop: a probe goes out on schedule whether or not earlier ones are visible yet, so a
+    stall delays every probe sent during it and the tail is sampled as often as the rest (a probe
+    that waited for the previous one would send fewer during a stall, and report a lower p99).
+    After ``stop_flag`` no probe is sent and the outstanding ones are waited for; a probe still
+    not visible after ``timeout_s`` is counted in ``lost``."""
 
     def __init__(
-        self, settings: Settings, event_time_ms: list[int], interval_s: float = 0.02
+        self,
+        settings: Settings,
+        event_time_ms: list[int],
+        interval_s: float = 0.02,
+        timeout_s: float = 10.0,
+        *,
+        store: Any = None,
+        producer: Any = None,
     ) -> None:
+        """``store``/``producer``: the online store and Kafka producer of ``settings`` unless
+        given (``read_users``; ``produce`` and ``flush``)."""
         super().__init__(daemon=True)
         from features.store import FeastOnlineStore
         from streams.publish import make_producer
 
         self.settings = settings
-        self.store = FeastOnlineStore(settings.redis, settings.deployment)
-        self.producer = make_producer(settings.kafka.bootstrap_servers, **{"linger.ms": 0})
+        self.store = store or FeastOnlineStore(settings.redis, settings.deployment)
+        self.producer = producer or make_producer(
+            settings.kafka.bootstrap_servers, **{"linger.ms": 0}
+        )
         self.event_time_ms = event_time_ms  # the replay's current event time (shared, mutable)
         self.interval_s = interval_s
+        self.timeout_s = timeout_s
         self.latencies_ms: list[float] = []
+        self.lost = 0
         self.stop_flag = threading.Event()
 
     def run(self) -> None:
         topic = self.settings.topic("events")
+        sent_at: dict[str, float] = {}  # outstanding probes: user → produce time
+        next_send = time.perf_counter()
         n = 0
-        while not self.stop_flag.is_set():
-            user = f"probe-{uuid.uuid4().hex[:10]}"
-            body = {
-                "event_id": f"{user}:{n}",
-                "event_type": "view",
-                "user_id": user,
-                "item_id": "probe",
-                "event_time": self.event_time_ms[0],
-            }
-            sent = time.perf_counter()
-            self.producer.produce(topic, key=user.encode(), value=orjson.dumps(body))
-            self.producer.flush(5)
-            deadline = sent + 10
-            while time.perf_counter() < deadline and not self.stop_flag.is_set():
-                if self.store.read_users([user]):
-                    self.latencies_ms.append((time.perf_counter() - sent) * 1000)
-                    break
-                time.sleep(0.001)
-            n += 1
-            time.sleep(self.interval_s)
+        while sent_at or not self.stop_flag.is_set():
+            now = time.perf_counter()
+            if now >= next_send and not self.stop_flag.is_set():
+                user = f"probe-{uuid.uuid4().hex[:10]}"
+                body = {
+                    "event_id": f"{user}:{n}",
+                    "event_type": "view",
+                    "user_id": user,
+                    "item_id": "probe",
+                    "event_time": self.event_time_ms[0],
+                }
+                sent_at[user] = now
+                self.producer.produce(topic, key=user.encode(), value=orjson.dumps(body))
+                self.producer.flush(5)
+                n += 1
+                next_send = max(next_send + self.interval_s, now)  # no burst after a hiccup
+            if sent_at:
+                visible = self.store.read_users(list(sent_at))
+                seen = time.perf_counter()
+                for user in visible:
+                    self.latencies_ms.append((seen - sent_at.pop(user)) * 1000)
+                for user in [u for u, t in sent_at.items() if seen - t > self.timeout_s]:
+                    del sent_at[user]
+                    self.lost += 1
+            time.sleep(0.001)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -432,12 +461,15 @@ def command(args: argparse.Namespace) -> int:
             probe.stop_flag.set()
             probe.join()
             p50, p99 = percentile(probe.latencies_ms, 0.5), percentile(probe.latencies_ms, 0.99)
+            lost = f", {probe.lost} not visible within {probe.timeout_s:g} s" if probe.lost else ""
             print(
                 f"offered {rate:>7,} ev/s: freshness p50 {p50:6.1f} ms  p99 {p99:6.1f} ms "
-                f"({len(probe.latencies_ms)} probes)"
+                f"({len(probe.latencies_ms)} probes{lost})"
             )
             figures[f"freshness_p50_ms_at_{rate}"] = round(p50, 2)
             figures[f"freshness_p99_ms_at_{rate}"] = round(p99, 2)
+            figures[f"freshness_probes_at_{rate}"] = len(probe.latencies_ms)
+            figures[f"freshness_lost_probes_at_{rate}"] = probe.lost
             if fraction == 0.5:
                 figures["freshness_p50_ms"] = round(p50, 2)
                 figures["freshness_p99_ms"] = round(p99, 2)

@@ -36,6 +36,11 @@ def test_two_workers_reach_the_state_one_worker_reaches(
     # The comparison covered every kind of output, not empty ones.
     assert figures["scale_out_user_rows"] > 1 and figures["scale_out_item_rows"] > 1
     assert figures["scale_out_transitions"] > 0 and figures["scale_out_posterior_entries"] > 0
+    # Freshness at the one offered rate: open-loop probes, every one of them became visible.
+    rate = figures["offered_rates"][0]
+    assert figures[f"freshness_probes_at_{rate}"] > 1
+    assert figures[f"freshness_lost_probes_at_{rate}"] == 0
+    assert 0 < figures["freshness_p50_ms"] <= figures["freshness_p99_ms"]
     # Faust's floor on the same events, in the same run, and the full worker's share of it.
     floor = figures["faust_floor_events_per_worker_cpu_s"]
     assert floor > 0 and figures["faust_floor_events_per_s"] > 0
