@@ -10,7 +10,8 @@ Replays MovieLens (ML-1M by default, ``interactions.replay`` mapping) through th
    produce)``, read from the workers' Prometheus counters. Every event is then in the user *and*
    item features (item updates are the second hop, so this is end to end).
 2. **Freshness** — at each offered rate (fractions of the sustained rate, ``--rates``) the replay
-   continues, paced, for ``--seconds``; meanwhile a probe produces one event for a fresh user every
+   continues, paced, for ``--seconds``, as live traffic (each event stamped with the wall clock
+   as it is produced); meanwhile a probe produces one event for a fresh user every
    20 ms, on schedule (open loop: ``FreshnessProbe``), and polls the online store until each
    user's row is visible: produce → visible latency.
 
@@ -25,7 +26,10 @@ worker CPU per event in each stage of ``streams.worker_metrics.STAGES``, from
 metrics), ``load_average``, ``freshness_p50_ms``/
 ``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
 ``freshness_p50_ms_at_<rate>``, ``freshness_p99_ms_at_<rate>``, ``freshness_probes_at_<rate>``
-and ``freshness_lost_probes_at_<rate>`` (not visible within 10 s), the workers' full collector passes over both phases
+and ``freshness_lost_probes_at_<rate>`` (not visible within 10 s), ``late_events_at_<rate>``
+(events the workers judged late in that phase), ``worker_cpu_us_per_event_at_<rate>`` (the
+workers' CPU over that phase per event produced in it, probes included) and its split,
+``stage_cpu_us_per_event_<stage>_at_<rate>``, the workers' full collector passes over both phases
 (``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``), the offline logs'
 live files, bytes and appended batches at the end (``offline_log_files``/``_bytes``/``_batches``
 for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offline_log_figures``) and
@@ -66,7 +70,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -164,11 +168,11 @@ def stop_workers(workers: list[tuple[subprocess.Popen[bytes], int]]) -> None:
     workers.clear()
 
 
-def warm_up(settings: Settings, ports: list[int], clock: list[int]) -> None:
+def warm_up(settings: Settings, ports: list[int], event_time_ms: int) -> None:
     """Probe until every worker serves metrics and has applied events of its own partitions:
     the group has joined and shared the partitions out, so no rebalance falls in the phases."""
     topic = settings.topic("events")
-    probe = FreshnessProbe(settings, clock)
+    probe = FreshnessProbe(settings, lambda: event_time_ms)
     probe.start()
 
     def joined() -> bool:
@@ -294,7 +298,7 @@ class FreshnessProbe(threading.Thread):
     def __init__(
         self,
         settings: Settings,
-        event_time_ms: list[int],
+        event_time_ms: Callable[[], int],
         interval_s: float = 0.02,
         timeout_s: float = 10.0,
         *,
@@ -312,7 +316,7 @@ class FreshnessProbe(threading.Thread):
         self.producer = producer or make_producer(
             settings.kafka.bootstrap_servers, **{"linger.ms": 0}
         )
-        self.event_time_ms = event_time_ms  # the replay's current event time (shared, mutable)
+        self.event_time_ms = event_time_ms  # each probe's event time
         self.interval_s = interval_s
         self.timeout_s = timeout_s
         self.latencies_ms: list[float] = []
@@ -333,7 +337,7 @@ class FreshnessProbe(threading.Thread):
                     "event_type": "view",
                     "user_id": user,
                     "item_id": "probe",
-                    "event_time": self.event_time_ms[0],
+                    "event_time": self.event_time_ms(),
                 }
                 sent_at[user] = now
                 self.producer.produce(topic, key=user.encode(), value=orjson.dumps(body))
@@ -393,10 +397,9 @@ def command(args: argparse.Namespace) -> int:
         workers = start_workers(settings, args.workers, work, floor)
         ports = [port for _, port in workers]
         producer = make_producer(bootstrap)
-        clock = [first.event_time_ms]
         if args.faust_floor:
             return faust_floor(args, settings, ports, producer, events)
-        warm_up(settings, ports, clock)
+        warm_up(settings, ports, first.event_time_ms)
         before = outcome_counts(ports)
         baseline = sum(n for (topic, _), n in before.items() if topic == topics.events)
 
@@ -454,18 +457,39 @@ def command(args: argparse.Namespace) -> int:
             if not chunk:
                 print("dataset exhausted; stopping")
                 break
-            clock[0] = chunk[0].event_time_ms
-            probe = FreshnessProbe(settings, clock)
+            late_before = outcome_counts(ports).get((topics.events, "late"), 0)
+            cpu_before_phase = worker_usage(ports)[0]
+            stages_before_phase = stage_cpu_seconds(ports)
+            probe = FreshnessProbe(settings, wall_clock_ms)
             probe.start()
-            _paced(producer, topics.events, chunk, rate, clock)
+            _paced(producer, topics.events, chunk, rate)
             probe.stop_flag.set()
             probe.join()
+            # Judged late by the workers (never applied): with wall-clock stamps, none should be.
+            late = outcome_counts(ports).get((topics.events, "late"), 0) - late_before
+            # Live events cost more than the backlog's: small batches, and event times within
+            # the allowed lateness of each other (per event, over the phase and its probes).
+            phase_cpu_s = worker_usage(ports)[0] - cpu_before_phase
+            phase_events = len(chunk) + len(probe.latencies_ms) + probe.lost
+            cpu_us = phase_cpu_s * 1e6 / phase_events
+            phase_stages = stage_split(
+                stages_before_phase, stage_cpu_seconds(ports), phase_cpu_s, phase_events
+            )
             p50, p99 = percentile(probe.latencies_ms, 0.5), percentile(probe.latencies_ms, 0.99)
             lost = f", {probe.lost} not visible within {probe.timeout_s:g} s" if probe.lost else ""
             print(
                 f"offered {rate:>7,} ev/s: freshness p50 {p50:6.1f} ms  p99 {p99:6.1f} ms "
-                f"({len(probe.latencies_ms)} probes{lost})"
+                f"({len(probe.latencies_ms)} probes{lost}; {late} events late; "
+                f"worker CPU {cpu_us:.0f} µs per event)"
             )
+            figures[f"late_events_at_{rate}"] = late
+            figures[f"worker_cpu_us_per_event_at_{rate}"] = round(cpu_us, 1)
+            print(
+                "  its worker CPU per event by stage (µs): "
+                + ", ".join(f"{stage} {us:.1f}" for stage, us in phase_stages.items())
+            )
+            for stage, us in phase_stages.items():
+                figures[f"stage_cpu_us_per_event_{stage}_at_{rate}"] = round(us, 1)
             figures[f"freshness_p50_ms_at_{rate}"] = round(p50, 2)
             figures[f"freshness_p99_ms_at_{rate}"] = round(p99, 2)
             figures[f"freshness_probes_at_{rate}"] = len(probe.latencies_ms)
@@ -655,17 +679,25 @@ def _take(events: Iterator[Any], count: int) -> list[Any]:
     return list(itertools.islice(events, count))
 
 
-def _paced(producer: Any, topic: str, messages: list[Any], rate: int, clock: list[int]) -> None:
-    """Produce at ``rate`` messages per second (in 10 ms slices), updating the shared clock."""
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _paced(producer: Any, topic: str, messages: list[Any], rate: int) -> None:
+    """Produce at ``rate`` messages per second (in 10 ms slices), each stamped with the wall clock
+    as it goes out: live traffic, as the probe's (``FreshnessProbe``). With the replay's own
+    times, which run minutes of event time per slice, a probe overtaken by the next slice was
+    judged late and never applied, and one ahead of its slice made that slice's events late."""
     started = time.perf_counter()
     slice_size = max(1, rate // 100)
     for start in range(0, len(messages), slice_size):
-        # The probe stamps its events with the clock: never behind what is already produced.
-        clock[0] = messages[min(len(messages), start + slice_size) - 1].event_time_ms
         for message in messages[start : start + slice_size]:
+            body = orjson.loads(message.value)
+            body["event_time"] = wall_clock_ms()
+            value = orjson.dumps(body)
             while True:
                 try:
-                    producer.produce(topic, value=message.value, key=message.key)
+                    producer.produce(topic, value=value, key=message.key)
                     break
                 except BufferError:
                     producer.poll(0.01)

@@ -107,7 +107,7 @@ def scale_out(
         logs.mkdir(exist_ok=True)
         workers = start_workers(settings, WORKERS, logs)
         ports = [port for _, port in workers]
-        warm_up(settings, ports, [messages[0].event_time_ms])
+        warm_up(settings, ports, messages[0].event_time_ms)
         counts = outcome_counts(ports)
         target = sum(n for (topic, _), n in counts.items() if topic == topics.events)
         target += len(messages)

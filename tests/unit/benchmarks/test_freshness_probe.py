@@ -46,7 +46,7 @@ class _Store:
 
 def _probe(store: _Store, producer: _Producer, timeout_s: float = 10.0) -> FreshnessProbe:
     return FreshnessProbe(
-        Settings(), [0], interval_s=0.001, timeout_s=timeout_s, store=store, producer=producer
+        Settings(), lambda: 0, interval_s=0.001, timeout_s=timeout_s, store=store, producer=producer
     )
 
 
