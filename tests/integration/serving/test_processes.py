@@ -49,29 +49,45 @@ def test_two_processes_share_the_port_and_stop_on_sigterm(
     assert not milvus_lite_in_use(Path(settings.milvus.uri))  # released with the group
 
 
+def _aether_serve_two_processes(
+    settings: Settings, log_path: Path, attempts: int = 3
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """``aether serve`` with two processes once both serve: ``(process, port, metrics port)``.
+    Started again on other ports when a metrics port was taken between its choice and the
+    exporter's bind (the process logs it; as benchmarks.serve_server.start_on_free_ports)."""
+    from core.subprocesses import free_loopback_port
+
+    for _ in range(attempts):
+        port, metrics_port = free_loopback_port(), consecutive_free_ports(2)
+        argv = [str(Path(sys.executable).parent / "aether"), "serve", "--port", str(port)]
+        with log_path.open("wb") as log:
+            serve = subprocess.Popen(
+                [*argv, "--metrics-port", str(metrics_port)],
+                env={**child_env(settings), "AETHER_SERVING__PROCESSES": "2"},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        for _ in range(120):  # the workers load the catalogue, the index and Kafka
+            text = log_path.read_text(errors="replace")
+            if "(2 processes)" in text:
+                break
+            assert serve.poll() is None, text
+            time.sleep(1.0)
+        if "metrics exporter cannot listen" not in log_path.read_text(errors="replace"):
+            return serve, port, metrics_port
+        serve.send_signal(signal.SIGTERM)
+        serve.wait(60)
+    raise AssertionError(f"metrics ports taken {attempts} times in a row")
+
+
 def test_aether_serve_with_two_processes_answers_and_stops_gracefully(
     settings: Settings, tiny_stores: Prepared, tmp_path: Path
 ) -> None:
-    from core.subprocesses import free_loopback_port
     from serving.client import RecommenderClient
 
-    port = free_loopback_port()
-    metrics_port = consecutive_free_ports(2)
     log_path = tmp_path / "serve.log"
-    argv = [str(Path(sys.executable).parent / "aether"), "serve", "--port", str(port)]
-    with log_path.open("wb") as log:
-        serve = subprocess.Popen(
-            [*argv, "--metrics-port", str(metrics_port)],
-            env={**child_env(settings), "AETHER_SERVING__PROCESSES": "2"},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
+    serve, port, metrics_port = _aether_serve_two_processes(settings, log_path)
     try:
-        for _ in range(120):  # the workers load the catalogue, the index and Kafka
-            if "(2 processes)" in log_path.read_text(errors="replace"):
-                break
-            assert serve.poll() is None, log_path.read_text(errors="replace")
-            time.sleep(1.0)
         with RecommenderClient(f"127.0.0.1:{port}", timeout_s=5.0) as client:
             slate = client.recommend(tiny_stores.user_ids[0], k=5)
         assert len(slate.items) == 5
