@@ -271,7 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--metrics-port", type=int, required=True)
     args = parser.parse_args(argv)
-    # INFO: the exporter's "Prometheus metrics on" line, which start_floor waits for
+    # INFO: the exporter's ``LISTENING`` line, which start_floor waits for
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

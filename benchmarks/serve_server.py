@@ -49,11 +49,6 @@ def child_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-# what ``core.metrics_exporter.start_metrics_exporter`` logs
-_EXPORTER_LISTENS = "Prometheus metrics on"
-_EXPORTER_FAILED = "metrics exporter cannot listen"
-
-
 class PortTaken(Exception):
     """Another process listens on a port the server was given."""
 
@@ -64,31 +59,38 @@ def start_on_free_ports(
     exporters: int,
     timeout_s: float,
     attempts: int = 3,
+    metrics_ports: Callable[[int], list[int]] | None = None,
 ) -> ServerProcess:
     """``launch(port, metrics_ports)`` on free loopback ports, serving. A port free when chosen
     can be taken before the server binds it (by another test's server, say); then the server is
-    stopped and launched again on other ports, up to ``attempts`` times."""
+    stopped and launched again on other ports, up to ``attempts`` times.
+
+    ``metrics_ports(exporters)``: how the exporters' ports are chosen (``aether serve`` takes
+    consecutive ones); by default, any free ones."""
     from core.errors import DependencyUnavailable
     from core.subprocesses import free_loopback_port
 
     for attempt in range(1, attempts + 1):
-        port, *metrics_ports = distinct(free_loopback_port, 1 + exporters)
+        exporter_ports = (metrics_ports or any_free_ports)(exporters)
+        port = next(p for p in iter(free_loopback_port, None) if p not in exporter_ports)
         try:
-            return launch(port, metrics_ports).serving(timeout_s)
+            return launch(port, exporter_ports).serving(timeout_s)
         except PortTaken as taken:
             if attempt == attempts:
                 raise DependencyUnavailable("recommender", str(taken)) from None
     raise AssertionError("unreachable")
 
 
-def distinct(pick: Callable[[], int], count: int) -> list[int]:
-    """``count`` different values of ``pick()`` (free ports: the OS may hand out one twice, as
-    each probe closes its socket)."""
+def any_free_ports(count: int) -> list[int]:
+    """``count`` different free loopback ports (the OS may hand out one twice, as each probe
+    closes its socket)."""
+    from core.subprocesses import free_loopback_port
+
     chosen: list[int] = []
     while len(chosen) < count:
-        value = pick()
-        if value not in chosen:
-            chosen.append(value)
+        port = free_loopback_port()
+        if port not in chosen:
+            chosen.append(port)
     return chosen
 
 
@@ -147,19 +149,21 @@ class ServerProcess:
         raise ``DependencyUnavailable`` when it cannot start, ``PortTaken`` when an exporter
         could not listen."""
         from core.errors import DependencyUnavailable
+        from core.metrics_exporter import CANNOT_LISTEN, LISTENING
         from serving.client import RecommenderClient
 
         deadline = time.monotonic() + timeout_s
         with RecommenderClient(self.address) as client:
             while True:
+                log = self.log_path.read_text(errors="replace")
                 try:
                     client.wait_until_serving(2.0)
-                    if self._exporters_listening():
+                    if all(f"{LISTENING} {url}" in log for url in self.metrics_urls):
                         self.metrics()
                         return self
                 except (DependencyUnavailable, OSError):
                     pass
-                if _EXPORTER_FAILED in self.log_path.read_text(errors="replace"):
+                if CANNOT_LISTEN in log:
                     self.stop()
                     raise PortTaken(f"a metrics port was taken:\n{self.log_tail()}")
                 if self.process.poll() is not None or time.monotonic() > deadline:
@@ -168,10 +172,6 @@ class ServerProcess:
                         "recommender", f"server did not start:\n{self.log_tail()}"
                     )
                 time.sleep(0.5)
-
-    def _exporters_listening(self) -> bool:
-        log = self.log_path.read_text(errors="replace")
-        return all(f"{_EXPORTER_LISTENS} {url}" in log for url in self.metrics_urls)
 
     def metrics_by_process(self) -> list[dict[str, float]]:
         """Each server process's samples."""
@@ -315,7 +315,7 @@ class BenchWorker:
         from core.settings import MetricsSettings
         from serving.processes import run_server
 
-        # INFO: the exporter's "Prometheus metrics on" line, which ServerProcess.serving waits
+        # INFO: the exporter's ``LISTENING`` line, which ServerProcess.serving waits
         # for (a no-op in a supervisor's worker, whose logging is configured already)
         logging.basicConfig(
             level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -39,6 +39,12 @@ WORKER_PORT = 9464  # ``aether worker``
 SERVER_PORT = 9465  # ``aether serve`` (its process i: SERVER_PORT + i)
 
 
+# How the exporter's outcome begins in the log; harnesses that start a process on ports they
+# chose wait for these (benchmarks.serve_server.ServerProcess.serving).
+LISTENING = "Prometheus metrics on"
+CANNOT_LISTEN = "metrics exporter cannot listen"
+
+
 def exporter_port(settings: MetricsSettings, default_port: int, offset: int = 0) -> int:
     """The port this process exports on; 0: no exporter."""
     port = default_port if settings.port is None else settings.port
@@ -60,8 +66,9 @@ def start_metrics_exporter(
         start_http_server(port, addr=settings.host)
     except OSError as exc:
         log.error(
-            "metrics exporter cannot listen on %s:%d (%s): this process exports no metrics; "
+            "%s on %s:%d (%s): this process exports no metrics; "
             "choose another port with --metrics-port or AETHER_METRICS__PORT",
+            CANNOT_LISTEN,
             settings.host,
             port,
             exc.strerror or exc,
@@ -69,5 +76,5 @@ def start_metrics_exporter(
         return None
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{port}/metrics"
-    log.info("Prometheus metrics on %s", url)
+    log.info("%s %s", LISTENING, url)
     return url

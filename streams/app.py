@@ -72,9 +72,9 @@ def poll_records(buffer_events: int) -> int:
 
     Fetched records wait in a queue per agent (Faust's ``stream_buffer_maxsize``, our
     ``AETHER_STREAM__BUFFER_EVENTS``). Faust stops polling a partition once the queue holds 80 % of
-    its size (``mode``'s ``FlowControlQueue``: size / ``pressure_high_ratio``) but delivers the rest of the poll it
-    is in; when that overflows the queue, each further delivery waits for a free slot through a
-    task and a race (``mode``'s ``wait_first``, ``streams.eager``). With Faust's defaults (4,096,
+    its size (``mode``'s ``FlowControlQueue``: size / ``pressure_high_ratio``) but delivers the
+    rest of the poll it is in; when that overflows the queue, each further delivery waits for a
+    free slot through a task and a race (``mode``'s ``wait_first``, ``streams.eager``). With Faust's defaults (4,096,
     and no limit on a poll: everything fetched, up to 1 MiB per partition) that was nearly every
     event of a backlog. A poll of at most the last fifth that starts before the pause never
     overflows; one can only for a partition that had no delivery since the queue passed 80 %,

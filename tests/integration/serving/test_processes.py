@@ -5,16 +5,14 @@ on the metrics port + i), and SIGTERM stops the group cleanly."""
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-from metrics_scrape import consecutive_free_ports, families, scrape, value
+from metrics_scrape import consecutive_free_ports
 
 from benchmarks.serve_load import offered_load, request_users
-from benchmarks.serve_server import ServerProcess, child_env, descendants
+from benchmarks.serve_server import ServerProcess, child_env, descendants, start_on_free_ports
 from benchmarks.serve_stores import Prepared
 from core.settings import Settings
 from retrieval.milvus_lite import milvus_lite_in_use
@@ -49,61 +47,37 @@ def test_two_processes_share_the_port_and_stop_on_sigterm(
     assert not milvus_lite_in_use(Path(settings.milvus.uri))  # released with the group
 
 
-def _aether_serve_two_processes(
-    settings: Settings, log_path: Path, attempts: int = 3
-) -> tuple[subprocess.Popen[bytes], int, int]:
-    """``aether serve`` with two processes once both serve: ``(process, port, metrics port)``.
-    Started again on other ports when a metrics port was taken between its choice and the
-    exporter's bind (the process logs it; as benchmarks.serve_server.start_on_free_ports)."""
-    from core.subprocesses import free_loopback_port
-
-    for _ in range(attempts):
-        port, metrics_port = free_loopback_port(), consecutive_free_ports(2)
-        argv = [str(Path(sys.executable).parent / "aether"), "serve", "--port", str(port)]
-        with log_path.open("wb") as log:
-            serve = subprocess.Popen(
-                [*argv, "--metrics-port", str(metrics_port)],
-                env={**child_env(settings), "AETHER_SERVING__PROCESSES": "2"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        for _ in range(120):  # the workers load the catalogue, the index and Kafka
-            text = log_path.read_text(errors="replace")
-            if "(2 processes)" in text:
-                break
-            assert serve.poll() is None, text
-            time.sleep(1.0)
-        if "metrics exporter cannot listen" not in log_path.read_text(errors="replace"):
-            return serve, port, metrics_port
-        serve.send_signal(signal.SIGTERM)
-        serve.wait(60)
-    raise AssertionError(f"metrics ports taken {attempts} times in a row")
-
-
 def test_aether_serve_with_two_processes_answers_and_stops_gracefully(
     settings: Settings, tiny_stores: Prepared, tmp_path: Path
 ) -> None:
     from serving.client import RecommenderClient
 
-    log_path = tmp_path / "serve.log"
-    serve, port, metrics_port = _aether_serve_two_processes(settings, log_path)
+    aether = str(Path(sys.executable).parent / "aether")
+    env = {**child_env(settings), "AETHER_SERVING__PROCESSES": "2"}
+
+    def launch(port: int, metrics_ports: list[int]) -> ServerProcess:
+        argv = [aether, "serve", "--port", str(port), "--metrics-port", str(metrics_ports[0])]
+        return ServerProcess.launch(argv, port, metrics_ports, tmp_path / "serve.log", env=env)
+
+    def consecutive(count: int) -> list[int]:  # aether serve: process i exports on port + i
+        first = consecutive_free_ports(count)
+        return [first + i for i in range(count)]
+
+    # the workers load the catalogue, the index and Kafka
+    server = start_on_free_ports(launch, exporters=2, timeout_s=120, metrics_ports=consecutive)
     try:
-        with RecommenderClient(f"127.0.0.1:{port}", timeout_s=5.0) as client:
+        with RecommenderClient(server.address, timeout_s=5.0) as client:
             slate = client.recommend(tiny_stores.user_ids[0], k=5)
         assert len(slate.items) == 5
         answered = [
-            value(
-                families(scrape(metrics_port + i))["aether_recommend_requests"],
-                "aether_recommend_requests_total",
-                status="OK",
-            )
-            for i in range(2)
+            samples.get('aether_recommend_requests_total{status="OK"}', 0.0)
+            for samples in server.metrics_by_process()
         ]
         assert sorted(answered) == [0.0, 1.0]  # one process per port; one of them answered
     finally:
-        serve.send_signal(signal.SIGTERM)
-        code = serve.wait(60)
-    assert code == 0, log_path.read_text(errors="replace")
+        server.process.send_signal(signal.SIGTERM)
+        code = server.process.wait(60)
+    assert code == 0, server.log_tail()
     assert not milvus_lite_in_use(Path(settings.milvus.uri))
 
 
@@ -123,7 +97,7 @@ def test_a_metrics_port_taken_before_the_server_binds_it_is_chosen_again(
     taken = squatter.add_insecure_port("127.0.0.1:0")
     squatter.start()
     free = core.subprocesses.free_loopback_port
-    picks = iter([free(), taken])  # the first launch: its gRPC port, then the taken one
+    picks = iter([taken])  # the first launch's metrics port (chosen before its gRPC port)
     monkeypatch.setattr(
         core.subprocesses, "free_loopback_port", lambda: next(picks, None) or free()
     )
