@@ -7,7 +7,9 @@ its state (``streams``), benchmarks replay streams through it (``benchmarks.drif
     config = MonitorConfig()
     state = new_state(config)                      # or from_bytes(stored, config)
     state, detections, late, duplicates = step(state, Batch(events=..., slates=...), watermark_ms, config)
-    stored = to_bytes(state)                       # persist with the batch's other effects
+    stored = to_bytes(state)                       # the whole state, canonical
+    saved = save(state)                            # or what changed since the last save
+                                                   # (the worker's commit; ``load`` reads it)
 
 Modules: ``observations`` (inputs and converters from ``events`` models), ``monitor`` (the step
 and its event-time argument), ``detectors`` (river's ADWIN / Page-Hinkley, latched and
@@ -29,7 +31,7 @@ from monitoring.observations import (
     outcomes_from_impression,
     slate_from_impression,
 )
-from monitoring.state_codec import from_bytes, to_bytes
+from monitoring.state_codec import Saved, from_bytes, load, save, to_bytes
 
 __all__ = [
     "ALL",
@@ -42,6 +44,7 @@ __all__ = [
     "MonitorConfig",
     "MonitorState",
     "PipelineSample",
+    "Saved",
     "ServedItem",
     "Signal",
     "SlateServed",
@@ -51,8 +54,10 @@ __all__ = [
     "estimates",
     "event_from_interaction",
     "from_bytes",
+    "load",
     "new_state",
     "outcomes_from_impression",
+    "save",
     "slate_from_impression",
     "step",
     "to_bytes",

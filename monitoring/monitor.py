@@ -38,7 +38,7 @@ import hashlib
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from events.models import DriftDetection, from_epoch_ms
 from monitoring.config import ALL, MonitorConfig, Signal
@@ -53,6 +53,7 @@ from monitoring.observations import (
 )
 
 Observation = EventSeen | SlateServed | SlotOutcome
+O = TypeVar("O", EventSeen, SlateServed, SlotOutcome)
 
 
 @dataclass(slots=True)
@@ -80,6 +81,12 @@ class MonitorState:
     detectors: dict[Signal, dict[str, Detector]] = field(default_factory=dict)
     empty_run: int = 0
     last_sample: tuple[int, int] | None = None
+    # How the state is persisted (``state_codec.save``), not what it means: the observations
+    # admitted since the last save, by window; how many chunks each open window has saved; the
+    # version of the last save.
+    unsaved: dict[int, WindowBuffer] = field(default_factory=dict)
+    chunks: dict[int, int] = field(default_factory=dict)
+    version: str = ""
 
 
 class Step(NamedTuple):
@@ -122,16 +129,14 @@ def step(
             buffer = state.open.get(window)
             if buffer is None:
                 buffer = state.open[window] = WindowBuffer()
-            held: dict[str, Observation] = getattr(buffer, kind)
-            known = held.get(obs[1])
-            if known is None:
-                held[obs[1]] = obs
-            else:
+            kept = admit(getattr(buffer, kind), obs)
+            if kept is not True:
                 duplicates += 1
-                # Same id, other content (a producer bug): keep one by a total order on the
-                # text, so arrival order still cannot matter and nothing can fail to compare.
-                if repr(obs) < repr(known):
-                    held[obs[1]] = obs
+            if kept is not False:
+                fresh = state.unsaved.get(window)
+                if fresh is None:
+                    fresh = state.unsaved[window] = WindowBuffer()
+                getattr(fresh, kind)[obs[1]] = obs
     detections: list[DriftDetection] = []
     _apply_samples(state, batch.samples, config, detections)
     if watermark_ms is not None and (
@@ -143,6 +148,23 @@ def step(
             state, (state.watermark_ms - config.allowed_lateness_ms) // width, config, detections
         )
     return Step(state, detections, late, duplicates)
+
+
+def admit(held: dict[str, O], obs: O) -> bool | None:
+    """Buffer ``obs`` by its id unless one with that id is held already: True when it was new,
+    None when it replaced a held one, False when it changed nothing.
+
+    Same id, other content (a producer bug): the one whose text sorts first is kept — a total
+    order, so the buffer does not depend on arrival order and nothing can fail to compare.
+    """
+    known = held.get(obs[1])
+    if known is None:
+        held[obs[1]] = obs
+        return True
+    if known != obs and repr(obs) < repr(known):
+        held[obs[1]] = obs
+        return None
+    return False
 
 
 def admits(state: MonitorState, event_time_ms: int, config: MonitorConfig) -> bool:
@@ -186,6 +208,7 @@ def _close_windows(
             return  # nothing closes yet: every window stays open to what is within the lateness
     while k < horizon:
         buffer = state.open.pop(k, None)
+        state.unsaved.pop(k, None)
         if buffer is None:
             # Saturating, so the state is the same however a silence was cut into batches.
             state.empty_run = min(state.empty_run + 1, config.max_gap_windows + 1)

@@ -1,18 +1,35 @@
 """Monitor state ↔ bytes, for the worker to persist in its batch transaction.
 
-Format: zlib-compressed JSON (keys sorted, so equal states give equal bytes) with a header of the
-format version and the river version — ADWIN's window is river's own Rust state, whose layout
-may change between river releases; state written by another release is refused with a
-``SchemaError`` (reason ``monitor_state_version``) and the caller starts a fresh monitor (or
-replays). No pickle: the bytes come back from Redis and must not be able to run code.
-A detector whose parameters changed since it was stored restarts empty
+Two ways, one encoding:
+
+* :func:`to_bytes` / :func:`from_bytes`: the whole state in one blob, canonical (equal states
+  give equal bytes), for tests, benchmarks and comparisons.
+* :func:`save` / :func:`load`: what the worker writes per batch. A *core* — everything but the
+  observations buffered in open windows, plus how many chunks each open window has saved and a
+  version — and *chunks*: the observations each window admitted since the last save, one chunk
+  per window per save, under the field ``<window>:<n>``. A batch therefore writes what it
+  changed, not the 70 s of observations that open windows hold in live traffic (window plus
+  allowed lateness); a window's chunks are deleted when it closes. :func:`load` merges a
+  window's chunks with the step's own de-duplication rule (``monitor.admit``), which does not
+  depend on order, so the loaded state is the one that was saved.
+
+Encoding: zlib-compressed JSON (keys sorted) with a header of the format version and the river
+version — ADWIN's window is river's own Rust state, whose layout may change between river
+releases; state written by another release is refused with a ``SchemaError`` (reason
+``monitor_state_version``) and the caller starts a fresh monitor (or replays). A core of format 1
+(the whole state, from before the chunks) is read as a whole state, and its next save writes every
+open window as a chunk. No pickle: the bytes come back from Redis and must not be able to run
+code. A detector whose parameters changed since it was stored restarts empty
 (``Detector.from_dict``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import river
@@ -20,30 +37,111 @@ import river
 from core.errors import SchemaError
 from monitoring.config import MonitorConfig, Signal
 from monitoring.detectors import Detector
-from monitoring.monitor import MonitorState, WindowBuffer, new_state
+from monitoring.monitor import MonitorState, WindowBuffer, admit, new_state
 from monitoring.observations import EventSeen, ServedItem, SlateServed, SlotOutcome
 
-FORMAT = 1
+FORMAT = 2
+WHOLE = 1  # the format of a whole state (``to_bytes``; the worker's core before the chunks)
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """One save of a monitor (:func:`save`): the core replaces the stored one; ``chunks``
+    (field -> bytes) are added to the stored chunks and ``dropped`` fields removed from them;
+    ``replace``: every stored chunk is removed first (the first save of a state that was not
+    loaded from its chunks: new, or read from a whole state)."""
+
+    core: bytes
+    chunks: dict[str, bytes]
+    dropped: list[str]
+    replace: bool = False
 
 
 def to_bytes(state: MonitorState) -> bytes:
-    data = {
-        "format": FORMAT,
+    """The whole state, canonical (its persistence bookkeeping left out)."""
+    return _compressed(_core(state, WHOLE) | {"open": _buffers(state.open)})
+
+
+def from_bytes(raw: bytes, config: MonitorConfig) -> MonitorState:
+    """The state :func:`to_bytes` wrote; its next :func:`save` writes every open window."""
+    data = _decoded(raw, WHOLE)
+    state = _parsed(data, config)
+    try:
+        buffers = sorted((int(k), held) for k, held in data["open"].items())
+    except (KeyError, AttributeError, TypeError, ValueError) as exc:
+        raise SchemaError(f"malformed monitor state: {exc!r}", reason="monitor_state") from None
+    for k, held in buffers:
+        _merge(state, k, held)
+    state.unsaved = dict(state.open)
+    return state
+
+
+def save(state: MonitorState) -> Saved:
+    """What changed since the last save (or since :func:`load`): new chunks, the chunks of
+    windows closed since, and the core. Marks the state saved."""
+    replace = not state.version
+    chunks: dict[str, bytes] = {}
+    for k, buffer in sorted(state.unsaved.items()):
+        n = state.chunks.get(k, 0)
+        chunks[f"{k}:{n}"] = _compressed(_buffer(buffer))
+        state.chunks[k] = n + 1
+    state.unsaved = {}
+    dropped = [f"{k}:{i}" for k, n in state.chunks.items() if k not in state.open for i in range(n)]
+    for k in [k for k in state.chunks if k not in state.open]:
+        del state.chunks[k]
+    # The version chains every save's content, so two saves that led to different states from
+    # the same one cannot leave equal cores (``streams.drift_steps`` trusts a core it wrote).
+    data = _core(state, FORMAT)
+    data["chunks"] = {str(k): n for k, n in sorted(state.chunks.items())}
+    digest = hashlib.blake2b(state.version.encode(), digest_size=12)
+    digest.update(json.dumps(data, sort_keys=True).encode())
+    for name, chunk in chunks.items():
+        digest.update(name.encode())
+        digest.update(chunk)
+    state.version = data["version"] = digest.hexdigest()
+    return Saved(_compressed(data), chunks, dropped, replace)
+
+
+def load(core: bytes, chunks: Mapping[str, bytes], config: MonitorConfig) -> MonitorState:
+    """The state that :func:`save` left in ``core`` and the stored ``chunks`` (fields the core
+    does not count are left-overs of a window that closed, and ignored)."""
+    data = _decoded(core, FORMAT, WHOLE)
+    if data["format"] == WHOLE:
+        return from_bytes(core, config)
+    try:
+        state = _parsed(data, config)
+        state.chunks = {int(k): int(n) for k, n in data["chunks"].items()}
+        state.version = str(data["version"])
+        counted = []
+        for name, raw in chunks.items():
+            window, _, n = name.partition(":")
+            k, i = int(window), int(n)
+            if i < state.chunks.get(k, 0):
+                counted.append((k, i, raw))
+        for k, _, raw in sorted(counted):
+            _merge(state, k, _decoded(raw))
+        found = len(counted)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SchemaError(f"malformed monitor state: {exc!r}", reason="monitor_state") from None
+    if found != sum(state.chunks.values()):
+        raise SchemaError(
+            f"monitor state is missing chunks: {found} of {sum(state.chunks.values())} stored",
+            reason="monitor_state",
+        )
+    return state
+
+
+# -- encoding ----------------------------------------------------------------------------------
+
+
+def _core(state: MonitorState, version: int) -> dict[str, Any]:
+    return {
+        "format": version,
         "river": river.__version__,
         "watermark_ms": state.watermark_ms,
         "next_window": state.next_window,
         "empty_run": state.empty_run,
         "last_sample": None if state.last_sample is None else list(state.last_sample),
-        # Observations are NamedTuples, which ``json`` writes as arrays (nested ones too), in the
-        # canonical order; no per-observation conversion (it was most of the cost per batch).
-        "open": {
-            str(k): {
-                "events": sorted(b.events.values()),
-                "slates": sorted(b.slates.values()),
-                "outcomes": sorted(b.outcomes.values()),
-            }
-            for k, b in state.open.items()
-        },
         # Lists, not objects: the order detectors were created in is part of the state (it is
         # the order their detections are reported in) and must survive the sorted keys.
         "detectors": [
@@ -52,24 +150,63 @@ def to_bytes(state: MonitorState) -> bytes:
         ],
         "exposure": state.exposure.to_dict(),
     }
+
+
+def _buffers(buffers: Mapping[int, WindowBuffer]) -> dict[str, Any]:
+    return {str(k): _buffer(b) for k, b in buffers.items()}
+
+
+def _buffer(buffer: WindowBuffer) -> dict[str, Any]:
+    # Observations are NamedTuples, which ``json`` writes as arrays (nested ones too), in the
+    # canonical order; no per-observation conversion (it was most of the cost per batch).
+    return {
+        "events": sorted(buffer.events.values()),
+        "slates": sorted(buffer.slates.values()),
+        "outcomes": sorted(buffer.outcomes.values()),
+    }
+
+
+def _compressed(data: dict[str, Any]) -> bytes:
     text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     # Level 1: most of the size win at a fraction of the time (the worker writes it per batch).
     return zlib.compress(text.encode("utf-8"), 1)
 
 
-def from_bytes(raw: bytes, config: MonitorConfig) -> MonitorState:
+def _decoded(raw: bytes, *formats: int) -> dict[str, Any]:
+    """The JSON in ``raw``; with ``formats``, a header that names one of them and this river."""
     try:
         data: dict[str, Any] = json.loads(zlib.decompress(raw))
     except (zlib.error, ValueError, UnicodeDecodeError) as exc:
         raise SchemaError(f"unreadable monitor state: {exc}", reason="monitor_state") from None
-    if data.get("format") != FORMAT or data.get("river") != river.__version__:
+    if formats and (data.get("format") not in formats or data.get("river") != river.__version__):
         raise SchemaError(
             f"monitor state written by format {data.get('format')} / river {data.get('river')};"
-            f" this is format {FORMAT} / river {river.__version__}",
+            f" this reads format {'/'.join(map(str, formats))} / river {river.__version__}",
             reason="monitor_state_version",
         )
+    return data
+
+
+def _parsed(data: dict[str, Any], config: MonitorConfig) -> MonitorState:
     try:
         return _state(data, config)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise SchemaError(f"malformed monitor state: {exc!r}", reason="monitor_state") from None
+
+
+def _merge(state: MonitorState, k: int, held: dict[str, Any]) -> None:
+    """Add a buffer's stored observations to window ``k`` by the step's rule."""
+    try:
+        buffer = state.open.get(k)
+        if buffer is None:
+            buffer = state.open[k] = WindowBuffer()
+        for e in held["events"]:
+            admit(buffer.events, EventSeen(*e))
+        for s in held["slates"]:
+            items = tuple(ServedItem(*i) for i in s[3])
+            admit(buffer.slates, SlateServed(s[0], s[1], s[2], items, s[4]))
+        for o in held["outcomes"]:
+            admit(buffer.outcomes, SlotOutcome(*o))
     except (KeyError, TypeError, ValueError) as exc:
         raise SchemaError(f"malformed monitor state: {exc!r}", reason="monitor_state") from None
 
@@ -81,16 +218,6 @@ def _state(data: dict[str, Any], config: MonitorConfig) -> MonitorState:
     state.empty_run = int(data["empty_run"])
     last = data["last_sample"]
     state.last_sample = None if last is None else (int(last[0]), int(last[1]))
-    for key, held in sorted(data["open"].items(), key=lambda kv: int(kv[0])):
-        buffer = WindowBuffer()
-        for e in held["events"]:
-            buffer.events[e[1]] = EventSeen(*e)
-        for s in held["slates"]:
-            items = tuple(ServedItem(*i) for i in s[3])
-            buffer.slates[s[1]] = SlateServed(s[0], s[1], s[2], items, s[4])
-        for o in held["outcomes"]:
-            buffer.outcomes[o[1]] = SlotOutcome(*o)
-        state.open[int(key)] = buffer
     for name, group in data["detectors"]:
         signal = Signal(name)
         spec = config.spec(signal)

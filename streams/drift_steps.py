@@ -58,11 +58,11 @@ from monitoring import (
     admits,
     estimates,
     event_from_interaction,
-    from_bytes,
+    load,
     new_state,
+    save,
     slate_from_impression,
     step,
-    to_bytes,
 )
 from monitoring.config import Signal
 from streams.bandit_steps import decode_outcome_record
@@ -260,15 +260,15 @@ class DriftSteps:
         stored = store.load_drift(batches)
         for name in sorted(batches):
             batch = batches[name]
-            state = self._state(name, stored.get(name), config)
+            state = self._state(store, name, stored.get(name), config)
             if batch.interactions:
                 batch.events = self._classified(store, name, state, batch.interactions, effects)
             sample = samples.get(name)
             inputs = Batch(batch.events, batch.slates, batch.outcomes, (sample,) if sample else ())
             _, detections, late, _ = step(state, inputs, batch.watermark_ms, config)
-            data = to_bytes(state)
-            self._decoded[name] = (data, state)
-            effects.commit.drift[name] = data
+            saved = save(state)
+            self._decoded[name] = (saved.core, state)
+            effects.commit.drift[name] = saved
             effects.detections.extend(detections)
             effects.late += late
             effects.observations += len(inputs)
@@ -319,14 +319,16 @@ class DriftSteps:
         digest = hashlib.blake2b(user_id.encode(), digest_size=8, key=self._hash_key)
         return f"u:{digest.hexdigest()}"
 
-    def _state(self, name: str, stored: bytes | None, config: MonitorConfig) -> MonitorState:
-        if stored is None:
+    def _state(
+        self, store: StateStore, name: str, core: bytes | None, config: MonitorConfig
+    ) -> MonitorState:
+        if core is None:
             return new_state(config)
         cached = self._decoded.get(name)
-        if cached is not None and cached[0] == stored:
+        if cached is not None and cached[0] == core:
             return cached[1]
         try:
-            return from_bytes(stored, config)
+            return load(core, store.load_drift_chunks(name), config)
         except SchemaError:  # written by another river release: start over (module doc)
             return new_state(config)
 

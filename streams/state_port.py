@@ -32,6 +32,7 @@ from typing import Any, Protocol, TypeVar
 from bandits.attribution import AttributionDelta, Input, apply_delta, snapshot_watermarks
 from bandits.posterior import PosteriorState
 from features.transition_store import InMemoryTransitionStore
+from monitoring import Saved
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus
 from streams.user_features import UserState
@@ -125,7 +126,7 @@ class StateCommit:
     posteriors: dict[str, PosteriorState] = field(default_factory=dict)  # item id
     posterior_writes: PosteriorWrites = field(default_factory=dict)
     offsets: dict[str, Offsets] = field(default_factory=dict)  # consumer -> consumed input
-    drift: dict[str, bytes] = field(default_factory=dict)  # monitor name -> state bytes
+    drift: dict[str, Saved] = field(default_factory=dict)  # monitor name -> its save
     first_seen: dict[str, FirstSeen] = field(default_factory=dict)  # monitor -> lowered keys
     # user -> items of the batch's applied events, added to the user's seen set (serving never
     # recommends them again); a set union, so re-delivery and order change nothing
@@ -176,7 +177,13 @@ class StateStore(Protocol):
 
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets: ...
 
-    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]: ...
+    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
+        """The monitors' stored cores (``monitoring.save``)."""
+        ...
+
+    def load_drift_chunks(self, monitor: str) -> dict[str, bytes]:
+        """A monitor's stored chunks, by field (``monitoring.save``)."""
+        ...
 
     def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen: ...
 
@@ -222,7 +229,8 @@ class InMemoryStateStore:
         self.posterior_hashes: dict[tuple[str, ...], dict[str, str]] = {}
         self.transitions = InMemoryTransitionStore()
         self.offsets: dict[str, Offsets] = {}
-        self.drift: dict[str, bytes] = {}
+        self.drift: dict[str, bytes] = {}  # monitor -> core
+        self.drift_chunks: dict[str, dict[str, bytes]] = {}  # monitor -> field -> chunk
         self.first_seen: dict[str, FirstSeen] = {}
         self.seen: dict[str, set[str]] = {}
         self.commits = 0
@@ -266,6 +274,9 @@ class InMemoryStateStore:
     def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
         return _present(self.drift, monitors)
 
+    def load_drift_chunks(self, monitor: str) -> dict[str, bytes]:
+        return dict(self.drift_chunks.get(monitor, {}))
+
     def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen:
         return _present(self.first_seen.get(monitor, {}), keys)
 
@@ -294,7 +305,14 @@ class InMemoryStateStore:
         self.posteriors.update(changes.posteriors)
         for (parts, name), value in changes.posterior_writes.items():
             self.posterior_hashes.setdefault(parts, {})[name] = value
-        self.drift.update(changes.drift)
+        for monitor, saved in changes.drift.items():
+            self.drift[monitor] = saved.core
+            chunks = self.drift_chunks.setdefault(monitor, {})
+            if saved.replace:
+                chunks.clear()
+            for name in saved.dropped:
+                chunks.pop(name, None)
+            chunks.update(saved.chunks)
         for monitor, seen in changes.first_seen.items():
             self.first_seen.setdefault(monitor, {}).update(seen)
         self.commits += 1

@@ -31,8 +31,9 @@ field per entry, ``p<JSON [request id, item id]>`` a pending slot, ``r<event id>
 reward, ``s<de-dup id>`` a seen id; ``_attribution_fields``; the JSON snapshot
 ``S:bandit:attribution:<source partition>`` of a worker from before the deltas is read until the
 first delta replaces it), ``S:bandit:item:<item_id>`` (JSON of a posterior state's ``to_dict``),
-``S:drift:<monitor>`` (``monitoring.state_codec`` bytes of one drift monitor,
-``streams.drift_steps``), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>`` or
+``S:drift:<monitor>`` (the core of one drift monitor's state, ``monitoring.save``;
+``streams.drift_steps``), the hash ``S:drift:<monitor>:obs`` (its chunks: field
+``<window>:<n>``, the observations window *n* admitted in one batch), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>`` or
 ``i:<item_id>``: the earliest event time that monitor admitted for it) and the transition keys of
 ``features.transition_store`` (same tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
 (layout of ``bandits.posterior``, read by serving).
@@ -112,6 +113,9 @@ class RedisStateStore:
     def _drift_key(self, monitor: str) -> str:
         return self._key("stream", "drift", monitor)
 
+    def _drift_chunks_key(self, monitor: str) -> str:
+        return self._key("stream", "drift", monitor, "obs")
+
     def _first_seen_key(self, monitor: str) -> str:
         return self._key("stream", "drift", monitor, "first")
 
@@ -173,6 +177,13 @@ class RedisStateStore:
     def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
         names = sorted(set(monitors))
         return _decoded(names, self._mget([self._drift_key(m) for m in names]), bytes)
+
+    def load_drift_chunks(self, monitor: str) -> dict[str, bytes]:
+        try:
+            fields = cast(dict[bytes, bytes], self._client.hgetall(self._drift_chunks_key(monitor)))
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read drift state: {exc}") from exc
+        return {name.decode(): chunk for name, chunk in fields.items()}
 
     def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen:
         fields = sorted(set(keys))
@@ -268,8 +279,8 @@ class RedisStateStore:
             values[self._privacy_key(user_id)] = encode_status(status)
         for item_id, posterior in changes.posteriors.items():
             values[self._posterior_key(item_id)] = orjson.dumps(posterior.to_dict())
-        for monitor, state in changes.drift.items():
-            values[self._drift_key(monitor)] = state
+        for monitor, saved in changes.drift.items():
+            values[self._drift_key(monitor)] = saved.core
         if values:  # one slot: MSET runs on a cluster too (``execute_command``, as MGET above)
             pipe.execute_command("MSET", *chain.from_iterable(values.items()))
         for topic, watermarks in changes.watermarks.items():
@@ -285,6 +296,13 @@ class RedisStateStore:
             pipe.hset(self._offsets_key, mapping=offsets)
         for partition, delta in sorted(changes.attribution.items()):
             self._queue_attribution(pipe, partition, delta)
+        for monitor, saved in sorted(changes.drift.items()):
+            if saved.replace:
+                pipe.delete(self._drift_chunks_key(monitor))
+            elif saved.dropped:
+                pipe.hdel(self._drift_chunks_key(monitor), *saved.dropped)
+            if saved.chunks:
+                pipe.hset(self._drift_chunks_key(monitor), mapping=saved.chunks)
         for monitor, seen in changes.first_seen.items():
             if seen:
                 pipe.hset(self._first_seen_key(monitor), mapping=seen)

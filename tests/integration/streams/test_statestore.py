@@ -13,6 +13,7 @@ from bandits.attribution import AttributionConfig, AttributionState, Input, attr
 from bandits.posterior import Outcome, PosteriorConfig, PosteriorState, apply_outcome
 from core.settings import RedisSettings, Settings
 from events.models import Impression, ImpressionItem, Interaction
+from monitoring import Saved
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus
 from streams.state_port import AttributionHead, InMemoryStateStore, StateCommit, StateStore
@@ -123,14 +124,22 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
             posterior_writes={(w.hash_parts, w.field): w.value for w in writes},
             transitions={("a", "b"): 1.0},
             offsets={"interactions": {("events", 3): 12}, "attribution": {("events", 3): 9}},
-            drift={"user:3": b"\x78\x01monitor-state"},
+            drift={"user:3": Saved(b"core-1", {"5:0": b"a", "6:0": b"b"}, [], replace=True)},
             first_seen={"events:3": {"u:ab": 5, "i:a": 7}},
             seen={"gone": {"new"}, "kept": {"b", "c"}},  # gone's old set deleted first
         )
     )
     assert (store.load_seen("gone"), store.load_seen("kept")) == ({"new"}, {"a", "b", "c"})
     assert store.load_seen("nobody") == set()
-    assert store.load_drift(["user:3", "user:4"]) == {"user:3": b"\x78\x01monitor-state"}
+    assert store.load_drift(["user:3", "user:4"]) == {"user:3": b"core-1"}
+    assert store.load_drift_chunks("user:3") == {"5:0": b"a", "6:0": b"b"}
+    # A drift save adds its chunks and drops its closed windows' ones; a replacing one starts over.
+    store.commit(StateCommit(drift={"user:3": Saved(b"core-2", {"6:1": b"c"}, ["5:0"])}))
+    assert store.load_drift(["user:3"]) == {"user:3": b"core-2"}
+    assert store.load_drift_chunks("user:3") == {"6:0": b"b", "6:1": b"c"}
+    store.commit(StateCommit(drift={"user:3": Saved(b"core-3", {"7:0": b"d"}, [], replace=True)}))
+    assert store.load_drift_chunks("user:3") == {"7:0": b"d"}
+    assert store.load_drift_chunks("user:4") == {}
     assert store.load_first_seen("events:3", ["u:ab", "i:a", "i:b"]) == {"u:ab": 5, "i:a": 7}
     assert store.load_first_seen("events:2", ["u:ab"]) == {}
     store.commit(StateCommit(first_seen={"events:3": {"i:a": 6}}))
@@ -151,7 +160,7 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
         not StateCommit(seen={"u": {"i"}}).is_empty() and StateCommit(seen={"u": set()}).is_empty()
     )
     assert StateCommit().is_empty() and not StateCommit(forget_users={"x"}).is_empty()
-    assert not StateCommit(drift={"user:0": b"x"}).is_empty()
+    assert not StateCommit(drift={"user:0": Saved(b"x", {}, [])}).is_empty()
     assert not StateCommit(first_seen={"events:0": {"i:a": 1}}).is_empty()
     assert StateCommit(first_seen={"events:0": {}}).is_empty()
     store.commit(StateCommit())  # nothing to do: fine
