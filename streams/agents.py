@@ -8,19 +8,19 @@ co-partitioned), so a user's privacy requests and events are handled by one step
 time, never concurrently. For every batch, effects are applied in an order that makes a crash at
 any point harmless:
 
-1. item updates, dead letters and late events are produced and **flushed** (at-least-once;
-   the item state de-duplicates re-forwarded updates); meanwhile, in a thread:
-2. privacy erasure: online rows of deleted and opted-out users, offline data of deleted users
-   (idempotent: a crash before step 5 re-delivers the request, whose marker is not yet stored,
-   and the erasure runs again), then
-3. applied events go to the offline log, rows to the feature history (at-least-once; readers
-   drop re-delivered event ids, see ``streams.sinks``); a batch of impressions appends its
-   admitted slates to the offline impression log the same way (readers drop re-delivered
-   request ids);
-4. feature rows are written (idempotent: the store keeps the newer row, ties overwrite);
-5. the step's ``StateCommit`` — touched states, privacy markers, watermarks and the batch's item
+1. privacy erasure, when the batch has requests: online rows of deleted and opted-out users,
+   offline data of deleted users (idempotent: a crash before step 4 re-delivers the request,
+   whose marker is not yet stored, and the erasure runs again);
+2. feature rows are written (idempotent: the store keeps the newer row, ties overwrite) while,
+   in a thread, applied events go to the offline log and rows to the feature history
+   (at-least-once; readers drop re-delivered event ids, see ``streams.sinks``); a batch of
+   impressions appends its admitted slates to the offline impression log the same way (readers
+   drop re-delivered request ids);
+3. item updates, dead letters and late events are produced and **flushed** (at-least-once;
+   the item state de-duplicates re-forwarded updates), the thread still at work;
+4. the step's ``StateCommit`` — touched states, privacy markers, watermarks and the batch's item
    transitions — is committed in one transaction (deleted users' states are removed in it);
-6. Faust acks the batch, so its offsets are committed only after all of the above.
+5. Faust acks the batch, so its offsets are committed only after all of the above.
 """
 
 from __future__ import annotations
@@ -76,10 +76,13 @@ class StreamRuntime:
         """A batch of ``<ns>.events`` and ``<ns>.privacy`` records (requests act first)."""
         with stage_cpu("user_step"):
             effects = self.steps.interactions(self.state, records, self._now_ms())
-        # Parquet and erasure I/O run in a thread while the producer flush is awaited.
-        await asyncio.gather(self._emit(effects), _in_thread(self._offline, effects))
-        with stage_cpu("feature_rows"):
-            self.writer.write_users(effects.user_rows)
+        if effects.privacy.delete or effects.privacy.hide:
+            await _in_thread(self._erase, effects.privacy)
+        # The feature rows first: they are what freshness is (``aether bench ingest``), and
+        # the parquet appends run in a thread meanwhile, then with the producer flush.
+        offline = _in_thread(self._log_offline, effects)
+        await _beside(offline, self.writer.write_users, effects.user_rows)
+        await asyncio.gather(self._emit(effects), offline)
         with stage_cpu("state_commit"):
             self.state.commit(effects.commit)
         observe_freshness(records, self.topics.events)
@@ -91,9 +94,8 @@ class StreamRuntime:
             worker_metrics.EVENTS.labels(self.topics.privacy, "duplicate").inc(privacy.duplicates)
         return effects
 
-    def _offline(self, effects: Effects) -> None:
-        """Erasure first, so a deleted user's events after the deletion survive it."""
-        self._erase(effects.privacy)
+    def _log_offline(self, effects: Effects) -> None:
+        """After the erasure, so a deleted user's events after the deletion survive it."""
         if self.sinks is not None:
             self.sinks.log_events(effects.applied_events)
             self.sinks.log_rows(effects.user_rows)
@@ -150,13 +152,13 @@ class StreamRuntime:
         with stage_cpu("item_step"):
             effects = self.steps.item_updates(self.state, records)
         if self.sinks is not None:
-            await asyncio.gather(
-                self._emit(effects), _in_thread(self.sinks.log_rows, effects.item_rows)
-            )
+            offline = _in_thread(self.sinks.log_rows, effects.item_rows)
+            await _beside(offline, self.writer.write_items, effects.item_rows)
+            await asyncio.gather(self._emit(effects), offline)
         else:
+            with stage_cpu("feature_rows"):
+                self.writer.write_items(effects.item_rows)
             await self._emit(effects)
-        with stage_cpu("feature_rows"):
-            self.writer.write_items(effects.item_rows)
         with stage_cpu("state_commit"):
             self.state.commit(effects.commit)
         self._count(self.topics.item_updates, effects)
@@ -244,8 +246,20 @@ def timed(agent: str) -> Any:
     return worker_metrics.BATCH_SECONDS.labels(agent).time()
 
 
-async def _in_thread(function: Callable[..., Any], *args: Any) -> None:
-    await asyncio.get_running_loop().run_in_executor(None, function, *args)
+async def _beside(thread: asyncio.Future[Any], write: Callable[[Any], None], rows: Any) -> None:
+    """``write(rows)`` (online feature rows, the ``feature_rows`` stage) while ``thread`` runs;
+    if it fails, the thread is waited for first, so no append is left running behind the error."""
+    try:
+        with stage_cpu("feature_rows"):
+            write(rows)
+    except BaseException:
+        await asyncio.wait([thread])
+        raise
+
+
+def _in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+    """``function(*args)``, started in a thread now; await the future for its end."""
+    return asyncio.get_running_loop().run_in_executor(None, function, *args)
 
 
 def now_ms() -> int:

@@ -107,14 +107,15 @@ def runtime(
     return rt, journal, producer, state, store
 
 
-def test_forwards_are_flushed_before_rows_and_rows_before_the_state_commit() -> None:
+def test_rows_are_written_before_the_forwards_are_flushed_and_both_before_the_commit() -> None:
     rt, journal, producer, _, store = runtime()
     records = [
         SourceRecord("unit.events", 0, 0, orjson.dumps(interaction("a", "u1", "i1", "view", T0))),
         SourceRecord("unit.events", 0, 1, b"not json"),
     ]
     asyncio.run(rt.on_interactions(records))
-    assert journal == ["flush", "write_users", "commit"]
+    # The feature rows first (they are the freshness), the state commit last.
+    assert journal == ["write_users", "flush", "commit"]
     assert sorted(topic for topic, _ in producer.sent) == ["unit.dead-letters", "unit.item-updates"]
     assert store.read_users(["u1"])["u1"].recent_items == ("i1",)
 
@@ -160,9 +161,9 @@ def test_applied_events_are_logged_and_transitions_ride_on_the_state_commit() ->
     batch = [_event("e1", "u1", "a", T0, 0), _event("e2", "u1", "b", T0 + 1, 1)]
     asyncio.run(rt.on_interactions(batch))
     asyncio.run(rt.on_interactions(batch))  # re-delivered: duplicates, nothing new
-    # The flush and the offline log run side by side; both finish before the rows and commit.
-    assert sorted(journal[:2]) == ["flush", "log_events"]
-    assert journal[2:4] == ["write_users", "commit"]
+    # The offline log runs in a thread beside the rows and the flush; all end before the commit.
+    assert sorted(journal[:3]) == ["flush", "log_events", "write_users"]
+    assert journal.index("write_users") < journal.index("flush") and journal[3] == "commit"
     assert sinks.logged == ["e1", "e2"]
     assert state.added == {("a", "b"): 1.0}  # added once, in the state commit
 
