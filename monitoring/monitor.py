@@ -53,7 +53,7 @@ from monitoring.observations import (
 )
 
 Observation = EventSeen | SlateServed | SlotOutcome
-O = TypeVar("O", EventSeen, SlateServed, SlotOutcome)
+Obs = TypeVar("Obs", EventSeen, SlateServed, SlotOutcome)
 
 
 @dataclass(slots=True)
@@ -150,7 +150,7 @@ def step(
     return Step(state, detections, late, duplicates)
 
 
-def admit(held: dict[str, O], obs: O) -> bool | None:
+def admit(held: dict[str, Obs], obs: Obs) -> bool | None:
     """Buffer ``obs`` by its id unless one with that id is held already: True when it was new,
     None when it replaced a held one, False when it changed nothing.
 
