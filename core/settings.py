@@ -137,6 +137,9 @@ class StreamSettings(_Section):
         "fnv1a",
         "fnv1a_random",
     ] = "murmur2_random"
+    # How often the worker moves the batches' offline rows (event and impression logs, feature
+    # history) from their outbox in Redis into parquet files (streams.sinks).
+    offline_flush_s: float = Field(default=1.0, gt=0)
     # A source partition with no record for this long (wall time) stops holding back the
     # attribution watermark (Flink's withIdleness); 0 turns the rule off.
     idle_partition_timeout_s: float = Field(default=30.0, ge=0)

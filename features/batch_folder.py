@@ -272,11 +272,23 @@ class BatchFolder:
             except FileExistsError:
                 seq = max(seq + 1, self._after_last())
 
-    def write_columns(self, columns: dict[str, list[Any]]) -> Path:
-        """One batch file from column lists in this folder's schema (epoch milliseconds go
-        straight into its timestamp columns' type: no cast afterwards)."""
+    def table(self, columns: dict[str, list[Any]]) -> pa.Table:
+        """A table in this folder's schema from column lists (epoch milliseconds go straight
+        into its timestamp columns' type: no cast afterwards)."""
         arrays = [pa.array(columns[f.name], type=f.type) for f in self.schema]
-        table = pa.Table.from_arrays(arrays, names=self.schema.names)
+        return pa.Table.from_arrays(arrays, names=self.schema.names)
+
+    def write_columns(self, columns: dict[str, list[Any]]) -> Path:
+        """One batch file from column lists in this folder's schema."""
+        table = self.table(columns)
+        return self.write(lambda _seq: table)
+
+    def write_tables(self, tables: Sequence[pa.Table]) -> Path | None:
+        """One batch file of several tables' rows, in order (None when they hold none)."""
+        rows = [t for t in tables if t.num_rows]
+        if not rows:
+            return None
+        table = pa.concat_tables(rows)
         return self.write(lambda _seq: table)
 
     # -- compaction --------------------------------------------------------------------------

@@ -93,8 +93,14 @@ class OfflineEventLog:
 
     def append(self, events: Sequence[Interaction]) -> Path | None:
         """Write one batch file (None for an empty batch)."""
-        if not events:
-            return None
+        return self.write([self.table(events)])
+
+    def write(self, tables: Sequence[pa.Table]) -> Path | None:
+        """One batch file of :meth:`table`'s tables, in order (None when they hold no row)."""
+        return self._files.write_tables(tables)
+
+    def table(self, events: Sequence[Interaction]) -> pa.Table:
+        """The log's rows of ``events``, to :meth:`write` now or later (``streams.sinks``)."""
         columns: dict[str, list[Any]] = {name: [] for name in EVENT_LOG_SCHEMA.names}
         for event in events:
             event_time_ms = event.event_time_ms  # a computed property: read it once
@@ -108,7 +114,7 @@ class OfflineEventLog:
             columns["request_id"].append(event.request_id)
             context = event.context
             columns["context"].append(json.dumps(context, sort_keys=True) if context else "{}")
-        return self._files.write_columns(columns)
+        return self._files.table(columns)
 
     def read(
         self,
@@ -159,53 +165,49 @@ class FeatureHistory:
         self._items = BatchFolder(root / ITEM_VIEW, ITEM_HISTORY_SCHEMA)
 
     def append(self, rows: Sequence[UserFeatureRow | ItemFeatureRow]) -> None:
+        for view, table in self.tables(rows).items():
+            self.write(view, [table])
+
+    def tables(self, rows: Sequence[UserFeatureRow | ItemFeatureRow]) -> dict[str, pa.Table]:
+        """The rows of each view (``USER_VIEW``, ``ITEM_VIEW``) that ``rows`` holds, without
+        their created timestamps (given when written): to :meth:`write` now or later."""
         users = [r for r in rows if isinstance(r, UserFeatureRow)]
         items = [r for r in rows if isinstance(r, ItemFeatureRow)]
+        tables = {}
         if users:
-            self._append(
-                self._users,
+            tables[USER_VIEW] = _rows_table(
+                self._users.schema,
                 USER_JOIN_KEY,
                 USER_FEATURES,
                 [(r.user_id, r.event_time_ms, user_row_to_record(r)) for r in users],
             )
         if items:
-            self._append(
-                self._items,
+            tables[ITEM_VIEW] = _rows_table(
+                self._items.schema,
                 ITEM_JOIN_KEY,
                 ITEM_FEATURES,
                 [(r.item_id, r.event_time_ms, item_row_to_record(r)) for r in items],
             )
+        return tables
 
-    def _append(
-        self,
-        files: BatchFolder,
-        join_key: str,
-        features: Sequence[str],
-        rows: list[tuple[str, int, dict[str, Any]]],
-    ) -> None:
-        if len(rows) >= _ROWS_PER_SECOND_OF_CREATED:
-            raise SchemaError(
-                f"a feature history batch holds at most {_ROWS_PER_SECOND_OF_CREATED - 1} rows"
-            )
-        columns: dict[str, list[Any]] = {join_key: [], EVENT_TIMESTAMP: []}
-        columns.update({name: [] for name in features})
-        for entity_id, event_time_ms, record in rows:
-            columns[join_key].append(entity_id)
-            columns[EVENT_TIMESTAMP].append(event_time_ms)
-            for name in features:
-                columns[name].append(record[name])
-        arrays = {
-            f.name: pa.array(columns[f.name], type=f.type)
-            for f in files.schema
-            if f.name != CREATED_TIMESTAMP
-        }
+    def write(self, view: str, tables: Sequence[pa.Table]) -> None:
+        """:meth:`tables`' tables of one view, in order, in batch files of fewer than a million
+        rows each (the created timestamps number rows within a batch)."""
+        files = self._users if view == USER_VIEW else self._items
+        rows = [t for t in tables if t.num_rows]
+        if not rows:
+            return
+        whole = pa.concat_tables(rows)
+        step = _ROWS_PER_SECOND_OF_CREATED - 1
+        for start in range(0, whole.num_rows, step):
+            part = whole.slice(start, step)
 
-        def build(seq: int) -> pa.Table:
-            first = seq * _ROWS_PER_SECOND_OF_CREATED
-            created = pa.array(range(first, first + len(rows)), type=_UTC_US)
-            return pa.table({**arrays, CREATED_TIMESTAMP: created}).select(files.schema.names)
+            def build(seq: int, part: pa.Table = part) -> pa.Table:
+                first = seq * _ROWS_PER_SECOND_OF_CREATED
+                created = pa.array(range(first, first + part.num_rows), type=_UTC_US)
+                return part.append_column(CREATED_TIMESTAMP, created).select(files.schema.names)
 
-        files.write(build)
+            files.write(build)
 
     def read(self, view: str) -> pd.DataFrame:
         files = self._users if view == USER_VIEW else self._items
@@ -219,6 +221,28 @@ class FeatureHistory:
         files = self._users if view == USER_VIEW else self._items
         join_key = USER_JOIN_KEY if view == USER_VIEW else ITEM_JOIN_KEY
         return set(files.read(columns=[join_key]).column(join_key).to_pylist())
+
+
+def _rows_table(
+    schema: pa.Schema,
+    join_key: str,
+    features: Sequence[str],
+    rows: list[tuple[str, int, dict[str, Any]]],
+) -> pa.Table:
+    columns: dict[str, list[Any]] = {join_key: [], EVENT_TIMESTAMP: []}
+    columns.update({name: [] for name in features})
+    for entity_id, event_time_ms, record in rows:
+        columns[join_key].append(entity_id)
+        columns[EVENT_TIMESTAMP].append(event_time_ms)
+        for name in features:
+            columns[name].append(record[name])
+    return pa.table(
+        {
+            f.name: pa.array(columns[f.name], type=f.type)
+            for f in schema
+            if f.name != CREATED_TIMESTAMP
+        }
+    )
 
 
 def append_feature_history(

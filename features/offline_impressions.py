@@ -61,8 +61,14 @@ class OfflineImpressionLog:
 
     def append(self, impressions: Sequence[Impression]) -> Path | None:
         """Write one batch file (None for an empty batch)."""
-        if not impressions:
-            return None
+        return self.write([self.table(impressions)])
+
+    def write(self, tables: Sequence[pa.Table]) -> Path | None:
+        """One batch file of :meth:`table`'s tables, in order (None when they hold no row)."""
+        return self._files.write_tables(tables)
+
+    def table(self, impressions: Sequence[Impression]) -> pa.Table:
+        """The log's rows of ``impressions``, to :meth:`write` now or later (``streams.sinks``)."""
         columns: dict[str, list[Any]] = {name: [] for name in IMPRESSION_LOG_SCHEMA.names}
         for slate in impressions:
             event_time_ms = slate.event_time_ms
@@ -75,7 +81,7 @@ class OfflineImpressionLog:
             columns["fallback"].append(slate.fallback)
             columns["items"].append(json.dumps([i.model_dump(mode="json") for i in slate.items]))
             columns["context"].append(json.dumps(slate.context, sort_keys=True))
-        return self._files.write_columns(columns)
+        return self._files.table(columns)
 
     def read(
         self,

@@ -11,15 +11,13 @@ any point harmless:
 1. privacy erasure, when the batch has requests: online rows of deleted and opted-out users,
    offline data of deleted users (idempotent: a crash before step 4 re-delivers the request,
    whose marker is not yet stored, and the erasure runs again);
-2. feature rows are written (idempotent: the store keeps the newer row, ties overwrite) while,
-   in a thread, applied events go to the offline log and rows to the feature history
-   (at-least-once; readers drop re-delivered event ids, see ``streams.sinks``); a batch of
-   impressions appends its admitted slates to the offline impression log the same way (readers
-   drop re-delivered request ids);
+2. feature rows are written (idempotent: the store keeps the newer row, ties overwrite);
 3. item updates, dead letters and late events are produced and **flushed** (at-least-once;
-   the item state de-duplicates re-forwarded updates), the thread still at work;
-4. the step's ``StateCommit`` — touched states, privacy markers, watermarks and the batch's item
-   transitions — is committed in one transaction (deleted users' states are removed in it);
+   the item state de-duplicates re-forwarded updates);
+4. the step's ``StateCommit`` — touched states, privacy markers, watermarks, the batch's item
+   transitions and its offline rows (applied events, feature rows, admitted slates: the outbox
+   entries of ``streams.sinks``, which a flush moves into parquet) — is committed in one
+   transaction (deleted users' states are removed in it);
 5. Faust acks the batch, so its offsets are committed only after all of the above.
 """
 
@@ -78,11 +76,12 @@ class StreamRuntime:
             effects = self.steps.interactions(self.state, records, self._now_ms())
         if effects.privacy.delete or effects.privacy.hide:
             await _in_thread(self._erase, effects.privacy)
-        # The feature rows first: they are what freshness is (``aether bench ingest``), and
-        # the parquet appends run in a thread meanwhile, then with the producer flush.
-        offline = _in_thread(self._log_offline, effects)
-        await _beside(offline, self.writer.write_users, effects.user_rows)
-        await asyncio.gather(self._emit(effects), offline)
+        # The feature rows before the flush: they are what freshness is (``aether bench ingest``).
+        with stage_cpu("feature_rows"):
+            self.writer.write_users(effects.user_rows)
+        if self.sinks is not None:
+            effects.commit.offline = self.sinks.entries(effects.applied_events, effects.user_rows)
+        await self._emit(effects)
         with stage_cpu("state_commit"):
             self.state.commit(effects.commit)
         observe_freshness(records, self.topics.events)
@@ -94,12 +93,6 @@ class StreamRuntime:
             worker_metrics.EVENTS.labels(self.topics.privacy, "duplicate").inc(privacy.duplicates)
         return effects
 
-    def _log_offline(self, effects: Effects) -> None:
-        """After the erasure, so a deleted user's events after the deletion survive it."""
-        if self.sinks is not None:
-            self.sinks.log_events(effects.applied_events)
-            self.sinks.log_rows(effects.user_rows)
-
     def _erase(self, privacy: PrivacyEffects) -> None:
         """Privacy side effects of a batch; all idempotent (they may run again after a crash)."""
         hidden = sorted(privacy.delete | privacy.hide)
@@ -107,22 +100,18 @@ class StreamRuntime:
             self.writer.delete_users(hidden)
         if self.sinks is not None:
             for user_id in sorted(privacy.delete):
-                self.sinks.erase_user(user_id)
+                self.sinks.erase_user(user_id, self.state)
         if hidden:
             log.info("privacy: %d deleted, %d opted out", len(privacy.delete), len(privacy.hide))
 
     async def on_impressions(self, records: Sequence[SourceRecord]) -> Effects:
-        """Served slates: one item update per shown item forwarded and, meanwhile, the admitted
-        slates appended to the offline log; both before the commit (as for events)."""
+        """Served slates: one item update per shown item forwarded, the admitted slates into
+        the offline outbox with the commit (as for events)."""
         with stage_cpu("user_step"):
             effects = self.steps.impressions(self.state, records, self._now_ms())
         if self.sinks is not None:
-            await asyncio.gather(
-                self._emit(effects),
-                _in_thread(self.sinks.log_impressions, effects.applied_impressions),
-            )
-        else:
-            await self._emit(effects)
+            effects.commit.offline = self.sinks.entries(impressions=effects.applied_impressions)
+        await self._emit(effects)
         with stage_cpu("state_commit"):
             self.state.commit(effects.commit)
         self._count(self.topics.impressions, effects)
@@ -151,14 +140,11 @@ class StreamRuntime:
     async def on_item_updates(self, records: Sequence[SourceRecord]) -> Effects:
         with stage_cpu("item_step"):
             effects = self.steps.item_updates(self.state, records)
+        with stage_cpu("feature_rows"):
+            self.writer.write_items(effects.item_rows)
         if self.sinks is not None:
-            offline = _in_thread(self.sinks.log_rows, effects.item_rows)
-            await _beside(offline, self.writer.write_items, effects.item_rows)
-            await asyncio.gather(self._emit(effects), offline)
-        else:
-            with stage_cpu("feature_rows"):
-                self.writer.write_items(effects.item_rows)
-            await self._emit(effects)
+            effects.commit.offline = self.sinks.entries(rows=effects.item_rows)
+        await self._emit(effects)
         with stage_cpu("state_commit"):
             self.state.commit(effects.commit)
         self._count(self.topics.item_updates, effects)
@@ -212,9 +198,24 @@ class StreamRuntime:
         worker_metrics.ROWS_WRITTEN.labels("user").inc(len(effects.user_rows))
         worker_metrics.ROWS_WRITTEN.labels("item").inc(len(effects.item_rows))
 
+    async def flush_offline(self) -> None:
+        """The outboxes into parquet (``streams.sinks``), in a thread; a failure is logged (the
+        entries stay, the next flush writes them)."""
+        if self.sinks is None:
+            return
+        try:
+            await _in_thread(self.sinks.flush, self.state)
+        except Exception:
+            log.exception("offline: flushing the outboxes failed; the next flush tries again")
+
     def close(self) -> None:
         with contextlib.suppress(KafkaException):  # shutting down: nothing more to do
             self.producer.flush(10.0)
+        if self.sinks is not None:
+            try:
+                self.sinks.flush(self.state)
+            except Exception:  # stopping: what stays is flushed by the next worker
+                log.exception("offline: the last flush of the outboxes failed")
         self.state.close()
         if self.content is not None:
             self.content.close()
@@ -244,17 +245,6 @@ def count_by_type(effects: Effects) -> None:
 def timed(agent: str) -> Any:
     """``with timed("events"):`` observes the batch duration histogram."""
     return worker_metrics.BATCH_SECONDS.labels(agent).time()
-
-
-async def _beside(thread: asyncio.Future[Any], write: Callable[[Any], None], rows: Any) -> None:
-    """``write(rows)`` (online feature rows, the ``feature_rows`` stage) while ``thread`` runs;
-    if it fails, the thread is waited for first, so no append is left running behind the error."""
-    try:
-        with stage_cpu("feature_rows"):
-            write(rows)
-    except BaseException:
-        await asyncio.wait([thread])
-        raise
 
 
 def _in_thread(function: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:

@@ -282,6 +282,10 @@ def create_app(
     async def export_lag() -> None:
         export_lag_gauges(lag, app.consumer.assignment())
 
+    @app.timer(interval=settings.stream.offline_flush_s)
+    async def flush_offline() -> None:  # the batches' offline rows into parquet (streams.sinks)
+        await runtime.flush_offline()
+
     return app
 
 

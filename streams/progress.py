@@ -1,4 +1,5 @@
-"""How far behind the worker is: committed offsets of its consumer group against the topics' ends.
+"""How far behind the worker is: committed offsets of its consumer group against the topics' ends,
+and the offline rows still waiting in its outboxes (``streams.sinks``).
 
 Used by the demo and the tests to wait until everything published has been applied, without
 sleeping for a guessed time.
@@ -6,6 +7,7 @@ sleeping for a guessed time.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Sequence
 
@@ -45,6 +47,17 @@ def group_offsets(settings: Settings, topics: list[str]) -> tuple[int, int]:
         consumer.close()
 
 
+def offline_pending(settings: Settings) -> int:
+    """Outbox entries (batches' offline rows) the worker has not moved into parquet yet."""
+    from streams.statestore import RedisStateStore
+
+    store = RedisStateStore(settings.redis, settings.deployment)
+    try:
+        return store.offline_pending()
+    finally:
+        store.close()
+
+
 def wait_until_caught_up(
     settings: Settings,
     stall_s: float,
@@ -55,7 +68,7 @@ def wait_until_caught_up(
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     """Block until the worker has committed everything on its ``inputs`` (topic names without
-    the namespace; by default all of them).
+    the namespace; by default all of them) and flushed its offline rows into parquet.
 
     Raises ``DependencyUnavailable`` when the worker has committed nothing new for ``stall_s``
     seconds while still behind: a slow or busy machine only makes the wait longer, a stuck or
@@ -63,12 +76,18 @@ def wait_until_caught_up(
     topics = [settings.topic(t) for t in inputs]
     bar = None
     best = -1
+    fewest_pending = sys.maxsize
     last_progress = clock()
     while True:
         done, end = group_offsets(settings, topics)
         lag = end - done
         if lag <= 0:
-            break
+            # Then the outboxes, which the worker flushes every ``stream.offline_flush_s``.
+            pending = offline_pending(settings)
+            if pending == 0:
+                break
+            if pending < fewest_pending:
+                fewest_pending, last_progress = pending, clock()
         if done > best:
             best, last_progress = done, clock()
         if progress and bar is None:
@@ -79,7 +98,8 @@ def wait_until_caught_up(
         if clock() - last_progress > stall_s:
             raise DependencyUnavailable(
                 "worker",
-                f"still {lag} messages behind, and nothing committed in the last {stall_s:.0f}s",
+                f"still {lag} messages behind (and {offline_pending(settings)} offline batches"
+                f" not flushed), and nothing committed in the last {stall_s:.0f}s",
             )
         sleep(1.0)
     if bar is not None:

@@ -131,6 +131,8 @@ class StateCommit:
     # user -> items of the batch's applied events, added to the user's seen set (serving never
     # recommends them again); a set union, so re-delivery and order change nothing
     seen: dict[str, set[str]] = field(default_factory=dict)
+    # outbox -> entries appended to it (``streams.sinks``: the batch's offline rows)
+    offline: dict[str, list[bytes]] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
@@ -147,6 +149,7 @@ class StateCommit:
             or self.drift
             or any(self.first_seen.values())
             or any(self.seen.values())
+            or any(self.offline.values())
         )
 
 
@@ -191,6 +194,15 @@ class StateStore(Protocol):
         """The user's seen set (``StateCommit.seen``); empty when they have none."""
         ...
 
+    def load_offline(self, outbox: str, count: int) -> list[tuple[str, bytes]]:
+        """The oldest ``count`` entries of an outbox (``StateCommit.offline``), with their ids,
+        in the order they were committed."""
+        ...
+
+    def drop_offline(self, outbox: str, entry_ids: Sequence[str]) -> None:
+        """Remove entries (those that are not there any more are ignored)."""
+        ...
+
     def commit(self, changes: StateCommit) -> None: ...
 
     def close(self) -> None: ...
@@ -233,6 +245,8 @@ class InMemoryStateStore:
         self.drift_chunks: dict[str, dict[str, bytes]] = {}  # monitor -> field -> chunk
         self.first_seen: dict[str, FirstSeen] = {}
         self.seen: dict[str, set[str]] = {}
+        self.offline: dict[str, dict[str, bytes]] = {}  # outbox -> entry id -> entry
+        self._entries = 0
         self.commits = 0
 
     def load_interactions(
@@ -283,7 +297,19 @@ class InMemoryStateStore:
     def load_seen(self, user_id: str) -> set[str]:
         return set(self.seen.get(user_id, ()))
 
+    def load_offline(self, outbox: str, count: int) -> list[tuple[str, bytes]]:
+        return list(self.offline.get(outbox, {}).items())[:count]
+
+    def drop_offline(self, outbox: str, entry_ids: Sequence[str]) -> None:
+        entries = self.offline.get(outbox, {})
+        for entry_id in entry_ids:
+            entries.pop(entry_id, None)
+
     def commit(self, changes: StateCommit) -> None:
+        for outbox, added in changes.offline.items():
+            for entry in added:
+                self._entries += 1
+                self.offline.setdefault(outbox, {})[f"{self._entries:020d}"] = entry
         for consumer, offsets in changes.offsets.items():
             self.offsets.setdefault(consumer, {}).update(offsets)
         for user_id in changes.forget_users:

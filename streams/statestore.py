@@ -34,7 +34,8 @@ first delta replaces it), ``S:bandit:item:<item_id>`` (JSON of a posterior state
 ``S:drift:<monitor>`` (the core of one drift monitor's state, ``monitoring.save``;
 ``streams.drift_steps``), the hash ``S:drift:<monitor>:obs`` (its chunks: field
 ``<window>:<n>``, the observations window *n* admitted in one batch), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>`` or
-``i:<item_id>``: the earliest event time that monitor admitted for it) and the transition keys of
+``i:<item_id>``: the earliest event time that monitor admitted for it) the outbox streams ``S:offline:<outbox>`` (``streams.sinks``: each entry's field ``t``
+holds one batch's offline rows as Arrow IPC bytes) and the transition keys of
 ``features.transition_store`` (same tag; read by retrieval). Outside the slot: the posterior hashes ``<ns>:bandit:posterior:<segment>``
 (layout of ``bandits.posterior``, read by serving).
 """
@@ -116,6 +117,9 @@ class RedisStateStore:
     def _drift_chunks_key(self, monitor: str) -> str:
         return self._key("stream", "drift", monitor, "obs")
 
+    def _outbox_key(self, outbox: str) -> str:
+        return self._key("stream", "offline", outbox)
+
     def _first_seen_key(self, monitor: str) -> str:
         return self._key("stream", "drift", monitor, "first")
 
@@ -194,6 +198,30 @@ class RedisStateStore:
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot read drift first-seen: {exc}") from exc
         return {k: int(v) for k, v in zip(fields, values, strict=True) if v is not None}
+
+    def load_offline(self, outbox: str, count: int) -> list[tuple[str, bytes]]:
+        try:
+            entries = self._client.xrange(self._outbox_key(outbox), count=count)
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot read the {outbox} outbox: {exc}") from exc
+        return [(entry_id.decode(), fields[b"t"]) for entry_id, fields in entries]
+
+    def offline_pending(self) -> int:
+        """Entries in every outbox (``streams.sinks.OUTBOXES``)."""
+        from streams.sinks import OUTBOXES
+
+        pipe = self._client.pipeline(transaction=False)
+        for outbox in OUTBOXES:
+            pipe.xlen(self._outbox_key(outbox))
+        return sum(_executed(pipe, "the outboxes"))
+
+    def drop_offline(self, outbox: str, entry_ids: Sequence[str]) -> None:
+        if not entry_ids:
+            return
+        try:
+            self._client.xdel(self._outbox_key(outbox), *entry_ids)
+        except redis.RedisError as exc:
+            raise DependencyUnavailable("redis", f"cannot trim the {outbox} outbox: {exc}") from exc
 
     def load_seen(self, user_id: str) -> set[str]:
         try:
@@ -309,6 +337,9 @@ class RedisStateStore:
         for user_id, items in changes.seen.items():
             if items:
                 pipe.sadd(seen_items_key(self._deployment.namespace, user_id), *items)
+        for outbox, entries in sorted(changes.offline.items()):
+            for entry in entries:
+                pipe.xadd(self._outbox_key(outbox), {"t": entry})
         if changes.transitions:
             self._transitions.queue(pipe, changes.transitions)
         try:

@@ -179,11 +179,12 @@ def store_matches(
 
 
 def consumed(settings: Settings, topics: Sequence[str]) -> bool:
-    """True when the worker's group has committed every partition of ``topics`` to its end."""
-    from streams.progress import group_offsets
+    """True when the worker's group has committed every partition of ``topics`` to its end and
+    the worker has flushed its offline rows into parquet (``streams.sinks``)."""
+    from streams.progress import group_offsets, offline_pending
 
     done, end = group_offsets(settings, [settings.topic(t) for t in topics])
-    return done >= end
+    return done >= end and offline_pending(settings) == 0
 
 
 def consumed_share(settings: Settings, topic: str) -> float:

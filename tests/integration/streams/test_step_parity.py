@@ -202,13 +202,14 @@ class Runtime:
         self.store = RedisStateStore(settings.redis, settings.deployment)
         self.rows = FeastOnlineStore(settings.redis, settings.deployment)
         self.log = OfflineEventLog(settings.deployment)
+        self.sinks = StreamSinks(self.log, FeatureHistory(settings.deployment))
         config = StepConfig(topics)
         self.features = StreamRuntime(
             StreamSteps(config),
             writer=self.rows,
             state=self.store,
             producer=self.producer,  # type: ignore[arg-type]
-            sinks=StreamSinks(self.log, FeatureHistory(settings.deployment)),
+            sinks=self.sinks,
             clock=lambda: NOW,
         )
         self.bandit = BanditRuntime(
@@ -259,6 +260,7 @@ def assert_same_state(runtime: Runtime, harness: LocalPipeline) -> None:
     assert posteriors == {i: s.to_dict() for i, s in memory.load_posteriors(ITEM_IDS).items()}
     assert runtime.rows.read_users(USER_IDS) == harness.store.read_users(USER_IDS)
     assert runtime.rows.read_items(ITEM_IDS) == harness.store.read_items(ITEM_IDS)
+    runtime.sinks.flush(runtime.store)  # the worker's timer does this every second
     logged = sorted(runtime.log.read()["event_id"]) if runtime.log.folder.exists() else []
     assert logged == sorted(e.event_id for e in harness.event_log)
 

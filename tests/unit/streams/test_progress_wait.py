@@ -36,6 +36,7 @@ def offsets_from(readings: list[tuple[int, int]], monkeypatch: pytest.MonkeyPatc
         return next(it, last)
 
     monkeypatch.setattr(progress, "group_offsets", fake)
+    monkeypatch.setattr(progress, "offline_pending", lambda settings: 0)
     return reads
 
 
@@ -78,3 +79,14 @@ def test_caught_up_returns_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = FakeClock()
     wait(5, clock)
     assert reads == [1] and clock.now == 0
+
+
+def test_caught_up_waits_for_the_offline_outboxes_to_be_flushed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    offsets_from([(100, 100)], monkeypatch)
+    pending = iter([3, 3, 1, 0])
+    monkeypatch.setattr(progress, "offline_pending", lambda settings: next(pending))
+    clock = FakeClock()
+    wait(1, clock)  # a flush a second: waited for, never a stall
+    assert clock.now == 3 and next(pending, None) is None

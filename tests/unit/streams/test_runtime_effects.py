@@ -71,22 +71,19 @@ class JournalStore(InMemoryFeatureStore):
 
 
 class FakeSinks:
-    """Records what ``streams.sinks.StreamSinks`` would be asked to do."""
+    """Records what ``streams.sinks.StreamSinks`` would be asked to do; its outbox entries are
+    the events' ids."""
 
     def __init__(self, journal: Journal) -> None:
         self.journal = journal
         self.logged: list[str] = []
         self.erased: list[str] = []
 
-    def log_events(self, events: Any) -> None:
-        if events:
-            self.journal.append("log_events")
+    def entries(self, events: Any = (), rows: Any = (), impressions: Any = ()) -> Any:
         self.logged += [e.event_id for e in events]
+        return {"events": [",".join(e.event_id for e in events).encode()]} if events else {}
 
-    def log_rows(self, rows: Any) -> None:
-        pass
-
-    def erase_user(self, user_id: str) -> None:
+    def erase_user(self, user_id: str, store: Any) -> None:
         self.journal.append("erase_user")
         self.erased.append(user_id)
 
@@ -161,10 +158,10 @@ def test_applied_events_are_logged_and_transitions_ride_on_the_state_commit() ->
     batch = [_event("e1", "u1", "a", T0, 0), _event("e2", "u1", "b", T0 + 1, 1)]
     asyncio.run(rt.on_interactions(batch))
     asyncio.run(rt.on_interactions(batch))  # re-delivered: duplicates, nothing new
-    # The offline log runs in a thread beside the rows and the flush; all end before the commit.
-    assert sorted(journal[:3]) == ["flush", "log_events", "write_users"]
-    assert journal.index("write_users") < journal.index("flush") and journal[3] == "commit"
+    assert journal[:3] == ["write_users", "flush", "commit"]
+    # The offline rows ride on the state commit, once: the re-delivered batch adds none.
     assert sinks.logged == ["e1", "e2"]
+    assert list(state.offline["events"].values()) == [b"e1,e2"]
     assert state.added == {("a", "b"): 1.0}  # added once, in the state commit
 
 
