@@ -89,16 +89,17 @@ def save(state: MonitorState) -> Saved:
     dropped = [f"{k}:{i}" for k, n in state.chunks.items() if k not in state.open for i in range(n)]
     for k in [k for k in state.chunks if k not in state.open]:
         del state.chunks[k]
-    # The version chains every save's content, so two saves that led to different states from
-    # the same one cannot leave equal cores (``streams.drift_steps`` trusts a core it wrote).
-    data = _core(state, FORMAT)
-    data["chunks"] = {str(k): n for k, n in sorted(state.chunks.items())}
+    # The version chains every save's chunks, so two saves that led from one state to different
+    # open windows cannot leave equal cores (``streams.drift_steps`` trusts a core it wrote; the
+    # rest of the state is in the core itself).
     digest = hashlib.blake2b(state.version.encode(), digest_size=12)
-    digest.update(json.dumps(data, sort_keys=True).encode())
     for name, chunk in chunks.items():
         digest.update(name.encode())
         digest.update(chunk)
-    state.version = data["version"] = digest.hexdigest()
+    state.version = digest.hexdigest()
+    data = _core(state, FORMAT)
+    data["chunks"] = {str(k): n for k, n in sorted(state.chunks.items())}
+    data["version"] = state.version
     return Saved(_compressed(data), chunks, dropped, replace)
 
 
