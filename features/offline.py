@@ -245,12 +245,6 @@ def _rows_table(
     )
 
 
-def append_feature_history(
-    deployment: Deployment, rows: Sequence[UserFeatureRow | ItemFeatureRow]
-) -> None:
-    FeatureHistory(deployment).append(rows)
-
-
 _CUTOFF = "_pit_cutoff_ms"
 
 

@@ -64,7 +64,10 @@ def to_bytes(state: MonitorState) -> bytes:
 
 def from_bytes(raw: bytes, config: MonitorConfig) -> MonitorState:
     """The state :func:`to_bytes` wrote; its next :func:`save` writes every open window."""
-    data = _decoded(raw, WHOLE)
+    return _whole(_decoded(raw, WHOLE), config)
+
+
+def _whole(data: dict[str, Any], config: MonitorConfig) -> MonitorState:
     state = _parsed(data, config)
     try:
         buffers = sorted((int(k), held) for k, held in data["open"].items())
@@ -86,9 +89,9 @@ def save(state: MonitorState) -> Saved:
         chunks[f"{k}:{n}"] = _compressed(_buffer(buffer))
         state.chunks[k] = n + 1
     state.unsaved = {}
-    dropped = [f"{k}:{i}" for k, n in state.chunks.items() if k not in state.open for i in range(n)]
-    for k in [k for k in state.chunks if k not in state.open]:
-        del state.chunks[k]
+    dropped = []
+    for k in [k for k in state.chunks if k not in state.open]:  # closed since the last save
+        dropped += [f"{k}:{i}" for i in range(state.chunks.pop(k))]
     # The version chains every save's chunks, so two saves that led from one state to different
     # open windows cannot leave equal cores (``streams.drift_steps`` trusts a core it wrote; the
     # rest of the state is in the core itself).
@@ -108,7 +111,7 @@ def load(core: bytes, chunks: Mapping[str, bytes], config: MonitorConfig) -> Mon
     does not count are left-overs of a window that closed, and ignored)."""
     data = _decoded(core, FORMAT, WHOLE)
     if data["format"] == WHOLE:
-        return from_bytes(core, config)
+        return _whole(data, config)
     try:
         state = _parsed(data, config)
         state.chunks = {int(k): int(n) for k, n in data["chunks"].items()}

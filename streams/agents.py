@@ -206,6 +206,7 @@ class StreamRuntime:
         try:
             await _in_thread(self.sinks.flush, self.state)
         except Exception:
+            worker_metrics.OFFLINE_FLUSH_FAILURES.inc()
             log.exception("offline: flushing the outboxes failed; the next flush tries again")
 
     def close(self) -> None:

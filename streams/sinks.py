@@ -42,7 +42,8 @@ from events.models import Impression, Interaction
 from features.offline import FeatureHistory, OfflineEventLog
 from features.offline_impressions import OfflineImpressionLog
 from features.rows import ItemFeatureRow, UserFeatureRow
-from features.store import ITEM_VIEW, USER_VIEW
+from features.schema import ITEM_VIEW, USER_VIEW
+from streams import worker_metrics
 from streams.state_port import StateStore
 from streams.worker_metrics import stage_cpu
 
@@ -99,7 +100,9 @@ class StreamSinks:
                     tables = [_table(raw) for _, raw in entries]
                     self._write(name, tables)
                 store.drop_offline(name, [entry_id for entry_id, _ in entries])
-                written += sum(t.num_rows for t in tables)
+                rows = sum(t.num_rows for t in tables)
+                worker_metrics.OFFLINE_ROWS.labels(name).inc(rows)
+                written += rows
                 if len(entries) < ENTRIES_PER_READ:
                     break
         return written

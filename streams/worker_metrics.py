@@ -53,6 +53,15 @@ STAGES = (
 EVENTS_BY_TYPE = Counter(
     "aether_stream_events_by_type", "Applied interaction events by type.", ["event_type"]
 )
+OFFLINE_ROWS = Counter(
+    "aether_offline_rows_flushed",
+    "Offline rows moved from their outbox in Redis into parquet (streams.sinks).",
+    ["outbox"],
+)
+OFFLINE_FLUSH_FAILURES = Counter(
+    "aether_offline_flush_failures",
+    "Flushes of the offline outboxes that failed (their entries stay for the next flush).",
+)
 CONSUMER_LAG_RECORDS = Gauge(
     "aether_stream_consumer_lag_records",
     "Records behind the end of the topic, summed over this worker's partitions.",

@@ -7,11 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from core.errors import DependencyUnavailable
 from core.settings import Settings
 from events.models import Impression, ImpressionItem, Interaction
-from features.offline import FeatureHistory, OfflineEventLog
+from features.batch_folder import BatchFolder, folder_usage
+from features.offline import EVENT_LOG_SCHEMA, FeatureHistory, OfflineEventLog
 from features.offline_impressions import OfflineImpressionLog
 from features.rows import ItemFeatureRow, UserFeatureRow
 from streams.sinks import OUTBOXES, StreamSinks
@@ -55,18 +57,25 @@ def test_batches_wait_in_the_outbox_and_a_flush_writes_them_as_one_file_per_log(
     store = InMemoryStateStore()
     commit_batches(sinks, store, 20)
     assert not sinks.event_log.folder.exists()  # nothing in parquet before the flush
+    flushed_before = flushed_rows("events")
     assert sinks.flush(store) == 20 * (3 + 3 + 1 + 1)
+    assert flushed_rows("events") - flushed_before == 60  # aether_offline_rows_flushed_total
     assert all(not entries for entries in store.offline.values())
     events = sinks.event_log.read()
     assert len(events) == 60 and list(events.event_id) == sorted(
         events.event_id, key=lambda e: int(e[1:])
     )
-    assert len(sinks.event_log._files.files()) == 1
+    assert folder_usage(sinks.event_log.folder).files == 1
     assert sinks.impressions is not None and len(sinks.impressions.read()) == 20
     users = sinks.history.read("user_features")
     assert len(users) == 60 and users.created_timestamp.is_monotonic_increasing
     assert list(sinks.history.read("item_features").clicks) == list(range(20))
     assert sinks.flush(store) == 0  # nothing left
+
+
+def flushed_rows(outbox: str) -> float:
+    value = REGISTRY.get_sample_value("aether_offline_rows_flushed_total", {"outbox": outbox})
+    return value or 0.0
 
 
 class FailingDrops(InMemoryStateStore):
@@ -86,7 +95,8 @@ def test_a_flush_that_stops_before_removing_its_entries_writes_them_again_and_re
     healthy = InMemoryStateStore()
     healthy.offline = store.offline  # the entries are still there
     sinks.flush(healthy)
-    assert sinks.event_log._files.read().num_rows == 2 * 15  # the events' rows, twice
+    raw = BatchFolder(sinks.event_log.folder, EVENT_LOG_SCHEMA).read()  # no de-duplication
+    assert raw.num_rows == 2 * 15  # the events' rows, twice
     assert sorted(sinks.event_log.read().event_id) == sorted(
         f"e{10 * b + k}" for b in range(5) for k in range(3)
     )
