@@ -38,7 +38,8 @@ for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offli
 3. **Scale-out** (``--scale-out``, the default with ``--workers 1``; ``benchmarks.ingest_scale_out``)
    — after phase 2 the workers stop, and the throughput phase's events go, in a fresh namespace,
    through two worker processes in one consumer group: ``events_per_s_2workers`` (with
-   ``worker_cpu_s_2workers`` and ``events_per_worker_cpu_s_2workers``). Then every output of the
+   ``worker_cpu_s_2workers``, ``events_per_worker_cpu_s_2workers``, ``batches_<agent>_2workers``
+   and the split ``stage_cpu_us_per_event_<stage>_2workers``). Then every output of the
    two namespaces for those events (Feast rows of their users and items, item transitions, bandit
    posteriors; ``stack.namespace_outputs``) must be equal: ``scale_out_state_equal`` (the command
    exits 1 when not), ``scale_out_differing_outputs`` and the sizes compared

@@ -90,6 +90,8 @@ def scale_out(
         fresh_settings,
         outcome_counts,
         settled,
+        stage_cpu_seconds,
+        stage_split,
         start_workers,
         stop_workers,
         warm_up,
@@ -111,18 +113,27 @@ def scale_out(
         counts = outcome_counts(ports)
         target = sum(n for (topic, _), n in counts.items() if topic == topics.events)
         target += len(messages)
-        cpu_before, _ = worker_usage(ports)
+        cpu_before, batches_before = worker_usage(ports)
+        stages_before = stage_cpu_seconds(ports)
         producer = make_producer(settings.kafka.bootstrap_servers)
         publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
         publish(producer, topics.events, messages, total=len(messages), description="2 workers")
         _wait(lambda: settled(ports, topics.events, topics.item_updates, target), 1800, "features")
         elapsed = time.perf_counter() - started
-        cpu_s = worker_usage(ports)[0] - cpu_before
+        cpu_after, batches_after = worker_usage(ports)
+        cpu_s = cpu_after - cpu_before
+        stages = stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages))
+        batches = {a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())}
         rate = len(messages) / elapsed
         print(
             f"scale-out: {len(messages)} events in {elapsed:.1f} s = {rate:,.0f} events/s end to "
-            f"end with {WORKERS} workers; worker CPU {cpu_s:.1f} s; load average {_loadavg()}"
+            f"end with {WORKERS} workers; worker CPU {cpu_s:.1f} s; batches by agent: {batches}; "
+            f"load average {_loadavg()}"
+        )
+        print(
+            f"  {WORKERS} workers' CPU per event by stage (µs): "
+            + ", ".join(f"{stage} {us:.1f}" for stage, us in stages.items())
         )
         got = settled_outputs(settings, messages)
     finally:
@@ -140,6 +151,11 @@ def scale_out(
         f"events_per_s_{WORKERS}workers": round(rate, 1),
         f"worker_cpu_s_{WORKERS}workers": round(cpu_s, 2),
         f"events_per_worker_cpu_s_{WORKERS}workers": round(len(messages) / max(cpu_s, 1e-9), 1),
+        **{f"batches_{a}_{WORKERS}workers": n for a, n in batches.items()},
+        **{
+            f"stage_cpu_us_per_event_{stage}_{WORKERS}workers": round(us, 2)
+            for stage, us in stages.items()
+        },
         "scale_out_state_equal": not differ,
         "scale_out_differing_outputs": differ,
         "scale_out_user_rows": len(got["users"]),
