@@ -13,7 +13,7 @@ any point harmless:
    whose marker is not yet stored, and the erasure runs again);
 2. feature rows are written (idempotent: the store keeps the newer row, ties overwrite);
 3. item updates, dead letters and late events are produced and **flushed** (at-least-once;
-   the item state de-duplicates re-forwarded updates);
+   the item state skips re-forwarded updates by their source offsets);
 4. the step's ``StateCommit`` — touched states, privacy markers, watermarks, the batch's item
    transitions and its offline rows (applied events, feature rows, admitted slates: the outbox
    entries of ``streams.sinks``, which a flush moves into parquet) — is committed in one

@@ -16,15 +16,16 @@ Vocabulary (docs/architecture.md, event-time rules):
 
 Why the de-duplication state may forget
 ---------------------------------------
-Each keyed state remembers the ids of the events it applied, but only those with
+Each keyed state remembers the ids of the events it applied (the user state event ids, the
+impressions step's slate memory request ids per partition), but only those with
 ``event_time >= cutoff`` where ``cutoff = watermark − allowed_lateness − dedup_horizon``.
 Forgetting the older ids is safe: the watermark never decreases, so any later copy of a forgotten
 event has ``event_time < cutoff <= watermark − allowed_lateness`` and is rejected as *late* before
 de-duplication is consulted. It can therefore never be applied twice. The extra ``dedup_horizon``
-is a safety margin for states whose watermark runs ahead of the source partition's (item state is
-fed from several source partitions through the repartition topic; its cutoff uses the item's own
-latest event time, so a re-forwarded duplicate is still caught as long as the event-time skew
-between source partitions stays below the horizon).
+keeps ids long enough for re-deliveries that arrive late in wall time but within the lateness in
+event time. The item state keeps no ids for updates from the source topics: those sides forward
+each event once, and the item state skips a re-forwarded copy by its source offset
+(``streams.item_features.apply_update``).
 """
 
 from __future__ import annotations

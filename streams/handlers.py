@@ -13,7 +13,7 @@ then de-duplication by ``event_id`` inside the keyed state (→ counted, nothing
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -32,13 +32,14 @@ from streams.transitions import (
     Increments,
     appends_in_order,
     increments_for,
+    increments_of_dismissal,
     increments_of_insertion,
-    increments_since,
-    snapshot,
 )
 from streams.user_features import UserFeatureConfig, UserState
 
 E = TypeVar("E")
+
+_TYPE_NAMES = {t: t.value for t in EventType}  # looked up per event: ``.value`` is slower
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +105,8 @@ class Effects:
     applied_events: list[Interaction] = field(default_factory=list)  # for the offline log
     applied_impressions: list[Impression] = field(default_factory=list)  # for the offline log
     transitions: Increments = field(default_factory=dict)  # item -> item weights to add
+    # source partition -> request id -> event time of each slate applied (impressions only)
+    slates: dict[int, dict[str, int]] = field(default_factory=dict)
     suppressed: int = 0  # events of opted-out or deleted users (``streams.privacy``)
     privacy: PrivacyEffects = field(default_factory=PrivacyEffects)  # erasures of the batch
     commit: StateCommit = field(default_factory=StateCommit)  # persisted last, atomically
@@ -139,9 +142,9 @@ def _forward(effects: Effects, updates: Iterable[ItemUpdate], partitions: int) -
             effects.forwards.append(Forward(partition, payload))
 
 
-def _source_of(record: SourceRecord) -> dict[str, Any]:
-    """The ``ItemUpdate`` fields naming the source record (``item_features.apply_update``)."""
-    return {"source": f"{record.topic}:{record.partition}", "source_offset": record.offset}
+def _source_of(record: SourceRecord) -> str:
+    """The ``ItemUpdate.source`` naming the record's partition (``item_features.apply_update``)."""
+    return f"{record.topic}:{record.partition}"
 
 
 def _admit(
@@ -187,11 +190,12 @@ def handle_interactions(
     item transitions (``streams.transitions``) to ``transitions``.
 
     The agent flushes the forwards before it persists the user states, so a crash in between
-    re-applies and re-forwards the batch on restart; the item state de-duplicates those copies
-    (see ``streams.eventtime`` for how long it remembers ids).
+    re-applies and re-forwards the batch on restart; the item state skips those copies by
+    their source offsets (``streams.item_features.apply_update``).
     """
     effects = Effects()
     partition_of: dict[str, int] = {}
+    sources: dict[int, str] = {}  # partition -> ``ItemUpdate.source`` (one topic per batch)
     updates: list[ItemUpdate] = []
     for decoded in batch:
         event = decoded.event
@@ -199,10 +203,11 @@ def handle_interactions(
             continue
         state = users.setdefault(event.user_id, UserState())
         in_order = appends_in_order(state, event)
-        dismissal = event.event_type is EventType.DISMISS
-        # A dismissal changes the sequence anywhere (snapshot); any other out-of-order event
-        # is one insertion, whose change is local (``increments_of_insertion``).
-        before = snapshot(state) if dismissal else None
+        # A dismissal changes only the dismissed items (``increments_of_dismissal``); any other
+        # out-of-order event is one insertion, whose change is local (``increments_of_insertion``).
+        dismissed_before = (
+            frozenset(state.dismissed) if event.event_type is EventType.DISMISS else None
+        )
         front = state.history[0] if state.history else None
         _, applied = user_features.apply_interaction(state, event, config)
         if not applied:
@@ -213,22 +218,27 @@ def handle_interactions(
         effects.applied_events.append(event)
         if in_order:
             increments = increments_for(state, event, transition_window)
-        elif before is not None:
-            increments = increments_since(before, state, transition_window)
+        elif dismissed_before is not None:
+            increments = increments_of_dismissal(state, dismissed_before, transition_window)
         else:
             entry = (event.event_time_ms, event.event_id, event.item_id)
             increments = increments_of_insertion(state, entry, front, transition_window)
         for pair, weight in increments.items():
             effects.transitions[pair] = effects.transitions.get(pair, 0.0) + weight
-        partition_of[event.user_id] = decoded.record.partition
+        record = decoded.record
+        partition_of[event.user_id] = record.partition
+        source = sources.get(record.partition)
+        if source is None:
+            source = sources[record.partition] = _source_of(record)
         updates.append(
             ItemUpdate(
-                kind="interaction",
-                item_id=event.item_id,
-                event_id=event.event_id,
-                event_time_ms=event.event_time_ms,
-                event_type=event.event_type.value,
-                **_source_of(decoded.record),
+                "interaction",
+                event.item_id,
+                event.event_id,
+                event.event_time_ms,
+                _TYPE_NAMES[event.event_type],
+                source=source,
+                source_offset=record.offset,
             )
         )
     _forward(effects, updates, partitions)
@@ -245,16 +255,28 @@ def handle_impressions(
     watermarks: MutableMapping[int, int | None],
     policy: Lateness,
     *,
+    applied: Mapping[int, Collection[str]],
     partitions: int,
     now_ms: int | None = None,
 ) -> Effects:
-    """Admit impressions and forward one item update per (slate, item)."""
+    """Admit impressions and forward one item update per (slate, item).
+
+    A slate is applied once per source partition: ``applied`` holds the request ids of the
+    batch's slates that the partition applied before (its slate memory), and a copy within the
+    batch counts as a duplicate too. The newly applied ones are ``Effects.slates``.
+    """
     effects = Effects()
     updates: list[ItemUpdate] = []
     for decoded in batch:
         slate = decoded.event
-        if not _admit(decoded.record, slate.event_time_ms, watermarks, policy, effects, now_ms):
+        record = decoded.record
+        if not _admit(record, slate.event_time_ms, watermarks, policy, effects, now_ms):
             continue
+        fresh = effects.slates.setdefault(record.partition, {})
+        if slate.request_id in fresh or slate.request_id in applied.get(record.partition, ()):
+            effects.duplicates += 1
+            continue
+        fresh[slate.request_id] = slate.event_time_ms
         effects.applied += 1
         effects.applied_impressions.append(slate)
         for item_id in dict.fromkeys(shown.item_id for shown in slate.items):
@@ -264,7 +286,8 @@ def handle_impressions(
                     item_id=item_id,
                     event_id=f"imp:{slate.request_id}:{item_id}",
                     event_time_ms=slate.event_time_ms,
-                    **_source_of(decoded.record),
+                    source=_source_of(decoded.record),
+                    source_offset=decoded.record.offset,
                 )
             )
     _forward(effects, updates, partitions)
@@ -299,7 +322,8 @@ def handle_catalog(
                 if item.created_time is None
                 else to_epoch_ms(item.created_time),
                 available=item.available,
-                **_source_of(decoded.record),
+                source=_source_of(decoded.record),
+                source_offset=decoded.record.offset,
             )
         )
     _forward(effects, updates, partitions)

@@ -70,7 +70,7 @@ class ItemUpdate(NamedTuple):
 class ItemState:
     latest_ms: int | None = None  # latest update of any kind: the row's event_time_ms
     interaction_ms: int | None = None  # latest interaction: where popularity is referenced
-    seen: dict[str, int] = field(default_factory=dict)
+    seen: dict[str, int] = field(default_factory=dict)  # ids of updates without a source
     mass: dict[int, int] = field(default_factory=dict)  # hour bucket -> summed weights
     clicks: int = 0
     impressions: int = 0
@@ -88,13 +88,21 @@ def apply_update(state: ItemState, update: ItemUpdate) -> tuple[ItemState, bool]
     Updates of one item from one source partition arrive in source-offset order (one worker owns
     the partition and forwards in order; a re-processed batch forwards again from an earlier
     offset), so an offset at or below the item's mark for that partition was applied already.
+
+    An update with a source needs no event-id memory here: the source side forwards each event
+    once (interactions: the user state's ids; slates: the impressions step's slate memory) and a
+    catalogue update is idempotent (minimum creation time, greatest ``(event_time, event_id)``
+    wins), so only a re-forwarded copy can repeat, and the mark catches it. Without that
+    memory an item's state stays a few counters and buckets however many impressions it gets,
+    instead of a day of ids decoded and re-written by every batch that touches it. Updates
+    without a source (written before the marks) are still de-duplicated by id.
     """
+    t = update.event_time_ms
     if update.source:
         if update.source_offset <= state.source_marks.get(update.source, -1):
             return state, False
         state.source_marks[update.source] = update.source_offset
-    t = update.event_time_ms
-    if not remember(state.seen, update.event_id, t):
+    elif not remember(state.seen, update.event_id, t):
         return state, False
     if state.latest_ms is None or t > state.latest_ms:
         state.latest_ms = t

@@ -20,7 +20,8 @@ lost). Producers that partition by murmur2 never pay this.
 
 A crash after re-producing and before the batch's Kafka offsets are committed re-produces the
 same records once more: the copies carry the same ids, which the steps de-duplicate (event ids
-in the user state, request and event ids in the attribution state) within the dedup horizon.
+in the user state, request ids in the impressions step's slate memory, request and event ids in
+the attribution state) within the dedup horizon.
 """
 
 from __future__ import annotations

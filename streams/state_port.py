@@ -98,6 +98,25 @@ class InteractionState:
     watermarks: dict[int, int | None] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class ImpressionState:
+    """What the impressions step reads: the watermarks of the batch's source partitions and,
+    per partition, which of the batch's slates (request ids) it applied before."""
+
+    watermarks: dict[int, int | None] = field(default_factory=dict)
+    applied: dict[int, set[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SlateMemory:
+    """One impressions partition's de-duplication memory, changed by a batch: the request ids
+    of the slates it applied with their event times, and the event time below which ids are
+    forgotten (``Lateness.dedup_cutoff`` of the partition's watermark; an older copy is late)."""
+
+    applied: dict[str, int] = field(default_factory=dict)
+    forget_before: int | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class AttributionHead:
     """The small part of a stored attribution state: which version it is (the last delta's
@@ -133,6 +152,8 @@ class StateCommit:
     seen: dict[str, set[str]] = field(default_factory=dict)
     # outbox -> entries appended to it (``streams.sinks``: the batch's offline rows)
     offline: dict[str, list[bytes]] = field(default_factory=dict)
+    # impressions partition -> its slate memory's changes (``streams.steps.impressions_step``)
+    slates: dict[int, SlateMemory] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (
@@ -150,6 +171,7 @@ class StateCommit:
             or any(self.first_seen.values())
             or any(self.seen.values())
             or any(self.offline.values())
+            or any(m.applied or m.forget_before is not None for m in self.slates.values())
         )
 
 
@@ -167,6 +189,13 @@ class StateStore(Protocol):
     def load_users(self, user_ids: Iterable[str]) -> dict[str, UserState]: ...
 
     def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]: ...
+
+    def load_impressions(
+        self, topic: str, partitions: Iterable[int], requests: Mapping[int, Iterable[str]]
+    ) -> ImpressionState:
+        """The watermarks of ``partitions`` of ``topic`` (the impressions topic) and, of each
+        partition's ``requests``, those in its slate memory (``StateCommit.slates``)."""
+        ...
 
     def load_items(self, item_ids: Iterable[str]) -> dict[str, ItemState]: ...
 
@@ -246,6 +275,7 @@ class InMemoryStateStore:
         self.first_seen: dict[str, FirstSeen] = {}
         self.seen: dict[str, set[str]] = {}
         self.offline: dict[str, dict[str, bytes]] = {}  # outbox -> entry id -> entry
+        self.slates: dict[int, dict[str, int]] = {}  # partition -> request id -> event time
         self._entries = 0
         self.commits = 0
 
@@ -266,6 +296,14 @@ class InMemoryStateStore:
     def load_watermarks(self, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
         marks = self.watermarks.get(topic, {})
         return {p: marks.get(p) for p in sorted(set(partitions))}
+
+    def load_impressions(
+        self, topic: str, partitions: Iterable[int], requests: Mapping[int, Iterable[str]]
+    ) -> ImpressionState:
+        applied = {
+            p: {r for r in ids if r in self.slates.get(p, {})} for p, ids in requests.items()
+        }
+        return ImpressionState(self.load_watermarks(topic, partitions), applied)
 
     def load_items(self, item_ids: Iterable[str]) -> dict[str, ItemState]:
         return _present(self.items, item_ids)
@@ -341,6 +379,12 @@ class InMemoryStateStore:
             chunks.update(saved.chunks)
         for monitor, seen in changes.first_seen.items():
             self.first_seen.setdefault(monitor, {}).update(seen)
+        for partition, memory in changes.slates.items():
+            slates = self.slates.setdefault(partition, {})
+            slates.update(memory.applied)
+            if memory.forget_before is not None:
+                cutoff = memory.forget_before
+                self.slates[partition] = {r: t for r, t in slates.items() if t >= cutoff}
         self.commits += 1
 
     def close(self) -> None:

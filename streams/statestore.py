@@ -31,7 +31,9 @@ field per entry, ``p<JSON [request id, item id]>`` a pending slot, ``r<event id>
 reward, ``s<de-dup id>`` a seen id; ``_attribution_fields``; the JSON snapshot
 ``S:bandit:attribution:<source partition>`` of a worker from before the deltas is read until the
 first delta replaces it), ``S:bandit:item:<item_id>`` (JSON of a posterior state's ``to_dict``),
-``S:drift:<monitor>`` (the core of one drift monitor's state, ``monitoring.save``;
+the sorted set ``S:slates:<partition>`` (request id → event time: the slates partition
+*p* of ``<ns>.impressions`` applied, ``StateCommit.slates``), ``S:drift:<monitor>`` (the core of
+one drift monitor's state, ``monitoring.save``;
 ``streams.drift_steps``), the hash ``S:drift:<monitor>:obs`` (its chunks: field
 ``<window>:<n>``, the observations window *n* admitted in one batch), the hash ``S:drift:<monitor>:first`` (field ``u:<user_id>`` or
 ``i:<item_id>``: the earliest event time that monitor admitted for it) the outbox streams ``S:offline:<outbox>`` (``streams.sinks``: each entry's field ``t``
@@ -42,7 +44,7 @@ holds one batch's offline rows as Arrow IPC bytes) and the transition keys of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import chain
 from typing import Any, TypeVar, cast
 
@@ -62,6 +64,7 @@ from streams.state_port import (
     AttributionHead,
     AttributionSnapshot,
     FirstSeen,
+    ImpressionState,
     InteractionState,
     Offsets,
     PosteriorWrites,
@@ -119,6 +122,9 @@ class RedisStateStore:
 
     def _outbox_key(self, outbox: str) -> str:
         return self._key("stream", "offline", outbox)
+
+    def _slates_key(self, partition: int) -> str:
+        return self._key("stream", "slates", str(partition))
 
     def _first_seen_key(self, monitor: str) -> str:
         return self._key("stream", "drift", monitor, "first")
@@ -272,6 +278,27 @@ class RedisStateStore:
             raise DependencyUnavailable("redis", f"cannot read watermarks: {exc}") from exc
         return _watermarks_from(parts, values)
 
+    def load_impressions(
+        self, topic: str, partitions: Iterable[int], requests: Mapping[int, Iterable[str]]
+    ) -> ImpressionState:
+        """``load_watermarks`` and the slate memory's answer for ``requests``, one round trip."""
+        parts = sorted(set(partitions))
+        asked = {p: sorted(set(ids)) for p, ids in sorted(requests.items()) if ids}
+        if not parts and not asked:
+            return ImpressionState()
+        pipe = self._client.pipeline(transaction=False)
+        for p, ids in asked.items():
+            pipe.zmscore(self._slates_key(p), ids)
+        if parts:
+            pipe.hmget(self._watermarks_key, [f"{topic}:{p}" for p in parts])
+        replies = _executed(pipe, "impression state")
+        applied = {
+            p: {r for r, score in zip(ids, scores, strict=True) if score is not None}
+            for (p, ids), scores in zip(asked.items(), replies, strict=False)
+        }
+        marks = replies[len(asked)] if parts else []
+        return ImpressionState(_watermarks_from(parts, marks), applied)
+
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets:
         tps = sorted(set(partitions))
         if not tps:
@@ -337,6 +364,13 @@ class RedisStateStore:
         for user_id, items in changes.seen.items():
             if items:
                 pipe.sadd(seen_items_key(self._deployment.namespace, user_id), *items)
+        for partition, memory in sorted(changes.slates.items()):
+            if memory.applied:
+                pipe.zadd(self._slates_key(partition), mapping=memory.applied)
+            if memory.forget_before is not None:
+                pipe.zremrangebyscore(
+                    self._slates_key(partition), "-inf", f"({memory.forget_before}"
+                )
         for outbox, entries in sorted(changes.offline.items()):
             for entry in entries:
                 pipe.xadd(self._outbox_key(outbox), {"t": entry})

@@ -5,9 +5,10 @@ step                   batch                               state (loaded through
 =====================  ==================================  =================================
 ``interactions_step``  ``<ns>.events`` + ``<ns>.privacy``  privacy markers and states of the
                        (decoded by ``decode_interactions``)  batch's users, partition watermarks
-``impressions_step``   ``<ns>.impressions``                partition watermarks (and the
-                                                           privacy markers of the slates'
-                                                           users, for the offline log)
+``impressions_step``   ``<ns>.impressions``                partition watermarks, which of
+                                                           the batch's slates were applied
+                                                           (and the privacy markers of the
+                                                           slates' users, for the offline log)
 ``catalog_step``       ``<ns>.items``                      partition watermarks
 ``item_updates_step``  ``<ns>.item-updates``               states of the batch's items
 =====================  ==================================  =================================
@@ -41,7 +42,14 @@ from streams.fast_decode import decode_interaction
 from streams.handlers import DeadLetter, Decoded, Effects, SourceRecord
 from streams.item_features import ItemState, ItemUpdate
 from streams.privacy import PrivacyEffects, PrivacyStatus, handle_privacy, suppresses
-from streams.state_port import InteractionState, StateCommit, StateStore, unconsumed_records
+from streams.state_port import (
+    ImpressionState,
+    InteractionState,
+    SlateMemory,
+    StateCommit,
+    StateStore,
+    unconsumed_records,
+)
 from streams.topics import TopicNames
 from streams.transitions import DEFAULT_TRANSITION_WINDOW
 from streams.user_features import UserFeatureConfig
@@ -183,16 +191,37 @@ def seen_by_user(events: Iterable[Interaction]) -> dict[str, set[str]]:
 
 # -- impressions and catalogue: admitted, then forwarded to the item side ------------------------
 def impressions_step(
-    watermarks: dict[int, int | None],
+    state: ImpressionState,
     batch: DecodedBatch[Impression],
     config: StepConfig,
     now_ms: int | None = None,
-) -> tuple[dict[int, int | None], Effects]:
-    """Admit slates and forward one item update per (slate, item)."""
+) -> tuple[ImpressionState, Effects]:
+    """Admit slates not applied before and forward one item update per (slate, item).
+
+    The request ids of applied slates are remembered per source partition (``SlateMemory``)
+    while ``event_time ≥ watermark − allowed_lateness − dedup_horizon``, as events' ids are in
+    the user state (``streams.eventtime``): a copy produced again is not counted again by the
+    items it showed. That is what lets the item state keep no event ids
+    (``streams.item_features``). Copies meet on one partition because a keyed record is
+    re-routed to its key's partition (``streams.routing``).
+    """
+    watermarks = state.watermarks
     effects = handlers.handle_impressions(
-        batch.good, watermarks, config.policy, partitions=config.partitions, now_ms=now_ms
+        batch.good,
+        watermarks,
+        config.policy,
+        applied=state.applied,
+        partitions=config.partitions,
+        now_ms=now_ms,
     )
-    return watermarks, _forwarded(effects, batch, watermarks, config.topics.impressions)
+    effects = _forwarded(effects, batch, watermarks, config.topics.impressions)
+    effects.commit.slates = {
+        p: SlateMemory(effects.slates.get(p, {}), config.policy.dedup_cutoff(watermarks.get(p)))
+        for p in batch.partitions
+    }
+    for p, fresh in effects.slates.items():
+        state.applied.setdefault(p, set()).update(fresh)
+    return state, effects
 
 
 def loggable_impressions(
@@ -287,8 +316,11 @@ class StreamSteps:
             return Effects()
         limit = self.config.max_event_bytes
         batch = decode_records(records, lambda raw: decode(raw, Impression, max_bytes=limit))
-        watermarks = store.load_watermarks(self.config.topics.impressions, batch.partitions)
-        _, effects = impressions_step(watermarks, batch, self.config, now_ms)
+        requests: dict[int, set[str]] = {}
+        for d in batch.good:
+            requests.setdefault(d.record.partition, set()).add(d.event.request_id)
+        state = store.load_impressions(self.config.topics.impressions, batch.partitions, requests)
+        _, effects = impressions_step(state, batch, self.config, now_ms)
         if effects.applied_impressions:
             statuses = store.load_privacy({s.user_id for s in effects.applied_impressions})
             effects.applied_impressions = loggable_impressions(

@@ -208,17 +208,7 @@ def increments_of_insertion(
         # Not in the sequence, or next to a copy of its own item (a click or rating of what
         # was viewed at the same time): the repeat collapses, the sequence does not change.
         return {}
-    found, last = 0, None
-    start = -1
-    for index in range(at - 1, -1, -1):
-        item = history[index][2]
-        if item in dismissed or item == last:
-            continue
-        last = item
-        found += 1
-        if found >= window + 2:
-            start = index
-            break
+    start = _window_start(history, at, dismissed, window)
     if start < 0:  # the whole histories, the dropped front (if any) put back
         head = [front] if front is not None and front < history[0] else []
         before = [*head, *history[:at], *history[at + 1 :]]
@@ -229,6 +219,50 @@ def increments_of_insertion(
     return sequence_delta(
         transition_sequence(before, dismissed), transition_sequence(after, dismissed), window
     )
+
+
+def increments_of_dismissal(
+    state: UserState, dismissed_before: frozenset[str], window: int
+) -> Increments:
+    """:func:`increments_since` for a dismissal, without a snapshot of the history: a dismissal
+    never changes ``state.history``, only the dismissed items (the one dismissed joins them, and
+    one whose dismissal was evicted at capacity leaves them), so the two transition sequences
+    agree up to the first history entry whose item is in the symmetric difference of the two
+    sets. No such entry (the user never consumed what they dismissed, or had dismissed it
+    already) means no change; otherwise both sequences are built from ``window + 2`` sequence
+    items before that entry, as :func:`increments_of_insertion` does, and give exactly what
+    :func:`increments_since` returns (property-tested, float for float). A user dismisses what
+    they just viewed, so that is a few entries at the end rather than two whole histories."""
+    changed = dismissed_before.symmetric_difference(state.dismissed)
+    if not changed:
+        return {}
+    history = state.history
+    first = next((i for i, entry in enumerate(history) if entry[2] in changed), None)
+    if first is None:
+        return {}
+    part = history[max(_window_start(history, first, dismissed_before, window), 0) :]
+    return sequence_delta(
+        transition_sequence(part, dismissed_before),
+        transition_sequence(part, state.dismissed),
+        window,
+    )
+
+
+def _window_start(
+    history: Sequence[tuple[int, str, str]], at: int, dismissed: Collection[str], window: int
+) -> int:
+    """The index of ``history`` from which ``window + 2`` transition-sequence items precede
+    index ``at``, or -1 where the entries before ``at`` yield fewer."""
+    found, last = 0, None
+    for index in range(at - 1, -1, -1):
+        item = history[index][2]
+        if item in dismissed or item == last:
+            continue
+        last = item
+        found += 1
+        if found >= window + 2:
+            return index
+    return -1
 
 
 def _neighbour(

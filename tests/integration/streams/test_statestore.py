@@ -16,7 +16,13 @@ from events.models import Impression, ImpressionItem, Interaction
 from monitoring import Saved
 from streams.item_features import ItemState
 from streams.privacy import PrivacyStatus
-from streams.state_port import AttributionHead, InMemoryStateStore, StateCommit, StateStore
+from streams.state_port import (
+    AttributionHead,
+    InMemoryStateStore,
+    SlateMemory,
+    StateCommit,
+    StateStore,
+)
 from streams.statestore import RedisStateStore
 from streams.user_features import UserState
 
@@ -97,6 +103,27 @@ def test_the_batched_load_equals_the_three_loads_it_replaces(store: StateStore) 
     only_users = store.load_interactions(["u1"], "events", [])
     assert (only_users.users, only_users.watermarks) == ({"u1": loaded.users["u1"]}, {})
     assert store.load_interactions([], "events", [0]).watermarks == {0: 1_000}
+
+
+def test_the_slate_memory_answers_per_partition_and_forgets_below_its_cutoff(
+    store: StateStore,
+) -> None:
+    store.commit(
+        StateCommit(
+            watermarks={"impressions": {0: 5_000}},
+            slates={0: SlateMemory({"r1": 1_000, "r2": 4_000}), 1: SlateMemory({"r3": 2_000})},
+        )
+    )
+    loaded = store.load_impressions("impressions", [0, 1], {0: ["r1", "r3", "new"], 1: ["r3"]})
+    assert loaded.watermarks == {0: 5_000, 1: None}
+    assert loaded.applied == {0: {"r1"}, 1: {"r3"}}  # r3 was applied on partition 1 only
+
+    # Ids older than the cutoff go, in the same commit as the batch's new ones; the cutoff is
+    # exclusive (an id exactly at it stays), and another partition's memory is untouched.
+    store.commit(StateCommit(slates={0: SlateMemory({"r4": 6_000}, forget_before=4_000)}))
+    again = store.load_impressions("impressions", [], {0: ["r1", "r2", "r4"], 1: ["r3"]})
+    assert again.applied == {0: {"r2", "r4"}, 1: {"r3"}}
+    assert store.load_impressions("impressions", [], {}).applied == {}
 
 
 def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(

@@ -91,6 +91,54 @@ def test_impressions_and_clicks_give_a_smoothed_ctr() -> None:
     assert rows["i1"].ctr == pytest.approx(1 / 21)
 
 
+def _slate(request_id: str, t: int, items: tuple[str, ...] = ("i0",)) -> dict:
+    return {
+        "request_id": request_id,
+        "user_id": "u1",
+        "event_time": t,
+        "model_version": "m1",
+        "items": [
+            {"item_id": item, "position": p, "score": 1.0, "source": "ann", "propensity": 0.5}
+            for p, item in enumerate(items)
+        ],
+    }
+
+
+def test_a_slate_produced_again_counts_once_and_items_keep_no_event_ids() -> None:
+    """A copy of a slate at a later offset (produced twice, or re-routed and then delivered
+    again) is recognised by its request id on the impressions side, in the batch or after it,
+    so the item state needs no memory of ids: however many slates show an item, its state holds
+    counters only."""
+    pipeline = LocalPipeline()
+    pipeline.feed(
+        [
+            record(_slate("r1", T0), topic=IMPRESSIONS, partition=0, offset=0),
+            record(_slate("r1", T0), topic=IMPRESSIONS, partition=0, offset=1),  # in the batch
+            record(_slate("r2", T0 + 1), topic=IMPRESSIONS, partition=0, offset=2),
+        ]
+    )
+    pipeline.feed([record(_slate("r2", T0 + 1), topic=IMPRESSIONS, partition=0, offset=3)])
+    for n in range(50):
+        pipeline.feed([record(_slate(f"s{n}", T0 + 2 + n), topic=IMPRESSIONS, partition=0)])
+    assert pipeline.item_rows()["i0"].impressions == 52
+    assert pipeline.duplicates == 2
+    assert pipeline.items["i0"].seen == {}
+    assert len(pipeline.impression_log) == 52  # a copy is not logged twice either
+
+
+def test_the_slate_memory_forgets_what_lateness_rejects_anyway() -> None:
+    policy = Lateness(allowed_lateness_ms=1_000, dedup_horizon_ms=HOUR)
+    pipeline = LocalPipeline(policy=policy)
+    pipeline.feed([record(_slate("old", T0), topic=IMPRESSIONS, partition=0)])
+    assert set(pipeline.state.slates[0]) == {"old"}
+    later = T0 + 2 * HOUR
+    pipeline.feed([record(_slate("new", later), topic=IMPRESSIONS, partition=0)])
+    assert set(pipeline.state.slates[0]) == {"new"}  # "old" is below the cutoff: forgotten
+    pipeline.feed([record(_slate("old", T0), topic=IMPRESSIONS, partition=0)])
+    assert len(pipeline.late) == 1  # its copy is late, never applied a second time
+    assert pipeline.item_rows()["i0"].impressions == 2
+
+
 def test_catalog_latest_update_wins_and_created_time_is_the_earliest() -> None:
     pipeline = LocalPipeline()
     newer = {"event_id": "c2", "item_id": "i9", "title": "New", "event_time": T0 + 10}

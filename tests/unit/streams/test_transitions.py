@@ -14,6 +14,7 @@ from streams.eventtime import Lateness
 from streams.testing import LocalPipeline, interaction, record
 from streams.transitions import (
     increments_from_sequence,
+    increments_of_dismissal,
     increments_of_insertion,
     increments_since,
     merge_increments,
@@ -224,6 +225,37 @@ def test_the_insertion_delta_is_the_whole_histories_delta_float_for_float(
     entry = (event.event_time_ms, event.event_id, event.item_id)
     whole = increments_since(before, state, window)
     assert list(increments_of_insertion(state, entry, front, window).items()) == list(whole.items())
+
+
+@settings(max_examples=300)
+@given(
+    seed=st.integers(0, 100_000),
+    n=st.integers(0, 40),
+    sequence_length=st.integers(1, 6),
+    window=st.integers(1, 4),
+)
+def test_the_dismissal_delta_is_the_whole_histories_delta_float_for_float(
+    seed: int, n: int, sequence_length: int, window: int
+) -> None:
+    """``increments_of_dismissal`` (no history snapshot) must return exactly what
+    ``increments_since`` computes over the whole histories, with dismissals of consumed and of
+    unseen items, repeated dismissals and evictions at capacity (``sequence_length``)."""
+    rng = random.Random(seed)
+    config = UserFeatureConfig(sequence_length=sequence_length)
+    state, t = UserState(), T0
+    for k in range(n):
+        t += rng.choice((0, 0, 1_000))
+        event_type = rng.choices(("view", "click", "rating", "dismiss"), (6, 2, 2, 3))[0]
+        apply_interaction(state, _event(f"e{k:03d}", f"i{rng.randrange(6)}", event_type, t), config)
+    event = _event(
+        f"x{rng.randrange(100):02d}", f"i{rng.randrange(8)}", "dismiss", rng.randrange(T0, t + 1)
+    )
+    before = snapshot(state)
+    _, applied = apply_interaction(state, event, config)
+    assert applied
+    whole = increments_since(before, state, window)
+    fast = increments_of_dismissal(state, before[1], window)
+    assert list(fast.items()) == list(whole.items())
 
 
 def _event(event_id: str, item: str, event_type: str, t: int) -> Interaction:
