@@ -50,6 +50,9 @@ class EventType(StrEnum):
 
 
 EVENT_TYPES: tuple[str, ...] = tuple(t.value for t in EventType)
+# Each member's value, for per-event code: a dict lookup, where ``.value`` is a Python-level
+# descriptor call (``enum.property``).
+EVENT_TYPE_NAMES: dict[EventType, str] = {t: t.value for t in EventType}
 POSITIVE_TYPES = frozenset({EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE})
 
 

@@ -32,6 +32,7 @@ from typing import Any
 
 from confluent_kafka import KafkaException, Producer
 
+from events.models import EVENT_TYPE_NAMES
 from features.ports import OnlineFeatureWriter
 from streams import worker_metrics
 from streams.catalogue_content import CatalogueContent
@@ -238,7 +239,8 @@ def observe_freshness(records: Sequence[SourceRecord], topic: str) -> None:
 def count_by_type(effects: Effects) -> None:
     counts: dict[str, int] = {}
     for event in effects.applied_events:
-        counts[event.event_type.value] = counts.get(event.event_type.value, 0) + 1
+        name = EVENT_TYPE_NAMES[event.event_type]
+        counts[name] = counts.get(name, 0) + 1
     for event_type, n in counts.items():
         worker_metrics.EVENTS_BY_TYPE.labels(event_type).inc(n)
 

@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from core.errors import SchemaError
-from events.models import CatalogItem, EventType, Impression, Interaction, to_epoch_ms
+from events.models import (
+    EVENT_TYPE_NAMES,
+    CatalogItem,
+    EventType,
+    Impression,
+    Interaction,
+    to_epoch_ms,
+)
 from features.rows import ItemFeatureRow, UserFeatureRow
 from streams import item_features, user_features
 from streams.codec import decode_updates, encode_updates
@@ -38,8 +45,6 @@ from streams.transitions import (
 from streams.user_features import UserFeatureConfig, UserState
 
 E = TypeVar("E")
-
-_TYPE_NAMES = {t: t.value for t in EventType}  # looked up per event: ``.value`` is slower
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,50 +202,58 @@ def handle_interactions(
     partition_of: dict[str, int] = {}
     sources: dict[int, str] = {}  # partition -> ``ItemUpdate.source`` (one topic per batch)
     updates: list[ItemUpdate] = []
+    # Locals for what the loop touches per event: it runs once per event of every batch.
+    transitions, touched = effects.transitions, effects.touched
+    applied_events = effects.applied_events
+    applied = duplicates = 0
     for decoded in batch:
-        event = decoded.event
-        if not _admit(decoded.record, event.event_time_ms, watermarks, policy, effects, now_ms):
+        event, record = decoded.event, decoded.record
+        t = event.event_time_ms
+        if not _admit(record, t, watermarks, policy, effects, now_ms):
             continue
-        state = users.setdefault(event.user_id, UserState())
+        user_id = event.user_id
+        state = users.get(user_id)
+        if state is None:
+            state = users[user_id] = UserState()
         in_order = appends_in_order(state, event)
         # A dismissal changes only the dismissed items (``increments_of_dismissal``); any other
         # out-of-order event is one insertion, whose change is local (``increments_of_insertion``).
-        dismissed_before = (
-            frozenset(state.dismissed) if event.event_type is EventType.DISMISS else None
-        )
+        event_type = event.event_type
+        dismissed_before = frozenset(state.dismissed) if event_type is EventType.DISMISS else None
         front = state.history[0] if state.history else None
-        _, applied = user_features.apply_interaction(state, event, config)
-        if not applied:
-            effects.duplicates += 1
+        if not user_features.apply_interaction(state, event, config)[1]:
+            duplicates += 1
             continue
-        effects.applied += 1
-        effects.touched.add(event.user_id)
-        effects.applied_events.append(event)
+        applied += 1
+        touched.add(user_id)
+        applied_events.append(event)
         if in_order:
             increments = increments_for(state, event, transition_window)
         elif dismissed_before is not None:
             increments = increments_of_dismissal(state, dismissed_before, transition_window)
         else:
-            entry = (event.event_time_ms, event.event_id, event.item_id)
+            entry = (t, event.event_id, event.item_id)
             increments = increments_of_insertion(state, entry, front, transition_window)
         for pair, weight in increments.items():
-            effects.transitions[pair] = effects.transitions.get(pair, 0.0) + weight
-        record = decoded.record
-        partition_of[event.user_id] = record.partition
-        source = sources.get(record.partition)
+            transitions[pair] = transitions.get(pair, 0.0) + weight
+        partition = record.partition
+        partition_of[user_id] = partition
+        source = sources.get(partition)
         if source is None:
-            source = sources[record.partition] = _source_of(record)
+            source = sources[partition] = _source_of(record)
         updates.append(
             ItemUpdate(
                 "interaction",
                 event.item_id,
                 event.event_id,
-                event.event_time_ms,
-                _TYPE_NAMES[event.event_type],
+                t,
+                EVENT_TYPE_NAMES[event_type],
                 source=source,
                 source_offset=record.offset,
             )
         )
+    effects.applied += applied
+    effects.duplicates += duplicates
     _forward(effects, updates, partitions)
     for user_id in sorted(effects.touched):
         state = users[user_id]

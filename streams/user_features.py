@@ -24,7 +24,7 @@ from __future__ import annotations
 from bisect import insort
 from dataclasses import dataclass, field
 
-from events.models import EVENT_TYPES, EventType, Interaction
+from events.models import EVENT_TYPE_NAMES, EVENT_TYPES, EventType, Interaction
 from features.rows import UserFeatureRow
 from streams.eventtime import forget_before, remember
 
@@ -79,7 +79,7 @@ def apply_interaction(
             del state.history[0]
     minute = t // MINUTE_MS
     if minute > state.latest_ms // MINUTE_MS - _LONGEST_WINDOW:
-        buckets = state.activity.setdefault(event.event_type.value, {})
+        buckets = state.activity.setdefault(EVENT_TYPE_NAMES[event.event_type], {})
         buckets[minute] = buckets.get(minute, 0) + 1
     return state, True
 
