@@ -53,7 +53,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
 
@@ -273,7 +273,7 @@ class AttributionState:
             "rewards": {k: vars(r) for k, r in sorted(self.rewards.items())},
             "seen": dict(sorted(self.seen.items())),
             "serial": self.serial,
-            "outbox": [asdict(o) for o in self.outbox],
+            "outbox": [_fields(o) for o in self.outbox],
         }
 
     def stamp(self, outcomes: list[Outcome], origin: int) -> list[Outcome]:
@@ -305,7 +305,7 @@ class AttributionState:
             {k: self.seen.get(k) for k in keys.seen},
             whole=self._whole,
             serial=self.serial,
-            outbox=[asdict(o) for o in self.outbox],
+            outbox=[_fields(o) for o in self.outbox],
         )
         self._changed, self._whole = _Changes(), False
         return delta
@@ -324,6 +324,12 @@ class AttributionState:
         for k, t in data["seen"].items():
             state.mark_seen(k, int(t))
         return state
+
+
+def _fields(outcome: Outcome) -> dict[str, Any]:
+    """The outcome as a dict: ``dataclasses.asdict`` without its recursive deep copy, which
+    every field, a scalar, does not need (the outbox is written with every batch's delta)."""
+    return dict(vars(outcome))
 
 
 def apply_delta(data: dict[str, Any] | None, delta: AttributionDelta) -> dict[str, Any]:

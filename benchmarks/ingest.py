@@ -43,7 +43,9 @@ for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offli
    two namespaces for those events (Feast rows of their users and items, item transitions, bandit
    posteriors; ``stack.namespace_outputs``) must be equal: ``scale_out_state_equal`` (the command
    exits 1 when not), ``scale_out_differing_outputs`` and the sizes compared
-   (``scale_out_user_rows``, ``_item_rows``, ``_transitions``, ``_posterior_entries``).
+   (``scale_out_user_rows``, ``_item_rows``, ``_transitions``, ``_posterior_entries``;
+   ``scale_out_capped_anchors``: anchors at the transition store's neighbour cap, whose
+   order-dependent tails are not compared, their totals are).
    ``--slate-every N`` adds one serving-style slate per N views to both throughput runs
    (``slates`` in the JSON), so attribution and the posteriors have work; the default is none.
 

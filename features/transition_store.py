@@ -8,7 +8,10 @@ Stores keep, per anchor item, its outgoing weights; the score of a neighbour ``j
 transition probability ``w(h -> j) / total(h)``. Increments are plain sums, so applying any set of
 them in any order gives the same counts. ``RedisTransitionStore`` keeps only the top
 ``max_neighbours`` per anchor (trimming makes the tail order-dependent; the head is not affected
-unless a neighbour sits near the cut).
+unless a neighbour sits near the cut). That is the chosen trade (issue 21): memory bounded per
+anchor, where exact counts would grow with the catalogue, over order-insensitivity past the cap.
+Each anchor's total counts every increment, trimmed or not, so it stays exact; two runs of the
+same events are compared at a capped anchor by its total (``stack.namespace_outputs``).
 
 Redis keys (``transition_key_prefix``): ``<ns>:{<ns>}:retrieval:i2i:<anchor>`` (zset item ->
 weight), ``<ns>:{<ns>}:retrieval:i2i_total`` (hash anchor -> total weight) and

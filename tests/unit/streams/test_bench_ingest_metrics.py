@@ -116,6 +116,30 @@ def test_scale_out_comparison_names_every_differing_output() -> None:
     ]
 
 
+def test_a_capped_anchor_is_compared_by_its_total_and_every_other_by_its_neighbours() -> None:
+    """An anchor at the store's cap keeps an order-dependent tail (``capped_anchors``): two runs
+    may keep other neighbours there, but its total and every uncapped anchor must agree."""
+    from features.transition_store import DEFAULT_MAX_NEIGHBOURS
+    from stack.namespace_outputs import capped_anchors, differing_outputs
+
+    full = {("hub", f"n{k}"): 1.0 for k in range(DEFAULT_MAX_NEIGHBOURS)}
+    other_tail = {**full, ("hub", "late"): 1.0}
+    del other_tail[("hub", "n0")]
+    one = {"transitions": {**full, ("a", "b"): 1.0}, "transition_totals": {"hub": 300.0}}
+    two = {"transitions": {**other_tail, ("a", "b"): 1.0}, "transition_totals": {"hub": 300.0}}
+    assert capped_anchors(one["transitions"]) == {"hub"}
+    assert differing_outputs(one, two) == []
+    assert differing_outputs(one, {**two, "transition_totals": {"hub": 299.0}}) == [
+        "transition_totals"
+    ]
+    moved = {**two["transitions"], ("a", "b"): 2.0}
+    assert differing_outputs(one, {**two, "transitions": moved}) == ["transitions"]
+    below = {pair: w for pair, w in full.items() if pair != ("hub", "n0")}
+    assert not capped_anchors(below)  # one neighbour short of the cap: compared in full
+    changed = {**below, ("hub", "n1"): 2.0}
+    assert differing_outputs({"transitions": below}, {"transitions": changed}) == ["transitions"]
+
+
 def test_serving_slates_show_each_nth_viewed_item_just_before_its_view() -> None:
     import orjson
 
