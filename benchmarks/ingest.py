@@ -75,12 +75,16 @@ import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from benchmarks.machine import machine_description
 from core.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from streams.progress import StepProgress
+    from streams.topics import TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -274,17 +278,29 @@ def outcome_counts(ports: list[int]) -> dict[tuple[str, str], int]:
     return {key: int(value) for key, value in totals.items()}
 
 
-def settled(
-    ports: list[int], events_topic: str, updates_topic: str | None, expected_events: int
-) -> bool:
-    """True once ``expected_events`` source events are decided and their item updates applied
-    (``updates_topic`` None: the floor worker, which has no item side)."""
+def consumed(ports: list[int], events_topic: str, expected_events: int) -> bool:
+    """True once the workers' metrics count ``expected_events`` source events decided (the
+    floor worker, which has no state store to ask: ``wait_applied``)."""
     counts = outcome_counts(ports)
-    decided = sum(n for (topic, _), n in counts.items() if topic == events_topic)
-    applied = counts.get((events_topic, "applied"), 0)
-    if updates_topic is None:
-        return decided >= expected_events
-    return decided >= expected_events and counts.get((updates_topic, "applied"), 0) >= applied
+    return sum(n for (topic, _), n in counts.items() if topic == events_topic) >= expected_events
+
+
+def wait_applied(progress: StepProgress, topics: TopicNames, timeout_s: float = 1800) -> None:
+    """Until every record on the events topic is through the interactions step and every item
+    update it forwarded is through the item step: the features of the phase's events are
+    written. Each step commits its consumed offsets with its state (``StepProgress``), so the
+    wait ends within one poll of the last commit, and a poll is one Redis read: it costs the
+    workers nothing, where scraping their metrics each time cost them CPU (and the benchmark
+    more, parsing them: on a two-core machine that competes with the two workers)."""
+    events = progress.ends(topics.events)
+    _wait(lambda: not progress.behind("interactions", events), timeout_s, "the events", POLL_S)
+    updates = progress.ends(topics.item_updates)
+    _wait(
+        lambda: not progress.behind("item_features", updates),
+        timeout_s,
+        "their item updates",
+        POLL_S,
+    )
 
 
 # -- the probe -----------------------------------------------------------------------------------
@@ -373,11 +389,13 @@ def command(args: argparse.Namespace) -> int:
     from interactions.replay import rating_events
     from stack.redis_server import delete_namespace_keys
     from stack.tansu import kafka_answers, start_tansu
+    from streams.progress import StepProgress
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
     work = Path(tempfile.mkdtemp(prefix="aether-bench-ingest-"))
     tansu_pid = None
+    progress = None
     base = load_settings()
     bootstrap = base.kafka.bootstrap_servers
     if not kafka_answers(bootstrap):
@@ -403,8 +421,7 @@ def command(args: argparse.Namespace) -> int:
         if args.faust_floor:
             return faust_floor(args, settings, ports, producer, events)
         warm_up(settings, ports, first.event_time_ms)
-        before = outcome_counts(ports)
-        baseline = sum(n for (topic, _), n in before.items() if topic == topics.events)
+        progress = StepProgress(settings)
 
         # Phase 1: throughput.
         batch = _take(events, args.limit)
@@ -418,10 +435,7 @@ def command(args: argparse.Namespace) -> int:
         started = time.perf_counter()
         publish(producer, topics.events, batch, total=len(batch), description="throughput")
         produced_s = time.perf_counter() - started
-        target = baseline + len(batch)
-        _wait(
-            lambda: settled(ports, topics.events, topics.item_updates, target), 1800, "all features"
-        )
+        wait_applied(progress, topics)
         elapsed = time.perf_counter() - started
         sustained = len(batch) / elapsed
         cpu_after, batches_after = worker_usage(ports)
@@ -552,6 +566,8 @@ def command(args: argparse.Namespace) -> int:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
         return 0 if scaled.get("scale_out_state_equal", True) else 1
     finally:
+        if progress is not None:
+            progress.close()
         stop_workers(workers)
         url = settings.redis.url.get_secret_value()
         delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
@@ -649,11 +665,11 @@ def _floor_rate(
 
     topic = settings.topic("events")
     publish(producer, topic, warm, total=len(warm), description="warm-up")
-    _wait(lambda: settled(ports, topic, None, len(warm)), 120, "workers to join and consume")
+    _wait(lambda: consumed(ports, topic, len(warm)), 120, "workers to join and consume")
     cpu_before, _ = worker_usage(ports)
     started = time.perf_counter()
     publish(producer, topic, batch, total=len(batch), description="floor")
-    _wait(lambda: settled(ports, topic, None, len(warm) + len(batch)), 1800, "all consumed")
+    _wait(lambda: consumed(ports, topic, len(warm) + len(batch)), 1800, "all consumed")
     elapsed = time.perf_counter() - started
     return len(batch) / elapsed, worker_usage(ports)[0] - cpu_before
 
@@ -712,11 +728,15 @@ def _paced(producer: Any, topic: str, messages: list[Any], rate: int) -> None:
     producer.flush(60)
 
 
-def _wait(predicate: Any, timeout_s: float, what: str) -> None:
+POLL_S = 0.05  # between reads of the steps' committed offsets (``wait_applied``)
+
+
+def _wait(predicate: Any, timeout_s: float, what: str, poll_s: float = 0.2) -> None:
+    """Until ``predicate()``; a poll that scrapes the workers' /metrics costs them CPU, so the
+    default interval is not too short."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():
             return
-        # Each poll scrapes every worker's /metrics, which costs the worker CPU: not too often.
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}")

@@ -89,23 +89,23 @@ def scale_out(
     same records)."""
     from benchmarks.ingest import (
         _loadavg,
-        _wait,
         fresh_settings,
-        outcome_counts,
-        settled,
         stage_cpu_seconds,
         stage_split,
         start_workers,
         stop_workers,
+        wait_applied,
         warm_up,
         worker_usage,
     )
     from stack.redis_server import delete_namespace_keys
+    from streams.progress import StepProgress
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
     settings = fresh_settings(overrides, work / f".aether-{WORKERS}workers")
     workers = []
+    progress = None
     try:
         topics = ensure_topics(settings)
         logs = work / f"{WORKERS}workers"
@@ -113,16 +113,14 @@ def scale_out(
         workers = start_workers(settings, WORKERS, logs)
         ports = [port for _, port in workers]
         warm_up(settings, ports, messages[0].event_time_ms)
-        counts = outcome_counts(ports)
-        target = sum(n for (topic, _), n in counts.items() if topic == topics.events)
-        target += len(messages)
+        progress = StepProgress(settings)
         cpu_before, batches_before = worker_usage(ports)
         stages_before = stage_cpu_seconds(ports)
         producer = make_producer(settings.kafka.bootstrap_servers)
         publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
         publish(producer, topics.events, messages, total=len(messages), description="2 workers")
-        _wait(lambda: settled(ports, topics.events, topics.item_updates, target), 1800, "features")
+        wait_applied(progress, topics)
         elapsed = time.perf_counter() - started
         cpu_after, batches_after = worker_usage(ports)
         cpu_s = cpu_after - cpu_before
@@ -140,6 +138,8 @@ def scale_out(
         )
         got = settled_outputs(settings, messages)
     finally:
+        if progress is not None:
+            progress.close()
         stop_workers(workers)
         url = settings.redis.url.get_secret_value()
         delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)

@@ -48,12 +48,10 @@ def test_stage_cpu_is_summed_over_workers_and_split_per_event_with_the_rest() ->
     assert split == pytest.approx({"drift": 15.0, "user_step": 40.0, "rest": 45.0})
 
 
-def test_settled_waits_for_the_item_side_unless_there_is_none() -> None:
+def test_the_floor_worker_has_consumed_once_every_event_is_decided() -> None:
     ports = [1, 2, 3]
-    assert bench_ingest.settled(ports, "b.events", None, 1050)  # the floor worker: events only
-    assert not bench_ingest.settled(ports, "b.events", None, 1051)
-    # 950 applied events, 850 applied item updates: the item side is behind
-    assert not bench_ingest.settled(ports, "b.events", "b.item-updates", 1050)
+    assert bench_ingest.consumed(ports, "b.events", 1050)  # applied, late and dead letters
+    assert not bench_ingest.consumed(ports, "b.events", 1051)
 
 
 def test_collector_passes_are_timed_by_generation() -> None:
