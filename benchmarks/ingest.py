@@ -45,7 +45,9 @@ for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offli
    exits 1 when not), ``scale_out_differing_outputs`` and the sizes compared
    (``scale_out_user_rows``, ``_item_rows``, ``_transitions``, ``_posterior_entries``;
    ``scale_out_capped_anchors``: anchors at the transition store's neighbour cap, whose
-   order-dependent tails are not compared, their totals are).
+   order-dependent tails are not compared, their totals are) and
+   ``scale_out_busiest_worker_share``: the share of the events the busier worker decided (their
+   users' partitions decide it), which bounds the speed-up at its inverse.
    ``--slate-every N`` adds one serving-style slate per N views to both throughput runs
    (``slates`` in the JSON), so attribution and the posteriors have work; the default is none.
 

@@ -33,6 +33,14 @@ WORKERS = 2
 STABLE_S = 2.0  # outputs read again after this long must not have changed
 
 
+def _events_decided(port: int, events_topic: str) -> int:
+    """Events of ``events_topic`` one worker has decided so far (its /metrics)."""
+    from benchmarks.ingest import outcome_counts
+
+    counts = outcome_counts([port])
+    return sum(n for (topic, _), n in counts.items() if topic == events_topic)
+
+
 def serving_slates(messages: list[ReplayMessage], every: int) -> list[ReplayMessage]:
     """One slate per ``every`` views (none when 0), shown to the viewer a millisecond before the
     view: the viewed item first, then item ``1`` (as ``tests/integration/streams/
@@ -116,6 +124,7 @@ def scale_out(
         progress = StepProgress(settings)
         cpu_before, batches_before = worker_usage(ports)
         stages_before = stage_cpu_seconds(ports)
+        events_before = [_events_decided(port, topics.events) for port in ports]
         producer = make_producer(settings.kafka.bootstrap_servers)
         publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
@@ -126,11 +135,20 @@ def scale_out(
         cpu_s = cpu_after - cpu_before
         stages = stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages))
         batches = {a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())}
+        shares = [
+            (_events_decided(port, topics.events) - before) / len(messages)
+            for port, before in zip(ports, events_before, strict=True)
+        ]
         rate = len(messages) / elapsed
         print(
             f"scale-out: {len(messages)} events in {elapsed:.1f} s = {rate:,.0f} events/s end to "
             f"end with {WORKERS} workers; worker CPU {cpu_s:.1f} s; batches by agent: {batches}; "
             f"load average {_loadavg()}"
+        )
+        print(
+            "  events per worker (their users' partitions): "
+            + " : ".join(f"{share:.0%}" for share in sorted(shares, reverse=True))
+            + f"; the busiest bounds the speed-up at {1 / max(shares):.2f}× one worker"
         )
         print(
             f"  {WORKERS} workers' CPU per event by stage (µs): "
@@ -161,6 +179,7 @@ def scale_out(
             f"stage_cpu_us_per_event_{stage}_{WORKERS}workers": round(us, 2)
             for stage, us in stages.items()
         },
+        "scale_out_busiest_worker_share": round(max(shares), 3),
         "scale_out_state_equal": not differ,
         "scale_out_differing_outputs": differ,
         "scale_out_user_rows": len(got["users"]),

@@ -36,6 +36,10 @@ def test_two_workers_reach_the_state_one_worker_reaches(
     # The comparison covered every kind of output, not empty ones.
     assert figures["scale_out_user_rows"] > 1 and figures["scale_out_item_rows"] > 1
     assert figures["scale_out_transitions"] > 0 and figures["scale_out_posterior_entries"] > 0
+    # The busier worker decided at least half of the events, at most all of them.
+    assert 0.5 <= figures["scale_out_busiest_worker_share"] <= 1
+    assert figures["batches_interactions_2workers"] > 0
+    assert figures["stage_cpu_us_per_event_user_step_2workers"] > 0
     # Freshness at the one offered rate: open-loop probes, every one of them became visible.
     rate = figures["offered_rates"][0]
     assert figures[f"freshness_probes_at_{rate}"] > 1
