@@ -210,11 +210,7 @@ def test_the_insertion_delta_is_the_whole_histories_delta_float_for_float(
     same floats, same order — with capacity drops, repeats and dismissed items."""
     rng = random.Random(seed)
     config = UserFeatureConfig(sequence_length=sequence_length)  # capacity 2 × length: drops
-    state, t = UserState(), T0
-    for k in range(n):
-        t += rng.choice((0, 0, 1_000))
-        event_type = rng.choices(("view", "click", "rating", "dismiss"), (6, 2, 2, 1))[0]
-        apply_interaction(state, _event(f"e{k:03d}", f"i{rng.randrange(4)}", event_type, t), config)
+    state, t = _random_history(rng, n, config, items=4, dismissals=1)
     event = _event(
         f"x{rng.randrange(100):02d}", f"i{rng.randrange(4)}", kind, rng.randrange(T0, t + 1)
     )
@@ -242,11 +238,7 @@ def test_the_dismissal_delta_is_the_whole_histories_delta_float_for_float(
     unseen items, repeated dismissals and evictions at capacity (``sequence_length``)."""
     rng = random.Random(seed)
     config = UserFeatureConfig(sequence_length=sequence_length)
-    state, t = UserState(), T0
-    for k in range(n):
-        t += rng.choice((0, 0, 1_000))
-        event_type = rng.choices(("view", "click", "rating", "dismiss"), (6, 2, 2, 3))[0]
-        apply_interaction(state, _event(f"e{k:03d}", f"i{rng.randrange(6)}", event_type, t), config)
+    state, t = _random_history(rng, n, config, items=6, dismissals=3)
     event = _event(
         f"x{rng.randrange(100):02d}", f"i{rng.randrange(8)}", "dismiss", rng.randrange(T0, t + 1)
     )
@@ -256,6 +248,19 @@ def test_the_dismissal_delta_is_the_whole_histories_delta_float_for_float(
     whole = increments_since(before, state, window)
     fast = increments_of_dismissal(state, before[1], window)
     assert list(fast.items()) == list(whole.items())
+
+
+def _random_history(
+    rng: random.Random, n: int, config: UserFeatureConfig, *, items: int, dismissals: int
+) -> tuple[UserState, int]:
+    """A user's state after ``n`` random events on ``items`` items (ties in time, repeats,
+    dismissals weighted ``dismissals`` against 10 for the rest), and the last event's time."""
+    state, t = UserState(), T0
+    for k in range(n):
+        t += rng.choice((0, 0, 1_000))
+        kind = rng.choices(("view", "click", "rating", "dismiss"), (6, 2, 2, dismissals))[0]
+        apply_interaction(state, _event(f"e{k:03d}", f"i{rng.randrange(items)}", kind, t), config)
+    return state, t
 
 
 def _event(event_id: str, item: str, event_type: str, t: int) -> Interaction:
