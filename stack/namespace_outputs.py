@@ -8,9 +8,10 @@ ingest``'s scale-out check). Both read them with :func:`namespace_outputs` and c
 
 Outputs: the Feast online rows of the given users and items, their seen sets (the items each
 user interacted with, which serving never recommends again), the item transitions with each
-anchor's total weight and the bandit posterior hashes (all of the namespace), and optionally the offline logs (events and slates;
-written in the worker's background thread, so read them once the worker has drained). Redis is
-read through the deployment's client (``features.redis_client``): a single Redis or a cluster.
+anchor's total weight and the bandit posterior hashes (all of the namespace), and optionally the
+offline logs (events and slates; written in the worker's background thread, so read them once the
+worker has drained). Redis is read through the deployment's client (``features.redis_client``):
+a single Redis or a cluster.
 """
 
 from __future__ import annotations
@@ -154,7 +155,9 @@ def capped_anchors(transitions: dict[tuple[str, str], float]) -> set[str]:
     neighbours near the cut survive, and with what weight once they come back, depends on the
     order of the increments: two runs that cut the stream into other batches may keep other
     tails (``features.transition_store``). Their totals count every increment and are compared;
-    their neighbours are not. Below the cap nothing is trimmed, and every weight is compared.
+    their neighbours are not. An anchor below the cap in both runs is compared weight by weight
+    (one trimmed once and taken back below the cap by retractions since could differ there; the
+    totals would still agree).
     """
     from features.transition_store import DEFAULT_MAX_NEIGHBOURS
 

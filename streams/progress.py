@@ -68,7 +68,7 @@ def end_offsets(
                 raise DependencyUnavailable(
                     "kafka", "no end-of-partition signal within the timeout"
                 )
-            for message in consumer.consume(10_000, timeout=0.5):
+            for message in consumer.consume(10_000, timeout=0.02):
                 error = message.error()
                 if error is not None and error.code() == KafkaError._PARTITION_EOF:
                     ends[message.topic(), message.partition()] = message.offset()

@@ -294,7 +294,7 @@ class RedisStateStore:
         replies = _executed(pipe, "impression state")
         applied = {
             p: {r for r, score in zip(ids, scores, strict=True) if score is not None}
-            for (p, ids), scores in zip(asked.items(), replies, strict=False)
+            for (p, ids), scores in zip(asked.items(), replies[: len(asked)], strict=True)
         }
         marks = replies[len(asked)] if parts else []
         return ImpressionState(_watermarks_from(parts, marks), applied)
