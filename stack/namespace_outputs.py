@@ -30,17 +30,21 @@ TRANSITION_REL_TOL = 1e-9
 
 def stored_transition_totals(settings: Settings) -> dict[str, float]:
     """Every anchor's total outgoing weight (``features.transition_store``: every increment
-    added, none trimmed away)."""
-    from features.transition_store import transition_key_prefix
+    added, none trimmed away), leaving out totals of zero: an anchor whose transitions were all
+    retracted keeps a field of ±0 when the retraction came in a later batch than the increment,
+    and none when both fell into one batch (their sum never left the worker), so its presence
+    depends on batching while its meaning, no weight, does not."""
+    from features.transition_store import RETRACTED, transition_key_prefix
 
     client = redis_client(settings.redis)
     try:
         totals = client.hgetall(transition_key_prefix(settings.namespace) + ":i2i_total")
     finally:
         client.close()
-    return {
+    weights = {
         anchor.decode(): float(total) for anchor, total in cast(dict[bytes, bytes], totals).items()
     }
+    return {anchor: total for anchor, total in weights.items() if abs(total) > RETRACTED}
 
 
 def stored_transitions(settings: Settings) -> dict[tuple[str, str], float]:
