@@ -280,11 +280,16 @@ def outcome_counts(ports: list[int]) -> dict[tuple[str, str], int]:
     return {key: int(value) for key, value in totals.items()}
 
 
-def consumed(ports: list[int], events_topic: str, expected_events: int) -> bool:
-    """True once the workers' metrics count ``expected_events`` source events decided (the
-    floor worker, which has no state store to ask: ``wait_applied``)."""
+def events_decided(ports: list[int], events_topic: str) -> int:
+    """Source events the workers' metrics count as decided (applied, duplicate, late, …)."""
     counts = outcome_counts(ports)
-    return sum(n for (topic, _), n in counts.items() if topic == events_topic) >= expected_events
+    return sum(n for (topic, _), n in counts.items() if topic == events_topic)
+
+
+def consumed(ports: list[int], events_topic: str, expected_events: int) -> bool:
+    """True once the workers have decided ``expected_events`` source events (the floor worker,
+    which has no state store to ask: ``wait_applied``)."""
+    return events_decided(ports, events_topic) >= expected_events
 
 
 def wait_applied(progress: StepProgress, topics: TopicNames, timeout_s: float = 1800) -> None:

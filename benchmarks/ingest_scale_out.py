@@ -33,14 +33,6 @@ WORKERS = 2
 STABLE_S = 2.0  # outputs read again after this long must not have changed
 
 
-def _events_decided(port: int, events_topic: str) -> int:
-    """Events of ``events_topic`` one worker has decided so far (its /metrics)."""
-    from benchmarks.ingest import outcome_counts
-
-    counts = outcome_counts([port])
-    return sum(n for (topic, _), n in counts.items() if topic == events_topic)
-
-
 def serving_slates(messages: list[ReplayMessage], every: int) -> list[ReplayMessage]:
     """One slate per ``every`` views (none when 0), shown to the viewer a millisecond before the
     view: the viewed item first, then item ``1`` (as ``tests/integration/streams/
@@ -97,6 +89,7 @@ def scale_out(
     same records)."""
     from benchmarks.ingest import (
         _loadavg,
+        events_decided,
         fresh_settings,
         stage_cpu_seconds,
         stage_split,
@@ -124,7 +117,7 @@ def scale_out(
         progress = StepProgress(settings)
         cpu_before, batches_before = worker_usage(ports)
         stages_before = stage_cpu_seconds(ports)
-        events_before = [_events_decided(port, topics.events) for port in ports]
+        events_before = [events_decided([port], topics.events) for port in ports]
         producer = make_producer(settings.kafka.bootstrap_servers)
         publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
@@ -136,7 +129,7 @@ def scale_out(
         stages = stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages))
         batches = {a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())}
         shares = [
-            (_events_decided(port, topics.events) - before) / len(messages)
+            (events_decided([port], topics.events) - before) / len(messages)
             for port, before in zip(ports, events_before, strict=True)
         ]
         rate = len(messages) / elapsed

@@ -278,11 +278,6 @@ class BatchFolder:
         arrays = [pa.array(columns[f.name], type=f.type) for f in self.schema]
         return pa.Table.from_arrays(arrays, names=self.schema.names)
 
-    def write_columns(self, columns: dict[str, list[Any]]) -> Path:
-        """One batch file from column lists in this folder's schema."""
-        table = self.table(columns)
-        return self.write(lambda _seq: table)
-
     def write_tables(self, tables: Sequence[pa.Table]) -> Path | None:
         """One batch file of several tables' rows, in order (None when they hold none)."""
         rows = [t for t in tables if t.num_rows]

@@ -13,6 +13,7 @@ then de-duplication by ``event_id`` inside the keyed state (→ counted, nothing
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Collection, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
@@ -147,9 +148,11 @@ def _forward(effects: Effects, updates: Iterable[ItemUpdate], partitions: int) -
             effects.forwards.append(Forward(partition, payload))
 
 
-def _source_of(record: SourceRecord) -> str:
-    """The ``ItemUpdate.source`` naming the record's partition (``item_features.apply_update``)."""
-    return f"{record.topic}:{record.partition}"
+@functools.cache
+def _source(topic: str, partition: int) -> str:
+    """The ``ItemUpdate.source`` naming a source partition (``item_features.apply_update``);
+    remembered, as every forwarded update names one of a few partitions."""
+    return f"{topic}:{partition}"
 
 
 def _admit(
@@ -200,7 +203,6 @@ def handle_interactions(
     """
     effects = Effects()
     partition_of: dict[str, int] = {}
-    sources: dict[int, str] = {}  # partition -> ``ItemUpdate.source`` (one topic per batch)
     updates: list[ItemUpdate] = []
     # Locals for what the loop touches per event: it runs once per event of every batch.
     transitions, touched = effects.transitions, effects.touched
@@ -236,11 +238,7 @@ def handle_interactions(
             increments = increments_of_insertion(state, entry, front, transition_window)
         for pair, weight in increments.items():
             transitions[pair] = transitions.get(pair, 0.0) + weight
-        partition = record.partition
-        partition_of[user_id] = partition
-        source = sources.get(partition)
-        if source is None:
-            source = sources[partition] = _source_of(record)
+        partition_of[user_id] = record.partition
         updates.append(
             ItemUpdate(
                 "interaction",
@@ -248,7 +246,7 @@ def handle_interactions(
                 event.event_id,
                 t,
                 EVENT_TYPE_NAMES[event_type],
-                source=source,
+                source=_source(record.topic, record.partition),
                 source_offset=record.offset,
             )
         )
@@ -299,7 +297,7 @@ def handle_impressions(
                     item_id=item_id,
                     event_id=f"imp:{slate.request_id}:{item_id}",
                     event_time_ms=slate.event_time_ms,
-                    source=_source_of(decoded.record),
+                    source=_source(decoded.record.topic, decoded.record.partition),
                     source_offset=decoded.record.offset,
                 )
             )
@@ -335,7 +333,7 @@ def handle_catalog(
                 if item.created_time is None
                 else to_epoch_ms(item.created_time),
                 available=item.available,
-                source=_source_of(decoded.record),
+                source=_source(decoded.record.topic, decoded.record.partition),
                 source_offset=decoded.record.offset,
             )
         )

@@ -227,7 +227,7 @@ def test_rows_are_read_exactly_once_through_appends_merges_deletions_and_crashes
                 rows = [(f"r{n}-{k}", user) for k, user in enumerate(arg)]
                 columns = {"row_id": [r for r, _ in rows], "user_id": [u for _, u in rows]}
                 with crash_at(crash), contextlib.suppress(Crash):
-                    folder.write_columns(columns)
+                    folder.write_tables([folder.table(columns)])
                 # The batch is published unless the crash hit its own write (step 1) or link
                 # (step 2); a crash in the merge after it leaves the batch in.
                 if crash is None or crash > 2:
@@ -257,7 +257,7 @@ def test_rows_are_read_exactly_once_through_appends_merges_deletions_and_crashes
 def test_many_small_batches_leave_a_logarithmic_number_of_files(tmp_path: Path) -> None:
     folder = BatchFolder(tmp_path, SCHEMA)  # the defaults the worker runs with
     for n in range(300):
-        folder.write_columns({"row_id": [f"r{n}"], "user_id": [USERS[n % 3]]})
+        folder.write_tables([folder.table({"row_id": [f"r{n}"], "user_id": [USERS[n % 3]]})])
         sizes = [p.stat().st_size for p in folder.files()]
         assert plan_merge(sizes, DEFAULT_COMPACTION) is None  # each append's merge restored it
     assert _ids(folder) == [f"r{n}" for n in range(300)]
@@ -272,7 +272,7 @@ def test_many_small_batches_leave_a_logarithmic_number_of_files(tmp_path: Path) 
 def test_without_compaction_every_batch_keeps_its_file(tmp_path: Path) -> None:
     folder = BatchFolder(tmp_path, SCHEMA, compaction=None)
     for n in range(6):
-        folder.write_columns({"row_id": [f"r{n}"], "user_id": ["u1"]})
+        folder.write_tables([folder.table({"row_id": [f"r{n}"], "user_id": ["u1"]})])
     assert folder.compact() is None
     assert [p.name for p in folder.files()] == [f"{n:010d}.parquet" for n in range(1, 7)]
 
@@ -283,7 +283,9 @@ def test_merged_files_are_named_by_their_batch_range_and_new_batches_come_after(
     folder = BatchFolder(tmp_path, SCHEMA, Compaction(fanout=2))
     names = []
     for n in range(3):
-        names.append(folder.write_columns({"row_id": [f"r{n}"], "user_id": ["u1"]}).name)
+        names.append(
+            folder.write_tables([folder.table({"row_id": [f"r{n}"], "user_id": ["u1"]})]).name
+        )
     assert names == ["0000000001.parquet", "0000000002.parquet", "0000000003.parquet"]
     # 1+2 merged after the second append, 3 stays alone until a fourth batch evens it out
     assert [p.name for p in folder.files()] == [
@@ -297,11 +299,11 @@ def test_a_crash_between_publishing_a_merge_and_removing_its_inputs_is_read_once
     tmp_path: Path,
 ) -> None:
     folder = BatchFolder(tmp_path, SCHEMA, Compaction(fanout=2))
-    folder.write_columns({"row_id": ["a"], "user_id": ["u1"]})
+    folder.write_tables([folder.table({"row_id": ["a"], "user_id": ["u1"]})])
     # steps: the batch's write and link, the merge's write, link, temporary's removal; then
     # the crash, as the first input is about to be removed
     with crash_at(6), contextlib.suppress(Crash):
-        folder.write_columns({"row_id": ["b"], "user_id": ["u2"]})
+        folder.write_tables([folder.table({"row_id": ["b"], "user_id": ["u2"]})])
     names = sorted(p.name for p in tmp_path.iterdir())
     assert "0000000001-0000000002.parquet" in names and "0000000001.parquet" in names
     assert _ids(folder) == ["a", "b"]
@@ -313,7 +315,7 @@ def test_a_crash_between_publishing_a_merge_and_removing_its_inputs_is_read_once
 
 def test_deletion_sweeps_stale_append_temporaries_only(tmp_path: Path) -> None:
     folder = BatchFolder(tmp_path, SCHEMA)
-    folder.write_columns({"row_id": ["a"], "user_id": ["u1"]})
+    folder.write_tables([folder.table({"row_id": ["a"], "user_id": ["u1"]})])
     stale, fresh = tmp_path / ".tmp-stale.parquet", tmp_path / ".tmp-fresh.parquet"
     for orphan in (stale, fresh):
         pq.write_table(pa.table({"row_id": ["x"], "user_id": ["u1"]}, schema=SCHEMA), orphan)
@@ -333,7 +335,9 @@ def test_concurrent_writers_a_reader_and_deletions_see_every_row_once(tmp_path: 
         folder = BatchFolder(tmp_path, SCHEMA, compaction)  # one per writer, as processes would
         try:
             for n in range(batches):
-                folder.write_columns({"row_id": [f"w{w}-{n}"], "user_id": [f"user{w}"]})
+                folder.write_tables(
+                    [folder.table({"row_id": [f"w{w}-{n}"], "user_id": [f"user{w}"]})]
+                )
         except BaseException as exc:  # reported by the main thread
             failures.append(exc)
 
@@ -390,14 +394,15 @@ def test_an_append_does_not_wait_for_a_merge_in_progress(tmp_path: Path) -> None
     folder's two locks)."""
     merging = BatchFolder(tmp_path, SCHEMA, Compaction(fanout=2))
     appending = BatchFolder(tmp_path, SCHEMA, compaction=None)  # another process's appender
-    appending.write_columns({"row_id": ["a"], "user_id": ["u1"]})
-    appending.write_columns({"row_id": ["b"], "user_id": ["u1"]})
+    appending.write_tables([appending.table({"row_id": ["a"], "user_id": ["u1"]})])
+    appending.write_tables([appending.table({"row_id": ["b"], "user_id": ["u1"]})])
     with merges_held() as (started, release):
         merge = threading.Thread(target=merging.compact)
         merge.start()
         assert started.wait(30)
         append = threading.Thread(
-            target=appending.write_columns, args=({"row_id": ["c"], "user_id": ["u2"]},)
+            target=appending.write_tables,
+            args=([appending.table({"row_id": ["c"], "user_id": ["u2"]})],),
         )
         append.start()
         append.join(30)
