@@ -23,8 +23,10 @@ and the load average.
 ``events_per_worker_cpu_s``, ``batches_<agent>``, ``stage_cpu_us_per_event_<stage>`` (phase 1's
 worker CPU per event in each stage of ``streams.worker_metrics.STAGES``, from
 ``aether_stream_stage_cpu_seconds``, and ``_rest``: Faust's consumption, the event loop and the
-metrics), ``load_average``, ``freshness_p50_ms``/
-``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
+metrics), ``redis_cpu_us_per_event`` and, when the benchmark started the broker itself,
+``broker_cpu_us_per_event`` (those services' CPU per event over phase 1,
+``benchmarks.machine.ServiceCpu``: what else each event costs a machine they share),
+``load_average``, ``freshness_p50_ms``/``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
 ``freshness_p50_ms_at_<rate>``, ``freshness_p99_ms_at_<rate>``, ``freshness_probes_at_<rate>``
 and ``freshness_lost_probes_at_<rate>`` (not visible within 10 s), ``late_events_at_<rate>``
 (events the workers judged late in that phase), ``worker_cpu_us_per_event_at_<rate>`` (the
@@ -39,7 +41,8 @@ for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offli
    — after phase 2 the workers stop, and the throughput phase's events go, in a fresh namespace,
    through two worker processes in one consumer group: ``events_per_s_2workers`` (with
    ``worker_cpu_s_2workers``, ``events_per_worker_cpu_s_2workers``, ``batches_<agent>_2workers``
-   and the split ``stage_cpu_us_per_event_<stage>_2workers``). Then every output of the
+   the split ``stage_cpu_us_per_event_<stage>_2workers`` and the services'
+   ``redis_cpu_us_per_event_2workers``, ``broker_…``). Then every output of the
    two namespaces for those events (Feast rows of their users and items, item transitions, bandit
    posteriors; ``stack.namespace_outputs``) must be equal: ``scale_out_state_equal`` (the command
    exits 1 when not), ``scale_out_differing_outputs`` and the sizes compared
@@ -48,6 +51,12 @@ for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offli
    order-dependent tails are not compared, their totals are) and
    ``scale_out_busiest_worker_share``: the share of the events the busier worker decided (their
    users' partitions decide it), which bounds the speed-up at its inverse.
+   **Pairs** (``--pairs N``, default 3): the speed-up of one pair of runs moves with whatever
+   else the machine does at those moments (on a shared two-core VM, 1.3× to 1.9× for the same
+   code), so ``N − 1`` more pairs follow, each a one-worker then a two-worker run in fresh
+   namespaces, the latter's state compared too: ``scale_out_speedups`` (each pair's two-worker
+   rate over its one-worker rate; the first pair is phase 1 and the run above) and
+   ``scale_out_speedup_median``.
    ``--slate-every N`` adds one serving-style slate per N views to both throughput runs
    (``slates`` in the JSON), so attribution and the posteriors have work; the default is none.
 
@@ -81,7 +90,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from benchmarks.machine import machine_description
+from benchmarks.machine import ServiceCpu, machine_description
 from core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -89,6 +98,13 @@ if TYPE_CHECKING:
     from streams.topics import TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -110,6 +126,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="also run the throughput events through two workers and compare their state",
+    )
+    parser.add_argument(
+        "--pairs",
+        type=_at_least_one,
+        default=3,
+        help="pairs of one- and two-worker runs the scale-out speed-up is the median of",
     )
     parser.add_argument(
         "--floor",
@@ -181,7 +203,12 @@ def warm_up(settings: Settings, ports: list[int], event_time_ms: int) -> None:
     """Probe until every worker serves metrics and has applied events of its own partitions:
     the group has joined and shared the partitions out, so no rebalance falls in the phases."""
     topic = settings.topic("events")
-    probe = FreshnessProbe(settings, lambda: event_time_ms)
+    # Probes go out once every worker is up, a few per second, each polled for every 50 ms: at
+    # the freshness phase's pace (50 a second, polled every millisecond) the probes outstanding
+    # while the workers start up and join were read in one call a millisecond, which kept
+    # Redis busy (hundreds of users a read) beside the workers' start.
+    _wait(lambda: all(_scrape(port) for port in ports), 180, "workers to serve metrics")
+    probe = FreshnessProbe(settings, lambda: event_time_ms, interval_s=0.2, poll_s=0.05)
     probe.start()
 
     def joined() -> bool:
@@ -231,6 +258,13 @@ def stage_cpu_seconds(ports: list[int]) -> dict[str, float]:
         for stage, value in _STAGE_CPU.findall(_scrape(port)):
             stages[stage] = stages.get(stage, 0.0) + float(value)
     return stages
+
+
+def services_line(services_us: dict[str, float], worker_us: float) -> str:
+    """What one event cost the machine: the workers' CPU and each service's (``ServiceCpu``)."""
+    parts = [f"workers {worker_us:.1f}"] + [f"{name} {us:.1f}" for name, us in services_us.items()]
+    total = worker_us + sum(services_us.values())
+    return f"machine CPU per event (µs): {', '.join(parts)}; {total:.1f} in all"
 
 
 def stage_split(
@@ -327,6 +361,7 @@ class FreshnessProbe(threading.Thread):
         event_time_ms: Callable[[], int],
         interval_s: float = 0.02,
         timeout_s: float = 10.0,
+        poll_s: float = 0.001,
         *,
         store: Any = None,
         producer: Any = None,
@@ -345,6 +380,7 @@ class FreshnessProbe(threading.Thread):
         self.event_time_ms = event_time_ms  # each probe's event time
         self.interval_s = interval_s
         self.timeout_s = timeout_s
+        self.poll_s = poll_s  # between two reads of the outstanding probes' rows
         self.latencies_ms: list[float] = []
         self.lost = 0
         self.stop_flag = threading.Event()
@@ -378,7 +414,7 @@ class FreshnessProbe(threading.Thread):
                 for user in [u for u, t in sent_at.items() if seen - t > self.timeout_s]:
                     del sent_at[user]
                     self.lost += 1
-            time.sleep(0.001)
+            time.sleep(self.poll_s)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -414,6 +450,7 @@ def command(args: argparse.Namespace) -> int:
         "REDIS_URL": base.redis.url.get_secret_value(),
     }
     settings = fresh_settings(overrides, work / ".aether")
+    services = ServiceCpu(overrides["REDIS_URL"], tansu_pid)
     workers = []
     try:
         topics = ensure_topics(settings)
@@ -438,6 +475,7 @@ def command(args: argparse.Namespace) -> int:
         cpu_before, batches_before = worker_usage(ports)
         stages_before = stage_cpu_seconds(ports)
         gc_before = full_collections(ports)
+        services_before = services.read()
         publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
         publish(producer, topics.events, batch, total=len(batch), description="throughput")
@@ -445,6 +483,7 @@ def command(args: argparse.Namespace) -> int:
         wait_applied(progress, topics)
         elapsed = time.perf_counter() - started
         sustained = len(batch) / elapsed
+        services_us = services.per_event_us(services_before, len(batch))
         cpu_after, batches_after = worker_usage(ports)
         stages = stage_split(
             stages_before, stage_cpu_seconds(ports), cpu_after - cpu_before, len(batch)
@@ -464,6 +503,7 @@ def command(args: argparse.Namespace) -> int:
             "worker CPU per event by stage (µs): "
             + ", ".join(f"{stage} {us:.1f}" for stage, us in stages.items())
         )
+        print(services_line(services_us, 1e6 * cpu_s / len(batch)))
         reference = None
         if args.scale_out and args.workers == 1:
             reference = settled_outputs(settings, batch)
@@ -534,7 +574,9 @@ def command(args: argparse.Namespace) -> int:
         stop_workers(workers)
         scaled: dict[str, Any] = {}
         if reference is not None:
-            scaled = scale_out(overrides, batch, slates, reference, work)
+            scaled = scale_out(
+                overrides, batch, slates, reference, sustained, work, services, args.pairs
+            )
         floor_figures: dict[str, Any] = {}
         if args.floor:
             floor_figures = floor_in_fresh_namespace(overrides, producer, batch, work)
@@ -561,6 +603,7 @@ def command(args: argparse.Namespace) -> int:
             "events_per_worker_cpu_s": round(per_cpu_s, 1),
             **{f"batches_{agent}": n for agent, n in batches.items()},
             **{f"stage_cpu_us_per_event_{stage}": round(us, 2) for stage, us in stages.items()},
+            **{f"{name}_cpu_us_per_event": round(us, 2) for name, us in services_us.items()},
             "load_average": load_average,
             "offered_rates": offered,
             **figures,

@@ -12,6 +12,10 @@ its total is compared instead of its neighbours (``stack.namespace_outputs.cappe
 The offline logs are left out: they are written in each worker's
 background thread and the one-worker namespace's also holds the freshness phase's events.
 
+Each pair of runs after the first (``--pairs``) starts both runs afresh the same way
+(:func:`run_fresh`): one worker, then two, in namespaces of their own; the two-worker run's
+outputs are compared with the first one-worker run's as well.
+
 The replay has no slates, so without ``--slate-every N`` attribution has no work and the
 posteriors are empty in both namespaces; with it, both throughput runs also carry one
 serving-style slate per N views (:func:`serving_slates`, produced before the events).
@@ -19,12 +23,15 @@ serving-style slate per N views (:func:`serving_slates`, produced before the eve
 
 from __future__ import annotations
 
+import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from benchmarks.machine import ServiceCpu
 from core.settings import Settings
 from interactions.replay import ReplayMessage
 from stack.namespace_outputs import capped_anchors, differing_outputs, namespace_outputs
@@ -77,18 +84,32 @@ def settled_outputs(
     raise TimeoutError(f"outputs of {settings.namespace} still changing after {timeout_s:.0f} s")
 
 
-def scale_out(
+@dataclass
+class Run:
+    """One run of the throughput events through ``workers`` workers in a fresh namespace."""
+
+    workers: int
+    rate: float  # events per second, end to end
+    cpu_s: float  # the workers' CPU over the run
+    batches: dict[str, int]  # by agent
+    stages: dict[str, float]  # µs of worker CPU per event by stage (``stage_split``)
+    shares: list[float]  # of the events, decided by each worker
+    services_us: dict[str, float]  # µs of Redis (and broker) CPU per event (``ServiceCpu``)
+    outputs: dict[str, Any]  # the namespace's settled outputs for the events
+
+
+def run_fresh(
     overrides: dict[str, Any],
     messages: list[Any],
     slates: list[ReplayMessage],
-    reference: dict[str, Any],
     work: Path,
-) -> dict[str, Any]:
-    """Run ``slates`` and ``messages`` through ``WORKERS`` workers in a fresh namespace; its
-    figures, and whether its outputs equal ``reference`` (the one-worker namespace's after the
-    same records)."""
+    workers: int,
+    services: ServiceCpu,
+    label: str,
+) -> Run:
+    """Run ``slates`` and ``messages`` through ``workers`` workers in a fresh namespace, measured
+    as the throughput phase is; then read its outputs once they have settled."""
     from benchmarks.ingest import (
-        _loadavg,
         events_decided,
         fresh_settings,
         stage_cpu_seconds,
@@ -104,56 +125,85 @@ def scale_out(
     from streams.publish import make_producer, publish
     from streams.topics import ensure_topics
 
-    settings = fresh_settings(overrides, work / f".aether-{WORKERS}workers")
-    workers = []
+    settings = fresh_settings(overrides, work / f".aether-{label}")
+    processes = []
     progress = None
     try:
         topics = ensure_topics(settings)
-        logs = work / f"{WORKERS}workers"
+        logs = work / label
         logs.mkdir(exist_ok=True)
-        workers = start_workers(settings, WORKERS, logs)
-        ports = [port for _, port in workers]
+        processes = start_workers(settings, workers, logs)
+        ports = [port for _, port in processes]
         warm_up(settings, ports, messages[0].event_time_ms)
         progress = StepProgress(settings)
         cpu_before, batches_before = worker_usage(ports)
         stages_before = stage_cpu_seconds(ports)
         events_before = [events_decided([port], topics.events) for port in ports]
         producer = make_producer(settings.kafka.bootstrap_servers)
+        services_before = services.read()
         publish(producer, topics.impressions, slates, total=len(slates), progress=False)
         started = time.perf_counter()
-        publish(producer, topics.events, messages, total=len(messages), description="2 workers")
+        publish(producer, topics.events, messages, total=len(messages), description=label)
         wait_applied(progress, topics)
         elapsed = time.perf_counter() - started
+        services_us = services.per_event_us(services_before, len(messages))
         cpu_after, batches_after = worker_usage(ports)
         cpu_s = cpu_after - cpu_before
-        stages = stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages))
-        batches = {a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())}
-        shares = [
-            (events_decided([port], topics.events) - before) / len(messages)
-            for port, before in zip(ports, events_before, strict=True)
-        ]
-        rate = len(messages) / elapsed
-        print(
-            f"scale-out: {len(messages)} events in {elapsed:.1f} s = {rate:,.0f} events/s end to "
-            f"end with {WORKERS} workers; worker CPU {cpu_s:.1f} s; batches by agent: {batches}; "
-            f"load average {_loadavg()}"
+        return Run(
+            workers=workers,
+            rate=len(messages) / elapsed,
+            cpu_s=cpu_s,
+            batches={a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())},
+            stages=stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages)),
+            shares=[
+                (events_decided([port], topics.events) - before) / len(messages)
+                for port, before in zip(ports, events_before, strict=True)
+            ],
+            services_us=services_us,
+            outputs=settled_outputs(settings, messages),
         )
-        print(
-            "  events per worker (their users' partitions): "
-            + " : ".join(f"{share:.0%}" for share in sorted(shares, reverse=True))
-            + f"; the busiest bounds the speed-up at {1 / max(shares):.2f}× one worker"
-        )
-        print(
-            f"  {WORKERS} workers' CPU per event by stage (µs): "
-            + ", ".join(f"{stage} {us:.1f}" for stage, us in stages.items())
-        )
-        got = settled_outputs(settings, messages)
     finally:
         if progress is not None:
             progress.close()
-        stop_workers(workers)
+        stop_workers(processes)
         url = settings.redis.url.get_secret_value()
         delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
+
+
+def scale_out(
+    overrides: dict[str, Any],
+    messages: list[Any],
+    slates: list[ReplayMessage],
+    reference: dict[str, Any],
+    one_worker_rate: float,
+    work: Path,
+    services: ServiceCpu,
+    pairs: int = 1,
+) -> dict[str, Any]:
+    """Run ``slates`` and ``messages`` through ``WORKERS`` workers in a fresh namespace; its
+    figures, and whether its outputs equal ``reference`` (the one-worker namespace's after the
+    same records, which ran at ``one_worker_rate``). With ``pairs`` > 1, as many more pairs of
+    runs, one worker then ``WORKERS``, each in a fresh namespace (module doc)."""
+    from benchmarks.ingest import _loadavg, services_line
+
+    run = run_fresh(overrides, messages, slates, work, WORKERS, services, f"{WORKERS}workers")
+    shares = run.shares
+    print(
+        f"scale-out: {len(messages)} events in {len(messages) / run.rate:.1f} s = "
+        f"{run.rate:,.0f} events/s end to end with {WORKERS} workers; worker CPU "
+        f"{run.cpu_s:.1f} s; batches by agent: {run.batches}; load average {_loadavg()}"
+    )
+    print(
+        "  events per worker (their users' partitions): "
+        + " : ".join(f"{share:.0%}" for share in sorted(shares, reverse=True))
+        + f"; the busiest bounds the speed-up at {1 / max(shares):.2f}× one worker"
+    )
+    print(
+        f"  {WORKERS} workers' CPU per event by stage (µs): "
+        + ", ".join(f"{stage} {us:.1f}" for stage, us in run.stages.items())
+    )
+    print("  " + services_line(run.services_us, 1e6 * run.cpu_s / len(messages)))
+    got = run.outputs
     differ = differing_outputs(reference, got)
     capped = capped_anchors(reference["transitions"]) | capped_anchors(got["transitions"])
     print(
@@ -163,15 +213,42 @@ def scale_out(
         f"{sum(len(h) for h in got['posteriors'].values())} posterior entries "
         + ("equal to the one-worker run's" if not differ else f"DIFFER in {', '.join(differ)}")
     )
+    speedups = [run.rate / one_worker_rate]
+    if pairs > 1:
+        print(f"pair 1 (the phases above): {speedups[0]:.2f}× one worker")
+    for n in range(2, pairs + 1):
+        one = run_fresh(overrides, messages, slates, work, 1, services, f"pair{n}-1worker")
+        two = run_fresh(overrides, messages, slates, work, WORKERS, services, f"pair{n}-2workers")
+        speedups.append(two.rate / one.rate)
+        also = differing_outputs(reference, two.outputs)
+        differ += [kind for kind in also if kind not in differ]
+        cpu_us = [1e6 * r.cpu_s / len(messages) for r in (one, two)]
+        print(
+            f"pair {n}: 1 worker {one.rate:,.0f}, {WORKERS} workers {two.rate:,.0f} events/s = "
+            f"{speedups[-1]:.2f}× (worker CPU per event {cpu_us[0]:.0f} and {cpu_us[1]:.0f} µs); "
+            "state " + ("equal to the first run's" if not also else f"DIFFERS in {', '.join(also)}")
+        )
+    median = statistics.median(speedups)
+    if pairs > 1:
+        print(
+            f"speed-up of {WORKERS} workers over 1, median of {pairs} pairs: {median:.2f}× "
+            f"(each: {', '.join(f'{x:.2f}' for x in speedups)})"
+        )
     return {
-        f"events_per_s_{WORKERS}workers": round(rate, 1),
-        f"worker_cpu_s_{WORKERS}workers": round(cpu_s, 2),
-        f"events_per_worker_cpu_s_{WORKERS}workers": round(len(messages) / max(cpu_s, 1e-9), 1),
-        **{f"batches_{a}_{WORKERS}workers": n for a, n in batches.items()},
+        f"events_per_s_{WORKERS}workers": round(run.rate, 1),
+        f"worker_cpu_s_{WORKERS}workers": round(run.cpu_s, 2),
+        f"events_per_worker_cpu_s_{WORKERS}workers": round(len(messages) / max(run.cpu_s, 1e-9), 1),
+        **{f"batches_{a}_{WORKERS}workers": n for a, n in run.batches.items()},
         **{
             f"stage_cpu_us_per_event_{stage}_{WORKERS}workers": round(us, 2)
-            for stage, us in stages.items()
+            for stage, us in run.stages.items()
         },
+        **{
+            f"{name}_cpu_us_per_event_{WORKERS}workers": round(us, 2)
+            for name, us in run.services_us.items()
+        },
+        "scale_out_speedups": [round(x, 3) for x in speedups],
+        "scale_out_speedup_median": round(median, 3),
         "scale_out_busiest_worker_share": round(max(shares), 3),
         "scale_out_state_equal": not differ,
         "scale_out_differing_outputs": differ,

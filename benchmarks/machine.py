@@ -35,3 +35,35 @@ def machine_description() -> str:
         f"{cpu}; {os.cpu_count()} cores; {mem_gib:.0f} GiB RAM; "
         f"Python {platform.python_version()}; torch {torch_version}; {platform.system()} {platform.release()}"
     )
+
+
+class ServiceCpu:
+    """CPU seconds the services beside the workers have used so far: the Redis server at
+    ``redis_url`` (``INFO cpu``: user + system, whoever its clients are) and the broker process
+    ``broker_pid`` when the benchmark started it on this machine (``/proc/<pid>/stat``; absent
+    otherwise). On a small machine they share the cores with the workers, so a phase's figures
+    show what each event costs the whole machine, not only the workers."""
+
+    def __init__(self, redis_url: str, broker_pid: int | None = None) -> None:
+        import redis
+
+        self._redis = redis.Redis.from_url(redis_url)
+        self._broker_pid = broker_pid
+
+    def read(self) -> dict[str, float]:
+        cpu = self._redis.info("cpu")
+        used = {"redis": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
+        if self._broker_pid is not None:
+            used["broker"] = process_cpu_s(self._broker_pid)
+        return used
+
+    def per_event_us(self, before: dict[str, float], events: int) -> dict[str, float]:
+        """µs of each service's CPU per event since ``before`` (a :meth:`read`)."""
+        after = self.read()
+        return {name: 1e6 * (after[name] - before[name]) / max(events, 1) for name in before}
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
