@@ -31,7 +31,7 @@ metrics), ``redis_cpu_us_per_event`` and, when the benchmark started the broker 
 and ``freshness_lost_probes_at_<rate>`` (not visible within 10 s), ``late_events_at_<rate>``
 (events the workers judged late in that phase), ``worker_cpu_us_per_event_at_<rate>`` (the
 workers' CPU over that phase per event produced in it, probes included) and its split,
-``stage_cpu_us_per_event_<stage>_at_<rate>``, the workers' full collector passes over both phases
+``stage_cpu_us_per_event_<stage>_at_<rate>``, ``batches_<agent>_at_<rate>``, the workers' full collector passes over both phases
 (``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``), the offline logs'
 live files, bytes and appended batches at the end (``offline_log_files``/``_bytes``/``_batches``
 for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offline_log_figures``) and
@@ -522,7 +522,7 @@ def command(args: argparse.Namespace) -> int:
                 print("dataset exhausted; stopping")
                 break
             late_before = outcome_counts(ports).get((topics.events, "late"), 0)
-            cpu_before_phase = worker_usage(ports)[0]
+            cpu_before_phase, batches_before_phase = worker_usage(ports)
             stages_before_phase = stage_cpu_seconds(ports)
             probe = FreshnessProbe(settings, wall_clock_ms)
             probe.start()
@@ -533,7 +533,12 @@ def command(args: argparse.Namespace) -> int:
             late = outcome_counts(ports).get((topics.events, "late"), 0) - late_before
             # Live events cost more than the backlog's: small batches, and event times within
             # the allowed lateness of each other (per event, over the phase and its probes).
-            phase_cpu_s = worker_usage(ports)[0] - cpu_before_phase
+            cpu_after_phase, batches_after_phase = worker_usage(ports)
+            phase_cpu_s = cpu_after_phase - cpu_before_phase
+            phase_batches = {
+                agent: n - batches_before_phase.get(agent, 0)
+                for agent, n in sorted(batches_after_phase.items())
+            }
             phase_events = len(chunk) + len(probe.latencies_ms) + probe.lost
             cpu_us = phase_cpu_s * 1e6 / phase_events
             phase_stages = stage_split(
@@ -551,7 +556,10 @@ def command(args: argparse.Namespace) -> int:
             print(
                 "  its worker CPU per event by stage (µs): "
                 + ", ".join(f"{stage} {us:.1f}" for stage, us in phase_stages.items())
+                + f"; batches by agent: {phase_batches}"
             )
+            for agent, n in phase_batches.items():
+                figures[f"batches_{agent}_at_{rate}"] = n
             for stage, us in phase_stages.items():
                 figures[f"stage_cpu_us_per_event_{stage}_at_{rate}"] = round(us, 1)
             figures[f"freshness_p50_ms_at_{rate}"] = round(p50, 2)

@@ -59,6 +59,7 @@ def test_two_workers_reach_the_state_one_worker_reaches(
     assert figures[f"freshness_probes_at_{rate}"] > 1
     assert figures[f"freshness_lost_probes_at_{rate}"] == 0
     assert figures[f"late_events_at_{rate}"] == 0  # live traffic: nothing judged late
+    assert figures[f"batches_interactions_at_{rate}"] > 0
     assert 0 < figures["freshness_p50_ms"] <= figures["freshness_p99_ms"]
     # Faust's floor on the same events, in the same run, and the full worker's share of it.
     floor = figures["faust_floor_events_per_worker_cpu_s"]
