@@ -35,7 +35,9 @@ workers' CPU over that phase per event produced in it, probes included) and its 
 (``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``), the offline logs'
 live files, bytes and appended batches at the end (``offline_log_files``/``_bytes``/``_batches``
 for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offline_log_figures``) and
-``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers, else starts an in-memory Tansu.
+``machine``. Uses ``KAFKA_BOOTSTRAP_SERVERS`` if it answers, else starts an in-memory Tansu. Its
+work folder (the workers' and the broker's logs, the namespaces' offline logs) is removed after a
+successful run; after a failure it is kept and its path printed.
 
 3. **Scale-out** (``--scale-out``, the default with ``--workers 1``; ``benchmarks.ingest_scale_out``)
    — after phase 2 the workers stop, and the throughput phase's events go, in a fresh namespace,
@@ -77,6 +79,7 @@ import itertools
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -439,6 +442,7 @@ def command(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="aether-bench-ingest-"))
     tansu_pid = None
     progress = None
+    succeeded = False  # the work folder (worker and broker logs, offline logs) is kept otherwise
     base = load_settings()
     bootstrap = base.kafka.bootstrap_servers
     if not kafka_answers(bootstrap):
@@ -463,7 +467,9 @@ def command(args: argparse.Namespace) -> int:
         ports = [port for _, port in workers]
         producer = make_producer(bootstrap)
         if args.faust_floor:
-            return faust_floor(args, settings, ports, producer, events)
+            code = faust_floor(args, settings, ports, producer, events)
+            succeeded = code == 0
+            return code
         warm_up(settings, ports, first.event_time_ms)
         progress = StepProgress(settings)
 
@@ -622,7 +628,8 @@ def command(args: argparse.Namespace) -> int:
         }
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-        return 0 if scaled.get("scale_out_state_equal", True) else 1
+        succeeded = bool(scaled.get("scale_out_state_equal", True))
+        return 0 if succeeded else 1
     finally:
         if progress is not None:
             progress.close()
@@ -631,6 +638,10 @@ def command(args: argparse.Namespace) -> int:
         delete_namespace_keys(url, settings.namespace, cluster=settings.redis.cluster)
         if tansu_pid is not None:
             stop_process(tansu_pid)
+        if succeeded:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"worker and broker logs kept in {work}", file=sys.stderr)
 
 
 def offline_log_figures(settings: Settings) -> dict[str, int]:

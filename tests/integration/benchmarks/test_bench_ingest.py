@@ -27,9 +27,17 @@ def test_two_workers_reach_the_state_one_worker_reaches(
     argv = [str(Path(sys.executable).parent / "aether"), "bench", "ingest"]
     argv += ["--dataset", "ml-latest-small", "--limit", "2000", "--slate-every", "5"]
     argv += ["--rates", "0.5", "--seconds", "1", "--pairs", "2", "--json", str(out)]
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "REDIS_URL": redis_url}
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    env = {
+        **os.environ,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "REDIS_URL": redis_url,
+        "TMPDIR": str(temp),
+    }
     run = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=540)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert not list(temp.glob("aether-bench-ingest-*"))  # its work folder, removed on success
     figures = json.loads(out.read_text())
     assert figures["workers"] == 1 and figures["events"] == 2000 and figures["slates"] > 0
     assert figures["events_per_s_2workers"] > 0 and figures["worker_cpu_s_2workers"] > 0
