@@ -56,7 +56,7 @@ successful run; after a failure it is kept and its path printed.
    **Pairs** (``--pairs N``, default 3): the speed-up of one pair of runs moves with whatever
    else the machine does at those moments (on a shared two-core VM, 1.3× to 1.9× for the same
    code), so ``N − 1`` more pairs follow, each a one-worker then a two-worker run in fresh
-   namespaces, the latter's state compared too: ``scale_out_speedups`` (each pair's two-worker
+   namespaces, both runs' states compared too: ``scale_out_speedups`` (each pair's two-worker
    rate over its one-worker rate; the first pair is phase 1 and the run above) and
    ``scale_out_speedup_median``.
    ``--slate-every N`` adds one serving-style slate per N views to both throughput runs

@@ -13,8 +13,8 @@ The offline logs are left out: they are written in each worker's
 background thread and the one-worker namespace's also holds the freshness phase's events.
 
 Each pair of runs after the first (``--pairs``) starts both runs afresh the same way
-(:func:`run_fresh`): one worker, then two, in namespaces of their own; the two-worker run's
-outputs are compared with the first one-worker run's as well.
+(:func:`run_fresh`): one worker, then two, in namespaces of their own; both runs' outputs are
+compared with the first one-worker run's as well.
 
 The replay has no slates, so without ``--slate-every N`` attribution has no work and the
 posteriors are empty in both namespaces; with it, both throughput runs also carry one
@@ -88,7 +88,6 @@ def settled_outputs(
 class Run:
     """One run of the throughput events through ``workers`` workers in a fresh namespace."""
 
-    workers: int
     rate: float  # events per second, end to end
     cpu_s: float  # the workers' CPU over the run
     batches: dict[str, int]  # by agent
@@ -150,7 +149,6 @@ def run_fresh(
         cpu_after, batches_after = worker_usage(ports)
         cpu_s = cpu_after - cpu_before
         return Run(
-            workers=workers,
             rate=len(messages) / elapsed,
             cpu_s=cpu_s,
             batches={a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())},
@@ -220,13 +218,16 @@ def scale_out(
         one = run_fresh(overrides, messages, slates, work, 1, services, f"pair{n}-1worker")
         two = run_fresh(overrides, messages, slates, work, WORKERS, services, f"pair{n}-2workers")
         speedups.append(two.rate / one.rate)
-        also = differing_outputs(reference, two.outputs)
+        also = sorted(
+            {kind for r in (one, two) for kind in differing_outputs(reference, r.outputs)}
+        )
         differ += [kind for kind in also if kind not in differ]
         cpu_us = [1e6 * r.cpu_s / len(messages) for r in (one, two)]
         print(
             f"pair {n}: 1 worker {one.rate:,.0f}, {WORKERS} workers {two.rate:,.0f} events/s = "
             f"{speedups[-1]:.2f}× (worker CPU per event {cpu_us[0]:.0f} and {cpu_us[1]:.0f} µs); "
-            "state " + ("equal to the first run's" if not also else f"DIFFERS in {', '.join(also)}")
+            "both states "
+            + ("equal to the first run's" if not also else f"DIFFER in {', '.join(also)}")
         )
     median = statistics.median(speedups)
     if pairs > 1:
