@@ -51,7 +51,7 @@ def model_to_pair(registry: Registry, model: str | None) -> str | None:
     if manifest.promoted is not None:
         return manifest.promoted.model
     if manifest.models:
-        return max(manifest.models.values(), key=lambda m: m.registered_ms).version
+        return max(manifest.models.values(), key=lambda m: (m.serial, m.registered_ms)).version
     return None
 
 

@@ -22,7 +22,10 @@ manifest with ``os.replace``; a reader sees the old or the new manifest, never h
 watcher polls ``promoted()`` (one small file read); the release ``serial`` only grows.
 
 Wall-clock times here (``registered_ms``, ``promoted_ms``) are bookkeeping for people, never a
-feature or a label.
+feature, a label or an order: two writes can fall in one millisecond. Order comes from serials
+kept under the lock: each model and index version's ``serial`` (its registration order among its
+kind, from 1; 0 for versions registered before serials existed), and each release's
+``index_serial``, the last index serial registered when it was promoted.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +65,7 @@ class ModelVersion:
     path: str  # the registered copy, relative to the registry folder
     registered_ms: int
     metadata: dict[str, Any] = field(default_factory=dict)  # training figures, data it saw
+    serial: int = 0  # registration order among the models (module docstring)
 
 
 @dataclass(frozen=True)
@@ -76,6 +80,7 @@ class IndexVersion:
     registered_ms: int
     content_map: str | None = None  # relative path of the text → item-space map, if fitted
     dropped: bool = False  # its Milvus collection was garbage-collected
+    serial: int = 0  # registration order among the indexes (module docstring)
 
 
 @dataclass(frozen=True)
@@ -86,6 +91,7 @@ class Release:
     model: str | None
     index: str
     promoted_ms: int
+    index_serial: int | None = None  # the last index serial registered then (None: older release)
 
     @property
     def label(self) -> str:
@@ -123,6 +129,10 @@ class Manifest:
             )
         except TypeError as exc:
             raise SchemaError(f"{where}: malformed registry manifest: {exc}") from exc
+
+
+def _next_serial(entries: Iterable[ModelVersion | IndexVersion]) -> int:
+    return max((entry.serial for entry in entries), default=0) + 1
 
 
 def _now_ms() -> int:
@@ -190,7 +200,13 @@ class Registry:
                 return existing
             relative = f"models/{model_version}.pt"
             _copy_atomically(checkpoint, self.path(relative))
-            entry = ModelVersion(model_version, relative, _now_ms(), _json_safe(metadata or {}))
+            entry = ModelVersion(
+                model_version,
+                relative,
+                _now_ms(),
+                _json_safe(metadata or {}),
+                serial=_next_serial(manifest.models.values()),
+            )
             self._write(
                 Manifest(
                     {**manifest.models, model_version: entry}, manifest.indexes, manifest.releases
@@ -236,6 +252,7 @@ class Registry:
                 source=source,
                 registered_ms=_now_ms(),
                 content_map=map_path,
+                serial=_next_serial(manifest.indexes.values()),
             )
             self._write(
                 Manifest(manifest.models, {**manifest.indexes, version: entry}, manifest.releases)
@@ -254,7 +271,8 @@ class Registry:
             if entry.dropped:
                 raise NotFoundError(f"index {index!r} was garbage-collected from Milvus")
             serial = manifest.promoted.serial + 1 if manifest.promoted else 1
-            release = Release(serial, model, index, _now_ms())
+            last_index = _next_serial(manifest.indexes.values()) - 1
+            release = Release(serial, model, index, _now_ms(), index_serial=last_index)
             self._write(Manifest(manifest.models, manifest.indexes, (*manifest.releases, release)))
             return release
 
@@ -276,8 +294,15 @@ class Registry:
         manifest = self.read()
         recent = manifest.releases[-keep_releases:] if keep_releases > 0 else ()
         protected = {release.index for release in recent}
-        since = manifest.promoted.promoted_ms if manifest.promoted else -1
-        protected |= {v for v, i in manifest.indexes.items() if i.registered_ms >= since}
+        promoted = manifest.promoted
+        for version, entry in manifest.indexes.items():
+            if promoted is None:
+                protected.add(version)
+            elif promoted.index_serial is not None:  # registered after the promotion
+                if entry.serial > promoted.index_serial:
+                    protected.add(version)
+            elif entry.registered_ms >= promoted.promoted_ms:  # a release from before serials
+                protected.add(version)
         return protected
 
     # -- plumbing ----------------------------------------------------------------------------

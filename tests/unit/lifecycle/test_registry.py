@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.errors import ConfigError, NotFoundError, SchemaError
+from lifecycle.publish import model_to_pair
 from lifecycle.registry import NO_MODEL, Registry
 from retrieval.embeddings import embeddings_model_version, load_embeddings
 
@@ -121,6 +122,49 @@ def test_protected_indexes_are_the_serving_one_and_later_candidates(tmp_path: Pa
     index(registry, "items_v4")  # a candidate, not promoted yet
     assert registry.protected_indexes() == {"items_v2", "items_v4"}
     assert registry.protected_indexes(keep_releases=2) == {"items_v1", "items_v2", "items_v4"}
+
+
+def test_order_does_not_depend_on_the_clock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every write in one millisecond (a fast machine): what was registered before a promotion
+    is still told from what came after it, and the latest model from the first."""
+    monkeypatch.setattr("lifecycle.registry._now_ms", lambda: 1_000)
+    registry = Registry(tmp_path / "reg")
+    for n in (1, 2, 3):
+        index(registry, f"items_v{n}")
+    registry.promote(model=None, index="items_v2")
+    index(registry, "items_v4")
+    assert registry.protected_indexes() == {"items_v2", "items_v4"}
+    for name in ("b", "a"):  # content hashes sort in no particular order
+        registry.register_model(checkpoint(tmp_path, f"{name}.pt", name.encode()), f"sasrec-{name}")
+    models = registry.read().models
+    assert (models["sasrec-b"].serial, models["sasrec-a"].serial) == (1, 2)
+    registry_with_no_release = Registry(tmp_path / "other")
+    for name in ("b", "a"):
+        registry_with_no_release.register_model(checkpoint(tmp_path, f"{name}.pt"), f"m-{name}")
+    assert model_to_pair(registry_with_no_release, None) == "m-a"  # registered last
+
+
+def test_a_manifest_from_before_serials_is_ordered_by_its_times(tmp_path: Path) -> None:
+    registry = Registry(tmp_path / "reg")
+    index(registry, "items_v1")
+    index(registry, "items_v2")
+    registry.promote(model=None, index="items_v1")
+    body = json.loads(registry.manifest_path.read_text())
+    for entry in body["indexes"].values():
+        del entry["serial"]
+    del body["releases"][0]["index_serial"]
+    body["indexes"]["items_v1"]["registered_ms"] = 100
+    body["indexes"]["items_v2"]["registered_ms"] = 300
+    body["releases"][0]["promoted_ms"] = 200
+    registry.manifest_path.write_text(json.dumps(body))
+    assert registry.protected_indexes() == {"items_v1", "items_v2"}
+    index(registry, "items_v3")  # the first version with a serial
+    assert registry.read().indexes["items_v3"].serial == 1
+    registry.promote(model=None, index="items_v3")
+    index(registry, "items_v4")
+    assert registry.protected_indexes() == {"items_v3", "items_v4"}
 
 
 def test_concurrent_writers_lose_nothing(tmp_path: Path) -> None:
