@@ -88,6 +88,7 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -329,6 +330,68 @@ def consumed(ports: list[int], events_topic: str, expected_events: int) -> bool:
     return events_decided(ports, events_topic) >= expected_events
 
 
+@dataclass(frozen=True)
+class Throughput:
+    """One throughput measurement (:func:`measure_throughput`)."""
+
+    events: int
+    elapsed_s: float  # from the first produce until every event's features were written
+    produced_s: float  # of which producing
+    cpu_s: float  # the workers' CPU over it
+    batches: dict[str, int]  # by agent
+    stages: dict[str, float]  # µs of worker CPU per event by stage (``stage_split``)
+    shares: list[float]  # of the events, decided by each worker
+    services_us: dict[str, float]  # µs of Redis (and broker) CPU per event (``ServiceCpu``)
+
+    @property
+    def rate(self) -> float:
+        """Events per second, end to end."""
+        return self.events / self.elapsed_s
+
+
+def measure_throughput(
+    ports: list[int],
+    progress: StepProgress,
+    topics: TopicNames,
+    producer: Any,
+    slates: list[Any],
+    messages: list[Any],
+    services: ServiceCpu,
+    description: str,
+) -> Throughput:
+    """Produce ``slates``, then ``messages`` as fast as possible, and wait until the workers on
+    ``ports`` have applied them (``wait_applied``): the throughput phase, and each run of the
+    scale-out phase (``benchmarks.ingest_scale_out``)."""
+    from streams.publish import publish
+
+    cpu_before, batches_before = worker_usage(ports)
+    stages_before = stage_cpu_seconds(ports)
+    events_before = [events_decided([port], topics.events) for port in ports]
+    services_before = services.read()
+    publish(producer, topics.impressions, slates, total=len(slates), progress=False)
+    started = time.perf_counter()
+    publish(producer, topics.events, messages, total=len(messages), description=description)
+    produced_s = time.perf_counter() - started
+    wait_applied(progress, topics)
+    elapsed_s = time.perf_counter() - started
+    services_us = services.per_event_us(services_before, len(messages))
+    cpu_after, batches_after = worker_usage(ports)
+    cpu_s = cpu_after - cpu_before
+    return Throughput(
+        events=len(messages),
+        elapsed_s=elapsed_s,
+        produced_s=produced_s,
+        cpu_s=cpu_s,
+        batches={a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())},
+        stages=stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages)),
+        shares=[
+            (events_decided([port], topics.events) - before) / len(messages)
+            for port, before in zip(ports, events_before, strict=True)
+        ],
+        services_us=services_us,
+    )
+
+
 def wait_applied(progress: StepProgress, topics: TopicNames, timeout_s: float = 1800) -> None:
     """Until every record on the events topic is through the interactions step and every item
     update it forwarded is through the item step: the features of the phase's events are
@@ -436,7 +499,7 @@ def command(args: argparse.Namespace) -> int:
     from stack.redis_server import delete_namespace_keys
     from stack.tansu import kafka_answers, start_tansu
     from streams.progress import StepProgress
-    from streams.publish import make_producer, publish
+    from streams.publish import make_producer
     from streams.topics import ensure_topics
 
     work = Path(tempfile.mkdtemp(prefix="aether-bench-ingest-"))
@@ -478,38 +541,25 @@ def command(args: argparse.Namespace) -> int:
         in_process = pure_handler_rate(batch, settings.stream.batch_size)
         print(f"pure handlers, in process (no broker, no stores): {in_process:,.0f} events/s")
         slates = serving_slates(batch, args.slate_every)
-        cpu_before, batches_before = worker_usage(ports)
-        stages_before = stage_cpu_seconds(ports)
         gc_before = full_collections(ports)
-        services_before = services.read()
-        publish(producer, topics.impressions, slates, total=len(slates), progress=False)
-        started = time.perf_counter()
-        publish(producer, topics.events, batch, total=len(batch), description="throughput")
-        produced_s = time.perf_counter() - started
-        wait_applied(progress, topics)
-        elapsed = time.perf_counter() - started
-        sustained = len(batch) / elapsed
-        services_us = services.per_event_us(services_before, len(batch))
-        cpu_after, batches_after = worker_usage(ports)
-        stages = stage_split(
-            stages_before, stage_cpu_seconds(ports), cpu_after - cpu_before, len(batch)
+        measured = measure_throughput(
+            ports, progress, topics, producer, slates, batch, services, "throughput"
         )
-        cpu_s = cpu_after - cpu_before
-        batches = {a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())}
         print(
-            f"throughput: {len(batch)} events in {elapsed:.1f} s = {sustained:,.0f} events/s "
-            f"end to end with {args.workers} worker(s) (produced in {produced_s:.1f} s)"
+            f"throughput: {len(batch)} events in {measured.elapsed_s:.1f} s = {measured.rate:,.0f} "
+            f"events/s end to end with {args.workers} worker(s) (produced in "
+            f"{measured.produced_s:.1f} s)"
         )
-        per_cpu_s = len(batch) / max(cpu_s, 1e-9)
+        per_cpu_s = len(batch) / max(measured.cpu_s, 1e-9)
         print(
-            f"worker CPU: {cpu_s:.1f} s = {per_cpu_s:,.0f} events per CPU "
-            f"second; batches by agent: {batches}; load average {_loadavg()}"
+            f"worker CPU: {measured.cpu_s:.1f} s = {per_cpu_s:,.0f} events per CPU "
+            f"second; batches by agent: {measured.batches}; load average {_loadavg()}"
         )
         print(
             "worker CPU per event by stage (µs): "
-            + ", ".join(f"{stage} {us:.1f}" for stage, us in stages.items())
+            + ", ".join(f"{stage} {us:.1f}" for stage, us in measured.stages.items())
         )
-        print(services_line(services_us, 1e6 * cpu_s / len(batch)))
+        print(services_line(measured.services_us, 1e6 * measured.cpu_s / len(batch)))
         reference = None
         if args.scale_out and args.workers == 1:
             reference = settled_outputs(settings, batch)
@@ -521,7 +571,7 @@ def command(args: argparse.Namespace) -> int:
         figures: dict[str, Any] = {}
         offered = []
         for fraction in fractions:
-            rate = max(1, int(sustained * fraction))
+            rate = max(1, int(measured.rate * fraction))
             offered.append(rate)
             chunk = _take(events, int(rate * args.seconds))
             if not chunk:
@@ -589,7 +639,7 @@ def command(args: argparse.Namespace) -> int:
         scaled: dict[str, Any] = {}
         if reference is not None:
             scaled = scale_out(
-                overrides, batch, slates, reference, sustained, work, services, args.pairs
+                overrides, batch, slates, reference, measured.rate, work, services, args.pairs
             )
         floor_figures: dict[str, Any] = {}
         if args.floor:
@@ -608,16 +658,22 @@ def command(args: argparse.Namespace) -> int:
             "gc_full_passes": int(passes),
             "gc_full_pause_mean_ms": round(1000 * pause_s / max(passes, 1), 2),
             "gc_full_passes_over_30ms": int(stalls),
-            "events_per_s": round(sustained, 1),
+            "events_per_s": round(measured.rate, 1),
             "workers": args.workers,
             "events": len(batch),
             "slates": len(slates),
             "handlers_events_per_s": round(in_process, 1),
-            "worker_cpu_s": round(cpu_s, 2),
+            "worker_cpu_s": round(measured.cpu_s, 2),
             "events_per_worker_cpu_s": round(per_cpu_s, 1),
-            **{f"batches_{agent}": n for agent, n in batches.items()},
-            **{f"stage_cpu_us_per_event_{stage}": round(us, 2) for stage, us in stages.items()},
-            **{f"{name}_cpu_us_per_event": round(us, 2) for name, us in services_us.items()},
+            **{f"batches_{agent}": n for agent, n in measured.batches.items()},
+            **{
+                f"stage_cpu_us_per_event_{stage}": round(us, 2)
+                for stage, us in measured.stages.items()
+            },
+            **{
+                f"{name}_cpu_us_per_event": round(us, 2)
+                for name, us in measured.services_us.items()
+            },
             "load_average": load_average,
             "offered_rates": offered,
             **figures,

@@ -25,9 +25,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -35,6 +34,9 @@ from benchmarks.machine import ServiceCpu
 from core.settings import Settings
 from interactions.replay import ReplayMessage
 from stack.namespace_outputs import capped_anchors, differing_outputs, namespace_outputs
+
+if TYPE_CHECKING:
+    from benchmarks.ingest import Throughput
 
 WORKERS = 2
 STABLE_S = 2.0  # outputs read again after this long must not have changed
@@ -84,19 +86,6 @@ def settled_outputs(
     raise TimeoutError(f"outputs of {settings.namespace} still changing after {timeout_s:.0f} s")
 
 
-@dataclass
-class Run:
-    """One run of the throughput events through ``workers`` workers in a fresh namespace."""
-
-    rate: float  # events per second, end to end
-    cpu_s: float  # the workers' CPU over the run
-    batches: dict[str, int]  # by agent
-    stages: dict[str, float]  # µs of worker CPU per event by stage (``stage_split``)
-    shares: list[float]  # of the events, decided by each worker
-    services_us: dict[str, float]  # µs of Redis (and broker) CPU per event (``ServiceCpu``)
-    outputs: dict[str, Any]  # the namespace's settled outputs for the events
-
-
 def run_fresh(
     overrides: dict[str, Any],
     messages: list[Any],
@@ -105,23 +94,19 @@ def run_fresh(
     workers: int,
     services: ServiceCpu,
     label: str,
-) -> Run:
+) -> tuple[Throughput, dict[str, Any]]:
     """Run ``slates`` and ``messages`` through ``workers`` workers in a fresh namespace, measured
-    as the throughput phase is; then read its outputs once they have settled."""
+    as the throughput phase is (``measure_throughput``); then its outputs, once settled."""
     from benchmarks.ingest import (
-        events_decided,
         fresh_settings,
-        stage_cpu_seconds,
-        stage_split,
+        measure_throughput,
         start_workers,
         stop_workers,
-        wait_applied,
         warm_up,
-        worker_usage,
     )
     from stack.redis_server import delete_namespace_keys
     from streams.progress import StepProgress
-    from streams.publish import make_producer, publish
+    from streams.publish import make_producer
     from streams.topics import ensure_topics
 
     settings = fresh_settings(overrides, work / f".aether-{label}")
@@ -135,31 +120,11 @@ def run_fresh(
         ports = [port for _, port in processes]
         warm_up(settings, ports, messages[0].event_time_ms)
         progress = StepProgress(settings)
-        cpu_before, batches_before = worker_usage(ports)
-        stages_before = stage_cpu_seconds(ports)
-        events_before = [events_decided([port], topics.events) for port in ports]
         producer = make_producer(settings.kafka.bootstrap_servers)
-        services_before = services.read()
-        publish(producer, topics.impressions, slates, total=len(slates), progress=False)
-        started = time.perf_counter()
-        publish(producer, topics.events, messages, total=len(messages), description=label)
-        wait_applied(progress, topics)
-        elapsed = time.perf_counter() - started
-        services_us = services.per_event_us(services_before, len(messages))
-        cpu_after, batches_after = worker_usage(ports)
-        cpu_s = cpu_after - cpu_before
-        return Run(
-            rate=len(messages) / elapsed,
-            cpu_s=cpu_s,
-            batches={a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())},
-            stages=stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages)),
-            shares=[
-                (events_decided([port], topics.events) - before) / len(messages)
-                for port, before in zip(ports, events_before, strict=True)
-            ],
-            services_us=services_us,
-            outputs=settled_outputs(settings, messages),
+        measured = measure_throughput(
+            ports, progress, topics, producer, slates, messages, services, label
         )
+        return measured, settled_outputs(settings, messages)
     finally:
         if progress is not None:
             progress.close()
@@ -184,10 +149,10 @@ def scale_out(
     runs, one worker then ``WORKERS``, each in a fresh namespace (module doc)."""
     from benchmarks.ingest import _loadavg, services_line
 
-    run = run_fresh(overrides, messages, slates, work, WORKERS, services, f"{WORKERS}workers")
+    run, got = run_fresh(overrides, messages, slates, work, WORKERS, services, f"{WORKERS}workers")
     shares = run.shares
     print(
-        f"scale-out: {len(messages)} events in {len(messages) / run.rate:.1f} s = "
+        f"scale-out: {len(messages)} events in {run.elapsed_s:.1f} s = "
         f"{run.rate:,.0f} events/s end to end with {WORKERS} workers; worker CPU "
         f"{run.cpu_s:.1f} s; batches by agent: {run.batches}; load average {_loadavg()}"
     )
@@ -201,7 +166,6 @@ def scale_out(
         + ", ".join(f"{stage} {us:.1f}" for stage, us in run.stages.items())
     )
     print("  " + services_line(run.services_us, 1e6 * run.cpu_s / len(messages)))
-    got = run.outputs
     differ = differing_outputs(reference, got)
     capped = capped_anchors(reference["transitions"]) | capped_anchors(got["transitions"])
     print(
@@ -215,11 +179,17 @@ def scale_out(
     if pairs > 1:
         print(f"pair 1 (the phases above): {speedups[0]:.2f}× one worker")
     for n in range(2, pairs + 1):
-        one = run_fresh(overrides, messages, slates, work, 1, services, f"pair{n}-1worker")
-        two = run_fresh(overrides, messages, slates, work, WORKERS, services, f"pair{n}-2workers")
+        one, one_got = run_fresh(overrides, messages, slates, work, 1, services, f"pair{n}-1")
+        two, two_got = run_fresh(
+            overrides, messages, slates, work, WORKERS, services, f"pair{n}-{WORKERS}"
+        )
         speedups.append(two.rate / one.rate)
         also = sorted(
-            {kind for r in (one, two) for kind in differing_outputs(reference, r.outputs)}
+            {
+                kind
+                for outputs in (one_got, two_got)
+                for kind in differing_outputs(reference, outputs)
+            }
         )
         differ += [kind for kind in also if kind not in differ]
         cpu_us = [1e6 * r.cpu_s / len(messages) for r in (one, two)]

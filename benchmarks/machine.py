@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 import platform
+from dataclasses import dataclass
 from pathlib import Path
+
+from core.errors import DependencyUnavailable
 
 
 def machine_description() -> str:
@@ -40,7 +43,7 @@ def machine_description() -> str:
 class ServiceCpu:
     """CPU seconds the services beside the workers have used so far: the Redis server at
     ``redis_url`` (``INFO cpu``: user + system, whoever its clients are) and the broker process
-    ``broker_pid`` when the benchmark started it on this machine (``/proc/<pid>/stat``; absent
+    ``broker_pid`` when the benchmark started it on this machine (:func:`read_stat`; absent
     otherwise). On a small machine they share the cores with the workers, so a phase's figures
     show what each event costs the whole machine, not only the workers."""
 
@@ -54,7 +57,10 @@ class ServiceCpu:
         cpu = self._redis.info("cpu")
         used = {"redis": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"])}
         if self._broker_pid is not None:
-            used["broker"] = process_cpu_s(self._broker_pid)
+            broker = read_stat(Path(f"/proc/{self._broker_pid}/stat"))
+            if broker is None:
+                raise DependencyUnavailable("kafka", f"the broker (pid {self._broker_pid}) exited")
+            used["broker"] = broker.cpu_s
         return used
 
     def per_event_us(self, before: dict[str, float], events: int) -> dict[str, float]:
@@ -63,7 +69,24 @@ class ServiceCpu:
         return {name: 1e6 * (after[name] - before[name]) / max(events, 1) for name in before}
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+@dataclass(frozen=True)
+class ProcessInfo:
+    """From ``/proc/<pid>/stat`` (or ``/proc/<pid>/task/<tid>/stat``)."""
+
+    parent: int
+    cpu_s: float  # user + system
+    python: bool  # the executable's name starts with "python"
+
+
+def read_stat(path: Path) -> ProcessInfo | None:
+    """A process's (or a thread's) ``/proc/…/stat``; ``None`` if it exited meanwhile (Linux)."""
+    try:
+        head, tail = path.read_text().rsplit(")", 1)
+    except OSError:
+        return None
+    fields = tail.split()
+    return ProcessInfo(
+        parent=int(fields[1]),
+        cpu_s=(int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
+        python=head.split("(", 1)[-1].startswith("python"),
+    )

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.machine import ProcessInfo, read_stat
 from core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,29 +212,6 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})?\s+(\S+)$", re.M)
 def parse_metrics(text: str) -> dict[str, float]:
     """Prometheus text → ``{"name{labels}": value}`` (labels as written)."""
     return {name + (labels or ""): float(value) for name, labels, value in _SAMPLE.findall(text)}
-
-
-@dataclass(frozen=True)
-class ProcessInfo:
-    """From ``/proc/<pid>/stat`` (or ``/proc/<pid>/task/<tid>/stat``)."""
-
-    parent: int
-    cpu_s: float  # user + system
-    python: bool  # the executable's name starts with "python"
-
-
-def read_stat(path: Path) -> ProcessInfo | None:
-    """A process's (or a thread's) ``/proc/…/stat``; ``None`` if it exited meanwhile (Linux)."""
-    try:
-        head, tail = path.read_text().rsplit(")", 1)
-    except OSError:
-        return None
-    fields = tail.split()
-    return ProcessInfo(
-        parent=int(fields[1]),
-        cpu_s=(int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"),
-        python=head.split("(", 1)[-1].startswith("python"),
-    )
 
 
 def process_table() -> dict[int, ProcessInfo]:

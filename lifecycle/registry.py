@@ -131,8 +131,9 @@ class Manifest:
             raise SchemaError(f"{where}: malformed registry manifest: {exc}") from exc
 
 
-def _next_serial(entries: Iterable[ModelVersion | IndexVersion]) -> int:
-    return max((entry.serial for entry in entries), default=0) + 1
+def _last_serial(entries: Iterable[ModelVersion | IndexVersion]) -> int:
+    """The highest registration serial among ``entries`` (0: none, or none with a serial)."""
+    return max((entry.serial for entry in entries), default=0)
 
 
 def _now_ms() -> int:
@@ -205,7 +206,7 @@ class Registry:
                 relative,
                 _now_ms(),
                 _json_safe(metadata or {}),
-                serial=_next_serial(manifest.models.values()),
+                serial=_last_serial(manifest.models.values()) + 1,
             )
             self._write(
                 Manifest(
@@ -252,7 +253,7 @@ class Registry:
                 source=source,
                 registered_ms=_now_ms(),
                 content_map=map_path,
-                serial=_next_serial(manifest.indexes.values()),
+                serial=_last_serial(manifest.indexes.values()) + 1,
             )
             self._write(
                 Manifest(manifest.models, {**manifest.indexes, version: entry}, manifest.releases)
@@ -271,7 +272,7 @@ class Registry:
             if entry.dropped:
                 raise NotFoundError(f"index {index!r} was garbage-collected from Milvus")
             serial = manifest.promoted.serial + 1 if manifest.promoted else 1
-            last_index = _next_serial(manifest.indexes.values()) - 1
+            last_index = _last_serial(manifest.indexes.values())
             release = Release(serial, model, index, _now_ms(), index_serial=last_index)
             self._write(Manifest(manifest.models, manifest.indexes, (*manifest.releases, release)))
             return release
@@ -295,15 +296,15 @@ class Registry:
         recent = manifest.releases[-keep_releases:] if keep_releases > 0 else ()
         protected = {release.index for release in recent}
         promoted = manifest.promoted
-        for version, entry in manifest.indexes.items():
+
+        def registered_since(entry: IndexVersion) -> bool:
             if promoted is None:
-                protected.add(version)
-            elif promoted.index_serial is not None:  # registered after the promotion
-                if entry.serial > promoted.index_serial:
-                    protected.add(version)
-            elif entry.registered_ms >= promoted.promoted_ms:  # a release from before serials
-                protected.add(version)
-        return protected
+                return True
+            if promoted.index_serial is None:  # a release from before serials: by the times
+                return entry.registered_ms >= promoted.promoted_ms
+            return entry.serial > promoted.index_serial
+
+        return protected | {v for v, i in manifest.indexes.items() if registered_since(i)}
 
     # -- plumbing ----------------------------------------------------------------------------
     @contextlib.contextmanager

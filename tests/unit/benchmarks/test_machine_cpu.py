@@ -1,4 +1,4 @@
-"""``benchmarks.machine.process_cpu_s`` (a process's CPU from ``/proc``), the machine line of
+"""``benchmarks.machine.read_stat`` (a process's CPU from ``/proc``), the machine line of
 ``aether bench ingest`` and its ``--pairs`` argument."""
 
 from __future__ import annotations
@@ -6,19 +6,27 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from pathlib import Path
 
 import pytest
 
 from benchmarks.ingest import add_arguments, services_line
-from benchmarks.machine import process_cpu_s
+from benchmarks.machine import read_stat
 
 
 def test_process_cpu_follows_the_process_own_clock() -> None:
-    before, clock_before = process_cpu_s(os.getpid()), time.process_time()
+    stat = Path(f"/proc/{os.getpid()}/stat")
+
+    def process_cpu_s() -> float:
+        info = read_stat(stat)
+        assert info is not None
+        return info.cpu_s
+
+    before, clock_before = process_cpu_s(), time.process_time()
     total = 0
     while time.process_time() - clock_before < 0.3:  # burn CPU, not wall time
         total += sum(range(1000))
-    used, clock_used = process_cpu_s(os.getpid()) - before, time.process_time() - clock_before
+    used, clock_used = process_cpu_s() - before, time.process_time() - clock_before
     assert total > 0
     # /proc counts in clock ticks (10 ms here), the process clock in ns: equal within a few ticks.
     assert used == pytest.approx(clock_used, abs=0.05)
