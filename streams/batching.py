@@ -20,13 +20,23 @@ wait behind a long batch (measured: freshness p99 at half the sustained rate ros
 share each batch's fixed costs (Redis round trips, parquet appends, the drift monitors' states)
 among more events.
 
-Acknowledgement is Faust's own: acks are off while the batch is handled, and every event of a
-batch is acked after the consumer asks for the next one, so a crash mid-batch re-delivers it.
+**Read from the stream's queue, not through its iterator.** Faust hands each fetched event to an
+agent through the stream's per-event iterator: a trip round the event loop (``sleep(0)``), an
+``await`` on the queue and on every processor, and the ack bookkeeping, for every event. That was
+about half of what Faust costs per event here (``aether bench ingest --faust-floor``,
+``docs/benchmarks/ingest.md``, session 28). :func:`take_available` instead takes what is queued
+on the stream's channel in one synchronous sweep and does, once per batch, what the iterator does
+per event (:class:`_Admission`): it drops events fetched before the last rebalance or while the
+flow is suspended (neither handled nor acked, as Faust drops them), marks the others pending ack
+with the consumer (so a rebalance waits for the batch in hand), and tells the sensors a stream
+took them.
+
+Acknowledgement is as Faust's: every event of a batch is acked after the consumer asks for the
+next batch (or leaves the loop), so a crash mid-batch re-delivers it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -55,59 +65,79 @@ async def take_available(
     catching up), each as soon as nothing is queued."""
     if max_size < 1 or (catch_up is not None and catch_up.max_size < 1):
         raise ValueError(f"batch sizes must be at least 1, got {max_size} and {catch_up}")
-    events: list[EventT[Any]] = []
-    limit = max_size  # of the batch being filled: decided by its first event
-    ready = asyncio.Event()  # a batch may be taken: the queue ran dry, or the batch is full
-    taken = asyncio.Event()  # the full batch was handed out: buffering may go on
-    in_hand: asyncio.Future[None] | None = None  # pending while the consumer holds a batch
     queue = stream.channel.queue  # type: ignore[attr-defined]
-
-    async def buffer(value: Any) -> Any:
-        nonlocal in_hand, limit
-        if in_hand is not None:  # never add to a batch the consumer is working on
-            try:
-                await in_hand
-            finally:
-                in_hand = None
-        event = stream.current_event
-        if event is None:
-            raise RuntimeError("take_available: the stream has no current event")
-        if not events:
-            limit = max_size
-            if catch_up is not None:
-                appended = event.message.timestamp  # seconds, the broker's record timestamp
-                if appended and clock() - appended > catch_up.lag_s:
-                    limit = max(max_size, catch_up.max_size)
-        events.append(event)
-        if len(events) >= limit:
-            ready.set()
-            taken.clear()
-            await stream.wait(taken)  # type: ignore[arg-type]  # no more than the limit a batch
-        elif queue.empty():
-            ready.set()
-        return value
-
-    acks_were_enabled = stream.enable_acks
-    stream.enable_acks = False  # acked below, after the consumer is done with the batch
-    stream.add_processor(buffer)
-    stream._enable_passive(aiter(stream.channel))  # type: ignore[attr-defined]
+    admit = _Admission(stream)
+    started = await stream.maybe_start()
     try:
         while not stream.should_stop:
-            await stream.wait_for_stopped(ready, timeout=within)  # type: ignore[arg-type]
-            if not events:
-                ready.clear()
+            if queue.empty():
+                got = await stream.wait_first(queue.get(), timeout=within)  # type: ignore[attr-defined]
+                if not got.results:  # the window passed, or the stream stops
+                    continue
+                events = [got.results[0]]
+            else:
+                events = [queue.get_nowait()]
+            limit = max_size
+            if catch_up is not None:
+                appended = events[0].message.timestamp  # seconds, the broker's record timestamp
+                if appended and clock() - appended > catch_up.lag_s:
+                    limit = max(max_size, catch_up.max_size)
+            while len(events) < limit and not queue.empty():
+                events.append(queue.get_nowait())
+            batch = admit(events)
+            if not batch:
                 continue
-            in_hand = asyncio.get_running_loop().create_future()
-            batch = list(events)
             try:
                 yield batch
             finally:
-                events.clear()
-                for event in batch:
-                    await stream.ack(event)
-                if not in_hand.done():
-                    in_hand.set_result(None)
-                ready.clear()
-                taken.set()
+                admit.ack(batch)
     finally:
-        stream.enable_acks = acks_were_enabled
+        if started:
+            await stream.stop()
+            stream.service_reset()
+
+
+class _Admission:
+    """What Faust's stream iterator does per event, done per batch: drop events fetched before
+    the last rebalance (or while the flow is suspended), track the rest as pending ack, and ack
+    them when the batch is done."""
+
+    def __init__(self, stream: StreamT[Any]) -> None:
+        self.stream = stream
+        self.app = stream.app
+        self.consumer = self.app.consumer
+        self.acking_topics = self.app.topics.acking_topics
+
+    def __call__(self, events: list[Any]) -> list[EventT[Any]]:
+        app = self.app
+        if not app.flow_control.is_active():
+            return []
+        generation = app.consumer_generation_id
+        admitted = []
+        last: dict[Any, EventT[Any]] = {}
+        for event in events:
+            if not isinstance(event, EventT):
+                raise TypeError(f"take_available reads events, got a {type(event).__name__}")
+            message = event.message
+            if message.generation_id != generation:
+                continue
+            if not message.tracked and message.topic in self.acking_topics:
+                message.tracked = True
+                self.consumer.track_message(message)
+            last[message.tp] = event
+            admitted.append(event)
+        on_in = self.stream._on_stream_event_in  # type: ignore[attr-defined]
+        for tp, event in last.items():
+            on_in(tp, event.message.offset, self.stream, event)
+        return admitted
+
+    def ack(self, batch: list[EventT[Any]]) -> None:
+        stream = self.stream
+        on_out = stream._on_stream_event_out  # type: ignore[attr-defined]
+        on_message_out = stream._on_message_out  # type: ignore[attr-defined]
+        for event in batch:
+            message = event.message
+            last = event.ack()
+            on_out(message.tp, message.offset, stream, event)
+            if last:
+                on_message_out(message.tp, message.offset, message)

@@ -144,3 +144,54 @@ def test_a_batch_whose_first_record_is_old_takes_the_catching_up_size(
             assert got == sizes
 
     run(test)
+
+
+def test_events_fetched_before_a_rebalance_are_dropped_unacked() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(3))  # fetched in the old generation
+            stream.app.consumer_generation_id += 1  # a rebalance happened meanwhile
+            await send(channel, range(3, 5))
+            stale = list(stream.channel.queue._queue)[:3]
+            batches = []
+            async for events in batches_of(stream, 500, total=3):
+                batches.append([e.value for e in events])
+                if len(batches) == 1:
+                    await send(channel, range(5, 6))
+                    first = events
+            assert batches == [[3, 4], [5]]
+            assert all(e.message.acked for e in first)  # handled, then acked
+            assert not any(e.message.acked for e in stale)  # neither handled nor acked
+
+    run(test)
+
+
+def test_a_batch_in_hand_is_pending_ack_with_the_consumer() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        app = stream.app
+        async with stream:
+            await send(channel, range(2))
+            for event in stream.channel.queue._queue:  # as a topic's fetched records arrive
+                event.message.tracked = False
+            app.topics.acking_topics.add(None)  # an in-memory channel's records have no topic
+            async for events in batches_of(stream, 500, total=2):
+                # what a rebalance waits for (``Consumer.wait_empty``)
+                assert set(app.consumer._unacked_messages) == {e.message for e in events}
+
+    run(test)
+
+
+def test_while_the_flow_is_suspended_nothing_is_handed_over() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(2))
+            stream.app.flow_control.suspend()
+            batches = take_available(stream, 500, within=0.05)
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(anext(batches), 0.3)
+            assert stream.channel.queue.empty()  # taken, and dropped
+
+    run(test)
