@@ -91,6 +91,10 @@ async def take_available(
                 yield batch
             finally:
                 admit.ack(batch)
+    except StopAsyncIteration:
+        # How Faust stops an agent (``Actor.cancel``): thrown into the queue, raised by the next
+        # get. Events taken but not handed out are not acked: whoever owns them next gets them.
+        return
     finally:
         if started:
             await stream.stop()

@@ -61,14 +61,18 @@ class Worker:
             self.process.wait(10)
         self._log.close()
 
-    def stop(self) -> None:
+    def stop(self) -> bool:
+        """SIGTERM; True when the worker then ended by itself (else it is killed after 20 s)."""
+        graceful = True
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(20)
             except subprocess.TimeoutExpired:
+                graceful = False
                 self.kill9()
         self._log.close()
+        return graceful
 
 
 @dataclass(frozen=True)

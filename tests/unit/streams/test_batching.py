@@ -195,3 +195,35 @@ def test_while_the_flow_is_suspended_nothing_is_handed_over() -> None:
             assert stream.channel.queue.empty()  # taken, and dropped
 
     run(test)
+
+
+def test_the_batches_end_when_faust_stops_the_agent() -> None:
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(2))
+            got = []
+            async for events in take_available(stream, 500, within=600):
+                got.append([e.value for e in events])
+                stream.channel._throw(StopAsyncIteration())  # what ``Actor.cancel`` does
+            assert got == [[0, 1]]
+            assert all(e.message.acked for e in events)
+
+    run(test)
+
+
+def test_an_agent_waiting_for_events_ends_when_faust_stops_it() -> None:
+    async def test() -> None:
+        _, stream = new_stream()
+        async with stream:
+
+            async def stop_soon() -> None:
+                await asyncio.sleep(0.05)
+                stream.channel._throw(StopAsyncIteration())
+
+            stopper = asyncio.ensure_future(stop_soon())
+            batches = [events async for events in take_available(stream, 500, within=600)]
+            await stopper
+            assert batches == []
+
+    run(test)
