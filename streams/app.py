@@ -28,10 +28,11 @@ per partition in a ``LagTracker``; a one-second timer exports the consumer lag g
 Attribution and the posteriors agent run when a ``BanditRuntime`` is given (``streams.build_worker``
 always gives one). Every agent consumes in batches that close as soon as nothing more is queued
 (``streams.batching.take_available``: at most ``batch_size`` events, ``catch_up_batch_size`` in a
-backlog, ``batch_timeout_s`` only a safety bound on waiting). The user-keyed topics share one
-agent, because Faust's own cost per
-message and stream is most of the worker's time (``docs/benchmarks/ingest.md``): three agents
-over them (features, impressions, attribution) had each event cross Faust twice.
+backlog, ``batch_timeout_s`` only a safety bound on waiting), taken straight from each stream's
+queue rather than through Faust's per-event stream iterator. The user-keyed topics share one
+agent, because every record's trip through Faust (fetch, delivery, queue, ack) is paid once per
+agent that consumes it (``docs/benchmarks/ingest.md``): three agents over them (features,
+impressions, attribution) had each event cross Faust twice.
 """
 
 from __future__ import annotations
@@ -129,7 +130,8 @@ class _PerBatchMonitor(Monitor):
     and per-stream counters) that only Faust's web views read, and we run without them; our
     Prometheus metrics count per batch. The one thing kept is ``stream_inbound_time``: the
     consumer's stall check (``verify_event_path``) reads it, and without it Faust would report
-    every lagging partition as "stream idle since start".
+    every lagging partition as "stream idle since start"; ``take_available`` calls it once per
+    partition and batch.
     """
 
     def on_message_in(self, tp: Any, offset: int, message: Any) -> None:
