@@ -26,12 +26,13 @@ worker CPU per event in each stage of ``streams.worker_metrics.STAGES``, from
 metrics), ``redis_cpu_us_per_event`` and, when the benchmark started the broker itself,
 ``broker_cpu_us_per_event`` (those services' CPU per event over phase 1,
 ``benchmarks.machine.ServiceCpu``: what else each event costs a machine they share),
-``load_average``, ``freshness_p50_ms``/``freshness_p99_ms`` (at half the sustained rate), ``offered_rates``, per-rate
-``freshness_p50_ms_at_<rate>``, ``freshness_p99_ms_at_<rate>``, ``freshness_probes_at_<rate>``
-and ``freshness_lost_probes_at_<rate>`` (not visible within 10 s), ``late_events_at_<rate>``
-(events the workers judged late in that phase), ``worker_cpu_us_per_event_at_<rate>`` (the
-workers' CPU over that phase per event produced in it, probes included) and its split,
-``stage_cpu_us_per_event_<stage>_at_<rate>``, ``batches_<agent>_at_<rate>``, the workers' full collector passes over both phases
+``load_average``, ``freshness_p50_ms``/``freshness_p99_ms`` (at half the sustained rate),
+``offered_rates``, per-rate ``freshness_p50_ms_at_<rate>``, ``freshness_p99_ms_at_<rate>``,
+``freshness_probes_at_<rate>`` and ``freshness_lost_probes_at_<rate>`` (not visible within 10 s),
+``late_events_at_<rate>`` (events the workers judged late in that phase),
+``worker_cpu_us_per_event_at_<rate>`` (the workers' CPU over that phase per event produced in it,
+probes included) and its split, ``stage_cpu_us_per_event_<stage>_at_<rate>``,
+``batches_<agent>_at_<rate>``, the workers' full collector passes over both phases
 (``gc_full_passes``, ``gc_full_pause_mean_ms``, ``gc_full_passes_over_30ms``), the offline logs'
 live files, bytes and appended batches at the end (``offline_log_files``/``_bytes``/``_batches``
 for the event log, ``offline_impressions_…``, ``feature_history_…``; ``offline_log_figures``) and
@@ -348,6 +349,16 @@ class Throughput:
         """Events per second, end to end."""
         return self.events / self.elapsed_s
 
+    @property
+    def events_per_cpu_s(self) -> float:
+        """Events per second of the workers' CPU."""
+        return self.events / max(self.cpu_s, 1e-9)
+
+    @property
+    def cpu_us_per_event(self) -> float:
+        """µs of the workers' CPU per event."""
+        return 1e6 * self.cpu_s / max(self.events, 1)
+
 
 def measure_throughput(
     ports: list[int],
@@ -382,7 +393,7 @@ def measure_throughput(
         elapsed_s=elapsed_s,
         produced_s=produced_s,
         cpu_s=cpu_s,
-        batches={a: n - batches_before.get(a, 0) for a, n in sorted(batches_after.items())},
+        batches=batches_since(batches_before, batches_after),
         stages=stage_split(stages_before, stage_cpu_seconds(ports), cpu_s, len(messages)),
         shares=[
             (events_decided([port], topics.events) - before) / len(messages)
@@ -390,6 +401,11 @@ def measure_throughput(
         ],
         services_us=services_us,
     )
+
+
+def batches_since(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    """Batches each agent handled between two ``worker_usage`` readings."""
+    return {agent: n - before.get(agent, 0) for agent, n in sorted(after.items())}
 
 
 def wait_applied(progress: StepProgress, topics: TopicNames, timeout_s: float = 1800) -> None:
@@ -550,16 +566,15 @@ def command(args: argparse.Namespace) -> int:
             f"events/s end to end with {args.workers} worker(s) (produced in "
             f"{measured.produced_s:.1f} s)"
         )
-        per_cpu_s = len(batch) / max(measured.cpu_s, 1e-9)
         print(
-            f"worker CPU: {measured.cpu_s:.1f} s = {per_cpu_s:,.0f} events per CPU "
+            f"worker CPU: {measured.cpu_s:.1f} s = {measured.events_per_cpu_s:,.0f} events per CPU "
             f"second; batches by agent: {measured.batches}; load average {_loadavg()}"
         )
         print(
             "worker CPU per event by stage (µs): "
             + ", ".join(f"{stage} {us:.1f}" for stage, us in measured.stages.items())
         )
-        print(services_line(measured.services_us, 1e6 * measured.cpu_s / len(batch)))
+        print(services_line(measured.services_us, measured.cpu_us_per_event))
         reference = None
         if args.scale_out and args.workers == 1:
             reference = settled_outputs(settings, batch)
@@ -591,10 +606,7 @@ def command(args: argparse.Namespace) -> int:
             # the allowed lateness of each other (per event, over the phase and its probes).
             cpu_after_phase, batches_after_phase = worker_usage(ports)
             phase_cpu_s = cpu_after_phase - cpu_before_phase
-            phase_batches = {
-                agent: n - batches_before_phase.get(agent, 0)
-                for agent, n in sorted(batches_after_phase.items())
-            }
+            phase_batches = batches_since(batches_before_phase, batches_after_phase)
             phase_events = len(chunk) + len(probe.latencies_ms) + probe.lost
             cpu_us = phase_cpu_s * 1e6 / phase_events
             phase_stages = stage_split(
@@ -644,7 +656,7 @@ def command(args: argparse.Namespace) -> int:
         floor_figures: dict[str, Any] = {}
         if args.floor:
             floor_figures = floor_in_fresh_namespace(overrides, producer, batch, work)
-            share = per_cpu_s / floor_figures["faust_floor_events_per_worker_cpu_s"]
+            share = measured.events_per_cpu_s / floor_figures["faust_floor_events_per_worker_cpu_s"]
             floor_figures["share_of_faust_floor"] = round(share, 3)
             print(f"the full worker's events per CPU second are {100 * share:.0f} % of the floor's")
         print(
@@ -664,7 +676,7 @@ def command(args: argparse.Namespace) -> int:
             "slates": len(slates),
             "handlers_events_per_s": round(in_process, 1),
             "worker_cpu_s": round(measured.cpu_s, 2),
-            "events_per_worker_cpu_s": round(per_cpu_s, 1),
+            "events_per_worker_cpu_s": round(measured.events_per_cpu_s, 1),
             **{f"batches_{agent}": n for agent, n in measured.batches.items()},
             **{
                 f"stage_cpu_us_per_event_{stage}": round(us, 2)

@@ -165,7 +165,7 @@ def scale_out(
         f"  {WORKERS} workers' CPU per event by stage (µs): "
         + ", ".join(f"{stage} {us:.1f}" for stage, us in run.stages.items())
     )
-    print("  " + services_line(run.services_us, 1e6 * run.cpu_s / len(messages)))
+    print("  " + services_line(run.services_us, run.cpu_us_per_event))
     differ = differing_outputs(reference, got)
     capped = capped_anchors(reference["transitions"]) | capped_anchors(got["transitions"])
     print(
@@ -192,10 +192,10 @@ def scale_out(
             }
         )
         differ += [kind for kind in also if kind not in differ]
-        cpu_us = [1e6 * r.cpu_s / len(messages) for r in (one, two)]
         print(
             f"pair {n}: 1 worker {one.rate:,.0f}, {WORKERS} workers {two.rate:,.0f} events/s = "
-            f"{speedups[-1]:.2f}× (worker CPU per event {cpu_us[0]:.0f} and {cpu_us[1]:.0f} µs); "
+            f"{speedups[-1]:.2f}× (worker CPU per event {one.cpu_us_per_event:.0f} and "
+            f"{two.cpu_us_per_event:.0f} µs); "
             "both states "
             + ("equal to the first run's" if not also else f"DIFFER in {', '.join(also)}")
         )
@@ -208,7 +208,7 @@ def scale_out(
     return {
         f"events_per_s_{WORKERS}workers": round(run.rate, 1),
         f"worker_cpu_s_{WORKERS}workers": round(run.cpu_s, 2),
-        f"events_per_worker_cpu_s_{WORKERS}workers": round(len(messages) / max(run.cpu_s, 1e-9), 1),
+        f"events_per_worker_cpu_s_{WORKERS}workers": round(run.events_per_cpu_s, 1),
         **{f"batches_{a}_{WORKERS}workers": n for a, n in run.batches.items()},
         **{
             f"stage_cpu_us_per_event_{stage}_{WORKERS}workers": round(us, 2)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from core.errors import ConfigError
 from core.settings import Deployment, MilvusSettings
-from lifecycle.registry import IndexVersion, ModelVersion, Registry, Release
+from lifecycle.registry import IndexVersion, ModelVersion, Registry, Release, registration_order
 from ranker.checkpoint import load_checkpoint
 from retrieval.catalog import ItemCatalog
 from retrieval.content import RidgeMap
@@ -51,7 +51,7 @@ def model_to_pair(registry: Registry, model: str | None) -> str | None:
     if manifest.promoted is not None:
         return manifest.promoted.model
     if manifest.models:
-        return max(manifest.models.values(), key=lambda m: (m.serial, m.registered_ms)).version
+        return max(manifest.models.values(), key=registration_order).version
     return None
 
 

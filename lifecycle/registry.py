@@ -131,6 +131,12 @@ class Manifest:
             raise SchemaError(f"{where}: malformed registry manifest: {exc}") from exc
 
 
+def registration_order(entry: ModelVersion | IndexVersion) -> tuple[int, int]:
+    """Sort key: the order versions of one kind were registered in (serial, then the time for
+    versions from before serials)."""
+    return entry.serial, entry.registered_ms
+
+
 def _last_serial(entries: Iterable[ModelVersion | IndexVersion]) -> int:
     """The highest registration serial among ``entries`` (0: none, or none with a serial)."""
     return max((entry.serial for entry in entries), default=0)

@@ -67,11 +67,12 @@ async def take_available(
         raise ValueError(f"batch sizes must be at least 1, got {max_size} and {catch_up}")
     queue = stream.channel.queue  # type: ignore[attr-defined]
     admit = _Admission(stream)
+    wait_first = stream.wait_first  # type: ignore[attr-defined]  # mode's Service method
     started = await stream.maybe_start()
     try:
         while not stream.should_stop:
             if queue.empty():
-                got = await stream.wait_first(queue.get(), timeout=within)  # type: ignore[attr-defined]
+                got = await wait_first(queue.get(), timeout=within)
                 if not got.results:  # the window passed, or the stream stops
                     continue
                 events = [got.results[0]]

@@ -45,6 +45,8 @@ def _registry():  # type: ignore[no-untyped-def]
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from lifecycle.registry import registration_order
+
     _, registry = _registry()
     manifest = registry.read()
     if args.json:
@@ -56,7 +58,7 @@ def run_list(args: argparse.Namespace) -> int:
         f"serving: {f'release {promoted.serial} ({promoted.label})' if promoted else 'nothing promoted'}"
     )
     print("models:")
-    for entry in sorted(manifest.models.values(), key=lambda m: (m.serial, m.registered_ms)):
+    for entry in sorted(manifest.models.values(), key=registration_order):
         figures = {
             k: entry.metadata[k]
             for k in ("dataset", "split", "best_validation_ndcg10")
@@ -64,7 +66,7 @@ def run_list(args: argparse.Namespace) -> int:
         }
         print(f"  {entry.version}  {figures}")
     print("indexes:")
-    for entry in sorted(manifest.indexes.values(), key=lambda i: (i.serial, i.registered_ms)):
+    for entry in sorted(manifest.indexes.values(), key=registration_order):
         state = " (dropped)" if entry.dropped else ""
         print(
             f"  {entry.version}  {entry.item_count} items × {entry.dim}, {entry.source}, "
