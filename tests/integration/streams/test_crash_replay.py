@@ -60,6 +60,10 @@ def test_sigkill_at_random_moments_changes_no_output(
     # Attribution's idleness rule decides by wall time, which a restarted worker counts anew:
     # off, so that the outputs depend on the events alone (the rule has its own tests).
     monkeypatch.setenv("AETHER_STREAM__IDLE_PARTITION_TIMEOUT_S", "0")
+    # A replay is a backlog, where batches grow to the catching-up size (5,000 by default): kept
+    # at the harness's small batch size, so that the kills land between many commits and the
+    # replay lasts long enough for them (at 5,000 a fast worker drained it between two polls).
+    monkeypatch.setenv("AETHER_STREAM__CATCH_UP_BATCH_SIZE", "100")
     if backend == "cluster":
         crashed = cluster_settings(
             settings, request.getfixturevalue("redis_cluster_url"), f"k{seed}"
