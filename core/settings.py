@@ -121,6 +121,10 @@ class StreamSettings(_Section):
     catch_up_batch_size: int = Field(default=5000, ge=1)
     catch_up_lag_s: float = Field(default=1.0, ge=0)
     batch_timeout_s: float = Field(default=0.05, gt=0)
+    # The item-features and bandit-outcome agents take a batch no earlier than this long after
+    # its first record was appended (streams.batching: fewer, larger batches of forwarded
+    # updates near real time; item rows are that much less fresh); 0 turns it off.
+    linger_s: float = Field(default=0.1, ge=0, le=10)
     # Faust's queue of fetched events per agent (its stream_buffer_maxsize); one poll of the
     # consumer takes at most a fifth of it, so a delivery never waits for room (streams.app).
     buffer_events: int = Field(default=32_768, ge=16)

@@ -219,9 +219,13 @@ def create_app(
     lag = drift.lag if drift is not None else LagTracker()
     lag.highwater = lambda topic, partition: app.consumer.highwater(TP(topic, partition))
 
-    def batched(name: str, handle: Callable[[Sequence[SourceRecord]], Awaitable[Any]]) -> Any:
+    def batched(
+        name: str, handle: Callable[[Sequence[SourceRecord]], Awaitable[Any]], linger_s: float
+    ) -> Any:
         async def agent(stream: faust.StreamT[Any]) -> None:
-            async for events in take_available(stream, batch_size, within, catch_up=catch_up):
+            async for events in take_available(
+                stream, batch_size, within, catch_up=catch_up, linger_s=linger_s
+            ):
                 records = [_record(event) for event in events]
                 with timed(name):
                     await handle(records)
@@ -232,6 +236,14 @@ def create_app(
         return agent
 
     partitions = settings.kafka.partitions
+
+    # The consumer names (``streams.state_port.CONSUMERS``) of the steps ``on_users`` runs.
+    user_consumers = [
+        "interactions",
+        "impressions",
+        *(["attribution"] if bandit is not None else []),
+        *(["drift"] if drift is not None else []),
+    ]
 
     async def on_users(records: Sequence[SourceRecord]) -> None:
         # One agent for the three user-keyed topics: each record crosses Faust once, not once
@@ -247,17 +259,21 @@ def create_app(
                 worker_metrics.EVENTS.labels(record.topic, "rerouted").inc()
         if not records:
             return
-        interactions, impressions = split_user_records(records, topics)
-        done: list[Effects] = []
-        if interactions:
-            done.append(await runtime.on_interactions(interactions))
-        if impressions:
-            done.append(await runtime.on_impressions(impressions))
-        decoded = decoded_by_position(done)  # decoded once, for every step of the batch
-        if bandit is not None:
-            await bandit.on_attribution(records, decoded)
-        if drift is not None:
-            await drift.on_user_records(records, done, decoded)
+        # The steps' consumed offsets, read in one round trip for all of them.
+        with runtime.state.reading_offsets_ahead(
+            user_consumers, {(r.topic, r.partition) for r in records}
+        ):
+            interactions, impressions = split_user_records(records, topics)
+            done: list[Effects] = []
+            if interactions:
+                done.append(await runtime.on_interactions(interactions))
+            if impressions:
+                done.append(await runtime.on_impressions(impressions))
+            decoded = decoded_by_position(done)  # decoded once, for every step of the batch
+            if bandit is not None:
+                await bandit.on_attribution(records, decoded)
+            if drift is not None:
+                await drift.on_user_records(records, done, decoded)
 
     async def on_outcomes(records: Sequence[SourceRecord]) -> None:
         if bandit is not None:
@@ -270,15 +286,17 @@ def create_app(
             tp.partition for tp in app.consumer.assignment() if tp.topic == topics.events
         }
 
-    agents: list[tuple[str, tuple[str, ...], Callable[..., Awaitable[Any]]]] = [
-        ("interactions", (topics.events, topics.privacy, topics.impressions), on_users),
-        ("catalog", (topics.items,), runtime.on_catalog),
-        ("item_features", (topics.item_updates,), runtime.on_item_updates),
+    # Only the agents fed by other agents' forwards linger (``streams.batching``).
+    linger_s = settings.stream.linger_s
+    agents: list[tuple[str, tuple[str, ...], Callable[..., Awaitable[Any]], float]] = [
+        ("interactions", (topics.events, topics.privacy, topics.impressions), on_users, 0.0),
+        ("catalog", (topics.items,), runtime.on_catalog, 0.0),
+        ("item_features", (topics.item_updates,), runtime.on_item_updates, linger_s),
     ]
     if bandit is not None:
-        agents.append(("bandit_posteriors", (topics.bandit_outcomes,), on_outcomes))
-    for name, names, handle in agents:
-        app.agent(raw_topic(app, *names), name=name)(batched(name, handle))
+        agents.append(("bandit_posteriors", (topics.bandit_outcomes,), on_outcomes, linger_s))
+    for name, names, handle, linger in agents:
+        app.agent(raw_topic(app, *names), name=name)(batched(name, handle, linger))
 
     @app.timer(interval=1.0)
     async def export_lag() -> None:

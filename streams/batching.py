@@ -31,14 +31,23 @@ flow is suspended (neither handled nor acked, as Faust drops them), marks the ot
 with the consumer (so a rebalance waits for the batch in hand), and tells the sensors a stream
 took them.
 
+**Lingering** (``linger_s``, for agents whose freshness matters less than their per-batch cost):
+a batch is taken no earlier than ``linger_s`` after its first record was appended (the record's
+timestamp; a record older than that is taken at once, so a backlog never waits). The item-features
+and bandit-outcome agents linger (``AETHER_STREAM__LINGER_S``): they get one small batch of
+forwarded updates per batch of the interactions agent, and near real time each paid every fixed
+cost of a batch (Redis round trips, a feature write, an outbox entry) for a few dozen updates. The
+interactions agent never lingers: user features are what freshness is.
+
 Acknowledgement is as Faust's: every event of a batch is acked after the consumer asks for the
 next batch (or leaves the loop), so a crash mid-batch re-delivers it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -59,12 +68,17 @@ async def take_available(
     within: float,
     *,
     catch_up: CatchUp | None = None,
+    linger_s: float = 0.0,
     clock: Callable[[], float] = time.time,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
 ) -> AsyncIterator[list[EventT[Any]]]:
     """Yield the stream's events in batches of 1…``max_size`` (or 1…``catch_up.max_size`` when
-    catching up), each as soon as nothing is queued."""
+    catching up), each as soon as nothing is queued (and, with ``linger_s``, no earlier than
+    ``linger_s`` after its first record was appended)."""
     if max_size < 1 or (catch_up is not None and catch_up.max_size < 1):
         raise ValueError(f"batch sizes must be at least 1, got {max_size} and {catch_up}")
+    if linger_s < 0:
+        raise ValueError(f"linger_s must not be negative, got {linger_s}")
     queue = stream.channel.queue  # type: ignore[attr-defined]
     admit = _Admission(stream)
     wait_first = stream.wait_first  # type: ignore[attr-defined]  # mode's Service method
@@ -79,10 +93,13 @@ async def take_available(
             else:
                 events = [queue.get_nowait()]
             limit = max_size
-            if catch_up is not None:
-                appended = events[0].message.timestamp  # seconds, the broker's record timestamp
-                if appended and clock() - appended > catch_up.lag_s:
-                    limit = max(max_size, catch_up.max_size)
+            appended = events[0].message.timestamp  # seconds, the broker's record timestamp
+            if catch_up is not None and appended and clock() - appended > catch_up.lag_s:
+                limit = max(max_size, catch_up.max_size)
+            if linger_s and queue.qsize() + 1 < limit:
+                wait = linger_s - (clock() - appended) if appended else linger_s
+                if wait > 0:
+                    await sleep(min(wait, linger_s))
             while len(events) < limit and not queue.empty():
                 events.append(queue.get_nowait())
             batch = admit(events)

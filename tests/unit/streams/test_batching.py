@@ -146,6 +146,60 @@ def test_a_batch_whose_first_record_is_old_takes_the_catching_up_size(
     run(test)
 
 
+@pytest.mark.parametrize(
+    ("appended_s_ago", "slept", "values"),
+    [
+        (0.03, [pytest.approx(0.07)], [0, 1, 2, 3]),  # fresh: waits out the rest of the linger
+        (0.5, [], [0, 1]),  # older than the linger (a backlog): taken at once
+    ],
+)
+def test_a_lingering_batch_waits_until_its_first_record_is_linger_s_old(
+    appended_s_ago: float, slept: list[float], values: list[int]
+) -> None:
+    now = 1_800_000_000.0
+
+    async def test() -> None:
+        channel, stream = new_stream()
+        waits: list[float] = []
+
+        async def sleep(seconds: float) -> None:  # records arriving while the batch lingers
+            waits.append(seconds)
+            await send(channel, range(2, 4), timestamp=now)
+
+        async with stream:
+            await send(channel, range(2), timestamp=now - appended_s_ago)
+            batches = take_available(
+                stream, 500, within=600, linger_s=0.1, clock=lambda: now, sleep=sleep
+            )
+            events = await anext(batches)
+            assert [e.value for e in events] == values
+            assert waits == slept
+            await batches.aclose()
+
+    run(test)
+
+
+def test_a_full_batch_does_not_linger_and_linger_is_not_negative() -> None:
+    now = 1_800_000_000.0
+
+    async def never(seconds: float) -> None:
+        raise AssertionError(f"slept {seconds} s with a full batch queued")
+
+    async def test() -> None:
+        channel, stream = new_stream()
+        async with stream:
+            await send(channel, range(3), timestamp=now)
+            batches = take_available(
+                stream, 3, within=600, linger_s=0.1, clock=lambda: now, sleep=never
+            )
+            assert [e.value for e in await anext(batches)] == [0, 1, 2]
+            await batches.aclose()
+            with pytest.raises(ValueError, match="linger_s must not be negative"):
+                await anext(take_available(stream, 3, within=600, linger_s=-1))
+
+    run(test)
+
+
 def test_events_fetched_before_a_rebalance_are_dropped_unacked() -> None:
     async def test() -> None:
         channel, stream = new_stream()
