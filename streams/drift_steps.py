@@ -28,8 +28,8 @@ cold user if it lies within ``cold_user_ms`` (default one day) of that user's fi
 event, on a cold item if within ``cold_item_ms`` (default seven days) of the item's first
 admitted event, as this monitor saw them (an item's events are spread over every partition; each
 ``events:<p>`` monitor keeps its own first-seen times). The earliest admitted time per user and
-item is kept in the store (``StateStore.load_first_seen``; users under a keyed 64-bit hash, not
-their id) and committed with the monitor's state. The flags do not depend on arrival order: the
+item is kept in the store (read with the monitors' cores, ``StateStore.load_drift``; users under a
+keyed 64-bit hash, not their id) and committed with the monitor's state. The flags do not depend on arrival order: the
 batch's admitted events are classified in ``(event_time, id)`` order, and an event that arrives
 after a later one and is still admitted lies within the allowed lateness plus one window of it —
 shorter than either horizon (checked by :class:`DriftConfig`) — so whatever it lowers a first-seen
@@ -257,12 +257,28 @@ class DriftSteps:
         effects = DriftEffects()
         if not batches:
             return effects
-        stored = store.load_drift(batches)
+        # The hashed user field of every user in the batch, and the first-seen keys of every
+        # event (admitted or not: which are is known only once the state is), read with the
+        # monitors' cores in one round trip.
+        users = {
+            u: self._user_field(u)
+            for u in {e.user_id for batch in batches.values() for e in batch.interactions}
+        }
+        keys = {
+            name: {users[e.user_id] for e in batch.interactions}
+            | {f"i:{e.item_id}" for e in batch.interactions}
+            for name, batch in batches.items()
+            if batch.interactions
+        }
+        stored = store.load_drift(batches, keys)
         for name in sorted(batches):
             batch = batches[name]
-            state = self._state(store, name, stored.get(name), config)
+            state = self._state(store, name, stored.cores.get(name), config)
             if batch.interactions:
-                batch.events = self._classified(store, name, state, batch.interactions, effects)
+                first = stored.first_seen.get(name, {})
+                batch.events = self._classified(
+                    name, state, batch.interactions, users, first, effects
+                )
             sample = samples.get(name)
             inputs = Batch(batch.events, batch.slates, batch.outcomes, (sample,) if sample else ())
             _, detections, late, _ = step(state, inputs, batch.watermark_ms, config)
@@ -277,30 +293,28 @@ class DriftSteps:
 
     def _classified(
         self,
-        store: StateStore,
         monitor: str,
         state: MonitorState,
         interactions: Sequence[Interaction],
+        users: Mapping[str, str],
+        first: FirstSeen,
         effects: DriftEffects,
     ) -> list[EventSeen]:
         """The events with their cold-user and cold-item flags (module doc); the first-seen
         times they lower go into the commit. Events the monitor will reject as late are
-        passed on unflagged (it only counts them) and lower nothing."""
+        passed on unflagged (it only counts them) and lower nothing. ``users``: each user's
+        field (``_user_field``); ``first``: the stored first-seen times of the batch's keys."""
         config = self.config.user_monitor
         admitted, late = [], []
         for event in interactions:
             (admitted if admits(state, event.event_time_ms, config) else late).append(event)
         admitted.sort(key=lambda e: (e.event_time_ms, e.event_id))
-        users = {u: self._user_field(u) for u in {e.user_id for e in admitted}}  # one hash each
-        keys = {e.event_id: (users[e.user_id], f"i:{e.item_id}") for e in admitted}
-        first = store.load_first_seen(monitor, {k for pair in keys.values() for k in pair})
         lowered: FirstSeen = {}
         out = []
         for event in admitted:
             t = event.event_time_ms
-            user_key, item_key = keys[event.event_id]
-            user_first = _lower(first, lowered, user_key, t)
-            item_first = _lower(first, lowered, item_key, t)
+            user_first = _lower(first, lowered, users[event.user_id], t)
+            item_first = _lower(first, lowered, f"i:{event.item_id}", t)
             out.append(
                 event_from_interaction(
                     event,

@@ -25,7 +25,9 @@ bandit outcomes) carry their source record's identity onward; see ``streams.item
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -126,6 +128,15 @@ class AttributionHead:
     watermarks: dict[Input, int]
 
 
+@dataclass(frozen=True, slots=True)
+class DriftLoad:
+    """What the drift step reads per batch: its monitors' stored cores and, per monitor, the
+    first-seen times of the batch's users and items (``streams.drift_steps``) that are stored."""
+
+    cores: dict[str, bytes] = field(default_factory=dict)
+    first_seen: dict[str, FirstSeen] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class StateCommit:
     """Everything one batch changes, persisted in one atomic write.
@@ -209,15 +220,23 @@ class StateStore(Protocol):
 
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets: ...
 
-    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
-        """The monitors' stored cores (``monitoring.save``)."""
+    def reading_offsets_ahead(
+        self, consumers: Sequence[str], partitions: Iterable[tuple[str, int]]
+    ) -> AbstractContextManager[None]:
+        """Within the block, ``load_offsets`` of ``consumers`` for ``partitions`` may answer from
+        one read made on entry, kept current by this store's commits (the steps of one batch)."""
+        ...
+
+    def load_drift(
+        self, monitors: Iterable[str], first_seen: Mapping[str, Iterable[str]] | None = None
+    ) -> DriftLoad:
+        """The monitors' stored cores (``monitoring.save``) and, for each monitor in
+        ``first_seen``, the first-seen times of those keys (one round trip)."""
         ...
 
     def load_drift_chunks(self, monitor: str) -> dict[str, bytes]:
         """A monitor's stored chunks, by field (``monitoring.save``)."""
         ...
-
-    def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen: ...
 
     def load_seen(self, user_id: str) -> set[str]:
         """The user's seen set (``StateCommit.seen``); empty when they have none."""
@@ -323,14 +342,24 @@ class InMemoryStateStore:
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets:
         return _present(self.offsets.get(consumer, {}), partitions)
 
-    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
-        return _present(self.drift, monitors)
+    def reading_offsets_ahead(
+        self, consumers: Sequence[str], partitions: Iterable[tuple[str, int]]
+    ) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()  # loads cost nothing here
+
+    def load_drift(
+        self, monitors: Iterable[str], first_seen: Mapping[str, Iterable[str]] | None = None
+    ) -> DriftLoad:
+        return DriftLoad(
+            _present(self.drift, monitors),
+            {
+                m: _present(self.first_seen.get(m, {}), keys)
+                for m, keys in (first_seen or {}).items()
+            },
+        )
 
     def load_drift_chunks(self, monitor: str) -> dict[str, bytes]:
         return dict(self.drift_chunks.get(monitor, {}))
-
-    def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen:
-        return _present(self.first_seen.get(monitor, {}), keys)
 
     def load_seen(self, user_id: str) -> set[str]:
         return set(self.seen.get(user_id, ()))

@@ -44,7 +44,8 @@ holds one batch's offline rows as Arrow IPC bytes) and the transition keys of
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from itertools import chain
 from typing import Any, TypeVar, cast
 
@@ -63,7 +64,7 @@ from streams.privacy import PrivacyStatus, decode_status, encode_status, subject
 from streams.state_port import (
     AttributionHead,
     AttributionSnapshot,
-    FirstSeen,
+    DriftLoad,
     ImpressionState,
     InteractionState,
     Offsets,
@@ -90,6 +91,9 @@ class RedisStateStore:
         self._transitions = redis_transition_store(self._client, deployment.namespace)
         self._watermarks_key = self._key("stream", "watermarks")
         self._offsets_key = self._key("stream", "offsets")
+        # consumer -> (topic, partition) -> next offset (None: none stored), read ahead for a
+        # batch (``reading_offsets_ahead``)
+        self._ahead: dict[str, dict[tuple[str, int], int | None]] = {}
 
     def _key(self, *parts: str) -> str:
         """A key in the namespace's stream slot (``features.transition_store.stream_slot``)."""
@@ -184,9 +188,27 @@ class RedisStateStore:
         raws = self._mget([self._posterior_key(i) for i in ids])
         return _decoded(ids, raws, lambda raw: PosteriorState.from_dict(orjson.loads(raw)))
 
-    def load_drift(self, monitors: Iterable[str]) -> dict[str, bytes]:
+    def load_drift(
+        self, monitors: Iterable[str], first_seen: Mapping[str, Iterable[str]] | None = None
+    ) -> DriftLoad:
         names = sorted(set(monitors))
-        return _decoded(names, self._mget([self._drift_key(m) for m in names]), bytes)
+        asked = {m: sorted(set(keys)) for m, keys in sorted((first_seen or {}).items()) if keys}
+        if not names and not asked:
+            return DriftLoad()
+        pipe = self._client.pipeline(transaction=False)
+        if names:  # one slot: MGET runs on a cluster too (``execute_command``)
+            pipe.execute_command("MGET", *(self._drift_key(m) for m in names))
+        for monitor, keys in asked.items():
+            pipe.hmget(self._first_seen_key(monitor), keys)
+        replies = _executed(pipe, "drift state")
+        cores = _decoded(names, replies.pop(0), bytes) if names else {}
+        return DriftLoad(
+            cores,
+            {
+                monitor: {k: int(v) for k, v in zip(keys, values, strict=True) if v is not None}
+                for (monitor, keys), values in zip(asked.items(), replies, strict=True)
+            },
+        )
 
     def load_drift_chunks(self, monitor: str) -> dict[str, bytes]:
         try:
@@ -194,16 +216,6 @@ class RedisStateStore:
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot read drift state: {exc}") from exc
         return {name.decode(): chunk for name, chunk in fields.items()}
-
-    def load_first_seen(self, monitor: str, keys: Iterable[str]) -> FirstSeen:
-        fields = sorted(set(keys))
-        if not fields:
-            return {}
-        try:
-            values = cast(list[Any], self._client.hmget(self._first_seen_key(monitor), fields))
-        except redis.RedisError as exc:
-            raise DependencyUnavailable("redis", f"cannot read drift first-seen: {exc}") from exc
-        return {k: int(v) for k, v in zip(fields, values, strict=True) if v is not None}
 
     def load_offline(self, outbox: str, count: int) -> list[tuple[str, bytes]]:
         try:
@@ -301,16 +313,51 @@ class RedisStateStore:
 
     def load_offsets(self, consumer: str, partitions: Iterable[tuple[str, int]]) -> Offsets:
         tps = sorted(set(partitions))
-        if not tps:
-            return {}
+        ahead = self._ahead.get(consumer)
+        if ahead is not None and all(tp in ahead for tp in tps):
+            return {tp: offset for tp in tps if (offset := ahead[tp]) is not None}
+        marks = self._read_offsets([consumer], tps)[consumer]
+        return {tp: offset for tp, offset in marks.items() if offset is not None}
+
+    @contextlib.contextmanager
+    def reading_offsets_ahead(
+        self, consumers: Sequence[str], partitions: Iterable[tuple[str, int]]
+    ) -> Iterator[None]:
+        """Within the block, ``load_offsets`` of ``consumers`` for ``partitions`` answers from
+        one read made on entry, which this store's commits keep current: the steps that share a
+        batch read their offsets in one round trip instead of one each.
+
+        Exactly what Redis holds, as long as nothing but this store commits those consumers'
+        offsets of those partitions meanwhile: true within one batch of a worker, which owns the
+        partitions until the batch is done (a rebalance waits for it, ``streams.batching``).
+        """
+        names = list(consumers)
+        if taken := sorted(set(names) & self._ahead.keys()):
+            raise RuntimeError(f"offsets of {taken} are read ahead already")
+        self._ahead.update(self._read_offsets(names, sorted(set(partitions))))
         try:
-            values = cast(
-                list[Any],
-                self._client.hmget(self._offsets_key, [_offset_field(consumer, tp) for tp in tps]),
+            yield
+        finally:
+            for name in names:
+                self._ahead.pop(name, None)
+
+    def _read_offsets(
+        self, consumers: Sequence[str], tps: Sequence[tuple[str, int]]
+    ) -> dict[str, dict[tuple[str, int], int | None]]:
+        """Each consumer's stored next offset of each of ``tps`` (None: none), one ``HMGET``."""
+        fields = [_offset_field(consumer, tp) for consumer in consumers for tp in tps]
+        try:
+            values = (
+                cast(list[Any], self._client.hmget(self._offsets_key, fields)) if fields else []
             )
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot read consumed offsets: {exc}") from exc
-        return {tp: int(v) for tp, v in zip(tps, values, strict=True) if v is not None}
+        offsets = [None if v is None else int(v) for v in values]
+        n = len(tps)
+        return {
+            consumer: dict(zip(tps, offsets[i * n : (i + 1) * n], strict=True))
+            for i, consumer in enumerate(consumers)
+        }
 
     # -- the one write -------------------------------------------------------------------------
     def commit(self, changes: StateCommit) -> None:
@@ -381,6 +428,9 @@ class RedisStateStore:
             pipe.execute()
         except redis.RedisError as exc:
             raise DependencyUnavailable("redis", f"cannot persist stream state: {exc}") from exc
+        for consumer, marks in changes.offsets.items():
+            if (ahead := self._ahead.get(consumer)) is not None:
+                ahead.update(marks)
 
     def _queue_attribution(self, pipe: Any, partition: int, delta: AttributionDelta) -> None:
         """One partition's delta: its changed fields set, its removed ones deleted; a whole

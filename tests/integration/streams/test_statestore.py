@@ -158,19 +158,24 @@ def test_one_commit_holds_every_kind_of_state_and_deletes_before_it_writes(
     )
     assert (store.load_seen("gone"), store.load_seen("kept")) == ({"new"}, {"a", "b", "c"})
     assert store.load_seen("nobody") == set()
-    assert store.load_drift(["user:3", "user:4"]) == {"user:3": b"core-1"}
+    assert store.load_drift(["user:3", "user:4"]).cores == {"user:3": b"core-1"}
     assert store.load_drift_chunks("user:3") == {"5:0": b"a", "6:0": b"b"}
     # A drift save adds its chunks and drops its closed windows' ones; a replacing one starts over.
     store.commit(StateCommit(drift={"user:3": Saved(b"core-2", {"6:1": b"c"}, ["5:0"])}))
-    assert store.load_drift(["user:3"]) == {"user:3": b"core-2"}
+    assert store.load_drift(["user:3"]).cores == {"user:3": b"core-2"}
     assert store.load_drift_chunks("user:3") == {"6:0": b"b", "6:1": b"c"}
     store.commit(StateCommit(drift={"user:3": Saved(b"core-3", {"7:0": b"d"}, [], replace=True)}))
     assert store.load_drift_chunks("user:3") == {"7:0": b"d"}
     assert store.load_drift_chunks("user:4") == {}
-    assert store.load_first_seen("events:3", ["u:ab", "i:a", "i:b"]) == {"u:ab": 5, "i:a": 7}
-    assert store.load_first_seen("events:2", ["u:ab"]) == {}
+    both = store.load_drift(
+        ["user:3", "user:4"], {"events:3": ["u:ab", "i:a", "i:b"], "events:2": ["u:ab"]}
+    )
+    assert both.cores == {"user:3": b"core-3"}
+    assert both.first_seen == {"events:3": {"u:ab": 5, "i:a": 7}, "events:2": {}}
     store.commit(StateCommit(first_seen={"events:3": {"i:a": 6}}))
-    assert store.load_first_seen("events:3", ["i:a", "u:ab"]) == {"i:a": 6, "u:ab": 5}
+    assert store.load_drift([], {"events:3": ["i:a", "u:ab"]}).first_seen == {
+        "events:3": {"i:a": 6, "u:ab": 5}
+    }
     assert store.load_offsets("interactions", [("events", 3), ("events", 1)]) == {("events", 3): 12}
     assert store.load_offsets("attribution", [("events", 3)]) == {("events", 3): 9}
     assert store.load_users(["gone", "kept"]) == {
@@ -278,3 +283,39 @@ def test_the_outbox_and_the_posterior_marks_round_trip(redis_store: RedisStateSt
         apply_outcome(posterior, outcome, config)
     store.commit(StateCommit(posteriors={"a": posterior}))
     assert store.load_posteriors(["a"])["a"].marks == {3: 2}
+
+
+def test_offsets_read_ahead_answer_as_the_store_and_follow_its_commits(store: StateStore) -> None:
+    a, b = ("events", 0), ("impressions", 1)
+    store.commit(StateCommit(offsets={"interactions": {a: 5}, "drift": {b: 7}}))
+
+    with store.reading_offsets_ahead(["interactions", "drift"], [a, b]):
+        assert store.load_offsets("interactions", [a, b]) == {a: 5}
+        assert store.load_offsets("drift", [b]) == {b: 7}
+        store.commit(StateCommit(offsets={"interactions": {a: 9, b: 2}}))
+        assert store.load_offsets("interactions", [b, a]) == {a: 9, b: 2}
+        store.commit(StateCommit(offsets={"attribution": {a: 4}}))  # not read ahead
+        assert store.load_offsets("attribution", [a]) == {a: 4}
+        assert store.load_offsets("drift", [a, b]) == {b: 7}  # a partition not read ahead
+
+    assert store.load_offsets("interactions", [a, b]) == {a: 9, b: 2}
+
+
+def test_offsets_read_ahead_are_one_read_for_the_block_and_gone_after_it(
+    redis_store: RedisStateStore,
+) -> None:
+    """What the block trusts: nothing but this store writes the consumers' offsets meanwhile
+    (a worker's batch). A write behind its back shows that the loads ask Redis nothing."""
+    a = ("events", 3)
+    redis_store.commit(StateCommit(offsets={"interactions": {a: 5}}))
+    behind = RedisStateStore(RedisSettings(), redis_store._deployment, client=redis_store._client)
+
+    with redis_store.reading_offsets_ahead(["interactions"], [a]):
+        behind.commit(StateCommit(offsets={"interactions": {a: 6}}))
+        assert redis_store.load_offsets("interactions", [a]) == {a: 5}
+        clash = redis_store.reading_offsets_ahead(["interactions", "drift"], [a])
+        with pytest.raises(RuntimeError, match="read ahead already"), clash:
+            pass
+        assert redis_store.load_offsets("interactions", [a]) == {a: 5}  # still the block's
+
+    assert redis_store.load_offsets("interactions", [a]) == {a: 6}
