@@ -83,10 +83,14 @@ class MonitorState:
     last_sample: tuple[int, int] | None = None
     # How the state is persisted (``state_codec.save``), not what it means: the observations
     # admitted since the last save, by window; how many chunks each open window has saved; the
-    # version of the last save.
+    # version of the last save; a cache of its encoding.
     unsaved: dict[int, WindowBuffer] = field(default_factory=dict)
     chunks: dict[int, int] = field(default_factory=dict)
     version: str = ""
+    # the last save's JSON of the detectors and the exposure, by (next_window, last_sample)
+    learned_json: tuple[tuple[int | None, tuple[int, int] | None], dict[str, str]] | None = field(
+        default=None, compare=False, repr=False
+    )
 
 
 class Step(NamedTuple):

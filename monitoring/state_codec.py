@@ -11,7 +11,9 @@ Two ways, one encoding:
   changed, not the 70 s of observations that open windows hold in live traffic (window plus
   allowed lateness); a window's chunks are deleted when it closes. :func:`load` merges a
   window's chunks with the step's own de-duplication rule (``monitor.admit``), which does not
-  depend on order, so the loaded state is the one that was saved.
+  depend on order, so the loaded state is the one that was saved. The core's bulk, the detectors
+and the exposure window, changes only when a window closes or a pipeline sample is applied; a save
+in between reuses its JSON text from the last one (``MonitorState.learned_json``).
 
 Encoding: zlib-compressed JSON (keys sorted) with a header of the format version and the river
 version — ADWIN's window is river's own Rust state, whose layout may change between river
@@ -100,10 +102,25 @@ def save(state: MonitorState) -> Saved:
         digest.update(name.encode())
         digest.update(chunk)
     state.version = digest.hexdigest()
-    data = _core(state, FORMAT)
+    data = _core(state, FORMAT, learned=False)
     data["chunks"] = {str(k): n for k, n in sorted(state.chunks.items())}
     data["version"] = state.version
-    return Saved(_compressed(data), chunks, dropped, replace)
+    members = {name: _json(value) for name, value in data.items()}
+    members.update(_learned_json(state))
+    # ``json.dumps(data | learned, sort_keys=True, separators=…)``, member by member
+    text = "{" + ",".join(f"{_json(name)}:{members[name]}" for name in sorted(members)) + "}"
+    return Saved(zlib.compress(text.encode("utf-8"), 1), chunks, dropped, replace)
+
+
+def _learned_json(state: MonitorState) -> dict[str, str]:
+    """The JSON of the detectors and the exposure window, the bulk of a core. They change only
+    where windows close (``next_window`` moves) or pipeline samples are applied (``last_sample``
+    moves), ``monitoring.monitor``; between those, a save reuses the text of the last one."""
+    key = (state.next_window, state.last_sample)
+    cached = state.learned_json
+    if cached is None or cached[0] != key:
+        cached = state.learned_json = (key, {n: _json(v) for n, v in _learned(state).items()})
+    return cached[1]
 
 
 def load(core: bytes, chunks: Mapping[str, bytes], config: MonitorConfig) -> MonitorState:
@@ -138,14 +155,21 @@ def load(core: bytes, chunks: Mapping[str, bytes], config: MonitorConfig) -> Mon
 # -- encoding ----------------------------------------------------------------------------------
 
 
-def _core(state: MonitorState, version: int) -> dict[str, Any]:
-    return {
+def _core(state: MonitorState, version: int, learned: bool = True) -> dict[str, Any]:
+    """The core's members; ``learned=False`` leaves out the detectors and the exposure."""
+    core = {
         "format": version,
         "river": river.__version__,
         "watermark_ms": state.watermark_ms,
         "next_window": state.next_window,
         "empty_run": state.empty_run,
         "last_sample": None if state.last_sample is None else list(state.last_sample),
+    }
+    return core | _learned(state) if learned else core
+
+
+def _learned(state: MonitorState) -> dict[str, Any]:
+    return {
         # Lists, not objects: the order detectors were created in is part of the state (it is
         # the order their detections are reported in) and must survive the sorted keys.
         "detectors": [
@@ -170,10 +194,13 @@ def _buffer(buffer: WindowBuffer) -> dict[str, Any]:
     }
 
 
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+
+
 def _compressed(data: dict[str, Any]) -> bytes:
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     # Level 1: most of the size win at a fraction of the time (the worker writes it per batch).
-    return zlib.compress(text.encode("utf-8"), 1)
+    return zlib.compress(_json(data).encode("utf-8"), 1)
 
 
 def _decoded(raw: bytes, *formats: int) -> dict[str, Any]:

@@ -102,15 +102,20 @@ def test_saved_chunks_load_the_state_that_was_saved_after_any_batch(seed, n, cut
     )
     store, state, start = ChunkStore(), new_state(config), 0
     for i, size in enumerate([*cuts, n * 2]):
+        # A pipeline sample every other batch: detectors learn outside window closes too.
+        sample = PipelineSample(T0 + i, i, lag_seconds=float(rng.randrange(5)), events=1)
         batch = Batch(
             events[start : start + size],
             slates[start : start + size],
             outcomes[start : start + size],
+            (sample,) if i % 2 else (),
         )
         watermark = max((e[0] for e in batch.events), default=None)
         state, *_ = step(state, batch, watermark, config)
         saved = save(state)
         store.write(saved)
+        core = zlib.decompress(saved.core).decode()  # canonical JSON, however it was assembled
+        assert core == json.dumps(json.loads(core), sort_keys=True, separators=(",", ":"))
         # A chunk holds only what changed: never more observations than the batch had.
         assert chunked_observations(saved.chunks) <= len(batch)
         # Only open windows keep chunks, and a loaded state is the live one.
