@@ -29,11 +29,11 @@ event, on a cold item if within ``cold_item_ms`` (default seven days) of the ite
 admitted event, as this monitor saw them (an item's events are spread over every partition; each
 ``events:<p>`` monitor keeps its own first-seen times). The earliest admitted time per user and
 item is kept in the store (read with the monitors' cores, ``StateStore.load_drift``; users under a
-keyed 64-bit hash, not their id) and committed with the monitor's state. The flags do not depend on arrival order: the
-batch's admitted events are classified in ``(event_time, id)`` order, and an event that arrives
-after a later one and is still admitted lies within the allowed lateness plus one window of it —
-shorter than either horizon (checked by :class:`DriftConfig`) — so whatever it lowers a first-seen
-time to, the later event is cold either way. Property test:
+keyed 64-bit hash, not their id) and committed with the monitor's state. The flags do not depend
+on arrival order: the batch's admitted events are classified in ``(event_time, id)`` order, and an
+event that arrives after a later one and is still admitted lies within the allowed lateness plus
+one window of it — shorter than either horizon (checked by :class:`DriftConfig`) — so whatever it
+lowers a first-seen time to, the later event is cold either way. Property test:
 ``tests/unit/streams/test_drift_cold_shares.py``.
 """
 

@@ -16,8 +16,9 @@ Adding a new kind of state is adding a field to ``StateCommit`` and a ``load_*``
 **Exactly-once input** (issue 21): every stateful step commits, in the same transaction as its
 state, the next offset it has to consume of each source (topic, partition) it read, under its own
 consumer name (``CONSUMERS``: one per step, since the ``interactions`` agent runs three steps over
-one batch and each commits on its own). Its driver loads those offsets first and drops every
-record below them (:func:`unconsumed`), so a batch that Kafka delivers again after a crash — its
+one batch and each commits on its own). Its driver loads those offsets first (the steps of one
+batch in one read, ``StateStore.reading_offsets_ahead``) and drops every record below them
+(:func:`unconsumed`), so a batch that Kafka delivers again after a crash — its
 offsets were committed to Redis but not yet to Kafka — is not applied twice, however long ago
 the event ids it carries were forgotten. Outputs that another agent consumes (item updates,
 bandit outcomes) carry their source record's identity onward; see ``streams.item_features``.
