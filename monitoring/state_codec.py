@@ -12,8 +12,8 @@ Two ways, one encoding:
   allowed lateness); a window's chunks are deleted when it closes. :func:`load` merges a
   window's chunks with the step's own de-duplication rule (``monitor.admit``), which does not
   depend on order, so the loaded state is the one that was saved. The core's bulk, the detectors
-and the exposure window, changes only when a window closes or a pipeline sample is applied; a save
-in between reuses its JSON text from the last one (``MonitorState.learned_json``).
+  and the exposure window, changes only when a window closes or a pipeline sample is applied; a
+  save in between reuses its JSON text from the last one (``MonitorState.learned_json``).
 
 Encoding: zlib-compressed JSON (keys sorted) with a header of the format version and the river
 version — ADWIN's window is river's own Rust state, whose layout may change between river
@@ -61,7 +61,7 @@ class Saved:
 
 def to_bytes(state: MonitorState) -> bytes:
     """The whole state, canonical (its persistence bookkeeping left out)."""
-    return _compressed(_core(state, WHOLE) | {"open": _buffers(state.open)})
+    return _compressed(_core(state, WHOLE) | _learned(state) | {"open": _buffers(state.open)})
 
 
 def from_bytes(raw: bytes, config: MonitorConfig) -> MonitorState:
@@ -102,7 +102,7 @@ def save(state: MonitorState) -> Saved:
         digest.update(name.encode())
         digest.update(chunk)
     state.version = digest.hexdigest()
-    data = _core(state, FORMAT, learned=False)
+    data = _core(state, FORMAT)
     data["chunks"] = {str(k): n for k, n in sorted(state.chunks.items())}
     data["version"] = state.version
     members = {name: _json(value) for name, value in data.items()}
@@ -155,9 +155,9 @@ def load(core: bytes, chunks: Mapping[str, bytes], config: MonitorConfig) -> Mon
 # -- encoding ----------------------------------------------------------------------------------
 
 
-def _core(state: MonitorState, version: int, learned: bool = True) -> dict[str, Any]:
-    """The core's members; ``learned=False`` leaves out the detectors and the exposure."""
-    core = {
+def _core(state: MonitorState, version: int) -> dict[str, Any]:
+    """The core's members but what the monitor learned (``_learned``)."""
+    return {
         "format": version,
         "river": river.__version__,
         "watermark_ms": state.watermark_ms,
@@ -165,10 +165,10 @@ def _core(state: MonitorState, version: int, learned: bool = True) -> dict[str, 
         "empty_run": state.empty_run,
         "last_sample": None if state.last_sample is None else list(state.last_sample),
     }
-    return core | _learned(state) if learned else core
 
 
 def _learned(state: MonitorState) -> dict[str, Any]:
+    """The core's bulk: the detectors and the exposure window."""
     return {
         # Lists, not objects: the order detectors were created in is part of the state (it is
         # the order their detections are reported in) and must survive the sorted keys.

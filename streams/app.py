@@ -237,13 +237,8 @@ def create_app(
 
     partitions = settings.kafka.partitions
 
-    # The consumer names (``streams.state_port.CONSUMERS``) of the steps ``on_users`` runs.
-    user_consumers = [
-        "interactions",
-        "impressions",
-        *(["attribution"] if bandit is not None else []),
-        *(["drift"] if drift is not None else []),
-    ]
+    # The consumer names (``streams.state_port.CONSUMERS``) of the steps ``on_users`` may run.
+    user_consumers = ("interactions", "impressions", "attribution", "drift")
 
     async def on_users(records: Sequence[SourceRecord]) -> None:
         # One agent for the three user-keyed topics: each record crosses Faust once, not once

@@ -97,9 +97,9 @@ async def take_available(
             if catch_up is not None and appended and clock() - appended > catch_up.lag_s:
                 limit = max(max_size, catch_up.max_size)
             if linger_s and queue.qsize() + 1 < limit:
-                wait = linger_s - (clock() - appended) if appended else linger_s
+                wait = min(linger_s, appended + linger_s - clock()) if appended else linger_s
                 if wait > 0:
-                    await sleep(min(wait, linger_s))
+                    await sleep(wait)
             while len(events) < limit and not queue.empty():
                 events.append(queue.get_nowait())
             batch = admit(events)
